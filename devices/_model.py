@@ -1,0 +1,56 @@
+"""What a device is, independent of how it was found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DEVICE_KINDS", "Device"]
+
+#: Device kinds the scheduler knows. Anything else is rejected with a clear error.
+DEVICE_KINDS = ("cpu", "gpu", "npu", "tpu", "xpu", "mps")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One processor an agent offers.
+
+    ``device_id`` is unique within its node (``cpu0``, ``gpu0``, ``npu1``).
+    ``torch_device`` is what a worker passes to ``tensor.to(...)``; for a simulated device
+    it is ``cpu`` and ``simulated`` is true, and the device says so everywhere it is shown.
+    ``tflops`` is effective dense throughput (measured for CPUs, from a table or the
+    declaration otherwise). ``slices`` is how many workers share the device; each slice
+    owns ``memory_bytes / slices`` and ``1 / slices`` of its compute.
+    """
+
+    device_id: str
+    kind: str
+    vendor: str
+    model: str
+    memory_bytes: int
+    tflops: float
+    torch_device: str
+    simulated: bool = False
+    slices: int = 1
+    threads: int = 1
+    sharing: str = "exclusive"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slice_memory_bytes(self) -> int:
+        return self.memory_bytes // max(1, self.slices)
+
+    @property
+    def slice_tflops(self) -> float:
+        return self.tflops / max(1, self.slices)
+
+    def describe(self) -> str:
+        """One line for people: ``gpu nvidia A100-SXM4-40GB 40.0 GiB 156 TFLOPS (simulated on cpu)``."""
+        text = (
+            f"{self.kind} {self.vendor} {self.model} "
+            f"{self.memory_bytes / 2**30:.1f} GiB {self.tflops:g} TFLOPS"
+        )
+        if self.slices > 1:
+            text += f" ×{self.slices} slices"
+        if self.simulated:
+            text += " (simulated on cpu)"
+        return text

@@ -1,0 +1,121 @@
+"""The inputs and outputs of placement: a cluster snapshot, pending jobs, a plan.
+
+Everything here is plain data. Placement never does I/O: the scheduler builds a
+``ClusterSnapshot`` from its registry, calls ``plan(...)`` and then reserves and binds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from anypu.devices import Device
+
+__all__ = [
+    "TIERS",
+    "ClusterSnapshot",
+    "DeviceView",
+    "JobRequest",
+    "NodeView",
+    "Placement",
+    "Plan",
+]
+
+TIERS = ("cloud", "edge", "device")
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device as placement sees it: its description plus the work already on it.
+
+    ``slice_busy_seconds[i]`` is the predicted time until slice ``i`` is free (the sum
+    of predicted run times of the jobs already assigned to it).
+    """
+
+    node_id: str
+    device: Device
+    slice_busy_seconds: tuple[float, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.node_id, self.device.device_id)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    tier: str
+    site: str
+    healthy: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    devices: tuple[DeviceView, ...] = ()
+    warm_digests: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What placement needs to know about a job.
+
+    ``flops`` and ``memory_bytes`` come from the SDK's estimate (corrected by measured
+    runs); ``device_kinds`` empty means any kind; ``tiers``/``sites``/``nodes`` empty
+    means no constraint.
+    """
+
+    job_id: str
+    artifact_digest: str
+    flops: float
+    memory_bytes: int
+    input_bytes: int
+    output_bytes: int
+    artifact_bytes: int = 0
+    origin: str = ""
+    priority: int = 0
+    slo_seconds: float | None = None
+    device_kinds: frozenset[str] = frozenset()
+    tiers: frozenset[str] = frozenset()
+    sites: frozenset[str] = frozenset()
+    nodes: frozenset[str] = frozenset()
+    measured_seconds: dict[str, float] = field(default_factory=dict)
+    """Measured run time by device model name, from earlier runs of the same artifact."""
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """The nodes, and the network that links their sites and the clients' origins.
+
+    ``network`` is a ``networkx.Graph`` whose vertices are site names and whose edges
+    carry ``latency_s`` and ``bandwidth_bps`` (bytes per second). A node sits at the
+    vertex named by its ``site``. ``None`` means everything is co-located.
+    """
+
+    nodes: tuple[NodeView, ...]
+    network: object | None = None
+    now: float = 0.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one job goes, what it is predicted to take, and why (the objective's terms)."""
+
+    job_id: str
+    node_id: str
+    device_id: str
+    slice_index: int
+    predicted_seconds: float
+    terms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The result of one placement round.
+
+    ``unschedulable[job_id]`` maps every node id to why the job cannot go there; a job
+    appears there only when no device anywhere passed the filters. ``deferred`` are jobs
+    that fit somewhere in principle but not in this round (capacity taken by others).
+    """
+
+    placements: tuple[Placement, ...]
+    unschedulable: dict[str, dict[str, str]]
+    deferred: tuple[str, ...] = ()
+    solver: str = "greedy"
+    solve_seconds: float = 0.0
+    objective: float = 0.0
