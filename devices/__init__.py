@@ -1,5 +1,56 @@
-"""Finding and describing hardware: one small probe per vendor, and slices of devices."""
+"""Finding and describing hardware: one small probe per vendor, and slices of devices.
 
+``discover(devices_file)`` is what an agent calls: it runs every available probe in
+``PROBES`` (CPU, NVIDIA through NVML, Huawei Ascend through ``npu-smi``) and appends the
+simulated devices of a devices file.  Vendor libraries and tools are touched only when a
+probe runs, so a CPU-only install needs none of them.  Workers confine themselves to a
+slice with ``slice_environment`` (set by the agent), ``apply_slice_limits`` and
+``worker_torch_device`` (called in the worker).
+"""
+
+from anypu.devices._ascend import ASCEND_TFLOPS, AscendProbe, NpuChip, parse_npu_smi_info
+from anypu.devices._cpu import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
+from anypu.devices._discover import PROBES, collect_utilisation, discover, make_probes
 from anypu.devices._model import DEVICE_KINDS, Device
+from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
+from anypu.devices._probe import Probe
+from anypu.devices._simulated import (
+    SimulatedDevices,
+    load_devices_file,
+    parse_devices,
+    parse_size,
+)
+from anypu.devices._slices import (
+    apply_slice_limits,
+    slice_environment,
+    with_slices,
+    worker_torch_device,
+)
 
-__all__ = ["DEVICE_KINDS", "Device"]
+__all__ = [
+    "ASCEND_TFLOPS",
+    "DEVICE_KINDS",
+    "NVIDIA_TFLOPS",
+    "PROBES",
+    "AscendProbe",
+    "CpuProbe",
+    "Device",
+    "NpuChip",
+    "NvidiaProbe",
+    "Probe",
+    "SimulatedDevices",
+    "apply_slice_limits",
+    "collect_utilisation",
+    "default_cpu_slicing",
+    "discover",
+    "load_devices_file",
+    "make_probes",
+    "measure_cpu_tflops_per_thread",
+    "nvidia_tflops",
+    "parse_devices",
+    "parse_npu_smi_info",
+    "parse_size",
+    "slice_environment",
+    "with_slices",
+    "worker_torch_device",
+]

@@ -1,5 +1,24 @@
-"""Pure placement: a cluster snapshot and pending jobs in, a plan out."""
+"""Pure placement: a cluster snapshot and pending jobs in, a plan out.
 
+``plan(snapshot, jobs)`` is what the live scheduler calls each round; the filter and
+score plugins it runs are exported for explanation and extension.
+"""
+
+from anypu.placement._filters import (
+    DEFAULT_FILTERS,
+    allowed_devices,
+    explain_unschedulable,
+    format_bytes,
+)
+from anypu.placement._framework import (
+    DEFAULT_EFFICIENCY,
+    TERMS,
+    ClusterTable,
+    FilterPlugin,
+    PlacementConfig,
+    PlanContext,
+    ScorePlugin,
+)
 from anypu.placement._model import (
     TIERS,
     ClusterSnapshot,
@@ -9,13 +28,41 @@ from anypu.placement._model import (
     Placement,
     Plan,
 )
+from anypu.placement._network import (
+    SCHEDULER_VERTEX,
+    NetworkCosts,
+    PathMetrics,
+    build_network,
+    transfer_seconds,
+)
+from anypu.placement._scores import DEFAULT_SCORES, score_terms
+from anypu.placement._solver import plan
 
 __all__ = [
+    "DEFAULT_EFFICIENCY",
+    "DEFAULT_FILTERS",
+    "DEFAULT_SCORES",
+    "SCHEDULER_VERTEX",
+    "TERMS",
     "TIERS",
     "ClusterSnapshot",
+    "ClusterTable",
     "DeviceView",
+    "FilterPlugin",
     "JobRequest",
+    "NetworkCosts",
     "NodeView",
+    "PathMetrics",
     "Placement",
+    "PlacementConfig",
     "Plan",
+    "PlanContext",
+    "ScorePlugin",
+    "allowed_devices",
+    "build_network",
+    "explain_unschedulable",
+    "format_bytes",
+    "plan",
+    "score_terms",
+    "transfer_seconds",
 ]

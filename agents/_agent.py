@@ -1,0 +1,292 @@
+"""The node agent: join, heartbeat, run jobs in slice workers, survive scheduler restarts.
+
+The agent opens one stream to the scheduler, sends a Join with its inventory, then
+answers Launch and Cancel messages and reports JobStarted / JobResult. If the stream
+breaks it reconnects with jittered exponential backoff, re-joins with the attempts it
+is still running (so the scheduler keeps them), and sends results it finished while
+disconnected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anypu import PROTOCOL_VERSION, __version__
+from anypu.agents._link import SchedulerLink
+from anypu.agents._workers import SliceJob, SliceWorker, WorkerAnswer
+from anypu.devices import Device
+from anypu.errors import AuthenticationError, ConfigError
+from anypu.protos import messages as m
+
+__all__ = ["Agent", "AgentConfig"]
+
+log = logging.getLogger("anypu.agent")
+
+
+@dataclass
+class AgentConfig:
+    name: str
+    tier: str
+    devices: list[Device]
+    token: str = ""
+    site: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    cache_dir: str = ""
+    max_backoff_s: float = 5.0
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, link: SchedulerLink) -> None:
+        self.config = config
+        self.link = link
+        cache = config.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
+        self.artifacts = Path(cache) / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.node_id = ""
+        self.epoch = 0
+        self.heartbeat_interval_s = 1.0
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._unsent: list[m.JobResult] = []
+        self._fetching: dict[str, threading.Event] = {}
+        self.workers: dict[tuple[str, int], SliceWorker] = {}
+        for device in config.devices:
+            for index in range(device.slices):
+                self.workers[(device.device_id, index)] = SliceWorker(
+                    device, index, self._on_start, self._on_answer
+                )
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
+        )
+        self._housekeeper.start()
+
+    # -------------------------------------------------------------- lifecycle
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until every worker process has started (torch imported)."""
+        deadline = time.monotonic() + timeout
+        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.link.close()
+        for worker in self.workers.values():
+            worker.close()
+
+    def run(self) -> None:
+        """Serve until ``stop()``; reconnect whenever the stream breaks."""
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                for message in self.link.open(self._join()):
+                    if isinstance(message, m.JoinAck):
+                        self._joined(message)
+                        backoff = 0.1
+                    elif isinstance(message, m.Launch):
+                        self._launch(message)
+                    elif isinstance(message, m.Cancel):
+                        self._cancel(message)
+            except (AuthenticationError, ConfigError):
+                self.stop()
+                raise
+            except Exception as error:  # scheduler gone or restarting: try again
+                log.info("scheduler stream broke: %s", error)
+            self.connected.clear()
+            if self._stop.is_set():
+                break
+            delay = backoff * (0.5 + random.random())
+            self._stop.wait(delay)
+            backoff = min(backoff * 2, self.config.max_backoff_s)
+
+    def _join(self) -> m.Join:
+        with self._lock:
+            running = [a for w in self.workers.values() for a in w.in_flight()]
+            running += [(r.job_id, r.attempt) for r in self._unsent]
+        return m.Join(
+            protocol_version=PROTOCOL_VERSION,
+            token=self.config.token,
+            name=self.config.name,
+            tier=self.config.tier,
+            site=self.config.site,
+            labels=dict(self.config.labels),
+            devices=tuple(self.config.devices),
+            warm_digests=self._warm(),
+            agent_version=__version__,
+            running=tuple(running),
+        )
+
+    def _joined(self, ack: m.JoinAck) -> None:
+        self.node_id, self.epoch = ack.node_id, ack.epoch
+        self.heartbeat_interval_s = ack.heartbeat_interval_s
+        self.connected.set()
+        with self._lock:
+            unsent, self._unsent = self._unsent, []
+        for result in unsent:
+            self.link.send(result)
+        log.info("joined as %s (epoch %d)", ack.node_id, ack.epoch)
+
+    # -------------------------------------------------------------- jobs
+
+    def _launch(self, launch: m.Launch) -> None:
+        worker = self.workers.get((launch.device_id, launch.slice_index))
+        if worker is None:
+            self._report(
+                m.JobResult(
+                    launch.job_id,
+                    launch.attempt,
+                    ok=False,
+                    error_type="NoSuchSlice",
+                    error_message=f"{self.config.name} has no slice"
+                    f" {launch.device_id}/{launch.slice_index}",
+                )
+            )
+            return
+        path = self.artifacts / launch.artifact_digest
+        if path.exists() and not launch.inputs_digest:
+            self._submit(worker, launch, path, launch.inputs)
+            return
+        threading.Thread(
+            target=self._fetch_then_submit, args=(worker, launch, path), daemon=True
+        ).start()
+
+    def _fetch_then_submit(self, worker: SliceWorker, launch: m.Launch, path: Path) -> None:
+        try:
+            self._ensure_artifact(launch.artifact_digest, path)
+            inputs = launch.inputs
+            if launch.inputs_digest:
+                inputs = self.link.fetch_blob(launch.inputs_digest)
+        except Exception as error:
+            self._report(
+                m.JobResult(
+                    launch.job_id,
+                    launch.attempt,
+                    ok=False,
+                    error_type="ArtifactUnavailable",
+                    error_message=f"could not fetch the model artifact: {error}",
+                )
+            )
+            return
+        self._submit(worker, launch, path, inputs)
+
+    def _ensure_artifact(self, digest: str, path: Path) -> None:
+        with self._lock:
+            pending = self._fetching.get(digest)
+            owner = pending is None
+            if owner:
+                pending = self._fetching[digest] = threading.Event()
+        if not owner:
+            pending.wait(300)
+            if path.exists():
+                return
+        try:
+            if not path.exists():
+                data = self.link.fetch_blob(digest)
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise ValueError(f"artifact {digest[:12]} arrived corrupted")
+                tmp = path.with_suffix(".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+        finally:
+            if owner:
+                with self._lock:
+                    self._fetching.pop(digest, None)
+                pending.set()
+
+    def _submit(self, worker: SliceWorker, launch: m.Launch, path: Path, inputs: bytes) -> None:
+        worker.submit(
+            SliceJob(
+                job_id=launch.job_id,
+                attempt=launch.attempt,
+                digest=launch.artifact_digest,
+                artifact_path=str(path),
+                inputs=inputs,
+                timeout_s=launch.timeout_s,
+            )
+        )
+
+    def _cancel(self, cancel: m.Cancel) -> None:
+        for worker in self.workers.values():
+            if worker.cancel(cancel.job_id, cancel.attempt):
+                return
+
+    def _on_start(self, job: SliceJob) -> None:
+        if self.connected.is_set():
+            self.link.send(m.JobStarted(job.job_id, job.attempt))
+
+    def _on_answer(self, worker: SliceWorker, answer: WorkerAnswer) -> None:
+        self._report(
+            m.JobResult(
+                job_id=answer.job_id,
+                attempt=answer.attempt,
+                ok=answer.ok,
+                outputs=answer.outputs,
+                error_type=answer.error_type,
+                error_message=answer.error_message,
+                error_traceback=answer.error_traceback,
+                load_seconds=answer.load_seconds,
+                run_seconds=answer.run_seconds,
+                node_id=self.node_id,
+                device_id=worker.device.device_id,
+                user_error=answer.user_error,
+            )
+        )
+
+    def _report(self, result: m.JobResult) -> None:
+        if self.connected.is_set():
+            try:
+                self.link.send(result)
+                return
+            except Exception:  # the stream just broke: keep it for the next connection
+                pass
+        with self._lock:
+            self._unsent.append(result)
+
+    # -------------------------------------------------------------- housekeeping
+
+    def _warm(self) -> tuple[str, ...]:
+        return tuple(sorted({d for w in self.workers.values() for d in w.warm}))
+
+    def _housekeeping(self) -> None:
+        next_beat = 0.0
+        while not self._stop.wait(0.05):
+            now = time.time()
+            for worker in self.workers.values():
+                failure = worker.check_deadline(now)
+                if failure is not None:
+                    self._on_answer(worker, failure)
+            if self.connected.is_set() and now >= next_beat:
+                next_beat = now + self.heartbeat_interval_s
+                try:
+                    self.link.send(self._heartbeat(now))
+                except Exception:
+                    pass
+
+    def _heartbeat(self, now: float) -> m.Heartbeat:
+        usage = []
+        for device in self.config.devices:
+            busy = sum(
+                1 for (d, _), w in self.workers.items() if d == device.device_id and w.busy
+            )
+            usage.append(
+                m.DeviceUsage(
+                    device_id=device.device_id,
+                    utilisation=busy / max(1, device.slices),
+                    free_memory_bytes=device.slice_memory_bytes * (device.slices - busy),
+                    busy_slices=busy,
+                )
+            )
+        return m.Heartbeat(
+            sent_at=now,
+            usage=tuple(usage),
+            warm_digests=self._warm(),
+            running_jobs=sum(1 for w in self.workers.values() if w.busy),
+        )

@@ -1,0 +1,156 @@
+"""How an agent reaches its scheduler: over gRPC, or in-process for the embedded mode.
+
+Both open one stream *from the agent* (so a node behind NAT needs no inbound port),
+send the Join first, and yield the scheduler's messages until the stream ends.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import grpc
+
+from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
+from anypu.protos import anypu_v1_pb2_grpc as rpc
+from anypu.protos import convert
+from anypu.protos import messages as m
+
+__all__ = ["GrpcLink", "InProcessLink", "SchedulerLink", "grpc_channel"]
+
+_END = object()
+
+
+class SchedulerLink(Protocol):
+    def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]: ...
+    def send(self, message: m.AgentMessage) -> None: ...
+    def fetch_blob(self, digest: str) -> bytes: ...
+    def close(self) -> None: ...
+
+
+def grpc_channel(address: str) -> grpc.Channel:
+    from anypu.scheduler._grpc import MAX_MESSAGE_BYTES
+
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.enable_retries", 0),
+        ],
+    )
+
+
+def raise_for_rpc(error: grpc.RpcError, address: str) -> None:
+    """Turn a gRPC failure into the anypu error a user can act on."""
+    code = error.code() if hasattr(error, "code") else None
+    detail = error.details() if hasattr(error, "details") else str(error)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise AuthenticationError(detail) from None
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        raise ConfigError(detail) from None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise SchedulerUnavailableError(
+            f"no anypu scheduler answers at {address} ({detail}). Start one with"
+            f" `anypu scheduler --port {address.rsplit(':', 1)[-1]}`, or check the address"
+            " and ANYPU_ADDRESS."
+        ) from None
+    raise error
+
+
+class GrpcLink:
+    def __init__(self, address: str, token: str = "") -> None:
+        self.address = address
+        self.token = token
+        self._channel: grpc.Channel | None = None
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call: Any = None
+
+    def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]:
+        self.close()
+        self._channel = grpc_channel(self.address)
+        self._outbox = queue.SimpleQueue()
+        outbox = self._outbox
+        outbox.put(convert.agent_message_to_pb(join))
+
+        def requests() -> Iterator[Any]:
+            while True:
+                item = outbox.get()
+                if item is _END:
+                    return
+                yield item
+
+        self._call = rpc.AgentServiceStub(self._channel).Connect(requests())
+        return self._responses(self._call)
+
+    def _responses(self, call: Any) -> Iterator[m.SchedulerMessage]:
+        try:
+            for message in call:
+                yield convert.scheduler_message_from_pb(message)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise_for_rpc(error, self.address)
+
+    def send(self, message: m.AgentMessage) -> None:
+        self._outbox.put(convert.agent_message_to_pb(message))
+
+    def fetch_blob(self, digest: str) -> bytes:
+        if self._channel is None:
+            raise SchedulerUnavailableError(f"not connected to {self.address}")
+        stub = rpc.BlobServiceStub(self._channel)
+        metadata = (("authorization", f"Bearer {self.token}"),)
+        try:
+            chunks = stub.GetBlob(convert.get_blob_request(digest), metadata=metadata)
+            return b"".join(chunk.data for chunk in chunks)
+        except grpc.RpcError as error:
+            raise_for_rpc(error, self.address)
+            raise
+
+    def close(self) -> None:
+        self._outbox.put(_END)
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
+class InProcessLink:
+    """The embedded mode: the same session code, with queues instead of sockets."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._session: Any = None
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]:
+        self._inbox = queue.SimpleQueue()
+        self._session = self.service.attach_agent(self._inbox.put)
+        self._session.receive(join)
+        return self._messages(self._inbox)
+
+    @staticmethod
+    def _messages(inbox: queue.SimpleQueue[Any]) -> Iterator[m.SchedulerMessage]:
+        while True:
+            item = inbox.get()
+            if item is _END:
+                return
+            yield item
+
+    def send(self, message: m.AgentMessage) -> None:
+        if self._session is not None:
+            self._session.receive(message)
+
+    def fetch_blob(self, digest: str) -> bytes:
+        return self.service.blobs.get(digest)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        self._inbox.put(_END)

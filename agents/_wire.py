@@ -1,0 +1,44 @@
+"""Framing between an agent and its worker processes: a JSON header and a byte payload.
+
+No pickle crosses this boundary: the agent writes ``(header, payload)`` frames into a pipe
+and the worker answers the same way, so a hostile model's bytes are only ever handed to
+the safe artifact loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any
+
+__all__ = ["read_frame", "write_frame"]
+
+_HEAD = struct.Struct("<IQ")  # header length, payload length
+
+
+def write_frame(fd: int, header: dict[str, Any], payload: bytes = b"") -> None:
+    head = json.dumps(header).encode()
+    data = b"".join((_HEAD.pack(len(head), len(payload)), head, payload))
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks, remaining = [], size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            raise EOFError("the other end of the worker pipe closed")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def read_frame(fd: int) -> tuple[dict[str, Any], bytes]:
+    head_len, payload_len = _HEAD.unpack(_read_exact(fd, _HEAD.size))
+    header = json.loads(_read_exact(fd, head_len))
+    payload = _read_exact(fd, payload_len) if payload_len else b""
+    return header, payload

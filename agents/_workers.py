@@ -1,0 +1,277 @@
+"""One worker process per device slice, seen from the agent.
+
+A ``SliceWorker`` owns a process and a FIFO of jobs. A job is written to the process as
+soon as it is idle (in the caller's thread: no extra hop on the hot path); a reader
+thread takes answers and hands the next job over. A job past its timeout, or cancelled
+while running, takes the process down with it (its whole process group) and a fresh
+one is started, so a hung model never blocks the slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from anypu.agents._wire import read_frame, write_frame
+from anypu.devices import Device, slice_environment
+
+__all__ = ["SliceJob", "SliceWorker", "WorkerAnswer"]
+
+log = logging.getLogger("anypu.agent")
+
+
+@dataclass
+class SliceJob:
+    job_id: str
+    attempt: int
+    digest: str
+    artifact_path: str
+    inputs: bytes
+    timeout_s: float
+    started_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    job_id: str
+    attempt: int
+    ok: bool
+    outputs: bytes = b""
+    error_type: str = ""
+    error_message: str = ""
+    error_traceback: str = ""
+    user_error: bool = False
+    load_seconds: float = 0.0
+    run_seconds: float = 0.0
+    warm: tuple[str, ...] = ()
+
+
+class SliceWorker:
+    """The process running jobs for slice ``slice_index`` of ``device``."""
+
+    def __init__(
+        self,
+        device: Device,
+        slice_index: int,
+        on_start: Callable[[SliceJob], None],
+        on_answer: Callable[[SliceWorker, WorkerAnswer], None],
+    ) -> None:
+        self.device = device
+        self.slice_index = slice_index
+        self.on_start = on_start
+        self.on_answer = on_answer
+        self.queue: deque[SliceJob] = deque()
+        self.running: SliceJob | None = None
+        self.warm: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._generation = 0
+        self._spawn()
+
+    # -------------------------------------------------------------- process
+
+    def _spawn(self) -> None:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        env = dict(os.environ)
+        env.update(slice_environment(self.device, self.slice_index))
+        device_json = json.dumps(dataclasses.asdict(self.device))
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "anypu.agents._worker_main",
+                str(to_worker_r),
+                str(from_worker_w),
+                device_json,
+            ],
+            pass_fds=(to_worker_r, from_worker_w),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+        os.close(to_worker_r)
+        os.close(from_worker_w)
+        self._write_fd, self._read_fd = to_worker_w, from_worker_r
+        self._ready = threading.Event()
+        self._generation += 1
+        threading.Thread(
+            target=self._read_loop,
+            args=(self._read_fd, self._generation),
+            name=f"anypu-worker-{self.device.device_id}.{self.slice_index}",
+            daemon=True,
+        ).start()
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for fd in (self._write_fd,):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self.queue.clear()
+        self._kill()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    # -------------------------------------------------------------- jobs
+
+    def submit(self, job: SliceJob) -> None:
+        with self._lock:
+            self.queue.append(job)
+            if self.running is None and self._ready.is_set():
+                self._start_next()
+
+    def cancel(self, job_id: str, attempt: int) -> bool:
+        """Drop a queued job, or kill the process running it. True if it was here."""
+        with self._lock:
+            for job in self.queue:
+                if job.job_id == job_id and job.attempt == attempt:
+                    self.queue.remove(job)
+                    return True
+            running = self.running
+            if running is None or (running.job_id, running.attempt) != (job_id, attempt):
+                return False
+            self.running = None
+            self._restart()
+            return True
+
+    def check_deadline(self, now: float) -> WorkerAnswer | None:
+        """Kill a job past its timeout; return its failure answer."""
+        with self._lock:
+            job = self.running
+            if job is None or not job.timeout_s or now - job.started_at < job.timeout_s:
+                return None
+            self.running = None
+            self._restart()
+        return WorkerAnswer(
+            job.job_id,
+            job.attempt,
+            ok=False,
+            error_type="JobTimeout",
+            error_message=(
+                f"the job ran longer than its timeout of {job.timeout_s:g}s on"
+                f" {self.device.device_id} and was killed; raise timeout_s if it needs longer"
+            ),
+            user_error=True,
+        )
+
+    def in_flight(self) -> list[tuple[str, int]]:
+        with self._lock:
+            jobs = list(self.queue) + ([self.running] if self.running else [])
+        return [(j.job_id, j.attempt) for j in jobs]
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None
+
+    # -------------------------------------------------------------- internals
+
+    def _start_next(self) -> None:
+        """Write the next queued job to the process. Caller holds the lock."""
+        while self.queue and self.running is None and not self._closed:
+            job = self.queue.popleft()
+            job.started_at = time.time()
+            header = {
+                "job_id": job.job_id,
+                "attempt": job.attempt,
+                "digest": job.digest,
+                "artifact_path": job.artifact_path,
+            }
+            try:
+                write_frame(self._write_fd, header, job.inputs)
+            except OSError:
+                self.queue.appendleft(job)
+                return  # the process died; the reader thread restarts it
+            self.running = job
+            self.on_start(job)
+
+    def _restart(self) -> None:
+        """Replace the process (caller holds the lock); queued jobs wait for the new one."""
+        self._kill()
+        if not self._closed:
+            self._spawn()
+
+    def _read_loop(self, fd: int, generation: int) -> None:
+        try:
+            while True:
+                header, payload = read_frame(fd)
+                if header.get("ready"):
+                    with self._lock:
+                        self._ready.set()
+                        self._start_next()
+                    continue
+                answer = WorkerAnswer(
+                    job_id=header["job_id"],
+                    attempt=header["attempt"],
+                    ok=header["ok"],
+                    outputs=payload,
+                    error_type=header.get("error_type", ""),
+                    error_message=header.get("error_message", ""),
+                    error_traceback=header.get("error_traceback", ""),
+                    user_error=header.get("user_error", False),
+                    load_seconds=header.get("load_seconds", 0.0),
+                    run_seconds=header.get("run_seconds", 0.0),
+                    warm=tuple(header.get("warm", ())),
+                )
+                with self._lock:
+                    current = self.running
+                    if current is None or (current.job_id, current.attempt) != (
+                        answer.job_id,
+                        answer.attempt,
+                    ):
+                        continue  # cancelled while it ran
+                    self.running = None
+                    self.warm = answer.warm
+                self.on_answer(self, answer)
+                with self._lock:
+                    self._start_next()
+        except (EOFError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._died(generation)
+
+    def _died(self, generation: int) -> None:
+        """The process exited on its own (crash, OOM kill): fail its job, start another."""
+        with self._lock:
+            if self._closed or generation != self._generation:
+                return  # we killed it on purpose and already replaced it
+            job, self.running = self.running, None
+            self._kill()
+            code = self.process.returncode
+            self._spawn()
+        log.warning("worker for %s slice %d died", self.device.device_id, self.slice_index)
+        if job is not None:
+            self.on_answer(
+                self,
+                WorkerAnswer(
+                    job.job_id,
+                    job.attempt,
+                    ok=False,
+                    error_type="WorkerDied",
+                    error_message=f"the worker process died while running the job (exit {code})",
+                )
+            )

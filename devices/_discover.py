@@ -1,0 +1,96 @@
+"""Everything a node offers: every available probe's devices plus declared simulated ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from anypu.devices._ascend import AscendProbe
+from anypu.devices._cpu import CpuProbe
+from anypu.devices._model import Device
+from anypu.devices._nvidia import NvidiaProbe
+from anypu.devices._probe import Probe
+from anypu.devices._simulated import load_devices_file
+
+__all__ = ["PROBES", "collect_utilisation", "discover", "make_probes"]
+
+log = logging.getLogger(__name__)
+
+#: The registry: one class per vendor.  A new vendor is one ``Probe`` subclass added here.
+PROBES: tuple[type[Probe], ...] = (CpuProbe, NvidiaProbe, AscendProbe)
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def make_probes(probes: Iterable[Probe | type[Probe]] = PROBES) -> list[Probe]:
+    """Instances of the given probes (classes are constructed with their defaults)."""
+    return [item() if isinstance(item, type) else item for item in probes]
+
+
+def _unique_ids(devices: Sequence[Device]) -> list[Device]:
+    """Keep the first device with each id; give later duplicates the next free number.
+
+    Real devices come first, so a simulated ``gpu0`` becomes ``gpu1`` on a host with one
+    real GPU, and two vendors that both number from ``gpu0`` do not collide.
+    """
+    taken = {device.device_id for device in devices}
+    seen: set[str] = set()
+    result: list[Device] = []
+    for device in devices:
+        if device.device_id in seen:
+            match = _TRAILING_NUMBER.match(device.device_id)
+            prefix = match.group(1) if match else device.device_id
+            number = 0
+            while f"{prefix}{number}" in taken:
+                number += 1
+            new_id = f"{prefix}{number}"
+            taken.add(new_id)
+            device = dataclasses.replace(device, device_id=new_id)
+        seen.add(device.device_id)
+        result.append(device)
+    return result
+
+
+def discover(
+    devices_file: str | Path | None = None,
+    probes: Iterable[Probe | type[Probe]] = PROBES,
+) -> list[Device]:
+    """Every device this node offers, with ids unique on the node.
+
+    Runs each available probe (a probe that fails mid-way is logged and skipped, so a
+    broken driver never stops the agent from offering its CPU), then appends the
+    simulated devices of ``devices_file``.  With ``include_host: false`` in that file no
+    probe runs.  Errors in the file raise ``ConfigError``.  Pass probe *instances* to
+    keep them for ``collect_utilisation`` afterwards.
+    """
+    declared = load_devices_file(devices_file) if devices_file is not None else None
+    found: list[Device] = []
+    if declared is None or declared.include_host:
+        for probe in make_probes(probes):
+            if not probe.available():
+                log.info("probe %s: nothing found (%s)", probe.name, probe.unavailable_reason)
+                continue
+            try:
+                devices = probe.probe()
+            except Exception:  # a vendor tool or library failing must not take the node down
+                log.exception("probe %s failed; its devices are not offered", probe.name)
+                continue
+            log.info("probe %s: %s", probe.name, "; ".join(d.describe() for d in devices))
+            found.extend(devices)
+    if declared is not None:
+        found.extend(declared.devices)
+    return _unique_ids(found)
+
+
+def collect_utilisation(probes: Iterable[Probe]) -> dict[str, float]:
+    """Every probe's utilisation merged, for a heartbeat; a failing probe contributes none."""
+    merged: dict[str, float] = {}
+    for probe in probes:
+        try:
+            merged.update(probe.utilisation())
+        except Exception:  # a heartbeat must go out even when one vendor tool misbehaves
+            log.warning("probe %s: utilisation read failed", probe.name, exc_info=True)
+    return merged

@@ -1,0 +1,244 @@
+"""NVIDIA GPUs through NVML (``pynvml``, shipped by the ``nvidia-ml-py`` distribution).
+
+``pynvml`` is imported inside methods only, so a machine without it (or without a
+driver) simply has no NVIDIA devices.  NVML indices follow PCI bus order, which is why
+worker environments set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (see ``_slices``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from types import ModuleType
+from typing import Any
+
+from anypu.devices._model import Device
+from anypu.devices._probe import Probe
+
+__all__ = ["NVIDIA_TFLOPS", "NvidiaProbe", "nvidia_tflops"]
+
+log = logging.getLogger(__name__)
+
+#: ``(name pattern, fp32 TFLOPS, dense fp16 tensor TFLOPS)``; the first match wins, so
+#: specific variants precede the family.  ``Device.tflops`` takes the **fp32** figure
+#: (CUDA cores, no tensor cores, no sparsity): exported models run in fp32 unless the
+#: user casts them, PyTorch does not use TF32 for fp32 matmuls by default, and the CPU
+#: figure it is compared against is measured in fp32.  The fp16 figure (dense, fp32
+#: accumulate) goes to ``extra["tflops_fp16"]`` for half-precision models.
+#: Sources: NVIDIA's public data sheets — "NVIDIA H100 Tensor Core GPU" (SXM, PCIe, NVL),
+#: "NVIDIA H200 Tensor Core GPU", "NVIDIA A100 Tensor Core GPU", "NVIDIA A10/A30/A40",
+#: "NVIDIA L4", "NVIDIA L40/L40S", "NVIDIA T4", "NVIDIA V100 Tensor Core GPU", and the
+#: "NVIDIA Ada GPU Architecture" / "NVIDIA Ampere GA102 GPU Architecture" white papers for
+#: the GeForce cards.  Data sheets quote tensor figures "with sparsity"; these are halved.
+NVIDIA_TFLOPS: tuple[tuple[str, float, float], ...] = (
+    (r"\bGH200\b", 67.0, 989.5),
+    (r"\bH200 NVL\b", 60.0, 835.5),
+    (r"\bH200\b", 67.0, 989.5),
+    (r"\bH100 PCIe\b", 51.0, 756.0),
+    (r"\bH100 NVL\b", 60.0, 835.5),
+    (r"\bH100\b", 67.0, 989.5),
+    (r"\bA100\b", 19.5, 312.0),
+    (r"\bA40\b", 37.4, 149.7),
+    (r"\bA30\b", 10.3, 165.0),
+    (r"\bA10\b", 31.2, 125.0),
+    (r"\bL40S\b", 91.6, 362.0),
+    (r"\bL40\b", 90.5, 181.0),
+    (r"\bL4\b", 30.3, 121.0),
+    (r"\bT4\b", 8.1, 65.0),
+    (r"\bV100S\b", 16.4, 130.0),
+    (r"\bV100-PCIE\b", 14.0, 112.0),
+    (r"\bV100\b", 15.7, 125.0),
+    (r"\bRTX 4090\b", 82.6, 165.2),
+    (r"\bRTX 3090\b", 35.6, 71.0),
+)
+
+# NVML's constants, restated so callers need not import pynvml to read ``extra``.
+_NVML_CLOCK_SM = 1
+_NVML_DEVICE_MIG_ENABLE = 1
+
+
+def nvidia_tflops(name: str) -> tuple[float, float] | None:
+    """``(fp32, fp16)`` TFLOPS of a GPU named like NVML names it, or None if unknown."""
+    for pattern, fp32, fp16 in NVIDIA_TFLOPS:
+        if re.search(pattern, name, flags=re.IGNORECASE):
+            return fp32, fp16
+    return None
+
+
+def _text(value: Any) -> str:
+    # pynvml before 11.5 returned bytes for names and versions.
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible_selector() -> list[str] | None:
+    """The agent's own ``CUDA_VISIBLE_DEVICES`` entries, or None when it is unset."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+class NvidiaProbe(Probe):
+    """Every NVIDIA GPU NVML reports, as ``gpu<N>`` with torch device ``cuda:<N>``.
+
+    When the agent itself runs with ``CUDA_VISIBLE_DEVICES`` set (integers are taken as
+    NVML/PCI indices, ``GPU-…`` as UUIDs), only those GPUs are offered, in that order,
+    so ``cuda:<N>`` means the same GPU to the agent's torch.  ``extra["index"]`` keeps
+    the NVML index that worker environments pin.
+
+    ``slices`` > 1 shares each GPU between that many workers (memory fraction + MPS
+    thread percentage, see ``slice_environment``).
+    """
+
+    name = "nvidia"
+
+    def __init__(self, *, slices: int = 1) -> None:
+        super().__init__()
+        if slices < 1:
+            raise ValueError(f"NvidiaProbe slices must be at least 1, got {slices}")
+        self._slices = slices
+        self._nvml: ModuleType | None = None
+        # device_id -> NVML index, filled by probe() so utilisation() keys match.
+        self._ids: dict[str, int] = {}
+
+    def _init(self) -> ModuleType:
+        """NVML, initialised once per probe; raises ImportError or NVMLError."""
+        if self._nvml is None:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+        return self._nvml
+
+    def available(self) -> bool:
+        try:
+            nvml = self._init()
+            count = len(self._selected_indices(nvml, int(nvml.nvmlDeviceGetCount())))
+        except ImportError:
+            self.unavailable_reason = "pynvml is not installed (pip install nvidia-ml-py)"
+            return False
+        except Exception as exc:  # NVMLError subclasses, or OSError from the loader
+            self.unavailable_reason = f"NVML could not start: {exc}"
+            return False
+        if count == 0:
+            self.unavailable_reason = "NVML reports no GPUs (or CUDA_VISIBLE_DEVICES hides them)"
+            return False
+        self.unavailable_reason = ""
+        return True
+
+    def _selected_indices(self, nvml: ModuleType, count: int) -> list[int]:
+        selector = _visible_selector()
+        if selector is None:
+            return list(range(count))
+        uuids: dict[str, int] = {}
+        for index in range(count):
+            try:
+                uuids[_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index)))] = index
+            except nvml.NVMLError:
+                continue
+        chosen: list[int] = []
+        for entry in selector:
+            index = int(entry) if entry.isdigit() else uuids.get(entry)
+            if index is None or not 0 <= index < count:
+                # CUDA stops at the first invalid entry; matching that keeps cuda:N aligned.
+                break
+            chosen.append(index)
+        return chosen
+
+    def _optional(self, call: Any, *args: Any) -> Any:
+        """A query some GPUs or drivers do not support; None instead of an error."""
+        assert self._nvml is not None
+        try:
+            return call(*args)
+        except self._nvml.NVMLError as exc:
+            log.debug("NVML %s unsupported: %s", getattr(call, "__name__", call), exc)
+            return None
+
+    def probe(self) -> list[Device]:
+        nvml = self._init()
+        driver = self._optional(nvml.nvmlSystemGetDriverVersion)
+        devices: list[Device] = []
+        self._ids = {}
+        for ordinal, index in enumerate(self._selected_indices(nvml, nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            name = _text(nvml.nvmlDeviceGetName(handle)).strip()
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            extra = {"index": str(index), "memory_free_bytes": str(int(memory.free))}
+            uuid = self._optional(nvml.nvmlDeviceGetUUID, handle)
+            if uuid is not None:
+                extra["uuid"] = _text(uuid)
+            if driver is not None:
+                extra["driver_version"] = _text(driver)
+            capability = self._optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
+            if capability is not None:
+                extra["compute_capability"] = f"{capability[0]}.{capability[1]}"
+            mig = self._optional(nvml.nvmlDeviceGetMigMode, handle)
+            if mig is not None:
+                extra["mig_mode"] = "enabled" if mig[0] == _NVML_DEVICE_MIG_ENABLE else "disabled"
+            tflops = self._tflops(name, handle, extra)
+            device_id = f"gpu{ordinal}"
+            self._ids[device_id] = index
+            devices.append(
+                Device(
+                    device_id=device_id,
+                    kind="gpu",
+                    vendor="nvidia",
+                    model=name.removeprefix("NVIDIA ").strip() or name,
+                    memory_bytes=int(memory.total),
+                    tflops=tflops,
+                    torch_device=f"cuda:{ordinal}",
+                    slices=self._slices,
+                    threads=1,
+                    sharing="exclusive" if self._slices == 1 else "mps",
+                    extra=extra,
+                )
+            )
+        return devices
+
+    def _tflops(self, name: str, handle: Any, extra: dict[str, str]) -> float:
+        """fp32 TFLOPS from the table, else CUDA cores × 2 FLOP × max SM clock."""
+        extra["tflops_precision"] = "fp32"
+        known = nvidia_tflops(name)
+        if known is not None:
+            extra["tflops_source"] = "table"
+            extra["tflops_fp16"] = f"{known[1]:g}"
+            return known[0]
+        assert self._nvml is not None
+        # Both queries are newer than some drivers and bindings; absence is not an error.
+        get_cores = getattr(self._nvml, "nvmlDeviceGetNumGpuCores", None)
+        get_clock = getattr(self._nvml, "nvmlDeviceGetMaxClockInfo", None)
+        cores = self._optional(get_cores, handle) if get_cores else None
+        clock_mhz = self._optional(get_clock, handle, _NVML_CLOCK_SM) if get_clock else None
+        if cores and clock_mhz:
+            extra["tflops_source"] = "cores×clock"
+            return round(int(cores) * 2 * int(clock_mhz) * 1e6 / 1e12, 3)
+        # An unknown GPU with neither query supported: a deliberately low figure, marked
+        # so the dashboard shows it is a guess; the measured run times correct placement.
+        extra["tflops_source"] = "default"
+        return 1.0
+
+    def utilisation(self) -> dict[str, float]:
+        """NVML's ``gpu`` utilisation rate (fraction of time a kernel ran) per device."""
+        if not self._ids:
+            return {}
+        try:
+            nvml = self._init()
+        except Exception:  # the driver went away; report nothing rather than fail a heartbeat
+            return {}
+        busy: dict[str, float] = {}
+        for device_id, index in self._ids.items():
+            try:
+                rates = nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(index))
+            except nvml.NVMLError:
+                continue
+            busy[device_id] = min(1.0, max(0.0, rates.gpu / 100.0))
+        return busy
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            try:
+                self._nvml.nvmlShutdown()
+            except self._nvml.NVMLError:
+                pass
+            self._nvml = None

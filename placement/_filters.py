@@ -1,0 +1,268 @@
+"""Filter plugins: each says, in words a person can act on, why a job cannot go somewhere.
+
+Node-level filters (health, node/tier/site constraints, reachability) run before
+device-level ones (kind, memory, throughput), so a node that is lost reports that
+once instead of once per device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from anypu.placement._framework import FilterPlugin, PlanContext
+from anypu.placement._model import DeviceView, JobRequest, NodeView
+
+__all__ = [
+    "DEFAULT_FILTERS",
+    "DeviceKindFilter",
+    "HealthFilter",
+    "MemoryFilter",
+    "NodeNameFilter",
+    "ReachableFilter",
+    "SiteFilter",
+    "ThroughputFilter",
+    "TierFilter",
+    "allowed_devices",
+    "explain_unschedulable",
+    "format_bytes",
+]
+
+
+def format_bytes(n: float) -> str:
+    """``3.2 GiB``, ``512 MiB``, ``12 KiB``, ``80 B``: short and unambiguous."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _listing(names: Iterable[str]) -> str:
+    return "[" + ", ".join(sorted(names)) + "]"
+
+
+def _per_name(names: Sequence[str], allowed: frozenset[str]) -> np.ndarray:
+    return np.fromiter((name in allowed for name in names), bool, len(names))
+
+
+class HealthFilter:
+    name = "health"
+    node_level = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        return None if node.healthy else "node unhealthy (lost)"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        return t.node_healthy[t.dev_node]
+
+
+class NodeNameFilter:
+    name = "node"
+    node_level = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if not job.nodes or node.node_id in job.nodes:
+            return None
+        return f"node {node.node_id} not in {_listing(job.nodes)}"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.nodes:
+            return np.ones(t.n_devices, dtype=bool)
+        ok = np.zeros(len(t.nodes), dtype=bool)
+        ok[[t.node_index[n] for n in job.nodes if n in t.node_index]] = True
+        return ok[t.dev_node]
+
+
+class TierFilter:
+    name = "tier"
+    node_level = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if not job.tiers or node.tier in job.tiers:
+            return None
+        return f"tier {node.tier} not in {_listing(job.tiers)}"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.tiers:
+            return np.ones(t.n_devices, dtype=bool)
+        return _per_name(t.tiers, job.tiers)[t.node_tier[t.dev_node]]
+
+
+class SiteFilter:
+    name = "site"
+    node_level = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if not job.sites or node.site in job.sites:
+            return None
+        return f"site {node.site} not in {_listing(job.sites)}"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.sites:
+            return np.ones(t.n_devices, dtype=bool)
+        return _per_name(t.sites, job.sites)[t.dev_site]
+
+
+class ReachableFilter:
+    """Inputs must reach the node from the origin, and the model from wherever it is served
+    (unless the node already has it warm)."""
+
+    name = "reachable"
+    node_level = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        code = ctx.table.site_index[node.site]
+        if math.isinf(ctx.site_path(job.origin, code)[0]):
+            return f"site {node.site} unreachable from origin {job.origin}"
+        source = ctx.network.artifact_source(job.origin)
+        warm = job.artifact_digest in node.warm_digests
+        if not warm and math.isinf(ctx.site_path(source, code)[0]):
+            return f"site {node.site} unreachable from {source}, which serves the model (not warm)"
+        return None
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if ctx.network.graph is None:
+            return np.ones(t.n_devices, dtype=bool)
+        from_origin = np.isfinite(ctx.site_vectors(job.origin)[0])
+        from_source = np.isfinite(ctx.site_vectors(ctx.network.artifact_source(job.origin))[0])
+        node_ok = from_origin[t.node_site] & from_source[t.node_site]
+        warm = t.warm_nodes.get(job.artifact_digest)
+        if warm:
+            node_ok[warm] = from_origin[t.node_site[warm]]
+        return node_ok[t.dev_node]
+
+
+class DeviceKindFilter:
+    name = "kind"
+    node_level = False
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if device is None or not job.device_kinds or device.device.kind in job.device_kinds:
+            return None
+        allows = ", ".join(sorted(job.device_kinds))
+        return f"device kind {device.device.kind} not allowed (job allows: {allows})"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.device_kinds:
+            return np.ones(t.n_devices, dtype=bool)
+        return _per_name(t.kinds, job.device_kinds)[t.dev_kind]
+
+
+class MemoryFilter:
+    """A slice runs one job at a time, so the job must fit one slice's memory on its own."""
+
+    name = "memory"
+    node_level = False
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if device is None or job.memory_bytes <= device.device.slice_memory_bytes:
+            return None
+        d = device.device
+        text = f"needs {format_bytes(job.memory_bytes)}, slice has {format_bytes(d.slice_memory_bytes)}"
+        if d.slices > 1:
+            text += f" ({format_bytes(d.memory_bytes)} in {d.slices} slices; use fewer slices)"
+        return text
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        return ctx.table.dev_slice_memory >= job.memory_bytes
+
+
+class ThroughputFilter:
+    """A device reporting no throughput can only be costed from a measurement on its model."""
+
+    name = "throughput"
+    node_level = False
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if (
+            device is None
+            or device.device.tflops > 0
+            or device.device.model in job.measured_seconds
+        ):
+            return None
+        return (
+            f"device reports no throughput (tflops {device.device.tflops:g}) and the job has "
+            f"no measured run on {device.device.model}; declare its tflops"
+        )
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        ok = t.dev_slice_tflops > 0
+        for model in job.measured_seconds:
+            code = t.model_index.get(model)
+            if code is not None:
+                ok |= t.dev_model == code
+        return ok
+
+
+#: Cheap, node-level rules first: their reason is what a rejected node reports.
+DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
+    HealthFilter(),
+    NodeNameFilter(),
+    TierFilter(),
+    SiteFilter(),
+    ReachableFilter(),
+    DeviceKindFilter(),
+    MemoryFilter(),
+    ThroughputFilter(),
+)
+
+
+def allowed_devices(
+    job: JobRequest, ctx: PlanContext, filters: Sequence[FilterPlugin] = DEFAULT_FILTERS
+) -> np.ndarray:
+    """Devices (by table index) that pass every filter for ``job``."""
+    ok = np.ones(ctx.table.n_devices, dtype=bool)
+    for f in filters:
+        ok &= f.mask(job, ctx)
+    return ok
+
+
+def explain_unschedulable(
+    job: JobRequest, ctx: PlanContext, filters: Sequence[FilterPlugin] = DEFAULT_FILTERS
+) -> dict[str, str]:
+    """Why each node rejects ``job``: its first node-level reason, or each device's."""
+    node_filters = [f for f in filters if getattr(f, "node_level", False)]
+    device_filters = [f for f in filters if not getattr(f, "node_level", False)]
+    reasons: dict[str, str] = {}
+    for node in ctx.table.nodes:
+        reason = next(
+            (r for f in node_filters if (r := f.check(job, node, None, ctx)) is not None), None
+        )
+        if reason is None and not node.devices:
+            reason = "node has no devices"
+        if reason is None:
+            parts = []
+            for dv in node.devices:
+                why = next(
+                    (r for f in device_filters if (r := f.check(job, node, dv, ctx)) is not None),
+                    None,
+                )
+                parts.append(f"{dv.device.device_id}: {why or 'fits'}")
+            reason = "; ".join(parts)
+        reasons[node.node_id] = reason
+    return reasons

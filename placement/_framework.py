@@ -1,0 +1,270 @@
+"""The placement framework: configuration, the columnar cluster table, plugin protocols.
+
+Placement follows the Kubernetes scheduler framework: filter plugins say why a device
+cannot take a job, score plugins put named terms (in seconds) on the devices that can,
+and a solver picks. Plugins see the cluster as numpy columns (``ClusterTable``) so one
+call scores every device for a job; a batch of 1,000 jobs over 10,000 devices is then
+1,000 vector passes, not ten million Python calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+import numpy as np
+from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView
+from anypu.placement._network import NetworkCosts
+
+from anypu.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_EFFICIENCY",
+    "TERMS",
+    "ClusterTable",
+    "FilterPlugin",
+    "PlacementConfig",
+    "PlanContext",
+    "ScorePlugin",
+]
+
+#: Fraction of peak throughput a typical model reaches, by device kind. Data, not code:
+#: override per deployment through ``PlacementConfig.efficiency``.
+DEFAULT_EFFICIENCY: Mapping[str, float] = MappingProxyType(
+    {"cpu": 0.5, "gpu": 0.35, "npu": 0.3, "tpu": 0.4, "xpu": 0.3, "mps": 0.3}
+)
+
+#: The objective's terms, in the order they are reported.
+TERMS = ("compute", "transfer", "warm", "queue", "fragmentation")
+
+_POLICIES = ("cost",)
+
+
+def _frozen_weights() -> Mapping[str, float]:
+    return MappingProxyType(dict.fromkeys(TERMS, 1.0))
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """Knobs of one placement round. Every field has a sensible default.
+
+    ``weights`` multiply the terms in the objective (missing terms weigh 1);
+    ``efficiency`` maps a device kind to the fraction of its peak TFLOPS a model gets
+    (kinds not listed use ``default_efficiency``). ``fragmentation_s`` is the size of
+    the packing tie-breaker: keep it well below a typical job's run time.
+    """
+
+    time_limit_s: float = 0.2
+    top_k: int = 8
+    num_workers: int = 2
+    use_cpsat: bool = True
+    weights: Mapping[str, float] = field(default_factory=_frozen_weights)
+    efficiency: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EFFICIENCY)
+    default_efficiency: float = 0.3
+    launch_overhead_s: float = 0.002
+    load_overhead_s: float = 0.05
+    load_bytes_per_s: float = 1e9
+    fragmentation_s: float = 5e-4
+    priority_weight: float = 1.0
+    policy: str = "cost"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def positive(name: str, value: float) -> None:
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"PlacementConfig.{name} must be > 0, got {value!r}")
+
+        def non_negative(name: str, value: float) -> None:
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
+                raise ConfigError(f"PlacementConfig.{name} must be >= 0, got {value!r}")
+
+        positive("time_limit_s", self.time_limit_s)
+        positive("load_bytes_per_s", self.load_bytes_per_s)
+        positive("default_efficiency", self.default_efficiency)
+        for name in ("launch_overhead_s", "load_overhead_s", "fragmentation_s", "priority_weight"):
+            non_negative(name, getattr(self, name))
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError(f"PlacementConfig.top_k must be an integer >= 1, got {self.top_k!r}")
+        if not isinstance(self.num_workers, int) or not 1 <= self.num_workers <= 2:
+            raise ConfigError(
+                f"PlacementConfig.num_workers must be 1 or 2 (the scheduler shares its "
+                f"cores), got {self.num_workers!r}"
+            )
+        unknown = sorted(set(self.weights) - set(TERMS))
+        if unknown:
+            raise ConfigError(
+                f"PlacementConfig.weights has unknown term(s) {', '.join(unknown)}; "
+                f"known terms: {', '.join(TERMS)}"
+            )
+        for term, w in self.weights.items():
+            non_negative(f"weights[{term!r}]", w)
+        for kind, eff in self.efficiency.items():
+            if isinstance(eff, bool) or not (isinstance(eff, (int, float)) and 0 < eff <= 1):
+                raise ConfigError(
+                    f"PlacementConfig.efficiency[{kind!r}] must be in (0, 1], got {eff!r}"
+                )
+        if self.policy not in _POLICIES:
+            raise ConfigError(
+                f"PlacementConfig.policy {self.policy!r} is unknown; choose one of {_POLICIES}"
+            )
+
+    def weight(self, term: str) -> float:
+        return float(self.weights.get(term, 1.0))
+
+    def efficiency_of(self, kind: str) -> float:
+        return float(self.efficiency.get(kind, self.default_efficiency))
+
+
+def _codes(values: Sequence[str]) -> tuple[list[str], dict[str, int], np.ndarray]:
+    names: list[str] = []
+    index: dict[str, int] = {}
+    codes = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        code = index.get(v)
+        if code is None:
+            code = index[v] = len(names)
+            names.append(v)
+        codes[i] = code
+    return names, index, codes
+
+
+class ClusterTable:
+    """A snapshot as numpy columns over nodes, devices and slices.
+
+    Categorical columns (tier, site, kind, model) are integer codes into small name
+    lists, so a per-name rule is evaluated once per distinct name and gathered.
+    """
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        nodes = snapshot.nodes
+        self.nodes: tuple[NodeView, ...] = nodes
+        self.node_index: dict[str, int] = {}
+        for i, n in enumerate(nodes):
+            if n.node_id in self.node_index:
+                raise ValueError(f"snapshot lists node {n.node_id!r} twice; node ids are unique")
+            self.node_index[n.node_id] = i
+        self.node_healthy = np.fromiter((n.healthy for n in nodes), bool, len(nodes))
+        self.tiers, self.tier_index, self.node_tier = _codes([n.tier for n in nodes])
+        self.sites, self.site_index, self.node_site = _codes([n.site for n in nodes])
+        self.warm_nodes: dict[str, list[int]] = {}
+        for i, n in enumerate(nodes):
+            for digest in n.warm_digests:
+                self.warm_nodes.setdefault(digest, []).append(i)
+
+        devices: list[DeviceView] = [dv for n in nodes for dv in n.devices]
+        self.devices = devices
+        self.dev_node = np.fromiter(
+            (i for i, n in enumerate(nodes) for _ in n.devices), np.int64, len(devices)
+        )
+        self.kinds, self.kind_index, self.dev_kind = _codes([d.device.kind for d in devices])
+        self.models, self.model_index, self.dev_model = _codes([d.device.model for d in devices])
+        self.dev_slices = np.fromiter((max(1, d.device.slices) for d in devices), np.int64)
+        self.dev_slice_tflops = np.fromiter((d.device.slice_tflops for d in devices), float)
+        self.dev_slice_memory = np.fromiter(
+            (d.device.slice_memory_bytes for d in devices), float, len(devices)
+        )
+        self.dev_site = self.node_site[self.dev_node] if devices else np.zeros(0, np.int64)
+
+        # A device lists busy time per slice; trust ``slices`` and pad what is missing,
+        # since an agent that just resliced may report the old vector for a heartbeat.
+        busy: list[float] = []
+        slice_dev: list[int] = []
+        slice_pos: list[int] = []
+        for d, dv in enumerate(devices):
+            n = int(self.dev_slices[d])
+            reported = tuple(dv.slice_busy_seconds[:n])
+            busy.extend(max(0.0, float(b)) for b in reported)
+            busy.extend([0.0] * (n - len(reported)))
+            slice_dev.extend([d] * n)
+            slice_pos.extend(range(n))
+        self.slice_dev = np.asarray(slice_dev, dtype=np.int64)
+        self.slice_pos = np.asarray(slice_pos, dtype=np.int64)
+        self.slice_busy = np.asarray(busy, dtype=float)
+        self.dev_idle = np.ones(len(devices), dtype=bool)
+        if len(busy):
+            np.logical_and.at(self.dev_idle, self.slice_dev, self.slice_busy == 0.0)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.slice_dev)
+
+
+class PlanContext:
+    """What plugins may read: the table, network costs and configuration of one round."""
+
+    def __init__(self, snapshot: ClusterSnapshot, config: PlacementConfig) -> None:
+        self.snapshot = snapshot
+        self.config = config
+        self.table = ClusterTable(snapshot)
+        self.network = NetworkCosts(snapshot.network)
+        self.kind_efficiency = np.array(
+            [config.efficiency_of(k) for k in self.table.kinds], dtype=float
+        )
+        self._site_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def site_vectors(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """Latency and bottleneck bandwidth from ``source`` to every site, by site code.
+
+        Latency is ``inf`` where no path exists; bandwidth is ``inf`` when co-located.
+        """
+        hit = self._site_vectors.get(source)
+        if hit is None:
+            n = len(self.table.sites)
+            latency, bandwidth = np.empty(n), np.empty(n)
+            for code, site in enumerate(self.table.sites):
+                m = self.network.metrics(source, site)
+                latency[code], bandwidth[code] = (math.inf, 0.0) if m is None else m
+            hit = self._site_vectors[source] = (latency, bandwidth)
+        return hit
+
+    def site_path(self, source: str, site_code: int) -> tuple[float, float]:
+        """(latency, bandwidth) from ``source`` to one site; latency ``inf`` if cut off."""
+        latency, bandwidth = self.site_vectors(source)
+        return float(latency[site_code]), float(bandwidth[site_code])
+
+    def site_seconds(self, source: str, nbytes: float) -> np.ndarray:
+        """Seconds to move ``nbytes`` from ``source`` to each site, indexed by site code."""
+        latency, bandwidth = self.site_vectors(source)
+        if nbytes <= 0:
+            return latency.copy()
+        with np.errstate(divide="ignore"):
+            return latency + nbytes / bandwidth
+
+
+class FilterPlugin(Protocol):
+    """Says why a job cannot go somewhere.
+
+    ``check`` is the definition: ``None`` when the (node, device) pair is fine, else a
+    reason a person can act on. ``mask`` is the same rule over every device at once
+    (``True`` = passes); tests hold the two to agreement. ``device`` is ``None`` for a
+    node-level check of a node without devices.
+    """
+
+    name: str
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None: ...
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray: ...
+
+
+class ScorePlugin(Protocol):
+    """Puts named terms, in seconds, on the devices ``idx`` for one job.
+
+    ``dev_idle[d]`` says whether device ``d`` has nothing on it at this point of the
+    round (it changes as the solver assigns jobs).
+    """
+
+    name: str
+
+    def terms(
+        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+    ) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,131 @@
+"""Score plugins: each puts named terms, in seconds, on candidate devices for one job.
+
+The queue term is not here: it depends on what the solver has already assigned this
+round, so the solver owns it (see ``_solver``). The formulas are in the solver's
+docstring; these are their vectorised forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anypu.placement._framework import PlanContext, ScorePlugin
+from anypu.placement._model import JobRequest
+
+__all__ = [
+    "DEFAULT_SCORES",
+    "ComputeScore",
+    "FragmentationScore",
+    "TransferScore",
+    "WarmScore",
+    "score_terms",
+]
+
+
+class ComputeScore:
+    """Run time on one slice: measured on that device model if we have it, else FLOPs
+    over effective throughput plus a launch overhead."""
+
+    name = "compute"
+
+    def terms(
+        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        t = ctx.table
+        tflops = t.dev_slice_tflops[idx]
+        eff = ctx.kind_efficiency[t.dev_kind[idx]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            secs = job.flops / (tflops * 1e12 * eff) + ctx.config.launch_overhead_s
+        secs[tflops <= 0] = np.inf
+        if job.measured_seconds:
+            models = t.dev_model[idx]
+            for model, measured in job.measured_seconds.items():
+                code = t.model_index.get(model)
+                if code is not None:
+                    # A measurement is of the whole device; a slice has 1/n of its compute.
+                    hit = models == code
+                    secs[hit] = measured * t.dev_slices[idx][hit]
+        return {"compute": secs}
+
+
+class TransferScore:
+    """Inputs from the origin to the node's site and outputs back, each way
+    ``latency + bytes / bottleneck``."""
+
+    name = "transfer"
+
+    def terms(
+        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        per_site = ctx.site_seconds(job.origin, job.input_bytes) + ctx.site_seconds(
+            job.origin, job.output_bytes
+        )
+        return {"transfer": per_site[ctx.table.dev_site[idx]]}
+
+
+class WarmScore:
+    """Zero where the node has the artifact loaded; else fetching it from where models
+    are served plus loading it."""
+
+    name = "warm"
+
+    def terms(
+        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        t = ctx.table
+        cfg = ctx.config
+        source = ctx.network.artifact_source(job.origin)
+        load = cfg.load_overhead_s + job.artifact_bytes / cfg.load_bytes_per_s
+        per_site = ctx.site_seconds(source, job.artifact_bytes) + load
+        secs = per_site[t.dev_site[idx]]
+        warm = t.warm_nodes.get(job.artifact_digest)
+        if warm:
+            warm_node = np.zeros(len(t.nodes), dtype=bool)
+            warm_node[warm] = True
+            secs[warm_node[t.dev_node[idx]]] = 0.0
+        return {"warm": secs}
+
+
+class FragmentationScore:
+    """A tie-breaker that packs: a little for opening an idle multi-slice device, and a
+    little for the share of a slice's memory the job leaves unused."""
+
+    name = "fragmentation"
+
+    def terms(
+        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        t = ctx.table
+        unit = ctx.config.fragmentation_s
+        opens = dev_idle[idx] & (t.dev_slices[idx] > 1)
+        memory = t.dev_slice_memory[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            used = np.where(memory > 0, job.memory_bytes / memory, 1.0)
+        leftover = 1.0 - np.clip(used, 0.0, 1.0)
+        return {"fragmentation": unit * (opens + leftover)}
+
+
+DEFAULT_SCORES: tuple[ScorePlugin, ...] = (
+    ComputeScore(),
+    TransferScore(),
+    WarmScore(),
+    FragmentationScore(),
+)
+
+
+def score_terms(
+    job: JobRequest,
+    ctx: PlanContext,
+    idx: np.ndarray,
+    dev_idle: np.ndarray,
+    scores: Sequence[ScorePlugin] = DEFAULT_SCORES,
+) -> dict[str, np.ndarray]:
+    """Every plugin's terms for ``job`` on devices ``idx``, merged into one mapping."""
+    out: dict[str, np.ndarray] = {}
+    for plugin in scores:
+        for term, values in plugin.terms(job, ctx, idx, dev_idle).items():
+            if term in out:
+                raise ValueError(f"score plugins {plugin.name!r} and another both emit {term!r}")
+            out[term] = values
+    return out

@@ -1,0 +1,62 @@
+"""GPU-sharing placement at trace level: the cluster model, fragmentation, and policies.
+
+The same policies serve the openb trace replay (``anypu.simulations.openb``) and, through
+:func:`make_policy`, any scheduler that holds nodes as CPU/memory/GPU-milli vectors.
+"""
+
+from anypu.placement.gpushare._cluster import (
+    MAX_GPUS,
+    MILLI,
+    ClusterState,
+    NodeTable,
+    PodTable,
+    load_nodes,
+    load_pods,
+    parse_nodes,
+    parse_pods,
+    spec_mask,
+)
+from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation, typical_pods
+from anypu.placement.gpushare._policies import (
+    POLICIES,
+    AnypuPolicy,
+    BestFitPolicy,
+    Choice,
+    DotProdPolicy,
+    FgdPolicy,
+    GpuClusteringPolicy,
+    GpuPackingPolicy,
+    Policy,
+    RandomPolicy,
+    Request,
+    make_policy,
+)
+
+__all__ = [
+    "MAX_GPUS",
+    "MILLI",
+    "POLICIES",
+    "AnypuPolicy",
+    "BestFitPolicy",
+    "Choice",
+    "ClusterState",
+    "DotProdPolicy",
+    "FgdPolicy",
+    "FragCache",
+    "GpuClusteringPolicy",
+    "GpuPackingPolicy",
+    "NodeTable",
+    "PodTable",
+    "Policy",
+    "RandomPolicy",
+    "Request",
+    "TypicalPods",
+    "fragmentation",
+    "load_nodes",
+    "load_pods",
+    "make_policy",
+    "parse_nodes",
+    "parse_pods",
+    "spec_mask",
+    "typical_pods",
+]

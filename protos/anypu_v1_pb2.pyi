@@ -1,0 +1,484 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Device(_message.Message):
+    __slots__ = ("device_id", "kind", "vendor", "model", "memory_bytes", "tflops", "torch_device", "simulated", "slices", "threads", "sharing", "extra")
+    class ExtraEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TFLOPS_FIELD_NUMBER: _ClassVar[int]
+    TORCH_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    SHARING_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    kind: str
+    vendor: str
+    model: str
+    memory_bytes: int
+    tflops: float
+    torch_device: str
+    simulated: bool
+    slices: int
+    threads: int
+    sharing: str
+    extra: _containers.ScalarMap[str, str]
+    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[str] = ..., vendor: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tflops: _Optional[float] = ..., torch_device: _Optional[str] = ..., simulated: _Optional[bool] = ..., slices: _Optional[int] = ..., threads: _Optional[int] = ..., sharing: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DeviceUsage(_message.Message):
+    __slots__ = ("device_id", "utilisation", "free_memory_bytes", "busy_slices")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    UTILISATION_FIELD_NUMBER: _ClassVar[int]
+    FREE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLICES_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    utilisation: float
+    free_memory_bytes: int
+    busy_slices: int
+    def __init__(self, device_id: _Optional[str] = ..., utilisation: _Optional[float] = ..., free_memory_bytes: _Optional[int] = ..., busy_slices: _Optional[int] = ...) -> None: ...
+
+class Join(_message.Message):
+    __slots__ = ("protocol_version", "token", "name", "tier", "site", "labels", "devices", "warm_digests", "agent_version", "running")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    token: str
+    name: str
+    tier: str
+    site: str
+    labels: _containers.ScalarMap[str, str]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    warm_digests: _containers.RepeatedScalarFieldContainer[str]
+    agent_version: str
+    running: _containers.RepeatedCompositeFieldContainer[RunningAttempt]
+    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ...) -> None: ...
+
+class RunningAttempt(_message.Message):
+    __slots__ = ("job_id", "attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs")
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    sent_at: float
+    usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
+    warm_digests: _containers.RepeatedScalarFieldContainer[str]
+    running_jobs: int
+    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ...) -> None: ...
+
+class JobStarted(_message.Message):
+    __slots__ = ("job_id", "attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class JobResult(_message.Message):
+    __slots__ = ("job_id", "attempt", "ok", "outputs", "error_type", "error_message", "error_traceback", "load_seconds", "run_seconds", "node_id", "device_id", "user_error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    ok: bool
+    outputs: bytes
+    error_type: str
+    error_message: str
+    error_traceback: str
+    load_seconds: float
+    run_seconds: float
+    node_id: str
+    device_id: str
+    user_error: bool
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., ok: _Optional[bool] = ..., outputs: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., user_error: _Optional[bool] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("join", "heartbeat", "started", "result")
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    join: Join
+    heartbeat: Heartbeat
+    started: JobStarted
+    result: JobResult
+    def __init__(self, join: _Optional[_Union[Join, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+
+class JoinAck(_message.Message):
+    __slots__ = ("node_id", "heartbeat_interval_s", "lost_after_s", "epoch", "protocol_version")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LOST_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    heartbeat_interval_s: float
+    lost_after_s: float
+    epoch: int
+    protocol_version: int
+    def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., lost_after_s: _Optional[float] = ..., epoch: _Optional[int] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+
+class Launch(_message.Message):
+    __slots__ = ("job_id", "attempt", "artifact_digest", "device_id", "slice_index", "inputs", "inputs_digest", "timeout_s")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    artifact_digest: str
+    device_id: str
+    slice_index: int
+    inputs: bytes
+    inputs_digest: str
+    timeout_s: float
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ("job_id", "attempt", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SchedulerMessage(_message.Message):
+    __slots__ = ("ack", "launch", "cancel")
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    ack: JoinAck
+    launch: Launch
+    cancel: Cancel
+    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+
+class Profile(_message.Message):
+    __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes")
+    FLOPS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    flops: float
+    memory_bytes: int
+    input_bytes: int
+    output_bytes: int
+    param_bytes: int
+    def __init__(self, flops: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., param_bytes: _Optional[int] = ...) -> None: ...
+
+class Constraints(_message.Message):
+    __slots__ = ("device_kinds", "tiers", "sites", "nodes")
+    DEVICE_KINDS_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    device_kinds: _containers.RepeatedScalarFieldContainer[str]
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s")
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SLO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    artifact_digest: str
+    inputs: bytes
+    inputs_digest: str
+    profile: Profile
+    constraints: Constraints
+    origin: str
+    priority: int
+    slo_seconds: float
+    name: str
+    timeout_s: float
+    max_retries: int
+    wait: bool
+    wait_timeout_s: float
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
+
+class Term(_message.Message):
+    __slots__ = ("name", "seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    seconds: float
+    def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class PlacementInfo(_message.Message):
+    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    device_id: str
+    slice_index: int
+    predicted_seconds: float
+    terms: _containers.RepeatedCompositeFieldContainer[Term]
+    solver: str
+    tier: str
+    device_description: str
+    simulated: bool
+    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ...) -> None: ...
+
+class NodeReason(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "load_seconds", "run_seconds", "error_type", "error_message", "error_traceback", "unschedulable", "origin", "artifact_digest", "latency_seconds", "user_error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASONS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    UNSCHEDULABLE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: str
+    name: str
+    attempt: int
+    placement: PlacementInfo
+    pending_reasons: _containers.RepeatedCompositeFieldContainer[NodeReason]
+    submitted_at: float
+    finished_at: float
+    load_seconds: float
+    run_seconds: float
+    error_type: str
+    error_message: str
+    error_traceback: str
+    unschedulable: bool
+    origin: str
+    artifact_digest: str
+    latency_seconds: float
+    user_error: bool
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., user_error: _Optional[bool] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("job", "outputs")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    outputs: bytes
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., outputs: _Optional[bytes] = ...) -> None: ...
+
+class WaitRequest(_message.Message):
+    __slots__ = ("job_id", "timeout_s")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    timeout_s: float
+    def __init__(self, job_id: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class WaitResponse(_message.Message):
+    __slots__ = ("job", "outputs", "timed_out")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    outputs: bytes
+    timed_out: bool
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., outputs: _Optional[bytes] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit", "state")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    state: str
+    def __init__(self, limit: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    tier: str
+    site: str
+    state: str
+    labels: _containers.ScalarMap[str, str]
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
+    warm_digests: _containers.RepeatedScalarFieldContainer[str]
+    last_heartbeat_age_s: float
+    running_jobs: int
+    epoch: int
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: JobInfo
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
+
+class HasBlobsRequest(_message.Message):
+    __slots__ = ("digests",)
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HasBlobsResponse(_message.Message):
+    __slots__ = ("missing",)
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("digest", "total_bytes", "data")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    total_bytes: int
+    data: bytes
+    def __init__(self, digest: _Optional[str] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PutBlobResponse(_message.Message):
+    __slots__ = ("digest", "stored_bytes")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    stored_bytes: int
+    def __init__(self, digest: _Optional[str] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+
+class GetBlobRequest(_message.Message):
+    __slots__ = ("digest",)
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    def __init__(self, digest: _Optional[str] = ...) -> None: ...

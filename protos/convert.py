@@ -1,0 +1,293 @@
+"""The one place that touches generated protobuf classes.
+
+Everything else in anypu speaks ``anypu.protos.messages`` and ``anypu.devices.Device``;
+this module maps them to and from ``anypu_v1_pb2`` at the gRPC boundary.  Field names
+match on both sides, so most conversions are a generic copy of scalar fields plus the
+nested parts spelled out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from anypu.devices import Device
+from anypu.protos import anypu_v1_pb2 as pb
+from anypu.protos import messages as m
+
+__all__ = [
+    "agent_message_from_pb",
+    "agent_message_to_pb",
+    "job_info_from_pb",
+    "job_info_to_pb",
+    "node_info_from_pb",
+    "node_info_to_pb",
+    "pb",
+    "scheduler_message_from_pb",
+    "scheduler_message_to_pb",
+    "submit_request_from_pb",
+    "submit_request_to_pb",
+]
+
+T = TypeVar("T")
+
+_SCALARS = (bool, int, float, str, bytes)
+
+
+def _scalars_to_pb(obj: Any, message: Any) -> Any:
+    """Copy every scalar and str→str map field of dataclass ``obj`` onto ``message``."""
+    known = message.DESCRIPTOR.fields_by_name
+    for f in dataclasses.fields(obj):
+        if f.name not in known:
+            continue
+        value = getattr(obj, f.name)
+        if isinstance(value, _SCALARS):
+            setattr(message, f.name, value)
+        elif isinstance(value, dict) and hasattr(getattr(message, f.name, None), "update"):
+            getattr(message, f.name).update(value)
+    return message
+
+
+def _scalars_from_pb(message: Any, cls: type[T], **nested: Any) -> T:
+    """Build dataclass ``cls`` from ``message``'s scalar and map fields plus ``nested``."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in nested:
+            kwargs[f.name] = nested[f.name]
+            continue
+        value = getattr(message, f.name)
+        if isinstance(value, _SCALARS):
+            kwargs[f.name] = value
+        elif hasattr(value, "items"):
+            kwargs[f.name] = dict(value)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- devices
+
+
+def device_to_pb(device: Device) -> pb.Device:
+    return _scalars_to_pb(device, pb.Device())
+
+
+def device_from_pb(message: pb.Device) -> Device:
+    return _scalars_from_pb(message, Device)
+
+
+def _usage_from_pb(items: Any) -> tuple[m.DeviceUsage, ...]:
+    return tuple(_scalars_from_pb(u, m.DeviceUsage) for u in items)
+
+
+# ---------------------------------------------------------------- agent stream
+
+
+def agent_message_to_pb(message: m.AgentMessage) -> pb.AgentMessage:
+    out = pb.AgentMessage()
+    if isinstance(message, m.Join):
+        join = _scalars_to_pb(message, out.join)
+        join.devices.extend(device_to_pb(d) for d in message.devices)
+        join.warm_digests.extend(message.warm_digests)
+        join.running.extend(pb.RunningAttempt(job_id=j, attempt=a) for j, a in message.running)
+    elif isinstance(message, m.Heartbeat):
+        beat = _scalars_to_pb(message, out.heartbeat)
+        beat.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in message.usage)
+        beat.warm_digests.extend(message.warm_digests)
+    elif isinstance(message, m.JobStarted):
+        _scalars_to_pb(message, out.started)
+    elif isinstance(message, m.JobResult):
+        _scalars_to_pb(message, out.result)
+    else:
+        raise TypeError(f"not an agent message: {type(message).__name__}")
+    return out
+
+
+def agent_message_from_pb(message: pb.AgentMessage) -> m.AgentMessage:
+    kind = message.WhichOneof("kind")
+    if kind == "join":
+        j = message.join
+        return _scalars_from_pb(
+            j,
+            m.Join,
+            devices=tuple(device_from_pb(d) for d in j.devices),
+            warm_digests=tuple(j.warm_digests),
+            running=tuple((r.job_id, r.attempt) for r in j.running),
+        )
+    if kind == "heartbeat":
+        h = message.heartbeat
+        return _scalars_from_pb(
+            h, m.Heartbeat, usage=_usage_from_pb(h.usage), warm_digests=tuple(h.warm_digests)
+        )
+    if kind == "started":
+        return _scalars_from_pb(message.started, m.JobStarted)
+    if kind == "result":
+        return _scalars_from_pb(message.result, m.JobResult)
+    raise ValueError("empty agent message: set one of join, heartbeat, started, result")
+
+
+def scheduler_message_to_pb(message: m.SchedulerMessage) -> pb.SchedulerMessage:
+    out = pb.SchedulerMessage()
+    if isinstance(message, m.JoinAck):
+        _scalars_to_pb(message, out.ack)
+    elif isinstance(message, m.Launch):
+        _scalars_to_pb(message, out.launch)
+    elif isinstance(message, m.Cancel):
+        _scalars_to_pb(message, out.cancel)
+    else:
+        raise TypeError(f"not a scheduler message: {type(message).__name__}")
+    return out
+
+
+def scheduler_message_from_pb(message: pb.SchedulerMessage) -> m.SchedulerMessage:
+    kind = message.WhichOneof("kind")
+    if kind == "ack":
+        return _scalars_from_pb(message.ack, m.JoinAck)
+    if kind == "launch":
+        return _scalars_from_pb(message.launch, m.Launch)
+    if kind == "cancel":
+        return _scalars_from_pb(message.cancel, m.Cancel)
+    raise ValueError("empty scheduler message")
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
+    out = _scalars_to_pb(request, pb.SubmitRequest())
+    for name in ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes"):
+        setattr(out.profile, name, getattr(request, name))
+    for name in ("device_kinds", "tiers", "sites", "nodes"):
+        getattr(out.constraints, name).extend(getattr(request, name))
+    return out
+
+
+def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
+    p, c = message.profile, message.constraints
+    return _scalars_from_pb(
+        message,
+        m.SubmitRequest,
+        flops=p.flops,
+        memory_bytes=p.memory_bytes,
+        input_bytes=p.input_bytes,
+        output_bytes=p.output_bytes,
+        param_bytes=p.param_bytes,
+        device_kinds=tuple(c.device_kinds),
+        tiers=tuple(c.tiers),
+        sites=tuple(c.sites),
+        nodes=tuple(c.nodes),
+    )
+
+
+def job_info_to_pb(info: m.JobInfo) -> pb.JobInfo:
+    out = _scalars_to_pb(info, pb.JobInfo())
+    if info.placement is not None:
+        placed = _scalars_to_pb(info.placement, out.placement)
+        placed.terms.extend(pb.Term(name=k, seconds=v) for k, v in info.placement.terms.items())
+    out.pending_reasons.extend(
+        pb.NodeReason(node_id=n, reason=r) for n, r in info.pending_reasons.items()
+    )
+    return out
+
+
+def job_info_from_pb(message: pb.JobInfo) -> m.JobInfo:
+    placement = None
+    if message.HasField("placement"):
+        p = message.placement
+        placement = _scalars_from_pb(
+            p, m.PlacementInfo, terms={t.name: t.seconds for t in p.terms}
+        )
+    return _scalars_from_pb(
+        message,
+        m.JobInfo,
+        placement=placement,
+        pending_reasons={r.node_id: r.reason for r in message.pending_reasons},
+    )
+
+
+def node_info_to_pb(info: m.NodeInfo) -> pb.NodeInfo:
+    out = _scalars_to_pb(info, pb.NodeInfo())
+    out.devices.extend(device_to_pb(d) for d in info.devices)
+    out.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in info.usage)
+    out.warm_digests.extend(info.warm_digests)
+    return out
+
+
+def node_info_from_pb(message: pb.NodeInfo) -> m.NodeInfo:
+    return _scalars_from_pb(
+        message,
+        m.NodeInfo,
+        devices=tuple(device_from_pb(d) for d in message.devices),
+        usage=_usage_from_pb(message.usage),
+        warm_digests=tuple(message.warm_digests),
+    )
+
+
+# ---------------------------------------------------------------- service envelopes
+
+
+def submit_response(info: m.JobInfo, outputs: bytes) -> pb.SubmitResponse:
+    return pb.SubmitResponse(job=job_info_to_pb(info), outputs=outputs)
+
+
+def wait_request(job_id: str, timeout_s: float) -> pb.WaitRequest:
+    return pb.WaitRequest(job_id=job_id, timeout_s=timeout_s)
+
+
+def wait_response(info: m.JobInfo, outputs: bytes, timed_out: bool) -> pb.WaitResponse:
+    return pb.WaitResponse(job=job_info_to_pb(info), outputs=outputs, timed_out=timed_out)
+
+
+def job_request(job_id: str) -> pb.CancelRequest:
+    """The request of Cancel; Explain takes the same field."""
+    return pb.CancelRequest(job_id=job_id)
+
+
+def explain_request(job_id: str) -> pb.ExplainRequest:
+    return pb.ExplainRequest(job_id=job_id)
+
+
+def cancel_response(info: m.JobInfo) -> pb.CancelResponse:
+    return pb.CancelResponse(job=job_info_to_pb(info))
+
+
+def explain_response(info: m.JobInfo) -> pb.ExplainResponse:
+    return pb.ExplainResponse(job=job_info_to_pb(info))
+
+
+def list_jobs_request(limit: int, state: str) -> pb.ListJobsRequest:
+    return pb.ListJobsRequest(limit=limit, state=state)
+
+
+def list_jobs_response(jobs: list[m.JobInfo]) -> pb.ListJobsResponse:
+    return pb.ListJobsResponse(jobs=[job_info_to_pb(j) for j in jobs])
+
+
+def list_nodes_request() -> pb.ListNodesRequest:
+    return pb.ListNodesRequest()
+
+
+def list_nodes_response(nodes: list[m.NodeInfo]) -> pb.ListNodesResponse:
+    return pb.ListNodesResponse(nodes=[node_info_to_pb(n) for n in nodes])
+
+
+def has_blobs_request(digests: list[str]) -> pb.HasBlobsRequest:
+    return pb.HasBlobsRequest(digests=digests)
+
+
+def has_blobs_response(missing: list[str]) -> pb.HasBlobsResponse:
+    return pb.HasBlobsResponse(missing=missing)
+
+
+def put_blob_response(digest: str, size: int) -> pb.PutBlobResponse:
+    return pb.PutBlobResponse(digest=digest, stored_bytes=size)
+
+
+def get_blob_request(digest: str) -> pb.GetBlobRequest:
+    return pb.GetBlobRequest(digest=digest)
+
+
+def blob_chunks(digest: str, data: bytes, chunk_bytes: int):
+    """Split a blob into stream chunks; the first names the digest and total size."""
+    view = memoryview(data)
+    yield pb.BlobChunk(digest=digest, total_bytes=len(data), data=bytes(view[:chunk_bytes]))
+    for start in range(chunk_bytes, len(data), chunk_bytes):
+        yield pb.BlobChunk(data=bytes(view[start : start + chunk_bytes]))

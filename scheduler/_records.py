@@ -1,0 +1,93 @@
+"""The scheduler's own records of nodes and jobs (mutable, owned by ``SchedulerState``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from anypu.devices import Device
+from anypu.protos.messages import DeviceUsage, JobInfo, NodeInfo, PlacementInfo, SubmitRequest
+
+__all__ = ["JOB_STATES", "TERMINAL", "JobRecord", "NodeRecord"]
+
+JOB_STATES = ("pending", "placed", "running", "succeeded", "failed", "cancelled")
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class NodeRecord:
+    node_id: str
+    tier: str
+    site: str
+    labels: dict[str, str]
+    devices: tuple[Device, ...]
+    epoch: int
+    state: str = "ready"  # ready | lost
+    connected: bool = True
+    last_heartbeat: float = 0.0
+    usage: tuple[DeviceUsage, ...] = ()
+    warm_digests: frozenset[str] = frozenset()
+    running_jobs: int = 0
+
+    def info(self, now: float) -> NodeInfo:
+        return NodeInfo(
+            node_id=self.node_id,
+            tier=self.tier,
+            site=self.site,
+            state=self.state if self.connected or self.state == "lost" else "disconnected",
+            labels=dict(self.labels),
+            devices=self.devices,
+            usage=self.usage,
+            warm_digests=tuple(sorted(self.warm_digests)),
+            last_heartbeat_age_s=max(0.0, now - self.last_heartbeat),
+            running_jobs=self.running_jobs,
+            epoch=self.epoch,
+        )
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    request: SubmitRequest
+    state: str = "pending"
+    attempt: int = 0
+    retries: int = 0
+    submitted_at: float = 0.0
+    finished_at: float = 0.0
+    not_before: float = 0.0
+    placement: PlacementInfo | None = None
+    pending_reasons: dict[str, str] = field(default_factory=dict)
+    unschedulable_since: float | None = None
+    outputs: bytes = b""
+    error_type: str = ""
+    error_message: str = ""
+    error_traceback: str = ""
+    user_error: bool = False
+    load_seconds: float = 0.0
+    run_seconds: float = 0.0
+    lost_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def info(self) -> JobInfo:
+        return JobInfo(
+            job_id=self.job_id,
+            state=self.state,
+            name=self.request.name,
+            attempt=self.attempt,
+            placement=self.placement,
+            pending_reasons=dict(self.pending_reasons),
+            submitted_at=self.submitted_at,
+            finished_at=self.finished_at,
+            load_seconds=self.load_seconds,
+            run_seconds=self.run_seconds,
+            error_type=self.error_type,
+            error_message=self.error_message,
+            error_traceback=self.error_traceback,
+            unschedulable=self.unschedulable_since is not None,
+            origin=self.request.origin,
+            artifact_digest=self.request.artifact_digest,
+            latency_seconds=(self.finished_at - self.submitted_at) if self.finished_at else 0.0,
+            user_error=self.user_error,
+        )

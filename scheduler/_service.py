@@ -1,0 +1,283 @@
+"""The scheduler as a thread-safe service: the state machine plus its I/O.
+
+``SchedulerService`` feeds events to ``SchedulerState`` under one lock and carries out
+the actions: persist to SQLite, send down agents' streams, wake waiting clients. The
+gRPC servicers (``_grpc``) and the embedded mode call the same methods.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from anypu import PROTOCOL_VERSION
+from anypu.devices import DEVICE_KINDS
+from anypu.errors import AuthenticationError, ConfigError
+from anypu.placement import TIERS
+from anypu.protos import messages as m
+from anypu.scheduler._records import JobRecord
+from anypu.scheduler._state import (
+    AgentConnected,
+    AgentDisconnected,
+    AgentSaid,
+    CancelRequested,
+    JobSubmitted,
+    Notify,
+    PersistJob,
+    PersistNode,
+    SchedulerConfig,
+    SchedulerState,
+    Send,
+    Tick,
+    new_job_id,
+)
+from anypu.scheduler._store import BlobStore, StateStore
+
+__all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
+
+SendFn = Callable[[m.SchedulerMessage], None]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class NotFoundError(KeyError):
+    """No job with that id."""
+
+
+class SchedulerService:
+    """One scheduler: registry, job queue, state store, dispatch."""
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        token: str | None = None,
+        config: SchedulerConfig | None = None,
+        network: object | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.token = token
+        self.clock = clock
+        self.store = StateStore(state_dir)
+        self.blobs = BlobStore(Path(state_dir) / "blobs")
+        self.state = SchedulerState(config, network)
+        self.state.restore(self.store.load_unfinished_jobs(), self.store.load_nodes(), clock())
+        self.started_at = clock()
+        self._lock = threading.RLock()
+        self._links: dict[str, tuple[int, SendFn]] = {}
+        self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="anypu-tick", daemon=True)
+        self._ticker.start()
+
+    @property
+    def config(self) -> SchedulerConfig:
+        return self.state.config
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=2)
+        with self._lock:
+            for waiters in self._waiters.values():
+                for event in waiters:
+                    event.set()
+            self.store.close()
+
+    # -------------------------------------------------------------- plumbing
+
+    def _handle(self, event: object) -> None:
+        with self._lock:
+            self._apply(self.state.handle(event))  # type: ignore[arg-type]
+
+    def _apply(self, actions: list) -> None:
+        now = self.clock()
+        for action in actions:
+            if isinstance(action, Send):
+                link = self._links.get(action.node_id)
+                if link is not None and link[0] == action.epoch:
+                    link[1](action.message)
+            elif isinstance(action, PersistJob):
+                self.store.save_job(action.job, action.transition, action.detail, now)
+            elif isinstance(action, PersistNode):
+                self.store.save_node(action.node)
+            elif isinstance(action, Notify):
+                for event in self._waiters.pop(action.job_id, ()):
+                    event.set()
+
+    def _tick_loop(self) -> None:
+        period = min(0.1, self.config.heartbeat_interval_s / 2)
+        while not self._stop.wait(period):
+            self._handle(Tick(self.clock()))
+
+    def authenticate(self, token: str) -> None:
+        """Raise ``AuthenticationError`` unless ``token`` is this scheduler's token."""
+        if self.token is None:
+            return
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise AuthenticationError(
+                "the scheduler refused the token: pass the token the scheduler printed at"
+                " start (--token or ANYPU_TOKEN)"
+            )
+
+    # -------------------------------------------------------------- agents
+
+    def attach_agent(self, send: SendFn) -> AgentSession:
+        return AgentSession(self, send)
+
+    def _join(self, join: m.Join, send: SendFn) -> tuple[str, int]:
+        self.authenticate(join.token)
+        _validate_join(join)
+        with self._lock:
+            actions = self.state.handle(AgentConnected(join, self.clock()))
+            node = self.state.nodes[join.name]
+            self._links[node.node_id] = (node.epoch, send)
+            self._apply(actions)
+            return node.node_id, node.epoch
+
+    def _leave(self, node_id: str, epoch: int) -> None:
+        with self._lock:
+            link = self._links.get(node_id)
+            if link is not None and link[0] == epoch:
+                del self._links[node_id]
+            self._apply(self.state.handle(AgentDisconnected(node_id, epoch, self.clock())))
+
+    # -------------------------------------------------------------- jobs
+
+    def submit(self, request: m.SubmitRequest) -> m.JobInfo:
+        self._validate_submit(request)
+        job_id = new_job_id()
+        self._handle(JobSubmitted(job_id, request, self.clock()))
+        return self.job_info(job_id)
+
+    def submit_and_wait(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes, bool]:
+        info = self.submit(request)
+        return self.wait(info.job_id, request.wait_timeout_s or None)
+
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+        """Block until the job is terminal: ``(info, outputs, timed_out)``."""
+        with self._lock:
+            job = self._job(job_id)
+            if job.terminal:
+                return job.info(), job.outputs, False
+            done = threading.Event()
+            self._waiters[job_id].append(done)
+        finished = done.wait(timeout)
+        with self._lock:
+            job = self._job(job_id)
+            return job.info(), job.outputs, not finished and not job.terminal
+
+    def cancel(self, job_id: str) -> m.JobInfo:
+        with self._lock:
+            self._job(job_id)
+            self._apply(self.state.handle(CancelRequested(job_id, self.clock())))
+            return self._job(job_id).info()
+
+    def job_info(self, job_id: str) -> m.JobInfo:
+        with self._lock:
+            return self._job(job_id).info()
+
+    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]:
+        limit = max(1, min(limit or 100, 10_000))
+        with self._lock:
+            live = [j.info() for j in self.state.jobs.values() if not state or j.state == state]
+        live.sort(key=lambda j: j.submitted_at, reverse=True)
+        if len(live) >= limit:
+            return live[:limit]
+        seen = {j.job_id for j in live}
+        older = [j.info() for j in self.store.recent_jobs(limit, state) if j.job_id not in seen]
+        return (live + older)[:limit]
+
+    def list_nodes(self) -> list[m.NodeInfo]:
+        now = self.clock()
+        with self._lock:
+            return [n.info(now) for n in sorted(self.state.nodes.values(), key=_node_order)]
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = self.state.jobs.get(job_id) or self.store.load_job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r} on this scheduler")
+        return job
+
+    def _validate_submit(self, r: m.SubmitRequest) -> None:
+        if not self.blobs.has(r.artifact_digest):
+            raise ConfigError(
+                f"model artifact {r.artifact_digest[:16]}… is not on the scheduler:"
+                " upload it with PutBlob before submitting (the SDK does this for you)"
+            )
+        if r.inputs_digest and not self.blobs.has(r.inputs_digest):
+            raise ConfigError(f"inputs blob {r.inputs_digest[:16]}… is not on the scheduler")
+        for name, allowed in (("tiers", TIERS), ("device_kinds", DEVICE_KINDS)):
+            bad = sorted(set(getattr(r, name)) - set(allowed))
+            if bad:
+                raise ConfigError(f"unknown {name} {bad}: choose from {list(allowed)}")
+        numbers = {
+            "flops": r.flops,
+            "slo_seconds": r.slo_seconds,
+            "timeout_s": r.timeout_s,
+            "wait_timeout_s": r.wait_timeout_s,
+        }
+        for name, value in numbers.items():
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
+        if r.max_retries > 100:
+            raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
+
+
+class AgentSession:
+    """One agent connection: the first message must be a Join, then anything else."""
+
+    def __init__(self, service: SchedulerService, send: SendFn) -> None:
+        self.service = service
+        self.send = send
+        self.node_id: str | None = None
+        self.epoch = 0
+
+    def receive(self, message: m.AgentMessage) -> None:
+        if self.node_id is None:
+            if not isinstance(message, m.Join):
+                raise ConfigError("the first message on an agent stream must be a Join")
+            self.node_id, self.epoch = self.service._join(message, self.send)
+            return
+        if isinstance(message, m.Join):
+            raise ConfigError("this stream has already joined; open a new stream to re-join")
+        self.service._handle(
+            AgentSaid(self.node_id, self.epoch, message, self.service.clock())
+        )
+
+    def close(self) -> None:
+        if self.node_id is not None:
+            self.service._leave(self.node_id, self.epoch)
+
+
+def _validate_join(join: m.Join) -> None:
+    if join.protocol_version != PROTOCOL_VERSION:
+        raise ConfigError(
+            f"agent speaks protocol {join.protocol_version}, this scheduler speaks"
+            f" {PROTOCOL_VERSION}: install the same anypu version on both"
+        )
+    if not _NAME.match(join.name):
+        raise ConfigError(
+            f"node name {join.name!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
+        )
+    if join.tier not in TIERS:
+        raise ConfigError(f"tier {join.tier!r} is invalid: choose one of {list(TIERS)}")
+    if not join.devices:
+        raise ConfigError(f"agent {join.name} reported no devices")
+    if len(join.labels) > 64:
+        raise ConfigError(f"agent {join.name} sent {len(join.labels)} labels; at most 64")
+    for d in join.devices:
+        if d.kind not in DEVICE_KINDS:
+            raise ConfigError(f"device {d.device_id} has unknown kind {d.kind!r}")
+        if not (math.isfinite(d.tflops) and 0 < d.tflops < 1e6):
+            raise ConfigError(f"device {d.device_id} claims {d.tflops} TFLOPS: not plausible")
+        if not 0 < d.memory_bytes < 1 << 50 or not 1 <= d.slices <= 1024:
+            raise ConfigError(f"device {d.device_id} has implausible memory or slice count")
+
+
+def _node_order(node: object) -> tuple[int, str]:
+    tier = getattr(node, "tier", "")
+    return (TIERS.index(tier) if tier in TIERS else len(TIERS), getattr(node, "node_id", ""))

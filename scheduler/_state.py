@@ -1,0 +1,520 @@
+"""The scheduler's state machine: events in, actions out, no I/O.
+
+``SchedulerState.handle(event)`` changes the state and returns the actions the server
+must carry out (send a message down an agent's stream, persist a job, wake waiters).
+The gRPC servicers and the embedded mode are thin adapters around it, in the manner of
+Dask's scheduler: tests drive it directly with events and a fake clock.
+
+Exactly-once results: every launch carries ``(job_id, attempt)``; a result counts only
+when it matches the job's current attempt on the node it was sent to, so a late result
+from a node that was declared lost is discarded.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from anypu import PROTOCOL_VERSION
+from anypu.placement import (
+    ClusterSnapshot,
+    DeviceView,
+    JobRequest,
+    NodeView,
+    Plan,
+    PlacementConfig,
+    plan,
+)
+from anypu.protos import messages as m
+from anypu.scheduler._records import JobRecord, NodeRecord
+
+__all__ = [
+    "Action",
+    "AgentConnected",
+    "AgentDisconnected",
+    "AgentSaid",
+    "CancelRequested",
+    "JobSubmitted",
+    "Notify",
+    "PersistJob",
+    "PersistNode",
+    "SchedulerConfig",
+    "SchedulerState",
+    "Send",
+    "Tick",
+]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    heartbeat_interval_s: float = 1.0
+    lost_after_s: float = 5.0
+    default_timeout_s: float = 600.0
+    unschedulable_timeout_s: float = 5.0
+    retry_backoff_s: float = 0.2
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class AgentConnected:
+    join: m.Join
+    now: float
+
+
+@dataclass(frozen=True)
+class AgentDisconnected:
+    node_id: str
+    epoch: int
+    now: float
+
+
+@dataclass(frozen=True)
+class AgentSaid:
+    node_id: str
+    epoch: int
+    message: m.AgentMessage
+    now: float
+
+
+@dataclass(frozen=True)
+class JobSubmitted:
+    job_id: str
+    request: m.SubmitRequest
+    now: float
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    job_id: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+Event = AgentConnected | AgentDisconnected | AgentSaid | JobSubmitted | CancelRequested | Tick
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Send:
+    node_id: str
+    epoch: int
+    message: m.SchedulerMessage
+
+
+@dataclass(frozen=True)
+class PersistJob:
+    job: JobRecord
+    transition: str  # the state it moved to, or "" for an update within a state
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PersistNode:
+    node: NodeRecord
+
+
+@dataclass(frozen=True)
+class Notify:
+    job_id: str
+
+
+Action = Send | PersistJob | PersistNode | Notify
+
+
+def new_job_id() -> str:
+    return "job-" + secrets.token_hex(6)
+
+
+class SchedulerState:
+    """All nodes and jobs, and the rules for how they change."""
+
+    def __init__(self, config: SchedulerConfig | None = None, network: object | None = None):
+        self.config = config or SchedulerConfig()
+        self.network = network
+        self.nodes: dict[str, NodeRecord] = {}
+        self.jobs: dict[str, JobRecord] = {}
+        self.pending: dict[str, None] = {}  # insertion-ordered set of pending job ids
+        self.active: dict[str, None] = {}  # placed or running
+        self.finished: deque[str] = deque()  # terminal jobs kept in memory, oldest first
+        self.keep_finished = 2000  # older ones live only in the store
+        self.measured: dict[tuple[str, str], float] = {}  # (digest, device model) -> seconds
+        self.last_plan: Plan | None = None
+        self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
+
+    # -------------------------------------------------------------- restore
+
+    def restore(self, jobs: Iterable[JobRecord], nodes: Iterable[NodeRecord], now: float) -> None:
+        """Load persisted records after a restart.
+
+        Known nodes come back disconnected with a fresh deadline: an agent that re-joins
+        in time keeps its running jobs; one that does not is declared lost as usual.
+        """
+        for node in nodes:
+            node.connected = False
+            node.last_heartbeat = now
+            self.nodes[node.node_id] = node
+        for job in jobs:
+            self.jobs[job.job_id] = job
+            if not job.terminal:
+                self._set_state(job, job.state)
+
+    # -------------------------------------------------------------- dispatch
+
+    def handle(self, event: Event) -> list[Action]:
+        if isinstance(event, AgentSaid):
+            return self._agent_said(event)
+        if isinstance(event, JobSubmitted):
+            return self._submitted(event)
+        if isinstance(event, Tick):
+            return self._tick(event.now)
+        if isinstance(event, AgentConnected):
+            return self._connected(event)
+        if isinstance(event, AgentDisconnected):
+            return self._disconnected(event)
+        if isinstance(event, CancelRequested):
+            return self._cancel(event)
+        raise TypeError(f"unknown event {type(event).__name__}")
+
+    # -------------------------------------------------------------- agents
+
+    def _connected(self, event: AgentConnected) -> list[Action]:
+        join, now = event.join, event.now
+        old = self.nodes.get(join.name)
+        epoch = (old.epoch + 1) if old else 1
+        node = NodeRecord(
+            node_id=join.name,
+            tier=join.tier,
+            site=join.site,
+            labels=dict(join.labels),
+            devices=join.devices,
+            epoch=epoch,
+            last_heartbeat=now,
+            warm_digests=frozenset(join.warm_digests),
+        )
+        self.nodes[node.node_id] = node
+        actions: list[Action] = [
+            PersistNode(node),
+            Send(
+                node.node_id,
+                epoch,
+                m.JoinAck(
+                    node_id=node.node_id,
+                    heartbeat_interval_s=self.config.heartbeat_interval_s,
+                    lost_after_s=self.config.lost_after_s,
+                    epoch=epoch,
+                    protocol_version=PROTOCOL_VERSION,
+                ),
+            ),
+        ]
+        still_running = set(join.running)
+        for job in self._jobs_on(node.node_id):
+            if (job.job_id, job.attempt) in still_running:
+                continue
+            if job.state == "placed":
+                # Launched to the previous connection and never acknowledged: send again.
+                actions.append(Send(node.node_id, epoch, self._launch(job)))
+            else:
+                actions += self._requeue(job, now, f"{node.node_id} re-joined without it")
+        live = {(j.job_id, j.attempt) for j in self._jobs_on(node.node_id)}
+        for job_id, attempt in still_running - live:
+            actions.append(Send(node.node_id, epoch, m.Cancel(job_id, attempt, "superseded")))
+        return actions + self._schedule(now)
+
+    def _disconnected(self, event: AgentDisconnected) -> list[Action]:
+        node = self.nodes.get(event.node_id)
+        if node is None or node.epoch != event.epoch:
+            return []
+        node.connected = False
+        return [PersistNode(node)]
+
+    def _agent_said(self, event: AgentSaid) -> list[Action]:
+        node = self.nodes.get(event.node_id)
+        if node is None or node.epoch != event.epoch:
+            return []  # a stale connection: fenced off
+        message, now = event.message, event.now
+        node.last_heartbeat = now
+        if isinstance(message, m.Heartbeat):
+            node.usage = message.usage
+            node.warm_digests = frozenset(message.warm_digests)
+            node.running_jobs = message.running_jobs
+            if node.state == "lost":
+                node.state = "ready"
+                return [PersistNode(node), *self._schedule(now)]
+            return []
+        if isinstance(message, m.JobStarted):
+            job = self._current(message.job_id, message.attempt, node.node_id)
+            if job is None or job.state != "placed":
+                return []
+            self._set_state(job, "running")
+            return [PersistJob(job, "running", node.node_id)]
+        if isinstance(message, m.JobResult):
+            return self._result(node, message, now)
+        return []
+
+    def _result(self, node: NodeRecord, result: m.JobResult, now: float) -> list[Action]:
+        job = self._current(result.job_id, result.attempt, node.node_id)
+        if job is None:
+            return []  # late or duplicate: discarded, the job already moved on
+        job.load_seconds, job.run_seconds = result.load_seconds, result.run_seconds
+        if result.ok:
+            self._set_state(job, "succeeded")
+            job.outputs = result.outputs
+            node.warm_digests = node.warm_digests | {job.request.artifact_digest}
+            model = self._device_model(node, job)
+            if model:
+                key = (job.request.artifact_digest, model)
+                old = self.measured.get(key)
+                run = result.run_seconds
+                self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
+        elif not result.user_error and job.retries < job.request.max_retries:
+            return self._requeue(job, now, f"{result.error_type}: {result.error_message}")
+        else:
+            self._set_state(job, "failed")
+            job.error_type, job.error_message = result.error_type, result.error_message
+            job.error_traceback, job.user_error = result.error_traceback, result.user_error
+        job.finished_at = now
+        return [PersistJob(job, job.state, node.node_id), Notify(job.job_id)] + self._schedule(
+            now
+        )
+
+    # -------------------------------------------------------------- jobs
+
+    def _submitted(self, event: JobSubmitted) -> list[Action]:
+        job = JobRecord(job_id=event.job_id, request=event.request, submitted_at=event.now)
+        self.jobs[job.job_id] = job
+        self._set_state(job, "pending")
+        return [PersistJob(job, "pending"), *self._schedule(event.now)]
+
+    def _cancel(self, event: CancelRequested) -> list[Action]:
+        job = self.jobs.get(event.job_id)
+        if job is None or job.terminal:
+            return []
+        actions: list[Action] = []
+        if job.placement is not None and job.state in ("placed", "running"):
+            node = self.nodes.get(job.placement.node_id)
+            if node is not None and node.connected:
+                cancel = m.Cancel(job.job_id, job.attempt, "cancelled by user")
+                actions.append(Send(node.node_id, node.epoch, cancel))
+        job.finished_at = event.now
+        self._set_state(job, "cancelled")
+        job.error_type, job.error_message = "Cancelled", "cancelled by user"
+        return [*actions, PersistJob(job, "cancelled"), Notify(job.job_id)]
+
+    def _requeue(self, job: JobRecord, now: float, why: str) -> list[Action]:
+        """Send a job back to pending after its node failed it; give up past max_retries."""
+        job.retries += 1
+        if job.placement is not None:
+            job.lost_nodes.append(job.placement.node_id)
+        if job.retries > job.request.max_retries:
+            job.finished_at = now
+            self._set_state(job, "failed")
+            job.error_type = "RetriesExhausted"
+            job.error_message = (
+                f"gave up after {job.retries - 1} retries; last failure: {why}. "
+                "Check the nodes' logs, or raise max_retries."
+            )
+            return [PersistJob(job, "failed", why), Notify(job.job_id)]
+        job.placement = None
+        job.not_before = now + self.config.retry_backoff_s * job.retries
+        self._set_state(job, "pending")
+        return [PersistJob(job, "pending", why)]
+
+    # -------------------------------------------------------------- time
+
+    def _tick(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for node in self.nodes.values():
+            if node.state == "ready" and now - node.last_heartbeat > self.config.lost_after_s:
+                node.state = "lost"
+                actions.append(PersistNode(node))
+                for job in self._jobs_on(node.node_id):
+                    age = now - node.last_heartbeat
+                    actions += self._requeue(job, now, f"node {node.node_id} lost ({age:.1f}s)")
+        return actions + self._schedule(now)
+
+    # -------------------------------------------------------------- placement
+
+    def snapshot(self, now: float) -> ClusterSnapshot:
+        busy: dict[tuple[str, str, int], float] = {}
+        for job_id in self.active:
+            job = self.jobs[job_id]
+            if job.placement is not None:
+                p = job.placement
+                key = (p.node_id, p.device_id, p.slice_index)
+                busy[key] = busy.get(key, 0.0) + p.predicted_seconds
+        views = []
+        for node in self.nodes.values():
+            devices = tuple(
+                DeviceView(
+                    node_id=node.node_id,
+                    device=d,
+                    slice_busy_seconds=tuple(
+                        busy.get((node.node_id, d.device_id, i), 0.0) for i in range(d.slices)
+                    ),
+                )
+                for d in node.devices
+            )
+            views.append(
+                NodeView(
+                    node_id=node.node_id,
+                    tier=node.tier,
+                    site=node.site,
+                    healthy=node.state == "ready" and node.connected,
+                    labels=node.labels,
+                    devices=devices,
+                    warm_digests=node.warm_digests,
+                )
+            )
+        return ClusterSnapshot(nodes=tuple(views), network=self.network, now=now)
+
+    def _job_request(self, job: JobRecord) -> JobRequest:
+        r = job.request
+        digest = r.artifact_digest
+        measured = {model: s for (d, model), s in self.measured.items() if d == digest}
+        return JobRequest(
+            job_id=job.job_id,
+            artifact_digest=digest,
+            flops=r.flops,
+            memory_bytes=r.memory_bytes,
+            input_bytes=r.input_bytes,
+            output_bytes=r.output_bytes,
+            artifact_bytes=r.param_bytes,
+            origin=r.origin,
+            priority=r.priority,
+            slo_seconds=r.slo_seconds or None,
+            device_kinds=frozenset(r.device_kinds),
+            tiers=frozenset(r.tiers),
+            sites=frozenset(r.sites),
+            nodes=frozenset(r.nodes),
+            measured_seconds=measured,
+        )
+
+    def _schedule(self, now: float) -> list[Action]:
+        ready = [
+            self.jobs[j] for j in self.pending if self.jobs[j].not_before <= now
+        ]
+        if not ready:
+            return []
+        result = plan(
+            self.snapshot(now),
+            [self._job_request(j) for j in ready],
+            config=self.config.placement,
+        )
+        self.last_plan = result
+        actions: list[Action] = []
+        for p in result.placements:
+            job = self.jobs[p.job_id]
+            node = self.nodes[p.node_id]
+            device = next(d for d in node.devices if d.device_id == p.device_id)
+            job.placement = m.PlacementInfo(
+                node_id=p.node_id,
+                device_id=p.device_id,
+                slice_index=p.slice_index,
+                predicted_seconds=p.predicted_seconds,
+                terms=dict(p.terms),
+                solver=result.solver,
+                tier=node.tier,
+                device_description=device.describe(),
+                simulated=device.simulated,
+            )
+            job.attempt += 1
+            job.pending_reasons, job.unschedulable_since = {}, None
+            self._set_state(job, "placed")
+            self.decisions["placed"] += 1
+            actions.append(PersistJob(job, "placed", f"{p.node_id}/{p.device_id}"))
+            actions.append(Send(node.node_id, node.epoch, self._launch(job)))
+        for job_id, reasons in result.unschedulable.items():
+            actions += self._unschedulable(self.jobs[job_id], reasons, now)
+        self.decisions["deferred"] += len(result.deferred)
+        return actions
+
+    def _unschedulable(self, job: JobRecord, reasons: dict[str, str], now: float) -> list[Action]:
+        self.decisions["unschedulable"] += 1
+        changed = reasons != job.pending_reasons
+        job.pending_reasons = dict(reasons)
+        if job.unschedulable_since is None:
+            job.unschedulable_since = now
+        if now - job.unschedulable_since < self.config.unschedulable_timeout_s:
+            return [PersistJob(job, "", "unschedulable")] if changed else []
+        job.finished_at = now
+        self._set_state(job, "failed")
+        job.error_type = "Unschedulable"
+        if reasons:
+            lines = "; ".join(f"{n}: {r}" for n, r in sorted(reasons.items()))
+            job.error_message = f"no device in the network can hold this job — {lines}"
+        else:
+            job.error_message = (
+                "no agent has joined the scheduler, so there is nowhere to run this job — "
+                "start one with `anypu agent --scheduler HOST:PORT --token T`"
+            )
+        return [PersistJob(job, "failed", "unschedulable"), Notify(job.job_id)]
+
+    # -------------------------------------------------------------- helpers
+
+    def _set_state(self, job: JobRecord, state: str) -> None:
+        job.state = state
+        if state in ("placed", "running"):
+            self.active[job.job_id] = None
+        else:
+            self.active.pop(job.job_id, None)
+        if state == "pending":
+            self.pending[job.job_id] = None
+        else:
+            self.pending.pop(job.job_id, None)
+        if job.terminal:
+            self.finished.append(job.job_id)
+            while len(self.finished) > self.keep_finished:
+                self.jobs.pop(self.finished.popleft(), None)
+
+    def _launch(self, job: JobRecord) -> m.Launch:
+        assert job.placement is not None
+        r = job.request
+        return m.Launch(
+            job_id=job.job_id,
+            attempt=job.attempt,
+            artifact_digest=r.artifact_digest,
+            device_id=job.placement.device_id,
+            slice_index=job.placement.slice_index,
+            inputs=r.inputs,
+            inputs_digest=r.inputs_digest,
+            timeout_s=r.timeout_s or self.config.default_timeout_s,
+        )
+
+    def _jobs_on(self, node_id: str) -> list[JobRecord]:
+        jobs = (self.jobs[j] for j in self.active)
+        return [j for j in jobs if j.placement is not None and j.placement.node_id == node_id]
+
+    def _current(self, job_id: str, attempt: int, node_id: str) -> JobRecord | None:
+        job = self.jobs.get(job_id)
+        if (
+            job is None
+            or job.terminal
+            or job.attempt != attempt
+            or job.placement is None
+            or job.placement.node_id != node_id
+        ):
+            return None
+        return job
+
+    def _device_model(self, node: NodeRecord, job: JobRecord) -> str:
+        if job.placement is None:
+            return ""
+        for d in node.devices:
+            if d.device_id == job.placement.device_id:
+                return d.model
+        return ""
+
+
+def forget_outputs(job: JobRecord) -> JobRecord:
+    """A copy without the (possibly large) outputs, for listings."""
+    return replace(job, outputs=b"")

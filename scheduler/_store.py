@@ -1,0 +1,238 @@
+"""Durable scheduler state in one SQLite file: jobs, their transitions, nodes, blobs.
+
+Every job transition is one row in ``transitions`` and an upsert of ``jobs`` in the same
+transaction. WAL mode with ``synchronous=NORMAL``: a crash of the process loses nothing
+committed; a power cut may lose the last transactions but never corrupts the file.
+Blobs (model artifacts, large inputs) are content-addressed files beside the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from anypu.devices import Device
+from anypu.protos.messages import PlacementInfo, SubmitRequest
+from anypu.scheduler._records import JobRecord, NodeRecord
+
+__all__ = ["BlobStore", "StateStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    record TEXT NOT NULL,
+    inputs BLOB,
+    outputs BLOB,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+"""
+
+
+def _job_to_row(job: JobRecord) -> dict[str, Any]:
+    record = dataclasses.asdict(job)
+    record.pop("outputs")
+    request = record.pop("request")
+    request.pop("inputs")
+    record["request"] = request
+    return record
+
+
+def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobRecord:
+    request = record.pop("request")
+    for key in ("device_kinds", "tiers", "sites", "nodes"):
+        request[key] = tuple(request[key])
+    placement = record.pop("placement")
+    return JobRecord(
+        request=SubmitRequest(inputs=inputs or b"", **request),
+        placement=PlacementInfo(**placement) if placement else None,
+        outputs=outputs or b"",
+        **record,
+    )
+
+
+def _node_to_row(node: NodeRecord) -> dict[str, Any]:
+    record = dataclasses.asdict(node)
+    record["warm_digests"] = sorted(node.warm_digests)
+    record.pop("usage")
+    return record
+
+
+def _node_from_row(record: dict[str, Any]) -> NodeRecord:
+    record["devices"] = tuple(Device(**d) for d in record["devices"])
+    record["warm_digests"] = frozenset(record["warm_digests"])
+    return NodeRecord(**record)
+
+
+class StateStore:
+    """Jobs, transitions and nodes in ``<state_dir>/anypu.db``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(state_dir) / "anypu.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def save_job(self, job: JobRecord, transition: str, detail: str, now: float) -> None:
+        row = json.dumps(_job_to_row(job))
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, state, record, inputs, outputs, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+                    " state=excluded.state, record=excluded.record,"
+                    " outputs=excluded.outputs, updated_at=excluded.updated_at",
+                    (job.job_id, job.state, row, job.request.inputs, job.outputs, now),
+                )
+                if transition:
+                    self._db.execute(
+                        "INSERT INTO transitions (job_id, attempt, state, detail, at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (job.job_id, job.attempt, transition, detail, now),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def save_node(self, node: NodeRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO nodes (node_id, record) VALUES (?, ?)"
+                " ON CONFLICT(node_id) DO UPDATE SET record=excluded.record",
+                (node.node_id, json.dumps(_node_to_row(node))),
+            )
+
+    def load_job(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record, inputs, outputs FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        return _job_from_row(json.loads(row[0]), row[1], row[2]) if row else None
+
+    def load_unfinished_jobs(self) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record, inputs, outputs FROM jobs"
+                " WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY rowid"
+            ).fetchall()
+        return [_job_from_row(json.loads(r[0]), r[1], r[2]) for r in rows]
+
+    def load_nodes(self) -> list[NodeRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM nodes").fetchall()
+        return [_node_from_row(json.loads(r[0])) for r in rows]
+
+    def transitions(self, job_id: str) -> list[tuple[int, str, str, float]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT attempt, state, detail, at FROM transitions WHERE job_id = ? ORDER BY seq",
+                (job_id,),
+            ).fetchall()
+
+    def recent_jobs(self, limit: int, state: str = "") -> list[JobRecord]:
+        query = "SELECT record, inputs, NULL FROM jobs"
+        args: tuple[Any, ...] = ()
+        if state:
+            query += " WHERE state = ?"
+            args = (state,)
+        query += " ORDER BY updated_at DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(query, (*args, limit)).fetchall()
+        return [_job_from_row(json.loads(r[0]), b"", b"") for r in rows]
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class BlobStore:
+    """Content-addressed blobs (sha256 hex) on disk, with a small in-memory cache."""
+
+    def __init__(self, root: str | os.PathLike[str], cache_bytes: int = 256 << 20) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    def _path(self, digest: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 hex digest: {digest[:80]!r}")
+        return self.root / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        with self._lock:
+            if digest in self._cache:
+                return True
+        return self._path(digest).exists()
+
+    def put(self, data: bytes, expected_digest: str = "") -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        if expected_digest and expected_digest != digest:
+            raise ValueError(
+                f"blob content does not match its digest: announced {expected_digest},"
+                f" received data hashing to {digest}"
+            )
+        path = self._path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
+        self._remember(digest, data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        with self._lock:
+            data = self._cache.get(digest)
+            if data is not None:
+                self._cache.move_to_end(digest)
+                return data
+        try:
+            data = self._path(digest).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        self._remember(digest, data)
+        return data
+
+    def _remember(self, digest: str, data: bytes) -> None:
+        with self._lock:
+            if digest in self._cache or len(data) > self._cache_bytes // 4:
+                return
+            self._cache[digest] = data
+            self._cached += len(data)
+            while self._cached > self._cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= len(old)

@@ -1,0 +1,102 @@
+"""Module-level ``run``/``submit``/``connect`` over one process-wide client."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.sdk._client import Client, JobHandle, RunOptions
+
+__all__ = ["connect", "disconnect", "jobs", "nodes", "run", "submit"]
+
+_lock = threading.Lock()
+_client: Client | None = None
+_embedded: Any = None
+
+
+def connect(
+    address: str | None = None, token: str | None = None, *, origin: str | None = None
+) -> Client:
+    """Use the scheduler at ``address`` (default ``ANYPU_ADDRESS``) from now on.
+
+    ``origin`` names the network site this client sits at (default ``ANYPU_SITE``), so the
+    scheduler can cost moving inputs and outputs. Raises ``SchedulerUnavailableError``
+    when nothing answers there.
+    """
+    from anypu.sdk._transport import GrpcTransport
+
+    global _client
+    address = address or os.environ.get("ANYPU_ADDRESS", "")
+    if not address:
+        raise ValueError("connect() needs an address such as '127.0.0.1:7070' (or ANYPU_ADDRESS)")
+    token = token if token is not None else os.environ.get("ANYPU_TOKEN", "")
+    transport = GrpcTransport(address, token)
+    try:
+        transport.check()
+    except Exception:
+        transport.close()
+        raise
+    client = Client(transport, origin=origin if origin is not None else os.environ.get("ANYPU_SITE", ""))
+    with _lock:
+        old, _client = _client, client
+    if old is not None and old is not client:
+        old.close()
+    return client
+
+
+def disconnect() -> None:
+    """Forget the configured scheduler; the next call uses (or starts) the embedded one."""
+    global _client
+    with _lock:
+        old, _client = _client, None
+    if old is not None:
+        old.close()
+
+
+def _default() -> Client:
+    global _client, _embedded
+    with _lock:
+        if _client is not None:
+            return _client
+    if os.environ.get("ANYPU_ADDRESS"):
+        return connect()
+    from anypu.sdk._embedded import Embedded
+    from anypu.sdk._transport import InProcessTransport
+
+    with _lock:
+        if _client is None:
+            if _embedded is None:
+                _embedded = Embedded(devices_file=os.environ.get("ANYPU_DEVICES") or None)
+            _client = Client(InProcessTransport(_embedded.service), origin="")
+        return _client
+
+
+def run(model: Any, inputs: Any, **options: Any) -> Any:
+    """Run ``model(*inputs)`` wherever the scheduler decides; return outputs on the CPU.
+
+    ``inputs`` is a tensor or a tuple of positional tensors. Keyword options (all
+    optional): ``device_kinds``, ``tiers``, ``sites``, ``nodes``, ``priority``,
+    ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``.
+    """
+    return _default().run(model, inputs, RunOptions(**_tuples(options)))
+
+
+def submit(model: Any, inputs: Any, **options: Any) -> JobHandle:
+    """Like ``run`` but returns at once with a future; ``.result()`` gives the outputs."""
+    return _default().submit(model, inputs, RunOptions(**_tuples(options)))
+
+
+def nodes() -> list[NodeInfo]:
+    """The nodes the current scheduler knows."""
+    return _default().transport.list_nodes()
+
+
+def jobs(limit: int = 100) -> list[JobInfo]:
+    """The most recent jobs, newest first."""
+    return _default().transport.list_jobs(limit)
+
+
+def _tuples(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, (list, set, frozenset)) else v for k, v in options.items()}

@@ -1,0 +1,212 @@
+"""The SDK's client: export once, upload by digest, submit, return outputs.
+
+A warm ``run`` does not export, hash weights or upload anything: the model cache maps
+(model, input signature, parameter version) to an artifact, the profile is kept per
+artifact digest, and the set of digests the scheduler already holds is remembered.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from anypu.protos import messages as m
+from anypu.sdk._estimate import Profile, estimate_profile
+from anypu.sdk._export import Artifact, ModelCache
+from anypu.sdk._transport import Transport
+
+from anypu import _codec
+from anypu.errors import (
+    AnypuError,
+    InputError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    UnschedulableError,
+)
+
+__all__ = ["Client", "JobHandle", "RunOptions"]
+
+_INLINE_LIMIT = 4 << 20  # inputs above this travel as a blob
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Optional constraints and hints; users never have to name a device."""
+
+    device_kinds: tuple[str, ...] = ()
+    tiers: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    priority: int = 0
+    slo_seconds: float = 0.0
+    timeout_s: float = 0.0
+    max_retries: int = 3
+    name: str = ""
+
+
+class JobHandle(Future):
+    """A submitted job: ``result()`` waits for the outputs; ``info()`` tells where it ran."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        super().__init__()
+        self.client = client
+        self.job_id = job_id
+
+    def info(self) -> m.JobInfo:
+        return self.client.transport.job(self.job_id)
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self.client.transport.cancel(self.job_id)
+        return super().cancel()
+
+
+def _as_inputs(inputs: Any) -> tuple[Any, ...]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    if isinstance(inputs, tuple):
+        for index, value in enumerate(inputs):
+            if not isinstance(value, torch.Tensor):
+                raise InputError(
+                    f"inputs[{index}] is a {type(value).__name__}, not a torch.Tensor: pass a"
+                    " tensor or a tuple of the model's positional tensor arguments"
+                )
+        return inputs
+    raise InputError(
+        f"inputs must be a torch.Tensor or a tuple of tensors, got {type(inputs).__name__};"
+        " convert with torch.tensor(...) and pass several arguments as a tuple"
+    )
+
+
+class Client:
+    def __init__(self, transport: Transport, origin: str = "") -> None:
+        self.transport = transport
+        self.origin = origin
+        self.models = ModelCache()
+        self._profiles: dict[str, Profile] = {}
+        self._uploaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # -------------------------------------------------------------- preparing a job
+
+    def _prepare(self, model: Any, inputs: Any, options: RunOptions) -> m.SubmitRequest:
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(
+                f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a plain"
+                " function in a module whose forward calls it"
+            )
+        args = _as_inputs(inputs)
+        artifact = self.models.get_or_export(model, args)
+        profile = self._profile(artifact, model, args)
+        self._upload(artifact)
+        payload = _codec.encode(args, "inputs")
+        inputs_digest = ""
+        if len(payload) > _INLINE_LIMIT:
+            inputs_digest = self._put(payload)
+            payload = b""
+        kinds = options.device_kinds or tuple(sorted(artifact.device_kinds))
+        return m.SubmitRequest(
+            artifact_digest=artifact.digest,
+            inputs=payload,
+            inputs_digest=inputs_digest,
+            flops=profile.flops,
+            memory_bytes=profile.memory_bytes,
+            input_bytes=profile.input_bytes,
+            output_bytes=profile.output_bytes,
+            param_bytes=artifact.nbytes,
+            device_kinds=kinds,
+            tiers=options.tiers,
+            sites=options.sites,
+            nodes=options.nodes,
+            origin=self.origin,
+            priority=options.priority,
+            slo_seconds=options.slo_seconds,
+            name=options.name or type(model).__name__,
+            timeout_s=options.timeout_s,
+            max_retries=options.max_retries,
+        )
+
+    def _profile(self, artifact: Artifact, model: Any, args: tuple[Any, ...]) -> Profile:
+        profile = self._profiles.get(artifact.digest)
+        if profile is None:
+            profile = estimate_profile(model, args)
+            self._profiles[artifact.digest] = profile
+        return profile
+
+    def _upload(self, artifact: Artifact) -> None:
+        if artifact.digest in self._uploaded:
+            return
+        if self.transport.missing_blobs([artifact.digest]):
+            self.transport.put_blob(artifact.digest, artifact.data)
+        with self._lock:
+            self._uploaded.add(artifact.digest)
+
+    def _put(self, data: bytes) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        if self.transport.missing_blobs([digest]):
+            self.transport.put_blob(digest, data)
+        return digest
+
+    # -------------------------------------------------------------- running
+
+    def run(self, model: Any, inputs: Any, options: RunOptions | None = None) -> Any:
+        request = self._prepare(model, inputs, options or RunOptions())
+        request = _with(request, wait=True)
+        info, outputs = self.transport.submit(request)
+        return self._outcome(info, outputs)
+
+    def submit(self, model: Any, inputs: Any, options: RunOptions | None = None) -> JobHandle:
+        request = self._prepare(model, inputs, options or RunOptions())
+        info, _ = self.transport.submit(request)
+        handle = JobHandle(self, info.job_id)
+        handle.set_running_or_notify_cancel()
+        threading.Thread(
+            target=self._complete, args=(handle,), name="anypu-wait", daemon=True
+        ).start()
+        return handle
+
+    def _complete(self, handle: JobHandle) -> None:
+        try:
+            while True:
+                info, outputs, timed_out = self.transport.wait(handle.job_id, 30.0)
+                if not timed_out and info.terminal:
+                    break
+            handle.set_result(self._outcome(info, outputs))
+        except BaseException as error:  # delivered to whoever calls result()
+            if not handle.done():
+                handle.set_exception(error)
+
+    def _outcome(self, info: m.JobInfo, outputs: bytes) -> Any:
+        if info.state == "succeeded":
+            return _codec.decode(outputs)
+        if info.state == "cancelled":
+            raise JobCancelledError(f"job {info.job_id} was cancelled")
+        if info.error_type == "Unschedulable":
+            raise UnschedulableError(info.error_message, info.pending_reasons)
+        if info.error_type == "JobTimeout":
+            raise JobTimeoutError(info.error_message)
+        if info.state == "failed":
+            where = f" on {info.placement.node_id}" if info.placement else ""
+            raise JobFailedError(
+                f"the model raised {info.error_type}{where}: {info.error_message}",
+                remote_type=info.error_type,
+                remote_traceback=info.error_traceback,
+                job_id=info.job_id,
+            )
+        raise AnypuError(f"job {info.job_id} ended in unexpected state {info.state!r}")
+
+
+def _with(request: m.SubmitRequest, **changes: Any) -> m.SubmitRequest:
+    from dataclasses import replace
+
+    return replace(request, **changes)

@@ -1,0 +1,147 @@
+"""A model's resource profile, estimated without running real compute.
+
+The forward runs once under ``FakeTensorMode``: tensors carry shapes and dtypes but no
+data, so nothing is computed and nothing is allocated. The model's own weights are not
+touched: ``torch.func.functional_call`` swaps in fake copies of every parameter and buffer
+for the duration of the call (so a BatchNorm in training mode updates fakes, not the
+model's running statistics).
+
+* FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmul, conv, attention:
+  2 FLOPs per multiply-add; elementwise ops count zero, as in the FLOP counter).
+* Activation memory is the **peak live set** of operator outputs: each op's fresh output
+  bytes are added when it is produced and removed when the tensor is freed (CPython frees
+  an intermediate as soon as the last reference goes). Views and in-place results share
+  their input's storage and add nothing. This matches an inference run's high-water mark
+  above weights and inputs, but ignores allocator rounding and caching, kernel workspaces
+  and fused-kernel temporaries, so treat it as a lower bound within tens of percent.
+* ``memory_bytes`` = parameters + buffers + inputs + that peak (which includes outputs).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from anypu._codec import map_tensors, tree_nbytes, validate
+from anypu.errors import ExportError
+
+__all__ = ["Profile", "estimate_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Estimated cost of one forward call. Bytes are exact for tensors, peak is estimated."""
+
+    flops: float
+    memory_bytes: int
+    input_bytes: int
+    output_bytes: int
+    param_bytes: int
+    buffer_bytes: int = 0
+    activation_bytes: int = 0
+
+
+class _PeakLiveBytes(TorchDispatchMode):
+    """Tracks the high-water mark of bytes held by live operator outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        returns = func._schema.returns
+        results = out if isinstance(out, (tuple, list)) else (out,)
+        for index, result in enumerate(results):
+            # alias_info marks a view or in-place result: same storage as an input.
+            aliased = index < len(returns) and returns[index].alias_info is not None
+            if isinstance(result, torch.Tensor) and not aliased:
+                self._hold(result)
+        return out
+
+    def _hold(self, tensor: torch.Tensor) -> None:
+        nbytes = tensor.untyped_storage().nbytes()
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(tensor, self._release, nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+
+def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Profile:
+    """Estimate ``model(*example_inputs)``'s FLOPs and memory; see the module docstring."""
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    if not isinstance(args, (tuple, list)):
+        raise ExportError(
+            f"example inputs must be a tuple of forward's positional arguments, got "
+            f"{type(args).__name__} — pass (x,) for a single argument"
+        )
+    args = tuple(args)
+    validate(args, "inputs")
+    params = _unique(model.parameters())
+    buffers = _unique(model.buffers())
+    param_bytes = sum(_nbytes(t) for t in params)
+    buffer_bytes = sum(_nbytes(t) for t in buffers)
+    input_bytes = tree_nbytes(args)
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes: dict[int, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        # One fake per real tensor keeps tied weights tied.
+        if id(tensor) not in fakes:
+            fakes[id(tensor)] = fake_mode.from_tensor(tensor)
+        state[name] = fakes[id(tensor)]
+    fake_args = map_tensors(args, fake_mode.from_tensor)
+
+    counter = FlopCounterMode(display=False)
+    peak = _PeakLiveBytes()
+    try:
+        with fake_mode, torch.no_grad(), counter, peak:
+            outputs = torch.func.functional_call(model, state, fake_args)
+            output_bytes = tree_nbytes(outputs)
+            del outputs
+    except Exception as exc:
+        raise ExportError(
+            f"cannot estimate the cost of {type(model).__name__} without running it: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc) else ''}"
+            " — forward must use only tensor operations whose result shapes do not depend "
+            "on tensor values"
+        ) from exc
+    activation = peak.peak
+    return Profile(
+        flops=float(counter.get_total_flops()),
+        memory_bytes=param_bytes + buffer_bytes + input_bytes + activation,
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        param_bytes=param_bytes,
+        buffer_bytes=buffer_bytes,
+        activation_bytes=activation,
+    )
+
+
+def _unique(tensors: Any) -> list[torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    for tensor in tensors:
+        seen.setdefault(id(tensor), tensor)
+    return list(seen.values())
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()

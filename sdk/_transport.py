@@ -1,0 +1,133 @@
+"""How the SDK reaches a scheduler: gRPC, or a direct in-process call (embedded mode).
+
+Like httpx's transports: the client code above is the same for both, and tests can hand
+the SDK an ``InProcessTransport`` around a scheduler they built themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import grpc
+from anypu.protos import anypu_v1_pb2_grpc as rpc
+from anypu.protos import convert
+from anypu.protos import messages as m
+
+from anypu.errors import ConfigError, JobFailedError
+
+__all__ = ["GrpcTransport", "InProcessTransport", "Transport"]
+
+_CHUNK = 1 << 20
+
+
+class Transport(Protocol):
+    address: str
+
+    def missing_blobs(self, digests: list[str]) -> list[str]: ...
+    def put_blob(self, digest: str, data: bytes) -> None: ...
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]: ...
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]: ...
+    def cancel(self, job_id: str) -> m.JobInfo: ...
+    def job(self, job_id: str) -> m.JobInfo: ...
+    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]: ...
+    def list_nodes(self) -> list[m.NodeInfo]: ...
+    def close(self) -> None: ...
+
+
+class InProcessTransport:
+    def __init__(self, service: Any, address: str = "embedded") -> None:
+        self.service = service
+        self.address = address
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        return [d for d in digests if not self.service.blobs.has(d)]
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.service.blobs.put(data, digest)
+
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+        if request.wait:
+            info, outputs, _ = self.service.submit_and_wait(request)
+            return info, outputs
+        return self.service.submit(request), b""
+
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+        return self.service.wait(job_id, timeout)
+
+    def cancel(self, job_id: str) -> m.JobInfo:
+        return self.service.cancel(job_id)
+
+    def job(self, job_id: str) -> m.JobInfo:
+        return self.service.job_info(job_id)
+
+    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]:
+        return self.service.list_jobs(limit, state)
+
+    def list_nodes(self) -> list[m.NodeInfo]:
+        return self.service.list_nodes()
+
+    def close(self) -> None:
+        pass
+
+
+class GrpcTransport:
+    def __init__(self, address: str, token: str = "") -> None:
+        from anypu.agents._link import grpc_channel
+
+        self.address = address
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc_channel(address)
+        self._jobs = rpc.JobServiceStub(self._channel)
+        self._blobs = rpc.BlobServiceStub(self._channel)
+
+    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        from anypu.agents._link import raise_for_rpc
+
+        try:
+            return method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise JobFailedError(error.details()) from None
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ConfigError(error.details()) from None
+            raise_for_rpc(error, self.address)
+            raise
+
+    def check(self, timeout: float = 5.0) -> None:
+        """Fail fast, with an actionable message, if no scheduler answers."""
+        self.list_nodes(timeout=timeout)
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        response = self._call(self._blobs.HasBlobs, convert.has_blobs_request(digests))
+        return list(response.missing)
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self._call(self._blobs.PutBlob, convert.blob_chunks(digest, data, _CHUNK))
+
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+        response = self._call(self._jobs.Submit, convert.submit_request_to_pb(request))
+        return convert.job_info_from_pb(response.job), response.outputs
+
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+        request = convert.wait_request(job_id, timeout or 0.0)
+        response = self._call(self._jobs.Wait, request)
+        return convert.job_info_from_pb(response.job), response.outputs, response.timed_out
+
+    def cancel(self, job_id: str) -> m.JobInfo:
+        response = self._call(self._jobs.Cancel, convert.job_request(job_id))
+        return convert.job_info_from_pb(response.job)
+
+    def job(self, job_id: str) -> m.JobInfo:
+        response = self._call(self._jobs.Explain, convert.explain_request(job_id))
+        return convert.job_info_from_pb(response.job)
+
+    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]:
+        response = self._call(self._jobs.ListJobs, convert.list_jobs_request(limit, state))
+        return [convert.job_info_from_pb(j) for j in response.jobs]
+
+    def list_nodes(self, timeout: float | None = None) -> list[m.NodeInfo]:
+        response = self._call(self._jobs.ListNodes, convert.list_nodes_request(), timeout)
+        return [convert.node_info_from_pb(n) for n in response.nodes]
+
+    def close(self) -> None:
+        self._channel.close()
