@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anypu import PROTOCOL_VERSION, __version__
 from anypu.agents._link import SchedulerLink
 from anypu.agents._workers import SliceJob, SliceWorker, WorkerAnswer
 from anypu.devices import Device
-from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import messages as m
+
+from anypu import PROTOCOL_VERSION, __version__
+from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["Agent", "AgentConfig"]
 
@@ -74,7 +75,9 @@ class Agent:
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """Wait until every worker process has started (torch imported)."""
         deadline = time.monotonic() + timeout
-        return all(w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers.values())
+        return all(
+            w.wait_ready(max(0.0, deadline - time.monotonic())) for w in self.workers.values()
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -273,9 +276,7 @@ class Agent:
     def _heartbeat(self, now: float) -> m.Heartbeat:
         usage = []
         for device in self.config.devices:
-            busy = sum(
-                1 for (d, _), w in self.workers.items() if d == device.device_id and w.busy
-            )
+            busy = sum(1 for (d, _), w in self.workers.items() if d == device.device_id and w.busy)
             usage.append(
                 m.DeviceUsage(
                     device_id=device.device_id,

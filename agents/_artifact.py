@@ -21,8 +21,9 @@ An artifact is ``anypu._codec.pack_envelope({"format": ...}, payload)``. Two for
     torch, never Python. That is no sandbox for the operators the code calls, but nothing
     arbitrary runs in the agent's Python interpreter.
 
-Both kinds must be stored uncompressed zip archives (as torch writes them), so a member's
-size is bounded by the artifact's size and a zip bomb is refused before anything inflates.
+A ``torch.export`` archive must be stored uncompressed (as torch writes it); TorchScript
+deflates its code files, so their declared sizes may total at most 32× the archive's size.
+Either way a zip bomb is refused before anything inflates.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ import io
 import json
 import re
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.export.passes import move_to_device_pass
 
 from anypu._codec import CodecError, Tree, map_tensors, unpack_envelope
 
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 FORMATS = ("torch.export", "torchscript")
+_MAX_INFLATION = 32
 
 _EXPORT_MEMBERS = re.compile(
     r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
@@ -73,18 +77,25 @@ class LoadedModel:
     format: str
     module: Callable[..., Any]
     device: str = "cpu"
+    program: torch.export.ExportedProgram | None = None
+    """The exported program behind ``module``, kept to re-place it on another device."""
 
     def __call__(self, *args: Any) -> Any:
         return self.module(*args)
 
     def to(self, device: str) -> LoadedModel:
-        """Move the weights to ``device`` (a torch device string); returns ``self``."""
-        if torch.device(device) != torch.device(self.device):
+        """Move the model to ``device`` (a torch device string); returns ``self``."""
+        if torch.device(device) == torch.device(self.device):
+            return self
+        if self.program is not None:
+            self.program = _place(self.program, device)
+            self.module = self.program.module()
+        else:
             to = getattr(self.module, "to", None)
             if to is None:
                 raise ArtifactError(f"a {self.format} model cannot be moved to {device}")
             to(device)
-            self.device = device
+        self.device = device
         return self
 
 
@@ -97,11 +108,13 @@ def load_artifact(data: bytes | bytearray | memoryview, device: str = "cpu") -> 
     fmt = header["format"]
     if fmt == "torch.export":
         check_export_archive(payload)
-        return LoadedModel(fmt, _load_exported(bytes(payload), device), device)
+        return _load_exported(bytes(payload), device)
     if fmt == "torchscript":
-        _open_stored_zip(payload, fmt)
+        _open_archive(payload, fmt)
         try:
-            module = torch.jit.load(io.BytesIO(bytes(payload)), map_location=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(io.BytesIO(bytes(payload)), map_location=device)
         except Exception as exc:
             raise ArtifactError(f"torchscript artifact does not load: {_first_line(exc)}") from exc
         return LoadedModel(fmt, module.eval(), device)
@@ -111,20 +124,22 @@ def load_artifact(data: bytes | bytearray | memoryview, device: str = "cpu") -> 
     )
 
 
-def _load_exported(payload: bytes, device: str) -> Callable[..., Any]:
+def _load_exported(payload: bytes, device: str) -> LoadedModel:
     try:
-        program = torch.export.load(io.BytesIO(payload))
-        if torch.device(device).type != "cpu":
-            # Rewrites device literals in the graph too, which moving weights would miss.
-            program = torch.export.passes.move_to_device_pass(program, device)
-        return program.module()
+        program = _place(torch.export.load(io.BytesIO(payload)), device)
+        return LoadedModel("torch.export", program.module(), device, program)
     except Exception as exc:
         raise ArtifactError(f"torch.export artifact does not load: {_first_line(exc)}") from exc
 
 
+def _place(program: torch.export.ExportedProgram, device: str) -> torch.export.ExportedProgram:
+    # The pass rewrites device literals in the graph too, which moving weights would miss.
+    return move_to_device_pass(program, device)
+
+
 def check_export_archive(payload: bytes | memoryview) -> None:
     """Refuse a ``torch.export`` archive holding anything ``torch.export.load`` would unpickle."""
-    archive = _open_stored_zip(payload, "torch.export")
+    archive = _open_archive(payload, "torch.export")
     names = archive.namelist()
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
@@ -163,15 +178,21 @@ def _check_payload_config(raw: bytes, name: str, allowed: re.Pattern[str]) -> No
             raise ArtifactError(f"torch.export archive: {fqn!r} is not a raw tensor; refused")
 
 
-def _open_stored_zip(payload: bytes | memoryview, fmt: str) -> zipfile.ZipFile:
+def _open_archive(payload: bytes | memoryview, fmt: str) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(io.BytesIO(payload))
         infos = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise ArtifactError(f"{fmt} artifact is not a readable archive: {exc}") from None
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ArtifactError(f"{fmt} archive member {info.filename!r} is compressed; refused")
+    # torch.export stores everything raw; TorchScript deflates its code files, so bound
+    # what they may inflate to (a zip bomb is refused before anything is read).
+    inflated = sum(info.file_size for info in infos if info.compress_type != zipfile.ZIP_STORED)
+    limit = _MAX_INFLATION * len(payload) if fmt == "torchscript" else 0
+    if inflated > limit:
+        raise ArtifactError(
+            f"{fmt} archive has compressed members inflating to {inflated} bytes; "
+            f"at most {limit} allowed — refused"
+        )
     return archive
 
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import grpc
-
-from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
+
+from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 
 __all__ = ["GrpcLink", "InProcessLink", "SchedulerLink", "grpc_channel"]
 

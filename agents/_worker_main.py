@@ -24,10 +24,10 @@ _MAX_WARM = 8  # models kept loaded per worker
 
 def _serve(in_fd: int, out_fd: int, device_json: str) -> None:
     import torch  # noqa: F401  (after the environment is set)
-
-    from anypu import _codec
     from anypu.agents._artifact import load_artifact, run_model
     from anypu.devices import Device, apply_slice_limits, worker_torch_device
+
+    from anypu import _codec
 
     device = Device(**json.loads(device_json))
     apply_slice_limits(device)

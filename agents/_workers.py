@@ -273,5 +273,5 @@ class SliceWorker:
                     ok=False,
                     error_type="WorkerDied",
                     error_message=f"the worker process died while running the job (exit {code})",
-                )
+                ),
             )

@@ -7,7 +7,8 @@ A *tree* is a ``torch.Tensor``, or a tuple/list/dict (``str`` keys) of trees, or
 Wire format (all integers little-endian)::
 
     b"ANYPUTT\\0"  u16 version  u32 structure length   structure (UTF-8 JSON)
-    zero padding to a multiple of 64           raw tensor bytes, each at a 64-byte-aligned offset
+    zero padding to a multiple of 64           raw tensor bytes, each at a 64-byte-aligned
+                                               offset, no padding after the last one
 
 The structure describes the tree; a tensor node is ``{"T": [dtype, shape, offset]}`` with
 the offset counted from the start of the raw section. Tensor bytes are written as the
@@ -89,22 +90,24 @@ def encode(tree: Tree, name: str = "inputs") -> bytes:
     def add(tensor: torch.Tensor, path: str) -> list[Any]:
         nonlocal offset
         flat = _plain_tensor(tensor, path)
+        if not flat.numel():
+            return [_DTYPE_NAMES[flat.dtype], list(flat.shape), 0]
+        # Pad before, never after, a tensor: the data then ends at the last tensor's last
+        # byte, so any truncation is detected.
+        pad = -offset % _ALIGN
+        if pad:
+            chunks.append(memoryview(bytes(pad)))
+            offset += pad
+        raw = flat.reshape(-1).view(torch.uint8).numpy()
+        chunks.append(memoryview(raw).cast("B"))
         start = offset
-        if flat.numel():
-            raw = flat.reshape(-1).view(torch.uint8).numpy()
-            chunks.append(memoryview(raw).cast("B"))
-            offset += raw.nbytes
-            pad = -offset % _ALIGN
-            if pad:
-                chunks.append(memoryview(bytes(pad)))
-                offset += pad
+        offset += raw.nbytes
         return [_DTYPE_NAMES[flat.dtype], list(flat.shape), start]
 
     structure = _describe(tree, name, add, 0, set())
     header = json.dumps(structure, separators=(",", ":"), allow_nan=True).encode()
     prefix = _PREFIX.pack(MAGIC, VERSION, len(header))
-    head_len = len(prefix) + len(header)
-    pad = -head_len % _ALIGN
+    pad = -(len(prefix) + len(header)) % _ALIGN if chunks else 0
     return b"".join([prefix, header, bytes(pad), *chunks])
 
 

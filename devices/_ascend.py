@@ -105,7 +105,7 @@ def parse_npu_smi_info(text: str) -> list[NpuChip]:
         if usage_labels is None or len(cells) < 3:
             continue
         first = cells[0].split()
-        if len(cells) >= 3 and _BUS_ID.match(cells[1]) and first and first[0].isdigit():
+        if _BUS_ID.match(cells[1]) and first and first[0].isdigit():
             if current is None:
                 continue
             chip_id = int(first[0])

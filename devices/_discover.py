@@ -31,25 +31,24 @@ def make_probes(probes: Iterable[Probe | type[Probe]] = PROBES) -> list[Probe]:
 
 
 def _unique_ids(devices: Sequence[Device]) -> list[Device]:
-    """Keep the first device with each id; give later duplicates the next free number.
+    """Ids unique on the node, in order: real devices keep theirs, unless taken already.
 
-    Real devices come first, so a simulated ``gpu0`` becomes ``gpu1`` on a host with one
-    real GPU, and two vendors that both number from ``gpu0`` do not collide.
+    Simulated devices, and real ones whose id an earlier probe already used (two vendors
+    both numbering from ``gpu0``), get the lowest free number of their prefix, so a
+    simulated GPU on a host with one real GPU becomes ``gpu1``.
     """
-    taken = {device.device_id for device in devices}
-    seen: set[str] = set()
+    reserved = {device.device_id for device in devices if not device.simulated}
+    used: set[str] = set()
     result: list[Device] = []
     for device in devices:
-        if device.device_id in seen:
+        if device.simulated or device.device_id in used:
             match = _TRAILING_NUMBER.match(device.device_id)
             prefix = match.group(1) if match else device.device_id
             number = 0
-            while f"{prefix}{number}" in taken:
+            while f"{prefix}{number}" in used or f"{prefix}{number}" in reserved:
                 number += 1
-            new_id = f"{prefix}{number}"
-            taken.add(new_id)
-            device = dataclasses.replace(device, device_id=new_id)
-        seen.add(device.device_id)
+            device = dataclasses.replace(device, device_id=f"{prefix}{number}")
+        used.add(device.device_id)
         result.append(device)
     return result
 

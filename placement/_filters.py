@@ -140,13 +140,9 @@ class ReachableFilter:
         t = ctx.table
         if ctx.network.graph is None:
             return np.ones(t.n_devices, dtype=bool)
-        from_origin = np.isfinite(ctx.site_vectors(job.origin)[0])
-        from_source = np.isfinite(ctx.site_vectors(ctx.network.artifact_source(job.origin))[0])
-        node_ok = from_origin[t.node_site] & from_source[t.node_site]
-        warm = t.warm_nodes.get(job.artifact_digest)
-        if warm:
-            node_ok[warm] = from_origin[t.node_site[warm]]
-        return node_ok[t.dev_node]
+        from_origin = ctx.reachable_from(job.origin)
+        from_source = ctx.reachable_from(ctx.network.artifact_source(job.origin))
+        return from_origin & (from_source | ctx.warm_devices(job.artifact_digest))
 
 
 class DeviceKindFilter:

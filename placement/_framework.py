@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_EFFICIENCY",
     "TERMS",
     "ClusterTable",
+    "DeviceIndex",
     "FilterPlugin",
     "PlacementConfig",
     "PlanContext",
@@ -42,6 +43,10 @@ TERMS = ("compute", "transfer", "warm", "queue", "fragmentation")
 
 _POLICIES = ("cost",)
 
+#: Which devices a score is wanted for: an index array, or ``slice(None)`` for all of
+#: them (a view, no gather: the common case in a round).
+DeviceIndex = np.ndarray | slice
+
 
 def _frozen_weights() -> Mapping[str, float]:
     return MappingProxyType(dict.fromkeys(TERMS, 1.0))
@@ -54,11 +59,14 @@ class PlacementConfig:
     ``weights`` multiply the terms in the objective (missing terms weigh 1);
     ``efficiency`` maps a device kind to the fraction of its peak TFLOPS a model gets
     (kinds not listed use ``default_efficiency``). ``fragmentation_s`` is the size of
-    the packing tie-breaker: keep it well below a typical job's run time.
+    the packing tie-breaker: keep it well below a typical job's run time. CP-SAT refines
+    the first ``cpsat_max_jobs`` jobs of a round (highest priority first); later jobs
+    keep their greedy device class, which bounds the model's size for big rounds.
     """
 
     time_limit_s: float = 0.2
     top_k: int = 8
+    cpsat_max_jobs: int = 200
     num_workers: int = 2
     use_cpsat: bool = True
     weights: Mapping[str, float] = field(default_factory=_frozen_weights)
@@ -88,6 +96,10 @@ class PlacementConfig:
             non_negative(name, getattr(self, name))
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ConfigError(f"PlacementConfig.top_k must be an integer >= 1, got {self.top_k!r}")
+        if not isinstance(self.cpsat_max_jobs, int) or self.cpsat_max_jobs < 2:
+            raise ConfigError(
+                f"PlacementConfig.cpsat_max_jobs must be an integer >= 2, got {self.cpsat_max_jobs!r}"
+            )
         if not isinstance(self.num_workers, int) or not 1 <= self.num_workers <= 2:
             raise ConfigError(
                 f"PlacementConfig.num_workers must be 1 or 2 (the scheduler shares its "
@@ -167,6 +179,14 @@ class ClusterTable:
             (d.device.slice_memory_bytes for d in devices), float, len(devices)
         )
         self.dev_site = self.node_site[self.dev_node] if devices else np.zeros(0, np.int64)
+        self.dev_multi_slice = self.dev_slices > 1
+        # 0 for a memoryless device: only a job needing no memory passes the filter there.
+        self.dev_inv_slice_memory = np.divide(
+            1.0,
+            self.dev_slice_memory,
+            out=np.zeros(len(devices)),
+            where=self.dev_slice_memory > 0,
+        )
 
         # A device lists busy time per slice; trust ``slices`` and pad what is missing,
         # since an agent that just resliced may report the old vector for a heartbeat.
@@ -204,10 +224,32 @@ class PlanContext:
         self.config = config
         self.table = ClusterTable(snapshot)
         self.network = NetworkCosts(snapshot.network)
-        self.kind_efficiency = np.array(
-            [config.efficiency_of(k) for k in self.table.kinds], dtype=float
+        kind_efficiency = np.array([config.efficiency_of(k) for k in self.table.kinds], float)
+        #: Effective FLOP/s of one slice; 0 for a device that declares no throughput.
+        self.dev_flops_per_s = np.maximum(
+            self.table.dev_slice_tflops * 1e12 * kind_efficiency[self.table.dev_kind], 0.0
         )
         self._site_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._warm: dict[str, np.ndarray] = {}
+        self._reachable: dict[str, np.ndarray] = {}
+
+    def warm_devices(self, digest: str) -> np.ndarray:
+        """Per device: does its node have ``digest`` loaded? Cached: jobs share models."""
+        hit = self._warm.get(digest)
+        if hit is None:
+            t = self.table
+            node_warm = np.zeros(len(t.nodes), dtype=bool)
+            node_warm[t.warm_nodes.get(digest, [])] = True
+            hit = self._warm[digest] = node_warm[t.dev_node]
+        return hit
+
+    def reachable_from(self, source: str) -> np.ndarray:
+        """Per device: is there a path from ``source`` to its node's site? Cached."""
+        hit = self._reachable.get(source)
+        if hit is None:
+            hit = np.isfinite(self.site_vectors(source)[0])[self.table.dev_site]
+            self._reachable[source] = hit
+        return hit
 
     def site_vectors(self, source: str) -> tuple[np.ndarray, np.ndarray]:
         """Latency and bottleneck bandwidth from ``source`` to every site, by site code.
@@ -266,5 +308,5 @@ class ScorePlugin(Protocol):
     name: str
 
     def terms(
-        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+        self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from anypu.placement._framework import PlanContext, ScorePlugin
+from anypu.placement._framework import DeviceIndex, PlanContext, ScorePlugin
 from anypu.placement._model import JobRequest
 
 __all__ = [
@@ -30,14 +30,13 @@ class ComputeScore:
     name = "compute"
 
     def terms(
-        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+        self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
         t = ctx.table
-        tflops = t.dev_slice_tflops[idx]
-        eff = ctx.kind_efficiency[t.dev_kind[idx]]
+        rate = ctx.dev_flops_per_s[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
-            secs = job.flops / (tflops * 1e12 * eff) + ctx.config.launch_overhead_s
-        secs[tflops <= 0] = np.inf
+            secs = job.flops / rate + ctx.config.launch_overhead_s
+        secs[rate <= 0] = np.inf  # no throughput: only a measurement can cost it
         if job.measured_seconds:
             models = t.dev_model[idx]
             for model, measured in job.measured_seconds.items():
@@ -56,7 +55,7 @@ class TransferScore:
     name = "transfer"
 
     def terms(
-        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+        self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
         per_site = ctx.site_seconds(job.origin, job.input_bytes) + ctx.site_seconds(
             job.origin, job.output_bytes
@@ -71,7 +70,7 @@ class WarmScore:
     name = "warm"
 
     def terms(
-        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+        self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
         t = ctx.table
         cfg = ctx.config
@@ -79,11 +78,8 @@ class WarmScore:
         load = cfg.load_overhead_s + job.artifact_bytes / cfg.load_bytes_per_s
         per_site = ctx.site_seconds(source, job.artifact_bytes) + load
         secs = per_site[t.dev_site[idx]]
-        warm = t.warm_nodes.get(job.artifact_digest)
-        if warm:
-            warm_node = np.zeros(len(t.nodes), dtype=bool)
-            warm_node[warm] = True
-            secs[warm_node[t.dev_node[idx]]] = 0.0
+        if job.artifact_digest in t.warm_nodes:
+            secs[ctx.warm_devices(job.artifact_digest)[idx]] = 0.0
         return {"warm": secs}
 
 
@@ -94,15 +90,13 @@ class FragmentationScore:
     name = "fragmentation"
 
     def terms(
-        self, job: JobRequest, ctx: PlanContext, idx: np.ndarray, dev_idle: np.ndarray
+        self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
         t = ctx.table
         unit = ctx.config.fragmentation_s
-        opens = dev_idle[idx] & (t.dev_slices[idx] > 1)
-        memory = t.dev_slice_memory[idx]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            used = np.where(memory > 0, job.memory_bytes / memory, 1.0)
-        leftover = 1.0 - np.clip(used, 0.0, 1.0)
+        opens = dev_idle[idx] & t.dev_multi_slice[idx]
+        # Filtered devices hold less than the job; clipping keeps their term finite.
+        leftover = np.maximum(1.0 - job.memory_bytes * t.dev_inv_slice_memory[idx], 0.0)
         return {"fragmentation": unit * (opens + leftover)}
 
 
@@ -117,7 +111,7 @@ DEFAULT_SCORES: tuple[ScorePlugin, ...] = (
 def score_terms(
     job: JobRequest,
     ctx: PlanContext,
-    idx: np.ndarray,
+    idx: DeviceIndex,
     dev_idle: np.ndarray,
     scores: Sequence[ScorePlugin] = DEFAULT_SCORES,
 ) -> dict[str, np.ndarray]:

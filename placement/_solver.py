@@ -84,12 +84,19 @@ class _Round:
         self.slices: list[int] = []
         self.objective = 0.0
 
-    def commit(self, job: JobRequest, weight: float, s: int) -> None:
+    def commit(
+        self, job: JobRequest, weight: float, s: int, scored: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """Put ``job`` on slice ``s``. ``scored`` are its term vectors over all devices at
+        this very state, when the caller has them; otherwise they are computed for ``s``."""
         t = self.ctx.table
         cfg = self.ctx.config
         d = int(t.slice_dev[s])
-        raw = score_terms(job, self.ctx, np.array([d]), self.dev_idle)
-        terms = {name: float(v[0]) for name, v in raw.items()}
+        if scored is None:
+            raw = score_terms(job, self.ctx, np.array([d]), self.dev_idle)
+            terms = {name: float(v[0]) for name, v in raw.items()}
+        else:
+            terms = {name: float(v[d]) for name, v in scored.items()}
         terms["queue"] = float(self.slice_load[s])
         predicted = sum(terms.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
         cost = sum(cfg.weight(k) * v for k, v in terms.items())
@@ -114,16 +121,17 @@ class _Round:
 
 def _static_cost(
     job: JobRequest, ctx: PlanContext, allowed: np.ndarray, dev_idle: np.ndarray
-) -> np.ndarray:
-    """Weighted cost of every term but the queue, per device; ``inf`` where filtered."""
-    idx = np.arange(ctx.table.n_devices)
-    cost = np.zeros(len(idx))
-    for term, values in score_terms(job, ctx, idx, dev_idle).items():
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Weighted cost of every term but the queue per device (``inf`` where filtered),
+    and the term vectors it was summed from."""
+    cost = np.zeros(ctx.table.n_devices)
+    terms = score_terms(job, ctx, slice(None), dev_idle)
+    for term, values in terms.items():
         w = ctx.config.weight(term)
         if w:
             cost += w * values
     cost[~allowed] = np.inf
-    return cost
+    return cost, terms
 
 
 @dataclass
@@ -192,37 +200,40 @@ def _greedy(
     wq = ctx.config.weight("queue")
     state = _Round(ctx)
     candidates: list[_Candidates] = []
-    for job in order:
-        static = _static_cost(job, ctx, allowed[job.job_id], state.dev_idle)
+    for i, job in enumerate(order):
+        static, terms = _static_cost(job, ctx, allowed[job.job_id], state.dev_idle)
         s = int(np.argmin(static[t.slice_dev] + wq * state.slice_load))
-        if classes is not None:
-            candidates.append(_candidates_for(job, ctx, static, weights[job.job_id], classes, s))
-        state.commit(job, weights[job.job_id], s)
+        if classes is not None and i < ctx.config.cpsat_max_jobs:
+            candidates.append(
+                _candidates_for(ctx, static, terms["compute"], weights[job.job_id], classes, s)
+            )
+        state.commit(job, weights[job.job_id], s, terms)
     return state, candidates
 
 
 def _candidates_for(
-    job: JobRequest,
     ctx: PlanContext,
     static: np.ndarray,
+    compute: np.ndarray,
     weight: float,
     classes: _Classes,
     greedy_slice: int,
 ) -> _Candidates:
+    """The job's ``top_k`` cheapest classes (by cost plus busy time) and the greedy's.
+
+    Costs are read off the greedy pass's vectors, i.e. as the job saw the round when its
+    turn came; only the packing tie-breaker can differ from the start of the round.
+    """
     wq = ctx.config.weight("queue")
     class_cost = static[classes.rep_dev] + wq * classes.busy
     k = min(ctx.config.top_k, len(class_cost))
     top = np.argpartition(class_cost, k - 1)[:k] if k < len(class_cost) else np.arange(k)
-    chosen = {int(c) for c in top if np.isfinite(class_cost[c])}
-    chosen.add(int(classes.of_slice[greedy_slice]))
-    picked = sorted(chosen)
-    # Costed against the round's starting state, as the model has no notion of time.
-    idx = classes.rep_dev[picked]
-    raw = score_terms(job, ctx, idx, ctx.table.dev_idle)
-    cost = np.zeros(len(picked))
-    for term, values in raw.items():
-        cost += ctx.config.weight(term) * np.minimum(values, _MAX_MODEL_SECONDS)
-    work = np.minimum(raw["compute"], _MAX_MODEL_SECONDS)
+    picked = sorted(
+        {int(c) for c in top if np.isfinite(class_cost[c])} | {int(classes.of_slice[greedy_slice])}
+    )
+    reps = classes.rep_dev[picked]
+    cost = np.minimum(static[reps], _MAX_MODEL_SECONDS)
+    work = np.minimum(compute[reps], _MAX_MODEL_SECONDS)
     return _Candidates(
         picked,
         [round(weight * c * _SCALE) for c in cost],
@@ -242,7 +253,7 @@ def _cpsat(
     cfg = ctx.config
     wq = cfg.weight("queue")
     model = cp_model.CpModel()
-    greedy_class = [int(classes.of_slice[s]) for s in greedy.slices]
+    greedy_class = [int(classes.of_slice[s]) for s in greedy.slices[: len(candidates)]]
     xs: list[list[cp_model.IntVar]] = []
     for j, cand in enumerate(candidates):
         row = [model.new_bool_var(f"x{j}_{c}") for c in cand.classes]
@@ -376,9 +387,14 @@ def plan(
     best, solver = greedy, ("single" if len(jobs) == 1 else "greedy")
     if classes is not None:
         status, chosen = _cpsat(ctx, order, weights, classes, candidates, greedy)
+        greedy_classes = [int(classes.of_slice[s]) for s in greedy.slices]
         if chosen is None:
             solver = f"greedy (cp-sat {status} within {cfg.time_limit_s:g} s)"
+        elif chosen == greedy_classes[: len(chosen)]:
+            solver = f"greedy (cp-sat {status}, same plan)"
         else:
+            # Jobs beyond the model's window keep the greedy's classes.
+            chosen = chosen + greedy_classes[len(chosen) :]
             exact = _expand(ctx, order, weights, classes, chosen)
             if exact.objective < greedy.objective - 1e-9 * max(1.0, abs(greedy.objective)):
                 best, solver = exact, f"cp-sat:{status}"

@@ -192,9 +192,7 @@ def job_info_from_pb(message: pb.JobInfo) -> m.JobInfo:
     placement = None
     if message.HasField("placement"):
         p = message.placement
-        placement = _scalars_from_pb(
-            p, m.PlacementInfo, terms={t.name: t.seconds for t in p.terms}
-        )
+        placement = _scalars_from_pb(p, m.PlacementInfo, terms={t.name: t.seconds for t in p.terms})
     return _scalars_from_pb(
         message,
         m.JobInfo,

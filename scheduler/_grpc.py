@@ -16,11 +16,11 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-
-from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.scheduler._service import NotFoundError, SchedulerService
+
+from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["BLOB_CHUNK_BYTES", "MAX_MESSAGE_BYTES", "serve"]
 
@@ -174,7 +174,9 @@ class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
         yield from convert.blob_chunks(request.digest, data, BLOB_CHUNK_BYTES)
 
 
-def serve(service: SchedulerService, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.Server, int]:
+def serve(
+    service: SchedulerService, host: str = "127.0.0.1", port: int = 0
+) -> tuple[grpc.Server, int]:
     """Start the gRPC server; return it and the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="anypu-grpc"),

@@ -16,9 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from anypu import PROTOCOL_VERSION
 from anypu.devices import DEVICE_KINDS
-from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord
@@ -38,6 +36,9 @@ from anypu.scheduler._state import (
     new_job_id,
 )
 from anypu.scheduler._store import BlobStore, StateStore
+
+from anypu import PROTOCOL_VERSION
+from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 
@@ -244,9 +245,7 @@ class AgentSession:
             return
         if isinstance(message, m.Join):
             raise ConfigError("this stream has already joined; open a new stream to re-join")
-        self.service._handle(
-            AgentSaid(self.node_id, self.epoch, message, self.service.clock())
-        )
+        self.service._handle(AgentSaid(self.node_id, self.epoch, message, self.service.clock()))
 
     def close(self) -> None:
         if self.node_id is not None:

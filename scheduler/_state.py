@@ -17,18 +17,19 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from anypu import PROTOCOL_VERSION
 from anypu.placement import (
     ClusterSnapshot,
     DeviceView,
     JobRequest,
     NodeView,
-    Plan,
     PlacementConfig,
+    Plan,
     plan,
 )
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord, NodeRecord
+
+from anypu import PROTOCOL_VERSION
 
 __all__ = [
     "Action",
@@ -271,21 +272,21 @@ class SchedulerState:
             job.outputs = result.outputs
             node.warm_digests = node.warm_digests | {job.request.artifact_digest}
             model = self._device_model(node, job)
-            if model:
+            # A simulated device runs on the host CPU: its timings say nothing about it.
+            if model and not (job.placement and job.placement.simulated):
                 key = (job.request.artifact_digest, model)
                 old = self.measured.get(key)
                 run = result.run_seconds
                 self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
         elif not result.user_error and job.retries < job.request.max_retries:
-            return self._requeue(job, now, f"{result.error_type}: {result.error_message}")
+            why = f"{result.error_type}: {result.error_message}"
+            return self._requeue(job, now, why) + self._schedule(now)
         else:
             self._set_state(job, "failed")
             job.error_type, job.error_message = result.error_type, result.error_message
             job.error_traceback, job.user_error = result.error_traceback, result.user_error
         job.finished_at = now
-        return [PersistJob(job, job.state, node.node_id), Notify(job.job_id)] + self._schedule(
-            now
-        )
+        return [PersistJob(job, job.state, node.node_id), Notify(job.job_id)] + self._schedule(now)
 
     # -------------------------------------------------------------- jobs
 
@@ -400,9 +401,7 @@ class SchedulerState:
         )
 
     def _schedule(self, now: float) -> list[Action]:
-        ready = [
-            self.jobs[j] for j in self.pending if self.jobs[j].not_before <= now
-        ]
+        ready = [self.jobs[j] for j in self.pending if self.jobs[j].not_before <= now]
         if not ready:
             return []
         result = plan(

@@ -38,7 +38,9 @@ def connect(
     except Exception:
         transport.close()
         raise
-    client = Client(transport, origin=origin if origin is not None else os.environ.get("ANYPU_SITE", ""))
+    client = Client(
+        transport, origin=origin if origin is not None else os.environ.get("ANYPU_SITE", "")
+    )
     with _lock:
         old, _client = _client, client
     if old is not None and old is not client:

@@ -41,7 +41,9 @@ class Embedded:
             ),
             InProcessLink(self.service),
         )
-        self._thread = threading.Thread(target=self.agent.run, name="anypu-local-agent", daemon=True)
+        self._thread = threading.Thread(
+            target=self.agent.run, name="anypu-local-agent", daemon=True
+        )
         self._thread.start()
         if not self.agent.connected.wait(30):
             raise RuntimeError("the embedded agent did not join its scheduler within 30 s")

@@ -7,7 +7,9 @@ for the duration of the call (so a BatchNorm in training mode updates fakes, not
 model's running statistics).
 
 * FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmul, conv, attention:
-  2 FLOPs per multiply-add; elementwise ops count zero, as in the FLOP counter).
+  2 FLOPs per multiply-add; elementwise ops count zero, as in the FLOP counter), with the
+  CPU flash-attention kernel added and the fused transformer fast path switched off for
+  the call (it is one opaque op; the unfused path does the same matmuls, visibly).
 * Activation memory is the **peak live set** of operator outputs: each op's fresh output
   bytes are added when it is produced and removed when the tensor is freed (CPython frees
   an intermediate as soon as the last reference goes). Views and in-place results share
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from anypu._codec import map_tensors, tree_nbytes, validate
 from anypu.errors import ExportError
@@ -45,6 +47,20 @@ class Profile:
     param_bytes: int
     buffer_bytes: int = 0
     activation_bytes: int = 0
+
+
+def _attention_flops(
+    query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
+) -> int:
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
+
+
+# Attention kernels the stock counter misses (the CPU flash kernel), same formula as CUDA's.
+_EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
+    op: _attention_flops
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    if (op := getattr(torch.ops.aten, name, None)) is not None
+}
 
 
 class _PeakLiveBytes(TorchDispatchMode):
@@ -110,8 +126,12 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
         state[name] = fakes[id(tensor)]
     fake_args = map_tensors(args, fake_mode.from_tensor)
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     peak = _PeakLiveBytes()
+    # The fused transformer fast path is one opaque op the counter cannot see into; the
+    # unfused path does the same matmuls as separate, counted ops.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with fake_mode, torch.no_grad(), counter, peak:
             outputs = torch.func.functional_call(model, state, fake_args)
@@ -124,6 +144,8 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
             " — forward must use only tensor operations whose result shapes do not depend "
             "on tensor values"
         ) from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     activation = peak.peak
     return Profile(
         flops=float(counter.get_total_flops()),

@@ -81,7 +81,9 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Art
             scripted = build(model, args)
             _check_reproduces(scripted, model, args, route)
             buffer = io.BytesIO()
-            torch.jit.save(scripted, buffer)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(scripted, buffer)
             return Artifact.build("torchscript", _script_device_kinds(scripted), buffer.getvalue())
         except Exception as exc:
             failures.append((route, exc))
@@ -201,7 +203,7 @@ def _user_frame(exc: BaseException) -> str:
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if not f.filename.startswith(_TORCH_DIR) and f.filename != __file__
+        if not f.filename.startswith((_TORCH_DIR, "<")) and f.filename != __file__
     ]
     if not frames:
         return ""
@@ -212,7 +214,8 @@ def _user_frame(exc: BaseException) -> str:
 
 def _key_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    first = lines[0] if lines else ""
+    return f"{type(exc).__name__}: {first if len(first) <= 200 else first[:197] + '...'}"
 
 
 # ----------------------------------------------------------------------------- cache

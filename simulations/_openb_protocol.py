@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 from anypu.placement.gpushare import (
     ClusterState,
     FragCache,

@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-
 from anypu.placement.gpushare._cluster import ClusterState, PodTable
 
 __all__ = ["FragCache", "TypicalPods", "fragmentation", "typical_pods"]
@@ -100,10 +99,13 @@ def fragmentation(
     below = total[:, None] - (gpu_left[:, None, :] * fits).sum(axis=2)  # milli of the others
     lv = typical.level_of
     access = (typical.spec[None, :] == 0) | (
-        (model[:, None] >= 0) & (((typical.spec[None, :] >> np.maximum(model, 0)[:, None]) & 1) == 1)
+        (model[:, None] >= 0)
+        & (((typical.spec[None, :] >> np.maximum(model, 0)[:, None]) & 1) == 1)
     )
     placeable = (
-        access & (count[:, lv] >= typical.num[None, :]) & (cpu_left[:, None] >= typical.cpu[None, :])
+        access
+        & (count[:, lv] >= typical.num[None, :])
+        & (cpu_left[:, None] >= typical.cpu[None, :])
     )
     frag_each = np.where(placeable, below[:, lv], total[:, None])
     return frag_each @ typical.freq + total * typical.cpu_only_share

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
 from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState
 from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation
 
@@ -79,13 +78,24 @@ def _trunc(x: np.ndarray) -> np.ndarray:
     return np.trunc(x).astype(np.int64)
 
 
+def _denoise(delta: np.ndarray) -> np.ndarray:
+    """Round away float summation noise so that equal fragmentation changes compare equal."""
+    return np.round(delta, 6)
+
+
 class Policy(ABC):
     """Scores feasible nodes for a pod; :meth:`choose` runs filter → score → pick."""
 
     name: ClassVar[str]
+    # Ties go to the first node in node-list order unless this is set. The artifact's
+    # published curves are only reproduced that way (with uniformly random ties FGD loses
+    # ~5 points: it breaks up the 8-GPU nodes that the rare 8-GPU pods need).
+    random_ties: bool = False
 
-    def __init__(self, typical: TypicalPods) -> None:
+    def __init__(self, typical: TypicalPods, *, random_ties: bool | None = None) -> None:
         self.typical = typical
+        if random_ties is not None:
+            self.random_ties = random_ties
 
     @abstractmethod
     def score(
@@ -104,15 +114,16 @@ class Policy(ABC):
             return (best_fit_gpu(row, req.milli),)
         return whole_gpus(row, req.num)
 
-    def choose(
-        self, state: ClusterState, req: Request, rng: np.random.Generator
-    ) -> Choice | None:
+    def choose(self, state: ClusterState, req: Request, rng: np.random.Generator) -> Choice | None:
         nodes = state.feasible(req.cpu, req.mem, req.num, req.milli, req.spec)
         if len(nodes) == 0:
             return None
         scores, gpu = self.score(state, req, nodes, rng)
         best = np.flatnonzero(scores == scores.max())
-        k = int(best[rng.integers(len(best))]) if len(best) > 1 else int(best[0])
+        if self.random_ties and len(best) > 1:
+            k = int(best[rng.integers(len(best))])
+        else:
+            k = int(best[0])
         node = int(nodes[k])
         if gpu is not None and req.shared:
             return Choice(node, (int(gpu[k]),))
@@ -123,6 +134,7 @@ class RandomPolicy(Policy):
     """A uniformly random feasible node, and a random fitting GPU there."""
 
     name = "random"
+    random_ties = True
 
     def score(self, state, req, nodes, rng):
         return np.zeros(len(nodes)), None
@@ -207,8 +219,8 @@ class _FragDelta(Policy):
     """Shared machinery of fragmentation-gradient policies: the fragmentation increase of
     every candidate (node, GPU) placement, computed for all of them at once."""
 
-    def __init__(self, typical: TypicalPods) -> None:
-        super().__init__(typical)
+    def __init__(self, typical: TypicalPods, *, random_ties: bool | None = None) -> None:
+        super().__init__(typical, random_ties=random_ties)
         self.cache = FragCache(typical)
 
     def frag_increase(
@@ -233,7 +245,7 @@ class _FragDelta(Policy):
             )
             out = np.full(k * MAX_GPUS, np.inf)
             out[sel] = after - np.repeat(before, MAX_GPUS)[sel]
-            return out.reshape(k, MAX_GPUS), None
+            return _denoise(out.reshape(k, MAX_GPUS)), None
         new_left = left.copy()
         if req.num:
             # Whole GPUs: take the first completely free ones, as the binding will.
@@ -241,7 +253,7 @@ class _FragDelta(Policy):
             take = free & (np.cumsum(free, axis=1) <= req.num)
             new_left[take] = 0
         after = fragmentation(cpu, new_left, model, self.typical)
-        return after - before, None
+        return _denoise(after - before), None
 
 
 class FgdPolicy(_FragDelta):
@@ -252,7 +264,7 @@ class FgdPolicy(_FragDelta):
 
     def score(self, state, req, nodes, rng):
         delta, _ = self.frag_increase(state, req, nodes)
-        scores = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e6) / 1000.0)))
+        scores = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e5) / 1000.0)))
         if req.shared:
             scores = np.where(np.isinf(delta), -1, scores)
             gpu = scores.argmax(axis=1)  # first GPU with the best score
@@ -261,20 +273,24 @@ class FgdPolicy(_FragDelta):
 
 
 class AnypuPolicy(_FragDelta):
-    """Ours: the exact fragmentation gradient (no score rounding), ties broken towards the
-    node with the least free GPU, then least free CPU (packing keeps large holes open)."""
+    """Ours: FGD's fragmentation gradient, bucketed like FGD's score so that near-equal
+    moves tie, and ties resolved on purpose instead of by node order: first the node with
+    the fewest GPUs (large nodes stay whole for the rare multi-GPU pods), then the node
+    with the least free GPU milli (packing)."""
 
     name = "anypu"
 
     def score(self, state, req, nodes, rng):
         delta, _ = self.frag_increase(state, req, nodes)
-        left = state.gpu_left[nodes].sum(axis=1).astype(np.float64)
-        tie = left / MAX_SPEC_GPU + state.cpu_left[nodes] / MAX_SPEC_CPU / 100.0
+        bucket = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e5) / 1000.0)))
+        size = state.nodes.gpus[nodes].astype(np.float64)
+        left = state.gpu_left[nodes].sum(axis=1) / MAX_SPEC_GPU
+        tie = size / (MAX_GPUS + 1) + left / (MAX_GPUS + 1) ** 2
         if req.shared:
-            gpu = delta.argmin(axis=1)
-            best = delta[np.arange(len(nodes)), gpu]
-            return -(best + 1e-3 * tie), gpu
-        return -(delta + 1e-3 * tie), None
+            bucket = np.where(np.isinf(delta), -1, bucket)
+            gpu = bucket.argmax(axis=1)
+            return bucket.max(axis=1) - tie, gpu
+        return bucket - tie, None
 
 
 POLICIES: tuple[type[Policy], ...] = (

@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from anypu.devices import AscendProbe, parse_npu_smi_info
+
 from tests.fakes import FAKES_DIR, recorded
 
 
@@ -58,7 +58,15 @@ def test_probe_runs_the_tool_and_skips_unhealthy_chips(tmp_path: Path) -> None:
     probe = AscendProbe(binary=_printing(tmp_path, "npu_smi_910b.txt"))
     assert probe.available()
     devices = probe.probe()
-    assert [d.device_id for d in devices] == ["npu0", "npu1", "npu2", "npu4", "npu5", "npu6", "npu7"]
+    assert [d.device_id for d in devices] == [
+        "npu0",
+        "npu1",
+        "npu2",
+        "npu4",
+        "npu5",
+        "npu6",
+        "npu7",
+    ]
     npu0 = devices[0]
     assert (npu0.kind, npu0.vendor, npu0.model, npu0.torch_device) == (
         "npu",
@@ -119,7 +127,9 @@ def test_garbage_output_is_not_available(tmp_path: Path) -> None:
 
 
 def test_all_chips_unhealthy_is_not_available(tmp_path: Path) -> None:
-    text = recorded("npu_smi_910b.txt").replace("| OK ", "| Alarm ").replace("| Warning ", "| Alarm ")
+    text = (
+        recorded("npu_smi_910b.txt").replace("| OK ", "| Alarm ").replace("| Warning ", "| Alarm ")
+    )
     recording = tmp_path / "all_alarm.txt"
     recording.write_text(text)
     probe = AscendProbe(binary=_fake_tool(tmp_path, f'cat "{recording}"'))

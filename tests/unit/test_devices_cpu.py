@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from anypu.devices import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
 from anypu.devices._cpu import read_cgroup_cpu_quota, read_cgroup_memory_limit, usable_cores
 
@@ -164,9 +163,7 @@ def test_utilisation_from_proc_stat_deltas_over_allowed_cpus(tmp_path: Path) -> 
     probe = CpuProbe(proc_root=proc, affinity=lambda: {0}, benchmark=lambda: 0.1)
     assert probe.utilisation() == {"cpu0": pytest.approx(0.1)}  # since boot
     # cpu0: +60 user, +20 system, +10 idle, +10 iowait -> 80% busy; cpu1 is not ours.
-    (proc / "stat").write_text(
-        _stat((160, 0, 20, 910, 10, 0, 0, 0), (500, 0, 0, 1000, 0, 0, 0, 0))
-    )
+    (proc / "stat").write_text(_stat((160, 0, 20, 910, 10, 0, 0, 0), (500, 0, 0, 1000, 0, 0, 0, 0)))
     assert probe.utilisation() == {"cpu0": pytest.approx(0.8)}
     assert probe.utilisation() == {"cpu0": 0.0}  # no time passed
 

@@ -6,8 +6,8 @@ import sys
 from types import ModuleType
 
 import pytest
-
 from anypu.devices import NvidiaProbe, nvidia_tflops
+
 from tests.fakes import FakeGpu, make_fake_pynvml
 from tests.fakes.pynvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
@@ -146,7 +146,9 @@ def test_unsupported_optional_queries_are_left_out(monkeypatch: pytest.MonkeyPat
 
 
 def test_unknown_gpu_falls_back_to_cores_times_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    gpu = FakeGpu(name="NVIDIA Future GPU", memory_total=2**34, cuda_cores=10240, max_sm_clock_mhz=2000)
+    gpu = FakeGpu(
+        name="NVIDIA Future GPU", memory_total=2**34, cuda_cores=10240, max_sm_clock_mhz=2000
+    )
     monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([gpu]))
     (device,) = NvidiaProbe().probe()
     assert device.tflops == pytest.approx(10240 * 2 * 2000e6 / 1e12)

@@ -1,0 +1,188 @@
+"""``make demo``: a scheduler and three agents on loopback, two models, no downloads.
+
+cloud-1 declares a datacentre GPU, edge-1 a small edge accelerator, phone-1 (tier
+device) offers its own CPU. The client sits at the phone's site, so moving data to the
+cloud costs a WAN round trip: a small model stays close, a heavy one goes where compute
+is. Simulated devices run on this machine's CPU, and every line says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+NETWORK = """\
+sites: [dc-frankfurt, shop-7, home]
+links:
+  - {a: home, b: shop-7, latency_ms: 4, bandwidth_mbps: 500}
+  - {a: shop-7, b: dc-frankfurt, latency_ms: 18, bandwidth_mbps: 1000}
+"""
+
+AGENTS = [
+    (
+        "cloud-1",
+        "cloud",
+        "dc-frankfurt",
+        "devices:\n  - {kind: gpu, vendor: nvidia, model: A100-SXM4-40GB, memory: 40GiB, tflops: 156}\n"
+        "include_host: false\n",
+    ),
+    (
+        "edge-1",
+        "edge",
+        "shop-7",
+        "devices:\n  - {kind: npu, vendor: huawei, model: Ascend-310P, memory: 8GiB, tflops: 22}\n"
+        "include_host: false\n",
+    ),
+    ("phone-1", "device", "home", None),
+]
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "anypu.sdk._cli", *args],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def _explain(info) -> str:
+    p = info.placement
+    terms = ", ".join(f"{k} {v * 1e3:.2f}ms" for k, v in p.terms.items() if v)
+    return (
+        f"  ran on {p.node_id} ({p.tier}) {p.device_id}: {p.device_description}\n"
+        f"  why: {terms} (solver {p.solver})\n"
+        f"  predicted {p.predicted_seconds * 1e3:.2f} ms, measured run {info.run_seconds * 1e3:.2f} ms"
+        f" (+ load {info.load_seconds * 1e3:.0f} ms on first use), end-to-end {info.latency_seconds * 1e3:.1f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="scheduler port (default: a free one)")
+    args = parser.parse_args()
+    from anypu.sdk import models
+
+    from anypu import sdk
+
+    work = Path(tempfile.mkdtemp(prefix="anypu-demo-"))
+    (work / "network.yaml").write_text(NETWORK)
+    port = args.port or _free_port()
+    address = f"127.0.0.1:{port}"
+    token = "demo-token"
+    procs = [
+        _start(
+            [
+                "scheduler",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(work / "state"),
+                "--token",
+                token,
+                "--network",
+                str(work / "network.yaml"),
+            ],
+            work / "scheduler.log",
+        )
+    ]
+    try:
+        _wait_for(lambda: "listening" in (work / "scheduler.log").read_text(), 60, "the scheduler")
+        print(f"scheduler on {address}, logs in {work}")
+        for name, tier, site, devices in AGENTS:
+            cmd = [
+                "agent",
+                "--scheduler",
+                address,
+                "--token",
+                token,
+                "--tier",
+                tier,
+                "--name",
+                name,
+                "--site",
+                site,
+                "--cache-dir",
+                str(work / name),
+            ]
+            if devices:
+                (work / f"{name}.yaml").write_text(devices)
+                cmd += ["--devices", str(work / f"{name}.yaml")]
+            procs.append(_start(cmd, work / f"{name}.log"))
+        client = sdk.connect(address, token=token, origin="home")
+        _wait_for(lambda: len(sdk.nodes()) == 3, 60, "three agents to join")
+        for node in sdk.nodes():
+            kinds = ", ".join(d.describe() for d in node.devices)
+            print(f"joined {node.node_id:<8} tier {node.tier:<6} site {node.site:<13} {kinds}")
+        cnn = models.small_cnn()
+        block = models.transformer_block(d_model=512, nhead=8)
+        jobs = [
+            ("small CNN, batch 1", cnn, cnn.example_inputs(batch=1)),
+            (
+                "transformer block, 16 sequences × 128 tokens",
+                block,
+                block.example_inputs(batch=16, tokens=128),
+            ),
+        ]
+        ok = True
+        for title, model, inputs in jobs:
+            handle = sdk.submit(model, inputs)
+            outputs = handle.result(timeout=300)
+            expected = model(*inputs)
+            torch.testing.assert_close(outputs, expected, rtol=1e-4, atol=1e-4)
+            print(f"\n{title}: outputs match a direct call")
+            expected_block = expected
+            print(_explain(handle.info()))
+        print("\nwarm call of the small CNN:")
+        handle = sdk.submit(cnn, jobs[0][2])
+        handle.result(timeout=60)
+        print(_explain(handle.info()))
+        print("\na burst of 6 transformer jobs at once (queueing spreads them):")
+        burst = [sdk.submit(block, jobs[1][2]) for _ in range(6)]
+        for handle in burst:
+            torch.testing.assert_close(
+                handle.result(timeout=300), expected_block, rtol=1e-4, atol=1e-4
+            )
+            p = handle.info().placement
+            print(
+                f"  {handle.job_id}: {p.node_id:<8} predicted {p.predicted_seconds * 1e3:7.1f} ms"
+                f" (queue {p.terms.get('queue', 0) * 1e3:.1f} ms)"
+            )
+        client.close()
+        return 0 if ok else 1
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

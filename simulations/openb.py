@@ -1,0 +1,236 @@
+"""Replay Alibaba's openb GPU-sharing trace with placement policies (issue 3).
+
+    python -m anypu.simulations.openb --trace default --policies all --seeds 42-46
+
+Prints allocation at 100 %/130 % arrival, fragmentation and decision time per policy
+next to the FGD paper's published numbers, and writes a CSV and a PNG (allocation vs
+arrival) to ``--out``. Progress goes to stderr. The trace folder is ``$ANYPU_TRACES``
+if set, else ``<repo>/../shared/traces/openb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from anypu.placement.gpushare import (
+    POLICIES,
+    NodeTable,
+    PodTable,
+    load_nodes,
+    load_pods,
+    make_policy,
+    typical_pods,
+)
+from anypu.simulations._openb_protocol import by_arrival, inflate, replay
+from anypu.simulations._openb_report import (
+    RunRow,
+    format_table,
+    load_reference,
+    write_csv,
+    write_plot,
+)
+
+from anypu.errors import AnypuError, ConfigError
+
+__all__ = ["main", "parse_seeds", "resolve_pod_list", "run_one", "trace_dir"]
+
+NODE_LIST = "openb_node_list_gpu_node.csv"
+POLICY_NAMES = tuple(cls.name for cls in POLICIES)
+
+
+def trace_dir() -> Path:
+    """``$ANYPU_TRACES`` or ``<repo>/../shared/traces/openb``; must exist."""
+    env = os.environ.get("ANYPU_TRACES")
+    repo = Path(__file__).resolve().parents[1]
+    path = Path(env) if env else repo.parent / "shared" / "traces" / "openb"
+    if not path.is_dir():
+        how = "ANYPU_TRACES" if env else "the default location"
+        raise ConfigError(
+            f"openb trace folder {path} (from {how}) does not exist: set ANYPU_TRACES to the "
+            "folder holding openb_node_list_gpu_node.csv and openb_pod_list_*.csv"
+        )
+    return path
+
+
+def resolve_pod_list(trace: str, folder: Path | None) -> tuple[Path, str]:
+    """A variant name (``default``, ``gpushare40``, ...) or a CSV path → (path, workload)."""
+    candidate = Path(trace)
+    if candidate.suffix == ".csv" or candidate.is_file():
+        if not candidate.is_file():
+            raise ConfigError(f"pod list {candidate} does not exist: pass a CSV path or a variant")
+        return candidate, candidate.stem
+    folder = folder or trace_dir()
+    path = folder / f"openb_pod_list_{trace}.csv"
+    if not path.is_file():
+        known = sorted(
+            p.stem.removeprefix("openb_pod_list_") for p in folder.glob("openb_pod_list_*.csv")
+        )
+        raise ConfigError(
+            f"no pod list for trace {trace!r} in {folder}; variants there: {', '.join(known)}"
+        )
+    return path, path.stem
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``42-46`` or ``42,44`` (or a mix) → sorted unique seeds."""
+    seeds: set[int] = set()
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds.update(range(lo, hi + 1))
+            elif part:
+                seeds.add(int(part))
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: write e.g. 42-46 or 42,43,44") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty: write e.g. 42-46")
+    return sorted(seeds)
+
+
+def parse_policies(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(POLICY_NAMES)
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in names if p not in POLICY_NAMES]
+    if unknown or not names:
+        raise ConfigError(
+            f"--policies: unknown {', '.join(unknown) or '(none)'}; choose 'all' or a comma list "
+            f"of {', '.join(POLICY_NAMES)}"
+        )
+    return names
+
+
+def run_one(
+    nodes: NodeTable, pods: PodTable, policy_name: str, seed: int, ratio: float, verbose: bool
+) -> RunRow:
+    """Inflate with ``seed``, replay with one policy, reduce to a row."""
+    typical = typical_pods(pods)
+    arrivals = inflate(pods, nodes.gpu_capacity_milli, seed, ratio)
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {policy_name} seed {seed}: {done}/{total} pods", file=sys.stderr, flush=True)
+
+    result = replay(
+        nodes, arrivals, make_policy(policy_name, typical), seed, typical,
+        progress=progress if verbose else None,
+    )  # fmt: skip
+    ms = result.decision_s * 1e3
+    curve = by_arrival(result.arrived_pct, result.alloc_pct)
+    frag = by_arrival(result.arrived_pct, result.frag_pct)
+    return RunRow(
+        policy=policy_name,
+        seed=seed,
+        alloc_100=float(curve[100]),
+        alloc_130=float(curve[130]) if not np.isnan(curve[130]) else float(np.nanmax(curve)),
+        frag_100=float(frag[100]),
+        decision_ms_median=float(np.median(ms)),
+        decision_ms_p99=float(np.percentile(ms, 99)),
+        replay_s=result.wall_s,
+        alloc_curve=tuple(float(v) for v in curve),
+    )
+
+
+def _task(args: tuple[str, str, str, int, float]) -> RunRow:
+    node_path, pod_path, policy, seed, ratio = args
+    nodes = load_nodes(node_path)
+    return run_one(nodes, load_pods(pod_path, nodes.models), policy, seed, ratio, False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m anypu.simulations.openb",
+        description="Replay the openb GPU-sharing trace with placement policies.",
+    )
+    p.add_argument("--trace", default="default", help="variant name or pod-list CSV path")
+    p.add_argument("--nodes", default=None, help="node list CSV (default: the trace's GPU nodes)")
+    p.add_argument("--policies", default="all", help=f"'all' or a comma list of {POLICY_NAMES}")
+    p.add_argument("--seeds", default="42-46", help="e.g. 42-46 or 42,43")
+    p.add_argument("--ratio", type=float, default=1.3, help="inflate arrivals to this x capacity")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (at most 2 advised)")
+    p.add_argument("--out", default="out/openb", help="folder for the CSV and PNG")
+    p.add_argument("--json", action="store_true", help="print one JSON list of rows instead")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except AnypuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    policies = parse_policies(args.policies)
+    seeds = parse_seeds(args.seeds)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if not 0 < args.ratio <= 3:
+        raise ConfigError(f"--ratio must be in (0, 3], got {args.ratio}")
+    pod_path, workload = resolve_pod_list(args.trace, None if Path(args.trace).suffix else None)
+    folder = pod_path.parent
+    node_path = Path(args.nodes) if args.nodes else folder / NODE_LIST
+    if not node_path.is_file():
+        raise ConfigError(f"node list {node_path} does not exist: pass --nodes PATH")
+    nodes = load_nodes(node_path)
+    pods = load_pods(pod_path, nodes.models)
+    tasks = [(p, s) for p in policies for s in seeds]
+    print(
+        f"openb: {workload}, {len(nodes)} nodes, {nodes.gpu_capacity_milli // 1000} GPUs, "
+        f"{len(pods)} pods; {len(tasks)} replays on {args.jobs} process(es)",
+        file=sys.stderr,
+        flush=True,
+    )
+    rows: dict[tuple[str, int], RunRow] = {}
+    started = time.perf_counter()
+
+    def done(row: RunRow) -> None:
+        rows[(row.policy, row.seed)] = row
+        print(
+            f"[{len(rows)}/{len(tasks)}] {row.policy} seed {row.seed}: alloc@100 "
+            f"{row.alloc_100:.2f}% frag@100 {row.frag_100:.2f}% ({row.replay_s:.1f} s, "
+            f"{time.perf_counter() - started:.0f} s elapsed)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if args.jobs == 1:
+        for p, s in tasks:
+            done(run_one(nodes, pods, p, s, args.ratio, verbose=True))
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [
+                pool.submit(_task, (str(node_path), str(pod_path), p, s, args.ratio))
+                for p, s in tasks
+            ]
+            for fut in as_completed(futures):
+                done(fut.result())
+    ordered = [rows[t] for t in tasks]
+    out = Path(args.out)
+    csv_path, png_path = out / f"{workload}.csv", out / f"{workload}.png"
+    write_csv(ordered, csv_path, workload)
+    write_plot(ordered, png_path, f"openb {workload}: GPU allocation vs arrival")
+    if args.json:
+        print(json.dumps([r.as_json() for r in ordered]))
+    else:
+        reference = load_reference(folder / "reference")
+        print(format_table(ordered, reference, workload, seeds))
+        print(f"\nwrote {csv_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

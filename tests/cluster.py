@@ -1,0 +1,113 @@
+"""Start a real scheduler and real agents as processes on loopback, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["Cluster"]
+
+_LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+
+
+class Cluster:
+    """A scheduler process plus any number of agent processes, all torn down on close."""
+
+    def __init__(self, workdir: Path, token: str = "test-token", **scheduler_flags: object):
+        self.workdir = workdir
+        self.token = token
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        flags = {
+            "heartbeat-interval": 0.2,
+            "lost-after": 1.5,
+            "unschedulable-timeout": 0,
+            **scheduler_flags,
+        }
+        self.state_dir = workdir / "state"
+        self.port = 0
+        self.start_scheduler(flags)
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "anypu.sdk._cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+    def start_scheduler(self, flags: dict[str, object]) -> None:
+        args = ["scheduler", "--port", str(self.port), "--state-dir", str(self.state_dir)]
+        args += ["--token", self.token]
+        for key, value in flags.items():
+            args += [f"--{key}", str(value)]
+        self._flags = flags
+        self._spawn("scheduler", args)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log("scheduler"))
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.procs["scheduler"].poll() is not None:
+                raise RuntimeError("scheduler exited:\n" + self.log("scheduler"))
+            time.sleep(0.05)
+        raise RuntimeError("scheduler did not start:\n" + self.log("scheduler"))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def add_agent(
+        self, name: str, tier: str = "edge", devices_yaml: str | None = None, site: str = ""
+    ) -> subprocess.Popen[bytes]:
+        args = ["agent", "--scheduler", self.address, "--token", self.token, "--tier", tier]
+        args += ["--name", name, "--cache-dir", str(self.workdir / f"cache-{name}")]
+        if site:
+            args += ["--site", site]
+        if devices_yaml is not None:
+            path = self.workdir / f"{name}.yaml"
+            path.write_text(devices_yaml)
+            args += ["--devices", str(path)]
+        return self._spawn(name, args)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def restart_scheduler(self) -> None:
+        self.kill("scheduler")
+        self.start_scheduler(self._flags)
+
+    def wait_nodes(self, client, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = [n for n in client.transport.list_nodes() if n.state == "ready"]
+            if len(ready) >= count:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"only {len(ready)} of {count} nodes joined")
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)

@@ -1,0 +1,222 @@
+"""sdk.run over real processes: a scheduler and agents talking gRPC on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from anypu.sdk import Client, RunOptions
+from anypu.sdk._transport import GrpcTransport
+from anypu.sdk.models import mlp
+
+from anypu.errors import (
+    AuthenticationError,
+    JobFailedError,
+    SchedulerUnavailableError,
+    UnschedulableError,
+)
+from tests.cluster import Cluster
+
+GPU_NODE = (
+    "devices:\n"
+    "  - {kind: gpu, vendor: nvidia, model: A100-SXM4-40GB, memory: 40GiB, tflops: 156}\n"
+    "include_host: false\n"
+)
+SMALL_NPU = (
+    "devices:\n"
+    "  - {kind: npu, vendor: huawei, model: Ascend-310P, memory: 64MiB, tflops: 22}\n"
+    "include_host: false\n"
+)
+
+
+class Gather(torch.nn.Module):
+    """Raises inside the model when an index is out of range: a user error at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(10, 4))
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(self.table, 0, index)
+
+
+class Slow(torch.nn.Module):
+    """About a second of CPU work: long enough to kill its agent mid-job."""
+
+    def __init__(self, steps: int = 60) -> None:
+        super().__init__()
+        self.steps = steps
+        self.weight = torch.nn.Parameter(torch.randn(512, 512) / 23)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cluster")
+    c = Cluster(workdir)
+    c.add_agent("cloud-1", "cloud", GPU_NODE)
+    c.add_agent("edge-1", "edge", SMALL_NPU)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    client = Client(GrpcTransport(cluster.address, cluster.token))
+    cluster.wait_nodes(client, 2)
+    yield client
+    client.close()
+
+
+def test_run_places_on_the_network_and_returns_outputs(client):
+    model = mlp()
+    x = torch.randn(32, 256)
+    y = client.run(model, x)
+    torch.testing.assert_close(y, model(x))
+    info = client.transport.list_jobs(1)[0]
+    assert info.state == "succeeded"
+    assert info.placement.node_id in ("cloud-1", "edge-1")
+    assert info.placement.simulated  # both nodes declare simulated devices
+    assert info.run_seconds > 0
+    assert set(info.placement.terms) >= {"compute", "transfer", "queue"}
+
+
+def test_a_warm_call_uploads_nothing(client, monkeypatch):
+    model = mlp()
+    x = torch.randn(32, 256)
+    client.run(model, x)
+
+    def no_upload(*args, **kwargs):
+        raise AssertionError("a warm call must not upload the artifact again")
+
+    monkeypatch.setattr(client.transport, "put_blob", no_upload)
+    monkeypatch.setattr(client.transport, "missing_blobs", no_upload)
+    torch.testing.assert_close(client.run(model, x), model(x))
+
+
+def test_submit_is_asynchronous(client):
+    model = mlp(width=64, depth=2)
+    futures = [client.submit(model, torch.randn(8, 64)) for _ in range(5)]
+    for future in futures:
+        assert future.result(timeout=60).shape == (8, 64)
+    assert futures[0].info().state == "succeeded"
+
+
+def test_a_job_no_device_can_hold_lists_each_nodes_reason(client):
+    big = torch.nn.Linear(8192, 8192)  # 256 MiB of weights: more than 64 MiB, kind cpu only
+    with pytest.raises(UnschedulableError) as caught:
+        client.run(big, torch.randn(2, 8192), RunOptions(device_kinds=("npu",)))
+    reasons = caught.value.reasons
+    assert set(reasons) == {"cloud-1", "edge-1"}
+    assert "gpu" in reasons["cloud-1"] and "npu" in reasons["cloud-1"]
+    assert "MiB" in reasons["edge-1"] or "GiB" in reasons["edge-1"]
+
+
+def test_a_model_that_raises_reports_its_error_and_the_agent_keeps_serving(client):
+    model = Gather()
+    ok = client.run(model, torch.tensor([1, 2]))
+    assert ok.shape == (2, 4)
+    with pytest.raises(JobFailedError) as caught:
+        client.run(model, torch.tensor([1, 99]))
+    assert "index out of range" in str(caught.value)
+    assert caught.value.remote_type
+    info = client.transport.list_jobs(1)[0]
+    assert info.attempt == 1, "a model's own exception is not retried"
+    torch.testing.assert_close(client.run(model, torch.tensor([3])), model(torch.tensor([3])))
+
+
+def test_wrong_token_for_client_and_agent(cluster):
+    with pytest.raises(AuthenticationError, match="token"):
+        GrpcTransport(cluster.address, "not-the-token").check()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anypu.sdk._cli",
+            "agent",
+            "--scheduler",
+            cluster.address,
+            "--token",
+            "wrong",
+            "--tier",
+            "edge",
+            "--name",
+            "intruder",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "refused the token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_scheduler_names_the_address():
+    with pytest.raises(SchedulerUnavailableError) as caught:
+        GrpcTransport("127.0.0.1:9", "t").check(timeout=2)
+    assert "127.0.0.1:9" in str(caught.value)
+    assert "anypu scheduler" in str(caught.value)
+
+
+def test_status_command_shows_nodes_by_tier(cluster, client):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "anypu.sdk._cli",
+            "status",
+            "--scheduler",
+            cluster.address,
+            "--token",
+            cluster.token,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cloud (1)" in result.stdout and "edge (1)" in result.stdout
+    assert "simulated on cpu" in result.stdout
+
+
+def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_agent("a1", "edge", GPU_NODE)
+        cluster.add_agent("a2", "edge", GPU_NODE)
+        client = Client(GrpcTransport(cluster.address, cluster.token))
+        cluster.wait_nodes(client, 2)
+        model = Slow()
+        x = torch.randn(4, 512)
+        client.run(model, x)  # warm both the export and one node
+        future = client.submit(model, x)
+        deadline = time.monotonic() + 30
+        while future.info().state != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim = future.info().placement.node_id
+        cluster.kill(victim)
+        torch.testing.assert_close(future.result(timeout=60), model(x))
+        info = future.info()
+        assert info.placement.node_id != victim
+        assert info.attempt == 2
+        nodes = {n.node_id: n.state for n in client.transport.list_nodes()}
+        assert nodes[victim] == "lost"
+        client.close()
+    finally:
+        cluster.close()
+    from anypu.scheduler._store import StateStore
+
+    store = StateStore(tmp_path / "state")
+    states = [state for _, state, _, _ in store.transitions(info.job_id)]
+    assert states.count("succeeded") == 1
+    assert states == ["pending", "placed", "running", "pending", "placed", "running", "succeeded"]

@@ -1,0 +1,150 @@
+"""discover(): the registry of probes, simulated devices, unique ids, heartbeat utilisation."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from anypu.devices import (
+    PROBES,
+    AscendProbe,
+    CpuProbe,
+    Device,
+    NvidiaProbe,
+    Probe,
+    collect_utilisation,
+    discover,
+    make_probes,
+)
+
+from anypu.errors import ConfigError
+from tests.fakes import FakeGpu, make_fake_pynvml
+
+
+class StaticProbe(Probe):
+    """A probe returning fixed devices, or raising, to exercise discover's plumbing."""
+
+    name = "static"
+
+    def __init__(self, devices: list[Device], *, fail: bool = False, present: bool = True) -> None:
+        super().__init__()
+        self.devices = devices
+        self.fail = fail
+        self.present = present
+        self.probed = 0
+
+    def available(self) -> bool:
+        self.unavailable_reason = "" if self.present else "not here"
+        return self.present
+
+    def probe(self) -> list[Device]:
+        self.probed += 1
+        if self.fail:
+            raise RuntimeError("driver exploded")
+        return list(self.devices)
+
+    def utilisation(self) -> dict[str, float]:
+        if self.fail:
+            raise RuntimeError("driver exploded")
+        return {d.device_id: 0.5 for d in self.devices}
+
+
+def _gpu(device_id: str = "gpu0", vendor: str = "nvidia") -> Device:
+    return Device(device_id, "gpu", vendor, "X", 2**34, 10.0, "cuda:0")
+
+
+CPU_ONLY = StaticProbe([Device("cpu0", "cpu", "amd", "EPYC", 2**33, 0.1, "cpu")])
+SIMULATED = (
+    "devices:\n  - {kind: gpu, vendor: nvidia, model: A100, memory: 40GiB, tflops: 156, count: 2}\n"
+)
+
+
+def test_registry_holds_one_class_per_vendor() -> None:
+    assert PROBES == (CpuProbe, NvidiaProbe, AscendProbe)
+    assert len({p.name for p in PROBES}) == len(PROBES)
+
+
+def test_default_discovery_on_this_cpu_only_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no npu-smi
+    devices = discover()
+    assert [d.device_id for d in devices] == ["cpu0"]
+    assert not devices[0].simulated
+
+
+def test_simulated_devices_come_after_real_ones_with_free_ids(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_text(SIMULATED)
+    devices = discover(path, probes=[CPU_ONLY, StaticProbe([_gpu()])])
+    assert [(d.device_id, d.simulated) for d in devices] == [
+        ("cpu0", False),
+        ("gpu0", False),
+        ("gpu1", True),
+        ("gpu2", True),
+    ]
+
+
+def test_include_host_false_runs_no_probe(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_text("include_host: false\n" + SIMULATED)
+    probe = StaticProbe([_gpu()])
+    devices = discover(path, probes=[probe])
+    assert [d.device_id for d in devices] == ["gpu0", "gpu1"]
+    assert all(d.simulated for d in devices)
+    assert probe.probed == 0
+
+
+def test_bad_devices_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        discover(tmp_path / "missing.yaml", probes=[CPU_ONLY])
+
+
+def test_colliding_vendors_get_distinct_ids() -> None:
+    devices = discover(
+        probes=[StaticProbe([_gpu("gpu0"), _gpu("gpu1")]), StaticProbe([_gpu("gpu0", "amd")])]
+    )
+    assert [(d.device_id, d.vendor) for d in devices] == [
+        ("gpu0", "nvidia"),
+        ("gpu1", "nvidia"),
+        ("gpu2", "amd"),
+    ]
+
+
+def test_a_failing_probe_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        devices = discover(probes=[CPU_ONLY, StaticProbe([_gpu()], fail=True)])
+    assert [d.device_id for d in devices] == ["cpu0"]
+    assert "probe static failed" in caplog.text
+
+
+def test_unavailable_probe_is_not_probed() -> None:
+    absent = StaticProbe([_gpu()], present=False)
+    assert [d.device_id for d in discover(probes=[CPU_ONLY, absent])] == ["cpu0"]
+    assert absent.probed == 0
+
+
+def test_fake_nvml_gpus_join_the_real_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setitem(
+        sys.modules,
+        "pynvml",
+        make_fake_pynvml(
+            [
+                FakeGpu("NVIDIA L4", 24 * 2**30, utilisation_percent=10, uuid="GPU-a"),
+                FakeGpu("NVIDIA L4", 24 * 2**30, utilisation_percent=90, uuid="GPU-b"),
+            ]
+        ),
+    )
+    probes = make_probes([CpuProbe(benchmark=lambda: 0.1), NvidiaProbe])
+    devices = discover(probes=probes)
+    assert [d.device_id for d in devices] == ["cpu0", "gpu0", "gpu1"]
+    busy = collect_utilisation(probes)
+    assert set(busy) == {"cpu0", "gpu0", "gpu1"}
+    assert busy["gpu1"] == pytest.approx(0.9)
+
+
+def test_collect_utilisation_survives_a_failing_probe() -> None:
+    busy = collect_utilisation([StaticProbe([_gpu()]), StaticProbe([_gpu("gpu7")], fail=True)])
+    assert busy == {"gpu0": 0.5}

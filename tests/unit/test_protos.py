@@ -1,0 +1,84 @@
+"""The committed generated code matches the .proto, and only one module imports it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from anypu.devices import Device
+from anypu.protos import convert, generate
+from anypu.protos import messages as m
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_code_matches_the_proto(tmp_path):
+    for path in generate.generate(tmp_path):
+        committed = ROOT / "protos" / path.name
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed.name} is stale: run `make protos` and commit the result"
+        )
+
+
+def test_only_the_conversion_module_imports_pb2():
+    pattern = re.compile(
+        r"import\s+anypu_v1_pb2\b|anypu_v1_pb2\s+import|\bimport .*_pb2\b(?!_grpc)"
+    )
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts or path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+            continue
+        text = path.read_text()
+        if pattern.search(text) and path != ROOT / "protos" / "convert.py":
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+DEVICE = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cuda:0", False, 2, 1, "mps")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.Join(
+            1, "T", "edge-1", "edge", "shop", {"zone": "a"}, (DEVICE,), ("d1",), "0.1", (("j", 2),)
+        ),
+        m.Heartbeat(1.5, (m.DeviceUsage("gpu0", 0.5, 10, 1),), ("d",), 1),
+        m.JobStarted("j", 1),
+        m.JobResult("j", 1, False, b"", "ValueError", "bad", "tb", 0.1, 0.2, "n", "gpu0", True),
+    ],
+)
+def test_agent_messages_round_trip(message):
+    assert convert.agent_message_from_pb(convert.agent_message_to_pb(message)) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.JoinAck("n", 0.5, 2.5, 3, 1),
+        m.Launch("j", 2, "d", "gpu0", 1, b"x", "", 9.0),
+        m.Cancel("j", 2, "r"),
+    ],
+)
+def test_scheduler_messages_round_trip(message):
+    assert convert.scheduler_message_from_pb(convert.scheduler_message_to_pb(message)) == message
+
+
+def test_job_and_node_info_round_trip():
+    job = m.JobInfo(
+        "j",
+        "pending",
+        placement=m.PlacementInfo("n", "gpu0", 0, 1.0, {"compute": 0.5}),
+        pending_reasons={"n2": "too small"},
+    )
+    assert convert.job_info_from_pb(convert.job_info_to_pb(job)) == job
+    node = m.NodeInfo("n", "cloud", "dc", "ready", {"a": "b"}, (DEVICE,), (), ("d",), 0.5, 1, 2)
+    assert convert.node_info_from_pb(convert.node_info_to_pb(node)) == node
+    submit = m.SubmitRequest("d", b"in", flops=5.0, tiers=("edge",), wait=True, max_retries=2)
+    assert convert.submit_request_from_pb(convert.submit_request_to_pb(submit)) == submit
+
+
+def test_an_empty_agent_message_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        convert.agent_message_from_pb(convert.pb.AgentMessage())

@@ -1,0 +1,174 @@
+"""The scheduler's state machine, driven by events and a fake clock (no I/O)."""
+
+from __future__ import annotations
+
+from anypu.devices import Device
+from anypu.protos import messages as m
+from anypu.scheduler._service import SchedulerService
+from anypu.scheduler._state import (
+    AgentConnected,
+    AgentSaid,
+    CancelRequested,
+    JobSubmitted,
+    Notify,
+    SchedulerConfig,
+    SchedulerState,
+    Send,
+    Tick,
+)
+
+from anypu import PROTOCOL_VERSION
+
+CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
+
+
+def join(name: str, running: tuple = ()) -> m.Join:
+    return m.Join(PROTOCOL_VERSION, "", name, "edge", devices=(CPU,), running=running)
+
+
+def request(**changes) -> m.SubmitRequest:
+    base = dict(artifact_digest="a" * 64, inputs=b"x", flops=1e6, memory_bytes=1 << 20)
+    base.update(changes)
+    return m.SubmitRequest(**base)
+
+
+def sends(actions, kind):
+    return [a for a in actions if isinstance(a, Send) and isinstance(a.message, kind)]
+
+
+def state_with(*names: str, **config) -> SchedulerState:
+    state = SchedulerState(SchedulerConfig(lost_after_s=5.0, retry_backoff_s=0.0, **config))
+    for name in names:
+        state.handle(AgentConnected(join(name), now=0.0))
+    return state
+
+
+def test_join_is_acknowledged_with_the_heartbeat_contract():
+    state = SchedulerState(SchedulerConfig(heartbeat_interval_s=0.5, lost_after_s=2.5))
+    actions = state.handle(AgentConnected(join("n1"), now=0.0))
+    (ack,) = sends(actions, m.JoinAck)
+    assert ack.message == m.JoinAck("n1", 0.5, 2.5, 1, PROTOCOL_VERSION)
+
+
+def test_a_job_goes_pending_placed_running_succeeded():
+    state = state_with("n1")
+    actions = state.handle(JobSubmitted("j1", request(), now=1.0))
+    (launch,) = sends(actions, m.Launch)
+    assert launch.node_id == "n1" and launch.message.attempt == 1
+    assert state.jobs["j1"].state == "placed"
+    state.handle(AgentSaid("n1", 1, m.JobStarted("j1", 1), now=1.1))
+    assert state.jobs["j1"].state == "running"
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"out"), now=1.2))
+    assert Notify("j1") in actions
+    assert state.jobs["j1"].state == "succeeded" and state.jobs["j1"].outputs == b"out"
+
+
+def test_a_lost_node_s_job_runs_elsewhere_and_its_late_result_is_discarded():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    state.handle(AgentConnected(join("n2"), now=2.0))
+    state.handle(AgentSaid("n2", 1, m.Heartbeat(7.0), now=7.0))
+    actions = state.handle(Tick(now=7.0))  # n1 silent since t=1 (> 5 s)
+    assert state.nodes["n1"].state == "lost"
+    (launch,) = sends(actions, m.Launch)
+    assert launch.node_id == "n2" and launch.message.attempt == 2
+    late = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"late"), now=7.1))
+    assert late == [] and state.jobs["j1"].state == "placed"
+    state.handle(AgentSaid("n2", 1, m.JobResult("j1", 2, True, b"good"), now=7.2))
+    assert state.jobs["j1"].outputs == b"good"
+
+
+def test_healthy_nodes_are_not_declared_lost():
+    state = state_with("n1")
+    for t in range(1, 30):
+        state.handle(AgentSaid("n1", 1, m.Heartbeat(float(t)), now=float(t)))
+        state.handle(Tick(now=t + 0.5))
+    assert state.nodes["n1"].state == "ready"
+
+
+def test_messages_from_a_replaced_connection_are_fenced_off():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    state.handle(AgentConnected(join("n1", running=(("j1", 1),)), now=2.0))  # epoch 2
+    assert state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"old"), now=2.1)) == []
+    state.handle(AgentSaid("n1", 2, m.JobResult("j1", 1, True, b"new"), now=2.2))
+    assert state.jobs["j1"].outputs == b"new"
+
+
+def test_rejoining_without_a_job_puts_it_back_in_the_queue():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    state.handle(AgentSaid("n1", 1, m.JobStarted("j1", 1), now=1.1))
+    actions = state.handle(AgentConnected(join("n1"), now=2.0))
+    (launch,) = sends(actions, m.Launch)
+    assert launch.message.attempt == 2
+
+
+def test_a_model_error_is_not_retried_but_a_node_failure_is():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    state.handle(
+        AgentSaid(
+            "n1", 1, m.JobResult("j1", 1, False, error_type="IndexError", user_error=True), now=1.1
+        )
+    )
+    assert state.jobs["j1"].state == "failed" and state.jobs["j1"].error_type == "IndexError"
+
+    state.handle(JobSubmitted("j2", request(max_retries=1), now=2.0))
+    state.handle(AgentSaid("n1", 1, m.JobResult("j2", 1, False, error_type="WorkerDied"), now=2.1))
+    assert state.jobs["j2"].state == "placed" and state.jobs["j2"].attempt == 2
+    state.handle(AgentSaid("n1", 1, m.JobResult("j2", 2, False, error_type="WorkerDied"), now=2.2))
+    assert state.jobs["j2"].state == "failed"
+    assert state.jobs["j2"].error_type == "RetriesExhausted"
+
+
+def test_cancel_a_running_job_tells_its_node():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    actions = state.handle(CancelRequested("j1", now=1.5))
+    (cancel,) = sends(actions, m.Cancel)
+    assert cancel.message.job_id == "j1"
+    assert state.jobs["j1"].state == "cancelled"
+
+
+def test_unschedulable_jobs_wait_then_fail_with_every_node_s_reason():
+    state = state_with("n1", unschedulable_timeout_s=3.0)
+    state.handle(JobSubmitted("j1", request(memory_bytes=64 << 30), now=1.0))
+    job = state.jobs["j1"]
+    assert job.state == "pending" and "n1" in job.pending_reasons
+    state.handle(Tick(now=2.0))
+    assert job.state == "pending"
+    state.handle(AgentSaid("n1", 1, m.Heartbeat(4.5), now=4.5))
+    actions = state.handle(Tick(now=4.5))
+    assert Notify("j1") in actions
+    assert job.state == "failed" and job.error_type == "Unschedulable"
+    assert "n1:" in job.error_message
+
+
+def test_with_no_agents_the_error_says_how_to_start_one():
+    state = state_with(unschedulable_timeout_s=0.0)
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    assert "anypu agent" in state.jobs["j1"].error_message
+
+
+def test_queueing_spreads_a_burst_over_nodes():
+    state = state_with("n1", "n2")
+    for i in range(4):
+        state.handle(JobSubmitted(f"j{i}", request(flops=1e12), now=1.0))
+    nodes = {state.jobs[f"j{i}"].placement.node_id for i in range(4)}
+    assert nodes == {"n1", "n2"}
+
+
+def test_the_service_survives_a_restart_with_every_transition_persisted(tmp_path):
+    service = SchedulerService(tmp_path, token="t")
+    digest = service.blobs.put(b"artifact")
+    info = service.submit(request(artifact_digest=digest, inputs=b"in"))
+    service.close()
+    again = SchedulerService(tmp_path, token="t")
+    try:
+        job = again.state.jobs[info.job_id]
+        assert job.state == "pending" and job.request.inputs == b"in"
+        assert again.store.integrity_check() == "ok"
+        assert [s for _, s, _, _ in again.store.transitions(info.job_id)] == ["pending"]
+    finally:
+        again.close()
