@@ -173,11 +173,15 @@ class ClusterTable:
         )
         self.kinds, self.kind_index, self.dev_kind = _codes([d.device.kind for d in devices])
         self.models, self.model_index, self.dev_model = _codes([d.device.model for d in devices])
-        self.dev_slices = np.fromiter((max(1, d.device.slices) for d in devices), np.int64)
-        self.dev_slice_tflops = np.fromiter((d.device.slice_tflops for d in devices), float)
-        self.dev_slice_memory = np.fromiter(
-            (d.device.slice_memory_bytes for d in devices), float, len(devices)
+        n_dev = len(devices)
+        self.dev_slices = np.maximum(
+            np.fromiter((d.device.slices for d in devices), np.int64, n_dev), 1
         )
+        memory = np.fromiter((d.device.memory_bytes for d in devices), np.int64, n_dev)
+        tflops = np.fromiter((d.device.tflops for d in devices), float, n_dev)
+        # Same arithmetic as Device.slice_memory_bytes / slice_tflops, over all devices.
+        self.dev_slice_memory = (memory // self.dev_slices).astype(float)
+        self.dev_slice_tflops = tflops / self.dev_slices
         self.dev_site = self.node_site[self.dev_node] if devices else np.zeros(0, np.int64)
         self.dev_multi_slice = self.dev_slices > 1
         # 0 for a memoryless device: only a job needing no memory passes the filter there.
@@ -190,21 +194,19 @@ class ClusterTable:
 
         # A device lists busy time per slice; trust ``slices`` and pad what is missing,
         # since an agent that just resliced may report the old vector for a heartbeat.
-        busy: list[float] = []
-        slice_dev: list[int] = []
-        slice_pos: list[int] = []
+        n_slices = int(self.dev_slices.sum())
+        self.slice_dev = np.repeat(np.arange(n_dev, dtype=np.int64), self.dev_slices)
+        first = np.cumsum(self.dev_slices) - self.dev_slices
+        self.slice_pos = np.arange(n_slices, dtype=np.int64) - first[self.slice_dev]
+        self.slice_busy = np.zeros(n_slices)
         for d, dv in enumerate(devices):
-            n = int(self.dev_slices[d])
-            reported = tuple(dv.slice_busy_seconds[:n])
-            busy.extend(max(0.0, float(b)) for b in reported)
-            busy.extend([0.0] * (n - len(reported)))
-            slice_dev.extend([d] * n)
-            slice_pos.extend(range(n))
-        self.slice_dev = np.asarray(slice_dev, dtype=np.int64)
-        self.slice_pos = np.asarray(slice_pos, dtype=np.int64)
-        self.slice_busy = np.asarray(busy, dtype=float)
+            if any(dv.slice_busy_seconds):
+                reported = dv.slice_busy_seconds[: int(self.dev_slices[d])]
+                start = int(first[d])
+                self.slice_busy[start : start + len(reported)] = reported
+        np.maximum(self.slice_busy, 0.0, out=self.slice_busy)
         self.dev_idle = np.ones(len(devices), dtype=bool)
-        if len(busy):
+        if n_slices:
             np.logical_and.at(self.dev_idle, self.slice_dev, self.slice_busy == 0.0)
 
     @property

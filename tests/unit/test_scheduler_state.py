@@ -119,7 +119,7 @@ def test_a_model_error_is_not_retried_but_a_node_failure_is():
     assert state.jobs["j2"].state == "placed" and state.jobs["j2"].attempt == 2
     state.handle(AgentSaid("n1", 1, m.JobResult("j2", 2, False, error_type="WorkerDied"), now=2.2))
     assert state.jobs["j2"].state == "failed"
-    assert state.jobs["j2"].error_type == "RetriesExhausted"
+    assert state.jobs["j2"].error_type == "WorkerDied" and state.jobs["j2"].attempt == 2
 
 
 def test_cancel_a_running_job_tells_its_node():
