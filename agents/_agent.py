@@ -65,6 +65,8 @@ class Agent:
                 self.workers[(device.device_id, index)] = SliceWorker(
                     device, index, self._on_start, self._on_answer
                 )
+        if hasattr(link, "handler"):
+            link.handler = self.handle  # type: ignore[attr-defined]
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
@@ -92,12 +94,8 @@ class Agent:
             try:
                 for message in self.link.open(self._join()):
                     if isinstance(message, m.JoinAck):
-                        self._joined(message)
                         backoff = 0.1
-                    elif isinstance(message, m.Launch):
-                        self._launch(message)
-                    elif isinstance(message, m.Cancel):
-                        self._cancel(message)
+                    self.handle(message)
             except (AuthenticationError, ConfigError):
                 self.stop()
                 raise
@@ -109,6 +107,14 @@ class Agent:
             delay = backoff * (0.5 + random.random())
             self._stop.wait(delay)
             backoff = min(backoff * 2, self.config.max_backoff_s)
+
+    def handle(self, message: m.SchedulerMessage) -> None:
+        if isinstance(message, m.JoinAck):
+            self._joined(message)
+        elif isinstance(message, m.Launch):
+            self._launch(message)
+        elif isinstance(message, m.Cancel):
+            self._cancel(message)
 
     def _join(self) -> m.Join:
         with self._lock:

@@ -125,14 +125,25 @@ class InProcessLink:
 
     def __init__(self, service: Any) -> None:
         self.service = service
+        self.handler: Any = None  # set by the agent: messages are delivered synchronously
         self._session: Any = None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]:
         self._inbox = queue.SimpleQueue()
-        self._session = self.service.attach_agent(self._inbox.put)
+        inbox = self._inbox
+        handler = self.handler
+
+        def deliver(message: m.SchedulerMessage) -> None:
+            # Straight into the agent, in the scheduler's thread: no hop on the hot path.
+            if handler is not None and not isinstance(message, m.JoinAck):
+                handler(message)
+            else:
+                inbox.put(message)
+
+        self._session = self.service.attach_agent(deliver)
         self._session.receive(join)
-        return self._messages(self._inbox)
+        return self._messages(inbox)
 
     @staticmethod
     def _messages(inbox: queue.SimpleQueue[Any]) -> Iterator[m.SchedulerMessage]:

@@ -8,7 +8,9 @@ gRPC servicers (``_grpc``) and the embedded mode call the same methods.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
+import queue
 import re
 import threading
 import time
@@ -43,6 +45,7 @@ from anypu.errors import AuthenticationError, ConfigError
 __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 
 SendFn = Callable[[m.SchedulerMessage], None]
+log = logging.getLogger("anypu.scheduler")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -71,6 +74,9 @@ class SchedulerService:
         self._lock = threading.RLock()
         self._links: dict[str, tuple[int, SendFn]] = {}
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
+        self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="anypu-writer", daemon=True)
+        self._writer.start()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="anypu-tick", daemon=True)
         self._ticker.start()
@@ -82,6 +88,8 @@ class SchedulerService:
     def close(self) -> None:
         self._stop.set()
         self._ticker.join(timeout=2)
+        self._writes.put(("stop", None, None))
+        self._writer.join(timeout=10)
         with self._lock:
             for waiters in self._waiters.values():
                 for event in waiters:
@@ -95,6 +103,11 @@ class SchedulerService:
             self._apply(self.state.handle(event))  # type: ignore[arg-type]
 
     def _apply(self, actions: list) -> None:
+        """Carry out actions; caller holds the lock.
+
+        Writes go to the writer thread, which commits them in groups off the hot path;
+        ``flush`` waits for them (a non-waiting submit is acknowledged only once durable).
+        """
         now = self.clock()
         for action in actions:
             if isinstance(action, Send):
@@ -102,12 +115,42 @@ class SchedulerService:
                 if link is not None and link[0] == action.epoch:
                     link[1](action.message)
             elif isinstance(action, PersistJob):
-                self.store.save_job(action.job, action.transition, action.detail, now)
+                self._writes.put(
+                    self.store.job_write(action.job, action.transition, action.detail, now)
+                )
             elif isinstance(action, PersistNode):
-                self.store.save_node(action.node)
+                self._writes.put(self.store.node_write(action.node))
             elif isinstance(action, Notify):
+                # Waking the client does not wait for the commit: the outcome's row is
+                # already queued and lands within one group commit (milliseconds).
                 for event in self._waiters.pop(action.job_id, ()):
                     event.set()
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._writes.get()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(self._writes.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [w for w in batch if w[0] in ("job", "node")]
+            if writes:
+                try:
+                    self.store.commit(writes)
+                except Exception:
+                    log.exception("could not persist %d writes", len(writes))
+            for kind, item, _ in batch:
+                if kind == "barrier":
+                    item.set()
+            if any(kind == "stop" for kind, _, _ in batch):
+                return
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Return once everything applied so far is committed to SQLite."""
+        done = threading.Event()
+        self._writes.put(("barrier", done, None))
+        done.wait(timeout)
 
     def _tick_loop(self) -> None:
         period = min(0.1, self.config.heartbeat_interval_s / 2)
@@ -152,6 +195,8 @@ class SchedulerService:
         self._validate_submit(request)
         job_id = new_job_id()
         self._handle(JobSubmitted(job_id, request, self.clock()))
+        if not request.wait:
+            self.flush()  # acknowledged means durable
         return self.job_info(job_id)
 
     def submit_and_wait(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes, bool]:

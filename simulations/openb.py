@@ -180,7 +180,7 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     if not 0 < args.ratio <= 3:
         raise ConfigError(f"--ratio must be in (0, 3], got {args.ratio}")
-    pod_path, workload = resolve_pod_list(args.trace, None if Path(args.trace).suffix else None)
+    pod_path, workload = resolve_pod_list(args.trace, None)
     folder = pod_path.parent
     node_path = Path(args.nodes) if args.nodes else folder / NODE_LIST
     if not node_path.is_file():

@@ -15,7 +15,7 @@ from anypu.sdk import _export
 from anypu.sdk._export import Artifact, ModelCache, export_model
 from anypu.sdk.models import mlp, small_cnn, transformer_block
 
-from anypu._codec import pack_envelope, unpack_envelope
+from anypu._codec import decode, encode, pack_envelope, unpack_envelope
 from anypu.errors import ExportError, InputError
 
 
@@ -82,6 +82,20 @@ def test_dict_outputs_keep_their_structure() -> None:
     outputs, _ = run_model(loaded, inputs, "cpu")
     assert set(outputs) == {"logits", "probs", "pair"}
     torch.testing.assert_close(outputs, model(*inputs))
+    # What the agent sends back must survive the wire codec (inference tensors included).
+    torch.testing.assert_close(decode(encode(outputs, name="outputs")), model(*inputs))
+
+
+def test_demo_models_are_seeded_without_touching_the_global_rng() -> None:
+    state = torch.random.get_rng_state()
+    first, second = mlp(width=16, depth=2), mlp(width=16, depth=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not first.training
+    torch.testing.assert_close(first.example_inputs(4)[0], second.example_inputs(4)[0])
+    with pytest.raises(ValueError, match="not divisible"):
+        transformer_block(d_model=10, nhead=4)
 
 
 def test_digest_covers_the_envelope_and_is_stable_within_a_process(mlp_artifact) -> None:

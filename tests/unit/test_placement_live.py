@@ -396,3 +396,12 @@ def test_bad_jobs_are_rejected_with_the_field_named() -> None:
         plan(snap, [job("a"), job("a")])
     with pytest.raises(ValueError, match="'a': flops must be finite"):
         plan(snap, [job("a", flops=-1.0)])
+
+
+def test_busy_vector_is_padded_or_trimmed_to_the_slice_count() -> None:
+    short = node("short", device("g", slices=3), busy={"g": (4.0,)})
+    long = node("long", device("g", slices=1), busy={"g": (2.0, 9.0)})
+    table = PlanContext(ClusterSnapshot((short, long)), PlacementConfig()).table
+    assert table.slice_busy.tolist() == [4.0, 0.0, 0.0, 2.0]
+    assert table.slice_pos.tolist() == [0, 1, 2, 0]
+    assert table.dev_idle.tolist() == [False, False]

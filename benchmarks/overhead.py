@@ -1,0 +1,132 @@
+"""Per-call overhead of ``sdk.run`` against a direct forward and a Ray actor call.
+
+``python -m benchmarks.overhead`` (``make bench`` installs Ray first). One run measures,
+on the same machine and model (MLP 3×256, batch 32, warm): a direct forward, sdk.run
+embedded, sdk.run over loopback gRPC to a scheduler and an agent in other processes,
+and ``ray.get(actor.forward.remote(x))`` on Ray's local cluster. Targets (issue 2):
+embedded overhead ≤ 1/10 of Ray's actor-call overhead; remote ≤ 1/2 of Ray's call time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from anypu.sdk.models import mlp
+
+
+def _measure(call: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def _summary(times: list[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _ray_actor(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int):
+    try:
+        import ray
+    except ImportError:
+        return None
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote(num_cpus=1)
+    class Forward:
+        def __init__(self, model: torch.nn.Module) -> None:
+            torch.set_num_threads(1)
+            self.model = model.eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.model(x)
+
+    actor = Forward.remote(model)
+    try:
+        return _measure(lambda: ray.get(actor.forward.remote(x)), repeats, warmup)
+    finally:
+        ray.shutdown()
+
+
+def _remote(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> list[float]:
+    from anypu.sdk import Client
+    from anypu.sdk._transport import GrpcTransport
+
+    from tests.cluster import Cluster
+
+    with tempfile.TemporaryDirectory() as work:
+        cluster = Cluster(Path(work), heartbeat_interval=1.0, lost_after=5.0)
+        try:
+            cluster.add_agent("bench-1", "edge")
+            client = Client(GrpcTransport(cluster.address, cluster.token))
+            cluster.wait_nodes(client, 1)
+            times = _measure(lambda: client.run(model, x), repeats, warmup)
+            client.close()
+            return times
+        finally:
+            cluster.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--no-ray", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.pop("ANYPU_ADDRESS", None)
+    model = mlp().eval()
+    x = torch.randn(32, 256)
+    rows: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        rows["direct forward"] = _measure(lambda: model(x), args.repeats, args.warmup)
+    from anypu import sdk
+
+    rows["sdk.run embedded"] = _measure(lambda: sdk.run(model, x), args.repeats, args.warmup)
+    sdk.disconnect()
+    rows["sdk.run remote (loopback gRPC)"] = _remote(model, x, args.repeats, args.warmup)
+    if not args.no_ray:
+        ray_times = _ray_actor(model, x, args.repeats, args.warmup)
+        if ray_times is None:
+            print("ray is not installed: run `make bench` (installs it) for the reference row")
+        else:
+            rows["ray actor call"] = ray_times
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}"
+        f" python {platform.python_version()}, torch {torch.__version__}"
+    )
+    print(f"MLP 3×256, batch 32, warm; {args.repeats} calls each\n")
+    print(f"{'path':<34}{'median ms':>11}{'p99 ms':>10}{'overhead ms':>13}")
+    direct, _ = _summary(rows["direct forward"])
+    for name, times in rows.items():
+        median, p99 = _summary(times)
+        print(f"{name:<34}{median * 1e3:>11.3f}{p99 * 1e3:>10.3f}{(median - direct) * 1e3:>13.3f}")
+    if "ray actor call" in rows:
+        ray_median, _ = _summary(rows["ray actor call"])
+        embedded, _ = _summary(rows["sdk.run embedded"])
+        remote, _ = _summary(rows["sdk.run remote (loopback gRPC)"])
+        ray_overhead = ray_median - direct
+        print(
+            f"\nembedded overhead / Ray overhead = {(embedded - direct) / ray_overhead:.3f}"
+            " (target ≤ 0.10)"
+        )
+        print(f"remote call / Ray call = {remote / ray_median:.3f} (target ≤ 0.50)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The openb replay protocol on hand-made traces whose outcome is known."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from anypu.placement.gpushare import make_policy, parse_nodes, parse_pods, typical_pods
+from anypu.simulations import openb
+from anypu.simulations._openb_protocol import by_arrival, inflate, replay
+
+from anypu.errors import ConfigError
+
+
+def _table(n_nodes=2, gpus=2, cpu=16000):
+    return parse_nodes(
+        [{"sn": f"n{i}", "cpu_milli": str(cpu), "memory_mib": "65536", "gpu": str(gpus),
+          "model": "T4"} for i in range(n_nodes)]
+    )  # fmt: skip
+
+
+def _pods(shapes):
+    return parse_pods(
+        [{"name": f"p{i}", "cpu_milli": str(c), "memory_mib": "1024", "num_gpu": str(n),
+          "gpu_milli": str(m)} for i, (c, n, m) in enumerate(shapes)],
+        ("T4",),
+    )  # fmt: skip
+
+
+def test_inflation_stops_at_first_pod_whose_per_gpu_share_overflows() -> None:
+    # 10 GPUs of capacity, 4 one-GPU pods arrive first: draws go on while the next pod's
+    # per-GPU milli still fits under 13,000.
+    pods = _pods([(1000, 1, 1000)] * 4)
+    out = inflate(pods, 10_000, seed=1, ratio=1.3)
+    assert len(out) == 13 and int(out.total_gpu_milli.sum()) == 13_000
+
+
+def test_inflation_checks_per_gpu_but_adds_total() -> None:
+    pods = _pods([(1000, 2, 1000)] * 2)  # 4,000 milli
+    out = inflate(pods, 10_000, seed=1, ratio=1.3)
+    # 4000 → 6000 → 8000 → 10000 → 12000 → 14000 (12000 + 1000 per-GPU still ≤ 13000).
+    assert len(out) == 7 and int(out.total_gpu_milli.sum()) == 14_000
+
+
+def test_inflation_is_seeded_and_keeps_the_original_pods_first() -> None:
+    pods = _pods([(1000, 1, 100 * (i + 1)) for i in range(5)])
+    a, b = inflate(pods, 10_000, 7), inflate(pods, 10_000, 7)
+    assert a.names == b.names and sorted(a.names[:5]) == sorted(pods.names)
+    assert inflate(pods, 10_000, 8).names != a.names
+
+
+def test_replay_places_until_full_and_drops_the_rest() -> None:
+    nodes = _table()
+    pods = _pods([(1000, 1, 1000)] * 4 + [(1000, 1, 500), (1000, 0, 0)])
+    typ = typical_pods(pods)
+    r = replay(nodes, pods, make_policy("bestfit", typ), 0, typ)
+    assert r.placed.tolist() == [True, True, True, True, False, True]
+    assert r.arrived_pct.tolist() == [25.0, 50.0, 75.0, 100.0, 112.5, 112.5]
+    assert r.alloc_pct.tolist() == [25.0, 50.0, 75.0, 100.0, 100.0, 100.0]
+    assert r.frag_pct[-1] == 0.0
+
+
+def test_replay_counts_fragmented_share_gpus() -> None:
+    nodes = _table(n_nodes=1, gpus=1)
+    pods = _pods([(1000, 1, 600), (1000, 1, 1000)])
+    typ = typical_pods(_pods([(1000, 1, 1000)]))
+    r = replay(nodes, pods, make_policy("fgd", typ), 0, typ)
+    # The 400 milli left after the sharing pod are useless to the whole-GPU typical pod.
+    assert r.placed.tolist() == [True, False]
+    assert r.frag_pct.tolist() == [40.0, 40.0]
+
+
+def test_by_arrival_means_per_rounded_percent_and_fills_gaps() -> None:
+    arrived = np.array([0.4, 0.6, 1.4, 3.2])
+    values = np.array([1.0, 2.0, 4.0, 8.0])
+    out = by_arrival(arrived, values)
+    assert out[0] == 1.0 and out[1] == 3.0
+    assert out[2] == pytest.approx(np.mean([2.0, 4.0, 8.0]))  # nothing rounds to 2: ±1
+    assert out[3] == 8.0 and np.isnan(out[10])
+
+
+def test_cli_json_on_a_small_trace(tmp_path, capsys) -> None:
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\na,32000,65536,2,T4\nb,32000,65536,4,T4\n")
+    pods = tmp_path / "pods.csv"
+    pods.write_text(
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
+        "p0,2000,1024,1,500,\np1,2000,1024,1,1000,\np2,1000,1024,0,0,\np3,4000,1024,2,1000,T4\n"
+    )
+    code = openb.main(
+        ["--trace", str(pods), "--nodes", str(nodes), "--policies", "fgd,anypu",
+         "--seeds", "42-43", "--json", "--out", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["policy"], r["seed"]) for r in rows] == [
+        ("fgd", 42), ("fgd", 43), ("anypu", 42), ("anypu", 43)
+    ]  # fmt: skip
+    assert set(rows[0]) == {
+        "policy",
+        "seed",
+        "alloc_100",
+        "alloc_130",
+        "frag_100",
+        "decision_ms_p99",
+    }
+    assert all(r["alloc_130"] > 90 for r in rows)  # 6 GPUs, whole pods only: packs fully
+    assert (tmp_path / "out" / "pods.csv").is_file() and (tmp_path / "out" / "pods.png").is_file()
+
+
+def test_cli_errors_name_what_to_change(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ANYPU_TRACES", str(tmp_path / "missing"))
+    assert openb.main(["--trace", "default"]) == 2
+    assert "ANYPU_TRACES" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="42-46"):
+        openb.parse_seeds("x")
+    assert openb.parse_seeds("42-44,46") == [42, 43, 44, 46]
+    with pytest.raises(ConfigError, match="choose 'all'"):
+        openb.parse_policies("fgd,bogus")
