@@ -69,7 +69,7 @@ def _remote(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int) 
     from tests.cluster import Cluster
 
     with tempfile.TemporaryDirectory() as work:
-        cluster = Cluster(Path(work), heartbeat_interval=1.0, lost_after=5.0)
+        cluster = Cluster(Path(work), **{"heartbeat-interval": 1.0, "lost-after": 5.0})
         try:
             cluster.add_agent("bench-1", "edge")
             client = Client(GrpcTransport(cluster.address, cluster.token))

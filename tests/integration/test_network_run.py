@@ -44,9 +44,9 @@ class Gather(torch.nn.Module):
 
 
 class Slow(torch.nn.Module):
-    """About a second of CPU work: long enough to kill its agent mid-job."""
+    """About a second of CPU work (13 GFLOP): long enough to kill its agent mid-job."""
 
-    def __init__(self, steps: int = 60) -> None:
+    def __init__(self, steps: int = 100) -> None:
         super().__init__()
         self.steps = steps
         self.weight = torch.nn.Parameter(torch.randn(512, 512) / 23)
@@ -197,7 +197,7 @@ def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):
         client = Client(GrpcTransport(cluster.address, cluster.token))
         cluster.wait_nodes(client, 2)
         model = Slow()
-        x = torch.randn(4, 512)
+        x = torch.randn(256, 512)
         client.run(model, x)  # warm both the export and one node
         future = client.submit(model, x)
         deadline = time.monotonic() + 30
