@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import fields
 from typing import Any
 
 from anypu.protos.messages import JobInfo, NodeInfo
 from anypu.sdk._client import Client, JobHandle, RunOptions
+
+from anypu.errors import InputError
 
 __all__ = ["connect", "disconnect", "jobs", "nodes", "run", "submit"]
 
@@ -82,12 +85,12 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
     optional): ``device_kinds``, ``tiers``, ``sites``, ``nodes``, ``priority``,
     ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``.
     """
-    return _default().run(model, inputs, RunOptions(**_tuples(options)))
+    return _default().run(model, inputs, _options(options))
 
 
 def submit(model: Any, inputs: Any, **options: Any) -> JobHandle:
     """Like ``run`` but returns at once with a future; ``.result()`` gives the outputs."""
-    return _default().submit(model, inputs, RunOptions(**_tuples(options)))
+    return _default().submit(model, inputs, _options(options))
 
 
 def nodes() -> list[NodeInfo]:
@@ -100,5 +103,11 @@ def jobs(limit: int = 100) -> list[JobInfo]:
     return _default().transport.list_jobs(limit)
 
 
-def _tuples(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, (list, set, frozenset)) else v for k, v in options.items()}
+def _options(options: dict[str, Any]) -> RunOptions:
+    known = {f.name for f in fields(RunOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown}: run() and submit() accept {sorted(known)}")
+    return RunOptions(
+        **{k: tuple(v) if isinstance(v, (list, set, frozenset)) else v for k, v in options.items()}
+    )

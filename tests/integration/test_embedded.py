@@ -95,3 +95,8 @@ def test_a_model_that_cannot_be_exported_says_which_construct_and_how_to_fix_it(
 def test_not_a_module():
     with pytest.raises(InputError, match="torch.nn.Module"):
         sdk.run(lambda x: x, torch.ones(1))
+
+
+def test_an_unknown_option_is_named():
+    with pytest.raises(InputError, match="devcie"):
+        sdk.run(mlp(width=32, depth=2), torch.randn(2, 32), devcie="cuda")
