@@ -16,11 +16,11 @@ import random
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu.agents._link import SchedulerLink
-from anypu.agents._workers import SliceJob, SliceWorker, WorkerAnswer
+from anypu.agents._workers import SliceJob, SliceWorker
 from anypu.devices import Device
 from anypu.protos import messages as m
 
@@ -148,16 +148,8 @@ class Agent:
     def _launch(self, launch: m.Launch) -> None:
         worker = self.workers.get((launch.device_id, launch.slice_index))
         if worker is None:
-            self._report(
-                m.JobResult(
-                    launch.job_id,
-                    launch.attempt,
-                    ok=False,
-                    error_type="NoSuchSlice",
-                    error_message=f"{self.config.name} has no slice"
-                    f" {launch.device_id}/{launch.slice_index}",
-                )
-            )
+            where = f"{launch.device_id}/{launch.slice_index}"
+            self._fail(launch, "NoSuchSlice", f"{self.config.name} has no slice {where}")
             return
         path = self.artifacts / launch.artifact_digest
         if path.exists() and not launch.inputs_digest:
@@ -174,14 +166,8 @@ class Agent:
             if launch.inputs_digest:
                 inputs = self.link.fetch_blob(launch.inputs_digest)
         except Exception as error:
-            self._report(
-                m.JobResult(
-                    launch.job_id,
-                    launch.attempt,
-                    ok=False,
-                    error_type="ArtifactUnavailable",
-                    error_message=f"could not fetch the model artifact: {error}",
-                )
+            self._fail(
+                launch, "ArtifactUnavailable", f"could not fetch the model artifact: {error}"
             )
             return
         self._submit(worker, launch, path, inputs)
@@ -231,21 +217,19 @@ class Agent:
         if self.connected.is_set():
             self.link.send(m.JobStarted(job.job_id, job.attempt))
 
-    def _on_answer(self, worker: SliceWorker, answer: WorkerAnswer) -> None:
+    def _on_answer(self, result: m.JobResult) -> None:
+        self._report(replace(result, node_id=self.node_id))
+
+    def _fail(self, launch: m.Launch, error_type: str, message: str) -> None:
         self._report(
             m.JobResult(
-                job_id=answer.job_id,
-                attempt=answer.attempt,
-                ok=answer.ok,
-                outputs=answer.outputs,
-                error_type=answer.error_type,
-                error_message=answer.error_message,
-                error_traceback=answer.error_traceback,
-                load_seconds=answer.load_seconds,
-                run_seconds=answer.run_seconds,
+                launch.job_id,
+                launch.attempt,
+                ok=False,
+                error_type=error_type,
+                error_message=message,
                 node_id=self.node_id,
-                device_id=worker.device.device_id,
-                user_error=answer.user_error,
+                device_id=launch.device_id,
             )
         )
 
@@ -271,7 +255,7 @@ class Agent:
             for worker in self.workers.values():
                 failure = worker.check_deadline(now)
                 if failure is not None:
-                    self._on_answer(worker, failure)
+                    self._on_answer(failure)
             if self.connected.is_set() and now >= next_beat:
                 next_beat = now + self.heartbeat_interval_s
                 try:

@@ -24,10 +24,17 @@ from dataclasses import dataclass
 
 from anypu.agents._wire import read_frame, write_frame
 from anypu.devices import Device, slice_environment
+from anypu.protos.messages import JobResult
 
-__all__ = ["SliceJob", "SliceWorker", "WorkerAnswer"]
+__all__ = ["SliceJob", "SliceWorker"]
 
 log = logging.getLogger("anypu.agent")
+
+# What a worker's answer frame may carry over into a JobResult.
+_RESULT_FIELDS = frozenset(
+    ("job_id", "attempt", "ok", "error_type", "error_message", "error_traceback")
+    + ("user_error", "load_seconds", "run_seconds")
+)
 
 
 @dataclass
@@ -41,21 +48,6 @@ class SliceJob:
     started_at: float = 0.0
 
 
-@dataclass(frozen=True)
-class WorkerAnswer:
-    job_id: str
-    attempt: int
-    ok: bool
-    outputs: bytes = b""
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
-    user_error: bool = False
-    load_seconds: float = 0.0
-    run_seconds: float = 0.0
-    warm: tuple[str, ...] = ()
-
-
 class SliceWorker:
     """The process running jobs for slice ``slice_index`` of ``device``."""
 
@@ -64,7 +56,7 @@ class SliceWorker:
         device: Device,
         slice_index: int,
         on_start: Callable[[SliceJob], None],
-        on_answer: Callable[[SliceWorker, WorkerAnswer], None],
+        on_answer: Callable[[JobResult], None],
     ) -> None:
         self.device = device
         self.slice_index = slice_index
@@ -117,11 +109,10 @@ class SliceWorker:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        for fd in (self._write_fd,):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        try:
+            os.close(self._write_fd)
+        except OSError:
+            pass
         self.process.wait(timeout=5)
 
     def close(self) -> None:
@@ -155,7 +146,18 @@ class SliceWorker:
             self._restart()
             return True
 
-    def check_deadline(self, now: float) -> WorkerAnswer | None:
+    def _failure(self, job: SliceJob, error_type: str, message: str, user_error: bool) -> JobResult:
+        return JobResult(
+            job.job_id,
+            job.attempt,
+            ok=False,
+            error_type=error_type,
+            error_message=message,
+            device_id=self.device.device_id,
+            user_error=user_error,
+        )
+
+    def check_deadline(self, now: float) -> JobResult | None:
         """Kill a job past its timeout; return its failure answer."""
         with self._lock:
             job = self.running
@@ -163,17 +165,11 @@ class SliceWorker:
                 return None
             self.running = None
             self._restart()
-        return WorkerAnswer(
-            job.job_id,
-            job.attempt,
-            ok=False,
-            error_type="JobTimeout",
-            error_message=(
-                f"the job ran longer than its timeout of {job.timeout_s:g}s on"
-                f" {self.device.device_id} and was killed; raise timeout_s if it needs longer"
-            ),
-            user_error=True,
+        message = (
+            f"the job ran longer than its timeout of {job.timeout_s:g}s on"
+            f" {self.device.device_id} and was killed; raise timeout_s if it needs longer"
         )
+        return self._failure(job, "JobTimeout", message, user_error=True)
 
     def in_flight(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -220,19 +216,8 @@ class SliceWorker:
                         self._ready.set()
                         self._start_next()
                     continue
-                answer = WorkerAnswer(
-                    job_id=header["job_id"],
-                    attempt=header["attempt"],
-                    ok=header["ok"],
-                    outputs=payload,
-                    error_type=header.get("error_type", ""),
-                    error_message=header.get("error_message", ""),
-                    error_traceback=header.get("error_traceback", ""),
-                    user_error=header.get("user_error", False),
-                    load_seconds=header.get("load_seconds", 0.0),
-                    run_seconds=header.get("run_seconds", 0.0),
-                    warm=tuple(header.get("warm", ())),
-                )
+                fields = {k: v for k, v in header.items() if k in _RESULT_FIELDS}
+                answer = JobResult(outputs=payload, device_id=self.device.device_id, **fields)
                 with self._lock:
                     current = self.running
                     if current is None or (current.job_id, current.attempt) != (
@@ -241,8 +226,8 @@ class SliceWorker:
                     ):
                         continue  # cancelled while it ran
                     self.running = None
-                    self.warm = answer.warm
-                self.on_answer(self, answer)
+                    self.warm = tuple(header.get("warm", ()))
+                self.on_answer(answer)
                 with self._lock:
                     self._start_next()
         except (EOFError, OSError, ValueError):
@@ -265,13 +250,5 @@ class SliceWorker:
             self._spawn()
         log.warning("worker for %s slice %d died", self.device.device_id, self.slice_index)
         if job is not None:
-            self.on_answer(
-                self,
-                WorkerAnswer(
-                    job.job_id,
-                    job.attempt,
-                    ok=False,
-                    error_type="WorkerDied",
-                    error_message=f"the worker process died while running the job (exit {code})",
-                ),
-            )
+            message = f"the worker process died while running the job (exit {code})"
+            self.on_answer(self._failure(job, "WorkerDied", message, user_error=False))

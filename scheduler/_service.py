@@ -21,7 +21,7 @@ from pathlib import Path
 from anypu.devices import DEVICE_KINDS
 from anypu.placement import TIERS
 from anypu.protos import messages as m
-from anypu.scheduler._records import JobRecord
+from anypu.scheduler._records import JobRecord, NodeRecord
 from anypu.scheduler._state import (
     AgentConnected,
     AgentDisconnected,
@@ -322,6 +322,5 @@ def _validate_join(join: m.Join) -> None:
             raise ConfigError(f"device {d.device_id} has implausible memory or slice count")
 
 
-def _node_order(node: object) -> tuple[int, str]:
-    tier = getattr(node, "tier", "")
-    return (TIERS.index(tier) if tier in TIERS else len(TIERS), getattr(node, "node_id", ""))
+def _node_order(node: NodeRecord) -> tuple[int, str]:
+    return (TIERS.index(node.tier), node.node_id)  # tiers are validated at join

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from anypu.placement import (
     ClusterSnapshot,
@@ -512,8 +512,3 @@ class SchedulerState:
             if d.device_id == job.placement.device_id:
                 return d.model
         return ""
-
-
-def forget_outputs(job: JobRecord) -> JobRecord:
-    """A copy without the (possibly large) outputs, for listings."""
-    return replace(job, outputs=b"")

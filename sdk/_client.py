@@ -7,21 +7,20 @@ artifact digest, and the set of digests the scheduler already holds is remembere
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from anypu.protos import messages as m
 from anypu.sdk._estimate import Profile, estimate_profile
-from anypu.sdk._export import Artifact, ModelCache
+from anypu.sdk._export import Artifact, ModelCache, call_args
 from anypu.sdk._transport import Transport
 
 from anypu import _codec
 from anypu.errors import (
     AnypuError,
-    InputError,
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
@@ -66,23 +65,6 @@ class JobHandle(Future):
         return super().cancel()
 
 
-def _as_inputs(inputs: Any) -> tuple[Any, ...]:
-    if isinstance(inputs, torch.Tensor):
-        return (inputs,)
-    if isinstance(inputs, tuple):
-        for index, value in enumerate(inputs):
-            if not isinstance(value, torch.Tensor):
-                raise InputError(
-                    f"inputs[{index}] is a {type(value).__name__}, not a torch.Tensor: pass a"
-                    " tensor or a tuple of the model's positional tensor arguments"
-                )
-        return inputs
-    raise InputError(
-        f"inputs must be a torch.Tensor or a tuple of tensors, got {type(inputs).__name__};"
-        " convert with torch.tensor(...) and pass several arguments as a tuple"
-    )
-
-
 class Client:
     def __init__(self, transport: Transport, origin: str = "") -> None:
         self.transport = transport
@@ -98,12 +80,7 @@ class Client:
     # -------------------------------------------------------------- preparing a job
 
     def _prepare(self, model: Any, inputs: Any, options: RunOptions) -> m.SubmitRequest:
-        if not isinstance(model, torch.nn.Module):
-            raise InputError(
-                f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a plain"
-                " function in a module whose forward calls it"
-            )
-        args = _as_inputs(inputs)
+        args = call_args(model, inputs)
         artifact = self.models.get_or_export(model, args)
         profile = self._profile(artifact, model, args)
         self._upload(artifact)
@@ -150,8 +127,6 @@ class Client:
             self._uploaded.add(artifact.digest)
 
     def _put(self, data: bytes) -> str:
-        import hashlib
-
         digest = hashlib.sha256(data).hexdigest()
         if self.transport.missing_blobs([digest]):
             self.transport.put_blob(digest, data)
@@ -161,7 +136,7 @@ class Client:
 
     def run(self, model: Any, inputs: Any, options: RunOptions | None = None) -> Any:
         request = self._prepare(model, inputs, options or RunOptions())
-        request = _with(request, wait=True)
+        request = replace(request, wait=True)
         info, outputs = self.transport.submit(request)
         return self._outcome(info, outputs)
 
@@ -204,9 +179,3 @@ class Client:
                 job_id=info.job_id,
             )
         raise AnypuError(f"job {info.job_id} ended in unexpected state {info.state!r}")
-
-
-def _with(request: m.SubmitRequest, **changes: Any) -> m.SubmitRequest:
-    from dataclasses import replace
-
-    return replace(request, **changes)

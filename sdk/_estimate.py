@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from anypu.sdk._export import call_args
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from anypu._codec import map_tensors, tree_nbytes, validate
+from anypu._codec import map_tensors, tree_nbytes
 from anypu.errors import ExportError
 
 __all__ = ["Profile", "estimate_profile"]
@@ -96,16 +97,7 @@ class _PeakLiveBytes(TorchDispatchMode):
 
 def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Profile:
     """Estimate ``model(*example_inputs)``'s FLOPs and memory; see the module docstring."""
-    if not isinstance(model, torch.nn.Module):
-        raise ExportError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
-    if not isinstance(args, (tuple, list)):
-        raise ExportError(
-            f"example inputs must be a tuple of forward's positional arguments, got "
-            f"{type(args).__name__} — pass (x,) for a single argument"
-        )
-    args = tuple(args)
-    validate(args, "inputs")
+    args = call_args(model, example_inputs)
     params = _unique(model.parameters())
     buffers = _unique(model.buffers())
     param_bytes = sum(_nbytes(t) for t in params)

@@ -32,9 +32,9 @@ from anypu.agents._artifact import check_export_archive
 from anypu.devices import DEVICE_KINDS
 
 from anypu._codec import Tree, pack_envelope, signature, validate
-from anypu.errors import ExportError
+from anypu.errors import ExportError, InputError
 
-__all__ = ["Artifact", "ModelCache", "export_model"]
+__all__ = ["Artifact", "ModelCache", "call_args", "export_model"]
 
 # torch device types as the scheduler's device kinds (ROCm builds also say "cuda").
 _KIND_OF_TORCH_TYPE = {
@@ -70,7 +70,7 @@ class Artifact:
 
 def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Artifact:
     """Export ``model`` called as ``model(*example_inputs)``; see the module docstring."""
-    args = _as_args(model, example_inputs)
+    args = call_args(model, example_inputs)
     failures: list[tuple[str, BaseException]] = []
     try:
         return Artifact.build("torch.export", frozenset(DEVICE_KINDS), _via_export(model, args))
@@ -90,19 +90,29 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Art
     raise ExportError(_explain(model, failures))
 
 
-def _as_args(model: Any, example_inputs: Any) -> tuple[Any, ...]:
+def call_args(model: Any, example_inputs: Any) -> tuple[Any, ...]:
+    """Check ``model`` and normalise ``inputs`` to forward's positional arguments.
+
+    The one place that does so: the SDK, export and estimation all call it.
+    """
     if not isinstance(model, torch.nn.Module):
-        raise ExportError(
+        raise InputError(
             f"model must be a torch.nn.Module, got {type(model).__name__} — "
             "wrap the function in a module whose forward calls it"
         )
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     if not isinstance(example_inputs, (tuple, list)):
-        raise ExportError(
-            f"example inputs must be a tuple of forward's positional arguments, got "
+        raise InputError(
+            f"inputs must be a torch.Tensor or a tuple of forward's positional tensors, got "
             f"{type(example_inputs).__name__} — pass (x,) for a single argument"
         )
+    for index, value in enumerate(example_inputs):
+        if not isinstance(value, (torch.Tensor, tuple, list, dict)):
+            raise InputError(
+                f"inputs[{index}] is a {type(value).__name__}, not a torch.Tensor: pass tensors"
+                " (convert with torch.tensor(...)), or tuples/lists/dicts of them"
+            )
     args = tuple(example_inputs)
     validate(args, "inputs")
     return args

@@ -13,7 +13,7 @@ from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
-from anypu.errors import ConfigError, JobFailedError
+from anypu.errors import AnypuError
 
 __all__ = ["GrpcTransport", "InProcessTransport", "Transport"]
 
@@ -87,9 +87,7 @@ class GrpcTransport:
             return method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise JobFailedError(error.details()) from None
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                raise ConfigError(error.details()) from None
+                raise AnypuError(error.details()) from None
             raise_for_rpc(error, self.address)
             raise
 

@@ -143,7 +143,6 @@ def main() -> int:
                 block.example_inputs(batch=16, tokens=128),
             ),
         ]
-        ok = True
         for title, model, inputs in jobs:
             handle = sdk.submit(model, inputs)
             outputs = handle.result(timeout=300)
@@ -168,7 +167,7 @@ def main() -> int:
                 f" (queue {p.terms.get('queue', 0) * 1e3:.1f} ms)"
             )
         client.close()
-        return 0 if ok else 1
+        return 0
     finally:
         for proc in reversed(procs):
             proc.terminate()

@@ -104,7 +104,7 @@ def test_value_dependent_models_and_bad_arguments_are_explained() -> None:
 
     with pytest.raises(ExportError, match="cannot estimate the cost of ValueDependent"):
         estimate_profile(ValueDependent(), (torch.ones(2),))
-    with pytest.raises(ExportError, match=r"pass \(x,\)"):
+    with pytest.raises(InputError, match=r"pass \(x,\)"):
         estimate_profile(torch.nn.Linear(2, 2), 3)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"inputs\[0\]"):
         estimate_profile(torch.nn.Linear(2, 2), ([0.5, 1.0],))

@@ -135,9 +135,9 @@ def test_non_tensor_output_is_explained() -> None:
 
 
 def test_argument_mistakes_are_clear() -> None:
-    with pytest.raises(ExportError, match="must be a torch.nn.Module"):
+    with pytest.raises(InputError, match="must be a torch.nn.Module"):
         export_model(lambda x: x, (torch.ones(1),))  # type: ignore[arg-type]
-    with pytest.raises(ExportError, match=r"pass \(x,\)"):
+    with pytest.raises(InputError, match=r"pass \(x,\)"):
         export_model(mlp(), {"x": torch.ones(1)})  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"inputs\[0\]: expected a torch.Tensor, got list"):
         export_model(mlp(), ([1.0, 2.0],))
