@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu.agents._link import SchedulerLink
-from anypu.agents._workers import SliceJob, SliceWorker
+from anypu.agents._workers import SliceJob, SliceWorker, ThreadSliceWorker
 from anypu.devices import Device
 from anypu.protos import messages as m
 
@@ -30,6 +30,9 @@ from anypu.errors import AuthenticationError, ConfigError
 __all__ = ["Agent", "AgentConfig"]
 
 log = logging.getLogger("anypu.agent")
+
+Worker = SliceWorker | ThreadSliceWorker
+_ANNOUNCE_AFTER_S = 0.05
 
 
 @dataclass
@@ -42,6 +45,9 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     cache_dir: str = ""
     max_backoff_s: float = 5.0
+    #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
+    #: user's own process already runs their model, so isolation buys nothing there).
+    isolation: str = "process"
 
 
 class Agent:
@@ -59,11 +65,14 @@ class Agent:
         self._lock = threading.Lock()
         self._unsent: list[m.JobResult] = []
         self._fetching: dict[str, threading.Event] = {}
-        self.workers: dict[tuple[str, int], SliceWorker] = {}
+        if config.isolation not in ("process", "thread"):
+            raise ConfigError(f"isolation must be 'process' or 'thread', got {config.isolation!r}")
+        self.workers: dict[tuple[str, int], Worker] = {}
+        worker_class = ThreadSliceWorker if config.isolation == "thread" else SliceWorker
         for device in config.devices:
             for index in range(device.slices):
-                self.workers[(device.device_id, index)] = SliceWorker(
-                    device, index, self._on_start, self._on_answer
+                self.workers[(device.device_id, index)] = worker_class(
+                    device, index, self._on_answer
                 )
         if hasattr(link, "handler"):
             link.handler = self.handle  # type: ignore[attr-defined]
@@ -159,7 +168,7 @@ class Agent:
             target=self._fetch_then_submit, args=(worker, launch, path), daemon=True
         ).start()
 
-    def _fetch_then_submit(self, worker: SliceWorker, launch: m.Launch, path: Path) -> None:
+    def _fetch_then_submit(self, worker: Worker, launch: m.Launch, path: Path) -> None:
         try:
             self._ensure_artifact(launch.artifact_digest, path)
             inputs = launch.inputs
@@ -196,7 +205,7 @@ class Agent:
                     self._fetching.pop(digest, None)
                 pending.set()
 
-    def _submit(self, worker: SliceWorker, launch: m.Launch, path: Path, inputs: bytes) -> None:
+    def _submit(self, worker: Worker, launch: m.Launch, path: Path, inputs: bytes) -> None:
         worker.submit(
             SliceJob(
                 job_id=launch.job_id,
@@ -212,10 +221,6 @@ class Agent:
         for worker in self.workers.values():
             if worker.cancel(cancel.job_id, cancel.attempt):
                 return
-
-    def _on_start(self, job: SliceJob) -> None:
-        if self.connected.is_set():
-            self.link.send(m.JobStarted(job.job_id, job.attempt))
 
     def _on_answer(self, result: m.JobResult) -> None:
         self._report(replace(result, node_id=self.node_id))
@@ -256,12 +261,25 @@ class Agent:
                 failure = worker.check_deadline(now)
                 if failure is not None:
                     self._on_answer(failure)
+                self._announce(worker.running, now)
             if self.connected.is_set() and now >= next_beat:
                 next_beat = now + self.heartbeat_interval_s
                 try:
                     self.link.send(self._heartbeat(now))
                 except Exception:
                     pass
+
+    def _announce(self, job: SliceJob | None, now: float) -> None:
+        """Tell the scheduler a job is running once it has run for a while.
+
+        A short job's result says it ran, so JobStarted is sent only for jobs still
+        running after ``_ANNOUNCE_AFTER_S``: one message less per call on the hot path.
+        """
+        if job is None or job.announced or now - job.started_at < _ANNOUNCE_AFTER_S:
+            return
+        if self.connected.is_set():
+            job.announced = True
+            self.link.send(m.JobStarted(job.job_id, job.attempt))
 
     def _heartbeat(self, now: float) -> m.Heartbeat:
         usage = []

@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from anypu.devices import DEVICE_KINDS
 from anypu.placement import TIERS
@@ -45,6 +46,7 @@ from anypu.errors import AuthenticationError, ConfigError
 __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 
 SendFn = Callable[[m.SchedulerMessage], None]
+_T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -72,6 +74,9 @@ class SchedulerService:
         self.state.restore(self.store.load_unfinished_jobs(), self.store.load_nodes(), clock())
         self.started_at = clock()
         self._lock = threading.RLock()
+        # Observability hook (issue 4): called under the lock with every batch of actions,
+        # after the state changed; metrics observe transitions here. Must be cheap.
+        self.observers: list[Callable[[list, float], None]] = []
         self._links: dict[str, tuple[int, SendFn]] = {}
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
         self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -109,6 +114,11 @@ class SchedulerService:
         ``flush`` waits for them (a non-waiting submit is acknowledged only once durable).
         """
         now = self.clock()
+        for observer in self.observers:  # observability hook (issue 4)
+            try:
+                observer(actions, now)
+            except Exception:
+                log.exception("observer %r failed", observer)
         for action in actions:
             if isinstance(action, Send):
                 link = self._links.get(action.node_id)
@@ -236,6 +246,14 @@ class SchedulerService:
         seen = {j.job_id for j in live}
         older = [j.info() for j in self.store.recent_jobs(limit, state) if j.job_id not in seen]
         return (live + older)[:limit]
+
+    def inspect(self, read: Callable[[SchedulerState, float], _T]) -> _T:
+        """Return ``read(state, now)`` run under the lock; ``read`` must not mutate.
+
+        Observability hook (issue 4): the dashboard and metrics take one consistent view.
+        """
+        with self._lock:
+            return read(self.state, self.clock())
 
     def list_nodes(self) -> list[m.NodeInfo]:
         now = self.clock()

@@ -266,6 +266,10 @@ class SchedulerState:
         job = self._current(result.job_id, result.attempt, node.node_id)
         if job is None:
             return []  # late or duplicate: discarded, the job already moved on
+        actions: list[Action] = []
+        if job.state == "placed":  # a short job: its result is the news that it ran
+            self._set_state(job, "running")
+            actions.append(PersistJob(job, "running", node.node_id))
         job.load_seconds, job.run_seconds = result.load_seconds, result.run_seconds
         if result.ok:
             self._set_state(job, "succeeded")
@@ -280,13 +284,14 @@ class SchedulerState:
                 self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
         elif not result.user_error and job.retries < job.request.max_retries:
             why = f"{result.error_type}: {result.error_message}"
-            return self._requeue(job, now, why) + self._schedule(now)
+            return actions + self._requeue(job, now, why) + self._schedule(now)
         else:
             self._set_state(job, "failed")
             job.error_type, job.error_message = result.error_type, result.error_message
             job.error_traceback, job.user_error = result.error_traceback, result.user_error
         job.finished_at = now
-        return [PersistJob(job, job.state, node.node_id), Notify(job.job_id)] + self._schedule(now)
+        actions += [PersistJob(job, job.state, node.node_id), Notify(job.job_id)]
+        return actions + self._schedule(now)
 
     # -------------------------------------------------------------- jobs
 

@@ -38,6 +38,7 @@ class Embedded:
                 tier=tier,
                 devices=discover(devices_file),
                 cache_dir=os.path.join(self.state_dir, "cache"),
+                isolation="thread",
             ),
             InProcessLink(self.service),
         )

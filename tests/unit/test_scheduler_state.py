@@ -11,6 +11,7 @@ from anypu.scheduler._state import (
     CancelRequested,
     JobSubmitted,
     Notify,
+    PersistJob,
     SchedulerConfig,
     SchedulerState,
     Send,
@@ -172,3 +173,11 @@ def test_the_service_survives_a_restart_with_every_transition_persisted(tmp_path
         assert [s for _, s, _, _ in again.store.transitions(info.job_id)] == ["pending"]
     finally:
         again.close()
+
+
+def test_a_short_job_s_result_also_records_that_it_ran():
+    state = state_with("n1")
+    state.handle(JobSubmitted("j1", request(), now=1.0))
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"out"), now=1.01))
+    steps = [a.transition for a in actions if isinstance(a, PersistJob)]
+    assert steps == ["running", "succeeded"]

@@ -1,0 +1,395 @@
+"""What the scheduler holds, summarised for people and for Prometheus.
+
+Two halves:
+
+- Pure summaries over plain records (``NodeInfo`` and the placements of active jobs):
+  capacity and reservations by tier and device kind, and a fragmentation ratio. The
+  dashboard, ``/metrics`` and ``anypu status`` all use them, so the three never disagree.
+- ``SchedulerMetrics``: a private prometheus-client registry. Gauges are read from the
+  service's state at scrape time by a custom collector (nothing to keep in sync);
+  histograms and counters of transitions are fed by an observer the service calls with
+  every batch of actions. Label values come from small fixed sets (tier, kind, vendor,
+  state, outcome, solver) and node ids; never job ids.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import prometheus_client as prom
+from anypu.placement import TIERS
+from anypu.protos.messages import JobInfo, NodeInfo, PlacementInfo
+from anypu.scheduler._state import PersistJob, SchedulerState
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "NODE_STATES",
+    "ClusterView",
+    "SchedulerMetrics",
+    "UsageRow",
+    "fragmentation",
+    "read_view",
+    "reserved_slices",
+    "usage_by_tier_kind",
+]
+
+NODE_STATES = ("ready", "lost", "disconnected")
+LIVE_STATES = ("pending", "placed", "running")
+SlotKey = tuple[str, str, int]  # (node_id, device_id, slice_index)
+
+
+# ---------------------------------------------------------------- pure summaries
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Capacity of one (tier, kind) on ready nodes, and how much of it jobs reserve.
+
+    A slice is reserved while at least one placed or running job is bound to it; its
+    memory and compute share count as reserved with it.
+    """
+
+    tier: str
+    kind: str
+    devices: int
+    simulated: int
+    slices: int
+    reserved_slices: int
+    memory_bytes: int
+    reserved_memory_bytes: int
+    tflops: float
+    reserved_tflops: float
+
+    @property
+    def free_slices(self) -> int:
+        return self.slices - self.reserved_slices
+
+    @property
+    def free_memory_bytes(self) -> int:
+        return self.memory_bytes - self.reserved_memory_bytes
+
+    @property
+    def free_tflops(self) -> float:
+        return self.tflops - self.reserved_tflops
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "kind": self.kind,
+            "devices": self.devices,
+            "simulated": self.simulated,
+            "slices": self.slices,
+            "reserved_slices": self.reserved_slices,
+            "free_slices": self.free_slices,
+            "memory_bytes": self.memory_bytes,
+            "reserved_memory_bytes": self.reserved_memory_bytes,
+            "free_memory_bytes": self.free_memory_bytes,
+            "tflops": self.tflops,
+            "reserved_tflops": self.reserved_tflops,
+            "free_tflops": self.free_tflops,
+        }
+
+
+def reserved_slices(active: Iterable[PlacementInfo | None]) -> set[SlotKey]:
+    """The slices bound to at least one live job (several may queue on one slice)."""
+    return {(p.node_id, p.device_id, p.slice_index) for p in active if p is not None}
+
+
+def usage_by_tier_kind(
+    nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | None]
+) -> list[UsageRow]:
+    """One row per (tier, device kind) present on ready nodes, tiers in network order."""
+    taken = reserved_slices(active)
+    rows: dict[tuple[str, str], list[float]] = {}
+    for node in nodes:
+        if node.state != "ready":
+            continue
+        for d in node.devices:
+            busy = sum((node.node_id, d.device_id, i) in taken for i in range(d.slices))
+            acc = rows.setdefault((node.tier, d.kind), [0] * 8)
+            acc[0] += 1
+            acc[1] += d.simulated
+            acc[2] += d.slices
+            acc[3] += busy
+            acc[4] += d.memory_bytes
+            acc[5] += d.slice_memory_bytes * busy
+            acc[6] += d.tflops
+            acc[7] += d.slice_tflops * busy
+    order = {t: i for i, t in enumerate(TIERS)}
+    return [
+        UsageRow(
+            tier,
+            kind,
+            int(a[0]),
+            int(a[1]),
+            int(a[2]),
+            int(a[3]),
+            int(a[4]),
+            int(a[5]),
+            float(a[6]),
+            float(a[7]),
+        )
+        for (tier, kind), a in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+    ]
+
+
+def fragmentation(nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | None]) -> float:
+    """Share of free device memory stranded on partly reserved devices, 0..1.
+
+    Free memory on a device whose other slices are taken cannot host a job that needs the
+    whole device; 0 means every free byte sits on a wholly free device, 1 means none does.
+    With no free memory at all there is nothing to fragment: 0.
+    """
+    taken = reserved_slices(active)
+    free = stranded = 0
+    for node in nodes:
+        if node.state != "ready":
+            continue
+        for d in node.devices:
+            busy = sum((node.node_id, d.device_id, i) in taken for i in range(d.slices))
+            free_here = d.slice_memory_bytes * (d.slices - busy)
+            free += free_here
+            if busy:
+                stranded += free_here
+    return stranded / free if free else 0.0
+
+
+# ---------------------------------------------------------------- a consistent read
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything the dashboard and a scrape need, read under the service's lock at once."""
+
+    now: float
+    nodes: tuple[NodeInfo, ...]
+    live_jobs: tuple[JobInfo, ...]  # pending, placed and running, oldest first
+    decisions: dict[str, int]
+    solver: str
+    solve_seconds: float
+    network: object | None
+
+    @property
+    def active(self) -> list[PlacementInfo | None]:
+        return [j.placement for j in self.live_jobs if j.state in ("placed", "running")]
+
+    @property
+    def pending(self) -> list[JobInfo]:
+        return [j for j in self.live_jobs if j.state == "pending"]
+
+    def job_counts(self) -> dict[str, int]:
+        counts = Counter(j.state for j in self.live_jobs)
+        return {state: counts.get(state, 0) for state in LIVE_STATES}
+
+
+def _read(state: SchedulerState, now: float) -> ClusterView:
+    live = [state.jobs[j] for j in (*state.pending, *state.active)]
+    live.sort(key=lambda j: j.submitted_at)
+    last = state.last_plan
+    return ClusterView(
+        now=now,
+        nodes=tuple(n.info(now) for n in state.nodes.values()),
+        live_jobs=tuple(j.info() for j in live),
+        decisions=dict(state.decisions),
+        solver=last.solver if last else "",
+        solve_seconds=last.solve_seconds if last else 0.0,
+        network=state.network,
+    )
+
+
+def read_view(service: Any) -> ClusterView:
+    """One consistent ``ClusterView`` of a ``SchedulerService``."""
+    return service.inspect(_read)
+
+
+# ---------------------------------------------------------------- Prometheus
+
+_SOLVE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+
+class _StateCollector(Collector):
+    """Gauges read from the service at scrape time, so they can never drift from it."""
+
+    def __init__(self, service: Any, transitions: _Transitions) -> None:
+        self.service = service
+        self.transitions = transitions
+
+    def collect(self) -> Iterator[Metric]:
+        view = read_view(self.service)
+        nodes = GaugeMetricFamily(
+            "anypu_nodes", "Nodes by tier and state.", labels=["tier", "state"]
+        )
+        counts = Counter((n.tier, n.state) for n in view.nodes)
+        for tier in TIERS:
+            for state in NODE_STATES:
+                nodes.add_metric([tier, state], counts.get((tier, state), 0))
+        yield nodes
+
+        devices = GaugeMetricFamily(
+            "anypu_devices",
+            "Devices on ready nodes by tier, kind, vendor and whether they are simulated.",
+            labels=["tier", "kind", "vendor", "simulated"],
+        )
+        by_device = Counter(
+            (n.tier, d.kind, d.vendor, str(d.simulated).lower())
+            for n in view.nodes
+            if n.state == "ready"
+            for d in n.devices
+        )
+        for labels, count in sorted(by_device.items()):
+            devices.add_metric(list(labels), count)
+        yield devices
+        yield from _usage_families(usage_by_tier_kind(view.nodes, view.active))
+        yield GaugeMetricFamily(
+            "anypu_fragmentation_ratio",
+            "Share of free device memory stranded on partly reserved devices (0..1).",
+            value=fragmentation(view.nodes, view.active),
+        )
+
+        jobs = GaugeMetricFamily("anypu_jobs", "Live jobs by state.", labels=["state"])
+        for state, count in view.job_counts().items():
+            jobs.add_metric([state], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "anypu_queue_depth",
+            "Jobs waiting to be placed, unschedulable ones included.",
+            value=len(view.pending),
+        )
+        unschedulable = sum(j.unschedulable for j in view.pending)
+        yield GaugeMetricFamily(
+            "anypu_jobs_unschedulable",
+            "Pending jobs that no device can currently hold.",
+            value=unschedulable,
+        )
+        decisions = CounterMetricFamily(
+            "anypu_placement_decisions",
+            "Per-job outcomes of placement rounds: placed, unschedulable (counted every round"
+            " a job stays so), deferred (fits somewhere, but not this round).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(view.decisions.items()):
+            decisions.add_metric([outcome], count)
+        yield decisions
+
+        age = GaugeMetricFamily(
+            "anypu_node_heartbeat_age_seconds",
+            "Seconds since each node's last message.",
+            labels=["node", "tier"],
+        )
+        for n in view.nodes:
+            age.add_metric([n.node_id, n.tier], n.last_heartbeat_age_s)
+        yield age
+        yield GaugeMetricFamily(
+            "anypu_placement_rate",
+            "Jobs placed per second over the last minute.",
+            value=self.transitions.placement_rate(view.now),
+        )
+
+
+def _usage_families(rows: list[UsageRow]) -> Iterator[Metric]:
+    spec = (
+        ("anypu_device_memory_bytes", "Device memory on ready nodes", "memory_bytes"),
+        ("anypu_device_slices", "Device slices on ready nodes", "slices"),
+        ("anypu_device_tflops", "Device compute (TFLOPS) on ready nodes", "tflops"),
+    )
+    for name, text, field in spec:
+        family = GaugeMetricFamily(
+            name, f"{text}, reserved by live jobs or free.", labels=["tier", "kind", "state"]
+        )
+        for row in rows:
+            reserved = getattr(row, f"reserved_{field}")
+            family.add_metric([row.tier, row.kind, "reserved"], reserved)
+            family.add_metric([row.tier, row.kind, "free"], getattr(row, field) - reserved)
+        yield family
+
+
+class _Transitions:
+    """Histograms and counters fed with every batch of actions the service applies."""
+
+    def __init__(self, registry: prom.CollectorRegistry) -> None:
+        self.solve = prom.Histogram(
+            "anypu_placement_solve_seconds",
+            "Wall time of one placement round, by the solver that produced the plan.",
+            ["solver"],
+            buckets=_SOLVE_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = prom.Histogram(
+            "anypu_job_queue_wait_seconds",
+            "Time from (re)entering the queue to being placed, by the tier placed on.",
+            ["tier"],
+            buckets=_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.latency = prom.Histogram(
+            "anypu_job_latency_seconds",
+            "Submit to result of succeeded jobs, by the tier they ran on.",
+            ["tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.finished = prom.Counter(
+            "anypu_jobs_finished",
+            "Jobs that reached a terminal state, by state and the tier they last ran on.",
+            ["state", "tier"],
+            registry=registry,
+        )
+        self._last_plan: object | None = None
+        # Terminal jobs since start, for the dashboard (a prometheus Counter is write-only).
+        self.finished_counts: Counter[str] = Counter()
+        self._queued_at: dict[str, float] = {}
+        # Scrapes read this while the service's thread appends: it gets its own lock.
+        self._placed_at: deque[float] = deque(maxlen=100_000)
+        self._placed_lock = threading.Lock()
+
+    def placement_rate(self, now: float, window: float = 60.0) -> float:
+        with self._placed_lock:
+            recent = sum(1 for t in self._placed_at if now - t <= window)
+        return recent / window
+
+    def observe(self, state: SchedulerState, actions: list, now: float) -> None:
+        if state.last_plan is not None and state.last_plan is not self._last_plan:
+            self._last_plan = state.last_plan
+            self.solve.labels(state.last_plan.solver or "none").observe(
+                state.last_plan.solve_seconds
+            )
+        for action in actions:
+            if not isinstance(action, PersistJob) or not action.transition:
+                continue
+            job, to = action.job, action.transition
+            tier = job.placement.tier if job.placement is not None else "none"
+            if to == "pending":
+                self._queued_at[job.job_id] = now
+            elif to == "placed":
+                since = self._queued_at.pop(job.job_id, job.submitted_at)
+                self.queue_wait.labels(tier).observe(max(0.0, now - since))
+                with self._placed_lock:
+                    self._placed_at.append(now)
+            elif to in ("succeeded", "failed", "cancelled"):
+                self._queued_at.pop(job.job_id, None)
+                self.finished.labels(to, tier).inc()
+                self.finished_counts[to] += 1
+                if to == "succeeded":
+                    self.latency.labels(tier).observe(max(0.0, job.finished_at - job.submitted_at))
+
+
+class SchedulerMetrics:
+    """Prometheus metrics of one ``SchedulerService``, in a registry of their own."""
+
+    def __init__(self, service: Any) -> None:
+        self.registry = prom.CollectorRegistry(auto_describe=False)
+        self.transitions = _Transitions(self.registry)
+        self.registry.register(_StateCollector(service, self.transitions))
+        state = service.state
+        service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return prom.generate_latest(self.registry)
