@@ -323,6 +323,12 @@ class ThreadSliceWorker(_Slice):
         self._inbox.put(None)
 
     def _serve(self) -> None:
+        import torch
+
+        # A new thread starts with OpenMP's default team size whatever torch was told in
+        # the main thread; on a busy 2-core machine that made a 0.2 ms forward take 16–24 ms.
+        # Re-apply the process's setting here (the user's process: we do not change it).
+        torch.set_num_threads(torch.get_num_threads())
         while (job := self._inbox.get()) is not None:
             header, outputs = self._runner.execute(_request(job), job.inputs)
             answer = _answer(header, outputs, self.device.device_id)
