@@ -16,6 +16,7 @@ import random
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,9 @@ log = logging.getLogger("anypu.agent")
 
 Worker = SliceWorker | ThreadSliceWorker
 _ANNOUNCE_AFTER_S = 0.05
+_RESEND_WINDOW_S = 120.0
+_RESEND_MAX = 512
+_RESEND_MAX_BYTES = 256 << 20
 
 
 @dataclass
@@ -63,7 +67,11 @@ class Agent:
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._unsent: list[m.JobResult] = []
+        # Every result reported lately, re-sent after each (re)join: a scheduler that crashed
+        # before committing a result gets it again (duplicates are ignored), so no job
+        # runs twice to completion. Bounded by age, count and bytes.
+        self._recent: deque[tuple[float, m.JobResult]] = deque()
+        self._recent_bytes = 0
         self._fetching: dict[str, threading.Event] = {}
         if config.isolation not in ("process", "thread"):
             raise ConfigError(f"isolation must be 'process' or 'thread', got {config.isolation!r}")
@@ -128,7 +136,7 @@ class Agent:
     def _join(self) -> m.Join:
         with self._lock:
             running = [a for w in self.workers.values() for a in w.in_flight()]
-            running += [(r.job_id, r.attempt) for r in self._unsent]
+            running += [(r.job_id, r.attempt) for _, r in self._recent]
         return m.Join(
             protocol_version=PROTOCOL_VERSION,
             token=self.config.token,
@@ -147,8 +155,8 @@ class Agent:
         self.heartbeat_interval_s = ack.heartbeat_interval_s
         self.connected.set()
         with self._lock:
-            unsent, self._unsent = self._unsent, []
-        for result in unsent:
+            recent = [result for _, result in self._recent]
+        for result in recent:
             self.link.send(result)
         log.info("joined as %s (epoch %d)", ack.node_id, ack.epoch)
 
@@ -239,14 +247,21 @@ class Agent:
         )
 
     def _report(self, result: m.JobResult) -> None:
+        now = time.time()
+        with self._lock:
+            self._recent.append((now, result))
+            self._recent_bytes += len(result.outputs)
+            while self._recent and (
+                len(self._recent) > _RESEND_MAX
+                or self._recent_bytes > _RESEND_MAX_BYTES
+                or now - self._recent[0][0] > _RESEND_WINDOW_S
+            ):
+                self._recent_bytes -= len(self._recent.popleft()[1].outputs)
         if self.connected.is_set():
             try:
                 self.link.send(result)
-                return
-            except Exception:  # the stream just broke: keep it for the next connection
+            except Exception:  # the stream just broke: the next join re-sends it
                 pass
-        with self._lock:
-            self._unsent.append(result)
 
     # -------------------------------------------------------------- housekeeping
 

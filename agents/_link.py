@@ -38,6 +38,7 @@ def grpc_channel(address: str) -> grpc.Channel:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.optimization_target", "latency"),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.enable_retries", 0),
         ],
@@ -141,7 +142,7 @@ class InProcessLink:
             else:
                 inbox.put(message)
 
-        self._session = self.service.attach_agent(deliver)
+        self._session = self.service.attach_agent(deliver, lambda: inbox.put(_END))
         self._session.receive(join)
         return self._messages(inbox)
 

@@ -63,7 +63,7 @@ class AgentServicer(rpc.AgentServiceServicer):
 
     def Connect(self, request_iterator: Iterator[Any], context: grpc.ServicerContext):  # noqa: N802
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        session = self.service.attach_agent(outbox.put)
+        session = self.service.attach_agent(outbox.put, lambda: outbox.put(_CLOSED))
         failure: list[Exception] = []
 
         def read() -> None:
@@ -184,6 +184,7 @@ def serve(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.optimization_target", "latency"),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],

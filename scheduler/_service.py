@@ -28,6 +28,7 @@ from anypu.scheduler._state import (
     AgentDisconnected,
     AgentSaid,
     CancelRequested,
+    Drop,
     JobSubmitted,
     Notify,
     PersistJob,
@@ -46,6 +47,7 @@ from anypu.errors import AuthenticationError, ConfigError
 __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 
 SendFn = Callable[[m.SchedulerMessage], None]
+DropFn = Callable[[], None]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -77,7 +79,7 @@ class SchedulerService:
         # Observability hook (issue 4): called under the lock with every batch of actions,
         # after the state changed; metrics observe transitions here. Must be cheap.
         self.observers: list[Callable[[list, float], None]] = []
-        self._links: dict[str, tuple[int, SendFn]] = {}
+        self._links: dict[str, tuple[int, SendFn, DropFn]] = {}
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
         self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="anypu-writer", daemon=True)
@@ -124,6 +126,11 @@ class SchedulerService:
                 link = self._links.get(action.node_id)
                 if link is not None and link[0] == action.epoch:
                     link[1](action.message)
+            elif isinstance(action, Drop):
+                link = self._links.get(action.node_id)
+                if link is not None and link[0] == action.epoch:
+                    log.warning("dropping %s's stream: %s", action.node_id, action.reason)
+                    link[2]()
             elif isinstance(action, PersistJob):
                 self._writes.put(
                     self.store.job_write(action.job, action.transition, action.detail, now)
@@ -179,16 +186,17 @@ class SchedulerService:
 
     # -------------------------------------------------------------- agents
 
-    def attach_agent(self, send: SendFn) -> AgentSession:
-        return AgentSession(self, send)
+    def attach_agent(self, send: SendFn, drop: DropFn) -> AgentSession:
+        """A new agent stream: ``send`` queues a message down it, ``drop`` ends it."""
+        return AgentSession(self, send, drop)
 
-    def _join(self, join: m.Join, send: SendFn) -> tuple[str, int]:
+    def _join(self, join: m.Join, send: SendFn, drop: DropFn) -> tuple[str, int]:
         self.authenticate(join.token)
         _validate_join(join)
         with self._lock:
             actions = self.state.handle(AgentConnected(join, self.clock()))
             node = self.state.nodes[join.name]
-            self._links[node.node_id] = (node.epoch, send)
+            self._links[node.node_id] = (node.epoch, send, drop)
             self._apply(actions)
             return node.node_id, node.epoch
 
@@ -294,9 +302,10 @@ class SchedulerService:
 class AgentSession:
     """One agent connection: the first message must be a Join, then anything else."""
 
-    def __init__(self, service: SchedulerService, send: SendFn) -> None:
+    def __init__(self, service: SchedulerService, send: SendFn, drop: DropFn) -> None:
         self.service = service
         self.send = send
+        self.drop = drop
         self.node_id: str | None = None
         self.epoch = 0
 
@@ -304,7 +313,7 @@ class AgentSession:
         if self.node_id is None:
             if not isinstance(message, m.Join):
                 raise ConfigError("the first message on an agent stream must be a Join")
-            self.node_id, self.epoch = self.service._join(message, self.send)
+            self.node_id, self.epoch = self.service._join(message, self.send, self.drop)
             return
         if isinstance(message, m.Join):
             raise ConfigError("this stream has already joined; open a new stream to re-join")

@@ -37,6 +37,7 @@ __all__ = [
     "AgentDisconnected",
     "AgentSaid",
     "CancelRequested",
+    "Drop",
     "JobSubmitted",
     "Notify",
     "PersistJob",
@@ -55,6 +56,10 @@ class SchedulerConfig:
     default_timeout_s: float = 600.0
     unschedulable_timeout_s: float = 5.0
     retry_backoff_s: float = 0.2
+    retry_backoff_max_s: float = 10.0
+    #: A job whose node (or worker process) died under it this many times is poison:
+    #: it is failed and never placed again, as Dask flags a task that killed 3 workers.
+    poison_after: int = 3
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
@@ -120,6 +125,15 @@ class PersistJob:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """Close a node's stream: it was declared lost and must re-join to be trusted again."""
+
+    node_id: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class PersistNode:
     node: NodeRecord
 
@@ -129,7 +143,7 @@ class Notify:
     job_id: str
 
 
-Action = Send | PersistJob | PersistNode | Notify
+Action = Send | PersistJob | PersistNode | Notify | Drop
 
 
 def new_job_id() -> str:
@@ -225,10 +239,13 @@ class SchedulerState:
                 # Launched to the previous connection and never acknowledged: send again.
                 actions.append(Send(node.node_id, epoch, self._launch(job)))
             else:
-                actions += self._requeue(job, now, f"{node.node_id} re-joined without it")
+                why = f"{node.node_id} re-joined without it"
+                actions += self._requeue(job, now, why, crashed=job.state == "running")
         live = {(j.job_id, j.attempt) for j in self._jobs_on(node.node_id)}
         for job_id, attempt in still_running - live:
-            actions.append(Send(node.node_id, epoch, m.Cancel(job_id, attempt, "superseded")))
+            known = self.jobs.get(job_id)
+            if known is None or not known.terminal:  # finished ones have nothing to cancel
+                actions.append(Send(node.node_id, epoch, m.Cancel(job_id, attempt, "superseded")))
         return actions + self._schedule(now)
 
     def _disconnected(self, event: AgentDisconnected) -> list[Action]:
@@ -244,13 +261,14 @@ class SchedulerState:
             return []  # a stale connection: fenced off
         message, now = event.message, event.now
         node.last_heartbeat = now
+        if node.state == "lost":
+            # Back from a partition longer than the grace period: its jobs already moved.
+            # Make it re-join, so it reports what it still runs and we cancel that.
+            return [Drop(node.node_id, node.epoch, "declared lost; re-join")]
         if isinstance(message, m.Heartbeat):
             node.usage = message.usage
             node.warm_digests = frozenset(message.warm_digests)
             node.running_jobs = message.running_jobs
-            if node.state == "lost":
-                node.state = "ready"
-                return [PersistNode(node), *self._schedule(now)]
             return []
         if isinstance(message, m.JobStarted):
             job = self._current(message.job_id, message.attempt, node.node_id)
@@ -284,7 +302,8 @@ class SchedulerState:
                 self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
         elif not result.user_error and job.retries < job.request.max_retries:
             why = f"{result.error_type}: {result.error_message}"
-            return actions + self._requeue(job, now, why) + self._schedule(now)
+            crashed = result.error_type == "WorkerDied"
+            return actions + self._requeue(job, now, why, crashed) + self._schedule(now)
         else:
             self._set_state(job, "failed")
             job.error_type, job.error_message = result.error_type, result.error_message
@@ -316,11 +335,24 @@ class SchedulerState:
         job.error_type, job.error_message = "Cancelled", "cancelled by user"
         return [*actions, PersistJob(job, "cancelled"), Notify(job.job_id)]
 
-    def _requeue(self, job: JobRecord, now: float, why: str) -> list[Action]:
-        """Send a job back to pending after its node failed it; give up past max_retries."""
+    def _requeue(self, job: JobRecord, now: float, why: str, crashed: bool) -> list[Action]:
+        """Send a job back to pending after its node failed it; give up past max_retries.
+
+        ``crashed``: the node or its worker died while running this job. After
+        ``poison_after`` such deaths the job is poison and is not placed again.
+        """
         job.retries += 1
-        if job.placement is not None:
+        if crashed and job.placement is not None:
             job.lost_nodes.append(job.placement.node_id)
+        if len(job.lost_nodes) >= self.config.poison_after:
+            job.finished_at = now
+            self._set_state(job, "failed")
+            job.error_type = "Poison"
+            job.error_message = (
+                f"the job was running when its node or worker died {len(job.lost_nodes)} times"
+                f" ({', '.join(job.lost_nodes)}); it is not placed again. Last: {why}"
+            )
+            return [PersistJob(job, "failed", "poison"), Notify(job.job_id)]
         if job.retries > job.request.max_retries:
             job.finished_at = now
             self._set_state(job, "failed")
@@ -331,7 +363,8 @@ class SchedulerState:
             )
             return [PersistJob(job, "failed", why), Notify(job.job_id)]
         job.placement = None
-        job.not_before = now + self.config.retry_backoff_s * job.retries
+        backoff = self.config.retry_backoff_s * 2 ** (job.retries - 1)
+        job.not_before = now + min(backoff, self.config.retry_backoff_max_s)
         self._set_state(job, "pending")
         return [PersistJob(job, "pending", why)]
 
@@ -345,7 +378,8 @@ class SchedulerState:
                 actions.append(PersistNode(node))
                 for job in self._jobs_on(node.node_id):
                     age = now - node.last_heartbeat
-                    actions += self._requeue(job, now, f"node {node.node_id} lost ({age:.1f}s)")
+                    why = f"node {node.node_id} lost (silent {age:.1f}s)"
+                    actions += self._requeue(job, now, why, crashed=job.state == "running")
         return actions + self._schedule(now)
 
     # -------------------------------------------------------------- placement

@@ -9,6 +9,7 @@ from anypu.scheduler._state import (
     AgentConnected,
     AgentSaid,
     CancelRequested,
+    Drop,
     JobSubmitted,
     Notify,
     PersistJob,
@@ -38,7 +39,9 @@ def sends(actions, kind):
 
 
 def state_with(*names: str, **config) -> SchedulerState:
-    state = SchedulerState(SchedulerConfig(lost_after_s=5.0, retry_backoff_s=0.0, **config))
+    state = SchedulerState(
+        SchedulerConfig(**{"lost_after_s": 5.0, "retry_backoff_s": 0.0, **config})
+    )
     for name in names:
         state.handle(AgentConnected(join(name), now=0.0))
     return state
@@ -74,7 +77,11 @@ def test_a_lost_node_s_job_runs_elsewhere_and_its_late_result_is_discarded():
     (launch,) = sends(actions, m.Launch)
     assert launch.node_id == "n2" and launch.message.attempt == 2
     late = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"late"), now=7.1))
-    assert late == [] and state.jobs["j1"].state == "placed"
+    assert late == [Drop("n1", 1, "declared lost; re-join")]  # fenced: must re-join first
+    assert state.jobs["j1"].state == "placed" and state.jobs["j1"].attempt == 2
+    rejoin = state.handle(AgentConnected(join("n1", running=(("j1", 1),)), now=7.15))
+    (cancel,) = sends(rejoin, m.Cancel)
+    assert cancel.message == m.Cancel("j1", 1, "superseded")
     state.handle(AgentSaid("n2", 1, m.JobResult("j1", 2, True, b"good"), now=7.2))
     assert state.jobs["j1"].outputs == b"good"
 
@@ -181,3 +188,37 @@ def test_a_short_job_s_result_also_records_that_it_ran():
     actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"out"), now=1.01))
     steps = [a.transition for a in actions if isinstance(a, PersistJob)]
     assert steps == ["running", "succeeded"]
+
+
+def test_a_job_whose_nodes_keep_dying_is_poison():
+    state = state_with("n1", "n2", "n3", "n4")
+    state.handle(JobSubmitted("j1", request(max_retries=10), now=0.0))
+    now = 0.0
+    for _ in range(3):
+        job = state.jobs["j1"]
+        victim = job.placement.node_id
+        state.handle(AgentSaid(victim, 1, m.JobStarted("j1", job.attempt), now=now))
+        now += 6.0
+        for name, node in state.nodes.items():  # everyone else stays alive
+            if name != victim and node.state == "ready":
+                state.handle(AgentSaid(name, node.epoch, m.Heartbeat(now), now=now))
+        state.handle(Tick(now=now))
+        now += 1.0
+        state.handle(Tick(now=now))
+    job = state.jobs["j1"]
+    assert job.state == "failed" and job.error_type == "Poison"
+    assert len(job.lost_nodes) == 3
+
+
+def test_a_refusal_is_retried_with_backoff_and_frees_its_slice():
+    state = state_with("n1", retry_backoff_s=0.5)
+    state.handle(JobSubmitted("j1", request(flops=1e12), now=1.0))
+    busy = state.snapshot(1.0).nodes[0].devices[0].slice_busy_seconds[0]
+    assert busy > 0
+    refusal = m.JobResult("j1", 1, False, error_type="ArtifactUnavailable")
+    state.handle(AgentSaid("n1", 1, refusal, now=1.1))
+    job = state.jobs["j1"]
+    assert job.state == "pending" and job.not_before > 1.1 and job.lost_nodes == []
+    assert state.snapshot(1.1).nodes[0].devices[0].slice_busy_seconds[0] == 0.0
+    state.handle(Tick(now=job.not_before + 0.01))
+    assert job.state == "placed" and job.attempt == 2
