@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +25,7 @@ from anypu.errors import (
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
+    SchedulerUnavailableError,
     UnschedulableError,
 )
 
@@ -72,6 +74,7 @@ class Client:
         self.models = ModelCache()
         self._profiles: dict[str, Profile] = {}
         self._uploaded: set[str] = set()
+        self.reconnect_timeout_s = 60.0
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -151,9 +154,24 @@ class Client:
         return handle
 
     def _complete(self, handle: JobHandle) -> None:
+        """Wait for a submitted job; ride out a scheduler restart of up to a minute.
+
+        The job was acknowledged, so it is durable on the scheduler: after a restart the
+        same Wait finds it again.
+        """
         try:
+            unreachable_since: float | None = None
             while True:
-                info, outputs, timed_out = self.transport.wait(handle.job_id, 30.0)
+                try:
+                    info, outputs, timed_out = self.transport.wait(handle.job_id, 30.0)
+                except SchedulerUnavailableError:
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > self.reconnect_timeout_s:
+                        raise
+                    time.sleep(0.2)
+                    continue
+                unreachable_since = None
                 if not timed_out and info.terminal:
                     break
             handle.set_result(self._outcome(info, outputs))

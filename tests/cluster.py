@@ -69,9 +69,16 @@ class Cluster:
         return f"127.0.0.1:{self.port}"
 
     def add_agent(
-        self, name: str, tier: str = "edge", devices_yaml: str | None = None, site: str = ""
+        self,
+        name: str,
+        tier: str = "edge",
+        devices_yaml: str | None = None,
+        site: str = "",
+        address: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        args = ["agent", "--scheduler", self.address, "--token", self.token, "--tier", tier]
+        """Start an agent; ``address`` overrides the scheduler's (e.g. a proxy in front)."""
+        args = ["agent", "--scheduler", address or self.address, "--token", self.token]
+        args += ["--tier", tier]
         args += ["--name", name, "--cache-dir", str(self.workdir / f"cache-{name}")]
         if site:
             args += ["--site", site]
@@ -91,9 +98,15 @@ class Cluster:
         self.start_scheduler(self._flags)
 
     def wait_nodes(self, client, count: int, timeout: float = 60) -> None:
+        from anypu.errors import SchedulerUnavailableError
+
         deadline = time.monotonic() + timeout
+        ready: list = []
         while time.monotonic() < deadline:
-            ready = [n for n in client.transport.list_nodes() if n.state == "ready"]
+            try:
+                ready = [n for n in client.transport.list_nodes() if n.state == "ready"]
+            except SchedulerUnavailableError:  # restarting: the channel reconnects
+                ready = []
             if len(ready) >= count:
                 return
             time.sleep(0.1)
