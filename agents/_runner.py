@@ -6,18 +6,33 @@ stay loaded by artifact digest, least recently used out first.
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ModelRunner"]
 
 
 class ModelRunner:
-    def __init__(self, torch_device: str, max_warm: int = 8) -> None:
+    """Executes jobs for one slice.
+
+    ``memory_limit_bytes`` (process workers only) caps what a job may allocate beyond
+    what the worker already holds: the kernel refuses the allocation (RLIMIT_DATA), so a
+    runaway job fails at once with an error naming the reservation instead of taking the
+    machine's memory.
+    """
+
+    def __init__(
+        self, torch_device: str, max_warm: int = 8, memory_limit_bytes: int = 0, where: str = ""
+    ) -> None:
         self.torch_device = torch_device
         self.max_warm = max_warm
+        self.memory_limit_bytes = memory_limit_bytes
+        self.where = where or torch_device
         self.models: OrderedDict[str, Any] = OrderedDict()
 
     @property
@@ -58,10 +73,24 @@ class ModelRunner:
             if not isinstance(inputs, tuple):
                 inputs = (inputs,)
             stage = "run"
-            result, run_seconds = run_model(module, inputs, self.torch_device)
-            stage = "outputs"
-            outputs = _codec.encode(result, "outputs")
+            with _data_limit(self.memory_limit_bytes):
+                result, run_seconds = run_model(module, inputs, self.torch_device)
+                stage = "outputs"
+                outputs = _codec.encode(result, "outputs")
         except Exception as error:  # the model's own failure: report it, keep serving
+            if _out_of_memory(error):
+                answer.update(
+                    ok=False,
+                    error_type="OutOfMemory",
+                    error_message=(
+                        f"the job ran out of memory on {self.where}: its reservation is "
+                        f"{_gib(self.memory_limit_bytes)}; reduce the batch or ask for a "
+                        f"larger device ({str(error).splitlines()[0][:200]})"
+                    ),
+                    user_error=True,
+                    load_seconds=load_seconds,
+                )
+                return answer, b""
             answer.update(
                 ok=False,
                 error_type=type(error).__name__,
@@ -73,3 +102,39 @@ class ModelRunner:
             return answer, b""
         answer.update(ok=True, load_seconds=load_seconds, run_seconds=run_seconds)
         return answer, outputs
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "Cannot allocate memory" in text
+
+
+def _vm_data_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.contextmanager
+def _data_limit(limit: int) -> Iterator[None]:
+    """Let this process allocate at most ``limit`` more bytes while the block runs."""
+    if limit <= 0:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = _vm_data_bytes() + limit
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

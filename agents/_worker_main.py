@@ -23,7 +23,14 @@ def _serve(in_fd: int, out_fd: int, device_json: str) -> None:
 
     device = Device(**json.loads(device_json))
     apply_slice_limits(device)
-    runner = ModelRunner(worker_torch_device(device))
+    # A CPU slice (or a simulated device, which runs on the CPU) owns its share of memory;
+    # a real accelerator's memory is capped by apply_slice_limits instead.
+    host_memory = device.kind == "cpu" or device.simulated
+    runner = ModelRunner(
+        worker_torch_device(device),
+        memory_limit_bytes=device.slice_memory_bytes if host_memory else 0,
+        where=f"{device.device_id} slice {os.environ.get('ANYPU_SLICE_INDEX', '0')}",
+    )
     write_frame(out_fd, {"ready": True, "pid": os.getpid()})
     while True:
         try:
