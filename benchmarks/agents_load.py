@@ -1,0 +1,208 @@
+"""1,000 agents held by one scheduler: heartbeats, placement under load, a restart.
+
+``python -m benchmarks.agents_load [--agents 1000] [--processes 4]``
+
+Lightweight simulated agents (asyncio gRPC clients, a few processes) open real streams
+over loopback to a real scheduler process, join, and send heartbeats at 1 Hz with
+jitter; they answer each Launch at once with a result, so what is measured is the
+control plane. The run reports:
+
+- heartbeat lag: the age of each node's last heartbeat as the scheduler sees it,
+  sampled every second over all nodes (1 Hz heartbeats: ≈ 1 s means on time);
+- false "lost": nodes the scheduler declared lost while their agent was alive (must be 0);
+- placement latency: submit → result for jobs submitted while all agents heartbeat;
+- re-join time: SIGKILL the scheduler, start it again on the same port and state,
+  and time until every agent is ready again (target ≤ 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HEARTBEAT_S = 1.0
+
+
+def _agent_process(address: str, token: str, names: list[str], stop: object) -> None:
+    import grpc
+    from anypu.devices import Device
+    from anypu.protos import anypu_v1_pb2_grpc as rpc
+    from anypu.protos import convert
+    from anypu.protos import messages as m
+
+    from anypu import PROTOCOL_VERSION
+
+    device = Device("gpu0", "gpu", "nvidia", "T4", 16 << 30, 8.1, "cpu", simulated=True)
+
+    async def one(name: str) -> None:
+        backoff = 0.1
+        while not stop.is_set():  # type: ignore[attr-defined]
+            outbox: asyncio.Queue = asyncio.Queue()
+            join = m.Join(PROTOCOL_VERSION, token, name, "edge", devices=(device,))
+            await outbox.put(convert.agent_message_to_pb(join))
+
+            async def requests(outbox: asyncio.Queue = outbox):
+                while True:
+                    yield await outbox.get()
+
+            async def beat(outbox: asyncio.Queue = outbox) -> None:
+                await asyncio.sleep(random.random() * HEARTBEAT_S)
+                while True:
+                    message = m.Heartbeat(sent_at=time.time())
+                    await outbox.put(convert.agent_message_to_pb(message))
+                    await asyncio.sleep(HEARTBEAT_S * (0.9 + 0.2 * random.random()))
+
+            beating = None
+            try:
+                async with grpc.aio.insecure_channel(address) as channel:
+                    call = rpc.AgentServiceStub(channel).Connect(requests())
+                    async for reply in call:
+                        message = convert.scheduler_message_from_pb(reply)
+                        if isinstance(message, m.JoinAck):
+                            backoff = 0.1
+                            beating = beating or asyncio.ensure_future(beat())
+                        elif isinstance(message, m.Launch):
+                            result = m.JobResult(message.job_id, message.attempt, True, b"")
+                            await outbox.put(convert.agent_message_to_pb(result))
+            except grpc.aio.AioRpcError:
+                pass
+            finally:
+                if beating is not None:
+                    beating.cancel()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 2.0)
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(one(n)) for n in names]
+        while not stop.is_set():  # type: ignore[attr-defined]
+            await asyncio.sleep(0.2)
+        for task in tasks:
+            task.cancel()
+
+    asyncio.run(main())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady-state phase")
+    parser.add_argument("--jobs", type=int, default=300)
+    args = parser.parse_args()
+
+    from anypu.protos import messages as m
+    from anypu.sdk._transport import GrpcTransport
+
+    from tests.cluster import Cluster
+
+    work = Path(tempfile.mkdtemp(prefix="anypu-load-"))
+    cluster = Cluster(work, **{"heartbeat-interval": HEARTBEAT_S, "lost-after": 5 * HEARTBEAT_S})
+    stop = multiprocessing.Event()
+    names = [f"sim-{i:04d}" for i in range(args.agents)]
+    shares = [names[i :: args.processes] for i in range(args.processes)]
+    procs = [
+        multiprocessing.Process(
+            target=_agent_process, args=(cluster.address, cluster.token, s, stop)
+        )
+        for s in shares
+    ]
+    for proc in procs:
+        proc.start()
+    transport = GrpcTransport(cluster.address, cluster.token)
+    try:
+        started = time.monotonic()
+        while sum(n.state == "ready" for n in transport.list_nodes()) < args.agents:
+            if time.monotonic() - started > 120:
+                raise SystemExit("agents did not all join within 120 s")
+            time.sleep(0.2)
+        join_seconds = time.monotonic() - started
+        digest = "0" * 64
+        import hashlib
+
+        blob = b"load-test artifact"
+        digest = hashlib.sha256(blob).hexdigest()
+        transport.put_blob(digest, blob)
+
+        ages: list[float] = []
+        lost_seen: set[str] = set()
+        latencies: list[float] = []
+        done = threading.Event()
+
+        def submitter() -> None:
+            request = m.SubmitRequest(artifact_digest=digest, inputs=b"x", flops=1e9, wait=True)
+            interval = args.seconds / max(1, args.jobs)
+            for _ in range(args.jobs):
+                t = time.perf_counter()
+                info, _ = transport.submit(request)
+                if info.state == "succeeded":
+                    latencies.append(time.perf_counter() - t)
+                time.sleep(max(0.0, interval - (time.perf_counter() - t)))
+            done.set()
+
+        thread = threading.Thread(target=submitter, daemon=True)
+        thread.start()
+        steady_until = time.monotonic() + args.seconds
+        while time.monotonic() < steady_until or not done.is_set():
+            nodes = transport.list_nodes()
+            ages += [n.last_heartbeat_age_s for n in nodes]
+            lost_seen |= {n.node_id for n in nodes if n.state != "ready"}
+            time.sleep(1.0)
+        thread.join()
+
+        cluster.restart_scheduler()
+        restarted = time.monotonic()
+        ready = 0
+        while time.monotonic() - restarted < 60:
+            try:
+                ready = sum(n.state == "ready" for n in transport.list_nodes())
+            except Exception:
+                ready = 0
+            if ready >= args.agents:
+                break
+            time.sleep(0.1)
+        rejoin_seconds = time.monotonic() - restarted
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join(10)
+        transport.close()
+        cluster.close()
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(
+        f"{args.agents} simulated agents in {args.processes} processes, heartbeat {HEARTBEAT_S:g} s"
+    )
+    print(f"all joined in {join_seconds:.1f} s")
+    print(
+        f"heartbeat age seen by the scheduler: median {statistics.median(ages):.3f} s,"
+        f" p99 {_percentile(ages, 0.99):.3f} s, max {max(ages):.3f} s ({len(ages)} samples)"
+    )
+    print(f"nodes seen not ready during the steady phase: {len(lost_seen)} (must be 0)")
+    if latencies:
+        print(
+            f"placement + dispatch + result, {len(latencies)} jobs: median"
+            f" {statistics.median(latencies) * 1e3:.2f} ms, p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms"
+        )
+    print(
+        f"after a scheduler SIGKILL + restart: {ready}/{args.agents} re-joined in {rejoin_seconds:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
