@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench protos clean setup ray
+.PHONY: demo test test-tools lint bench protos clean setup ray
 
 setup: $(STAMP)
 
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m anypu.sdk.demo
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest tests
+
+# Headless Chromium + chromedriver and Prometheus for the dashboard/metrics tests (Debian).
+test-tools:
+	sh tests/setup_browser.sh
 
 lint: $(STAMP)
 	$(PY) -m ruff check --fix .

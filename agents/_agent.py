@@ -48,7 +48,7 @@ class AgentConfig:
     site: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     cache_dir: str = ""
-    max_backoff_s: float = 5.0
+    max_backoff_s: float = 2.0
     #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
     #: user's own process already runs their model, so isolation buys nothing there).
     isolation: str = "process"

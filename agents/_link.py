@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
-from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
+from anypu.errors import AnypuError, AuthenticationError, ConfigError, SchedulerUnavailableError
+
+if TYPE_CHECKING:
+    from anypu.scheduler._enrolment import NodeTLS
 
 __all__ = ["GrpcLink", "InProcessLink", "SchedulerLink", "grpc_channel"]
 
@@ -29,50 +32,64 @@ class SchedulerLink(Protocol):
     def close(self) -> None: ...
 
 
-def grpc_channel(address: str) -> grpc.Channel:
+def grpc_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel to the scheduler: TLS with ``credentials``, else plaintext (``--insecure``)."""
     from anypu.scheduler._grpc import MAX_MESSAGE_BYTES
 
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.optimization_target", "latency"),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.enable_retries", 0),
-        ],
-    )
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.optimization_target", "latency"),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 0),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(address, options=options)
+    from anypu.scheduler._tls import CHANNEL_OPTIONS
+
+    return grpc.secure_channel(address, credentials, options=options + list(CHANNEL_OPTIONS))
 
 
 def raise_for_rpc(error: grpc.RpcError, address: str) -> None:
     """Turn a gRPC failure into the anypu error a user can act on."""
     code = error.code() if hasattr(error, "code") else None
     detail = error.details() if hasattr(error, "details") else str(error)
-    if code == grpc.StatusCode.UNAUTHENTICATED:
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         raise AuthenticationError(detail) from None
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
         raise ConfigError(detail) from None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        raise AnypuError(detail) from None  # throttled: worth retrying later
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         raise SchedulerUnavailableError(
             f"no anypu scheduler answers at {address} ({detail}). Start one with"
             f" `anypu scheduler --port {address.rsplit(':', 1)[-1]}`, or check the address"
-            " and ANYPU_ADDRESS."
+            " and ANYPU_ADDRESS. A scheduler speaks TLS unless started with --insecure: then"
+            " pass its CA hash (--ca-hash, ca_hash=, ANYPU_CA_HASH)."
         ) from None
     raise error
 
 
 class GrpcLink:
-    def __init__(self, address: str, token: str = "") -> None:
+    """``tls`` (a ``NodeTLS``): speak mutual TLS to the agent port; else plaintext Joins."""
+
+    def __init__(self, address: str, token: str = "", tls: NodeTLS | None = None) -> None:
         self.address = address
         self.token = token
+        self.tls = tls
         self._channel: grpc.Channel | None = None
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._call: Any = None
 
     def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]:
         self.close()
-        self._channel = grpc_channel(self.address)
+        if self.tls is None:
+            self._channel = grpc_channel(self.address)
+        else:
+            memory = sum(d.memory_bytes for d in join.devices)
+            creds = self.tls.credentials(join.name, join.tier, len(join.devices), memory)
+            self._channel = grpc_channel(self.tls.agent_address(), creds)
         self._outbox = queue.SimpleQueue()
         outbox = self._outbox
         outbox.put(convert.agent_message_to_pb(join))

@@ -18,7 +18,18 @@ from typing import Any
 import grpc
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
+from anypu.scheduler._guard import DecodeGuard
+from anypu.scheduler._security import (
+    ENROL_METHOD,
+    INFO_METHOD,
+    ServerSecurity,
+    decode_json,
+    encode_json,
+)
 from anypu.scheduler._service import NotFoundError, SchedulerService
+from anypu.scheduler._throttle import FailureThrottle, ThrottledError
+from anypu.scheduler._tls import server_credentials
+from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
 
 from anypu.errors import AuthenticationError, ConfigError
 
@@ -28,10 +39,17 @@ log = logging.getLogger("anypu.scheduler")
 
 MAX_MESSAGE_BYTES = 256 << 20
 BLOB_CHUNK_BYTES = 1 << 20
+MAX_HANDLER_THREADS = 4096
 _CLOSED = object()
 
 
 def _fail(context: grpc.ServicerContext, error: Exception) -> None:
+    if isinstance(error, ThrottledError):
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+    if isinstance(error, AccessDeniedError):
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+    if isinstance(error, NameTakenError):
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
     if isinstance(error, AuthenticationError):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
     if isinstance(error, NotFoundError):
@@ -42,35 +60,79 @@ def _fail(context: grpc.ServicerContext, error: Exception) -> None:
 
 
 class _Authenticated:
-    def __init__(self, service: SchedulerService) -> None:
+    def __init__(
+        self,
+        service: SchedulerService,
+        throttle: FailureThrottle | None = None,
+        security: ServerSecurity | None = None,
+    ) -> None:
         self.service = service
+        self.throttle = throttle or FailureThrottle()
+        self.security = security
 
-    def _check(self, context: grpc.ServicerContext) -> None:
-        if self.service.token is None:
-            return
-        metadata = dict(context.invocation_metadata())
-        header = metadata.get("authorization", "")
-        token = header[7:] if header.startswith("Bearer ") else ""
+    def _check(self, context: grpc.ServicerContext, nodes_may: bool = False) -> None:
+        """Let the call through or abort it; every failure counts against the peer.
+
+        ``nodes_may``: an enrolled node's certificate is enough (agents fetch blobs
+        with it); otherwise the bearer token must be the scheduler's.
+        """
+        peer = context.peer()
         try:
+            self.throttle.check(peer)
+            if nodes_may and self.security is not None:
+                if self.security.node_enrolment(context.auth_context()) is not None:
+                    return
+            if self.service.token is None:
+                return
+            metadata = dict(context.invocation_metadata())
+            header = metadata.get("authorization", "")
+            token = header[7:] if header.startswith("Bearer ") else ""
             self.service.authenticate(token)
+        except ThrottledError as error:
+            _fail(context, error)
         except AuthenticationError as error:
+            self.throttle.failed(peer)
             _fail(context, error)
 
 
-class AgentServicer(rpc.AgentServiceServicer):
-    def __init__(self, service: SchedulerService) -> None:
-        self.service = service
+class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
+    def _credential(self, context: grpc.ServicerContext) -> Any:
+        """With TLS on, the node's enrolment from its certificate (None: plaintext mode)."""
+        peer = context.peer()
+        try:
+            self.throttle.check(peer)
+            if self.security is None:
+                return None
+            enrolment = self.security.node_enrolment(context.auth_context())
+            if enrolment is None:
+                raise AuthenticationError(
+                    "agents connect to the scheduler's agent port with a node certificate:"
+                    " start the agent with --ca-hash and a join token to enrol it"
+                )
+            return enrolment
+        except ThrottledError as error:
+            _fail(context, error)
+        except AuthenticationError as error:
+            self.throttle.failed(peer)
+            _fail(context, error)
 
     def Connect(self, request_iterator: Iterator[Any], context: grpc.ServicerContext):  # noqa: N802
+        credential = self._credential(context)
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         session = self.service.attach_agent(outbox.put, lambda: outbox.put(_CLOSED))
+        session.credential = credential
         failure: list[Exception] = []
+        peer = context.peer()
 
         def read() -> None:
             try:
                 for message in request_iterator:
                     session.receive(convert.agent_message_from_pb(message))
-            except (AuthenticationError, ConfigError, ValueError) as error:
+            except AuthenticationError as error:
+                if not isinstance(error, AccessDeniedError):
+                    self.throttle.failed(peer)
+                failure.append(error)
+            except (NameTakenError, ConfigError, ValueError) as error:
                 failure.append(error)
             except grpc.RpcError:
                 pass  # the agent went away; the deadline takes it from here
@@ -136,7 +198,7 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
 
 class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
     def HasBlobs(self, request, context):  # noqa: N802
-        self._check(context)
+        self._check(context, nodes_may=True)
         try:
             missing = [d for d in request.digests if not self.service.blobs.has(d)]
         except ValueError as error:
@@ -164,7 +226,7 @@ class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
         return convert.put_blob_response(stored, size)
 
     def GetBlob(self, request, context):  # noqa: N802
-        self._check(context)
+        self._check(context, nodes_may=True)
         try:
             data = self.service.blobs.get(request.digest)
         except KeyError:
@@ -174,12 +236,63 @@ class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
         yield from convert.blob_chunks(request.digest, data, BLOB_CHUNK_BYTES)
 
 
+class EnrolmentServicer:
+    """``Enrol`` (a token for a node certificate) and ``Info`` (where the agent port is)."""
+
+    def __init__(self, security: ServerSecurity, throttle: FailureThrottle) -> None:
+        self.security = security
+        self.throttle = throttle
+
+    def Enrol(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
+        peer = context.peer()
+        try:
+            self.throttle.check(peer)
+            return encode_json(self.security.enrol(decode_json(request)))
+        except AuthenticationError as error:
+            if not isinstance(error, AccessDeniedError):
+                self.throttle.failed(peer)
+            _fail(context, error)
+        except Exception as error:
+            _fail(context, error)
+        raise AssertionError("unreachable")
+
+    def Info(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
+        return encode_json(self.security.info())
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        service, enrol = ENROL_METHOD.rsplit("/", 2)[1:]
+        info = INFO_METHOD.rsplit("/", 1)[1]
+        return grpc.method_handlers_generic_handler(
+            service,
+            {
+                enrol: grpc.unary_unary_rpc_method_handler(self.Enrol),
+                info: grpc.unary_unary_rpc_method_handler(self.Info),
+            },
+        )
+
+
 def serve(
-    service: SchedulerService, host: str = "127.0.0.1", port: int = 0
+    service: SchedulerService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    security: ServerSecurity | None = None,
+    agent_port: int = 0,
+    throttle: FailureThrottle | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Start the gRPC server; return it and the bound port."""
+    """Start the gRPC server; return it and the bound (client) port.
+
+    With ``security`` the client port speaks TLS and a second port, ``agent_port``
+    (0: a free one; recorded in ``security.agent_port``), mutual TLS; without it the
+    one port is plaintext (``--insecure``). ``throttle``: how failed authentications
+    are rate-limited (default ``security.throttle``, else 5 per minute per peer).
+    """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="anypu-grpc"),
+        # Every agent's stream holds one handler thread for its lifetime (sync gRPC), so
+        # the pool bounds how many agents one scheduler holds; threads start lazily.
+        futures.ThreadPoolExecutor(
+            max_workers=MAX_HANDLER_THREADS, thread_name_prefix="anypu-grpc"
+        ),
+        interceptors=(DecodeGuard(),),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -189,10 +302,25 @@ def serve(
             ("grpc.keepalive_permit_without_calls", 1),
         ],
     )
-    rpc.add_AgentServiceServicer_to_server(AgentServicer(service), server)
-    rpc.add_JobServiceServicer_to_server(JobServicer(service), server)
-    rpc.add_BlobServiceServicer_to_server(BlobServicer(service), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if throttle is None:
+        throttle = security.throttle if security is not None else FailureThrottle()
+    rpc.add_AgentServiceServicer_to_server(AgentServicer(service, throttle, security), server)
+    rpc.add_JobServiceServicer_to_server(JobServicer(service, throttle, security), server)
+    rpc.add_BlobServiceServicer_to_server(BlobServicer(service, throttle, security), server)
+    if security is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        server.add_generic_rpc_handlers((EnrolmentServicer(security, throttle).handler(),))
+        ca, identity = security.ca.cert_pem, security.server
+        bound = server.add_secure_port(f"{host}:{port}", server_credentials(identity, ca, False))
+        if bound:
+            mtls = server_credentials(identity, ca, True)
+            security.agent_port = server.add_secure_port(f"{host}:{agent_port}", mtls)
+            if security.agent_port == 0:
+                raise ConfigError(
+                    f"cannot listen on {host}:{agent_port} (agent port): is another process"
+                    " using it? pick one with --agent-port"
+                )
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}: is another process using the port?")
     server.start()

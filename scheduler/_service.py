@@ -40,6 +40,7 @@ from anypu.scheduler._state import (
     new_job_id,
 )
 from anypu.scheduler._store import BlobStore, StateStore
+from anypu.scheduler._tokens import Enrolment
 
 from anypu import PROTOCOL_VERSION
 from anypu.errors import AuthenticationError, ConfigError
@@ -190,9 +191,17 @@ class SchedulerService:
         """A new agent stream: ``send`` queues a message down it, ``drop`` ends it."""
         return AgentSession(self, send, drop)
 
-    def _join(self, join: m.Join, send: SendFn, drop: DropFn) -> tuple[str, int]:
-        self.authenticate(join.token)
+    def _join(
+        self, join: m.Join, send: SendFn, drop: DropFn, credential: Enrolment | None = None
+    ) -> tuple[str, int]:
+        """``credential``: the enrolment behind the stream's verified certificate (mTLS);
+        without one the Join's token must be the scheduler's (plaintext, in-process)."""
+        if credential is None:
+            self.authenticate(join.token)
         _validate_join(join)
+        if credential is not None:
+            memory = sum(d.memory_bytes for d in join.devices)
+            credential.admit(join.name, join.tier, len(join.devices), memory)
         with self._lock:
             actions = self.state.handle(AgentConnected(join, self.clock()))
             node = self.state.nodes[join.name]
@@ -308,12 +317,16 @@ class AgentSession:
         self.drop = drop
         self.node_id: str | None = None
         self.epoch = 0
+        #: Set by the transport when the stream is mutual TLS: who the certificate says.
+        self.credential: Enrolment | None = None
 
     def receive(self, message: m.AgentMessage) -> None:
         if self.node_id is None:
             if not isinstance(message, m.Join):
                 raise ConfigError("the first message on an agent stream must be a Join")
-            self.node_id, self.epoch = self.service._join(message, self.send, self.drop)
+            self.node_id, self.epoch = self.service._join(
+                message, self.send, self.drop, self.credential
+            )
             return
         if isinstance(message, m.Join):
             raise ConfigError("this stream has already joined; open a new stream to re-join")
@@ -332,17 +345,43 @@ def _validate_join(join: m.Join) -> None:
         )
     if not _NAME.match(join.name):
         raise ConfigError(
-            f"node name {join.name!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
+            f"node name {join.name[:80]!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
         )
     if join.tier not in TIERS:
-        raise ConfigError(f"tier {join.tier!r} is invalid: choose one of {list(TIERS)}")
+        raise ConfigError(f"tier {join.tier[:80]!r} is invalid: choose one of {list(TIERS)}")
     if not join.devices:
         raise ConfigError(f"agent {join.name} reported no devices")
+    # Bounds on everything a Join makes the scheduler keep: a hostile or broken agent
+    # must not grow its memory or database without limit.
     if len(join.labels) > 64:
         raise ConfigError(f"agent {join.name} sent {len(join.labels)} labels; at most 64")
+    if any(len(k) > 63 or len(v) > 253 for k, v in join.labels.items()) or len(join.site) > 63:
+        raise ConfigError(
+            f"agent {join.name} sent a label or site too long: keys and sites ≤ 63"
+            " characters, values ≤ 253"
+        )
+    if len(join.devices) > 256 or len(join.warm_digests) > 10_000 or len(join.running) > 10_000:
+        raise ConfigError(
+            f"agent {join.name} reported {len(join.devices)} devices,"
+            f" {len(join.warm_digests)} warm models and {len(join.running)} running attempts;"
+            " at most 256, 10000 and 10000"
+        )
     for d in join.devices:
+        fields = (
+            d.device_id,
+            d.vendor,
+            d.model,
+            d.torch_device,
+            d.sharing,
+            *d.extra,
+            *d.extra.values(),
+        )
+        if len(d.extra) > 64 or max(map(len, fields)) > 128:
+            raise ConfigError(
+                f"agent {join.name} sent a device field over 128 characters (or > 64 extras)"
+            )
         if d.kind not in DEVICE_KINDS:
-            raise ConfigError(f"device {d.device_id} has unknown kind {d.kind!r}")
+            raise ConfigError(f"device {d.device_id} has unknown kind {d.kind[:40]!r}")
         if not (math.isfinite(d.tflops) and 0 < d.tflops < 1e6):
             raise ConfigError(f"device {d.device_id} claims {d.tflops} TFLOPS: not plausible")
         if not 0 < d.memory_bytes < 1 << 50 or not 1 <= d.slices <= 1024:

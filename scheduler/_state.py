@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from anypu.placement import (
     ClusterSnapshot,
@@ -384,6 +384,15 @@ class SchedulerState:
 
     # -------------------------------------------------------------- placement
 
+    def _fits_when_nodes_return(self, job: JobRecord, now: float) -> bool:
+        """Would the job fit if every known node were healthy again?"""
+        if all(n.state == "ready" and n.connected for n in self.nodes.values()):
+            return False
+        snapshot = self.snapshot(now)
+        revived = replace(snapshot, nodes=tuple(replace(n, healthy=True) for n in snapshot.nodes))
+        trial = plan(revived, [self._job_request(job)], config=self.config.placement)
+        return bool(trial.placements)
+
     def snapshot(self, now: float) -> ClusterSnapshot:
         busy: dict[tuple[str, str, int], float] = {}
         for job_id in self.active:
@@ -482,7 +491,10 @@ class SchedulerState:
         job.pending_reasons = dict(reasons)
         if job.unschedulable_since is None:
             job.unschedulable_since = now
-        if now - job.unschedulable_since < self.config.unschedulable_timeout_s:
+        waiting = now - job.unschedulable_since < self.config.unschedulable_timeout_s
+        if waiting or self._fits_when_nodes_return(job, now):
+            # A node that is down but known (restarting, partitioned) could take it: wait
+            # for it, as Kubernetes keeps such a pod pending.
             return [PersistJob(job, "", "unschedulable")] if changed else []
         job.finished_at = now
         self._set_state(job, "failed")

@@ -20,14 +20,22 @@ _embedded: Any = None
 
 
 def connect(
-    address: str | None = None, token: str | None = None, *, origin: str | None = None
+    address: str | None = None,
+    token: str | None = None,
+    *,
+    origin: str | None = None,
+    ca_hash: str | None = None,
+    ca_file: str | None = None,
 ) -> Client:
     """Use the scheduler at ``address`` (default ``ANYPU_ADDRESS``) from now on.
 
     ``origin`` names the network site this client sits at (default ``ANYPU_SITE``), so the
-    scheduler can cost moving inputs and outputs. Raises ``SchedulerUnavailableError``
-    when nothing answers there.
+    scheduler can cost moving inputs and outputs. ``ca_hash`` (``sha256:…``, printed by
+    the scheduler; default ``ANYPU_CA_HASH``) or ``ca_file`` (a PEM; ``ANYPU_CA_FILE``)
+    speak TLS to it; with neither the connection is plaintext (``--insecure`` schedulers).
+    Raises ``SchedulerUnavailableError`` when nothing answers there.
     """
+    from anypu.scheduler._enrolment import client_ca
     from anypu.sdk._transport import GrpcTransport
 
     global _client
@@ -35,7 +43,9 @@ def connect(
     if not address:
         raise ValueError("connect() needs an address such as '127.0.0.1:7070' (or ANYPU_ADDRESS)")
     token = token if token is not None else os.environ.get("ANYPU_TOKEN", "")
-    transport = GrpcTransport(address, token)
+    ca_hash = ca_hash if ca_hash is not None else os.environ.get("ANYPU_CA_HASH", "")
+    ca_file = ca_file if ca_file is not None else os.environ.get("ANYPU_CA_FILE", "")
+    transport = GrpcTransport(address, token, client_ca(address, ca_hash, ca_file))
     try:
         transport.check()
     except Exception:

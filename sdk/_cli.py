@@ -14,9 +14,8 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import threading
-from collections import Counter
-from dataclasses import asdict
 from typing import Any
 
 from anypu.errors import AnypuError
@@ -32,7 +31,12 @@ def _scheduler(args: argparse.Namespace) -> int:
     from anypu.scheduler._state import SchedulerConfig
 
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
-    generated = not token
+    if args.insecure and not _is_loopback(args.host):
+        raise AnypuError(
+            f"--insecure serves plaintext and is for local use only: it binds to loopback,"
+            f" not {args.host}; drop --insecure to serve TLS on other addresses"
+        )
+    generated = not token and not args.insecure
     if generated:
         token = secrets.token_urlsafe(24)
     network = None
@@ -51,20 +55,115 @@ def _scheduler(args: argparse.Namespace) -> int:
         unschedulable_timeout_s=args.unschedulable_timeout,
         placement=PlacementConfig(time_limit_s=args.solver_time_limit),
     )
-    service = SchedulerService(args.state_dir, token=token, config=config, network=network)
-    server, port = serve(service, args.host, args.port)
-    print(
-        f"anypu scheduler listening on {args.host}:{port} (state in {args.state_dir})", flush=True
+    service = SchedulerService(args.state_dir, token=token or None, config=config, network=network)
+    security = None if args.insecure else _security(args, service)
+    agent_port = args.agent_port if args.agent_port is not None else args.port and args.port + 1
+    server, port = serve(service, args.host, args.port, security, agent_port)
+    mode = (
+        "plaintext" if security is None else f"TLS; agents on mutual-TLS port {security.agent_port}"
     )
-    if generated:
-        print(f"token (generated; pass it to agents and clients): {token}", flush=True)
     print(
-        f"join an agent:  anypu agent --scheduler {args.host}:{port} --token <token> --tier edge",
+        f"anypu scheduler listening on {args.host}:{port} ({mode}; state in {args.state_dir})",
         flush=True,
     )
+    if security is None:
+        print(
+            "WARNING: --insecure: plaintext gRPC on loopback only, for local use;"
+            + (" the token is still checked" if token else " no token is required"),
+            flush=True,
+        )
+    else:
+        print(f"CA hash: {security.ca.hash}", flush=True)
+    dashboard = None
+    if args.http_port is not None:
+        from anypu.scheduler._http import serve_http
+
+        dashboard = serve_http(service, args.http_host, args.http_port)
+        print(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)", flush=True)
+    if generated:
+        print(f"token (generated; pass it to agents and clients): {token}", flush=True)
+    pin = "" if security is None else f" --ca-hash {security.ca.hash}"
+    pin += " --token <token>" if token else ""
+    print(
+        f"join an agent:  anypu agent --scheduler {args.host}:{port}{pin} --tier edge", flush=True
+    )
+    if security is not None:
+        print(
+            f"  (<token>: one from `anypu token create --state-dir {args.state_dir} --ttl 1h"
+            " --tier edge`, or the token above)",
+            flush=True,
+        )
     _wait_for_signal()
+    if dashboard is not None:
+        dashboard.close()
     server.stop(grace=1).wait()
     service.close()
+    if security is not None:
+        security.close()
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _security(args: argparse.Namespace, service: Any) -> Any:
+    from anypu.scheduler._security import ServerSecurity
+    from anypu.scheduler._tls import CertificateAuthority
+
+    ca = CertificateAuthority.load_or_create(args.state_dir, args.ca_cert, args.ca_key)
+    security = ServerSecurity(
+        args.state_dir,
+        service.token,
+        ca,
+        hosts=[args.host],
+        node_cert_valid_s=args.node_cert_days * 86400.0,
+    )
+    security.watch(service)
+    return security
+
+
+def _token(args: argparse.Namespace) -> int:
+    import time
+
+    from anypu.devices import parse_size
+    from anypu.scheduler._tokens import TokenStore, parse_ttl
+
+    store = TokenStore(args.state_dir)
+    try:
+        if args.action == "list":
+            for item in store.tokens(time.time()):
+                print(
+                    json.dumps(item) if args.json else " ".join(f"{k}={v}" for k, v in item.items())
+                )
+            return 0
+        try:
+            memory = parse_size(args.max_memory) if args.max_memory else 0
+        except ValueError as error:
+            raise AnypuError(f"--max-memory: {error}") from None
+        ttl = parse_ttl(args.ttl)
+        tiers = args.tier or ["edge"]
+        token = store.create(ttl, tiers, time.time(), args.max_devices, memory)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"token": token, "ttl_s": ttl, "tiers": tiers}))
+    else:
+        caps = f", at most {args.max_devices} devices" if args.max_devices else ""
+        caps += f", at most {args.max_memory} of device memory" if memory else ""
+        print(token)
+        print(
+            f"single-use join token for tier {'/'.join(tiers)}{caps}, valid {args.ttl};"
+            " only its hash is stored",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -84,6 +183,14 @@ def _agent(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     devices = discover(args.devices)
     name = args.name or socket.gethostname().split(".")[0]
+    ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
+    tls = None
+    if ca_hash:
+        from anypu.scheduler._enrolment import NodeTLS
+
+        cache = args.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
+        identity = args.identity_dir or os.path.join(cache, "identity", name)
+        tls = NodeTLS(args.scheduler, ca_hash, token, identity)
     agent = Agent(
         AgentConfig(
             name=name,
@@ -94,7 +201,7 @@ def _agent(args: argparse.Namespace) -> int:
             labels=labels,
             cache_dir=args.cache_dir,
         ),
-        GrpcLink(args.scheduler, token),
+        GrpcLink(args.scheduler, token, tls),
     )
     for device in devices:
         print(f"{name}: {device.device_id} {device.describe()}", flush=True)
@@ -116,64 +223,41 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from anypu.sdk._status import format_status, status_document
     from anypu.sdk._transport import GrpcTransport
 
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
+    from anypu.scheduler._enrolment import client_ca
+
     address = args.scheduler or os.environ.get("ANYPU_ADDRESS", "127.0.0.1:7070")
-    transport = GrpcTransport(address, token)
+    ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
+    transport = GrpcTransport(address, token, client_ca(address, ca_hash))
     try:
         nodes = transport.list_nodes(timeout=5)
         jobs = transport.list_jobs(limit=args.jobs)
+        # live jobs on their own: the recent ones may miss a long-running job
+        live = [
+            j
+            for state in ("pending", "placed", "running")
+            for j in transport.list_jobs(10_000, state)
+        ]
     finally:
         transport.close()
     if args.json:
-        print(json.dumps({"nodes": [asdict(n) for n in nodes], "jobs": [asdict(j) for j in jobs]}))
+        print(json.dumps(status_document(address, nodes, jobs, live)))
         return 0
-    print(format_status(address, nodes, jobs))
+    print(format_status(address, nodes, jobs, live))
     return 0
 
 
-def format_status(address: str, nodes: list[Any], jobs: list[Any]) -> str:
-    """A terminal summary in the manner of ``ray status``."""
-    lines = [f"anypu scheduler at {address}", "", "Nodes"]
-    if not nodes:
-        lines.append("  (none joined yet: start one with `anypu agent --scheduler ...`)")
-    for tier in ("cloud", "edge", "device"):
-        in_tier = [n for n in nodes if n.tier == tier]
-        if not in_tier:
-            continue
-        lines.append(f"  {tier} ({len(in_tier)})")
-        for node in in_tier:
-            site = f" site={node.site}" if node.site else ""
-            lines.append(
-                f"    {node.node_id:<16} {node.state:<12}{site} heartbeat {node.last_heartbeat_age_s:.1f}s ago,"
-                f" {node.running_jobs} running, {len(node.warm_digests)} warm models"
-            )
-            usage = {u.device_id: u for u in node.usage}
-            for device in node.devices:
-                u = usage.get(device.device_id)
-                busy = f"{u.busy_slices}/{device.slices} slices busy" if u else "idle"
-                lines.append(f"      {device.device_id:<6} {device.describe()}  [{busy}]")
-    counts = Counter(j.state for j in jobs)
-    lines += ["", f"Jobs (last {len(jobs)})"]
-    lines.append(
-        "  "
-        + ", ".join(
-            f"{state} {counts[state]}"
-            for state in ("pending", "placed", "running", "succeeded", "failed", "cancelled")
-            if counts[state]
-        )
-        if counts
-        else "  (none)"
-    )
-    pending = [j for j in jobs if j.state == "pending"]
-    if pending:
-        lines += ["", "Pending"]
-        for job in pending:
-            lines.append(f"  {job.job_id} {job.name}")
-            for node_id, reason in sorted(job.pending_reasons.items()):
-                lines.append(f"    {node_id}: {reason}")
-    return "\n".join(lines)
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 0..65535 (0 picks a free one)")
+    return port
 
 
 _stop = threading.Event()
@@ -199,17 +283,50 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     s.add_argument("--port", type=int, default=7070)
     s.add_argument("--state-dir", default="./anypu-state", help="SQLite state and blobs")
-    s.add_argument("--token", default="", help="shared token (default ANYPU_TOKEN, else generated)")
+    s.add_argument(
+        "--token",
+        default="",
+        help="admin/client token (default ANYPU_TOKEN, else generated; --insecure: none)",
+    )
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext on loopback only, for local use (default: TLS, agents on mutual TLS)",
+    )
+    s.add_argument("--agent-port", type=_port, default=None, help="mutual-TLS port (--port + 1)")
+    s.add_argument("--ca-cert", default="", help="CA certificate PEM (default: generated)")
+    s.add_argument("--ca-key", default="", help="CA private key PEM, with --ca-cert")
+    s.add_argument("--node-cert-days", type=float, default=365.0, help="node certificate life")
     s.add_argument("--network", default="", help="network.yaml: sites and links")
     s.add_argument("--heartbeat-interval", type=float, default=1.0)
     s.add_argument("--lost-after", type=float, default=5.0, help="seconds without heartbeat")
     s.add_argument("--unschedulable-timeout", type=float, default=5.0)
     s.add_argument("--solver-time-limit", type=float, default=0.2)
+    s.add_argument(
+        "--http-port",
+        type=_port,
+        default=None,
+        help="serve the dashboard, JSON API and /metrics on this port (0: a free one;"
+        " default: off)",
+    )
+    s.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="dashboard address (default loopback, where reads need no token)",
+    )
     s.set_defaults(handler=_scheduler)
 
     a = commands.add_parser("agent", help="join this machine to a scheduler")
     a.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler")
-    a.add_argument("--token", default="", help="the scheduler's token (default ANYPU_TOKEN)")
+    a.add_argument(
+        "--token", default="", help="a join token, or the scheduler's token (default ANYPU_TOKEN)"
+    )
+    a.add_argument(
+        "--ca-hash",
+        default="",
+        help="sha256:… the scheduler printed (default ANYPU_CA_HASH); omit for --insecure ones",
+    )
+    a.add_argument("--identity-dir", default="", help="node certificate folder")
     a.add_argument("--tier", required=True, choices=("cloud", "edge", "device"))
     a.add_argument("--name", default="", help="node name (default: host name)")
     a.add_argument("--devices", default=None, help="devices.yaml declaring simulated devices")
@@ -221,9 +338,25 @@ def _parser() -> argparse.ArgumentParser:
     st = commands.add_parser("status", help="nodes, devices and jobs of a scheduler")
     st.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
     st.add_argument("--token", default="")
+    st.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--jobs", type=int, default=50, help="how many recent jobs to show")
     st.set_defaults(handler=_status)
+
+    t = commands.add_parser("token", help="mint or list join tokens for agents")
+    t.add_argument("action", choices=("create", "list"))
+    t.add_argument("--state-dir", default="./anypu-state", help="the scheduler's --state-dir")
+    t.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d")
+    t.add_argument(
+        "--tier",
+        action="append",
+        choices=("cloud", "edge", "device"),
+        help="tier(s) it may join as (repeatable; default edge)",
+    )
+    t.add_argument("--max-devices", type=int, default=0, help="device cap (0: none)")
+    t.add_argument("--max-memory", default="", help="device memory cap, e.g. 64GiB")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.set_defaults(handler=_token)
     return parser
 
 

@@ -71,12 +71,18 @@ class InProcessTransport:
 
 
 class GrpcTransport:
-    def __init__(self, address: str, token: str = "") -> None:
+    def __init__(self, address: str, token: str = "", ca_pem: bytes | None = None) -> None:
+        """``ca_pem``: the scheduler's CA, for TLS (see ``client_ca``); None: plaintext."""
         from anypu.agents._link import grpc_channel
 
         self.address = address
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc_channel(address)
+        credentials = None
+        if ca_pem is not None:
+            from anypu.scheduler._tls import channel_credentials
+
+            credentials = channel_credentials(ca_pem)
+        self._channel = grpc_channel(address, credentials)
         self._jobs = rpc.JobServiceStub(self._channel)
         self._blobs = rpc.BlobServiceStub(self._channel)
 

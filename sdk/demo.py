@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -106,8 +107,12 @@ def main() -> int:
         )
     ]
     try:
-        _wait_for(lambda: "listening" in (work / "scheduler.log").read_text(), 60, "the scheduler")
-        print(f"scheduler on {address}, logs in {work}")
+        log = work / "scheduler.log"
+        _wait_for(lambda: "join an agent" in log.read_text(), 60, "the scheduler")
+        # The real bootstrap: agents pin the CA by hash, spend the token on a certificate
+        # and speak mutual TLS from then on; the client speaks TLS with the token.
+        ca_hash = re.search(r"CA hash: (sha256:\w+)", log.read_text()).group(1)  # type: ignore[union-attr]
+        print(f"scheduler on {address} (TLS, CA {ca_hash[:15]}…), logs in {work}")
         for name, tier, site, devices in AGENTS:
             cmd = [
                 "agent",
@@ -123,12 +128,14 @@ def main() -> int:
                 site,
                 "--cache-dir",
                 str(work / name),
+                "--ca-hash",
+                ca_hash,
             ]
             if devices:
                 (work / f"{name}.yaml").write_text(devices)
                 cmd += ["--devices", str(work / f"{name}.yaml")]
             procs.append(_start(cmd, work / f"{name}.log"))
-        client = sdk.connect(address, token=token, origin="home")
+        client = sdk.connect(address, token=token, origin="home", ca_hash=ca_hash)
         _wait_for(lambda: len(sdk.nodes()) == 3, 60, "three agents to join")
         for node in sdk.nodes():
             kinds = ", ".join(d.describe() for d in node.devices)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from anypu.placement.gpushare import (
     POLICIES,
+    BatchPlacer,
     NodeTable,
     PodTable,
     load_nodes,
@@ -29,7 +30,7 @@ from anypu.placement.gpushare import (
     make_policy,
     typical_pods,
 )
-from anypu.simulations._openb_protocol import by_arrival, inflate, replay
+from anypu.simulations._openb_protocol import by_arrival, inflate, replay, replay_batch
 from anypu.simulations._openb_report import (
     RunRow,
     format_table,
@@ -43,7 +44,9 @@ from anypu.errors import AnypuError, ConfigError
 __all__ = ["main", "parse_seeds", "resolve_pod_list", "run_one", "trace_dir"]
 
 NODE_LIST = "openb_node_list_gpu_node.csv"
-POLICY_NAMES = tuple(cls.name for cls in POLICIES)
+POLICY_NAMES = tuple(cls.name for cls in POLICIES)  # online, one pod at a time
+BATCH = "anypu-batch"  # windows of pending pods with CP-SAT: its own row, never "all"
+ALL_NAMES = (*POLICY_NAMES, BATCH)
 
 
 def trace_dir() -> Path:
@@ -100,32 +103,43 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_policies(text: str) -> list[str]:
-    if text.strip() == "all":
-        return list(POLICY_NAMES)
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICY_NAMES]
+    """``all`` (the online policies), names, or a mix such as ``all,anypu-batch``."""
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        names.extend(POLICY_NAMES if part == "all" else [part] if part else [])
+    unknown = [p for p in names if p not in ALL_NAMES]
     if unknown or not names:
         raise ConfigError(
-            f"--policies: unknown {', '.join(unknown) or '(none)'}; choose 'all' or a comma list "
-            f"of {', '.join(POLICY_NAMES)}"
+            f"--policies: unknown {', '.join(unknown) or '(none)'}; choose 'all' (the online "
+            f"policies) or a comma list of {', '.join(ALL_NAMES)}"
         )
-    return names
+    return list(dict.fromkeys(names))
 
 
 def run_one(
-    nodes: NodeTable, pods: PodTable, policy_name: str, seed: int, ratio: float, verbose: bool
+    nodes: NodeTable,
+    pods: PodTable,
+    policy_name: str,
+    seed: int,
+    ratio: float,
+    verbose: bool,
+    window: int = 16,
 ) -> RunRow:
-    """Inflate with ``seed``, replay with one policy, reduce to a row."""
+    """Inflate with ``seed``, replay with one policy (``anypu-batch``: in windows of
+    ``window`` pods), reduce to a row."""
     typical = typical_pods(pods)
     arrivals = inflate(pods, nodes.gpu_capacity_milli, seed, ratio)
 
     def progress(done: int, total: int) -> None:
         print(f"  {policy_name} seed {seed}: {done}/{total} pods", file=sys.stderr, flush=True)
 
-    result = replay(
-        nodes, arrivals, make_policy(policy_name, typical), seed, typical,
-        progress=progress if verbose else None,
-    )  # fmt: skip
+    report = progress if verbose else None
+    if policy_name == BATCH:
+        placer = BatchPlacer(typical)
+        result = replay_batch(nodes, arrivals, placer, typical, window, progress=report)
+    else:
+        policy = make_policy(policy_name, typical)
+        result = replay(nodes, arrivals, policy, seed, typical, progress=report)
     ms = result.decision_s * 1e3
     curve = by_arrival(result.arrived_pct, result.alloc_pct)
     frag = by_arrival(result.arrived_pct, result.frag_pct)
@@ -142,10 +156,10 @@ def run_one(
     )
 
 
-def _task(args: tuple[str, str, str, int, float]) -> RunRow:
-    node_path, pod_path, policy, seed, ratio = args
+def _task(args: tuple[str, str, str, int, float, int]) -> RunRow:
+    node_path, pod_path, policy, seed, ratio, window = args
     nodes = load_nodes(node_path)
-    return run_one(nodes, load_pods(pod_path, nodes.models), policy, seed, ratio, False)
+    return run_one(nodes, load_pods(pod_path, nodes.models), policy, seed, ratio, False, window)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trace", default="default", help="variant name or pod-list CSV path")
     p.add_argument("--nodes", default=None, help="node list CSV (default: the trace's GPU nodes)")
-    p.add_argument("--policies", default="all", help=f"'all' or a comma list of {POLICY_NAMES}")
+    p.add_argument("--policies", default="all", help=f"'all' or a comma list of {ALL_NAMES}")
+    p.add_argument("--window", type=int, default=16, help=f"pods per {BATCH} window")
     p.add_argument("--seeds", default="42-46", help="e.g. 42-46 or 42,43")
     p.add_argument("--ratio", type=float, default=1.3, help="inflate arrivals to this x capacity")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (at most 2 advised)")
@@ -178,6 +193,8 @@ def _main(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.window < 1:
+        raise ConfigError(f"--window must be at least 1 pod, got {args.window}")
     if not 0 < args.ratio <= 3:
         raise ConfigError(f"--ratio must be in (0, 3], got {args.ratio}")
     pod_path, workload = resolve_pod_list(args.trace, None)
@@ -209,11 +226,11 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.jobs == 1:
         for p, s in tasks:
-            done(run_one(nodes, pods, p, s, args.ratio, verbose=True))
+            done(run_one(nodes, pods, p, s, args.ratio, True, args.window))
     else:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [
-                pool.submit(_task, (str(node_path), str(pod_path), p, s, args.ratio))
+                pool.submit(_task, (str(node_path), str(pod_path), p, s, args.ratio, args.window))
                 for p, s in tasks
             ]
             for fut in as_completed(futures):

@@ -13,14 +13,30 @@ from pathlib import Path
 __all__ = ["Cluster"]
 
 _LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+_AGENT_PORT = re.compile(r"mutual-TLS port (\d+)")
+_CA_HASH = re.compile(r"CA hash: (sha256:[0-9a-f]{64})")
 
 
 class Cluster:
-    """A scheduler process plus any number of agent processes, all torn down on close."""
+    """A scheduler process plus any number of agent processes, all torn down on close.
 
-    def __init__(self, workdir: Path, token: str = "test-token", **scheduler_flags: object):
+    By default the scheduler runs ``--insecure`` (plaintext on loopback, token still
+    checked); ``tls=True`` runs it as deployed: TLS for clients, mutual TLS for agents,
+    which enrol with ``--ca-hash`` (``ca_hash``) and a token.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        token: str = "test-token",
+        tls: bool = False,
+        **scheduler_flags: object,
+    ):
         self.workdir = workdir
         self.token = token
+        self.tls = tls
+        self.ca_hash = ""
+        self.agent_port = 0
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         flags = {
             "heartbeat-interval": 0.2,
@@ -49,15 +65,23 @@ class Cluster:
     def start_scheduler(self, flags: dict[str, object]) -> None:
         args = ["scheduler", "--port", str(self.port), "--state-dir", str(self.state_dir)]
         args += ["--token", self.token]
+        if not self.tls:
+            args.append("--insecure")
+        elif self.agent_port:
+            args += ["--agent-port", str(self.agent_port)]  # agents find it again on restart
         for key, value in flags.items():
             args += [f"--{key}", str(value)]
         self._flags = flags
         self._spawn("scheduler", args)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            match = _LISTENING.search(self.log("scheduler"))
-            if match:
+            text = self.log("scheduler")
+            match = _LISTENING.search(text)
+            if match and (not self.tls or "join an agent" in text):
                 self.port = int(match.group(1))
+                if self.tls:
+                    self.ca_hash = _CA_HASH.search(text).group(1)  # type: ignore[union-attr]
+                    self.agent_port = int(_AGENT_PORT.search(text).group(1))  # type: ignore[union-attr]
                 return
             if self.procs["scheduler"].poll() is not None:
                 raise RuntimeError("scheduler exited:\n" + self.log("scheduler"))
@@ -75,11 +99,16 @@ class Cluster:
         devices_yaml: str | None = None,
         site: str = "",
         address: str | None = None,
+        token: str | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start an agent; ``address`` overrides the scheduler's (e.g. a proxy in front)."""
-        args = ["agent", "--scheduler", address or self.address, "--token", self.token]
+        """Start an agent; ``address`` overrides the scheduler's (e.g. a proxy in front);
+        ``token`` what it presents (default the scheduler's token; e.g. a join token)."""
+        token = self.token if token is None else token
+        args = ["agent", "--scheduler", address or self.address, "--token", token]
         args += ["--tier", tier]
         args += ["--name", name, "--cache-dir", str(self.workdir / f"cache-{name}")]
+        if self.tls:
+            args += ["--ca-hash", self.ca_hash]
         if site:
             args += ["--site", site]
         if devices_yaml is not None:

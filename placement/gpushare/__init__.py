@@ -4,6 +4,7 @@ The same policies serve the openb trace replay (``anypu.simulations.openb``) and
 :func:`make_policy`, any scheduler that holds nodes as CPU/memory/GPU-milli vectors.
 """
 
+from anypu.placement.gpushare._batch import BatchPlacer, BatchStats, gpu_fragment_table
 from anypu.placement.gpushare._cluster import (
     MAX_GPUS,
     MILLI,
@@ -17,6 +18,12 @@ from anypu.placement.gpushare._cluster import (
     spec_mask,
 )
 from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation, typical_pods
+from anypu.placement.gpushare._gradient import (
+    DeltaCache,
+    Scarcity,
+    fragmentation_increase,
+    stranded,
+)
 from anypu.placement.gpushare._policies import (
     POLICIES,
     AnypuPolicy,
@@ -37,9 +44,12 @@ __all__ = [
     "MILLI",
     "POLICIES",
     "AnypuPolicy",
+    "BatchPlacer",
+    "BatchStats",
     "BestFitPolicy",
     "Choice",
     "ClusterState",
+    "DeltaCache",
     "DotProdPolicy",
     "FgdPolicy",
     "FragCache",
@@ -50,13 +60,17 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "Request",
+    "Scarcity",
     "TypicalPods",
     "fragmentation",
+    "fragmentation_increase",
+    "gpu_fragment_table",
     "load_nodes",
     "load_pods",
     "make_policy",
     "parse_nodes",
     "parse_pods",
     "spec_mask",
+    "stranded",
     "typical_pods",
 ]

@@ -36,6 +36,10 @@ class TypicalPods:
     cpu_only_share: float
     levels: np.ndarray  # distinct milli values, ascending
     level_of: np.ndarray  # index into levels for each typical pod
+    # What the workload's GPU pods ask per GPU milli on average (all pods, not just the
+    # typical ones); 0 when unknown, which switches resource stranding off.
+    cpu_per_milli: float = 0.0
+    mem_per_milli: float = 0.0
 
     def __len__(self) -> int:
         return len(self.cpu)
@@ -69,6 +73,8 @@ def typical_pods(pods: PodTable, popularity: float = 95.0) -> TypicalPods:
     cpu = np.asarray([s[0] for s, _ in gpu], dtype=np.int64)
     milli = np.asarray([s[1] for s, _ in gpu], dtype=np.int64)
     levels = np.unique(milli) if len(milli) else np.zeros(0, dtype=np.int64)
+    gpu_pods = pods.num_gpu > 0
+    gpu_milli = float(pods.total_gpu_milli[gpu_pods].sum())
     return TypicalPods(
         cpu=cpu,
         milli=milli,
@@ -78,6 +84,8 @@ def typical_pods(pods: PodTable, popularity: float = 95.0) -> TypicalPods:
         cpu_only_share=float(cpu_only),
         levels=levels,
         level_of=np.searchsorted(levels, milli),
+        cpu_per_milli=float(pods.cpu[gpu_pods].sum()) / gpu_milli if gpu_milli else 0.0,
+        mem_per_milli=float(pods.mem[gpu_pods].sum()) / gpu_milli if gpu_milli else 0.0,
     )
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState
-from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation
+from anypu.placement.gpushare._cluster import MILLI, ClusterState
+from anypu.placement.gpushare._frag import TypicalPods
+from anypu.placement.gpushare._gradient import DeltaCache, Scarcity, stranded
 
 __all__ = [
     "POLICIES",
@@ -76,11 +77,6 @@ def whole_gpus(row: np.ndarray, num: int) -> tuple[int, ...]:
 def _trunc(x: np.ndarray) -> np.ndarray:
     """Go's float→int64 conversion (truncation towards zero)."""
     return np.trunc(x).astype(np.int64)
-
-
-def _denoise(delta: np.ndarray) -> np.ndarray:
-    """Round away float summation noise so that equal fragmentation changes compare equal."""
-    return np.round(delta, 6)
 
 
 class Policy(ABC):
@@ -217,43 +213,16 @@ class BestFitPolicy(Policy):
 
 class _FragDelta(Policy):
     """Shared machinery of fragmentation-gradient policies: the fragmentation increase of
-    every candidate (node, GPU) placement, computed for all of them at once."""
+    every candidate (node, GPU) placement, read from a per-shape cache."""
 
     def __init__(self, typical: TypicalPods, *, random_ties: bool | None = None) -> None:
         super().__init__(typical, random_ties=random_ties)
-        self.cache = FragCache(typical)
+        self.deltas = DeltaCache(typical)
 
-    def frag_increase(
-        self, state: ClusterState, req: Request, nodes: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def frag_increase(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
         """For whole-GPU and CPU-only pods: ``(len(nodes),)`` increases. For a shared pod:
         ``(len(nodes), MAX_GPUS)`` increases per GPU choice (``inf`` where it does not fit)."""
-        before = self.cache.node_frag(state)[nodes]
-        model = state.nodes.model[nodes]
-        cpu = state.cpu_left[nodes] - req.cpu
-        left = state.gpu_left[nodes]
-        if req.shared:
-            k = len(nodes)
-            after_rows = np.repeat(left[:, None, :], MAX_GPUS, axis=1)  # k × choice × gpu
-            diag = np.arange(MAX_GPUS)
-            after_rows[:, diag, diag] -= req.milli
-            fits = left >= req.milli
-            sel = np.flatnonzero(fits.ravel())
-            flat = after_rows.reshape(k * MAX_GPUS, MAX_GPUS)[sel]
-            after = fragmentation(
-                np.repeat(cpu, MAX_GPUS)[sel], flat, np.repeat(model, MAX_GPUS)[sel], self.typical
-            )
-            out = np.full(k * MAX_GPUS, np.inf)
-            out[sel] = after - np.repeat(before, MAX_GPUS)[sel]
-            return _denoise(out.reshape(k, MAX_GPUS)), None
-        new_left = left.copy()
-        if req.num:
-            # Whole GPUs: take the first completely free ones, as the binding will.
-            free = new_left == MILLI
-            take = free & (np.cumsum(free, axis=1) <= req.num)
-            new_left[take] = 0
-        after = fragmentation(cpu, new_left, model, self.typical)
-        return _denoise(after - before), None
+        return self.deltas.increase(state, (req.cpu, req.num, req.milli))[nodes]
 
 
 class FgdPolicy(_FragDelta):
@@ -263,7 +232,7 @@ class FgdPolicy(_FragDelta):
     name = "fgd"
 
     def score(self, state, req, nodes, rng):
-        delta, _ = self.frag_increase(state, req, nodes)
+        delta = self.frag_increase(state, req, nodes)
         scores = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e5) / 1000.0)))
         if req.shared:
             scores = np.where(np.isinf(delta), -1, scores)
@@ -273,24 +242,59 @@ class FgdPolicy(_FragDelta):
 
 
 class AnypuPolicy(_FragDelta):
-    """Ours: FGD's fragmentation gradient, bucketed like FGD's score so that near-equal
-    moves tie, and ties resolved on purpose instead of by node order: first the node with
-    the fewest GPUs (large nodes stay whole for the rare multi-GPU pods), then the node
-    with the least free GPU milli (packing)."""
+    """Ours: FGD's fragmentation increase, exact rather than bucketed into 0–100, plus
+
+    - the increase of GPU milli *stranded* by CPU or memory (:func:`stranded`). On openb
+      the GPU nodes run out of CPU before GPU (an 8-GPU G2 node has 12 cores per GPU, a
+      whole-GPU pod asks ~11), and FGD, blind to that until a typical pod stops fitting,
+      spends G2 cores on CPU-only pods that the CPU-rich T4 nodes could take;
+    - for a pod that accepts any GPU model, the milli it takes times the *scarcity* of the
+      node's model (:class:`Scarcity`), so that it leaves oversubscribed models to the
+      pods that can run nowhere else.
+
+    All three are in expected GPU milli, so they add without weights. Ties go to node order.
+    """
 
     name = "anypu"
 
+    def __init__(self, typical: TypicalPods, *, random_ties: bool | None = None) -> None:
+        super().__init__(typical, random_ties=random_ties)
+        self._scarcity: Scarcity | None = None
+
+    def _model_cost(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+        models = state.nodes.models
+        if self._scarcity is None or self._scarcity.n_models != len(models):
+            self._scarcity = Scarcity(self.typical, len(models))
+        if not self._scarcity or req.spec or not req.num:
+            return np.zeros(len(nodes))
+        model = state.nodes.model
+        has = model >= 0
+        free = state.gpu_left[has].sum(axis=1)
+        scarcity = self._scarcity(np.bincount(model[has], weights=free, minlength=len(models)))
+        return req.gpu_total * np.where(has[nodes], scarcity[np.maximum(model[nodes], 0)], 0.0)
+
+    def cost(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+        """Fragmentation, stranding and scarcity increase of placing ``req`` on each of
+        ``nodes``: ``(len(nodes),)``, or ``(len(nodes), MAX_GPUS)`` per GPU for a shared
+        pod (``inf`` where the GPU lacks the milli). Lower is better."""
+        typ = self.typical
+        delta = self.frag_increase(state, req, nodes)
+        free = state.gpu_left[nodes].sum(axis=1).astype(np.float64)
+        cpu = state.cpu_left[nodes].astype(np.float64)
+        mem = state.mem_left[nodes].astype(np.float64)
+        per = (typ.cpu_per_milli, typ.mem_per_milli)
+        extra = stranded(free - req.gpu_total, cpu - req.cpu, mem - req.mem, *per) - stranded(
+            free, cpu, mem, *per
+        )
+        extra += self._model_cost(state, req, nodes)
+        return delta + (extra[:, None] if req.shared else extra)
+
     def score(self, state, req, nodes, rng):
-        delta, _ = self.frag_increase(state, req, nodes)
-        bucket = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e5) / 1000.0)))
-        size = state.nodes.gpus[nodes].astype(np.float64)
-        left = state.gpu_left[nodes].sum(axis=1) / MAX_SPEC_GPU
-        tie = size / (MAX_GPUS + 1) + left / (MAX_GPUS + 1) ** 2
+        scores = -self.cost(state, req, nodes)
         if req.shared:
-            bucket = np.where(np.isinf(delta), -1, bucket)
-            gpu = bucket.argmax(axis=1)
-            return bucket.max(axis=1) - tie, gpu
-        return bucket - tie, None
+            gpu = scores.argmax(axis=1)  # -inf where the GPU lacks the milli
+            return scores.max(axis=1), gpu
+        return scores, None
 
 
 POLICIES: tuple[type[Policy], ...] = (

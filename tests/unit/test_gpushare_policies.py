@@ -7,14 +7,19 @@ import pytest
 from anypu.placement.gpushare import (
     POLICIES,
     ClusterState,
+    DeltaCache,
     FragCache,
     Request,
+    Scarcity,
     fragmentation,
+    fragmentation_increase,
     make_policy,
     parse_nodes,
     parse_pods,
+    stranded,
     typical_pods,
 )
+from anypu.simulations._openb_protocol import replay
 
 from anypu.errors import ConfigError
 
@@ -123,11 +128,61 @@ def test_dotprod_prefers_smallest_alignment() -> None:
     assert _choose("dotprod", ClusterState(nodes), Request(4000, 10, 1, 1000), typ).node == 1
 
 
-def test_anypu_keeps_large_nodes_whole() -> None:
-    nodes = _nodes((96000, 8, "T4"), (96000, 2, "T4"))
-    typ = typical_pods(_pods([(1000, 1, 1000, "")]), popularity=100)
-    choice = _choose("anypu", ClusterState(nodes), Request(1000, 10, 1, 1000), typ)
-    assert choice == type(choice)(1, (0,))
+def _cpu_stranding_case():
+    # Node 0 is CPU-poor (16 cores for 2 GPUs), node 1 CPU-rich; GPU pods ask 8 cores each.
+    nodes = _nodes((16000, 2, "T4"), (104000, 2, "T4"))
+    workload = _pods([(8000, 1, 1000, "")] * 4 + [(8000, 0, 0, "")] * 2)
+    return nodes, workload, typical_pods(workload, popularity=100)
+
+
+def test_anypu_sends_cpu_only_pods_where_cpu_is_in_surplus() -> None:
+    nodes, _, typ = _cpu_stranding_case()
+    req = Request(8000, 10)
+    # Neither node's fragmentation moves (a GPU pod still fits on both), so FGD takes
+    # the first node and leaves one of its GPUs without CPU; anypu sees the stranding.
+    assert _choose("fgd", ClusterState(nodes), req, typ).node == 0
+    assert _choose("anypu", ClusterState(nodes), req, typ).node == 1
+
+
+def test_anypu_places_every_pod_where_fgd_strands_a_gpu() -> None:
+    nodes, workload, typ = _cpu_stranding_case()
+    # Two CPU-only pods arrive first, then four whole-GPU pods: exactly enough for all.
+    arrivals = workload.take(np.array([4, 5, 0, 1, 2, 3]))
+    placed = {
+        name: replay(nodes, arrivals, make_policy(name, typ), 0, typ).placed.sum()
+        for name in ("fgd", "anypu")
+    }
+    assert placed == {"fgd": 5, "anypu": 6}
+
+
+def test_delta_cache_matches_fresh_computation_after_binds() -> None:
+    nodes = _nodes((32000, 4, "T4"), (16000, 2, "T4"), (64000, 8, "T4"))
+    typ = typical_pods(
+        _pods([(2000, 1, 500, ""), (4000, 1, 1000, ""), (1000, 2, 1000, ""), (1000, 0, 0, "")]),
+        popularity=100,
+    )
+    state = ClusterState(nodes)
+    cache = DeltaCache(typ)
+    shapes = [(2000, 1, 500), (4000, 1, 1000), (1000, 2, 1000), (1000, 0, 0)]
+    rng = np.random.default_rng(3)
+    rows = np.arange(len(nodes))
+    for _ in range(12):
+        for shape in shapes:
+            fresh = fragmentation_increase(state, rows, FragCache(typ).node_frag(state), shape, typ)
+            np.testing.assert_array_equal(cache.increase(state, shape), fresh)
+        cpu, num, milli = shapes[rng.integers(len(shapes))]
+        choice = make_policy("fgd", typ).choose(state, Request(cpu, 10, num, milli), rng)
+        if choice is not None:
+            state.bind(choice.node, choice.gpus, cpu, 10, milli)
+
+
+def test_stranded_counts_gpu_milli_beyond_cpu_and_memory() -> None:
+    # 2000 free milli; CPU feeds 1000 of it (10 per milli), memory 1500 (2 per milli).
+    out = stranded(np.array([2000.0]), np.array([10000.0]), np.array([3000.0]), 10.0, 2.0)
+    assert out.tolist() == [1000.0]
+    assert stranded(np.array([2000.0]), np.array([0.0]), np.array([0.0]), 0.0, 0.0).tolist() == [
+        0.0
+    ]
 
 
 def test_random_spreads_and_respects_feasibility() -> None:
@@ -158,3 +213,29 @@ def test_unknown_policy_and_bad_rows_are_config_errors() -> None:
         _pods([(1000, 2, 500, "")])
     with pytest.raises(ConfigError, match="cpu_milli"):
         parse_nodes([{"sn": "a", "cpu_milli": "", "memory_mib": "1", "gpu": "1", "model": "T4"}])
+
+
+def test_scarcity_is_demand_of_restricted_pods_over_their_supply() -> None:
+    models = ("G2", "T4")
+    # Half of the GPU demand accepts only T4.
+    typ = typical_pods(_pods([(1000, 1, 1000, "T4"), (1000, 1, 1000, "")], models), 100)
+    scarcity = Scarcity(typ, len(models))
+    # 4,000 milli free, T4-only pods will want half of it = all 2,000 free T4 milli.
+    assert scarcity(np.array([2000.0, 2000.0])).tolist() == [0.0, 1.0]
+    # Plenty of T4 left: they will want 0.5 * 10,000 of its 8,000.
+    assert scarcity(np.array([2000.0, 8000.0])).tolist() == pytest.approx([0.0, 0.625])
+    assert not Scarcity(typical_pods(_pods([(1000, 1, 1000, "")]), 100), 2)
+
+
+def test_anypu_keeps_scarce_models_for_pods_that_need_them() -> None:
+    # T4-only pods are 60 % of the GPU demand; the G2 node is CPU-poor.
+    nodes = _nodes((104000, 2, "T4"), (12000, 2, "G2"))
+    pods = _pods([(1000, 1, 500, "T4")] * 3 + [(12000, 1, 1000, "")], nodes.models)
+    typ = typical_pods(pods, popularity=100)  # 6 CPU milli per GPU milli
+    state, req = ClusterState(nodes), Request(12000, 10, 1, 1000)
+    cost = make_policy("anypu", typ).cost(state, req, np.arange(2))
+    # G2: FGD's -750 (T4-only pods cannot use G2) + 250 (no CPU left for the 1-GPU typical
+    # pod) + 1,000 milli stranded without CPU. T4: no fragmentation or stranding, but all
+    # free T4 milli will be wanted by T4-only pods, so the pod costs its full 1,000 there.
+    assert cost.tolist() == pytest.approx([1000.0, 500.0])
+    assert _choose("anypu", state, req, typ).node == 1

@@ -222,3 +222,15 @@ def test_a_refusal_is_retried_with_backoff_and_frees_its_slice():
     assert state.snapshot(1.1).nodes[0].devices[0].slice_busy_seconds[0] == 0.0
     state.handle(Tick(now=job.not_before + 0.01))
     assert job.state == "placed" and job.attempt == 2
+
+
+def test_a_job_waits_for_a_known_node_that_is_down_instead_of_failing():
+    state = state_with("n1", unschedulable_timeout_s=0.0)
+    state.handle(Tick(now=7.0))  # n1 silent since t=0: lost
+    assert state.nodes["n1"].state == "lost"
+    state.handle(JobSubmitted("j1", request(), now=7.1))
+    assert state.jobs["j1"].state == "pending" and "n1" in state.jobs["j1"].pending_reasons
+    state.handle(AgentConnected(join("n1"), now=8.0))
+    assert state.jobs["j1"].state == "placed"
+    state.handle(JobSubmitted("j2", request(memory_bytes=1 << 40), now=8.1))
+    assert state.jobs["j2"].state == "failed"  # no node could ever hold 1 TiB

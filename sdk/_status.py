@@ -1,0 +1,118 @@
+"""``anypu status``: a terminal summary of a scheduler, in the manner of ``ray status``.
+
+Pure: it formats what the scheduler returned (nodes, recent jobs, live jobs) and uses the
+same capacity summary as the dashboard and ``/metrics``, so the three agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from anypu.placement import TIERS, format_bytes
+from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.scheduler._metrics import fragmentation, reserved_slices, usage_by_tier_kind
+
+__all__ = ["format_status", "status_document"]
+
+_LIVE = ("pending", "placed", "running")
+_DONE = ("succeeded", "failed", "cancelled")
+_RULE = "-" * 72
+
+
+def _live(jobs: Sequence[JobInfo], live: Sequence[JobInfo] | None) -> list[JobInfo]:
+    """Live jobs: fetched separately when given (recent jobs may miss old running ones)."""
+    return list(live) if live is not None else [j for j in jobs if j.state in _LIVE]
+
+
+def status_document(
+    address: str,
+    nodes: Sequence[NodeInfo],
+    jobs: Sequence[JobInfo],
+    live: Sequence[JobInfo] | None = None,
+) -> dict[str, Any]:
+    """What ``anypu status --json`` prints: nodes, usage, recent and pending jobs."""
+    current = _live(jobs, live)
+    active = [j.placement for j in current if j.state != "pending"]
+    return {
+        "scheduler": address,
+        "nodes": [asdict(n) for n in nodes],
+        "usage": [row.as_dict() for row in usage_by_tier_kind(nodes, active)],
+        "fragmentation": fragmentation(nodes, active),
+        "jobs": [asdict(j) for j in jobs],
+        "pending": [asdict(j) for j in current if j.state == "pending"],
+    }
+
+
+def format_status(
+    address: str,
+    nodes: Sequence[NodeInfo],
+    jobs: Sequence[JobInfo],
+    live: Sequence[JobInfo] | None = None,
+) -> str:
+    """Nodes by tier with their devices, usage per tier and kind, jobs, pending and why."""
+    current = _live(jobs, live)
+    active = [j.placement for j in current if j.state != "pending"]
+    # slices with at least one job bound, per device (jobs may queue on one slice)
+    reserved = Counter((n, d) for n, d, _ in reserved_slices(active))
+    lines = [f"======== anypu status: scheduler {address} ========", "Nodes", _RULE]
+    if not nodes:
+        lines.append(
+            " (none joined yet: start one with `anypu agent --scheduler HOST:PORT --token T`)"
+        )
+    for tier in TIERS:
+        in_tier = [n for n in nodes if n.tier == tier]
+        if not in_tier:
+            continue
+        states = Counter(n.state for n in in_tier)
+        summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+        lines.append(f" {tier} ({len(in_tier)}): {summary}")
+        for node in in_tier:
+            site = f" site={node.site}" if node.site else ""
+            warm = len(node.warm_digests)
+            lines.append(
+                f"   {node.node_id:<14} {node.state:<12}{site}  heartbeat"
+                f" {node.last_heartbeat_age_s:.1f}s ago, {node.running_jobs} running,"
+                f" {warm} warm model{'s' if warm != 1 else ''}"
+            )
+            for d in node.devices:
+                taken = reserved[node.node_id, d.device_id]
+                lines.append(
+                    f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices reserved]"
+                )
+    rows = usage_by_tier_kind(nodes, active)
+    lines += ["", "Usage (ready nodes: reserved / total)", _RULE]
+    if not rows:
+        lines.append(" (no ready nodes)")
+    for r in rows:
+        sim = f", {r.simulated} simulated" if r.simulated else ""
+        lines.append(
+            f" {r.tier:<7}{r.kind:<5}{r.devices} device{'s' if r.devices != 1 else ''}{sim}"
+        )
+        lines.append(
+            f"   {r.reserved_slices}/{r.slices} slices"
+            f"   {format_bytes(r.reserved_memory_bytes)}/{format_bytes(r.memory_bytes)} memory"
+            f"   {r.reserved_tflops:.1f}/{r.tflops:.1f} TFLOPS"
+        )
+    if rows:
+        lines.append(
+            f" fragmentation: {fragmentation(nodes, active):.0%} of free memory is on partly"
+            " reserved devices"
+        )
+    live_counts = Counter(j.state for j in current)
+    done_counts = Counter(j.state for j in jobs if j.state in _DONE)
+    lines += ["", "Jobs", _RULE]
+    lines.append(" live: " + ", ".join(f"{live_counts[s]} {s}" for s in _LIVE))
+    lines.append(f" last {len(jobs)}: " + ", ".join(f"{done_counts[s]} {s}" for s in _DONE))
+    pending = [j for j in current if j.state == "pending"]
+    if pending:
+        lines += ["", "Pending", _RULE]
+    for job in pending:
+        why = "unschedulable: no node can hold it" if job.unschedulable else "waiting for capacity"
+        name = f" {job.name}" if job.name else ""
+        lines.append(f" {job.job_id}{name} ({why})")
+        for node_id, reason in sorted(job.pending_reasons.items()):
+            lines.append(f"   {node_id}: {reason}")
+    return "\n".join(lines)
