@@ -50,9 +50,12 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
             join = m.Join(PROTOCOL_VERSION, token, name, "edge", devices=(device,))
             await outbox.put(convert.agent_message_to_pb(join))
 
-            async def requests(outbox: asyncio.Queue = outbox):
-                while True:
-                    yield await outbox.get()
+            class Requests:  # a plain async iterator: cancelling it leaves nothing behind
+                def __aiter__(self):
+                    return self
+
+                async def __anext__(self, outbox: asyncio.Queue = outbox):
+                    return await outbox.get()
 
             async def beat(outbox: asyncio.Queue = outbox) -> None:
                 await asyncio.sleep(random.random() * HEARTBEAT_S)
@@ -64,7 +67,7 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
             beating = None
             try:
                 async with grpc.aio.insecure_channel(address) as channel:
-                    call = rpc.AgentServiceStub(channel).Connect(requests())
+                    call = rpc.AgentServiceStub(channel).Connect(Requests())
                     async for reply in call:
                         message = convert.scheduler_message_from_pb(reply)
                         if isinstance(message, m.JoinAck):
@@ -87,6 +90,7 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
             await asyncio.sleep(0.2)
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
 
@@ -120,11 +124,11 @@ def main() -> None:
         )
         for s in shares
     ]
+    started = time.monotonic()
     for proc in procs:
         proc.start()
     transport = GrpcTransport(cluster.address, cluster.token)
     try:
-        started = time.monotonic()
         while sum(n.state == "ready" for n in transport.list_nodes()) < args.agents:
             if time.monotonic() - started > 120:
                 raise SystemExit("agents did not all join within 120 s")

@@ -54,7 +54,7 @@ class HealthFilter:
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
     ) -> str | None:
-        return None if node.healthy else "node unhealthy (lost)"
+        return None if node.healthy else f"node unhealthy ({node.unhealthy_reason or 'lost'})"
 
     def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
         t = ctx.table

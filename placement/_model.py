@@ -49,6 +49,7 @@ class NodeView:
     labels: dict[str, str] = field(default_factory=dict)
     devices: tuple[DeviceView, ...] = ()
     warm_digests: frozenset[str] = frozenset()
+    unhealthy_reason: str = ""  # shown when ``healthy`` is false: "lost", "quarantined: …"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from anypu.placement import (
     plan,
 )
 from anypu.protos import messages as m
+from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
 
 from anypu import PROTOCOL_VERSION
@@ -164,6 +165,7 @@ class SchedulerState:
         self.keep_finished = 2000  # older ones live only in the store
         self.measured: dict[tuple[str, str], float] = {}  # (digest, device model) -> seconds
         self.last_plan: Plan | None = None
+        self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
 
     # -------------------------------------------------------------- restore
@@ -290,6 +292,7 @@ class SchedulerState:
             actions.append(PersistJob(job, "running", node.node_id))
         job.load_seconds, job.run_seconds = result.load_seconds, result.run_seconds
         if result.ok:
+            self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
             job.outputs = result.outputs
             node.warm_digests = node.warm_digests | {job.request.artifact_digest}
@@ -300,11 +303,17 @@ class SchedulerState:
                 old = self.measured.get(key)
                 run = result.run_seconds
                 self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
-        elif not result.user_error and job.retries < job.request.max_retries:
-            why = f"{result.error_type}: {result.error_message}"
-            crashed = result.error_type == "WorkerDied"
-            return actions + self._requeue(job, now, why, crashed) + self._schedule(now)
         else:
+            if not result.user_error and self.quarantine.failed(
+                node.node_id, job.job_id, now, user_error=False
+            ):
+                # Distinct jobs keep failing here for reasons not theirs: the node claims
+                # more than it has. Leave it out of placement for a while.
+                actions.append(PersistNode(node))
+            if not result.user_error and job.retries < job.request.max_retries:
+                why = f"{result.error_type}: {result.error_message}"
+                crashed = result.error_type == "WorkerDied"
+                return actions + self._requeue(job, now, why, crashed) + self._schedule(now)
             self._set_state(job, "failed")
             job.error_type, job.error_message = result.error_type, result.error_message
             job.error_traceback, job.user_error = result.error_traceback, result.user_error
@@ -403,6 +412,7 @@ class SchedulerState:
                 busy[key] = busy.get(key, 0.0) + p.predicted_seconds
         views = []
         for node in self.nodes.values():
+            quarantined = self.quarantine.quarantined(node.node_id, now)
             devices = tuple(
                 DeviceView(
                     node_id=node.node_id,
@@ -418,7 +428,10 @@ class SchedulerState:
                     node_id=node.node_id,
                     tier=node.tier,
                     site=node.site,
-                    healthy=node.state == "ready" and node.connected,
+                    healthy=node.state == "ready" and node.connected and not quarantined,
+                    unhealthy_reason=self.quarantine.reason(node.node_id, now)
+                    if quarantined
+                    else (node.state if node.connected else "disconnected"),
                     labels=node.labels,
                     devices=devices,
                     warm_digests=node.warm_digests,

@@ -1,8 +1,10 @@
 """Replay Alibaba's openb GPU-sharing trace with placement policies (issue 3).
 
     python -m anypu.simulations.openb --trace default --policies all --seeds 42-46
+    python -m anypu.simulations.openb --policies anypu,anypu-batch --window 16
 
-Prints allocation at 100 %/130 % arrival, fragmentation and decision time per policy
+``all`` is the seven online policies (one pod at a time); ``anypu-batch`` places windows of
+pending pods with CP-SAT and is only run when named, as its own row. Prints allocation at 100 %/130 % arrival, fragmentation and decision time per policy
 next to the FGD paper's published numbers, and writes a CSV and a PNG (allocation vs
 arrival) to ``--out``. Progress goes to stderr. The trace folder is ``$ANYPU_TRACES``
 if set, else ``<repo>/../shared/traces/openb``.

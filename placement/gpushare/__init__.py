@@ -2,6 +2,8 @@
 
 The same policies serve the openb trace replay (``anypu.simulations.openb``) and, through
 :func:`make_policy`, any scheduler that holds nodes as CPU/memory/GPU-milli vectors.
+Online policies place one pod per call (:meth:`Policy.choose`); :class:`BatchPlacer`
+places a window of pending pods together with CP-SAT.
 """
 
 from anypu.placement.gpushare._batch import BatchPlacer, BatchStats, gpu_fragment_table

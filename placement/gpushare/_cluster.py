@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = [
 
 MILLI = 1000
 MAX_GPUS = 8
+_VERSIONS = itertools.count(1)  # node versions, unique across all states and their copies
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,10 @@ class ClusterState:
     ``gpu_left[n, g]`` is the free milli of GPU ``g`` on node ``n`` (0 for a GPU slot the
     node does not have, which no request can use). ``tags[n, k]`` counts the GPU pods of
     each kind (share, 1-GPU, 2-GPU, ...) on a node, which GPU-clustering needs.
+
+    ``version[n]`` changes whenever node ``n`` does, to a number no other bind in this
+    process has used, so a cache keyed by versions stays right across :meth:`copy`
+    (a trial copy and the original never reach the same version with different contents).
     """
 
     N_TAGS = MAX_GPUS + 1  # 0 = shared GPU, k = k whole GPUs
@@ -259,4 +265,4 @@ class ClusterState:
         if gpus:
             self.tags[node, 0 if milli < MILLI else len(gpus)] += 1
         self.allocated_milli += milli * len(gpus)
-        self.version[node] += 1
+        self.version[node] = next(_VERSIONS)

@@ -130,15 +130,17 @@ class FragCache:
         self.typical = typical
         self._frag: np.ndarray | None = None
         self._seen: np.ndarray | None = None
-        self._state: ClusterState | None = None
+        self._nodes: object = None
 
     def node_frag(self, state: ClusterState) -> np.ndarray:
-        if self._frag is None or self._state is not state:
+        # Versions are unique per process, so any state over the same node table (the live
+        # one or a trial copy) can reuse what is cached; a different table cannot.
+        if self._frag is None or self._nodes is not state.nodes:
             self._frag = fragmentation(
                 state.cpu_left, state.gpu_left, state.nodes.model, self.typical
             )
             self._seen = state.version.copy()
-            self._state = state
+            self._nodes = state.nodes
             return self._frag
         assert self._seen is not None
         stale = np.flatnonzero(self._seen != state.version)

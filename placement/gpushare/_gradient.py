@@ -74,16 +74,17 @@ class DeltaCache:
     def __init__(self, typical: TypicalPods) -> None:
         self.typical = typical
         self.frag = FragCache(typical)
-        self._state: ClusterState | None = None
+        self._nodes: object = None
         self._shapes: dict[Shape, tuple[np.ndarray, np.ndarray]] = {}
 
     def increase(self, state: ClusterState, shape: Shape) -> np.ndarray:
         """Increase for every node (see :func:`fragmentation_increase`). The cache's own
         array: index it, never write to it."""
-        if state is not self._state:
-            # A different cluster object: nothing cached applies to it.
+        if state.nodes is not self._nodes:
+            # Another node table: nothing cached applies. (States over the same table, a
+            # trial copy included, share the cache: their node versions never collide.)
             self._shapes.clear()
-            self._state = state
+            self._nodes = state.nodes
         entry = self._shapes.get(shape)
         if entry is None:
             rows = np.arange(len(state.nodes))

@@ -239,3 +239,19 @@ def test_anypu_keeps_scarce_models_for_pods_that_need_them() -> None:
     # free T4 milli will be wanted by T4-only pods, so the pod costs its full 1,000 there.
     assert cost.tolist() == pytest.approx([1000.0, 500.0])
     assert _choose("anypu", state, req, typ).node == 1
+
+
+def test_caches_stay_right_across_diverging_copies() -> None:
+    nodes = _nodes((32000, 2, "T4"), (32000, 2, "T4"))
+    typ = typical_pods(_pods([(2000, 1, 500, ""), (2000, 1, 1000, "")]), popularity=100)
+    state = ClusterState(nodes)
+    cache, frag = DeltaCache(typ), FragCache(typ)
+    shape, rows = (2000, 1, 500), np.arange(2)
+    cache.increase(state, shape)
+    trial = state.copy()
+    trial.bind(0, (0,), 2000, 10, 500)  # the copy and the original now differ on node 0 ...
+    state.bind(0, (1,), 2000, 10, 1000)  # ... in different ways, one bind each
+    for s in (trial, state, trial):
+        fresh = fragmentation_increase(s, rows, FragCache(typ).node_frag(s), shape, typ)
+        np.testing.assert_array_equal(cache.increase(s, shape), fresh)
+        assert frag.total(s) == FragCache(typ).total(s)

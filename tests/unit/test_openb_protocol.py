@@ -126,6 +126,9 @@ def test_cli_errors_name_what_to_change(tmp_path, monkeypatch, capsys) -> None:
     assert openb.parse_seeds("42-44,46") == [42, 43, 44, 46]
     with pytest.raises(ConfigError, match="choose 'all'"):
         openb.parse_policies("fgd,bogus")
+    # The batch row is never part of "all" (the online rows); it is run only when named.
+    assert "anypu-batch" not in openb.parse_policies("all")
+    assert openb.parse_policies("all,anypu-batch,fgd")[-1] == "anypu-batch"
 
 
 def test_batch_window_pairs_pods_that_online_cannot() -> None:

@@ -234,3 +234,17 @@ def test_a_job_waits_for_a_known_node_that_is_down_instead_of_failing():
     assert state.jobs["j1"].state == "placed"
     state.handle(JobSubmitted("j2", request(memory_bytes=1 << 40), now=8.1))
     assert state.jobs["j2"].state == "failed"  # no node could ever hold 1 TiB
+
+
+def test_a_node_failing_distinct_jobs_for_reasons_not_theirs_is_quarantined():
+    state = state_with("liar", "honest")
+    for i in range(3):
+        state.handle(JobSubmitted(f"j{i}", request(nodes=("liar",), max_retries=0), now=1.0))
+        failure = m.JobResult(f"j{i}", 1, False, error_type="ArtifactUnavailable")
+        state.handle(AgentSaid("liar", 1, failure, now=1.1))
+    state.handle(JobSubmitted("pinned", request(nodes=("liar",)), now=2.0))
+    pinned = state.jobs["pinned"]
+    assert pinned.state == "pending"
+    assert "quarantined" in pinned.pending_reasons["liar"]
+    state.handle(JobSubmitted("free", request(), now=2.0))
+    assert state.jobs["free"].placement.node_id == "honest"
