@@ -80,6 +80,10 @@ def _explain(info) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="scheduler port (default: a free one)")
+    parser.add_argument("--http-port", type=int, default=0, help="dashboard port (default: free)")
+    parser.add_argument(
+        "--hold", action="store_true", help="keep the network and dashboard up until Ctrl-C"
+    )
     args = parser.parse_args()
     from anypu.sdk import models
 
@@ -102,6 +106,8 @@ def main() -> int:
                 token,
                 "--network",
                 str(work / "network.yaml"),
+                "--http-port",
+                str(args.http_port),
             ],
             work / "scheduler.log",
         )
@@ -113,6 +119,11 @@ def main() -> int:
         # and speak mutual TLS from then on; the client speaks TLS with the token.
         ca_hash = re.search(r"CA hash: (sha256:\w+)", log.read_text()).group(1)  # type: ignore[union-attr]
         print(f"scheduler on {address} (TLS, CA {ca_hash[:15]}…), logs in {work}")
+        dashboard = re.search(r"dashboard on (http://\S+)", log.read_text())
+        if dashboard:
+            print(
+                f"dashboard on {dashboard.group(1)} (open it while the demo runs; --hold keeps it up)"
+            )
         for name, tier, site, devices in AGENTS:
             cmd = [
                 "agent",
@@ -173,6 +184,13 @@ def main() -> int:
                 f"  {handle.job_id}: {p.node_id:<8} predicted {p.predicted_seconds * 1e3:7.1f} ms"
                 f" (queue {p.terms.get('queue', 0) * 1e3:.1f} ms)"
             )
+        if args.hold:
+            print("\nholding the network up; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
         client.close()
         return 0
     finally:

@@ -193,7 +193,10 @@ class BatchPlacer:
             m.Add(sum(n * v for n, v in terms) + sum(opened.get(node, [])) <= free)
         m.Maximize(sum(objective))
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = self.time_limit_s
+        # A deterministic budget (one worker) makes replays reproducible under any load;
+        # the wall-clock limit only guards against a pathological window.
+        solver.parameters.max_deterministic_time = self.time_limit_s
+        solver.parameters.max_time_in_seconds = 5 * self.time_limit_s
         solver.parameters.num_workers = self.workers
         status = solver.Solve(m)
         self.stats.windows += 1
