@@ -63,7 +63,11 @@ class BatchStats:
 
 
 class BatchPlacer:
-    """Places windows of pods on a live :class:`ClusterState` (see the module doc)."""
+    """Places windows of pods on a live :class:`ClusterState` (see the module doc).
+
+    ``time_limit_s`` is CP-SAT's *deterministic* time budget per window, so with one
+    worker the same window always gets the same plan, however loaded the machine is.
+    """
 
     def __init__(
         self,
@@ -91,7 +95,8 @@ class BatchPlacer:
         # Stable order so equal costs go to the first node, as online.
         best = np.argsort(flat, kind="stable")[:k]
         if req.shared:
-            return [(int(nodes[i // cost.shape[1]]), int(i % cost.shape[1]), flat[i]) for i in best]
+            width = cost.shape[1]
+            return [(int(nodes[i // width]), int(i % width), float(flat[i])) for i in best]
         return [(int(nodes[i]), -1, float(flat[i])) for i in best]
 
     def _greedy(self, state: ClusterState, reqs: Sequence[Request]) -> list[Choice | None]:

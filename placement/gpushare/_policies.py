@@ -110,8 +110,19 @@ class Policy(ABC):
             return (best_fit_gpu(row, req.milli),)
         return whole_gpus(row, req.num)
 
-    def choose(self, state: ClusterState, req: Request, rng: np.random.Generator) -> Choice | None:
+    def choose(
+        self,
+        state: ClusterState,
+        req: Request,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
+    ) -> Choice | None:
+        """The best node (and GPUs) for ``req``, or ``None`` if none fits. ``allowed``, a
+        boolean mask over nodes, adds constraints the cluster model does not know (a live
+        job's tiers, sites or named nodes)."""
         nodes = state.feasible(req.cpu, req.mem, req.num, req.milli, req.spec)
+        if allowed is not None:
+            nodes = nodes[allowed[nodes]]
         if len(nodes) == 0:
             return None
         scores, gpu = self.score(state, req, nodes, rng)

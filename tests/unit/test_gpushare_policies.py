@@ -255,3 +255,13 @@ def test_caches_stay_right_across_diverging_copies() -> None:
         fresh = fragmentation_increase(s, rows, FragCache(typ).node_frag(s), shape, typ)
         np.testing.assert_array_equal(cache.increase(s, shape), fresh)
         assert frag.total(s) == FragCache(typ).total(s)
+
+
+@pytest.mark.parametrize("name", ["bestfit", "fgd", "anypu"])
+def test_allowed_mask_restricts_the_choice(name) -> None:
+    nodes = _nodes((8000, 2, "T4"), (8000, 2, "T4"), (8000, 2, "T4"))
+    typ = typical_pods(_pods([(1000, 1, 1000, "")]), popularity=100)
+    policy, rng = make_policy(name, typ), np.random.default_rng(0)
+    req = Request(1000, 10, 1, 1000)
+    assert policy.choose(ClusterState(nodes), req, rng, np.array([False, False, True])).node == 2
+    assert policy.choose(ClusterState(nodes), req, rng, np.zeros(3, dtype=bool)) is None
