@@ -23,7 +23,25 @@ from anypu.devices import Device
 from anypu.protos.messages import PlacementInfo, SubmitRequest
 from anypu.scheduler._records import JobRecord, NodeRecord
 
-__all__ = ["BlobStore", "StateStore"]
+__all__ = ["BlobStore", "StateStore", "open_state_db"]
+
+
+def open_state_db(
+    state_dir: str | os.PathLike[str], schema: str
+) -> tuple[Path, sqlite3.Connection]:
+    """Open ``<state_dir>/anypu.db`` (WAL, autocommit) and create ``schema``'s tables.
+
+    Several components keep their tables in the one file, each with its own connection;
+    the busy timeout lets them take turns writing.
+    """
+    path = Path(state_dir) / "anypu.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return path, db
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -108,13 +126,8 @@ class StateStore:
     """Jobs, transitions and nodes in ``<state_dir>/anypu.db``."""
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(state_dir) / "anypu.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self._db = open_state_db(state_dir, _SCHEMA)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -18,13 +18,13 @@ import hashlib
 import math
 import re
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from anypu.placement import TIERS
+from anypu.scheduler._store import open_state_db
 
 from anypu.errors import AnypuError, AuthenticationError, ConfigError
 
@@ -153,15 +153,8 @@ class TokenStore:
     """Join tokens and enrolments in ``<state_dir>/anypu.db``; thread-safe."""
 
     def __init__(self, state_dir: str | Path) -> None:
-        path = Path(state_dir) / "anypu.db"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _, self._db = open_state_db(state_dir, _SCHEMA)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=10.0
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

@@ -102,17 +102,14 @@ def replay(
     ``progress``, if given, is called as ``progress(done, total)`` every 1,000 pods.
     """
     rng = np.random.default_rng(seed)
-    state = ClusterState(nodes)
-    frag = FragCache(typical)
-    capacity = nodes.gpu_capacity_milli
-    n = len(pods)
-    arrived = np.cumsum(pods.total_gpu_milli) / capacity * 100.0
-    alloc = np.zeros(n)
-    frag_pct = np.zeros(n)
-    decision = np.zeros(n)
-    placed = np.zeros(n, dtype=bool)
-    cpu, mem, num = pods.cpu.tolist(), pods.mem.tolist(), pods.num_gpu.tolist()
-    milli, spec = pods.gpu_milli.tolist(), pods.spec.tolist()
+    state, frag, capacity, n = (
+        ClusterState(nodes),
+        FragCache(typical),
+        nodes.gpu_capacity_milli,
+        len(pods),
+    )
+    arrived, alloc, frag_pct, decision, placed = _traces(pods, capacity)
+    cpu, mem, num, milli, spec = _columns(pods)
     clock = time.perf_counter
     start = clock()
     for i in range(n):
@@ -145,17 +142,14 @@ def replay_batch(
     placed together. A pending pod counts as not allocated, so the curve is never
     flattered by the wait; ``decision_s`` holds each window's wall time spread evenly over
     its pods."""
-    state = ClusterState(nodes)
-    frag = FragCache(typical)
-    capacity = nodes.gpu_capacity_milli
-    n = len(pods)
-    arrived = np.cumsum(pods.total_gpu_milli) / capacity * 100.0
-    alloc = np.zeros(n)
-    frag_pct = np.zeros(n)
-    decision = np.zeros(n)
-    placed = np.zeros(n, dtype=bool)
-    cpu, mem, num = pods.cpu.tolist(), pods.mem.tolist(), pods.num_gpu.tolist()
-    milli, spec = pods.gpu_milli.tolist(), pods.spec.tolist()
+    state, frag, capacity, n = (
+        ClusterState(nodes),
+        FragCache(typical),
+        nodes.gpu_capacity_milli,
+        len(pods),
+    )
+    arrived, alloc, frag_pct, decision, placed = _traces(pods, capacity)
+    cpu, mem, num, milli, spec = _columns(pods)
     clock = time.perf_counter
     start = clock()
     for lo in range(0, n, window):
@@ -175,3 +169,16 @@ def replay_batch(
         if progress is not None and hi // 1000 != lo // 1000:
             progress(hi, n)
     return Replay(arrived, alloc, frag_pct, decision, placed, clock() - start)
+
+
+def _traces(pods: PodTable, capacity: float) -> tuple[np.ndarray, ...]:
+    """Arrived %, then empty allocation %, fragmentation %, decision s and placed flags."""
+    n = len(pods)
+    arrived = np.cumsum(pods.total_gpu_milli) / capacity * 100.0
+    return arrived, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+
+
+def _columns(pods: PodTable) -> tuple[list, ...]:
+    """The request columns as Python lists: indexing them per pod is what the loops do."""
+    columns = (pods.cpu, pods.mem, pods.num_gpu, pods.gpu_milli, pods.spec)
+    return tuple(column.tolist() for column in columns)
