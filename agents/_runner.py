@@ -60,7 +60,7 @@ class ModelRunner:
         Returns the answer's header (the fields of a JobResult) and the encoded outputs.
         A failure inside the model is reported as a user error; the runner keeps serving.
         """
-        from anypu.agents._artifact import run_model
+        from anypu.agents._artifact import ArtifactError, run_model
 
         from anypu import _codec
 
@@ -96,7 +96,9 @@ class ModelRunner:
                 error_type=type(error).__name__,
                 error_message=str(error) or repr(error),
                 error_traceback=traceback.format_exc(limit=20),
-                user_error=stage in ("run", "outputs"),
+                # A refused artifact (unsafe or malformed; its digest was verified on fetch)
+                # is the submitter's doing, like the model raising: not the node's fault.
+                user_error=stage in ("run", "outputs") or isinstance(error, ArtifactError),
                 load_seconds=load_seconds,
             )
             return answer, b""
