@@ -306,6 +306,13 @@ class SchedulerService:
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
         if r.max_retries > 100:
             raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
+        for name, limit in (("name", 200), ("origin", 128)):
+            if len(getattr(r, name)) > limit:
+                raise ConfigError(f"{name} is longer than {limit} characters: shorten it")
+        for name in ("sites", "nodes"):
+            values = getattr(r, name)
+            if len(values) > 256 or any(len(v) > 128 for v in values):
+                raise ConfigError(f"{name}: at most 256 entries of at most 128 characters")
 
 
 class AgentSession:

@@ -248,3 +248,23 @@ def test_a_node_failing_distinct_jobs_for_reasons_not_theirs_is_quarantined():
     assert "quarantined" in pinned.pending_reasons["liar"]
     state.handle(JobSubmitted("free", request(), now=2.0))
     assert state.jobs["free"].placement.node_id == "honest"
+
+
+def test_submit_rejects_oversized_text_fields_with_a_clear_message(tmp_path):
+    import pytest
+
+    from anypu.errors import ConfigError
+
+    service = SchedulerService(tmp_path)
+    try:
+        digest = service.blobs.put(b"artifact")
+        with pytest.raises(ConfigError, match="name is longer than 200"):
+            service.submit(request(artifact_digest=digest, name="x" * 10_000))
+        with pytest.raises(ConfigError, match="nodes: at most 256"):
+            service.submit(request(artifact_digest=digest, nodes=("n",) * 1000))
+        assert service.submit(request(artifact_digest=digest, name="ok")).state in (
+            "pending",
+            "failed",
+        )
+    finally:
+        service.close()
