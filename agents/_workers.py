@@ -10,6 +10,11 @@ the slice is idle, in the caller's thread (no extra hop on the hot path).
   already runs the user's model; it saves the process hop (≈ 0.3–0.5 ms a call). A job
   past its timeout is reported and its late result dropped, but the thread cannot be
   killed: the slice stays busy until the model returns.
+
+  Inside ``run_dispatched_here()`` a job that an idle thread slice would take is run by the calling thread instead, once the context exits (after the scheduler's
+  locks are released). The embedded ``sdk.run`` uses it: the user's thread would only
+  block waiting for the worker thread anyway, and the two thread hand-offs it saves
+  cost more than the forward of a small model on a busy machine.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from anypu.agents._runner import ModelRunner
@@ -33,7 +39,7 @@ from anypu.agents._wire import read_frame, write_frame
 from anypu.devices import Device, slice_environment
 from anypu.protos.messages import JobResult
 
-__all__ = ["SliceJob", "SliceWorker", "ThreadSliceWorker"]
+__all__ = ["SliceJob", "SliceWorker", "ThreadSliceWorker", "run_dispatched_here"]
 
 log = logging.getLogger("anypu.agent")
 
@@ -295,6 +301,25 @@ class SliceWorker(_Slice):
             self.on_answer(self._failure(job, "WorkerDied", message, user_error=False))
 
 
+_caller = threading.local()
+
+
+@contextmanager
+def run_dispatched_here() -> Iterator[None]:
+    """Jobs a thread slice is handed inside the block run in this thread when it ends."""
+    if getattr(_caller, "deferred", None) is not None:  # nested: the outer block runs them
+        yield
+        return
+    deferred: list[tuple[ThreadSliceWorker, SliceJob]] = []
+    _caller.deferred = deferred
+    try:
+        yield
+    finally:
+        _caller.deferred = None
+        for worker, job in deferred:
+            worker._execute(job)
+
+
 class ThreadSliceWorker(_Slice):
     """A thread in this process running jobs for one slice (the embedded mode)."""
 
@@ -303,6 +328,7 @@ class ThreadSliceWorker(_Slice):
         from anypu.devices import worker_torch_device
 
         self._inbox: queue.SimpleQueue[SliceJob | None] = queue.SimpleQueue()
+        self._executing = threading.Lock()
         self._runner = ModelRunner(worker_torch_device(self.device))
         threading.Thread(
             target=self._serve,
@@ -312,7 +338,11 @@ class ThreadSliceWorker(_Slice):
         self._ready.set()
 
     def _dispatch(self, job: SliceJob) -> bool:
-        self._inbox.put(job)
+        deferred = getattr(_caller, "deferred", None)
+        if deferred is not None:
+            deferred.append((self, job))  # see run_dispatched_here
+        else:
+            self._inbox.put(job)
         return True
 
     def _abandon_running(self) -> None:
@@ -330,6 +360,12 @@ class ThreadSliceWorker(_Slice):
         # Re-apply the process's setting here (the user's process: we do not change it).
         torch.set_num_threads(torch.get_num_threads())
         while (job := self._inbox.get()) is not None:
+            self._execute(job)
+
+    def _execute(self, job: SliceJob) -> None:
+        # One model run at a time per slice even after a timeout gave the slice up: the
+        # next job waits for the overrunning one, in whichever thread it runs.
+        with self._executing:
             header, outputs = self._runner.execute(_request(job), job.inputs)
-            answer = _answer(header, outputs, self.device.device_id)
-            self._finish(answer, tuple(self._runner.warm))
+        answer = _answer(header, outputs, self.device.device_id)
+        self._finish(answer, tuple(self._runner.warm))

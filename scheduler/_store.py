@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS transitions (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transitions_job ON transitions(job_id);
+CREATE TABLE IF NOT EXISTS job_payloads (
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
@@ -74,11 +80,22 @@ _JOB_FIELDS = tuple(
     f.name for f in dataclasses.fields(JobRecord) if f.name not in ("request", "outputs")
 )
 
+# A job's inputs and outputs live in job_payloads, each written once: SQLite rewrites a
+# whole row on update, so blobs in ``jobs`` were copied again at every transition.
+# (``jobs.inputs``/``jobs.outputs`` hold them for databases written before that.)
 _UPSERT_JOB = (
-    "INSERT INTO jobs (job_id, state, record, inputs, outputs, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
-    " state=excluded.state, record=excluded.record,"
-    " outputs=excluded.outputs, updated_at=excluded.updated_at"
+    "INSERT INTO jobs (job_id, state, record, updated_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT(job_id) DO UPDATE SET"
+    " state=excluded.state, record=excluded.record, updated_at=excluded.updated_at"
+)
+_PUT_PAYLOAD = (
+    "INSERT INTO job_payloads (job_id, kind, data) VALUES (?, ?, ?)"
+    " ON CONFLICT(job_id, kind) DO UPDATE SET data=excluded.data"
+)
+_SELECT_JOBS = (
+    "SELECT j.record, COALESCE(i.data, j.inputs), COALESCE(o.data, j.outputs) FROM jobs j"
+    " LEFT JOIN job_payloads i ON i.job_id = j.job_id AND i.kind = 'inputs'"
+    " LEFT JOIN job_payloads o ON o.job_id = j.job_id AND o.kind = 'outputs'"
 )
 _INSERT_STEP = "INSERT INTO transitions (job_id, attempt, state, detail, at) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_NODE = (
@@ -140,9 +157,14 @@ class StateStore:
     def job_write(job: JobRecord, transition: str, detail: str, now: float) -> tuple:
         """Freeze what to write for a job now; ``commit`` writes it later."""
         row = json.dumps(_job_to_row(job))
-        upsert = (job.job_id, job.state, row, job.request.inputs, job.outputs, now)
+        upsert = (job.job_id, job.state, row, now)
         step = (job.job_id, job.attempt, transition, detail, now) if transition else None
-        return ("job", upsert, step)
+        payloads = []
+        if transition == "pending" and job.request.inputs:  # submitted, or requeued
+            payloads.append((job.job_id, "inputs", job.request.inputs))
+        if job.outputs:
+            payloads.append((job.job_id, "outputs", job.outputs))
+        return ("job", upsert, (step, payloads))
 
     @staticmethod
     def node_write(node: NodeRecord) -> tuple:
@@ -153,11 +175,14 @@ class StateStore:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                for kind, row, step in writes:
+                for kind, row, extra in writes:
                     if kind == "job":
+                        step, payloads = extra
                         self._db.execute(_UPSERT_JOB, row)
                         if step is not None:
                             self._db.execute(_INSERT_STEP, step)
+                        if payloads:
+                            self._db.executemany(_PUT_PAYLOAD, payloads)
                     else:
                         self._db.execute(_UPSERT_NODE, row)
                 self._db.execute("COMMIT")
@@ -170,16 +195,14 @@ class StateStore:
 
     def load_job(self, job_id: str) -> JobRecord | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT record, inputs, outputs FROM jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
+            row = self._db.execute(_SELECT_JOBS + " WHERE j.job_id = ?", (job_id,)).fetchone()
         return _job_from_row(json.loads(row[0]), row[1], row[2]) if row else None
 
     def load_unfinished_jobs(self) -> list[JobRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT record, inputs, outputs FROM jobs"
-                " WHERE state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY rowid"
+                _SELECT_JOBS + " WHERE j.state NOT IN ('succeeded', 'failed', 'cancelled')"
+                " ORDER BY j.rowid"
             ).fetchall()
         return [_job_from_row(json.loads(r[0]), r[1], r[2]) for r in rows]
 
@@ -196,7 +219,7 @@ class StateStore:
             ).fetchall()
 
     def recent_jobs(self, limit: int, state: str = "") -> list[JobRecord]:
-        query = "SELECT record, inputs, NULL FROM jobs"
+        query = "SELECT record FROM jobs"  # listings show no payloads: leave them on disk
         args: tuple[Any, ...] = ()
         if state:
             query += " WHERE state = ?"

@@ -84,8 +84,9 @@ class Client:
 
     def _prepare(self, model: Any, inputs: Any, options: RunOptions) -> m.SubmitRequest:
         args = call_args(model, inputs)
-        artifact = self.models.get_or_export(model, args)
-        profile = self._profile(artifact, model, args)
+        with self.models.holding(model):
+            artifact = self.models.get_or_export(model, args)
+            profile = self._profile(artifact, model, args)
         self._upload(artifact)
         payload = _codec.encode(args, "inputs")
         inputs_digest = ""

@@ -23,7 +23,8 @@ import traceback
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +270,8 @@ class ModelCache:
         self._entries = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._export_lock = threading.Lock()
+        self._model_locks: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]
+        self._model_locks = weakref.WeakKeyDictionary()
         self.hits = 0
         self.misses = 0
 
@@ -287,16 +290,29 @@ class ModelCache:
                 self.hits += 1
         return artifact
 
+    @contextmanager
+    def holding(self, model: torch.nn.Module) -> Iterator[None]:
+        """Keep other threads off ``model`` while this one exports or traces it.
+
+        Non-strict ``torch.export`` swaps the module's parameters for fake tensors while
+        it runs, so another thread reading them (to compute its cache key, or to export
+        too) would see fakes. Threads working on other models do not wait.
+        """
+        with self._lock:
+            lock = self._model_locks.get(model)
+            if lock is None:
+                lock = self._model_locks[model] = threading.RLock()
+        with lock:
+            yield
+
     def get_or_export(self, model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Artifact:
         """The cached artifact, exporting on a miss (one export at a time)."""
-        artifact = self.get(model, example_inputs)
-        if artifact is not None:
-            return artifact
-        # A separate lock: a warm lookup of another model must not wait for an export.
-        with self._export_lock:
-            key = self.key(model, example_inputs)
-            artifact = self._lookup(model, key)
-            if artifact is None:
+        with self.holding(model):
+            artifact = self.get(model, example_inputs)
+            if artifact is not None:
+                return artifact
+            with self._export_lock:
+                key = self.key(model, example_inputs)
                 artifact = export_model(model, example_inputs)
                 with self._lock:
                     per_model = self._entries.setdefault(model, OrderedDict())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import grpc
+from anypu.agents._workers import run_dispatched_here
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
@@ -46,6 +47,15 @@ class InProcessTransport:
         self.service.blobs.put(data, digest)
 
     def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+        if request.wait and not request.wait_timeout_s and not request.timeout_s:
+            # The caller blocks until the outcome anyway: let it run the job itself when
+            # an in-process slice takes it at once, rather than wake a worker thread. Not
+            # with a timeout: the caller must get JobTimeout when it expires, and a thread
+            # running a model cannot be interrupted.
+            with run_dispatched_here():
+                info = self.service.submit(request)
+            info, outputs, _ = self.service.wait(info.job_id, None)
+            return info, outputs
         if request.wait:
             info, outputs, _ = self.service.submit_and_wait(request)
             return info, outputs

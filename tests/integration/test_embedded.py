@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from anypu.sdk.models import mlp, small_cnn
@@ -100,3 +103,34 @@ def test_not_a_module():
 def test_an_unknown_option_is_named():
     with pytest.raises(InputError, match="devcie"):
         sdk.run(mlp(width=32, depth=2), torch.randn(2, 32), devcie="cuda")
+
+
+def test_run_executes_on_the_calling_thread_and_submit_on_the_slice_thread(monkeypatch):
+    from anypu.agents import _workers
+
+    threads: list[int] = []
+    execute = _workers.ThreadSliceWorker._execute
+
+    def recording(self, job):
+        threads.append(threading.get_ident())
+        return execute(self, job)
+
+    monkeypatch.setattr(_workers.ThreadSliceWorker, "_execute", recording)
+    model = mlp()
+    x = torch.randn(4, 256)
+    sdk.run(model, x)  # the first run fetches the artifact in a thread of the agent's
+    threads.clear()
+    torch.testing.assert_close(sdk.run(model, x), model(x))
+    torch.testing.assert_close(sdk.submit(model, x).result(timeout=60), model(x))
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+
+
+def test_runs_from_many_threads_each_get_their_own_outputs():
+    """Callers that find the slice busy queue behind the one running inline."""
+    model = mlp()
+    inputs = [torch.randn(4, 256) for _ in range(16)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outputs = list(pool.map(lambda x: sdk.run(model, x), inputs))
+    for x, y in zip(inputs, outputs, strict=True):
+        torch.testing.assert_close(y, model(x))

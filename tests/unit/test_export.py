@@ -262,3 +262,20 @@ def test_run_model_accepts_a_plain_module_and_a_single_tensor() -> None:
     outputs, _ = run_model(model, x, "cpu")
     torch.testing.assert_close(outputs, model(x))
     assert isinstance(LoadedModel("torchscript", model).to("cpu"), LoadedModel)
+
+
+def test_exported_model_checks_each_new_input_signature(mlp_artifact) -> None:
+    """The graph's input check runs once per shape/dtype, and still refuses a bad one."""
+    model, artifact = mlp_artifact
+    loaded = load_artifact(artifact.data)
+    x = torch.randn(32, 256)
+    first, _ = run_model(loaded, (x,), "cpu")
+    torch.testing.assert_close(first, model(x))
+    again, _ = run_model(loaded, (x.clone(),), "cpu")  # accepted signature: no re-check
+    torch.testing.assert_close(first, again)
+    with pytest.raises(Exception, match="shape|size|dim"):
+        loaded(torch.zeros(x.shape[0], x.shape[1] + 1))
+    with pytest.raises(Exception, match="dtype|Double|float"):
+        loaded(x.double())
+    loaded.to("cpu")  # same device: the accepted signatures stay valid
+    torch.testing.assert_close(run_model(loaded, (x,), "cpu")[0], first)
