@@ -1,7 +1,8 @@
 """Pure placement: a cluster snapshot and pending jobs in, a plan out.
 
 ``plan(snapshot, jobs)`` is what the live scheduler calls each round; the filter and
-score plugins it runs are exported for explanation and extension.
+score plugins it runs are exported for explanation and extension. ``PlacementConfig.policy``
+chooses who places: the cost model, or a GPU-sharing policy of ``placement.gpushare``.
 """
 
 from anypu.placement._filters import (
@@ -12,6 +13,7 @@ from anypu.placement._filters import (
 )
 from anypu.placement._framework import (
     DEFAULT_EFFICIENCY,
+    POLICY_NAMES,
     TERMS,
     ClusterTable,
     FilterPlugin,
@@ -19,6 +21,7 @@ from anypu.placement._framework import (
     PlanContext,
     ScorePlugin,
 )
+from anypu.placement._live_policy import WORKLOAD_WINDOW, workload_shape
 from anypu.placement._model import (
     TIERS,
     ClusterSnapshot,
@@ -27,6 +30,7 @@ from anypu.placement._model import (
     NodeView,
     Placement,
     Plan,
+    WorkloadShape,
 )
 from anypu.placement._network import (
     SCHEDULER_VERTEX,
@@ -42,9 +46,11 @@ __all__ = [
     "DEFAULT_EFFICIENCY",
     "DEFAULT_FILTERS",
     "DEFAULT_SCORES",
+    "POLICY_NAMES",
     "SCHEDULER_VERTEX",
     "TERMS",
     "TIERS",
+    "WORKLOAD_WINDOW",
     "ClusterSnapshot",
     "ClusterTable",
     "DeviceView",
@@ -58,6 +64,7 @@ __all__ = [
     "Plan",
     "PlanContext",
     "ScorePlugin",
+    "WorkloadShape",
     "allowed_devices",
     "build_network",
     "explain_unschedulable",
@@ -65,4 +72,5 @@ __all__ = [
     "plan",
     "score_terms",
     "transfer_seconds",
+    "workload_shape",
 ]

@@ -18,11 +18,13 @@ from typing import Protocol
 import numpy as np
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView
 from anypu.placement._network import NetworkCosts
+from anypu.placement.gpushare._policies import POLICIES as _GPUSHARE_POLICIES
 
 from anypu.errors import ConfigError
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
+    "POLICY_NAMES",
     "TERMS",
     "ClusterTable",
     "DeviceIndex",
@@ -41,7 +43,9 @@ DEFAULT_EFFICIENCY: Mapping[str, float] = MappingProxyType(
 #: The objective's terms, in the order they are reported.
 TERMS = ("compute", "transfer", "warm", "queue", "fragmentation")
 
-_POLICIES = ("cost",)
+#: ``PlacementConfig.policy``: ``cost`` (the objective below, solved with CP-SAT) or any
+#: GPU-sharing policy of ``placement.gpushare``, applied to live jobs by ``_live_policy``.
+POLICY_NAMES: tuple[str, ...] = ("cost", *(cls.name for cls in _GPUSHARE_POLICIES))
 
 #: Which devices a score is wanted for: an index array, or ``slice(None)`` for all of
 #: them (a view, no gather: the common case in a round).
@@ -62,6 +66,8 @@ class PlacementConfig:
     the packing tie-breaker: keep it well below a typical job's run time. CP-SAT refines
     the first ``cpsat_max_jobs`` jobs of a round (highest priority first); later jobs
     keep their greedy device class, which bounds the model's size for big rounds.
+    ``policy`` is ``cost`` or one of ``POLICY_NAMES``' GPU-sharing policies, which then
+    places the accelerator jobs (``_live_policy``); ``seed`` feeds CP-SAT and ``random``.
     """
 
     time_limit_s: float = 0.2
@@ -118,9 +124,10 @@ class PlacementConfig:
                 raise ConfigError(
                     f"PlacementConfig.efficiency[{kind!r}] must be in (0, 1], got {eff!r}"
                 )
-        if self.policy not in _POLICIES:
+        if self.policy not in POLICY_NAMES:
             raise ConfigError(
-                f"PlacementConfig.policy {self.policy!r} is unknown; choose one of {_POLICIES}"
+                f"PlacementConfig.policy {self.policy!r} is unknown; "
+                f"choose one of: {', '.join(POLICY_NAMES)}"
             )
 
     def weight(self, term: str) -> float:

@@ -7,6 +7,7 @@ Everything here is plain data. Placement never does I/O: the scheduler builds a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from anypu.devices import Device
 
@@ -18,6 +19,7 @@ __all__ = [
     "NodeView",
     "Placement",
     "Plan",
+    "WorkloadShape",
 ]
 
 TIERS = ("cloud", "edge", "device")
@@ -79,6 +81,16 @@ class JobRequest:
     """Measured run time by device model name, from earlier runs of the same artifact."""
 
 
+class WorkloadShape(NamedTuple):
+    """What one placed job took, in the GPU-sharing policies' units (``placement.gpushare``):
+    host CPU milli-cores and MiB, and ``gpus`` devices of ``gpu_milli`` thousandths each."""
+
+    cpu_milli: int
+    memory_mib: int
+    gpus: int
+    gpu_milli: int
+
+
 @dataclass(frozen=True)
 class ClusterSnapshot:
     """The nodes, and the network that links their sites and the clients' origins.
@@ -86,11 +98,16 @@ class ClusterSnapshot:
     ``network`` is a ``networkx.Graph`` whose vertices are site names and whose edges
     carry ``latency_s`` and ``bandwidth_bps`` (bytes per second). A node sits at the
     vertex named by its ``site``. ``None`` means everything is co-located.
+
+    ``workload`` is the shapes of recently placed jobs, oldest first: the typical workload
+    that fragmentation-aware policies (``PlacementConfig.policy`` ``fgd``/``anypu``) plan
+    for. Empty means no history yet; the cost policy ignores it.
     """
 
     nodes: tuple[NodeView, ...]
     network: object | None = None
     now: float = 0.0
+    workload: tuple[WorkloadShape, ...] = ()
 
 
 @dataclass(frozen=True)

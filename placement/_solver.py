@@ -363,11 +363,17 @@ def plan(
     A job no device can take appears in ``Plan.unschedulable`` with every node's reason;
     it is never an exception. ``Plan.solver`` is ``single`` (one job, greedy only),
     ``greedy`` (CP-SAT disabled), ``cp-sat:OPTIMAL``/``cp-sat:FEASIBLE`` (CP-SAT's plan
-    won) or ``greedy (cp-sat …)`` saying why the greedy plan was kept.
+    won) or ``greedy (cp-sat …)`` saying why the greedy plan was kept; with
+    ``config.policy`` naming a GPU-sharing policy, ``policy:NAME`` (``_live_policy``).
     """
     started = time.perf_counter()
     cfg = config or PlacementConfig()
     _validate(jobs)
+    if cfg.policy != "cost":
+        # A GPU-sharing policy places the accelerator jobs and calls back here for the rest.
+        from anypu.placement._live_policy import plan_with_policy
+
+        return plan_with_policy(snapshot, jobs, cfg)
     ctx = PlanContext(snapshot, cfg)
     allowed: dict[str, np.ndarray] = {}
     unschedulable: dict[str, dict[str, str]] = {}

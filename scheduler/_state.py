@@ -18,13 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from anypu.placement import (
+    WORKLOAD_WINDOW,
     ClusterSnapshot,
     DeviceView,
     JobRequest,
     NodeView,
     PlacementConfig,
     Plan,
+    WorkloadShape,
     plan,
+    workload_shape,
 )
 from anypu.protos import messages as m
 from anypu.scheduler._quarantine import NodeQuarantine
@@ -167,6 +170,9 @@ class SchedulerState:
         self.last_plan: Plan | None = None
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
+        # What recent placements took: the typical workload that fragmentation-aware
+        # placement policies plan for (not persisted; they have a default until it fills).
+        self.workload: deque[WorkloadShape] = deque(maxlen=WORKLOAD_WINDOW)
 
     # -------------------------------------------------------------- restore
 
@@ -437,7 +443,9 @@ class SchedulerState:
                     warm_digests=node.warm_digests,
                 )
             )
-        return ClusterSnapshot(nodes=tuple(views), network=self.network, now=now)
+        return ClusterSnapshot(
+            nodes=tuple(views), network=self.network, now=now, workload=tuple(self.workload)
+        )
 
     def _job_request(self, job: JobRecord) -> JobRequest:
         r = job.request
@@ -491,6 +499,7 @@ class SchedulerState:
             job.pending_reasons, job.unschedulable_since = {}, None
             self._set_state(job, "placed")
             self.decisions["placed"] += 1
+            self.workload.append(workload_shape(device))
             actions.append(PersistJob(job, "placed", f"{p.node_id}/{p.device_id}"))
             actions.append(Send(node.node_id, node.epoch, self._launch(job)))
         for job_id, reasons in result.unschedulable.items():

@@ -25,11 +25,16 @@ __all__ = ["main"]
 
 def _scheduler(args: argparse.Namespace) -> int:
     import yaml
-    from anypu.placement import PlacementConfig, build_network
+    from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
     from anypu.scheduler._grpc import serve
     from anypu.scheduler._service import SchedulerService
     from anypu.scheduler._state import SchedulerConfig
 
+    if args.policy not in POLICY_NAMES:
+        raise AnypuError(
+            f"--policy {args.policy!r} is not a placement policy; choose one of: "
+            f"{', '.join(POLICY_NAMES)}"
+        )
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     if args.insecure and not _is_loopback(args.host):
         raise AnypuError(
@@ -53,7 +58,7 @@ def _scheduler(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         lost_after_s=args.lost_after,
         unschedulable_timeout_s=args.unschedulable_timeout,
-        placement=PlacementConfig(time_limit_s=args.solver_time_limit),
+        placement=PlacementConfig(time_limit_s=args.solver_time_limit, policy=args.policy),
     )
     service = SchedulerService(args.state_dir, token=token or None, config=config, network=network)
     security = None if args.insecure else _security(args, service)
@@ -66,6 +71,11 @@ def _scheduler(args: argparse.Namespace) -> int:
         f"anypu scheduler listening on {args.host}:{port} ({mode}; state in {args.state_dir})",
         flush=True,
     )
+    if args.policy != "cost":
+        print(
+            f"placement policy: {args.policy} for accelerator jobs (cost model for the rest)",
+            flush=True,
+        )
     if security is None:
         print(
             "WARNING: --insecure: plaintext gRPC on loopback only, for local use;"
@@ -302,6 +312,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--lost-after", type=float, default=5.0, help="seconds without heartbeat")
     s.add_argument("--unschedulable-timeout", type=float, default=5.0)
     s.add_argument("--solver-time-limit", type=float, default=0.2)
+    s.add_argument(
+        "--policy",
+        default="cost",
+        metavar="NAME",
+        help="placement policy: cost (default: predicted seconds, CP-SAT) or a GPU-sharing"
+        " policy for accelerator jobs: random, dotprod, clustering, packing, bestfit, fgd,"
+        " anypu",
+    )
     s.add_argument(
         "--http-port",
         type=_port,

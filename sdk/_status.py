@@ -106,6 +106,10 @@ def format_status(
     lines += ["", "Jobs", _RULE]
     lines.append(" live: " + ", ".join(f"{live_counts[s]} {s}" for s in _LIVE))
     lines.append(f" last {len(jobs)}: " + ", ".join(f"{done_counts[s]} {s}" for s in _DONE))
+    # Newest first: says which placement policy (or cost solver) the scheduler runs.
+    latest = next((j.placement.solver for j in jobs if j.placement and j.placement.solver), "")
+    if latest:
+        lines.append(f" latest placement by: {latest}")
     pending = [j for j in current if j.state == "pending"]
     if pending:
         lines += ["", "Pending", _RULE]

@@ -1,0 +1,397 @@
+"""The GPU-sharing policies of ``placement.gpushare`` placing live jobs.
+
+``PlacementConfig.policy`` names who places a round: ``cost`` (``_solver``: the objective
+in seconds, CP-SAT) or one of ``gpushare.POLICIES`` (``random``, ``dotprod``,
+``clustering``, ``packing``, ``bestfit``, ``fgd``, ``anypu``) — the very classes the openb
+trace replay runs, called through :func:`make_policy` and :meth:`Policy.choose`. This module
+translates a live snapshot into their cluster model and their choices back into slices.
+
+The mapping (decided for issue 3):
+
+- **Accelerators are GPUs.** Every device whose kind is not ``cpu`` (gpu, npu, tpu, xpu,
+  mps, …) is one gpushare GPU of 1000 milli; its GPU model is the device's model name.
+  A device cut into ``s`` slices offers slices of ``1000 // s`` milli (at most 1000 slices
+  are modelled); the remainder ``1000 mod s`` goes with its last slice, so a device whose
+  slices are all taken has no milli left. A slice with work on it (busy time > 0) is taken.
+- **Nodes.** gpushare nodes hold up to 8 GPUs of one model, and a policy picks a node and
+  then *any* GPU there with room. So a live node becomes one gpushare node per group of
+  identical accelerators — same kind, model, memory, throughput and slicing — in chunks
+  of 8. Every filter then says the same of all GPUs of a gpushare node, and a GPU the
+  policy picks is always one the job may use and a slice of the size it was asked for.
+  Each group carries the live node's host: CPU milli = 1000 × Σ slices × threads of its
+  CPU devices, memory = Σ their MiB, less what busy CPU slices hold.
+- **Requests.** A job the filters allow on accelerator ``d`` asks
+  ``Request(cpu=0, mem=0, num=1, milli=1000 // slices(d))``: one slice, and no host CPU or
+  memory, because the live scheduler reserves none for an accelerator job (its worker is
+  per slice). The host's free CPU and memory still shape how full a node looks to
+  ``dotprod`` and ``bestfit``.
+- **Different slice sizes are different requests.** Candidates are grouped by slice size;
+  the policy chooses within each group (:meth:`Policy.choose`, with the live filters as
+  its ``allowed`` mask), and the group winners are compared by the policy's own score of
+  its choice. Ties go to the cheaper placement by the cost model, or to a uniformly
+  random winner for a policy that breaks ties at random. ``bestfit`` min-max normalises
+  its scores within each call, so its group winners are not comparable and the cost
+  model picks among them.
+- **What stays with the cost model.** Jobs the filters allow only on CPU devices, jobs no
+  device can take (their per-node reasons are ``plan``'s, unchanged) and jobs whose every
+  candidate accelerator slice is taken — the trace model would keep such a pod waiting;
+  the live scheduler queues it on a slice, as with ``cost`` — go through ``plan`` with
+  ``policy="cost"``, on the snapshot with this round's policy placements added.
+  ``Plan.solver`` is ``policy:NAME``, with a note of how many jobs the cost model placed.
+- **Typical workload.** ``fgd`` and ``anypu`` plan for a distribution of typical pods.
+  It is built with ``gpushare.typical_pods`` from ``ClusterSnapshot.workload``: the
+  shapes of the last :data:`WORKLOAD_WINDOW` jobs the scheduler placed
+  (:func:`workload_shape`: one slice of the device each took; CPU-only jobs count as the
+  share of pods that can use no GPU). Before any accelerator job was placed it assumes
+  the workload fills the accelerators as they are sliced: one pod per slice.
+
+Every placement carries the cost model's terms (compute, transfer, warm, queue,
+fragmentation, and ``slo_violation``), so predicted seconds mean what they mean under
+``cost``; only the choice of device differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from anypu.devices import Device
+from anypu.placement._filters import DEFAULT_FILTERS, allowed_devices
+from anypu.placement._framework import TERMS, PlacementConfig, PlanContext
+from anypu.placement._model import (
+    ClusterSnapshot,
+    JobRequest,
+    Placement,
+    Plan,
+    WorkloadShape,
+)
+from anypu.placement._scores import score_terms
+from anypu.placement._solver import plan
+from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState, NodeTable, PodTable
+from anypu.placement.gpushare._frag import TypicalPods, typical_pods
+from anypu.placement.gpushare._policies import BestFitPolicy, Policy, Request, make_policy
+
+__all__ = [
+    "WORKLOAD_WINDOW",
+    "LiveCluster",
+    "plan_with_policy",
+    "slice_milli",
+    "typical_workload",
+    "workload_shape",
+]
+
+#: How many recent placements the typical workload is estimated from: enough for the
+#: shape frequencies to settle, recent enough to follow a change of workload.
+WORKLOAD_WINDOW = 1000
+
+_MIB = 2**20
+
+
+def slice_milli(device: Device) -> int:
+    """GPU milli of one slice of an accelerator (at most 1000 slices are modelled)."""
+    return MILLI // min(max(1, device.slices), MILLI)
+
+
+def workload_shape(device: Device) -> WorkloadShape:
+    """What a job placed on ``device`` took, in gpushare units: one slice of an
+    accelerator and no host resources, or one CPU slice's threads and memory."""
+    if device.kind == "cpu":
+        return WorkloadShape(device.threads * MILLI, device.slice_memory_bytes // _MIB, 0, 0)
+    return WorkloadShape(0, 0, 1, slice_milli(device))
+
+
+class LiveCluster:
+    """A live snapshot as a gpushare ``ClusterState`` (see the module docstring).
+
+    ``devs[n]`` are the table indices of gpushare node ``n``'s GPUs in slot order;
+    ``milli[n]`` is the slice size there. ``state`` starts at the snapshot's occupancy and
+    follows this round's placements through :meth:`take`.
+    """
+
+    def __init__(self, ctx: PlanContext) -> None:
+        t = ctx.table
+        self.ctx = ctx
+        n_dev = t.n_devices
+        is_cpu = np.array([k == "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
+        self.accelerator = ~is_cpu
+        taken = t.slice_busy > 0.0
+        busy = np.bincount(t.slice_dev[taken], minlength=n_dev)
+        self._first_slice = np.cumsum(t.dev_slices) - t.dev_slices
+        self._taken = taken.copy()
+
+        # The host of each live node, from its CPU devices.
+        threads = np.fromiter((dv.device.threads for dv in t.devices), np.int64, n_dev)
+        memory_mib = np.fromiter((dv.device.memory_bytes // _MIB for dv in t.devices), float, n_dev)
+        n_nodes = len(t.nodes)
+        node = t.dev_node[is_cpu]
+
+        def per_node(values: np.ndarray) -> np.ndarray:
+            return np.bincount(node, weights=values[is_cpu], minlength=n_nodes).astype(np.int64)
+
+        host_cpu = per_node(t.dev_slices * threads * MILLI)
+        host_mem = per_node(memory_mib)
+        cpu_left = host_cpu - per_node(busy * threads * MILLI)
+        mem_left = host_mem - per_node(busy * np.floor(t.dev_slice_memory / _MIB))
+
+        # Identical accelerators of one live node, 8 to a gpushare node.
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for d in np.flatnonzero(self.accelerator).tolist():
+            dev = t.devices[d].device
+            key = (int(t.dev_node[d]), dev.kind, dev.model, dev.memory_bytes, dev.tflops)
+            groups.setdefault((*key, int(t.dev_slices[d])), []).append(d)
+        self.devs: list[np.ndarray] = [
+            np.asarray(members[i : i + MAX_GPUS], dtype=np.int64)
+            for members in groups.values()
+            for i in range(0, len(members), MAX_GPUS)
+        ]
+        models = tuple(sorted({t.devices[int(g[0])].device.model for g in self.devs}))
+        model_index = {name: i for i, name in enumerate(models)}
+        live_node = np.fromiter((t.dev_node[g[0]] for g in self.devs), np.int64, len(self.devs))
+        self.nodes = NodeTable(
+            names=tuple(
+                f"{t.nodes[int(n)].node_id}/{t.devices[int(g[0])].device.device_id}"
+                for n, g in zip(live_node, self.devs, strict=True)
+            ),
+            cpu=host_cpu[live_node],
+            mem=host_mem[live_node],
+            gpus=np.fromiter((len(g) for g in self.devs), np.int64, len(self.devs)),
+            model=np.fromiter(
+                (model_index[t.devices[int(g[0])].device.model] for g in self.devs),
+                np.int64,
+                len(self.devs),
+            ),
+            models=models,
+        )
+        self.dev_node = np.full(n_dev, -1, dtype=np.int64)
+        self.dev_slot = np.full(n_dev, -1, dtype=np.int64)
+        for n, g in enumerate(self.devs):
+            self.dev_node[g] = n
+            self.dev_slot[g] = np.arange(len(g))
+        slices = self.slices = np.minimum(t.dev_slices, MILLI)  # modelled slices per device
+        self.dev_milli = MILLI // slices
+        self.remainder = MILLI - slices * self.dev_milli
+        self.free = slices - np.minimum(busy, slices)  # modelled free slices per device
+        self.milli = np.fromiter(
+            (self.dev_milli[g[0]] for g in self.devs), np.int64, len(self.devs)
+        )
+
+        # A fresh state set to the snapshot's occupancy before any cache has read it.
+        state = ClusterState(self.nodes)
+        state.cpu_left = cpu_left[live_node]
+        state.mem_left = mem_left[live_node]
+        acc = np.flatnonzero(self.accelerator)
+        used_slices = slices[acc] - self.free[acc]
+        used = used_slices * self.dev_milli[acc] + np.where(
+            self.free[acc] == 0, self.remainder[acc], 0
+        )
+        state.gpu_left[self.dev_node[acc], self.dev_slot[acc]] -= used
+        # GPU-clustering counts pods by kind: a slice of a shared GPU is a sharing pod,
+        # a whole device a 1-GPU pod.
+        kind = np.where(self.dev_milli[acc] < MILLI, 0, 1)
+        np.add.at(state.tags, (self.dev_node[acc], kind), used_slices)
+        state.allocated_milli = int(used.sum())
+        self.state = state
+
+    def default_workload(self) -> np.ndarray:
+        """Shape rows (as in :class:`WorkloadShape`) of one pod per modelled slice of every
+        accelerator: the workload assumed before any accelerator job was placed. Counts
+        are divided by their common divisor, which keeps the frequencies and the table
+        small (a uniform cluster is one row)."""
+        acc = np.flatnonzero(self.accelerator)
+        milli, inverse = np.unique(self.dev_milli[acc], return_inverse=True)
+        pods = np.bincount(inverse.ravel(), weights=self.slices[acc]).astype(np.int64)
+        pods //= np.gcd.reduce(pods)
+        rows = np.zeros((int(pods.sum()), 4), dtype=np.int64)
+        rows[:, 2] = 1
+        rows[:, 3] = np.repeat(milli, pods)
+        return rows
+
+    def allowed_nodes(self, allowed_dev: np.ndarray) -> np.ndarray:
+        """gpushare nodes all of whose GPUs pass the job's filters (by construction a
+        filter says the same of all of them; requiring all keeps any exception out)."""
+        acc = allowed_dev & self.accelerator
+        hits = np.bincount(self.dev_node[acc], minlength=len(self.devs))
+        return hits == self.nodes.gpus
+
+    def choose(
+        self,
+        policy: Policy,
+        allowed_dev: np.ndarray,
+        rng: np.random.Generator,
+        static_cost: np.ndarray,
+    ) -> int | None:
+        """The accelerator (table index) ``policy`` puts the job on, or ``None`` when no
+        allowed accelerator has a free slice. ``static_cost`` is the cost model's
+        per-device cost, used only to break ties between slice sizes."""
+        nodes = self.allowed_nodes(allowed_dev)
+        options: list[tuple[int, Request, int]] = []  # gpushare node, request, device
+        for milli in np.unique(self.milli[nodes]).tolist():
+            req = Request(cpu=0, mem=0, num=1, milli=int(milli))
+            choice = policy.choose(self.state, req, rng, allowed=nodes & (self.milli == milli))
+            if choice is not None:
+                options.append((choice.node, req, int(self.devs[choice.node][choice.gpus[0]])))
+        if len(options) <= 1:
+            return options[0][2] if options else None
+        if isinstance(policy, BestFitPolicy):
+            score = np.zeros(len(options))
+        else:
+            score = np.array(
+                [
+                    float(policy.score(self.state, req, np.array([n]), rng)[0][0])
+                    for n, req, _ in options
+                ]
+            )
+        best = np.flatnonzero(score == score.max())
+        if policy.random_ties:
+            return options[int(best[rng.integers(len(best))])][2]
+        cost = static_cost[[options[k][2] for k in best]]
+        return options[int(best[np.argmin(cost)])][2]
+
+    def take(self, d: int) -> int:
+        """Bind one slice of accelerator ``d`` in the policy's state; its slice index."""
+        t = self.ctx.table
+        start = int(self._first_slice[d])
+        pos = int(np.argmin(self._taken[start : start + int(t.dev_slices[d])]))
+        # The policy picks only a GPU with a slice's milli left, which a device has only
+        # while one of its slices is free (the remainder goes with the last slice).
+        assert not self._taken[start + pos], f"no free slice on device {d}"
+        self._taken[start + pos] = True
+        self.free[d] -= 1
+        milli = int(self.dev_milli[d]) + (int(self.remainder[d]) if self.free[d] == 0 else 0)
+        self.state.bind(int(self.dev_node[d]), (int(self.dev_slot[d]),), 0, 0, milli)
+        return pos
+
+
+def typical_workload(workload: Sequence[WorkloadShape], live: LiveCluster) -> TypicalPods:
+    """``gpushare.typical_pods`` of the recent placements, or of the default workload
+    while none of them used an accelerator."""
+    if any(s.gpus for s in workload):
+        cols = np.asarray(workload, dtype=np.int64).reshape(-1, 4)
+    else:
+        cols = live.default_workload()
+    pods = PodTable(
+        names=("",) * len(cols),
+        cpu=cols[:, 0],
+        mem=cols[:, 1],
+        num_gpu=cols[:, 2],
+        gpu_milli=cols[:, 3],
+        spec=np.zeros(len(cols), dtype=np.int64),  # live jobs never name a GPU model
+    )
+    return typical_pods(pods)
+
+
+def _with_work(
+    snapshot: ClusterSnapshot, ctx: PlanContext, work: Sequence[tuple[int, int, float]]
+) -> ClusterSnapshot:
+    """``snapshot`` with ``(device, slice, seconds)`` of work added, so the cost model
+    queues later jobs behind this round's policy placements."""
+    if not work:
+        return snapshot
+    t = ctx.table
+    added: dict[int, dict[int, float]] = {}
+    for d, pos, seconds in work:
+        added.setdefault(d, {})
+        added[d][pos] = added[d].get(pos, 0.0) + seconds
+    nodes = list(snapshot.nodes)
+    first_dev = np.searchsorted(t.dev_node, np.arange(len(nodes)))
+    first_slice = np.cumsum(t.dev_slices) - t.dev_slices
+    for d, extra in added.items():
+        n = int(t.dev_node[d])
+        view = nodes[n].devices[d - int(first_dev[n])]
+        start = int(first_slice[d])
+        busy = t.slice_busy[start : start + int(t.dev_slices[d])].tolist()
+        for pos, seconds in extra.items():
+            busy[pos] += seconds
+        views = list(nodes[n].devices)
+        views[d - int(first_dev[n])] = dataclasses.replace(view, slice_busy_seconds=tuple(busy))
+        nodes[n] = dataclasses.replace(nodes[n], devices=tuple(views))
+    return dataclasses.replace(snapshot, nodes=tuple(nodes))
+
+
+def plan_with_policy(
+    snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+) -> Plan:
+    """``plan`` for ``config.policy`` other than ``cost`` (see the module docstring).
+
+    Jobs are served highest priority first, then in the order given (the scheduler passes
+    them in submission order), each on the slice its policy picks given the ones before.
+    """
+    started = time.perf_counter()
+    ctx = PlanContext(snapshot, config)
+    t = ctx.table
+    accelerator = np.array([k != "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
+    mine: list[tuple[JobRequest, np.ndarray]] = []
+    rest: list[JobRequest] = []
+    cpu_only = 0
+    for job in jobs:
+        ok = allowed_devices(job, ctx, DEFAULT_FILTERS)
+        if (ok & accelerator).any():
+            mine.append((job, ok))
+        else:
+            rest.append(job)  # CPU only, or unschedulable: the cost model says why
+            cpu_only += bool(ok.any())
+    placements: list[Placement] = []
+    work: list[tuple[int, int, float]] = []
+    objective = 0.0
+    if mine:
+        live = LiveCluster(ctx)
+        policy = make_policy(config.policy, typical_workload(snapshot.workload, live))
+        rng = np.random.default_rng(config.seed)
+        lowest = min(j.priority for j in jobs)
+        dev_idle = t.dev_idle.copy()
+        for job, ok in sorted(mine, key=lambda item: -item[0].priority):
+            terms = score_terms(job, ctx, slice(None), dev_idle)
+            static = np.zeros(t.n_devices)
+            for term, values in terms.items():
+                if w := config.weight(term):  # skipped at 0: a filtered device's inf × 0
+                    static += w * values
+            d = live.choose(policy, ok, rng, static)
+            if d is None:
+                rest.append(job)  # every allowed slice is taken: queue it by cost
+                continue
+            pos = live.take(d)
+            # A free slice: nothing to wait behind.
+            chosen = {k: float(v[d]) for k, v in terms.items()} | {"queue": 0.0}
+            predicted = sum(chosen.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
+            weight = 1.0 + config.priority_weight * (job.priority - lowest)
+            objective += weight * sum(config.weight(k) * v for k, v in chosen.items())
+            if job.slo_seconds is not None and predicted > job.slo_seconds:
+                chosen["slo_violation"] = predicted - job.slo_seconds
+            dev_idle[d] = False
+            dv = t.devices[d]
+            placements.append(
+                Placement(
+                    job_id=job.job_id,
+                    node_id=dv.node_id,
+                    device_id=dv.device.device_id,
+                    slice_index=pos,
+                    predicted_seconds=predicted,
+                    terms={k: chosen[k] for k in (*TERMS, "slo_violation") if k in chosen},
+                )
+            )
+            work.append((d, pos, predicted))
+    solver = f"policy:{config.policy}"
+    unschedulable: dict[str, dict[str, str]] = {}
+    deferred: tuple[str, ...] = ()
+    if rest:
+        cost_config = dataclasses.replace(config, policy="cost")
+        fallback = plan(_with_work(snapshot, ctx, work), rest, config=cost_config)
+        placements.extend(fallback.placements)
+        unschedulable, deferred = fallback.unschedulable, fallback.deferred
+        objective += fallback.objective
+        if fallback.placements:
+            queued = len(fallback.placements) - cpu_only
+            solver += (
+                f"; cost ({fallback.solver}) placed {len(fallback.placements)}: "
+                f"{cpu_only} cpu-only, {queued} with every accelerator slice taken"
+            )
+    return Plan(
+        placements=tuple(placements),
+        unschedulable=unschedulable,
+        deferred=deferred,
+        solver=solver,
+        solve_seconds=time.perf_counter() - started,
+        objective=objective,
+    )
