@@ -10,8 +10,11 @@ call scores every device for a job; a batch of 1,000 jobs over 10,000 devices is
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from types import MappingProxyType
 from typing import Protocol
 
@@ -150,42 +153,35 @@ def _codes(values: Sequence[str]) -> tuple[list[str], dict[str, int], np.ndarray
     return names, index, codes
 
 
-class ClusterTable:
-    """A snapshot as numpy columns over nodes, devices and slices.
+class _Layout:
+    """The columns that depend only on which devices sit on which nodes, where.
 
-    Categorical columns (tier, site, kind, model) are integer codes into small name
-    lists, so a per-name rule is evaluated once per distinct name and gathered.
+    A table is rebuilt every round but the layout rarely changes (a node joining or
+    leaving does it), and building it is most of a one-job round on a big cluster, so
+    the last few layouts are kept, keyed by the nodes' ids, tiers, sites and the identity
+    of their device descriptions (held by the layout, so no id is reused while cached).
     """
 
-    def __init__(self, snapshot: ClusterSnapshot) -> None:
-        nodes = snapshot.nodes
-        self.nodes: tuple[NodeView, ...] = nodes
+    def __init__(self, nodes: tuple[NodeView, ...]) -> None:
         self.node_index: dict[str, int] = {}
         for i, n in enumerate(nodes):
             if n.node_id in self.node_index:
                 raise ValueError(f"snapshot lists node {n.node_id!r} twice; node ids are unique")
             self.node_index[n.node_id] = i
-        self.node_healthy = np.fromiter((n.healthy for n in nodes), bool, len(nodes))
         self.tiers, self.tier_index, self.node_tier = _codes([n.tier for n in nodes])
         self.sites, self.site_index, self.node_site = _codes([n.site for n in nodes])
-        self.warm_nodes: dict[str, list[int]] = {}
-        for i, n in enumerate(nodes):
-            for digest in n.warm_digests:
-                self.warm_nodes.setdefault(digest, []).append(i)
-
-        devices: list[DeviceView] = [dv for n in nodes for dv in n.devices]
-        self.devices = devices
-        self.dev_node = np.fromiter(
-            (i for i, n in enumerate(nodes) for _ in n.devices), np.int64, len(devices)
-        )
-        self.kinds, self.kind_index, self.dev_kind = _codes([d.device.kind for d in devices])
-        self.models, self.model_index, self.dev_model = _codes([d.device.model for d in devices])
+        self.device_objects = [dv.device for n in nodes for dv in n.devices]
+        devices = self.device_objects
         n_dev = len(devices)
-        self.dev_slices = np.maximum(
-            np.fromiter((d.device.slices for d in devices), np.int64, n_dev), 1
+        self.dev_node = np.fromiter(
+            (i for i, n in enumerate(nodes) for _ in n.devices), np.int64, n_dev
         )
-        memory = np.fromiter((d.device.memory_bytes for d in devices), np.int64, n_dev)
-        tflops = np.fromiter((d.device.tflops for d in devices), float, n_dev)
+        self.kinds, self.kind_index, self.dev_kind = _codes([d.kind for d in devices])
+        self.models, self.model_index, self.dev_model = _codes([d.model for d in devices])
+        self.dev_slices = np.maximum(np.fromiter((d.slices for d in devices), np.int64, n_dev), 1)
+        self.dev_slices_list: list[int] = self.dev_slices.tolist()
+        memory = np.fromiter((d.memory_bytes for d in devices), np.int64, n_dev)
+        tflops = np.fromiter((d.tflops for d in devices), float, n_dev)
         # Same arithmetic as Device.slice_memory_bytes / slice_tflops, over all devices.
         self.dev_slice_memory = (memory // self.dev_slices).astype(float)
         self.dev_slice_tflops = tflops / self.dev_slices
@@ -195,25 +191,110 @@ class ClusterTable:
         self.dev_inv_slice_memory = np.divide(
             1.0,
             self.dev_slice_memory,
-            out=np.zeros(len(devices)),
+            out=np.zeros(n_dev),
             where=self.dev_slice_memory > 0,
         )
-
-        # A device lists busy time per slice; trust ``slices`` and pad what is missing,
-        # since an agent that just resliced may report the old vector for a heartbeat.
         n_slices = int(self.dev_slices.sum())
         self.slice_dev = np.repeat(np.arange(n_dev, dtype=np.int64), self.dev_slices)
-        first = np.cumsum(self.dev_slices) - self.dev_slices
-        self.slice_pos = np.arange(n_slices, dtype=np.int64) - first[self.slice_dev]
-        self.slice_busy = np.zeros(n_slices)
-        for d, dv in enumerate(devices):
-            if any(dv.slice_busy_seconds):
-                reported = dv.slice_busy_seconds[: int(self.dev_slices[d])]
+        self.dev_first_slice = np.cumsum(self.dev_slices) - self.dev_slices
+        self.slice_pos = np.arange(n_slices, dtype=np.int64) - self.dev_first_slice[self.slice_dev]
+        for array in vars(self).values():
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False  # shared by every table built from it
+
+
+def _layout_key(nodes: tuple[NodeView, ...]) -> tuple[object, ...]:
+    return tuple((n.node_id, n.tier, n.site, *[id(dv.device) for dv in n.devices]) for n in nodes)
+
+
+_LAYOUTS: OrderedDict[tuple[object, ...], _Layout] = OrderedDict()
+_LAYOUTS_KEPT = 4
+_layouts_lock = threading.Lock()
+
+
+def _layout(nodes: tuple[NodeView, ...]) -> _Layout:
+    key = _layout_key(nodes)
+    with _layouts_lock:
+        layout = _LAYOUTS.get(key)
+        if layout is not None:
+            _LAYOUTS.move_to_end(key)
+            return layout
+    layout = _Layout(nodes)
+    with _layouts_lock:
+        _LAYOUTS[key] = layout
+        while len(_LAYOUTS) > _LAYOUTS_KEPT:
+            _LAYOUTS.popitem(last=False)
+    return layout
+
+
+class ClusterTable:
+    """A snapshot as numpy columns over nodes, devices and slices.
+
+    Categorical columns (tier, site, kind, model) are integer codes into small name
+    lists, so a per-name rule is evaluated once per distinct name and gathered. The
+    layout columns are shared between tables of the same layout and read-only.
+    """
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        nodes = snapshot.nodes
+        layout = _layout(nodes)
+        self.nodes: tuple[NodeView, ...] = nodes
+        self.node_index = layout.node_index
+        self.tiers, self.tier_index, self.node_tier = (
+            layout.tiers,
+            layout.tier_index,
+            layout.node_tier,
+        )
+        self.sites, self.site_index, self.node_site = (
+            layout.sites,
+            layout.site_index,
+            layout.node_site,
+        )
+        self.kinds, self.kind_index, self.dev_kind = (
+            layout.kinds,
+            layout.kind_index,
+            layout.dev_kind,
+        )
+        self.models, self.model_index, self.dev_model = (
+            layout.models,
+            layout.model_index,
+            layout.dev_model,
+        )
+        self.dev_node = layout.dev_node
+        self.dev_slices = layout.dev_slices
+        self.dev_slice_memory = layout.dev_slice_memory
+        self.dev_slice_tflops = layout.dev_slice_tflops
+        self.dev_site = layout.dev_site
+        self.dev_multi_slice = layout.dev_multi_slice
+        self.dev_inv_slice_memory = layout.dev_inv_slice_memory
+        self.slice_dev = layout.slice_dev
+        self.slice_pos = layout.slice_pos
+
+        self.node_healthy = np.fromiter((n.healthy for n in nodes), bool, len(nodes))
+        self.warm_nodes: dict[str, list[int]] = {}
+        for i, n in enumerate(nodes):
+            for digest in n.warm_digests:
+                self.warm_nodes.setdefault(digest, []).append(i)
+        devices: list[DeviceView] = [dv for n in nodes for dv in n.devices]
+        self.devices = devices
+        # A device lists busy time per slice; trust ``slices`` and pad what is missing,
+        # since an agent that just resliced may report the old vector for a heartbeat.
+        n_slices = len(self.slice_dev)
+        reported = [dv.slice_busy_seconds for dv in devices]
+        if sum(map(len, reported)) == n_slices and all(
+            len(r) == s for r, s in zip(reported, layout.dev_slices_list, strict=True)
+        ):
+            self.slice_busy = np.fromiter(chain.from_iterable(reported), float, n_slices)
+        else:
+            self.slice_busy = np.zeros(n_slices)
+            first = layout.dev_first_slice
+            for d, busy in enumerate(reported):
+                busy = busy[: layout.dev_slices_list[d]]
                 start = int(first[d])
-                self.slice_busy[start : start + len(reported)] = reported
+                self.slice_busy[start : start + len(busy)] = busy
         np.maximum(self.slice_busy, 0.0, out=self.slice_busy)
         self.dev_idle = np.ones(len(devices), dtype=bool)
-        if n_slices:
+        if len(self.slice_dev):
             np.logical_and.at(self.dev_idle, self.slice_dev, self.slice_busy == 0.0)
 
     @property

@@ -405,3 +405,26 @@ def test_busy_vector_is_padded_or_trimmed_to_the_slice_count() -> None:
     assert table.slice_busy.tolist() == [4.0, 0.0, 0.0, 2.0]
     assert table.slice_pos.tolist() == [0, 1, 2, 0]
     assert table.dev_idle.tolist() == [False, False]
+
+
+def test_tables_of_one_layout_share_its_columns_but_not_the_round_state() -> None:
+    gpu, cpu = device("g", slices=2), device("c", kind="cpu")
+    before = ClusterSnapshot((node("a", gpu, cpu), node("b", cpu, healthy=False)))
+    after = ClusterSnapshot(
+        (node("a", gpu, cpu, busy={"g": (0.0, 3.0)}, warm=("m",)), node("b", cpu))
+    )
+    first = PlanContext(before, PlacementConfig()).table
+    second = PlanContext(after, PlacementConfig()).table
+    assert second.dev_slices is first.dev_slices  # one layout, built once
+    assert not second.dev_slices.flags.writeable
+    assert first.slice_busy.tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert second.slice_busy.tolist() == [0.0, 3.0, 0.0, 0.0]
+    assert first.node_healthy.tolist() == [True, False]
+    assert second.node_healthy.tolist() == [True, True]
+    assert second.dev_idle.tolist() == [False, True, True] and first.dev_idle.all()
+    assert second.warm_nodes == {"m": [0]} and first.warm_nodes == {}
+    # Another device on a node, or the same node at another site, is another layout.
+    grown = PlanContext(ClusterSnapshot((node("a", gpu, cpu, device("h")),)), EXACT).table
+    moved = PlanContext(ClusterSnapshot((node("a", gpu, cpu, site="s2"),)), EXACT).table
+    assert grown.n_devices == 3 and grown.dev_slices is not first.dev_slices
+    assert moved.sites == ["s2"]
