@@ -32,7 +32,13 @@ from anypu.placement.gpushare import (
     make_policy,
     typical_pods,
 )
-from anypu.simulations._openb_protocol import by_arrival, inflate, replay, replay_batch
+from anypu.simulations._openb_protocol import (
+    by_arrival,
+    inflate,
+    replay,
+    replay_batch,
+    shuffle_nodes,
+)
 from anypu.simulations._openb_report import (
     RunRow,
     format_table,
@@ -127,10 +133,11 @@ def run_one(
     verbose: bool,
     window: int = 16,
 ) -> RunRow:
-    """Inflate with ``seed``, replay with one policy (``anypu-batch``: in windows of
-    ``window`` pods), reduce to a row."""
+    """Inflate with ``seed``, meet the nodes in the seed's order, replay with one policy
+    (``anypu-batch``: in windows of ``window`` pods), reduce to a row."""
     typical = typical_pods(pods)
     arrivals = inflate(pods, nodes.gpu_capacity_milli, seed, ratio)
+    nodes = shuffle_nodes(nodes, seed)  # where ties go, as in the artifact (see the protocol)
 
     def progress(done: int, total: int) -> None:
         print(f"  {policy_name} seed {seed}: {done}/{total} pods", file=sys.stderr, flush=True)

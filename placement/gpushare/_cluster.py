@@ -55,6 +55,18 @@ class NodeTable:
     def gpu_capacity_milli(self) -> int:
         return int(self.gpus.sum()) * MILLI
 
+    def take(self, order: np.ndarray) -> NodeTable:
+        """The nodes in ``order`` (a permutation): policies break ties by node order, so
+        reordering the table is how a replay meets the nodes in another order."""
+        return NodeTable(
+            names=tuple(self.names[i] for i in order),
+            cpu=self.cpu[order],
+            mem=self.mem[order],
+            gpus=self.gpus[order],
+            model=self.model[order],
+            models=self.models,
+        )
+
 
 @dataclass(frozen=True)
 class PodTable:

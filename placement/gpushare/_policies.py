@@ -1,10 +1,12 @@
 """Online placement policies as scoring plugins: filter → score → pick.
 
 Every policy scores the feasible nodes for one pod (higher is better) and says which
-GPU(s) it would use there; the highest score wins and ties are broken uniformly at
-random, as the Kubernetes scheduler does. The six baselines follow the FGD paper's
-artifact (its integer 0–100 scores, so that their ties, and therefore their results,
-match); ``anypu`` is ours.
+GPU(s) it would use there; the highest score wins and ties go to the first such node in
+the node table's order (``random`` alone draws among its ties). The six baselines follow
+the FGD paper's artifact (its integer 0–100 scores, so that their ties, and therefore
+their results, match); ``anypu`` is ours. Which node is "first" matters: the artifact's
+scheduler meets the nodes in a seeded random order, so a trace replay reorders the node
+table per seed (``simulations._openb_protocol.shuffle_nodes``) before placing.
 """
 
 from __future__ import annotations
@@ -83,9 +85,11 @@ class Policy(ABC):
     """Scores feasible nodes for a pod; :meth:`choose` runs filter → score → pick."""
 
     name: ClassVar[str]
-    # Ties go to the first node in node-list order unless this is set. The artifact's
-    # published curves are only reproduced that way (with uniformly random ties FGD loses
-    # ~5 points: it breaks up the 8-GPU nodes that the rare 8-GPU pods need).
+    # Ties go to the first node in the table's order unless this is set. The artifact's
+    # scheduler is deterministic in the same way, over a per-seed random node order (the
+    # replay shuffles the table to match); with ties drawn uniformly per pod instead, FGD
+    # loses ~5 points on openb (95.2 → 89.7 %): it breaks up the 8-GPU nodes that the
+    # rare 8-GPU pods need.
     random_ties: bool = False
 
     def __init__(self, typical: TypicalPods, *, random_ties: bool | None = None) -> None:

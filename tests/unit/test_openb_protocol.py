@@ -16,7 +16,14 @@ from anypu.placement.gpushare import (
     typical_pods,
 )
 from anypu.simulations import openb
-from anypu.simulations._openb_protocol import by_arrival, inflate, replay, replay_batch
+from anypu.simulations._openb_protocol import (
+    by_arrival,
+    inflate,
+    node_order,
+    replay,
+    replay_batch,
+    shuffle_nodes,
+)
 
 from anypu.errors import ConfigError
 
@@ -56,6 +63,53 @@ def test_inflation_is_seeded_and_keeps_the_original_pods_first() -> None:
     a, b = inflate(pods, 10_000, 7), inflate(pods, 10_000, 7)
     assert a.names == b.names and sorted(a.names[:5]) == sorted(pods.names)
     assert inflate(pods, 10_000, 8).names != a.names
+
+
+def test_a_list_over_the_target_loses_drawn_pods_until_within_it() -> None:
+    # 20,000 milli of GPU pods and 5 CPU-only pods against a 13,000 target: the artifact
+    # tunes *down*, removing drawn pods (CPU-only ones free nothing) until within it.
+    pods = _pods([(1000, 1, 1000)] * 20 + [(1000, 0, 0)] * 5)
+    out = inflate(pods, 10_000, seed=3, ratio=1.3)
+    assert int(out.total_gpu_milli.sum()) == 13_000
+    assert len(set(out.names)) == len(out.names)  # nothing drawn twice, nothing appended
+    # The survivors keep the seed's shuffled order.
+    shuffled = [pods.names[i] for i in np.random.default_rng(3).permutation(len(pods))]
+    assert [n for n in shuffled if n in set(out.names)] == list(out.names)
+
+
+def test_node_order_is_a_fresh_permutation_per_seed() -> None:
+    a, b = node_order(50, 42), node_order(50, 42)
+    assert sorted(a.tolist()) == list(range(50)) and a.tolist() == b.tolist()
+    assert node_order(50, 43).tolist() != a.tolist()
+    nodes = parse_nodes(
+        [{"sn": f"n{i}", "cpu_milli": str(1000 * (i + 1)), "memory_mib": "4096",
+          "gpu": str(1 + i % 2), "model": "T4" if i % 2 else "V100"} for i in range(6)]
+    )  # fmt: skip
+    moved = shuffle_nodes(nodes, 7)
+    order = node_order(6, 7)
+    assert moved.names == tuple(nodes.names[i] for i in order)
+    for column in ("cpu", "mem", "gpus", "model"):  # every column follows its node
+        assert getattr(moved, column).tolist() == getattr(nodes, column)[order].tolist()
+    assert moved.models == nodes.models
+
+
+def test_ties_go_to_the_first_node_of_the_seeds_order() -> None:
+    # Eight identical idle nodes: every node ties for the first pod. In table order it
+    # always lands on n0; met in each seed's order it lands where that order starts, so
+    # across seeds the whole cluster is used (as the artifact's seeded node names do).
+    nodes = _table(n_nodes=8)
+    typ = typical_pods(_pods([(1000, 1, 1000)]))
+    req = Request(1000, 1024, 1, 1000)
+    for name in ("fgd", "packing", "clustering", "bestfit", "dotprod"):
+        policy = make_policy(name, typ)
+        assert policy.choose(ClusterState(nodes), req, np.random.default_rng(0)).node == 0
+        first = set()
+        for seed in range(40):
+            met = shuffle_nodes(nodes, seed)
+            choice = policy.choose(ClusterState(met), req, np.random.default_rng(seed))
+            assert choice.node == 0  # the first node met ...
+            first.add(met.names[choice.node])  # ... is a different node per seed
+        assert len(first) == 8
 
 
 def test_replay_places_until_full_and_drops_the_rest() -> None:
