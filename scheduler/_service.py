@@ -51,8 +51,6 @@ SendFn = Callable[[m.SchedulerMessage], None]
 DropFn = Callable[[], None]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
-#: How long the writer gathers writes into one SQLite transaction when nobody waits on it.
-_GROUP_COMMIT_WINDOW_S = 0.005
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -149,19 +147,6 @@ class SchedulerService:
     def _write_loop(self) -> None:
         while True:
             batch = [self._writes.get()]
-            # Gather writes for a few milliseconds before committing, unless someone waits
-            # on a barrier: each commit costs this thread a GIL round trip with the
-            # threads serving jobs, so fewer, larger commits leave more of it to them.
-            deadline = time.monotonic() + _GROUP_COMMIT_WINDOW_S
-            while len(batch) < 1024 and batch[-1][0] not in ("barrier", "stop"):
-                remaining = deadline - time.monotonic()
-                try:
-                    if remaining > 0:
-                        batch.append(self._writes.get(timeout=remaining))
-                    else:
-                        batch.append(self._writes.get_nowait())
-                except queue.Empty:
-                    break
             while len(batch) < 1024:
                 try:
                     batch.append(self._writes.get_nowait())
