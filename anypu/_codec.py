@@ -274,10 +274,11 @@ def _build_tensor(body: list[Any], buffer: Any, raw_len: int) -> torch.Tensor:
             f"tensor of shape {shape} ({nbytes} bytes at offset {offset}) runs past the "
             f"end of the data ({raw_len} bytes): the encoded tree is truncated"
         )
-    flat = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes, offset=offset)
-    if dtype == torch.bool and bool((flat > 1).any()):
-        raise CodecError("bool tensor holds bytes other than 0 and 1")
-    return flat.view(dtype).view(shape)
+    if dtype == torch.bool:
+        raw = torch.frombuffer(buffer, dtype=torch.uint8, count=nbytes, offset=offset)
+        if bool((raw > 1).any()):
+            raise CodecError("bool tensor holds bytes other than 0 and 1")
+    return torch.frombuffer(buffer, dtype=dtype, count=numel, offset=offset).view(shape)
 
 
 # ----------------------------------------------------------------------------- inspect

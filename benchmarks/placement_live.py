@@ -145,6 +145,10 @@ def main() -> None:
     report("1 job / 100 devices", times, result)
 
     big = cluster(10_000, seed=3)
+    # A round of one job on a big cluster: mostly reading the snapshot, once its layout
+    # (nodes, devices, slices) is known from the rounds before.
+    times, result = measure(lambda: plan(big, one, config=config), args.repeat // 4)
+    report("1 job / 10,000 devices", times, result)
     batch = jobs(1_000, 100, seed=4)
     times, result = measure(lambda: plan(big, batch, config=config), args.batch_repeat)
     report("1,000 jobs / 10,000 devices", times, result)
