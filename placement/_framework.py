@@ -227,48 +227,54 @@ def _layout(nodes: tuple[NodeView, ...]) -> _Layout:
     return layout
 
 
+_LAYOUT_COLUMNS = (
+    "node_index",
+    *("tiers", "tier_index", "node_tier", "sites", "site_index", "node_site"),
+    *("kinds", "kind_index", "dev_kind", "models", "model_index", "dev_model"),
+    *("dev_node", "dev_slices", "dev_slice_memory", "dev_slice_tflops", "dev_site"),
+    *("dev_multi_slice", "dev_inv_slice_memory", "slice_dev", "slice_pos"),
+)
+
+
 class ClusterTable:
     """A snapshot as numpy columns over nodes, devices and slices.
 
     Categorical columns (tier, site, kind, model) are integer codes into small name
     lists, so a per-name rule is evaluated once per distinct name and gathered. The
-    layout columns are shared between tables of the same layout and read-only.
+    layout columns (``_LAYOUT_COLUMNS``) are shared between tables of the same layout
+    and read-only; the rest is this round's.
     """
+
+    node_index: dict[str, int]
+    tiers: list[str]
+    tier_index: dict[str, int]
+    node_tier: np.ndarray
+    sites: list[str]
+    site_index: dict[str, int]
+    node_site: np.ndarray
+    kinds: list[str]
+    kind_index: dict[str, int]
+    dev_kind: np.ndarray
+    models: list[str]
+    model_index: dict[str, int]
+    dev_model: np.ndarray
+    dev_node: np.ndarray
+    dev_slices: np.ndarray
+    dev_slice_memory: np.ndarray
+    dev_slice_tflops: np.ndarray
+    dev_site: np.ndarray
+    dev_multi_slice: np.ndarray
+    dev_inv_slice_memory: np.ndarray
+    slice_dev: np.ndarray
+    slice_pos: np.ndarray
 
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         nodes = snapshot.nodes
         layout = _layout(nodes)
         self.nodes: tuple[NodeView, ...] = nodes
-        self.node_index = layout.node_index
-        self.tiers, self.tier_index, self.node_tier = (
-            layout.tiers,
-            layout.tier_index,
-            layout.node_tier,
-        )
-        self.sites, self.site_index, self.node_site = (
-            layout.sites,
-            layout.site_index,
-            layout.node_site,
-        )
-        self.kinds, self.kind_index, self.dev_kind = (
-            layout.kinds,
-            layout.kind_index,
-            layout.dev_kind,
-        )
-        self.models, self.model_index, self.dev_model = (
-            layout.models,
-            layout.model_index,
-            layout.dev_model,
-        )
-        self.dev_node = layout.dev_node
-        self.dev_slices = layout.dev_slices
-        self.dev_slice_memory = layout.dev_slice_memory
-        self.dev_slice_tflops = layout.dev_slice_tflops
-        self.dev_site = layout.dev_site
-        self.dev_multi_slice = layout.dev_multi_slice
-        self.dev_inv_slice_memory = layout.dev_inv_slice_memory
-        self.slice_dev = layout.slice_dev
-        self.slice_pos = layout.slice_pos
+        for name in _LAYOUT_COLUMNS:
+            setattr(self, name, getattr(layout, name))
+        self.dev_slices_list = layout.dev_slices_list
 
         self.node_healthy = np.fromiter((n.healthy for n in nodes), bool, len(nodes))
         self.warm_nodes: dict[str, list[int]] = {}
@@ -282,14 +288,14 @@ class ClusterTable:
         n_slices = len(self.slice_dev)
         reported = [dv.slice_busy_seconds for dv in devices]
         if sum(map(len, reported)) == n_slices and all(
-            len(r) == s for r, s in zip(reported, layout.dev_slices_list, strict=True)
+            len(r) == s for r, s in zip(reported, self.dev_slices_list, strict=True)
         ):
             self.slice_busy = np.fromiter(chain.from_iterable(reported), float, n_slices)
         else:
             self.slice_busy = np.zeros(n_slices)
             first = layout.dev_first_slice
             for d, busy in enumerate(reported):
-                busy = busy[: layout.dev_slices_list[d]]
+                busy = busy[: self.dev_slices_list[d]]
                 start = int(first[d])
                 self.slice_busy[start : start + len(busy)] = busy
         np.maximum(self.slice_busy, 0.0, out=self.slice_busy)

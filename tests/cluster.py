@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Cluster"]
 
@@ -125,6 +128,19 @@ class Cluster:
     def restart_scheduler(self) -> None:
         self.kill("scheduler")
         self.start_scheduler(self._flags)
+
+    @contextmanager
+    def connected_client(self, nodes: int) -> Iterator[Any]:
+        """An SDK client over gRPC, once ``nodes`` agents are ready; closed afterwards."""
+        from anypu.sdk import Client
+        from anypu.sdk._transport import GrpcTransport
+
+        client = Client(GrpcTransport(self.address, self.token))
+        try:
+            self.wait_nodes(client, nodes)
+            yield client
+        finally:
+            client.close()
 
     def wait_nodes(self, client, count: int, timeout: float = 60) -> None:
         from anypu.errors import SchedulerUnavailableError

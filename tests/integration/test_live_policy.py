@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from anypu.sdk import Client, RunOptions
-from anypu.sdk._transport import GrpcTransport
+from anypu.sdk import RunOptions
 from anypu.sdk.models import mlp
 
 from tests.cluster import Cluster
@@ -30,10 +29,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    client = Client(GrpcTransport(cluster.address, cluster.token))
-    cluster.wait_nodes(client, 1)
-    yield client
-    client.close()
+    with cluster.connected_client(nodes=1) as client:
+        yield client
 
 
 def test_fgd_places_an_accelerator_job_that_then_runs(cluster, client):

@@ -71,10 +71,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(cluster):
-    client = Client(GrpcTransport(cluster.address, cluster.token))
-    cluster.wait_nodes(client, 2)
-    yield client
-    client.close()
+    with cluster.connected_client(nodes=2) as client:
+        yield client
 
 
 def test_run_places_on_the_network_and_returns_outputs(client):
