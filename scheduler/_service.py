@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from anypu.devices import DEVICE_KINDS
-from anypu.placement import TIERS
+from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord, NodeRecord
 from anypu.scheduler._state import (
@@ -74,7 +74,10 @@ class SchedulerService:
         self.store = StateStore(state_dir)
         self.blobs = BlobStore(Path(state_dir) / "blobs")
         self.state = SchedulerState(config, network)
-        self.state.restore(self.store.load_unfinished_jobs(), self.store.load_nodes(), clock())
+        recent = self.store.recent_jobs(WORKLOAD_WINDOW)[::-1]  # oldest first
+        self.state.restore(
+            self.store.load_unfinished_jobs(), self.store.load_nodes(), clock(), placed=recent
+        )
         self.started_at = clock()
         self._lock = threading.RLock()
         # Observability hook (issue 4): called under the lock with every batch of actions,

@@ -171,16 +171,25 @@ class SchedulerState:
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
         # What recent placements took: the typical workload that fragmentation-aware
-        # placement policies plan for (not persisted; they have a default until it fills).
+        # placement policies plan for (rebuilt from the store's recent jobs on restart; they
+        # have a default until it fills).
         self.workload: deque[WorkloadShape] = deque(maxlen=WORKLOAD_WINDOW)
 
     # -------------------------------------------------------------- restore
 
-    def restore(self, jobs: Iterable[JobRecord], nodes: Iterable[NodeRecord], now: float) -> None:
+    def restore(
+        self,
+        jobs: Iterable[JobRecord],
+        nodes: Iterable[NodeRecord],
+        now: float,
+        placed: Iterable[JobRecord] = (),
+    ) -> None:
         """Load persisted records after a restart.
 
         Known nodes come back disconnected with a fresh deadline: an agent that re-joins
         in time keeps its running jobs; one that does not is declared lost as usual.
+        ``placed``: recent jobs, oldest first, whose placements rebuild the workload the
+        GPU-sharing policies plan for (those on devices no longer known are skipped).
         """
         for node in nodes:
             node.connected = False
@@ -190,6 +199,14 @@ class SchedulerState:
             self.jobs[job.job_id] = job
             if not job.terminal:
                 self._set_state(job, job.state)
+        for job in placed:
+            p = job.placement
+            node = self.nodes.get(p.node_id) if p is not None else None
+            if p is None or node is None:
+                continue
+            device = next((d for d in node.devices if d.device_id == p.device_id), None)
+            if device is not None:
+                self.workload.append(workload_shape(device))
 
     # -------------------------------------------------------------- dispatch
 

@@ -268,3 +268,23 @@ def test_submit_rejects_oversized_text_fields_with_a_clear_message(tmp_path):
         )
     finally:
         service.close()
+
+
+def test_the_placement_history_survives_a_restart(tmp_path):
+    """The workload GPU-sharing policies plan for is rebuilt from the placed jobs."""
+    gpu = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cpu", slices=4)
+    service = SchedulerService(tmp_path, token="t")
+    joined = m.Join(PROTOCOL_VERSION, "", "n1", "cloud", devices=(gpu,))
+    service._handle(AgentConnected(joined, 1.0))
+    digest = service.blobs.put(b"artifact")
+    for _ in range(3):
+        service.submit(request(artifact_digest=digest, device_kinds=("gpu",)))
+    before = list(service.state.workload)
+    service.flush()
+    service.close()
+    assert len(before) == 3 and before[0].gpus == 1 and before[0].gpu_milli == 250
+    again = SchedulerService(tmp_path, token="t")
+    try:
+        assert list(again.state.workload) == before
+    finally:
+        again.close()
