@@ -278,3 +278,18 @@ class ClusterState:
             self.tags[node, 0 if milli < MILLI else len(gpus)] += 1
         self.allocated_milli += milli * len(gpus)
         self.version[node] = next(_VERSIONS)
+
+    def release(self, node: int, gpus: Sequence[int], cpu: int, mem: int, milli: int) -> None:
+        """Undo a :meth:`bind` of the same arguments (a pod leaves, or is moved away)."""
+        if self.cpu_left[node] + cpu > self.nodes.cpu[node] or any(
+            self.gpu_left[node, g] + milli > MILLI for g in gpus
+        ):
+            raise ValueError(f"node {self.nodes.names[node]} does not hold such a pod")
+        self.cpu_left[node] += cpu
+        self.mem_left[node] += mem
+        for g in gpus:
+            self.gpu_left[node, g] += milli
+        if gpus:
+            self.tags[node, 0 if milli < MILLI else len(gpus)] -= 1
+        self.allocated_milli -= milli * len(gpus)
+        self.version[node] = next(_VERSIONS)
