@@ -45,9 +45,11 @@ class RunRow:
     decision_ms_p99: float
     replay_s: float
     alloc_curve: tuple[float, ...]  # by arrival percent 0..130
+    migrations: int | None = None  # running pods moved over the replay (anypu-repack only)
+    placed: int = 0  # pods placed over the replay
 
     def as_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "policy": self.policy,
             "seed": self.seed,
             "alloc_100": round(self.alloc_100, 3),
@@ -55,6 +57,10 @@ class RunRow:
             "frag_100": round(self.frag_100, 3),
             "decision_ms_p99": round(self.decision_ms_p99, 4),
         }
+        if self.migrations is not None:
+            out["migrations"] = self.migrations
+            out["placed"] = self.placed
+        return out
 
 
 @dataclass(frozen=True)

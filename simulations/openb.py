@@ -2,11 +2,14 @@
 
     python -m anypu.simulations.openb --trace default --policies all --seeds 42-46
     python -m anypu.simulations.openb --policies anypu,anypu-batch --window 16
+    python -m anypu.simulations.openb --policies anypu-repack
 
 ``all`` is the seven online policies (one pod at a time); ``anypu-batch`` places windows of
-pending pods with CP-SAT and is only run when named, as its own row. Prints allocation at 100 %/130 % arrival, fragmentation and decision time per policy
-next to the FGD paper's published numbers, and writes a CSV and a PNG (allocation vs
-arrival) to ``--out``. Progress goes to stderr. The trace folder is ``$ANYPU_TRACES``
+pending pods with CP-SAT, and ``anypu-repack`` is online anypu that may move up to two
+running sharing pods to make room for a pod that fits nowhere: each is only run when
+named, as its own row. Prints allocation at 100 %/130 % arrival, fragmentation and
+decision time per policy next to the FGD paper's published numbers, and writes a CSV and a
+PNG (allocation vs arrival) to ``--out``. Progress goes to stderr. The trace folder is ``$ANYPU_TRACES``
 if set, else ``<repo>/../shared/traces/openb``.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from anypu.placement.gpushare import (
     POLICIES,
+    AnypuPolicy,
     BatchPlacer,
     NodeTable,
     PodTable,
@@ -39,6 +43,7 @@ from anypu.simulations._openb_protocol import (
     replay_batch,
     shuffle_nodes,
 )
+from anypu.simulations._openb_repack import replay_repack
 from anypu.simulations._openb_report import (
     RunRow,
     format_table,
@@ -54,7 +59,8 @@ __all__ = ["main", "parse_seeds", "resolve_pod_list", "run_one", "trace_dir"]
 NODE_LIST = "openb_node_list_gpu_node.csv"
 POLICY_NAMES = tuple(cls.name for cls in POLICIES)  # online, one pod at a time
 BATCH = "anypu-batch"  # windows of pending pods with CP-SAT: its own row, never "all"
-ALL_NAMES = (*POLICY_NAMES, BATCH)
+REPACK = "anypu-repack"  # online anypu + moves of running sharing pods: its own row too
+ALL_NAMES = (*POLICY_NAMES, BATCH, REPACK)
 
 
 def trace_dir() -> Path:
@@ -143,9 +149,14 @@ def run_one(
         print(f"  {policy_name} seed {seed}: {done}/{total} pods", file=sys.stderr, flush=True)
 
     report = progress if verbose else None
+    migrations: int | None = None
     if policy_name == BATCH:
         placer = BatchPlacer(typical)
         result = replay_batch(nodes, arrivals, placer, typical, window, progress=report)
+    elif policy_name == REPACK:
+        anypu = AnypuPolicy(typical)
+        result, stats = replay_repack(nodes, arrivals, anypu, seed, progress=report)
+        migrations = stats.migrations
     else:
         policy = make_policy(policy_name, typical)
         result = replay(nodes, arrivals, policy, seed, typical, progress=report)
@@ -162,6 +173,8 @@ def run_one(
         decision_ms_p99=float(np.percentile(ms, 99)),
         replay_s=result.wall_s,
         alloc_curve=tuple(float(v) for v in curve),
+        migrations=migrations,
+        placed=int(result.placed.sum()),
     )
 
 
@@ -225,9 +238,10 @@ def _main(args: argparse.Namespace) -> int:
 
     def done(row: RunRow) -> None:
         rows[(row.policy, row.seed)] = row
+        moved = "" if row.migrations is None else f", {row.migrations} moves/{row.placed} placed"
         print(
             f"[{len(rows)}/{len(tasks)}] {row.policy} seed {row.seed}: alloc@100 "
-            f"{row.alloc_100:.2f}% frag@100 {row.frag_100:.2f}% ({row.replay_s:.1f} s, "
+            f"{row.alloc_100:.2f}% frag@100 {row.frag_100:.2f}%{moved} ({row.replay_s:.1f} s, "
             f"{time.perf_counter() - started:.0f} s elapsed)",
             file=sys.stderr,
             flush=True,
