@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ from anypu.placement.gpushare import (
 
 __all__ = [
     "ARRIVAL_LEVELS",
+    "PlaceFn",
     "Replay",
     "by_arrival",
     "inflate",
@@ -49,6 +51,9 @@ __all__ = [
     "replay_batch",
     "shuffle_nodes",
 ]
+
+#: One arrival's placement: ``(state, request, index in the arrivals, rng) -> placed``.
+PlaceFn = Callable[[ClusterState, Request, int, np.random.Generator], bool]
 
 ARRIVAL_LEVELS = np.arange(0, 131)
 NODE_STREAM = 1  # the node order's random stream, apart from the one that tunes the pods
@@ -136,10 +141,14 @@ def replay(
     *,
     track_frag: bool = True,
     progress: object = None,
+    place: PlaceFn | None = None,
 ) -> Replay:
     """Place ``pods`` (already inflated) one by one with ``policy``; never mutates inputs.
 
     ``progress``, if given, is called as ``progress(done, total)`` every 1,000 pods.
+    ``place(state, request, index, rng) -> placed`` replaces the policy's choose-and-bind
+    for a variant that does more per arrival (``_openb_repack``); its whole call is the
+    decision time.
     """
     rng = np.random.default_rng(seed)
     state, frag, capacity, n = (
@@ -152,14 +161,12 @@ def replay(
     cpu, mem, num, milli, spec = _columns(pods)
     clock = time.perf_counter
     start = clock()
+    place = place or _choose_and_bind(policy)
     for i in range(n):
         req = Request(cpu[i], mem[i], num[i], milli[i], spec[i])
         t0 = clock()
-        choice = policy.choose(state, req, rng)
+        placed[i] = place(state, req, i, rng)
         decision[i] = clock() - t0
-        if choice is not None:
-            state.bind(choice.node, choice.gpus, req.cpu, req.mem, req.milli)
-            placed[i] = True
         alloc[i] = state.allocated_milli / capacity * 100.0
         if track_frag:
             frag_pct[i] = frag.total(state) / capacity * 100.0
@@ -209,6 +216,17 @@ def replay_batch(
         if progress is not None and hi // 1000 != lo // 1000:
             progress(hi, n)
     return Replay(arrived, alloc, frag_pct, decision, placed, clock() - start)
+
+
+def _choose_and_bind(policy: Policy) -> PlaceFn:
+    def place(state: ClusterState, req: Request, _: int, rng: np.random.Generator) -> bool:
+        choice = policy.choose(state, req, rng)
+        if choice is None:
+            return False
+        state.bind(choice.node, choice.gpus, req.cpu, req.mem, req.milli)
+        return True
+
+    return place
 
 
 def _traces(pods: PodTable, capacity: float) -> tuple[np.ndarray, ...]:

@@ -23,14 +23,12 @@ arrivals, node order and per-arrival recording (``decision_s`` includes the sear
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from anypu.placement.gpushare import (
     AnypuPolicy,
     ClusterState,
-    FragCache,
     NodeTable,
     PodTable,
     Request,
@@ -38,7 +36,7 @@ from anypu.placement.gpushare import (
     fragmentation,
     stranded,
 )
-from anypu.simulations._openb_protocol import Replay, _columns, _traces
+from anypu.simulations._openb_protocol import Replay, replay
 
 __all__ = ["MovePlan", "RepackStats", "Repacker", "SharingPods", "replay_repack"]
 
@@ -262,46 +260,39 @@ def replay_repack(
     """:func:`~anypu.simulations._openb_protocol.replay` with ``policy``, plus moves of
     running sharing pods for arrivals that fit nowhere (see the module). Never mutates
     inputs."""
-    rng = np.random.default_rng(seed)
-    state, frag, capacity, n = (
-        ClusterState(nodes),
-        FragCache(policy.typical),
-        nodes.gpu_capacity_milli,
-        len(pods),
-    )
-    arrived, alloc, frag_pct, decision, placed = _traces(pods, capacity)
-    cpu, mem, num, milli, spec = _columns(pods)
-    running = SharingPods(n)
+    running = SharingPods(len(pods))
     repacker = Repacker(policy, max_moves, max_plans)
     stats = RepackStats()
-    clock = time.perf_counter
-    start = clock()
-    for i in range(n):
-        req = Request(cpu[i], mem[i], num[i], milli[i], spec[i])
-        t0 = clock()
+
+    def place(state: ClusterState, req: Request, i: int, rng: np.random.Generator) -> bool:
         choice = policy.choose(state, req, rng)
         if choice is not None:
             state.bind(choice.node, choice.gpus, req.cpu, req.mem, req.milli)
-            placed[i] = True
-            if req.shared:
-                running.add(i, choice.node, choice.gpus[0], req)
+            node, gpus = choice.node, choice.gpus
         else:
             stats.searches += 1
             plan = repacker.plan(state, req, running, rng)
-            if plan is not None:
-                repacker.apply(state, req, running, plan)
-                placed[i] = True
-                stats.rescued += 1
-                stats.migrations += len(plan.moves)
-                for p, _, _ in plan.moves:
-                    stats.moved_milli += int(running.milli[p])
-                    stats.moved_cpu += int(running.cpu[p])
-                if req.shared:
-                    running.add(i, plan.node, plan.gpus[0], req)
-        decision[i] = clock() - t0
-        alloc[i] = state.allocated_milli / capacity * 100.0
-        if track_frag:
-            frag_pct[i] = frag.total(state) / capacity * 100.0
-        if progress is not None and (i + 1) % 1000 == 0:
-            progress(i + 1, n)
-    return Replay(arrived, alloc, frag_pct, decision, placed, clock() - start), stats
+            if plan is None:
+                return False
+            repacker.apply(state, req, running, plan)
+            stats.rescued += 1
+            stats.migrations += len(plan.moves)
+            for p, _, _ in plan.moves:
+                stats.moved_milli += int(running.milli[p])
+                stats.moved_cpu += int(running.cpu[p])
+            node, gpus = plan.node, plan.gpus
+        if req.shared:
+            running.add(i, node, gpus[0], req)
+        return True
+
+    result = replay(
+        nodes,
+        pods,
+        policy,
+        seed,
+        policy.typical,
+        track_frag=track_frag,
+        progress=progress,
+        place=place,
+    )
+    return result, stats

@@ -110,15 +110,17 @@ def test_repacker_rejects_bad_bounds() -> None:
 
 
 def test_replay_matches_online_until_a_move_and_keeps_capacities() -> None:
-    # A random trace of sharing and whole-GPU pods onto 4 two-GPU nodes, 2x oversubscribed.
-    rng = np.random.default_rng(18)
+    # A random trace of CPU-only, sharing and whole-GPU pods onto 4 two-GPU nodes, 2x
+    # oversubscribed.
+    rng = np.random.default_rng(0)
     nodes = _nodes(4, gpus=2)
-    millis = rng.choice([150, 300, 450, 600, 1000], size=40)
+    millis = rng.choice([0, 150, 300, 450, 600, 1000, 1000], size=46)
     trace = parse_pods(
-        [{"name": f"p{i}", "cpu_milli": "1000", "memory_mib": "1024", "num_gpu": "1",
+        [{"name": f"p{i}", "cpu_milli": "1000", "memory_mib": "1024", "num_gpu": str(int(m > 0)),
           "gpu_milli": str(m)} for i, m in enumerate(millis)],
         nodes.models,
     )  # fmt: skip
+    assert (millis == 0).any()
     typ = typical_pods(trace, popularity=100)
     online = replay(nodes, trace, make_policy("anypu", typ), 0, typ)
     result, stats = replay_repack(nodes, trace, make_policy("anypu", typ), 0)
