@@ -151,28 +151,18 @@ def replay(
     decision time.
     """
     rng = np.random.default_rng(seed)
-    state, frag, capacity, n = (
-        ClusterState(nodes),
-        FragCache(typical),
-        nodes.gpu_capacity_milli,
-        len(pods),
-    )
-    arrived, alloc, frag_pct, decision, placed = _traces(pods, capacity)
-    cpu, mem, num, milli, spec = _columns(pods)
-    clock = time.perf_counter
-    start = clock()
+    run = _Run(nodes, pods, typical, track_frag)
     place = place or _choose_and_bind(policy)
-    for i in range(n):
-        req = Request(cpu[i], mem[i], num[i], milli[i], spec[i])
+    clock = time.perf_counter
+    for i in range(run.n):
+        req = run.request(i)
         t0 = clock()
-        placed[i] = place(state, req, i, rng)
-        decision[i] = clock() - t0
-        alloc[i] = state.allocated_milli / capacity * 100.0
-        if track_frag:
-            frag_pct[i] = frag.total(state) / capacity * 100.0
+        run.placed[i] = place(run.state, req, i, rng)
+        run.decision[i] = clock() - t0
+        run.record(i)
         if progress is not None and (i + 1) % 1000 == 0:
-            progress(i + 1, n)
-    return Replay(arrived, alloc, frag_pct, decision, placed, clock() - start)
+            progress(i + 1, run.n)
+    return run.result()
 
 
 def replay_batch(
@@ -189,33 +179,20 @@ def replay_batch(
     placed together. A pending pod counts as not allocated, so the curve is never
     flattered by the wait; ``decision_s`` holds each window's wall time spread evenly over
     its pods."""
-    state, frag, capacity, n = (
-        ClusterState(nodes),
-        FragCache(typical),
-        nodes.gpu_capacity_milli,
-        len(pods),
-    )
-    arrived, alloc, frag_pct, decision, placed = _traces(pods, capacity)
-    cpu, mem, num, milli, spec = _columns(pods)
+    run = _Run(nodes, pods, typical, track_frag)
     clock = time.perf_counter
-    start = clock()
-    for lo in range(0, n, window):
-        hi = min(lo + window, n)
-        # Before the window is solved, its pods are pending: the state is the previous one.
-        alloc[lo : hi - 1] = state.allocated_milli / capacity * 100.0
-        if track_frag:
-            frag_pct[lo : hi - 1] = frag.total(state) / capacity * 100.0
-        reqs = [Request(cpu[i], mem[i], num[i], milli[i], spec[i]) for i in range(lo, hi)]
+    for lo in range(0, run.n, window):
+        hi = min(lo + window, run.n)
+        run.record(slice(lo, hi - 1))  # pending until the window is solved: the state before
+        reqs = [run.request(i) for i in range(lo, hi)]
         t0 = clock()
-        choices = placer.place(state, reqs)
-        decision[lo:hi] = (clock() - t0) / (hi - lo)
-        placed[lo:hi] = [c is not None for c in choices]
-        alloc[hi - 1] = state.allocated_milli / capacity * 100.0
-        if track_frag:
-            frag_pct[hi - 1] = frag.total(state) / capacity * 100.0
+        choices = placer.place(run.state, reqs)
+        run.decision[lo:hi] = (clock() - t0) / (hi - lo)
+        run.placed[lo:hi] = [c is not None for c in choices]
+        run.record(hi - 1)
         if progress is not None and hi // 1000 != lo // 1000:
-            progress(hi, n)
-    return Replay(arrived, alloc, frag_pct, decision, placed, clock() - start)
+            progress(hi, run.n)
+    return run.result()
 
 
 def _choose_and_bind(policy: Policy) -> PlaceFn:
@@ -229,14 +206,34 @@ def _choose_and_bind(policy: Policy) -> PlaceFn:
     return place
 
 
-def _traces(pods: PodTable, capacity: float) -> tuple[np.ndarray, ...]:
-    """Arrived %, then empty allocation %, fragmentation %, decision s and placed flags."""
-    n = len(pods)
-    arrived = np.cumsum(pods.total_gpu_milli) / capacity * 100.0
-    return arrived, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+class _Run:
+    """One replay's cluster state and the traces recorded after each arrival."""
 
+    def __init__(
+        self, nodes: NodeTable, pods: PodTable, typical: TypicalPods, track_frag: bool
+    ) -> None:
+        self.state = ClusterState(nodes)
+        self.n = len(pods)
+        self._frag = FragCache(typical) if track_frag else None
+        self._capacity = nodes.gpu_capacity_milli
+        self.arrived = np.cumsum(pods.total_gpu_milli) / self._capacity * 100.0
+        self.alloc, self.frag_pct, self.decision = np.zeros((3, self.n))
+        self.placed = np.zeros(self.n, dtype=bool)
+        # Python lists: indexing them per pod is what the loops do.
+        columns = (pods.cpu, pods.mem, pods.num_gpu, pods.gpu_milli, pods.spec)
+        self._columns = tuple(column.tolist() for column in columns)
+        self._started = time.perf_counter()
 
-def _columns(pods: PodTable) -> tuple[list, ...]:
-    """The request columns as Python lists: indexing them per pod is what the loops do."""
-    columns = (pods.cpu, pods.mem, pods.num_gpu, pods.gpu_milli, pods.spec)
-    return tuple(column.tolist() for column in columns)
+    def request(self, i: int) -> Request:
+        cpu, mem, num, milli, spec = self._columns
+        return Request(cpu[i], mem[i], num[i], milli[i], spec[i])
+
+    def record(self, where: int | slice) -> None:
+        """Allocation (and fragmentation) % of capacity now, for the arrivals ``where``."""
+        self.alloc[where] = self.state.allocated_milli / self._capacity * 100.0
+        if self._frag is not None:
+            self.frag_pct[where] = self._frag.total(self.state) / self._capacity * 100.0
+
+    def result(self) -> Replay:
+        elapsed = time.perf_counter() - self._started
+        return Replay(self.arrived, self.alloc, self.frag_pct, self.decision, self.placed, elapsed)
