@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import tempfile
 import threading
 import time
@@ -21,11 +22,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu.agents._link import SchedulerLink
-from anypu.agents._workers import SliceJob, SliceWorker, ThreadSliceWorker
+from anypu.agents._workers import (
+    SliceJob,
+    SliceWorker,
+    ThreadSliceWorker,
+    run_dispatched_here,
+)
 from anypu.devices import Device
 from anypu.protos import messages as m
 
-from anypu import PROTOCOL_VERSION, __version__
+from anypu import PROTOCOL_VERSION, __version__, _codec
 from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["Agent", "AgentConfig"]
@@ -37,6 +43,8 @@ _ANNOUNCE_AFTER_S = 0.05
 _RESEND_WINDOW_S = 120.0
 _RESEND_MAX = 512
 _RESEND_MAX_BYTES = 256 << 20
+_LEASED_RUNS_KEPT = 10_000  # unreported records of direct runs kept while disconnected
+_LEASED_RUNS_BATCH = 16
 
 
 @dataclass
@@ -52,6 +60,20 @@ class AgentConfig:
     #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
     #: user's own process already runs their model, so isolation buys nothing there).
     isolation: str = "process"
+    #: Take calls directly under leases the scheduler grants (see ``scheduler._leases``)
+    #: in this process: needs the embedded mode's in-process link.
+    direct_runs: bool = False
+    #: Or over gRPC: serve DirectService at this HOST:PORT (port 0: any free one), which
+    #: clients must be able to reach. "" serves none (an agent behind NAT).
+    direct_address: str = ""
+
+
+@dataclass
+class _DirectCall:
+    lease_id: str
+    started_at: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: m.JobResult | None = None
 
 
 class Agent:
@@ -75,6 +97,11 @@ class Agent:
         self._fetching: dict[str, threading.Event] = {}
         if config.isolation not in ("process", "thread"):
             raise ConfigError(f"isolation must be 'process' or 'thread', got {config.isolation!r}")
+        self._direct_server = None
+        if config.direct_address:  # before the workers start: a taken port stops us cleanly
+            from anypu.agents._direct import DirectServer
+
+            self._direct_server = DirectServer(self.run_leased, config.direct_address)
         self.workers: dict[tuple[str, int], Worker] = {}
         worker_class = ThreadSliceWorker if config.isolation == "thread" else SliceWorker
         for device in config.devices:
@@ -84,6 +111,13 @@ class Agent:
                 )
         if hasattr(link, "handler"):
             link.handler = self.handle  # type: ignore[attr-defined]
+        self._leases: dict[str, m.Lease] = {}
+        self._direct_calls: dict[str, _DirectCall] = {}
+        self._leased_runs: list[m.LeasedRun] = []
+        if config.direct_runs:
+            if not hasattr(link, "direct"):
+                raise ConfigError("direct runs need an in-process link to the scheduler")
+            link.direct = self.run_leased  # type: ignore[attr-defined]
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
@@ -100,6 +134,8 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._direct_server is not None:
+            self._direct_server.stop()
         self.link.close()
         for worker in self.workers.values():
             worker.close()
@@ -132,6 +168,12 @@ class Agent:
             self._launch(message)
         elif isinstance(message, m.Cancel):
             self._cancel(message)
+        elif isinstance(message, m.LeaseGranted):
+            with self._lock:
+                self._leases[message.lease.lease_id] = message.lease
+        elif isinstance(message, m.LeaseRevoked):
+            with self._lock:
+                self._leases.pop(message.lease_id, None)
 
     def _join(self) -> m.Join:
         with self._lock:
@@ -148,6 +190,8 @@ class Agent:
             warm_digests=self._warm(),
             agent_version=__version__,
             running=tuple(running),
+            direct_runs=self.config.direct_runs,
+            direct_address=self._direct_server.address if self._direct_server else "",
         )
 
     def _joined(self, ack: m.JoinAck) -> None:
@@ -155,6 +199,7 @@ class Agent:
         self.heartbeat_interval_s = ack.heartbeat_interval_s
         self.connected.set()
         with self._lock:
+            self._leases.clear()  # granted to the previous stream
             recent = [result for _, result in self._recent]
         for result in recent:
             self.link.send(result)
@@ -230,8 +275,87 @@ class Agent:
             if worker.cancel(cancel.job_id, cancel.attempt):
                 return
 
+    def run_leased(self, lease_id: str, inputs: bytes | tuple) -> m.JobResult | None:
+        """Run one call on a leased slice; None if the lease was revoked (place it anew).
+
+        Called by the client directly (see ``scheduler._leases``). The slice takes it in
+        turn with launched jobs; on an idle thread slice the caller's thread runs it.
+        ``inputs``: encoded, or the tuple of input tensors themselves (then a thread slice
+        returns the outputs as ``JobResult.value``, with nothing encoded either way).
+        """
+        with self._lock:
+            lease = self._leases.get(lease_id)
+        if lease is None:
+            return None
+        worker = self.workers.get((lease.device_id, lease.slice_index))
+        if worker is None:
+            return None
+        job = SliceJob(
+            job_id="job-" + secrets.token_hex(6),  # the scheduler's form of job id
+            attempt=1,
+            digest=lease.artifact_digest,
+            artifact_path=str(self.artifacts / lease.artifact_digest),
+            inputs=b"",
+            timeout_s=0.0,
+            announced=True,  # reported as a LeasedRun, never as a started job
+        )
+        if isinstance(inputs, bytes):
+            job.inputs = inputs
+        elif isinstance(worker, ThreadSliceWorker):
+            job.args = inputs
+        else:
+            job.inputs = _codec.encode(inputs, "inputs")
+        call = _DirectCall(lease_id, time.time())
+        with self._lock:
+            self._direct_calls[job.job_id] = call
+        with run_dispatched_here():
+            worker.submit(job)
+        call.done.wait()
+        assert call.result is not None
+        return call.result
+
     def _on_answer(self, result: m.JobResult) -> None:
+        with self._lock:
+            call = self._direct_calls.pop(result.job_id, None)
+            if call is not None:
+                self._leased_runs.append(
+                    m.LeasedRun(
+                        lease_id=call.lease_id,
+                        job_id=result.job_id,
+                        ok=result.ok,
+                        started_at=call.started_at,
+                        finished_at=time.time(),
+                        error_type=result.error_type,
+                        error_message=result.error_message,
+                        error_traceback=result.error_traceback,
+                        user_error=result.user_error,
+                        load_seconds=result.load_seconds,
+                        run_seconds=result.run_seconds,
+                    )
+                )
+                del self._leased_runs[:-_LEASED_RUNS_KEPT]
+        if call is not None:
+            call.result = replace(result, node_id=self.node_id)
+            call.done.set()
+            return
         self._report(replace(result, node_id=self.node_id))
+
+    def _report_leased_runs(self) -> None:
+        """Send the records of direct runs in batches, off the callers' path.
+
+        Small batches, yielding between them: in-process, recording them runs in this
+        thread, and a caller needing the GIL meanwhile would wait out the whole batch.
+        """
+        with self._lock:
+            runs, self._leased_runs = self._leased_runs, []
+        for start in range(0, len(runs), _LEASED_RUNS_BATCH):
+            try:
+                self.link.send(m.LeasedRuns(tuple(runs[start : start + _LEASED_RUNS_BATCH])))
+            except Exception:  # the stream just broke: keep the rest for the next join
+                with self._lock:
+                    self._leased_runs[:0] = runs[start:]
+                return
+            time.sleep(0)
 
     def _fail(self, launch: m.Launch, error_type: str, message: str) -> None:
         self._report(
@@ -277,6 +401,8 @@ class Agent:
                 if failure is not None:
                     self._on_answer(failure)
                 self._announce(worker.running, now)
+            if self.connected.is_set():
+                self._report_leased_runs()
             if self.connected.is_set() and now >= next_beat:
                 next_beat = now + self.heartbeat_interval_s
                 try:

@@ -144,6 +144,7 @@ class InProcessLink:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.handler: Any = None  # set by the agent: messages are delivered synchronously
+        self.direct: Any = None  # set by an agent taking calls under leases
         self._session: Any = None
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
@@ -159,7 +160,9 @@ class InProcessLink:
             else:
                 inbox.put(message)
 
-        self._session = self.service.attach_agent(deliver, lambda: inbox.put(_END))
+        self._session = self.service.attach_agent(
+            deliver, lambda: inbox.put(_END), direct=self.direct
+        )
         self._session.receive(join)
         return self._messages(inbox)
 

@@ -54,11 +54,15 @@ class ModelRunner:
             self.models.popitem(last=False)
         return module, time.perf_counter() - started
 
-    def execute(self, request: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
+    def execute(
+        self, request: dict[str, Any], payload: bytes, args: tuple[Any, ...] | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """Answer ``request`` (job_id, attempt, digest, artifact_path) for ``payload`` inputs.
 
         Returns the answer's header (the fields of a JobResult) and the encoded outputs.
         A failure inside the model is reported as a user error; the runner keeps serving.
+        ``args``: the inputs themselves (a call from this process): nothing is decoded, and
+        the outputs come back as tensors, not encoded.
         """
         from anypu.agents._artifact import ArtifactError, run_model
 
@@ -69,14 +73,19 @@ class ModelRunner:
         try:
             module, load_seconds = self._module(request["digest"], request["artifact_path"])
             stage = "inputs"
-            inputs = _codec.decode(payload)
+            inputs = _codec.decode(payload) if args is None else args
             if not isinstance(inputs, tuple):
                 inputs = (inputs,)
             stage = "run"
             with _data_limit(self.memory_limit_bytes):
                 result, run_seconds = run_model(module, inputs, self.torch_device)
                 stage = "outputs"
-                outputs = _codec.encode(result, "outputs")
+                if args is None:
+                    outputs = _codec.encode(result, "outputs")
+                else:
+                    # Out of inference mode, as the codec's copies would be: a caller may
+                    # change them in place, which an inference tensor refuses.
+                    outputs = _codec.map_tensors(result, lambda t: t.clone())
         except Exception as error:  # the model's own failure: report it, keep serving
             if _out_of_memory(error):
                 answer.update(

@@ -33,7 +33,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from anypu.agents._runner import ModelRunner
 from anypu.agents._wire import read_frame, write_frame
@@ -61,6 +62,8 @@ class SliceJob:
     timeout_s: float
     started_at: float = 0.0
     announced: bool = False  # JobStarted sent upstream
+    #: The inputs themselves, for a direct call from this process to a thread slice.
+    args: tuple[Any, ...] | None = None
 
 
 class _Slice:
@@ -372,6 +375,9 @@ class ThreadSliceWorker(_Slice):
         # One model run at a time per slice even after a timeout gave the slice up: the
         # next job waits for the overrunning one, in whichever thread it runs.
         with self._executing:
-            header, outputs = self._runner.execute(_request(job), job.inputs)
-        answer = _answer(header, outputs, self.device.device_id)
+            header, outputs = self._runner.execute(_request(job), job.inputs, job.args)
+        if job.args is None:
+            answer = _answer(header, outputs, self.device.device_id)
+        else:
+            answer = replace(_answer(header, b"", self.device.device_id), value=outputs)
         self._finish(answer, tuple(self._runner.warm))

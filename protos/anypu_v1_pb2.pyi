@@ -54,7 +54,7 @@ class DeviceUsage(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., utilisation: _Optional[float] = ..., free_memory_bytes: _Optional[int] = ..., busy_slices: _Optional[int] = ...) -> None: ...
 
 class Join(_message.Message):
-    __slots__ = ("protocol_version", "token", "name", "tier", "site", "labels", "devices", "warm_digests", "agent_version", "running")
+    __slots__ = ("protocol_version", "token", "name", "tier", "site", "labels", "devices", "warm_digests", "agent_version", "running", "direct_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Join(_message.Message):
     WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     token: str
     name: str
@@ -82,7 +83,8 @@ class Join(_message.Message):
     warm_digests: _containers.RepeatedScalarFieldContainer[str]
     agent_version: str
     running: _containers.RepeatedCompositeFieldContainer[RunningAttempt]
-    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ...) -> None: ...
+    direct_address: str
+    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., running: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ..., direct_address: _Optional[str] = ...) -> None: ...
 
 class RunningAttempt(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -140,17 +142,51 @@ class JobResult(_message.Message):
     user_error: bool
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., ok: _Optional[bool] = ..., outputs: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., user_error: _Optional[bool] = ...) -> None: ...
 
+class LeasedRun(_message.Message):
+    __slots__ = ("lease_id", "job_id", "ok", "started_at", "finished_at", "error_type", "error_message", "error_traceback", "user_error", "load_seconds", "run_seconds")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    job_id: str
+    ok: bool
+    started_at: float
+    finished_at: float
+    error_type: str
+    error_message: str
+    error_traceback: str
+    user_error: bool
+    load_seconds: float
+    run_seconds: float
+    def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., user_error: _Optional[bool] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
+
+class LeasedRuns(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[LeasedRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[LeasedRun, _Mapping]]] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("join", "heartbeat", "started", "result")
+    __slots__ = ("join", "heartbeat", "started", "result", "leased_runs")
     JOIN_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    LEASED_RUNS_FIELD_NUMBER: _ClassVar[int]
     join: Join
     heartbeat: Heartbeat
     started: JobStarted
     result: JobResult
-    def __init__(self, join: _Optional[_Union[Join, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+    leased_runs: LeasedRuns
+    def __init__(self, join: _Optional[_Union[Join, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., leased_runs: _Optional[_Union[LeasedRuns, _Mapping]] = ...) -> None: ...
 
 class JoinAck(_message.Message):
     __slots__ = ("node_id", "heartbeat_interval_s", "lost_after_s", "epoch", "protocol_version")
@@ -196,15 +232,49 @@ class Cancel(_message.Message):
     reason: str
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Lease(_message.Message):
+    __slots__ = ("lease_id", "node_id", "device_id", "slice_index", "artifact_digest", "address")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    node_id: str
+    device_id: str
+    slice_index: int
+    artifact_digest: str
+    address: str
+    def __init__(self, lease_id: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class LeaseGranted(_message.Message):
+    __slots__ = ("lease",)
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+
+class LeaseRevoked(_message.Message):
+    __slots__ = ("lease_id", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    reason: str
+    def __init__(self, lease_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class SchedulerMessage(_message.Message):
-    __slots__ = ("ack", "launch", "cancel")
+    __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked")
     ACK_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    LEASE_GRANTED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REVOKED_FIELD_NUMBER: _ClassVar[int]
     ack: JoinAck
     launch: Launch
     cancel: Cancel
-    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
+    lease_granted: LeaseGranted
+    lease_revoked: LeaseRevoked
+    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ...) -> None: ...
 
 class Profile(_message.Message):
     __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes")
@@ -233,7 +303,7 @@ class Constraints(_message.Message):
     def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s")
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease")
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +317,7 @@ class SubmitRequest(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
     WAIT_FIELD_NUMBER: _ClassVar[int]
     WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     artifact_digest: str
     inputs: bytes
     inputs_digest: str
@@ -260,7 +331,8 @@ class SubmitRequest(_message.Message):
     max_retries: int
     wait: bool
     wait_timeout_s: float
-    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ...) -> None: ...
+    lease: bool
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ...) -> None: ...
 
 class Term(_message.Message):
     __slots__ = ("name", "seconds")
@@ -341,12 +413,14 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., user_error: _Optional[bool] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("job", "outputs")
+    __slots__ = ("job", "outputs", "lease")
     JOB_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     job: JobInfo
     outputs: bytes
-    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., outputs: _Optional[bytes] = ...) -> None: ...
+    lease: Lease
+    def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ..., outputs: _Optional[bytes] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class WaitRequest(_message.Message):
     __slots__ = ("job_id", "timeout_s")
@@ -482,3 +556,19 @@ class GetBlobRequest(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     digest: str
     def __init__(self, digest: _Optional[str] = ...) -> None: ...
+
+class DirectRunRequest(_message.Message):
+    __slots__ = ("lease_id", "inputs")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    inputs: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., inputs: _Optional[bytes] = ...) -> None: ...
+
+class DirectRunResponse(_message.Message):
+    __slots__ = ("lease_lost", "result")
+    LEASE_LOST_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    lease_lost: bool
+    result: JobResult
+    def __init__(self, lease_lost: _Optional[bool] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...

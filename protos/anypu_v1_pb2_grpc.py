@@ -540,3 +540,78 @@ class BlobService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DirectServiceStub:
+    """Served by agents started with a direct address: calls under a lease skip the scheduler.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Run = channel.unary_unary(
+                '/anypu.v1.DirectService/Run',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.FromString,
+                _registered_method=True)
+
+
+class DirectServiceServicer:
+    """Served by agents started with a direct address: calls under a lease skip the scheduler.
+    """
+
+    def Run(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DirectServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Run': grpc.unary_unary_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'anypu.v1.DirectService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('anypu.v1.DirectService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DirectService:
+    """Served by agents started with a direct address: calls under a lease skip the scheduler.
+    """
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.DirectService/Run',
+            anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -49,11 +49,18 @@ def _scalars_to_pb(obj: Any, message: Any) -> Any:
 
 
 def _scalars_from_pb(message: Any, cls: type[T], **nested: Any) -> T:
-    """Build dataclass ``cls`` from ``message``'s scalar and map fields plus ``nested``."""
+    """Build dataclass ``cls`` from ``message``'s scalar and map fields plus ``nested``.
+
+    Fields the wire does not carry (in-process only, such as ``Join.direct_runs``) keep
+    their defaults.
+    """
     kwargs: dict[str, Any] = {}
+    known = message.DESCRIPTOR.fields_by_name
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in nested:
             kwargs[f.name] = nested[f.name]
+            continue
+        if f.name not in known:
             continue
         value = getattr(message, f.name)
         if isinstance(value, _SCALARS):
@@ -96,6 +103,8 @@ def agent_message_to_pb(message: m.AgentMessage) -> pb.AgentMessage:
         _scalars_to_pb(message, out.started)
     elif isinstance(message, m.JobResult):
         _scalars_to_pb(message, out.result)
+    elif isinstance(message, m.LeasedRuns):
+        out.leased_runs.runs.extend(_scalars_to_pb(r, pb.LeasedRun()) for r in message.runs)
     else:
         raise TypeError(f"not an agent message: {type(message).__name__}")
     return out
@@ -121,7 +130,12 @@ def agent_message_from_pb(message: pb.AgentMessage) -> m.AgentMessage:
         return _scalars_from_pb(message.started, m.JobStarted)
     if kind == "result":
         return _scalars_from_pb(message.result, m.JobResult)
-    raise ValueError("empty agent message: set one of join, heartbeat, started, result")
+    if kind == "leased_runs":
+        runs = message.leased_runs.runs
+        return m.LeasedRuns(tuple(_scalars_from_pb(r, m.LeasedRun) for r in runs))
+    raise ValueError(
+        "empty agent message: set one of join, heartbeat, started, result, leased_runs"
+    )
 
 
 def scheduler_message_to_pb(message: m.SchedulerMessage) -> pb.SchedulerMessage:
@@ -132,6 +146,10 @@ def scheduler_message_to_pb(message: m.SchedulerMessage) -> pb.SchedulerMessage:
         _scalars_to_pb(message, out.launch)
     elif isinstance(message, m.Cancel):
         _scalars_to_pb(message, out.cancel)
+    elif isinstance(message, m.LeaseGranted):
+        _scalars_to_pb(message.lease, out.lease_granted.lease)
+    elif isinstance(message, m.LeaseRevoked):
+        _scalars_to_pb(message, out.lease_revoked)
     else:
         raise TypeError(f"not a scheduler message: {type(message).__name__}")
     return out
@@ -145,6 +163,10 @@ def scheduler_message_from_pb(message: pb.SchedulerMessage) -> m.SchedulerMessag
         return _scalars_from_pb(message.launch, m.Launch)
     if kind == "cancel":
         return _scalars_from_pb(message.cancel, m.Cancel)
+    if kind == "lease_granted":
+        return m.LeaseGranted(_scalars_from_pb(message.lease_granted.lease, m.Lease))
+    if kind == "lease_revoked":
+        return _scalars_from_pb(message.lease_revoked, m.LeaseRevoked)
     raise ValueError("empty scheduler message")
 
 
@@ -222,8 +244,37 @@ def node_info_from_pb(message: pb.NodeInfo) -> m.NodeInfo:
 # ---------------------------------------------------------------- service envelopes
 
 
-def submit_response(info: m.JobInfo, outputs: bytes) -> pb.SubmitResponse:
-    return pb.SubmitResponse(job=job_info_to_pb(info), outputs=outputs)
+def submit_response(
+    info: m.JobInfo, outputs: bytes, lease: m.Lease | None = None
+) -> pb.SubmitResponse:
+    out = pb.SubmitResponse(job=job_info_to_pb(info), outputs=outputs)
+    if lease is not None:
+        _scalars_to_pb(lease, out.lease)
+    return out
+
+
+def submit_response_lease(message: pb.SubmitResponse) -> m.Lease | None:
+    return _scalars_from_pb(message.lease, m.Lease) if message.HasField("lease") else None
+
+
+# ---------------------------------------------------------------- direct calls (leases)
+
+
+def direct_run_request(lease_id: str, inputs: bytes) -> pb.DirectRunRequest:
+    return pb.DirectRunRequest(lease_id=lease_id, inputs=inputs)
+
+
+def direct_run_response(result: m.JobResult | None) -> pb.DirectRunResponse:
+    if result is None:
+        return pb.DirectRunResponse(lease_lost=True)
+    out = pb.DirectRunResponse()
+    _scalars_to_pb(result, out.result)
+    return out
+
+
+def direct_run_result(message: pb.DirectRunResponse) -> m.JobResult | None:
+    """The call's result, or None when the agent no longer holds the lease."""
+    return None if message.lease_lost else _scalars_from_pb(message.result, m.JobResult)
 
 
 def wait_request(job_id: str, timeout_s: float) -> pb.WaitRequest:

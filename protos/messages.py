@@ -8,6 +8,7 @@ through untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from anypu.devices import Device
 
@@ -22,6 +23,11 @@ __all__ = [
     "Join",
     "JoinAck",
     "Launch",
+    "Lease",
+    "LeaseGranted",
+    "LeaseRevoked",
+    "LeasedRun",
+    "LeasedRuns",
     "NodeInfo",
     "PlacementInfo",
     "SchedulerMessage",
@@ -49,6 +55,10 @@ class Join:
     warm_digests: tuple[str, ...] = ()
     agent_version: str = ""
     running: tuple[tuple[str, int], ...] = ()
+    #: host:port of this agent's DirectService, where clients send calls under leases.
+    direct_address: str = ""
+    #: Takes calls under leases in-process: the embedded mode's agent (not on the wire).
+    direct_runs: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,9 +89,35 @@ class JobResult:
     node_id: str = ""
     device_id: str = ""
     user_error: bool = False
+    #: The outputs themselves, for a direct call run in this process (never on the wire).
+    value: Any = None
 
 
-AgentMessage = Join | Heartbeat | JobStarted | JobResult
+@dataclass(frozen=True)
+class LeasedRun:
+    """One call an agent ran directly under a lease (see ``Lease``), for the record."""
+
+    lease_id: str
+    job_id: str
+    ok: bool
+    started_at: float
+    finished_at: float
+    error_type: str = ""
+    error_message: str = ""
+    error_traceback: str = ""
+    user_error: bool = False
+    load_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class LeasedRuns:
+    """Direct runs since the last report, sent in batches off the callers' path."""
+
+    runs: tuple[LeasedRun, ...]
+
+
+AgentMessage = Join | Heartbeat | JobStarted | JobResult | LeasedRuns
 
 
 @dataclass(frozen=True)
@@ -112,7 +148,38 @@ class Cancel:
     reason: str = ""
 
 
-SchedulerMessage = JoinAck | Launch | Cancel
+@dataclass(frozen=True)
+class Lease:
+    """A slice kept for one client's further calls of one model, as Ray leases a worker.
+
+    The scheduler grants it with the result of a placed job whose caller asked for one;
+    until it is revoked the client hands calls of the same model and constraints to the
+    agent directly (at ``address``, or in-process when empty), which runs them on that
+    slice and reports them afterwards (``LeasedRuns``). Only agents that take direct calls
+    (``Join.direct_address`` or ``Join.direct_runs``) get leases. The id is also the
+    capability the client presents to the agent.
+    """
+
+    lease_id: str
+    node_id: str
+    device_id: str
+    slice_index: int
+    artifact_digest: str
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class LeaseGranted:
+    lease: Lease
+
+
+@dataclass(frozen=True)
+class LeaseRevoked:
+    lease_id: str
+    reason: str = ""
+
+
+SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked
 
 
 @dataclass(frozen=True)
@@ -137,6 +204,8 @@ class SubmitRequest:
     max_retries: int = 3
     wait: bool = False
     wait_timeout_s: float = 0.0
+    #: With ``wait``: keep the slice for the caller's further calls like this one.
+    lease: bool = False
 
 
 @dataclass(frozen=True)

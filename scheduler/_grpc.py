@@ -160,7 +160,8 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
             submit = convert.submit_request_from_pb(request)
             if submit.wait:
                 info, outputs, _ = self.service.submit_and_wait(submit)
-                return convert.submit_response(info, outputs)
+                lease = self.service.lease_of(info.job_id) if submit.lease else None
+                return convert.submit_response(info, outputs, lease)
             return convert.submit_response(self.service.submit(submit), b"")
         except Exception as error:
             _fail(context, error)

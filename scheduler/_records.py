@@ -27,6 +27,8 @@ class NodeRecord:
     usage: tuple[DeviceUsage, ...] = ()
     warm_digests: frozenset[str] = frozenset()
     running_jobs: int = 0
+    direct_runs: bool = False  # takes calls under leases in-process (the embedded agent)
+    direct_address: str = ""  # takes them over gRPC at this host:port
 
     def info(self, now: float) -> NodeInfo:
         return NodeInfo(
@@ -65,6 +67,7 @@ class JobRecord:
     load_seconds: float = 0.0
     run_seconds: float = 0.0
     lost_nodes: list[str] = field(default_factory=list)
+    lease_id: str = ""  # the lease it granted, or ran under
 
     @property
     def terminal(self) -> bool:

@@ -49,6 +49,8 @@ __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 
 SendFn = Callable[[m.SchedulerMessage], None]
 DropFn = Callable[[], None]
+#: An agent's entry for calls under a lease: (lease id, encoded inputs) -> its result.
+DirectFn = Callable[[str, "bytes | tuple"], "m.JobResult | None"]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -84,6 +86,7 @@ class SchedulerService:
         # after the state changed; metrics observe transitions here. Must be cheap.
         self.observers: list[Callable[[list, float], None]] = []
         self._links: dict[str, tuple[int, SendFn, DropFn]] = {}
+        self._direct: dict[str, DirectFn] = {}
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
         self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="anypu-writer", daemon=True)
@@ -190,18 +193,32 @@ class SchedulerService:
 
     # -------------------------------------------------------------- agents
 
-    def attach_agent(self, send: SendFn, drop: DropFn) -> AgentSession:
-        """A new agent stream: ``send`` queues a message down it, ``drop`` ends it."""
-        return AgentSession(self, send, drop)
+    def attach_agent(
+        self, send: SendFn, drop: DropFn, direct: DirectFn | None = None
+    ) -> AgentSession:
+        """A new agent stream: ``send`` queues a message down it, ``drop`` ends it.
+
+        ``direct``: how to hand the agent a call under a lease (in-process agents only).
+        """
+        session = AgentSession(self, send, drop)
+        session.direct = direct
+        return session
 
     def _join(
-        self, join: m.Join, send: SendFn, drop: DropFn, credential: Enrolment | None = None
+        self,
+        join: m.Join,
+        send: SendFn,
+        drop: DropFn,
+        credential: Enrolment | None = None,
+        direct: DirectFn | None = None,
     ) -> tuple[str, int]:
         """``credential``: the enrolment behind the stream's verified certificate (mTLS);
         without one the Join's token must be the scheduler's (plaintext, in-process)."""
         if credential is None:
             self.authenticate(join.token)
         _validate_join(join)
+        if join.direct_runs and direct is None:
+            raise ConfigError("this agent offers direct runs, which only in-process agents can")
         if credential is not None:
             memory = sum(d.memory_bytes for d in join.devices)
             credential.admit(join.name, join.tier, len(join.devices), memory)
@@ -209,6 +226,8 @@ class SchedulerService:
             actions = self.state.handle(AgentConnected(join, self.clock()))
             node = self.state.nodes[join.name]
             self._links[node.node_id] = (node.epoch, send, drop)
+            if direct is not None:
+                self._direct[node.node_id] = direct
             self._apply(actions)
             return node.node_id, node.epoch
 
@@ -217,6 +236,7 @@ class SchedulerService:
             link = self._links.get(node_id)
             if link is not None and link[0] == epoch:
                 del self._links[node_id]
+                self._direct.pop(node_id, None)
             self._apply(self.state.handle(AgentDisconnected(node_id, epoch, self.clock())))
 
     # -------------------------------------------------------------- jobs
@@ -245,6 +265,22 @@ class SchedulerService:
         with self._lock:
             job = self._job(job_id)
             return job.info(), job.outputs, not finished and not job.terminal
+
+    def lease_of(self, job_id: str) -> m.Lease | None:
+        """The lease a just-finished job granted its caller, while it holds."""
+        with self._lock:
+            job = self.state.jobs.get(job_id)
+            held = self.state.leases.active.get(job.lease_id) if job and job.lease_id else None
+            return held.lease if held is not None else None
+
+    def run_leased(self, lease: m.Lease, inputs: bytes | tuple) -> m.JobResult | None:
+        """Run a call on its leased slice, bypassing placement; None: the lease is gone.
+
+        Not under the scheduler's lock: the agent checks the lease itself (a revocation
+        reaches it before any later placement is dispatched) and reports the run later.
+        """
+        direct = self._direct.get(lease.node_id)
+        return direct(lease.lease_id, inputs) if direct is not None else None
 
     def cancel(self, job_id: str) -> m.JobInfo:
         with self._lock:
@@ -329,13 +365,14 @@ class AgentSession:
         self.epoch = 0
         #: Set by the transport when the stream is mutual TLS: who the certificate says.
         self.credential: Enrolment | None = None
+        self.direct: DirectFn | None = None
 
     def receive(self, message: m.AgentMessage) -> None:
         if self.node_id is None:
             if not isinstance(message, m.Join):
                 raise ConfigError("the first message on an agent stream must be a Join")
             self.node_id, self.epoch = self.service._join(
-                message, self.send, self.drop, self.credential
+                message, self.send, self.drop, self.credential, self.direct
             )
             return
         if isinstance(message, m.Join):
@@ -361,6 +398,13 @@ def _validate_join(join: m.Join) -> None:
         raise ConfigError(f"tier {join.tier[:80]!r} is invalid: choose one of {list(TIERS)}")
     if not join.devices:
         raise ConfigError(f"agent {join.name} reported no devices")
+    host, sep, port = join.direct_address.rpartition(":")
+    if join.direct_address and (
+        len(join.direct_address) > 255 or not sep or not host or not port.isdigit()
+    ):
+        raise ConfigError(
+            f"agent {join.name} sent direct address {join.direct_address[:80]!r}: use HOST:PORT"
+        )
     # Bounds on everything a Join makes the scheduler keep: a hostile or broken agent
     # must not grow its memory or database without limit.
     if len(join.labels) > 64:

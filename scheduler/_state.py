@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from anypu.devices import Device
 from anypu.placement import (
     WORKLOAD_WINDOW,
     ClusterSnapshot,
@@ -30,6 +31,7 @@ from anypu.placement import (
     workload_shape,
 )
 from anypu.protos import messages as m
+from anypu.scheduler._leases import HeldLease, LeaseBook
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
 
@@ -64,6 +66,8 @@ class SchedulerConfig:
     #: A job whose node (or worker process) died under it this many times is poison:
     #: it is failed and never placed again, as Dask flags a task that killed 3 workers.
     poison_after: int = 3
+    #: A lease (see ``_leases``) unused this long is revoked; 0: grant none.
+    lease_idle_s: float = 2.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
@@ -170,6 +174,7 @@ class SchedulerState:
         self.last_plan: Plan | None = None
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
+        self.leases = LeaseBook()
         # What recent placements took: the typical workload that fragmentation-aware
         # placement policies plan for (rebuilt from the store's recent jobs on restart; they
         # have a default until it fills).
@@ -240,9 +245,16 @@ class SchedulerState:
             epoch=epoch,
             last_heartbeat=now,
             warm_digests=frozenset(join.warm_digests),
+            direct_runs=join.direct_runs,
+            direct_address=join.direct_address,
         )
+        # The cluster changed, so a leased slice may no longer be the best place. The
+        # re-joining node's own agent forgot its leases with its old stream.
+        for held in self.leases.on_node(node.node_id):
+            self.leases.retire(held.lease.lease_id)
         self.nodes[node.node_id] = node
         actions: list[Action] = [
+            *self._revoke_leases(list(self.leases.active.values()), f"{node.node_id} joined"),
             PersistNode(node),
             Send(
                 node.node_id,
@@ -278,6 +290,8 @@ class SchedulerState:
         if node is None or node.epoch != event.epoch:
             return []
         node.connected = False
+        for held in self.leases.on_node(node.node_id):
+            self.leases.retire(held.lease.lease_id)
         return [PersistNode(node)]
 
     def _agent_said(self, event: AgentSaid) -> list[Action]:
@@ -303,6 +317,8 @@ class SchedulerState:
             return [PersistJob(job, "running", node.node_id)]
         if isinstance(message, m.JobResult):
             return self._result(node, message, now)
+        if isinstance(message, m.LeasedRuns):
+            return self._leased_runs(node, message, now)
         return []
 
     def _result(self, node: NodeRecord, result: m.JobResult, now: float) -> list[Action]:
@@ -318,14 +334,7 @@ class SchedulerState:
             self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
             job.outputs = result.outputs
-            node.warm_digests = node.warm_digests | {job.request.artifact_digest}
-            model = self._device_model(node, job)
-            # A simulated device runs on the host CPU: its timings say nothing about it.
-            if model and not (job.placement and job.placement.simulated):
-                key = (job.request.artifact_digest, model)
-                old = self.measured.get(key)
-                run = result.run_seconds
-                self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
+            self._learn(node, job)
         else:
             if not result.user_error and self.quarantine.failed(
                 node.node_id, job.job_id, now, user_error=False
@@ -341,7 +350,10 @@ class SchedulerState:
             job.error_type, job.error_message = result.error_type, result.error_message
             job.error_traceback, job.user_error = result.error_traceback, result.user_error
         job.finished_at = now
-        actions += [PersistJob(job, job.state, node.node_id), Notify(job.job_id)]
+        actions.append(PersistJob(job, job.state, node.node_id))
+        if result.ok:
+            actions += self._grant_lease(node, job, now)  # before Notify: the caller asks
+        actions.append(Notify(job.job_id))
         return actions + self._schedule(now)
 
     # -------------------------------------------------------------- jobs
@@ -403,11 +415,14 @@ class SchedulerState:
     # -------------------------------------------------------------- time
 
     def _tick(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+        idle = self.leases.idle(now, self.config.lease_idle_s)
+        actions: list[Action] = self._revoke_leases(idle, "idle")
         for node in self.nodes.values():
             if node.state == "ready" and now - node.last_heartbeat > self.config.lost_after_s:
                 node.state = "lost"
                 actions.append(PersistNode(node))
+                for held in self.leases.on_node(node.node_id):
+                    self.leases.retire(held.lease.lease_id)
                 for job in self._jobs_on(node.node_id):
                     age = now - node.last_heartbeat
                     why = f"node {node.node_id} lost (silent {age:.1f}s)"
@@ -490,13 +505,17 @@ class SchedulerState:
         ready = [self.jobs[j] for j in self.pending if self.jobs[j].not_before <= now]
         if not ready:
             return []
+        # Waiting jobs may need a leased slice: place them with every slice free, and let
+        # the lease holders' next calls be placed afresh alongside.
+        actions: list[Action] = self._revoke_leases(
+            list(self.leases.active.values()), "other jobs are waiting"
+        )
         result = plan(
             self.snapshot(now),
             [self._job_request(j) for j in ready],
             config=self.config.placement,
         )
         self.last_plan = result
-        actions: list[Action] = []
         for p in result.placements:
             job = self.jobs[p.job_id]
             node = self.nodes[p.node_id]
@@ -548,7 +567,84 @@ class SchedulerState:
             )
         return [PersistJob(job, "failed", "unschedulable"), Notify(job.job_id)]
 
+    # -------------------------------------------------------------- leases
+
+    def _grant_lease(self, node: NodeRecord, job: JobRecord, now: float) -> list[Action]:
+        """Keep a succeeded job's slice for its caller, if it asked and nothing competes."""
+        p = job.placement
+        if (
+            not job.request.lease
+            or p is None
+            or not (node.direct_runs or node.direct_address)
+            or self.config.lease_idle_s <= 0
+            or self.pending
+            or self.leases.slice_leased(p)
+            or any(_same_slice(self.jobs[j].placement, p) for j in self.active)
+        ):
+            return []
+        lease = self.leases.grant(job.request, p, node.direct_address, now)
+        job.lease_id = lease.lease_id
+        return [Send(node.node_id, node.epoch, m.LeaseGranted(lease))]
+
+    def _revoke_leases(self, held: list[HeldLease], reason: str) -> list[Action]:
+        actions: list[Action] = []
+        for h in held:
+            self.leases.retire(h.lease.lease_id)
+            node = self.nodes.get(h.lease.node_id)
+            if node is not None and node.connected:
+                revoked = m.LeaseRevoked(h.lease.lease_id, reason)
+                actions.append(Send(node.node_id, node.epoch, revoked))
+        return actions
+
+    def _leased_runs(self, node: NodeRecord, report: m.LeasedRuns, now: float) -> list[Action]:
+        """Record the calls an agent ran under its leases, as jobs placed by ``lease``.
+
+        One transition each, to its outcome: they never waited for placement.
+        """
+        actions: list[Action] = []
+        for run in report.runs:
+            held = self.leases.find(run.lease_id)
+            if held is None or held.lease.node_id != node.node_id or run.job_id in self.jobs:
+                continue  # not granted, someone else's, or reported again after a re-join
+            held.last_used = max(held.last_used, now)
+            job = JobRecord(
+                job_id=run.job_id,
+                request=held.template,
+                attempt=1,
+                submitted_at=run.started_at,
+                finished_at=run.finished_at,
+                placement=held.placement,
+                load_seconds=run.load_seconds,
+                run_seconds=run.run_seconds,
+                lease_id=run.lease_id,
+            )
+            self.jobs[job.job_id] = job
+            if run.ok:
+                self._set_state(job, "succeeded")
+                self._learn(node, job)
+            else:
+                self._set_state(job, "failed")
+                job.error_type, job.error_message = run.error_type, run.error_message
+                job.error_traceback, job.user_error = run.error_traceback, run.user_error
+            self.decisions["leased"] = self.decisions.get("leased", 0) + 1
+            device = self._device(node, job)
+            if device is not None:
+                self.workload.append(workload_shape(device))
+            actions.append(PersistJob(job, job.state, f"{node.node_id} (lease {run.lease_id})"))
+        return actions
+
     # -------------------------------------------------------------- helpers
+
+    def _learn(self, node: NodeRecord, job: JobRecord) -> None:
+        """A job succeeded on ``node``: its model is warm there, and its time is known."""
+        node.warm_digests = node.warm_digests | {job.request.artifact_digest}
+        device = self._device(node, job)
+        # A simulated device runs on the host CPU: its timings say nothing about it.
+        if device is not None and not device.simulated:
+            key = (job.request.artifact_digest, device.model)
+            old = self.measured.get(key)
+            run = job.run_seconds
+            self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
 
     def _set_state(self, job: JobRecord, state: str) -> None:
         job.state = state
@@ -595,10 +691,15 @@ class SchedulerState:
             return None
         return job
 
-    def _device_model(self, node: NodeRecord, job: JobRecord) -> str:
+    def _device(self, node: NodeRecord, job: JobRecord) -> Device | None:
         if job.placement is None:
-            return ""
-        for d in node.devices:
-            if d.device_id == job.placement.device_id:
-                return d.model
-        return ""
+            return None
+        return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
+
+
+def _same_slice(a: m.PlacementInfo | None, b: m.PlacementInfo) -> bool:
+    return a is not None and (a.node_id, a.device_id, a.slice_index) == (
+        b.node_id,
+        b.device_id,
+        b.slice_index,
+    )

@@ -113,6 +113,28 @@ def _job_to_row(job: JobRecord) -> dict[str, Any]:
     return record
 
 
+# Calls run under one lease share one request object (without inputs): its JSON is made
+# once, not once per call. Keyed by identity; requests carrying inputs are not kept.
+_shared_requests: OrderedDict[int, tuple[SubmitRequest, str]] = OrderedDict()
+
+
+def _job_json(job: JobRecord) -> str:
+    request = job.request
+    hit = _shared_requests.get(id(request))
+    if hit is not None and hit[0] is request:
+        text = hit[1]
+    else:
+        text = json.dumps({name: getattr(request, name) for name in _REQUEST_FIELDS})
+        if not request.inputs:
+            _shared_requests[id(request)] = (request, text)
+            while len(_shared_requests) > 256:
+                _shared_requests.popitem(last=False)
+    record = {name: getattr(job, name) for name in _JOB_FIELDS}
+    if job.placement is not None:
+        record["placement"] = vars(job.placement)
+    return json.dumps(record)[:-1] + ', "request": ' + text + "}"
+
+
 def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobRecord:
     request = record.pop("request")
     for key in ("device_kinds", "tiers", "sites", "nodes"):
@@ -156,7 +178,7 @@ class StateStore:
     @staticmethod
     def job_write(job: JobRecord, transition: str, detail: str, now: float) -> tuple:
         """Freeze what to write for a job now; ``commit`` writes it later."""
-        row = json.dumps(_job_to_row(job))
+        row = _job_json(job)
         upsert = (job.job_id, job.state, row, now)
         step = (job.job_id, job.attempt, transition, detail, now) if transition else None
         payloads = []

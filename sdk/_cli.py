@@ -201,6 +201,11 @@ def _agent(args: argparse.Namespace) -> int:
         cache = args.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
         identity = args.identity_dir or os.path.join(cache, "identity", name)
         tls = NodeTLS(args.scheduler, ca_hash, token, identity)
+    if tls is not None and args.direct_address:
+        raise AnypuError(
+            "--direct-address serves calls in plaintext, so it cannot be combined with a"
+            " TLS scheduler (--ca-hash); drop it (calls then all go through the scheduler)"
+        )
     agent = Agent(
         AgentConfig(
             name=name,
@@ -210,6 +215,7 @@ def _agent(args: argparse.Namespace) -> int:
             site=args.site,
             labels=labels,
             cache_dir=args.cache_dir,
+            direct_address=args.direct_address,
         ),
         GrpcLink(args.scheduler, token, tls),
     )
@@ -351,6 +357,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--site", default="", help="network site this node sits at")
     a.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
     a.add_argument("--cache-dir", default="", help="where model artifacts are cached")
+    a.add_argument(
+        "--direct-address",
+        default="",
+        metavar="HOST:PORT",
+        help="take clients' calls under leases here, skipping the scheduler (plaintext;"
+        " clients must reach it; port 0 picks one); default: none",
+    )
     a.set_defaults(handler=_agent)
 
     st = commands.add_parser("status", help="nodes, devices and jobs of a scheduler")

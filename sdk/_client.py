@@ -11,13 +11,13 @@ import hashlib
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anypu.protos import messages as m
 from anypu.sdk._estimate import Profile, estimate_profile
 from anypu.sdk._export import Artifact, ModelCache, call_args
-from anypu.sdk._transport import Transport
+from anypu.sdk._transport import INLINE_LIMIT, Transport
 
 from anypu import _codec
 from anypu.errors import (
@@ -30,8 +30,6 @@ from anypu.errors import (
 )
 
 __all__ = ["Client", "JobHandle", "RunOptions"]
-
-_INLINE_LIMIT = 4 << 20  # inputs above this travel as a blob
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,31 @@ class JobHandle(Future):
         return super().cancel()
 
 
+@dataclass
+class _HeldLease:
+    lease: m.Lease
+    in_use: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _lease_key(r: m.SubmitRequest) -> tuple:
+    """What a leased slice was placed for: calls differing in any of it are placed anew."""
+    return (
+        r.artifact_digest,
+        r.flops,
+        r.memory_bytes,
+        r.input_bytes,
+        r.output_bytes,
+        r.device_kinds,
+        r.tiers,
+        r.sites,
+        r.nodes,
+        r.origin,
+        r.priority,
+        r.slo_seconds,
+        r.name,
+    )
+
+
 class Client:
     def __init__(self, transport: Transport, origin: str = "") -> None:
         self.transport = transport
@@ -74,6 +97,7 @@ class Client:
         self.models = ModelCache()
         self._profiles: dict[str, Profile] = {}
         self._uploaded: set[str] = set()
+        self._leases: dict[tuple, _HeldLease] = {}
         self.reconnect_timeout_s = 60.0
         self._lock = threading.Lock()
 
@@ -83,21 +107,27 @@ class Client:
     # -------------------------------------------------------------- preparing a job
 
     def _prepare(self, model: Any, inputs: Any, options: RunOptions) -> m.SubmitRequest:
+        request, args = self._describe(model, inputs, options)
+        return self._with_inputs(request, args)
+
+    def _with_inputs(self, request: m.SubmitRequest, args: tuple[Any, ...]) -> m.SubmitRequest:
+        payload = _codec.encode(args, "inputs")
+        if len(payload) > INLINE_LIMIT:
+            return replace(request, inputs_digest=self._put(payload))
+        return replace(request, inputs=payload)
+
+    def _describe(
+        self, model: Any, inputs: Any, options: RunOptions
+    ) -> tuple[m.SubmitRequest, tuple[Any, ...]]:
+        """The job for ``model(*inputs)`` without its inputs, and the checked arguments."""
         args = call_args(model, inputs)
         with self.models.holding(model):
             artifact = self.models.get_or_export(model, args)
             profile = self._profile(artifact, model, args)
         self._upload(artifact)
-        payload = _codec.encode(args, "inputs")
-        inputs_digest = ""
-        if len(payload) > _INLINE_LIMIT:
-            inputs_digest = self._put(payload)
-            payload = b""
         kinds = options.device_kinds or tuple(sorted(artifact.device_kinds))
-        return m.SubmitRequest(
+        request = m.SubmitRequest(
             artifact_digest=artifact.digest,
-            inputs=payload,
-            inputs_digest=inputs_digest,
             flops=profile.flops,
             memory_bytes=profile.memory_bytes,
             input_bytes=profile.input_bytes,
@@ -114,6 +144,7 @@ class Client:
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,
         )
+        return request, args
 
     def _profile(self, artifact: Artifact, model: Any, args: tuple[Any, ...]) -> Profile:
         profile = self._profiles.get(artifact.digest)
@@ -139,10 +170,65 @@ class Client:
     # -------------------------------------------------------------- running
 
     def run(self, model: Any, inputs: Any, options: RunOptions | None = None) -> Any:
-        request = self._prepare(model, inputs, options or RunOptions())
-        request = replace(request, wait=True)
+        request, args = self._describe(model, inputs, options or RunOptions())
+        # No lease for a call with a timeout: a direct call runs to its end (in-process,
+        # a thread cannot be stopped) and is not retried elsewhere by the scheduler.
+        leasing = not request.timeout_s
+        if leasing and self._leases:
+            result = self._run_leased(request, args)
+            if result is not None:
+                return self._direct_outcome(result)
+        request = replace(self._with_inputs(request, args), wait=True, lease=leasing)
         info, outputs = self.transport.submit(request)
+        if leasing and info.state == "succeeded":
+            lease = self.transport.lease_of(info.job_id)
+            if lease is not None:
+                self._leases[_lease_key(request)] = _HeldLease(lease)
         return self._outcome(info, outputs)
+
+    def _run_leased(self, request: m.SubmitRequest, args: tuple[Any, ...]) -> m.JobResult | None:
+        """Hand the call to the slice leased for its kind; None: place it as usual.
+
+        A lease serves one call at a time: concurrent calls are placed, so they spread over
+        the cluster as they would without it.
+        """
+        key = _lease_key(request)
+        held = self._leases.get(key)
+        if held is None or not held.in_use.acquire(blocking=False):
+            return None
+        try:
+            result = self.transport.run_leased(held.lease, args)
+        finally:
+            held.in_use.release()
+        if result is not None and (result.ok or result.user_error):
+            return result
+        # Revoked, or the slice failed it (not the model): placement finds it a device.
+        if self._leases.get(key) is held:
+            del self._leases[key]
+        return None
+
+    def _direct_outcome(self, result: m.JobResult) -> Any:
+        if result.ok:
+            return result.value if result.value is not None else _codec.decode(result.outputs)
+        raise self._model_raised(
+            result.job_id,
+            result.node_id,
+            result.error_type,
+            result.error_message,
+            result.error_traceback,
+        )
+
+    @staticmethod
+    def _model_raised(
+        job_id: str, node_id: str, error_type: str, message: str, traceback: str
+    ) -> JobFailedError:
+        where = f" on {node_id}" if node_id else ""
+        return JobFailedError(
+            f"the model raised {error_type}{where}: {message}",
+            remote_type=error_type,
+            remote_traceback=traceback,
+            job_id=job_id,
+        )
 
     def submit(self, model: Any, inputs: Any, options: RunOptions | None = None) -> JobHandle:
         request = self._prepare(model, inputs, options or RunOptions())
@@ -190,11 +276,11 @@ class Client:
         if info.error_type == "JobTimeout":
             raise JobTimeoutError(info.error_message)
         if info.state == "failed":
-            where = f" on {info.placement.node_id}" if info.placement else ""
-            raise JobFailedError(
-                f"the model raised {info.error_type}{where}: {info.error_message}",
-                remote_type=info.error_type,
-                remote_traceback=info.error_traceback,
-                job_id=info.job_id,
+            raise self._model_raised(
+                info.job_id,
+                info.placement.node_id if info.placement else "",
+                info.error_type,
+                info.error_message,
+                info.error_traceback,
             )
         raise AnypuError(f"job {info.job_id} ended in unexpected state {info.state!r}")

@@ -39,6 +39,7 @@ class Embedded:
                 devices=discover(devices_file),
                 cache_dir=os.path.join(self.state_dir, "cache"),
                 isolation="thread",
+                direct_runs=True,
             ),
             InProcessLink(self.service),
         )

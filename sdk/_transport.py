@@ -6,6 +6,8 @@ the SDK an ``InProcessTransport`` around a scheduler they built themselves.
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, Protocol
 
 import grpc
@@ -14,11 +16,15 @@ from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
+from anypu import _codec
 from anypu.errors import AnypuError
 
-__all__ = ["GrpcTransport", "InProcessTransport", "Transport"]
+__all__ = ["INLINE_LIMIT", "GrpcTransport", "InProcessTransport", "Transport"]
+
+log = logging.getLogger("anypu.sdk")
 
 _CHUNK = 1 << 20
+INLINE_LIMIT = 4 << 20  # inputs above this travel as a blob, and are never sent directly
 
 
 class Transport(Protocol):
@@ -32,6 +38,8 @@ class Transport(Protocol):
     def job(self, job_id: str) -> m.JobInfo: ...
     def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]: ...
     def list_nodes(self) -> list[m.NodeInfo]: ...
+    def lease_of(self, job_id: str) -> m.Lease | None: ...
+    def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None: ...
     def close(self) -> None: ...
 
 
@@ -64,6 +72,15 @@ class InProcessTransport:
     def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
         return self.service.wait(job_id, timeout)
 
+    # Leases (see ``scheduler._leases``).
+
+    def lease_of(self, job_id: str) -> m.Lease | None:
+        return self.service.lease_of(job_id)
+
+    def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None:
+        # In-process: the tensors themselves, nothing encoded either way.
+        return self.service.run_leased(lease, args)
+
     def cancel(self, job_id: str) -> m.JobInfo:
         return self.service.cancel(job_id)
 
@@ -95,6 +112,9 @@ class GrpcTransport:
         self._channel = grpc_channel(address, credentials)
         self._jobs = rpc.JobServiceStub(self._channel)
         self._blobs = rpc.BlobServiceStub(self._channel)
+        self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
+        self._agents: dict[str, tuple[Any, Any]] = {}  # direct address -> (channel, stub)
+        self._agents_lock = threading.Lock()
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         from anypu.agents._link import raise_for_rpc
@@ -120,7 +140,40 @@ class GrpcTransport:
 
     def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
         response = self._call(self._jobs.Submit, convert.submit_request_to_pb(request))
-        return convert.job_info_from_pb(response.job), response.outputs
+        info = convert.job_info_from_pb(response.job)
+        lease = convert.submit_response_lease(response)
+        if lease is not None:
+            self._granted[info.job_id] = lease
+        return info, response.outputs
+
+    def lease_of(self, job_id: str) -> m.Lease | None:
+        return self._granted.pop(job_id, None)
+
+    def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None:
+        """Send the call to the leased agent; None: place it (lease gone, agent away)."""
+        payload = _codec.encode(args, "inputs")
+        if len(payload) > INLINE_LIMIT or not lease.address:
+            return None
+        try:
+            response = self._agent(lease.address).Run(
+                convert.direct_run_request(lease.lease_id, payload)
+            )
+        except grpc.RpcError as error:
+            # The agent may have died mid-call: the scheduler places it again, and the
+            # user still gets exactly one answer.
+            log.info("direct call to %s failed (%s); placing it", lease.address, error.code())
+            return None
+        return convert.direct_run_result(response)
+
+    def _agent(self, address: str) -> Any:
+        from anypu.agents._link import grpc_channel
+
+        with self._agents_lock:
+            known = self._agents.get(address)
+            if known is None:
+                channel = grpc_channel(address, None)
+                known = self._agents[address] = (channel, rpc.DirectServiceStub(channel))
+        return known[1]
 
     def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
         request = convert.wait_request(job_id, timeout or 0.0)
@@ -145,3 +198,7 @@ class GrpcTransport:
 
     def close(self) -> None:
         self._channel.close()
+        with self._agents_lock:
+            for channel, _ in self._agents.values():
+                channel.close()
+            self._agents.clear()

@@ -103,9 +103,11 @@ class Cluster:
         site: str = "",
         address: str | None = None,
         token: str | None = None,
+        direct: bool = False,
     ) -> subprocess.Popen[bytes]:
         """Start an agent; ``address`` overrides the scheduler's (e.g. a proxy in front);
-        ``token`` what it presents (default the scheduler's token; e.g. a join token)."""
+        ``token`` what it presents (default the scheduler's token; e.g. a join token);
+        ``direct``: it takes calls under leases on a loopback port of its own."""
         token = self.token if token is None else token
         args = ["agent", "--scheduler", address or self.address, "--token", token]
         args += ["--tier", tier]
@@ -114,6 +116,8 @@ class Cluster:
             args += ["--ca-hash", self.ca_hash]
         if site:
             args += ["--site", site]
+        if direct:
+            args += ["--direct-address", "127.0.0.1:0"]
         if devices_yaml is not None:
             path = self.workdir / f"{name}.yaml"
             path.write_text(devices_yaml)

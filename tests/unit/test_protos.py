@@ -54,6 +54,13 @@ DEVICE = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cuda:0", Fals
         m.Heartbeat(1.5, (m.DeviceUsage("gpu0", 0.5, 10, 1),), ("d",), 1),
         m.JobStarted("j", 1),
         m.JobResult("j", 1, False, b"", "ValueError", "bad", "tb", 0.1, 0.2, "n", "gpu0", True),
+        m.Join(1, "T", "edge-2", "edge", devices=(DEVICE,), direct_address="10.0.0.7:7080"),
+        m.LeasedRuns(
+            (
+                m.LeasedRun("lease-1", "j1", True, 1.0, 1.5, load_seconds=0.1, run_seconds=0.4),
+                m.LeasedRun("lease-1", "j2", False, 2.0, 2.1, "E", "msg", "tb", True),
+            )
+        ),
     ],
 )
 def test_agent_messages_round_trip(message):
@@ -66,6 +73,8 @@ def test_agent_messages_round_trip(message):
         m.JoinAck("n", 0.5, 2.5, 3, 1),
         m.Launch("j", 2, "d", "gpu0", 1, b"x", "", 9.0),
         m.Cancel("j", 2, "r"),
+        m.LeaseGranted(m.Lease("lease-1", "n", "gpu0", 1, "d" * 64, "10.0.0.7:7080")),
+        m.LeaseRevoked("lease-1", "idle"),
     ],
 )
 def test_scheduler_messages_round_trip(message):
@@ -84,6 +93,25 @@ def test_job_and_node_info_round_trip():
     assert convert.node_info_from_pb(convert.node_info_to_pb(node)) == node
     submit = m.SubmitRequest("d", b"in", flops=5.0, tiers=("edge",), wait=True, max_retries=2)
     assert convert.submit_request_from_pb(convert.submit_request_to_pb(submit)) == submit
+    leasing = m.SubmitRequest("d", b"in", wait=True, lease=True)
+    assert convert.submit_request_from_pb(convert.submit_request_to_pb(leasing)) == leasing
+
+
+def test_leases_and_direct_calls_round_trip():
+    lease = m.Lease("lease-1", "n", "gpu0", 1, "d" * 64, "10.0.0.7:7080")
+    info = m.JobInfo("j", "succeeded")
+    assert convert.submit_response_lease(convert.submit_response(info, b"o", lease)) == lease
+    assert convert.submit_response_lease(convert.submit_response(info, b"o")) is None
+    request = convert.direct_run_request("lease-1", b"in")
+    assert (request.lease_id, request.inputs) == ("lease-1", b"in")
+    result = m.JobResult("j", 1, True, b"out", run_seconds=0.2, node_id="n", device_id="gpu0")
+    assert convert.direct_run_result(convert.direct_run_response(result)) == result
+    assert convert.direct_run_result(convert.direct_run_response(None)) is None
+
+
+def test_fields_the_wire_does_not_carry_keep_their_defaults():
+    join = m.Join(1, "T", "edge-1", "edge", devices=(DEVICE,), direct_runs=True)
+    assert not convert.agent_message_from_pb(convert.agent_message_to_pb(join)).direct_runs
 
 
 def test_an_empty_agent_message_is_rejected():

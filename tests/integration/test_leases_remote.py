@@ -1,0 +1,98 @@
+"""Leases over the network: later calls go client → agent, skipping the scheduler.
+
+Real processes on loopback: a scheduler and agents started with ``--direct-address``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from anypu.sdk.models import mlp
+
+from anypu.errors import JobFailedError
+from tests.cluster import Cluster
+
+
+class Gather(torch.nn.Module):
+    """Raises inside the model when an index is out of range: a user error at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(10, 4))
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(self.table, 0, index)
+
+
+def jobs_by_age(client, count: int, timeout: float = 10.0) -> list:
+    """The newest ``count`` jobs, oldest first, once the agents' reports have arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = client.transport.list_jobs(count)
+        if len(jobs) >= count or time.monotonic() > deadline:
+            return sorted(jobs, key=lambda j: j.submitted_at)
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, **{"heartbeat-interval": 0.5, "lost-after": 3.0})
+    cluster.add_agent("direct-1", "edge", direct=True)
+    cluster.add_agent("direct-2", "edge", direct=True)
+    yield cluster
+    cluster.close()
+
+
+def test_calls_after_the_first_go_to_the_leased_agent_and_are_recorded(cluster):
+    with cluster.connected_client(2) as client:
+        model, x = mlp(), torch.randn(8, 256)
+        for _ in range(4):
+            torch.testing.assert_close(client.run(model, x), model(x))
+        jobs = jobs_by_age(client, 4)
+        assert [j.placement.solver for j in jobs][1:] == ["lease"] * 3
+        assert jobs[0].placement.solver != "lease"
+        assert len({j.placement.node_id for j in jobs}) == 1  # the leased slice's node
+        assert all(j.state == "succeeded" for j in jobs)
+
+        # The model raising under the lease: its error, and the lease keeps serving. (Same
+        # input shape throughout: a call of another shape is another kind, placed anew.)
+        gather = Gather()
+        client.run(gather, torch.tensor([1]))
+        with pytest.raises(JobFailedError, match="index out of range|out of bounds|index"):
+            client.run(gather, torch.tensor([42]))
+        torch.testing.assert_close(client.run(gather, torch.tensor([3])), gather.table[[3]])
+        failed = [j for j in jobs_by_age(client, 7) if j.state == "failed"]
+        assert len(failed) == 1 and failed[0].placement.solver == "lease"
+        assert failed[0].user_error
+
+
+def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(cluster):
+    with cluster.connected_client(2) as client:
+        model, x = mlp(), torch.randn(8, 256)
+        client.run(model, x)
+        client.run(model, x)
+        leased = jobs_by_age(client, 2)[-1]
+        assert leased.placement.solver == "lease"
+        cluster.kill(leased.placement.node_id)
+        torch.testing.assert_close(client.run(model, x), model(x))
+        newest = client.transport.list_jobs(1)[0]
+        assert newest.state == "succeeded" and newest.placement.solver != "lease"
+        assert newest.placement.node_id != leased.placement.node_id
+
+
+def test_direct_calls_cannot_be_combined_with_tls():
+    ca_hash = "sha256:" + "0" * 64
+    result = subprocess.run(
+        [sys.executable, "-m", "anypu.sdk._cli", "agent", "--scheduler", "127.0.0.1:9"]
+        + ["--tier", "edge", "--ca-hash", ca_hash, "--direct-address", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--direct-address serves calls in plaintext" in result.stderr
+    assert "Traceback" not in result.stderr
