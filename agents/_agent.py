@@ -9,6 +9,7 @@ disconnected.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -45,6 +46,7 @@ _RESEND_MAX = 512
 _RESEND_MAX_BYTES = 256 << 20
 _LEASED_RUNS_KEPT = 10_000  # unreported records of direct runs kept while disconnected
 _LEASED_RUNS_BATCH = 16
+_LEASED_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(m.LeasedRun))
 
 
 @dataclass
@@ -101,14 +103,23 @@ class Agent:
         if config.direct_address:  # before the workers start: a taken port stops us cleanly
             from anypu.agents._direct import DirectServer
 
-            self._direct_server = DirectServer(self.run_leased, config.direct_address)
+            self._direct_server = DirectServer(self._serve_direct, config.direct_address)
         self.workers: dict[tuple[str, int], Worker] = {}
-        worker_class = ThreadSliceWorker if config.isolation == "thread" else SliceWorker
         for device in config.devices:
             for index in range(device.slices):
-                self.workers[(device.device_id, index)] = worker_class(
-                    device, index, self._on_answer
-                )
+                if config.isolation == "thread":
+                    worker: Worker = ThreadSliceWorker(device, index, self._on_answer)
+                else:
+                    # With a direct address, each slice's process serves its leases too.
+                    host = config.direct_address.rpartition(":")[0]
+                    worker = SliceWorker(
+                        device,
+                        index,
+                        self._on_answer,
+                        direct_host=host,
+                        on_leased_run=self._on_worker_leased_run,
+                    )
+                self.workers[(device.device_id, index)] = worker
         if hasattr(link, "handler"):
             link.handler = self.handle  # type: ignore[attr-defined]
         self._leases: dict[str, m.Lease] = {}
@@ -169,11 +180,29 @@ class Agent:
         elif isinstance(message, m.Cancel):
             self._cancel(message)
         elif isinstance(message, m.LeaseGranted):
+            lease = message.lease
             with self._lock:
-                self._leases[message.lease.lease_id] = message.lease
+                self._leases[lease.lease_id] = lease
+            worker = self.workers.get((lease.device_id, lease.slice_index))
+            if isinstance(worker, SliceWorker) and worker.direct_host:
+                worker.grant(
+                    {
+                        "lease_id": lease.lease_id,
+                        "digest": lease.artifact_digest,
+                        "artifact_path": str(self.artifacts / lease.artifact_digest),
+                        "node_id": self.node_id,
+                    }
+                )
         elif isinstance(message, m.LeaseRevoked):
             with self._lock:
-                self._leases.pop(message.lease_id, None)
+                lease = self._leases.pop(message.lease_id, None)
+            if lease is not None:
+                self._revoke_at_worker(lease)
+
+    def _revoke_at_worker(self, lease: m.Lease) -> None:
+        worker = self.workers.get((lease.device_id, lease.slice_index))
+        if isinstance(worker, SliceWorker):
+            worker.revoke(lease.lease_id)
 
     def _join(self) -> m.Join:
         with self._lock:
@@ -199,8 +228,11 @@ class Agent:
         self.heartbeat_interval_s = ack.heartbeat_interval_s
         self.connected.set()
         with self._lock:
+            forgotten = list(self._leases.values())
             self._leases.clear()  # granted to the previous stream
             recent = [result for _, result in self._recent]
+        for lease in forgotten:
+            self._revoke_at_worker(lease)
         for result in recent:
             self.link.send(result)
         log.info("joined as %s (epoch %d)", ack.node_id, ack.epoch)
@@ -313,6 +345,21 @@ class Agent:
         call.done.wait()
         assert call.result is not None
         return call.result
+
+    def _serve_direct(self, lease_id: str, inputs: bytes) -> tuple[m.JobResult | None, str]:
+        """DirectService at the agent: run the call, and name the slice's own server."""
+        result = self.run_leased(lease_id, inputs)
+        lease = self._leases.get(lease_id)
+        worker = self.workers.get((lease.device_id, lease.slice_index)) if lease else None
+        address = worker.direct_address if isinstance(worker, SliceWorker) else ""
+        return result, address if result is not None else ""
+
+    def _on_worker_leased_run(self, run: dict) -> None:
+        """A worker process ran a direct call itself: keep its record for the report."""
+        fields = {f: run[f] for f in _LEASED_RUN_FIELDS if f in run}
+        with self._lock:
+            self._leased_runs.append(m.LeasedRun(**fields))
+            del self._leased_runs[:-_LEASED_RUNS_KEPT]
 
     def _on_answer(self, result: m.JobResult) -> None:
         with self._lock:

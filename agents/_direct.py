@@ -1,11 +1,14 @@
-"""An agent's DirectService: calls under a lease, straight from the client.
+"""DirectService: calls under a lease, straight from the client.
 
 A lease (see ``scheduler._leases``) lets a client skip the scheduler for calls like one it
-already placed: client → agent → slice, one gRPC round trip instead of two plus a stream
-hop each way. The lease id is the capability: the agent runs a call only under a lease
-its scheduler granted and has not revoked, and answers ``lease_lost`` otherwise, so the
-client places the call as usual. Plaintext only: an agent joined over mutual TLS does not
-serve it (see ``anypu agent --direct-address``).
+already placed. The agent serves DirectService at its ``--direct-address``; so does each
+slice's worker process, on a port of its own, and the agent's answer to a lease's first
+call names that worker (``worker_address``): from then on a call is one gRPC round trip
+from the client to the process that runs it. The lease id is the capability: a call runs
+only under a lease the scheduler granted and has not revoked (the agent passes grants and
+revocations on to its workers), and the answer is ``lease_lost`` otherwise, so the client
+places the call as usual. Plaintext only: an agent joined over mutual TLS does not serve
+it (see ``anypu agent --direct-address``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ __all__ = ["DirectServer"]
 
 log = logging.getLogger("anypu.agent")
 
-RunLeased = Callable[[str, bytes], "m.JobResult | None"]
+#: (lease id, encoded inputs) -> (the result, or None if the lease is not held here;
+#: where the lease's next calls should go, or "").
+RunLeased = Callable[[str, bytes], "tuple[m.JobResult | None, str]"]
 _MAX_MESSAGE = 8 << 20  # inputs above 4 MiB are placed, never sent directly
 
 
@@ -35,17 +40,17 @@ class _Servicer(rpc.DirectServiceServicer):
 
     def Run(self, request, context):  # noqa: N802
         try:
-            result = self.run_leased(request.lease_id, request.inputs)
-        except Exception as error:  # the agent's own failure, not the model's
+            result, worker_address = self.run_leased(request.lease_id, request.inputs)
+        except Exception as error:  # our own failure, not the model's
             log.exception("direct call under %s failed", request.lease_id[:14])
-            context.abort(grpc.StatusCode.INTERNAL, f"the agent failed the call: {error}")
-        return convert.direct_run_response(result)
+            context.abort(grpc.StatusCode.INTERNAL, f"the direct call failed: {error}")
+        return convert.direct_run_response(result, worker_address)
 
 
 class DirectServer:
     """Serve ``run_leased`` at ``address`` (HOST:PORT; port 0 picks a free one)."""
 
-    def __init__(self, run_leased: RunLeased, address: str, workers: int = 8) -> None:
+    def __init__(self, run_leased: RunLeased, address: str, workers: int = 4) -> None:
         host, _, _ = address.rpartition(":")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anypu-direct"),

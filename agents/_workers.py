@@ -200,12 +200,45 @@ def _answer(header: dict, payload: bytes, device_id: str) -> JobResult:
 
 
 class SliceWorker(_Slice):
-    """A process running jobs for slice ``slice_index`` of ``device``."""
+    """A process running jobs for slice ``slice_index`` of ``device``.
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    ``direct_host``: the process also serves calls under leases itself, on a port of that
+    host (see ``_worker_main``); ``direct_address`` says where once it is ready. Runs it
+    reports go to ``on_leased_run``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        direct_host: str = "",
+        on_leased_run: Callable[[dict], None] | None = None,
+        **kwargs,
+    ) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
+        self.direct_host = direct_host
+        self.direct_address = ""
+        self.on_leased_run = on_leased_run
+        self._leases: dict[str, dict] = {}  # passed to every process this slice starts
         self._generation = 0
         self._spawn()
+
+    def grant(self, lease: dict) -> None:
+        """Let the process take direct calls under ``lease`` (id, digest, path, node)."""
+        with self._lock:
+            self._leases[lease["lease_id"]] = lease
+            if self._ready.is_set():
+                self._control({"lease": lease})
+
+    def revoke(self, lease_id: str) -> None:
+        with self._lock:
+            if self._leases.pop(lease_id, None) is not None and self._ready.is_set():
+                self._control({"revoke": lease_id})
+
+    def _control(self, frame: dict) -> None:
+        try:
+            write_frame(self._write_fd, frame)
+        except OSError:
+            pass  # the process died; its successor gets the leases when ready
 
     def _dispatch(self, job: SliceJob) -> bool:
         try:
@@ -227,6 +260,7 @@ class SliceWorker(_Slice):
         env = dict(os.environ)
         env.update(slice_environment(self.device, self.slice_index))
         device_json = json.dumps(dataclasses.asdict(self.device))
+        self.direct_address = ""
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -235,7 +269,8 @@ class SliceWorker(_Slice):
                 str(to_worker_r),
                 str(from_worker_w),
                 device_json,
-            ],
+            ]
+            + ([self.direct_host] if self.direct_host else []),
             pass_fds=(to_worker_r, from_worker_w),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -276,8 +311,17 @@ class SliceWorker(_Slice):
                 header, payload = read_frame(fd)
                 if header.get("ready"):
                     with self._lock:
+                        self.direct_address = header.get("direct_address", "")
+                        for lease in self._leases.values():
+                            self._control({"lease": lease})
                         self._ready.set()
                         self._start_next()
+                    continue
+                if "leased_runs" in header:
+                    self.warm = tuple(header.get("warm", ()))
+                    if self.on_leased_run is not None:
+                        for run in header["leased_runs"]:
+                            self.on_leased_run(run)
                     continue
                 answer = _answer(header, payload, self.device.device_id)
                 self._finish(answer, tuple(header.get("warm", ())))

@@ -566,9 +566,11 @@ class DirectRunRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., inputs: _Optional[bytes] = ...) -> None: ...
 
 class DirectRunResponse(_message.Message):
-    __slots__ = ("lease_lost", "result")
+    __slots__ = ("lease_lost", "result", "worker_address")
     LEASE_LOST_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     lease_lost: bool
     result: JobResult
-    def __init__(self, lease_lost: _Optional[bool] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ...) -> None: ...
+    worker_address: str
+    def __init__(self, lease_lost: _Optional[bool] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., worker_address: _Optional[str] = ...) -> None: ...

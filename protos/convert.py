@@ -264,17 +264,21 @@ def direct_run_request(lease_id: str, inputs: bytes) -> pb.DirectRunRequest:
     return pb.DirectRunRequest(lease_id=lease_id, inputs=inputs)
 
 
-def direct_run_response(result: m.JobResult | None) -> pb.DirectRunResponse:
+def direct_run_response(
+    result: m.JobResult | None, worker_address: str = ""
+) -> pb.DirectRunResponse:
     if result is None:
         return pb.DirectRunResponse(lease_lost=True)
-    out = pb.DirectRunResponse()
+    out = pb.DirectRunResponse(worker_address=worker_address)
     _scalars_to_pb(result, out.result)
     return out
 
 
-def direct_run_result(message: pb.DirectRunResponse) -> m.JobResult | None:
-    """The call's result, or None when the agent no longer holds the lease."""
-    return None if message.lease_lost else _scalars_from_pb(message.result, m.JobResult)
+def direct_run_result(message: pb.DirectRunResponse) -> tuple[m.JobResult | None, str]:
+    """The call's result (None: the lease is not held there), and where to send the next."""
+    if message.lease_lost:
+        return None, ""
+    return _scalars_from_pb(message.result, m.JobResult), message.worker_address
 
 
 def wait_request(job_id: str, timeout_s: float) -> pb.WaitRequest:

@@ -115,6 +115,8 @@ class GrpcTransport:
         self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
         self._agents: dict[str, tuple[Any, Any]] = {}  # direct address -> (channel, stub)
         self._agents_lock = threading.Lock()
+        # lease id -> the worker process serving it, as its agent named it
+        self._workers: dict[str, str] = {}
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         from anypu.agents._link import raise_for_rpc
@@ -150,20 +152,37 @@ class GrpcTransport:
         return self._granted.pop(job_id, None)
 
     def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None:
-        """Send the call to the leased agent; None: place it (lease gone, agent away)."""
+        """Send the call under ``lease`` directly; None: place it (lease gone, node away).
+
+        The first call goes to the agent, which names the slice's worker process; later
+        ones go to that process.
+        """
         payload = _codec.encode(args, "inputs")
         if len(payload) > INLINE_LIMIT or not lease.address:
             return None
+        address = self._workers.get(lease.lease_id, lease.address)
         try:
-            response = self._agent(lease.address).Run(
-                convert.direct_run_request(lease.lease_id, payload)
-            )
+            response = self._agent(address).Run(convert.direct_run_request(lease.lease_id, payload))
         except grpc.RpcError as error:
-            # The agent may have died mid-call: the scheduler places it again, and the
-            # user still gets exactly one answer.
-            log.info("direct call to %s failed (%s); placing it", lease.address, error.code())
+            # The node or worker may have died mid-call: the scheduler places it again,
+            # and the user still gets exactly one answer.
+            log.info("direct call to %s failed (%s); placing it", address, error.code())
+            self._forget(lease.lease_id)
             return None
-        return convert.direct_run_result(response)
+        result, worker = convert.direct_run_result(response)
+        if result is None:
+            self._forget(lease.lease_id)
+        elif worker:
+            self._workers[lease.lease_id] = worker
+        return result
+
+    def _forget(self, lease_id: str) -> None:
+        address = self._workers.pop(lease_id, None)
+        if address is not None and address not in self._workers.values():
+            with self._agents_lock:
+                known = self._agents.pop(address, None)
+            if known is not None:
+                known[0].close()
 
     def _agent(self, address: str) -> Any:
         from anypu.agents._link import grpc_channel

@@ -15,17 +15,7 @@ from anypu.sdk.models import mlp
 
 from anypu.errors import JobFailedError
 from tests.cluster import Cluster
-
-
-class Gather(torch.nn.Module):
-    """Raises inside the model when an index is out of range: a user error at run time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table = torch.nn.Parameter(torch.randn(10, 4))
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.index_select(self.table, 0, index)
+from tests.integration.test_network_run import Gather
 
 
 def jobs_by_age(client, count: int, timeout: float = 10.0) -> list:
@@ -52,6 +42,9 @@ def test_calls_after_the_first_go_to_the_leased_agent_and_are_recorded(cluster):
         model, x = mlp(), torch.randn(8, 256)
         for _ in range(4):
             torch.testing.assert_close(client.run(model, x), model(x))
+        # The agent named the slice's worker process, which served the last calls itself
+        # and reported them: all four are recorded.
+        assert list(client.transport._workers.values()) != []
         jobs = jobs_by_age(client, 4)
         assert [j.placement.solver for j in jobs][1:] == ["lease"] * 3
         assert jobs[0].placement.solver != "lease"

@@ -105,8 +105,10 @@ def test_leases_and_direct_calls_round_trip():
     request = convert.direct_run_request("lease-1", b"in")
     assert (request.lease_id, request.inputs) == ("lease-1", b"in")
     result = m.JobResult("j", 1, True, b"out", run_seconds=0.2, node_id="n", device_id="gpu0")
-    assert convert.direct_run_result(convert.direct_run_response(result)) == result
-    assert convert.direct_run_result(convert.direct_run_response(None)) is None
+    assert convert.direct_run_result(convert.direct_run_response(result)) == (result, "")
+    redirected = convert.direct_run_response(result, "127.0.0.1:5")
+    assert convert.direct_run_result(redirected) == (result, "127.0.0.1:5")
+    assert convert.direct_run_result(convert.direct_run_response(None)) == (None, "")
 
 
 def test_fields_the_wire_does_not_carry_keep_their_defaults():
