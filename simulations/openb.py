@@ -4,7 +4,8 @@
     python -m anypu.simulations.openb --policies anypu,anypu-batch --window 16
     python -m anypu.simulations.openb --policies anypu-repack
 
-``all`` is the seven online policies (one pod at a time); ``anypu-batch`` places windows of
+``all`` is the eight online policies (one pod at a time; ``anypu-ss`` is anypu plus the
+Sum-of-Squares bin-packing rule for sharing pods); ``anypu-batch`` places windows of
 pending pods with CP-SAT, and ``anypu-repack`` is online anypu that may move up to two
 running sharing pods to make room for a pod that fits nowhere: each is only run when
 named, as its own row. Prints allocation at 100 %/130 % arrival, fragmentation and
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from anypu.placement.gpushare import (
-    POLICIES,
     AnypuPolicy,
     BatchPlacer,
     NodeTable,
@@ -36,6 +36,7 @@ from anypu.placement.gpushare import (
     make_policy,
     typical_pods,
 )
+from anypu.placement.gpushare._policies import TRACE_POLICIES
 from anypu.simulations._openb_protocol import (
     by_arrival,
     inflate,
@@ -57,7 +58,7 @@ from anypu.errors import AnypuError, ConfigError
 __all__ = ["main", "parse_seeds", "resolve_pod_list", "run_one", "trace_dir"]
 
 NODE_LIST = "openb_node_list_gpu_node.csv"
-POLICY_NAMES = tuple(cls.name for cls in POLICIES)  # online, one pod at a time
+POLICY_NAMES = tuple(cls.name for cls in TRACE_POLICIES)  # online, one pod at a time
 BATCH = "anypu-batch"  # windows of pending pods with CP-SAT: its own row, never "all"
 REPACK = "anypu-repack"  # online anypu + moves of running sharing pods: its own row too
 ALL_NAMES = (*POLICY_NAMES, BATCH, REPACK)

@@ -19,6 +19,8 @@ from anypu.placement.gpushare import (
     stranded,
     typical_pods,
 )
+from anypu.placement.gpushare._policies import AnypuSSPolicy
+from anypu.placement.gpushare._sumsq import GapCounts, GapRule, waste_plan
 from anypu.simulations._openb_protocol import replay
 
 from anypu.errors import ConfigError
@@ -92,7 +94,7 @@ def two_nodes():
     return state, typ
 
 
-@pytest.mark.parametrize("name", ["bestfit", "packing", "fgd", "anypu"])
+@pytest.mark.parametrize("name", ["bestfit", "packing", "fgd", "anypu", "anypu-ss"])
 def test_share_pod_fills_the_used_gpu(two_nodes, name) -> None:
     state, typ = two_nodes
     choice = _choose(name, state, Request(1000, 10, 1, 300), typ)
@@ -265,3 +267,185 @@ def test_allowed_mask_restricts_the_choice(name) -> None:
     req = Request(1000, 10, 1, 1000)
     assert policy.choose(ClusterState(nodes), req, rng, np.array([False, False, True])).node == 2
     assert policy.choose(ClusterState(nodes), req, rng, np.zeros(3, dtype=bool)) is None
+
+
+# --- anypu-ss: the Sum-of-Squares rule ---------------------------------------------------
+
+
+def _sharing_state():
+    """Four 2-GPU nodes. GPUs partially filled: gap 300 (node 0), two of 100 (node 1), 500
+    (node 2); node 3 is empty. So N(100) = 2, N(300) = 1, N(500) = 1."""
+    nodes = _nodes((64000, 2, "T4"), (64000, 2, "T4"), (64000, 2, "T4"), (64000, 2, "T4"))
+    state = ClusterState(nodes)
+    state.bind(0, (0,), 1000, 10, 700)
+    state.bind(1, (0,), 1000, 10, 900)
+    state.bind(1, (1,), 1000, 10, 900)
+    state.bind(2, (0,), 1000, 10, 500)
+    return state
+
+
+def test_ss_increase_and_choice_match_hand_counts() -> None:
+    state = _sharing_state()
+    typ = typical_pods(_pods([(1000, 1, 200, ""), (1000, 1, 1000, "")]), popularity=100)
+    counts = GapCounts().sync(state)
+    assert {h: int(counts[h]) for h in np.flatnonzero(counts)} == {100: 2, 300: 1, 500: 1}
+    # A 200-milli pod: 300 → 100 costs (1 - 2·1) + (1 + 2·2) = 4; 500 → 300 costs
+    # (1 - 2·1) + (1 + 2·1) = 2; an empty GPU → 800 costs 0 + (1 + 0) = 1; node 1 is full.
+    inc = GapRule().increase(counts, state.gpu_left, np.zeros_like(state.gpu_left), 200)
+    assert inc[:, :2].tolist() == [[4, 1], [np.inf, np.inf], [2, 1], [1, 1]]
+    # SS first: an empty GPU. anypu fills the 500 gap: its fragmentation falls by 100 there
+    # (half the typical pods are whole-GPU ones, for which partial GPUs are fragmented), by
+    # 50 on the 300 gap (the 100 left is useless to a 200 pod) and rises by 400 on an empty
+    # GPU; the default weight of 1 adds only 2, 4 and 1 to those.
+    ss = AnypuSSPolicy(typ, weight=None, rule="plain")
+    choice = ss.choose(state, Request(1000, 10, 1, 200), np.random.default_rng(0))
+    assert state.gpu_left[choice.node, choice.gpus[0]] == 1000
+    for name in ("anypu", "anypu-ss"):
+        choice = _choose(name, state, Request(1000, 10, 1, 200), typ)
+        assert (choice.node, choice.gpus) == (2, (0,))
+
+
+def test_effective_gaps_merge_what_the_sizes_cannot_tell_apart() -> None:
+    rule = GapRule([300, 500])  # sums within 1000: 300, 500, 600, 800, 900, 1000
+    gaps = [0, 100, 299, 300, 350, 550, 700, 999, 1000]
+    assert rule.effective[gaps].tolist() == [0, 0, 0, 300, 300, 500, 600, 900, 1000]
+    assert GapRule(smallest=160).effective[[100, 159, 160, 190]].tolist() == [0, 0, 160, 190]
+    # Gaps 350 and 310 are one effective gap (300), so N(300) = 2 there; 40 and 10 are
+    # closed. A 300 pod on the 350 GPU: (1 - 2·2) + 0 = -3.
+    counts = np.zeros(1001, dtype=np.int64)
+    counts[[350, 310]] = 1
+    free = np.array([350, 1000, 200])
+    inc = rule.increase(counts, free, np.zeros_like(free), 300)
+    assert inc.tolist() == [-3.0, 1.0, np.inf]  # an empty GPU → 700 (eff. 600): N(600) = 0
+
+
+def _recount(state: ClusterState, reserved: np.ndarray) -> np.ndarray:
+    gap = state.gpu_left - reserved
+    return np.bincount(gap[(gap > 0) & (state.gpu_left < 1000)], minlength=1001)
+
+
+def test_gap_counts_equal_a_recount_after_random_binds_releases_and_copies() -> None:
+    nodes = _nodes(*[(64000, g, "T4") for g in (1, 2, 4, 8, 8, 2)])
+    state = ClusterState(nodes)
+    gaps, rule = GapCounts(), GapRule([160, 470, 810])
+    rng = np.random.default_rng(7)
+    bound: list[tuple[int, tuple[int, ...], int]] = []
+    for step in range(400):
+        if step == 200:  # a copy diverges from the state the counts followed
+            state = state.copy()
+        milli = int(rng.choice([160, 230, 470, 810, 1000]))
+        num = int(rng.integers(1, 3)) if milli == 1000 else 1
+        if bound and rng.random() < 0.3:
+            node, gpus, m = bound.pop(int(rng.integers(len(bound))))
+            state.release(node, gpus, 1000, 10, m)
+        else:
+            fits = np.argwhere(state.gpu_left >= milli)
+            if len(fits) < num:
+                continue
+            node, gpu = fits[rng.integers(len(fits))]
+            free = np.flatnonzero(state.gpu_left[node] >= milli)
+            gpus = (int(gpu),) if num == 1 else tuple(int(g) for g in free[:num])
+            if len(gpus) < num:
+                continue
+            state.bind(int(node), gpus, 1000, 10, milli)
+            bound.append((int(node), gpus, milli))
+        counts = gaps.sync(state)
+        if rng.random() < 0.3:
+            gaps.reserve(rule, int(rng.choice([30, 60, 190])))
+        np.testing.assert_array_equal(counts, _recount(state, gaps.reserved))
+        assert (gaps.reserved <= state.gpu_left).all()
+        assert (gaps.reserved[state.gpu_left == 1000] == 0).all()
+    assert gaps.reserved.sum() > 0 and counts.sum() > 0  # the test exercised both
+
+
+def test_reserve_goes_where_ss_puts_it_and_never_opens_a_gpu() -> None:
+    nodes = _nodes((64000, 2, "T4"), (64000, 2, "T4"))
+    state = ClusterState(nodes)
+    state.bind(0, (0,), 1000, 10, 470)  # gap 530
+    state.bind(1, (0,), 1000, 10, 810)  # gap 190
+    state.bind(1, (1,), 1000, 10, 810)  # gap 190
+    gaps, rule = GapCounts(), GapRule()
+    gaps.sync(state)
+    # 190 on a 190 gap: 1 - 2·2 = -3; on the 530 gap → 340: (1 - 2) + (1 + 0) = 0.
+    assert gaps.reserve(rule, 190)
+    assert gaps.reserved[:, :2].tolist() == [[0, 0], [190, 0]]
+    assert gaps.counts[190] == 1 and gaps.counts[530] == 1
+    assert gaps.reserve(rule, 190) and gaps.reserve(rule, 190)  # the last one: 530 → 340
+    assert gaps.reserved[:, :2].tolist() == [[190, 0], [190, 190]]
+    assert not gaps.reserve(rule, 400)  # only empty GPUs have room
+    # A real 160 pod may take reserved milli; the reservation shrinks to the 30 left.
+    state.bind(1, (1,), 1000, 10, 160)
+    gaps.sync(state)
+    assert gaps.reserved[1, :2].tolist() == [190, 30]
+
+
+def test_waste_plan_is_the_optimal_packings_leftover() -> None:
+    assert waste_plan([600], [1.0]) == pytest.approx({400: 1.0})
+    assert waste_plan([500, 1000], [1.0, 5.0]) == {}  # two 500s fill a GPU
+    # Three 810s per 160: a quarter of the pods pair (810, 160), leaving 30; half are lone
+    # 810s, leaving 190 (rates per sharing pod).
+    assert waste_plan([810, 160], [3.0, 1.0]) == pytest.approx({30: 0.25, 190: 0.5})
+
+
+@pytest.mark.parametrize("plan", [False, True])
+def test_anypu_ss_counts_follow_its_own_placements(plan) -> None:
+    nodes = _nodes(*[(64000, 2, "T4")] * 6)
+    shapes = [(2000, 1, 810, ""), (2000, 1, 470, ""), (2000, 1, 160, ""), (4000, 1, 1000, "")]
+    pods = _pods(shapes * 5)
+    typ = typical_pods(pods, popularity=100)
+    policy, state = AnypuSSPolicy(typ, plan=plan), ClusterState(nodes)
+    rng = np.random.default_rng(1)
+    for i in rng.permutation(len(pods)):
+        req = Request(int(pods.cpu[i]), 10, int(pods.num_gpu[i]), int(pods.gpu_milli[i]))
+        choice = policy.choose(state, req, rng)
+        if choice is not None:
+            state.bind(choice.node, choice.gpus, req.cpu, req.mem, req.milli)
+        counts = policy.gaps.sync(state)
+        np.testing.assert_array_equal(counts, _recount(state, policy.gaps.reserved))
+    assert state.allocated_milli >= 10_000  # 12 GPUs; the 20 pods ask 12,200 milli
+    assert (policy.gaps.reserved.sum() > 0) == plan
+    with pytest.raises(ValueError, match="gap rule"):
+        AnypuSSPolicy(typ, rule="nope")  # type: ignore[arg-type]
+
+
+def test_anypu_ss_is_one_of_the_online_rows() -> None:
+    from anypu.simulations import openb
+
+    # It places one pod at a time from the current state and the typical pods only.
+    assert "anypu-ss" in openb.parse_policies("all")
+    assert isinstance(
+        make_policy("anypu-ss", typical_pods(_pods([(1, 1, 500, "")]))), AnypuSSPolicy
+    )
+
+
+def _sum_of_squares(rule: GapRule, free: np.ndarray, reserved: np.ndarray) -> int:
+    gap = free - reserved
+    eff = rule.effective[gap[(gap > 0) & (free < 1000)]]
+    n = np.bincount(eff[eff > 0], minlength=1001)
+    return int((n * n).sum())
+
+
+@pytest.mark.parametrize("rule", [GapRule(), GapRule([160, 470, 810]), GapRule(smallest=160)])
+@pytest.mark.parametrize("reserve", [False, True])
+def test_ss_increase_equals_the_sum_recomputed_after_each_move(rule, reserve) -> None:
+    rng = np.random.default_rng(5)
+    free = rng.choice([0, 30, 60, 190, 350, 530, 700, 840, 1000], size=(40, 8))
+    gaps = GapCounts()
+    state = ClusterState(_nodes(*[(64000, 8, "T4")] * 40))
+    state.gpu_left[:] = free  # a state no bind sequence has to reach: counts start from it
+    counts = gaps.sync(state)
+    for _ in range(30 if reserve else 0):
+        gaps.reserve(rule, int(rng.choice([30, 60, 190])))
+    reserved = gaps.reserved
+    assert reserved.any() == reserve
+    before = _sum_of_squares(rule, free, reserved)
+    for milli in (50, 160, 470, 810):  # 50 is no filler: 700 → 650 stays effective gap 640
+        inc = rule.increase(counts, free, reserved, milli)
+        for n, g in np.ndindex(free.shape):
+            if free[n, g] < milli:
+                assert inc[n, g] == np.inf
+                continue
+            f2, r2 = free.copy(), reserved.copy()
+            f2[n, g] -= milli
+            r2[n, g] = min(r2[n, g], f2[n, g])
+            assert inc[n, g] == _sum_of_squares(rule, f2, r2) - before, (n, g, milli)
