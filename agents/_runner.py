@@ -7,6 +7,7 @@ stay loaded by artifact digest, least recently used out first.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import time
 import traceback
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ModelRunner"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class ModelRunner:
@@ -126,12 +129,20 @@ def _out_of_memory(error: BaseException) -> bool:
     return "can't allocate memory" in text or "Cannot allocate memory" in text
 
 
+_statm: tuple[int, int] | None = None  # (pid, fd of its /proc/self/statm), kept open
+
+
 def _vm_data_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """The data segment's size: what RLIMIT_DATA counts (plus the main stack's few pages).
+
+    Read on every job, so from ``statm`` through one descriptor kept open (a pread
+    regenerates it) rather than by parsing ``status`` anew (≈ 70 µs a call).
+    """
+    global _statm
+    if _statm is None or _statm[0] != os.getpid():
+        _statm = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY))
+    fields = os.pread(_statm[1], 256, 0).split()
+    return int(fields[5]) * _PAGE if len(fields) > 5 else 0
 
 
 @contextlib.contextmanager
