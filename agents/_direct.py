@@ -1,10 +1,11 @@
 """DirectService: calls under a lease, straight from the client.
 
 A lease (see ``scheduler._leases``) lets a client skip the scheduler for calls like one it
-already placed. The agent serves DirectService at its ``--direct-address``; so does each
-slice's worker process, on a port of its own, and the agent's answer to a lease's first
-call names that worker (``worker_address``): from then on a call is one gRPC round trip
-from the client to the process that runs it. The lease id is the capability: a call runs
+already placed. The agent serves DirectService (gRPC) at its ``--direct-address``; each
+slice's worker process takes calls too, as ``_wire`` frames on a TCP port of its own
+(``FrameServer``), and the agent's answer to a lease's first call names that worker
+(``worker_address``): from then on a call is one round trip from the client to the
+process that runs it. The lease id is the capability: a call runs
 only under a lease the scheduler granted and has not revoked (the agent passes grants and
 revocations on to its workers), and the answer is ``lease_lost`` otherwise, so the client
 places the call as usual. Plaintext only: an agent joined over mutual TLS does not serve
@@ -14,17 +15,20 @@ it (see ``anypu agent --direct-address``).
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable
 from concurrent import futures
 
 import grpc
+from anypu.agents._wire import read_frame, write_frame
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
 from anypu.errors import ConfigError
 
-__all__ = ["DirectServer"]
+__all__ = ["DirectServer", "FrameServer", "result_from_frame", "result_to_frame"]
 
 log = logging.getLogger("anypu.agent")
 
@@ -74,3 +78,80 @@ class DirectServer:
 
     def stop(self) -> None:
         self._server.stop(grace=0)
+
+
+# ---------------------------------------------------------------- frames (worker data plane)
+
+_RESULT_KEYS = ("job_id", "attempt", "ok", "error_type", "error_message", "error_traceback")
+_RESULT_KEYS += ("load_seconds", "run_seconds", "node_id", "device_id", "user_error")
+_MAX_CONNECTIONS = 64
+
+
+def result_to_frame(result: m.JobResult | None) -> tuple[dict, bytes]:
+    if result is None:
+        return {"lease_lost": True}, b""
+    return {k: getattr(result, k) for k in _RESULT_KEYS}, result.outputs
+
+
+def result_from_frame(header: dict, payload: bytes) -> m.JobResult | None:
+    """The call's result, or None when the worker does not hold the lease."""
+    if header.get("lease_lost"):
+        return None
+    if "error" in header:
+        raise ConnectionError(str(header["error"]))
+    return m.JobResult(outputs=payload, **{k: header[k] for k in _RESULT_KEYS if k in header})
+
+
+class FrameServer:
+    """A worker's direct calls as ``_wire`` frames on plain TCP, one thread per connection.
+
+    The data plane of a lease: after the agent's DirectService named this worker, a client
+    sends ``{"lease_id": …}`` + encoded inputs and reads the result frame back. Python
+    gRPC's server loop and thread pool cost ≈ 0.5 ms of CPU and a thread wake-up per call
+    here, as much as the model itself; a connection's own thread blocked on its socket is
+    woken once. Frames are bounded in size, and a connection past ``_MAX_CONNECTIONS`` is
+    closed at once.
+    """
+
+    def __init__(self, run_leased: RunLeased, host: str) -> None:
+        self.run_leased = run_leased
+        self._socket = socket.create_server((host, 0))
+        self.address = f"{host}:{self._socket.getsockname()[1]}"
+        self._open = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        threading.Thread(target=self._accept, name="anypu-frames", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return  # stopped
+            if not self._open.acquire(blocking=False):
+                connection.close()
+                continue
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        try:
+            with connection:
+                fd = connection.fileno()
+                while True:
+                    try:
+                        header, payload = read_frame(fd, _MAX_MESSAGE)
+                    except (EOFError, OSError, ValueError):
+                        return  # closed, or not our protocol: drop the connection
+                    try:
+                        result, _ = self.run_leased(str(header.get("lease_id", "")), payload)
+                        reply, outputs = result_to_frame(result)
+                    except Exception as error:  # our own failure, not the model's
+                        log.exception("direct call failed")
+                        reply, outputs = {"error": f"the direct call failed: {error}"}, b""
+                    write_frame(fd, reply, outputs)
+        except OSError:
+            pass  # the client went away mid-answer
+        finally:
+            self._open.release()
+
+    def stop(self) -> None:
+        self._socket.close()

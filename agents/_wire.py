@@ -2,7 +2,8 @@
 
 No pickle crosses this boundary: the agent writes ``(header, payload)`` frames into a pipe
 and the worker answers the same way, so a hostile model's bytes are only ever handed to
-the safe artifact loader.
+the safe artifact loader. Clients holding a lease send the worker the same frames over
+TCP (``_direct.FrameServer``); a frame from such a peer is read with a size limit.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ def _read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-def read_frame(fd: int) -> tuple[dict[str, Any], bytes]:
+_MAX_HEADER = 1 << 20
+
+
+def read_frame(fd: int, max_payload: int | None = None) -> tuple[dict[str, Any], bytes]:
+    """The next frame; ``max_payload``: refuse a bigger one (a peer that is not trusted)."""
     head_len, payload_len = _HEAD.unpack(_read_exact(fd, _HEAD.size))
+    if max_payload is not None and (head_len > _MAX_HEADER or payload_len > max_payload):
+        raise ValueError(f"frame of {head_len} + {payload_len} bytes refused: too large")
     header = json.loads(_read_exact(fd, head_len))
+    if not isinstance(header, dict):
+        raise ValueError("a frame's header must be a JSON object")
     payload = _read_exact(fd, payload_len) if payload_len else b""
     return header, payload

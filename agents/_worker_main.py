@@ -6,8 +6,8 @@ so torch is imported only after the limits are in place. Requests and answers ar
 (``_wire``); models are cached by artifact digest, so loading is separate from inference
 and measured apart.
 
-With ``DIRECT_HOST`` the worker also serves DirectService on a port of its own (see
-``_direct``): calls under the leases the agent passes down (``{"lease": …}`` and
+With ``DIRECT_HOST`` the worker also takes direct calls on a port of its own, as frames
+(``_direct.FrameServer``): calls under the leases the agent passes down (``{"lease": …}`` and
 ``{"revoke": id}`` frames) come straight from clients, take their turn with the agent's
 jobs, and are reported up the pipe in batches (``{"leased_runs": […]}`` frames): one
 frame per call would wake the agent once a call, on the same cores the calls need.
@@ -114,9 +114,9 @@ def _serve(in_fd: int, out_fd: int, device_json: str, direct_host: str = "") -> 
     leases = _Leases(runner, device.device_id, out_fd)
     server = None
     if direct_host:
-        from anypu.agents._direct import DirectServer
+        from anypu.agents._direct import FrameServer
 
-        server = DirectServer(leases.run, f"{direct_host}:0", workers=2)
+        server = FrameServer(leases.run, direct_host)
         threading.Thread(target=leases.report_while_alive, daemon=True).start()
     address = server.address if server is not None else ""
     leases.answer({"ready": True, "pid": os.getpid(), "direct_address": address})

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from anypu.agents._runner import ModelRunner
@@ -194,9 +194,9 @@ def _request(job: SliceJob) -> dict[str, object]:
     }
 
 
-def _answer(header: dict, payload: bytes, device_id: str) -> JobResult:
+def _answer(header: dict, payload: bytes, device_id: str, value: Any = None) -> JobResult:
     fields = {k: v for k, v in header.items() if k in _RESULT_FIELDS}
-    return JobResult(outputs=payload, device_id=device_id, **fields)
+    return JobResult(outputs=payload, device_id=device_id, value=value, **fields)
 
 
 class SliceWorker(_Slice):
@@ -423,5 +423,5 @@ class ThreadSliceWorker(_Slice):
         if job.args is None:
             answer = _answer(header, outputs, self.device.device_id)
         else:
-            answer = replace(_answer(header, b"", self.device.device_id), value=outputs)
+            answer = _answer(header, b"", self.device.device_id, value=outputs)
         self._finish(answer, tuple(self._runner.warm))

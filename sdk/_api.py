@@ -113,7 +113,12 @@ def jobs(limit: int = 100) -> list[JobInfo]:
     return _default().transport.list_jobs(limit)
 
 
+_NO_OPTIONS = RunOptions()
+
+
 def _options(options: dict[str, Any]) -> RunOptions:
+    if not options:
+        return _NO_OPTIONS
     known = {f.name for f in fields(RunOptions)}
     unknown = sorted(set(options) - known)
     if unknown:

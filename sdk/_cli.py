@@ -201,6 +201,13 @@ def _agent(args: argparse.Namespace) -> int:
         cache = args.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
         identity = args.identity_dir or os.path.join(cache, "identity", name)
         tls = NodeTLS(args.scheduler, ca_hash, token, identity)
+    host, _, port = args.direct_address.rpartition(":")
+    if args.direct_address and (host in ("", "0.0.0.0", "::", "[::]") or not port.isdigit()):
+        raise AnypuError(
+            f"--direct-address {args.direct_address!r} must be HOST:PORT with the address"
+            " clients reach this machine at (it is also what they are told), e.g."
+            " 10.0.0.7:7080; port 0 picks a free one"
+        )
     if tls is not None and args.direct_address:
         raise AnypuError(
             "--direct-address serves calls in plaintext, so it cannot be combined with a"

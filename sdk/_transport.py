@@ -7,6 +7,7 @@ the SDK an ``InProcessTransport`` around a scheduler they built themselves.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any, Protocol
 
@@ -115,8 +116,10 @@ class GrpcTransport:
         self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
         self._agents: dict[str, tuple[Any, Any]] = {}  # direct address -> (channel, stub)
         self._agents_lock = threading.Lock()
-        # lease id -> the worker process serving it, as its agent named it
+        # lease id -> the worker process serving it, as its agent named it, and the open
+        # connection to it (a lease serves one call at a time, so one each)
         self._workers: dict[str, str] = {}
+        self._connections: dict[str, socket.socket] = {}
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         from anypu.agents._link import raise_for_rpc
@@ -160,29 +163,44 @@ class GrpcTransport:
         payload = _codec.encode(args, "inputs")
         if len(payload) > INLINE_LIMIT or not lease.address:
             return None
-        address = self._workers.get(lease.lease_id, lease.address)
+        worker = self._workers.get(lease.lease_id)
         try:
-            response = self._agent(address).Run(convert.direct_run_request(lease.lease_id, payload))
-        except grpc.RpcError as error:
+            if worker is not None:
+                result = self._call_worker(lease.lease_id, worker, payload)
+            else:
+                request = convert.direct_run_request(lease.lease_id, payload)
+                response = self._agent(lease.address).Run(request)
+                result, worker = convert.direct_run_result(response)
+                if result is not None and worker:
+                    self._workers[lease.lease_id] = worker
+        except (grpc.RpcError, OSError, EOFError, ValueError) as error:
             # The node or worker may have died mid-call: the scheduler places it again,
             # and the user still gets exactly one answer.
-            log.info("direct call to %s failed (%s); placing it", address, error.code())
-            self._forget(lease.lease_id)
-            return None
-        result, worker = convert.direct_run_result(response)
+            log.info("direct call under a lease failed (%s); placing it", error)
+            result = None
         if result is None:
             self._forget(lease.lease_id)
-        elif worker:
-            self._workers[lease.lease_id] = worker
         return result
 
+    def _call_worker(self, lease_id: str, address: str, payload: bytes) -> m.JobResult | None:
+        from anypu.agents._direct import result_from_frame
+        from anypu.agents._wire import read_frame, write_frame
+
+        connection = self._connections.get(lease_id)
+        if connection is None:
+            host, _, port = address.rpartition(":")
+            connection = socket.create_connection((host, int(port)), timeout=10)
+            connection.settimeout(None)  # a call runs as long as its model does
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._connections[lease_id] = connection
+        write_frame(connection.fileno(), {"lease_id": lease_id}, payload)
+        return result_from_frame(*read_frame(connection.fileno(), 2 * INLINE_LIMIT))
+
     def _forget(self, lease_id: str) -> None:
-        address = self._workers.pop(lease_id, None)
-        if address is not None and address not in self._workers.values():
-            with self._agents_lock:
-                known = self._agents.pop(address, None)
-            if known is not None:
-                known[0].close()
+        self._workers.pop(lease_id, None)
+        connection = self._connections.pop(lease_id, None)
+        if connection is not None:
+            connection.close()
 
     def _agent(self, address: str) -> Any:
         from anypu.agents._link import grpc_channel
@@ -217,6 +235,8 @@ class GrpcTransport:
 
     def close(self) -> None:
         self._channel.close()
+        for lease_id in list(self._connections):
+            self._forget(lease_id)
         with self._agents_lock:
             for channel, _ in self._agents.values():
                 channel.close()

@@ -77,15 +77,21 @@ def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(clu
         assert newest.placement.node_id != leased.placement.node_id
 
 
-def test_direct_calls_cannot_be_combined_with_tls():
-    ca_hash = "sha256:" + "0" * 64
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ca-hash", "sha256:" + "0" * 64], "--direct-address serves calls in plaintext"),
+        (["--direct-address", "0.0.0.0:7080"], "the address clients reach this machine at"),
+    ],
+)
+def test_a_direct_address_that_cannot_work_is_refused_clearly(flags, message):
     result = subprocess.run(
         [sys.executable, "-m", "anypu.sdk._cli", "agent", "--scheduler", "127.0.0.1:9"]
-        + ["--tier", "edge", "--ca-hash", ca_hash, "--direct-address", "127.0.0.1:0"],
+        + ["--tier", "edge", "--direct-address", "127.0.0.1:0", *flags],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode != 0
-    assert "--direct-address serves calls in plaintext" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
