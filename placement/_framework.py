@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView
 from anypu.placement._network import NetworkCosts
-from anypu.placement.gpushare._policies import POLICIES as _GPUSHARE_POLICIES
+from anypu.placement.gpushare._policies import TRACE_POLICIES as _GPUSHARE_POLICIES
 
 from anypu.errors import ConfigError
 

@@ -331,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="placement policy: cost (default: predicted seconds, CP-SAT) or a GPU-sharing"
         " policy for accelerator jobs: random, dotprod, clustering, packing, bestfit, fgd,"
-        " anypu",
+        " anypu, anypu-ss",
     )
     s.add_argument(
         "--http-port",

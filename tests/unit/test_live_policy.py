@@ -17,7 +17,7 @@ from anypu.placement import (
     workload_shape,
 )
 from anypu.placement._live_policy import LiveCluster, typical_workload
-from anypu.placement.gpushare import POLICIES
+from anypu.placement.gpushare._policies import TRACE_POLICIES
 from anypu.protos import messages as m
 from anypu.scheduler._state import (
     AgentConnected,
@@ -257,7 +257,7 @@ def test_workload_shapes_and_the_scheduler_history() -> None:
 
 
 def test_every_gpushare_policy_is_a_config_choice() -> None:
-    assert POLICY_NAMES == ("cost", *(cls.name for cls in POLICIES))
+    assert POLICY_NAMES == ("cost", *(cls.name for cls in TRACE_POLICIES))
     with pytest.raises(ConfigError) as caught:
         PlacementConfig(policy="fastest")
     assert all(name in str(caught.value) for name in POLICY_NAMES)
