@@ -1,8 +1,8 @@
 """The GPU-sharing policies of ``placement.gpushare`` placing live jobs.
 
 ``PlacementConfig.policy`` names who places a round: ``cost`` (``_solver``: the objective
-in seconds, CP-SAT) or one of ``gpushare.POLICIES`` (``random``, ``dotprod``,
-``clustering``, ``packing``, ``bestfit``, ``fgd``, ``anypu``) — the very classes the openb
+in seconds, CP-SAT) or one of ``gpushare``'s online policies (``random``, ``dotprod``,
+``clustering``, ``packing``, ``bestfit``, ``fgd``, ``anypu``, ``anypu-ss``) — the very classes the openb
 trace replay runs, called through :func:`make_policy` and :meth:`Policy.choose`. This module
 translates a live snapshot into their cluster model and their choices back into slices.
 
@@ -32,12 +32,17 @@ The mapping (decided for issue 3):
   random winner for a policy that breaks ties at random. ``bestfit`` min-max normalises
   its scores within each call, so its group winners are not comparable and the cost
   model picks among them.
+- **Held back, as the trace model holds a pod.** A job that may run only on accelerators
+  and whose every allowed slice is taken is not queued behind another job: it stays
+  pending (``Plan.deferred``: it fits, but not this round), and the next round, which a
+  finishing job triggers, places it on the slice that freed — as Kubernetes keeps a pod
+  pending until a GPU share is free.
 - **What stays with the cost model.** Jobs the filters allow only on CPU devices, jobs no
-  device can take (their per-node reasons are ``plan``'s, unchanged) and jobs whose every
-  candidate accelerator slice is taken — the trace model would keep such a pod waiting;
-  the live scheduler queues it on a slice, as with ``cost`` — go through ``plan`` with
-  ``policy="cost"``, on the snapshot with this round's policy placements added.
-  ``Plan.solver`` is ``policy:NAME``, with a note of how many jobs the cost model placed.
+  device can take (their per-node reasons are ``plan``'s, unchanged) and jobs that may
+  also run on a CPU device but find every accelerator slice taken go through ``plan``
+  with ``policy="cost"``, on the snapshot with this round's policy placements added.
+  ``Plan.solver`` is ``policy:NAME``, with a note of how many jobs the cost model placed
+  and how many were held back.
 - **Typical workload.** ``fgd`` and ``anypu`` plan for a distribution of typical pods.
   It is built with ``gpushare.typical_pods`` from ``ClusterSnapshot.workload``: the
   shapes of the last :data:`WORKLOAD_WINDOW` jobs the scheduler placed
@@ -324,6 +329,7 @@ def plan_with_policy(
     accelerator = np.array([k != "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
     mine: list[tuple[JobRequest, np.ndarray]] = []
     rest: list[JobRequest] = []
+    held: list[str] = []
     cpu_only = 0
     for job in jobs:
         ok = allowed_devices(job, ctx, DEFAULT_FILTERS)
@@ -348,8 +354,11 @@ def plan_with_policy(
                 if w := config.weight(term):  # skipped at 0: a filtered device's inf × 0
                     static += w * values
             d = live.choose(policy, ok, rng, static)
-            if d is None:
-                rest.append(job)  # every allowed slice is taken: queue it by cost
+            if d is None:  # every allowed accelerator slice is taken
+                if (ok & ~accelerator).any():
+                    rest.append(job)  # a CPU device may take it: the cost model decides
+                else:
+                    held.append(job.job_id)
                 continue
             pos = live.take(d)
             # A free slice: nothing to wait behind.
@@ -374,18 +383,21 @@ def plan_with_policy(
             work.append((d, pos, predicted))
     solver = f"policy:{config.policy}"
     unschedulable: dict[str, dict[str, str]] = {}
-    deferred: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = tuple(held)
+    if held:
+        solver += f"; {len(held)} held back until a slice frees"
     if rest:
         cost_config = dataclasses.replace(config, policy="cost")
         fallback = plan(_with_work(snapshot, ctx, work), rest, config=cost_config)
         placements.extend(fallback.placements)
-        unschedulable, deferred = fallback.unschedulable, fallback.deferred
+        unschedulable, deferred = fallback.unschedulable, deferred + fallback.deferred
         objective += fallback.objective
         if fallback.placements:
             queued = len(fallback.placements) - cpu_only
             solver += (
                 f"; cost ({fallback.solver}) placed {len(fallback.placements)}: "
                 f"{cpu_only} cpu-only, {queued} with every accelerator slice taken"
+                " (CPU allowed too)"
             )
     return Plan(
         placements=tuple(placements),

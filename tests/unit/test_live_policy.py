@@ -193,18 +193,30 @@ def test_cpu_only_jobs_keep_the_cost_placement() -> None:
     p = plan(snap, jobs, config=policy("fgd"))
     assert where(p, "c")[1] == "cpu0" and where(p, "any")[1] == "g0"
     assert p.solver.startswith("policy:fgd; cost (")
-    assert p.solver.endswith("placed 1: 1 cpu-only, 0 with every accelerator slice taken")
+    assert p.solver.endswith(
+        "placed 1: 1 cpu-only, 0 with every accelerator slice taken (CPU allowed too)"
+    )
 
 
-def test_a_round_fills_free_slices_then_queues_by_cost() -> None:
+def test_a_round_fills_free_slices_then_holds_back_the_rest() -> None:
     snap = ClusterSnapshot((node("n", slow(slices=2)),))
     jobs = [job("a"), job("b"), job("c", priority=1)]
     p = plan(snap, jobs, config=policy("fgd"))
     # The high-priority job is served first; every job gets its own free slice while one is.
     assert {where(p, "c")[2], where(p, "a")[2]} == {0, 1}
-    queued = next(pl for pl in p.placements if pl.job_id == "b")
-    assert queued.terms["queue"] > 0  # behind a job placed earlier in the same round
-    assert "1 with every accelerator slice taken" in p.solver
+    # The third waits, pending, for a slice to free, as the trace model holds a pod.
+    assert p.deferred == ("b",) and "b" not in {pl.job_id for pl in p.placements}
+    assert p.solver == "policy:fgd; 1 held back until a slice frees"
+    assert not p.unschedulable
+
+
+def test_a_job_that_may_also_use_a_cpu_goes_to_the_cost_model_when_slices_are_taken() -> None:
+    cpu = device("cpu0", kind="cpu", slices=1)
+    snap = ClusterSnapshot((node("n", slow(slices=1), cpu),))
+    jobs = [job("a", priority=1), job("b")]
+    p = plan(snap, jobs, config=policy("fgd"))
+    assert where(p, "a")[1] == "g0" and where(p, "b") is not None and not p.deferred
+    assert "1 with every accelerator slice taken (CPU allowed too)" in p.solver
 
 
 def test_random_policy_is_reproducible_by_seed() -> None:
@@ -283,3 +295,37 @@ def test_status_names_who_placed_the_newest_job() -> None:
     ]
     assert " latest placement by: policy:fgd" in format_status("h:1", [], jobs).splitlines()
     assert "latest placement by" not in format_status("h:1", [], [m.JobInfo("p", "pending")])
+
+
+def test_the_scheduler_keeps_a_held_back_job_pending_and_places_it_when_a_slice_frees() -> None:
+    from anypu.protos import messages as m
+    from anypu.scheduler._state import (
+        AgentConnected,
+        AgentSaid,
+        JobSubmitted,
+        SchedulerConfig,
+        SchedulerState,
+        Send,
+        Tick,
+    )
+
+    from anypu import PROTOCOL_VERSION
+
+    gpu = Device("g0", "gpu", "nvidia", "T4", 16 * GiB, 8.0, "cuda:0", True, 1, 1)
+    config = SchedulerConfig(
+        unschedulable_timeout_s=0.0, placement=PlacementConfig(policy="anypu-ss")
+    )
+    state = SchedulerState(config)
+    state.handle(AgentConnected(m.Join(PROTOCOL_VERSION, "", "n", "edge", devices=(gpu,)), 0.0))
+    request = m.SubmitRequest("a" * 64, b"x", flops=1e6, memory_bytes=1 << 20)
+
+    def launches(actions: list) -> list[str]:
+        return [a.message.job_id for a in actions if isinstance(a, Send)]
+
+    assert launches(state.handle(JobSubmitted("first", request, 1.0))) == ["first"]
+    assert launches(state.handle(JobSubmitted("second", request, 1.1))) == []
+    state.handle(Tick(5.0))  # long past the unschedulable timeout: it fits, so it waits
+    assert state.jobs["second"].state == "pending" and state.decisions["deferred"] >= 2
+    done = m.JobResult("first", 1, True, b"out")
+    assert launches(state.handle(AgentSaid("n", 1, done, 5.1))) == ["second"]
+    assert state.jobs["second"].placement.solver == "policy:anypu-ss"
