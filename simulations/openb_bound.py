@@ -36,10 +36,11 @@ from anypu.simulations.openb import (
     parse_policies,
     parse_seeds,
     resolve_pod_list,
+    run_cli,
     run_one,
 )
 
-from anypu.errors import AnypuError, ConfigError
+from anypu.errors import ConfigError
 
 __all__ = [
     "OfflineResult",
@@ -206,12 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except AnypuError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), _main, argv)
 
 
 def _main(args: argparse.Namespace) -> int:
