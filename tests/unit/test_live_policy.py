@@ -119,17 +119,19 @@ def test_default_workload_is_one_pod_per_slice() -> None:
     assert seen.milli.tolist() == [500] and seen.cpu_only_share == pytest.approx(5 / 6)
 
 
-def test_slice_sizes_compete_by_the_policy_score() -> None:
-    """A whole fast GPU (1000 milli asked) against a shared slow one (250 asked)."""
+@pytest.mark.parametrize("name", [n for n in POLICY_NAMES if n != "cost"])
+def test_a_job_takes_the_smallest_slice_that_holds_it(name: str) -> None:
+    """A whole fast GPU (1000 milli) against a quarter of a slow one (250), as MIG-aware
+    schedulers pick the smallest profile; a job too big for the quarter takes the whole."""
     snap = ClusterSnapshot(
         (
             node("whole", fast(slices=1)),
             node("shared", slow(), busy={"g0": (1.0, 1.0, 0.0, 0.0)}),
         )
     )
-    assert where(plan(snap, [job()], config=policy("packing")), "j")[0] == "shared"
-    # bestfit's scores are normalised per call, so the cost model picks between sizes.
-    assert where(plan(snap, [job()], config=policy("bestfit")), "j")[0] == "whole"
+    assert where(plan(snap, [job()], config=policy(name)), "j")[0] == "shared"
+    big = job(memory_bytes=6 * GiB)  # over a quarter of the slow GPU (4 of 16 GiB)
+    assert where(plan(snap, [big], config=policy(name)), "j")[0] == "whole"
 
 
 # --- the live filters still decide what is possible ---------------------------------
