@@ -117,7 +117,7 @@ class Agent:
                         index,
                         self._on_answer,
                         direct_host=host,
-                        on_leased_run=self._on_worker_leased_run,
+                        on_leased_run=self._keep_leased_run,
                     )
                 self.workers[(device.device_id, index)] = worker
         if hasattr(link, "handler"):
@@ -354,8 +354,9 @@ class Agent:
         address = worker.direct_address if isinstance(worker, SliceWorker) else ""
         return result, address if result is not None else ""
 
-    def _on_worker_leased_run(self, run: dict) -> None:
-        """A worker process ran a direct call itself: keep its record for the report."""
+    def _keep_leased_run(self, run: dict) -> None:
+        """Keep the record of a direct call for the next report (``LeasedRun``'s fields of
+        ``run``); a worker process that ran one itself reports it this way too."""
         fields = {f: run[f] for f in _LEASED_RUN_FIELDS if f in run}
         with self._lock:
             self._leased_runs.append(m.LeasedRun(**fields))
@@ -364,28 +365,13 @@ class Agent:
     def _on_answer(self, result: m.JobResult) -> None:
         with self._lock:
             call = self._direct_calls.pop(result.job_id, None)
-            if call is not None:
-                self._leased_runs.append(
-                    m.LeasedRun(
-                        lease_id=call.lease_id,
-                        job_id=result.job_id,
-                        ok=result.ok,
-                        started_at=call.started_at,
-                        finished_at=time.time(),
-                        error_type=result.error_type,
-                        error_message=result.error_message,
-                        error_traceback=result.error_traceback,
-                        user_error=result.user_error,
-                        load_seconds=result.load_seconds,
-                        run_seconds=result.run_seconds,
-                    )
-                )
-                del self._leased_runs[:-_LEASED_RUNS_KEPT]
-        if call is not None:
-            call.result = replace(result, node_id=self.node_id)
-            call.done.set()
+        if call is None:
+            self._report(replace(result, node_id=self.node_id))
             return
-        self._report(replace(result, node_id=self.node_id))
+        when = {"lease_id": call.lease_id, "started_at": call.started_at}
+        self._keep_leased_run(vars(result) | when | {"finished_at": time.time()})
+        call.result = replace(result, node_id=self.node_id)
+        call.done.set()
 
     def _report_leased_runs(self) -> None:
         """Send the records of direct runs in batches, off the callers' path.
