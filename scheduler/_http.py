@@ -44,6 +44,7 @@ from anypu.scheduler._metrics import (
 )
 from anypu.scheduler._records import JOB_STATES
 from anypu.scheduler._service import NotFoundError, SchedulerService
+from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from anypu import PROTOCOL_VERSION, __version__
@@ -67,10 +68,13 @@ _CLIENT_RANK = len(TIERS)  # sites where no node sits (clients' origins) go belo
 class ApiError(Exception):
     """An HTTP error with a message for the caller: rendered as ``{"error": message}``."""
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(
+        self, status: HTTPStatus, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 # ---------------------------------------------------------------- views (pure)
@@ -448,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = route.handler(parse_qs(url.query), *args)
             self._json(200, payload)
         except ApiError as error:
-            self._json(error.status, {"error": error.message})
+            self._json(error.status, {"error": error.message}, error.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception:
@@ -477,9 +481,18 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.UNAUTHORIZED,
                 f"{what}: send 'Authorization: Bearer <token>' with the scheduler's token",
             )
+        peer = http_peer(*self.client_address[:2])
+        try:
+            self.server.throttle.check(peer)
+        except ThrottledError as error:
+            retry = str(max(1, math.ceil(error.retry_after_s)))
+            raise ApiError(
+                HTTPStatus.TOO_MANY_REQUESTS, str(error), {"Retry-After": retry}
+            ) from None
         try:
             self.server.service.authenticate(token.strip())
         except AuthenticationError as error:
+            self.server.throttle.failed(peer)
             raise ApiError(HTTPStatus.UNAUTHORIZED, str(error)) from None
 
     def _static(self, method: str, name: str) -> None:
@@ -490,12 +503,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(HTTPStatus.NOT_FOUND, f"no dashboard file {name!r}")
         self._send(200, body, _TYPES.get(Path(name).suffix, "application/octet-stream"))
 
-    def _json(self, status: int, payload: Any) -> None:
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(jsonable(payload), separators=(",", ":")).encode()
-        self._send(status, body, "application/json")
+        self._send(status, body, "application/json", headers)
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -510,10 +527,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], service: SchedulerService, open_reads: bool
+        self,
+        address: tuple[str, int],
+        service: SchedulerService,
+        open_reads: bool,
+        throttle: FailureThrottle,
     ) -> None:
         super().__init__(address, _Handler)
         self.service = service
+        self.throttle = throttle
         self.metrics = SchedulerMetrics(service)
         self.api = Api(service, self.metrics)
         self.open_reads = open_reads
@@ -530,12 +552,15 @@ class DashboardServer:
         host: str = "127.0.0.1",
         port: int = 0,
         open_reads: bool | None = None,
+        throttle: FailureThrottle | None = None,
     ) -> None:
-        """``open_reads``: GETs without a token; default only when ``host`` is loopback."""
+        """``open_reads``: GETs without a token; default only when ``host`` is loopback.
+        ``throttle``: who is refused after failed tokens (share the gRPC server's, so a
+        guesser's failures count on both; default: its own, 5 per minute per address)."""
         if open_reads is None:
             open_reads = _is_loopback(host)
         try:
-            self._server = _Server((host, port), service, open_reads=open_reads)
+            self._server = _Server((host, port), service, open_reads, throttle or FailureThrottle())
         except OSError as error:
             raise ConfigError(
                 f"cannot serve the dashboard on {host}:{port}: {error.strerror};"
@@ -567,7 +592,10 @@ class DashboardServer:
 
 
 def serve_http(
-    service: SchedulerService, host: str = "127.0.0.1", port: int = 0
+    service: SchedulerService,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    throttle: FailureThrottle | None = None,
 ) -> DashboardServer:
     """Start the dashboard, API and ``/metrics`` for ``service``; returns the server."""
-    return DashboardServer(service, host, port)
+    return DashboardServer(service, host, port, throttle=throttle)

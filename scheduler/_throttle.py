@@ -16,11 +16,22 @@ from collections.abc import Callable
 
 from anypu.errors import AnypuError
 
-__all__ = ["FailureThrottle", "ThrottledError", "peer_host"]
+__all__ = ["FailureThrottle", "ThrottledError", "http_peer", "peer_host"]
 
 
 class ThrottledError(AnypuError):
-    """The peer failed to authenticate too often (gRPC RESOURCE_EXHAUSTED)."""
+    """The peer failed to authenticate too often (gRPC RESOURCE_EXHAUSTED, HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def http_peer(host: str, port: int) -> str:
+    """An HTTP client's address as gRPC names a peer, so one throttle counts a guesser's
+    failures on both surfaces: ``("10.0.0.7", 5)`` → ``ipv4:10.0.0.7:5``, ``("::1", 5)``
+    → ``ipv6:[::1]:5``."""
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 def peer_host(peer: str) -> str:
@@ -63,7 +74,8 @@ class FailureThrottle:
                 return
         raise ThrottledError(
             f"too many failed authentication attempts from {host}: refused for another"
-            f" {left:.0f} s; check the token (or ask the operator for a new one)"
+            f" {left:.0f} s; check the token (or ask the operator for a new one)",
+            retry_after_s=left,
         )
 
     def failed(self, peer: str) -> None:

@@ -29,6 +29,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     from anypu.scheduler._grpc import serve
     from anypu.scheduler._service import SchedulerService
     from anypu.scheduler._state import SchedulerConfig
+    from anypu.scheduler._throttle import FailureThrottle
 
     if args.policy not in POLICY_NAMES:
         raise AnypuError(
@@ -63,7 +64,9 @@ def _scheduler(args: argparse.Namespace) -> int:
     service = SchedulerService(args.state_dir, token=token or None, config=config, network=network)
     security = None if args.insecure else _security(args, service)
     agent_port = args.agent_port if args.agent_port is not None else args.port and args.port + 1
-    server, port = serve(service, args.host, args.port, security, agent_port)
+    # One throttle for gRPC and HTTP: a token guesser is counted on both surfaces.
+    throttle = security.throttle if security is not None else FailureThrottle()
+    server, port = serve(service, args.host, args.port, security, agent_port, throttle=throttle)
     mode = (
         "plaintext" if security is None else f"TLS; agents on mutual-TLS port {security.agent_port}"
     )
@@ -88,7 +91,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     if args.http_port is not None:
         from anypu.scheduler._http import serve_http
 
-        dashboard = serve_http(service, args.http_host, args.http_port)
+        dashboard = serve_http(service, args.http_host, args.http_port, throttle=throttle)
         print(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)", flush=True)
     if generated:
         print(f"token (generated; pass it to agents and clients): {token}", flush=True)

@@ -17,6 +17,7 @@ from anypu.protos import messages as m
 from anypu.scheduler._http import DashboardServer, topology_layout
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
+from anypu.scheduler._throttle import FailureThrottle
 
 from anypu import PROTOCOL_VERSION
 
@@ -262,6 +263,37 @@ def test_closed_reads_need_the_token_for_api_and_metrics(tmp_path):
         assert b"anypu_nodes" in urllib.request.urlopen(request, timeout=10).read()
         page = urllib.request.urlopen(server.url + "/", timeout=10).read()
         assert b"anypu" in page  # the page itself holds no data: always served
+    finally:
+        server.close()
+        service.close()
+
+
+def test_token_guessing_is_refused_for_a_while_then_the_right_token_works(tmp_path):
+    now = [0.0]
+    throttle = FailureThrottle(max_failures=3, window_s=60, lockout_s=30, clock=lambda: now[0])
+    service = SchedulerService(tmp_path, TOKEN)
+    server = DashboardServer(service, open_reads=False, throttle=throttle)
+    wrong = {"Authorization": "Bearer guess"}
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        for _ in range(3):
+            status, body = call(server, "/api/v1/overview", headers=wrong)
+            assert status == 401 and "refused the token" in body["error"]
+        # Locked out: even the right token is not looked at, and the answer says for how long.
+        request = urllib.request.Request(server.url + "/api/v1/overview", headers=right)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == 429
+        assert caught.value.headers["Retry-After"] == "30"
+        assert "too many failed authentication attempts" in json.loads(caught.value.read())["error"]
+        # A missing header is no guess: it is not counted against the address.
+        assert call(server, "/api/v1/overview")[0] == 401
+        now[0] = 31.0
+        assert call(server, "/api/v1/overview", headers=right)[0] == 200
+        # The same throttle counts failures on gRPC: the address is keyed as gRPC names it.
+        for _ in range(3):
+            throttle.failed("ipv4:127.0.0.1:5555")
+        assert call(server, "/api/v1/overview", headers=right)[0] == 429
     finally:
         server.close()
         service.close()

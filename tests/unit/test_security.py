@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 from anypu.scheduler._quarantine import NodeQuarantine
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError, peer_host
+from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.scheduler._tls import (
     CertificateAuthority,
     cert_hash,
@@ -144,6 +144,9 @@ def test_throttle_forgets_old_failures_and_bounds_memory():
         throttle.failed(f"ipv4:10.{i // 256}.{i % 256}.1:1")
     assert throttle.tracked() <= 101
     assert peer_host("ipv6:[::1]:4242") == "ipv6:[::1]"
+    # An HTTP client's (host, port) is keyed as gRPC keys the same address.
+    assert peer_host(http_peer("::1", 4242)) == "ipv6:[::1]"
+    assert peer_host(http_peer("10.0.0.7", 80)) == peer_host("ipv4:10.0.0.7:51234")
 
 
 def test_node_certificates_carry_the_name_the_ca_chose():
