@@ -66,6 +66,7 @@ __all__ = [
     "allocation_bound",
     "arrivals_within",
     "bound_seed",
+    "window_arrivals",
 ]
 
 RELAXATIONS = ("gpu", "node")
@@ -444,6 +445,11 @@ def _window(arrived_pct: np.ndarray, level: int = 100) -> np.ndarray:
     key = np.round(arrived_pct)
     exact = np.flatnonzero(key == level)
     return exact if len(exact) else np.flatnonzero(np.abs(key - level) <= 1)
+
+
+def window_arrivals(arrivals: PodTable, capacity_milli: int, level: int = 100) -> np.ndarray:
+    """Indices of the arrivals the protocol averages for ``level`` % arrival."""
+    return _window(np.cumsum(arrivals.total_gpu_milli) / capacity_milli * 100.0, level)
 
 
 def arrivals_within(

@@ -13,6 +13,9 @@ Per seed, for the protocol's arrivals (shuffled and inflated exactly as the repl
 * an **offline placement** of those arrivals, checked from scratch, which leaves a
   reachable unallocated % (``--no-offline`` skips it; see
   :mod:`anypu.simulations._openb_offline`);
+* an **online floor**: what every policy that places each pod that fits (the protocol's
+  rule) must leave unallocated at 100 % arrival, certified by a waste LP and a minimum cut
+  (maths in :mod:`anypu.simulations._openb_online_bound`; ``--no-online`` skips it);
 * with ``--compare``, the replay's measured ``alloc @100 %`` for those policies.
 
 The trace folder is ``$ANYPU_TRACES`` if set, else ``<repo>/../shared/traces/openb``.
@@ -29,8 +32,15 @@ from pathlib import Path
 
 import numpy as np
 from anypu.placement.gpushare import NodeTable, PodTable, load_nodes, load_pods
-from anypu.simulations._openb_bound import RELAXATIONS, SeedBound, arrivals_within, bound_seed
+from anypu.simulations._openb_bound import (
+    RELAXATIONS,
+    SeedBound,
+    arrivals_within,
+    bound_seed,
+    window_arrivals,
+)
 from anypu.simulations._openb_offline import offline_placement, verify
+from anypu.simulations._openb_online_bound import OnlineFloor, online_floor
 from anypu.simulations.openb import (
     NODE_LIST,
     parse_policies,
@@ -83,6 +93,14 @@ class SeedReport:
     bounds: tuple[SeedBound, ...]
     offline: OfflineResult | None
     measured: dict[str, float]  # policy → its replay's unallocated % at 100 % arrival
+    online: OnlineFloor | None = None  # after the last arrival of the 100 % window
+
+    @property
+    def online_floor_100_pct(self) -> float:
+        """Proved minimum of 100 − alloc @100 % for policies that place what fits: the
+        better of the online floor and the floor on every placement."""
+        online = self.online.floor_pct if self.online else 0.0
+        return max(online, self.floor_100_pct)
 
     @property
     def floor_pct(self) -> float:
@@ -105,6 +123,19 @@ class SeedReport:
             "unalloc_100_floor_pct": round(self.floor_100_pct, 4),
             "bounds": [b.as_json() for b in self.bounds],
             "offline": asdict(self.offline) if self.offline else None,
+            "unalloc_100_online_floor_pct": (
+                round(self.online_floor_100_pct, 4) if self.online else None
+            ),
+            "online": (
+                {
+                    "floor_milli": self.online.floor_milli,
+                    "lambda": self.online.lam,
+                    "anchor_pct": self.online.anchor_pct,
+                    "seconds": round(self.online.seconds, 2),
+                }
+                if self.online
+                else None
+            ),  # fmt: skip
             "measured_unalloc_100_pct": {p: round(v, 4) for p, v in self.measured.items()},
         }
 
@@ -117,12 +148,14 @@ def run_seed(
     ratio: float = 1.3,
     offline: bool = True,
     compare: Sequence[str] = (),
+    online: bool = True,
 ) -> SeedReport:
-    """Bounds, offline placement and (``compare``) measured replays for one seed."""
+    """Bounds, offline placement, online floor and (``compare``) measured replays for
+    one seed."""
     bounds = tuple(bound_seed(nodes, pods, seed, r, ratio) for r in relaxations)
+    arrivals, within = arrivals_within(nodes, pods, seed, ratio)
     result = None
     if offline:
-        arrivals, within = arrivals_within(nodes, pods, seed, ratio)
         prefix = arrivals.take(np.arange(within))
         placement = offline_placement(nodes, prefix)
         allocated = verify(nodes, prefix, placement)
@@ -134,8 +167,13 @@ def run_seed(
             cpu_pods_left_out=int((~placement.placed & ~gpu).sum()),
             headroom=placement.headroom,
         )
+    floor = None
+    if online:
+        window = window_arrivals(arrivals, nodes.gpu_capacity_milli)
+        if len(window):  # the floor after the window's last arrival holds for all of it
+            floor = online_floor(nodes, arrivals, int(window[-1]))
     measured = {p: 100.0 - run_one(nodes, pods, p, seed, ratio, False).alloc_100 for p in compare}
-    return SeedReport(seed, bounds, result, measured)
+    return SeedReport(seed, bounds, result, measured, floor)
 
 
 def format_rows(reports: Sequence[SeedReport], workload: str, target: float) -> str:
@@ -143,10 +181,13 @@ def format_rows(reports: Sequence[SeedReport], workload: str, target: float) -> 
     then the verdict on ``target``."""
     relaxations = [b.relaxation for b in reports[0].bounds]
     compare = list(reports[0].measured)
+    online = all(r.online for r in reports)
     head = (
         f"{'seed':>4} {'pods':>6} {'arrived%':>8} "
         + " ".join(f"{'floor ' + r:>10}" for r in relaxations)
-        + f" {'floor@100':>9} {'offline':>8}"
+        + f" {'floor@100':>9}"
+        + (f" {'online@100':>10}" if online else "")
+        + f" {'offline':>8}"
         + "".join(f" {p + '@100':>12}" for p in compare)
     )
     lines = [f"trace {workload}: unallocated GPU % at 100 % arrival (floor = proved minimum)"]
@@ -156,6 +197,8 @@ def format_rows(reports: Sequence[SeedReport], workload: str, target: float) -> 
         cells = [f"{rep.seed:>4} {first.pods:>6} {first.arrived_pct:>8.3f}"]
         cells += [f"{100.0 - b.alloc_pct:>10.3f}" for b in rep.bounds]
         cells.append(f"{rep.floor_100_pct:>9.3f}")
+        if online:
+            cells.append(f"{rep.online_floor_100_pct:>10.3f}")
         cells.append(f"{rep.offline.unalloc_pct:>8.3f}" if rep.offline else f"{'—':>8}")
         cells += [f"{rep.measured[p]:>12.3f}" for p in compare]
         lines.append(" ".join(cells))
@@ -163,13 +206,18 @@ def format_rows(reports: Sequence[SeedReport], workload: str, target: float) -> 
     span = _span(floor)
     lines.append("")
     if min(floor) > target:
-        lines.append(f"≤ {target:g} % unallocated is provably unreachable (floor {span})")
+        lines.append(
+            f"≤ {target:g} % unallocated is provably unreachable by any placement, offline "
+            f"included (floor {span})"
+        )
     else:
         below = sum(f <= target for f in floor)
         lines.append(
-            f"≤ {target:g} % unallocated is not provably unreachable: floor {span}, "
+            f"≤ {target:g} % unallocated is not provably unreachable offline: floor {span}, "
             f"below the target on {below} of {len(reports)} seeds"
         )
+    if online:
+        lines.append(_online_verdict([r.online_floor_100_pct for r in reports], target))
     reached = [r.offline.unalloc_pct for r in reports if r.offline]
     if reached:
         ok = sum(u <= target for u in reached)
@@ -178,6 +226,20 @@ def format_rows(reports: Sequence[SeedReport], workload: str, target: float) -> 
             f"(≤ {target:g} % on {ok} of {len(reached)} seeds)"
         )
     return "\n".join(lines)
+
+
+def _online_verdict(floors: Sequence[float], target: float) -> str:
+    who = "any online policy (one that places every pod that fits, as the protocol asks)"
+    if min(floors) > target:
+        return (
+            f"≤ {target:g} % at 100 % arrival is provably unreachable for {who}: "
+            f"online floor {_span(floors)}"
+        )
+    below = sum(f <= target for f in floors)
+    return (
+        f"≤ {target:g} % at 100 % arrival is not provably unreachable for {who}: online "
+        f"floor {_span(floors)}, below the target on {below} of {len(floors)} seeds"
+    )
 
 
 def _span(values: Sequence[float]) -> str:
@@ -198,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--relaxations", default=",".join(RELAXATIONS), help=f"comma list of {RELAXATIONS}"
     )
     p.add_argument("--no-offline", action="store_true", help="skip the offline placement")
+    p.add_argument("--no-online", action="store_true", help="skip the online floor")
     p.add_argument(
         "--compare", default="", help="also replay these policies (e.g. fgd,anypu; slow)"
     )
@@ -228,7 +291,11 @@ def _main(args: argparse.Namespace) -> int:
     for seed in seeds:
         print(f"openb_bound: {workload} seed {seed}", file=sys.stderr, flush=True)
         offline = not args.no_offline
-        reports.append(run_seed(nodes, pods, seed, relaxations, args.ratio, offline, compare))
+        reports.append(
+            run_seed(
+                nodes, pods, seed, relaxations, args.ratio, offline, compare, not args.no_online
+            )
+        )
     if args.json:
         print(json.dumps([r.as_json() for r in reports]))
     else:

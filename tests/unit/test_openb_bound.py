@@ -25,8 +25,10 @@ from anypu.simulations._openb_bound import (
     allocation_bound,
     arrivals_within,
     bound_seed,
+    window_arrivals,
 )
 from anypu.simulations._openb_offline import Offline, offline_placement, verify
+from anypu.simulations._openb_online_bound import online_floor
 from anypu.simulations._openb_protocol import replay, shuffle_nodes
 
 
@@ -189,10 +191,12 @@ def test_bound_is_above_what_every_policy_allocates() -> None:
         bound = bound_seed(nodes, pods, seed, "node")
         assert bound.pods == within and bound.window > 0
         cap = nodes.gpu_capacity_milli
-        for name in ("fgd", "bestfit", "anypu", "packing"):
+        online = online_floor(nodes, arrivals, int(window_arrivals(arrivals, cap)[-1]))
+        for name in ("fgd", "bestfit", "anypu", "packing", "random"):
             run = replay(met, arrivals, make_policy(name, typ), seed, typ, track_frag=False)
             assert run.alloc_pct[within - 1] * cap / 100 <= bound.bound_milli + 1e-6
             assert run.at(100) <= bound.window_alloc_pct + 1e-9
+            assert run.at(100) <= 100.0 - online.floor_pct + 1e-9
         placement = offline_placement(nodes, arrivals.take(np.arange(within)))
         assert verify(nodes, arrivals.take(np.arange(within)), placement) <= bound.bound_milli
 
@@ -256,9 +260,19 @@ def test_cli_json_and_table(tmp_path, capsys) -> None:
     for row in rows:
         assert row["offline"]["unalloc_pct"] >= row["unalloc_floor_pct"] - 1e-9
         assert {b["relaxation"] for b in row["bounds"]} == {"gpu", "node"}
-    assert openb_bound.main([*args, "--no-offline", "--relaxations", "gpu", "--target", "100"]) == 0
+        online = row["unalloc_100_online_floor_pct"]
+        assert online >= row["unalloc_100_floor_pct"] and 0 < row["online"]["lambda"] <= 1
+    assert openb_bound.main([*args, "--relaxations", "gpu"]) == 0
     out = capsys.readouterr().out
-    assert "floor gpu" in out and "floor node" not in out
+    assert "online@100" in out and "for any online policy" in out
+    assert (
+        openb_bound.main(
+            [*args, "--no-offline", "--no-online", "--relaxations", "gpu", "--target", "100"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "floor gpu" in out and "floor node" not in out and "online" not in out
     assert (
         "≤ 100 % unallocated is not provably unreachable" in out and "offline placements" not in out
     )
