@@ -47,6 +47,11 @@ _RESEND_MAX_BYTES = 256 << 20
 _LEASED_RUNS_KEPT = 10_000  # unreported records of direct runs kept while disconnected
 _LEASED_RUNS_BATCH = 16
 _LEASED_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(m.LeasedRun))
+# A client hears of its lease on its own connection, possibly before the grant reaches this
+# agent on the scheduler's stream: a call under a lease not yet heard of waits this long
+# for it, rather than fall back to placement. Ended leases are answered at once.
+_GRANT_WAIT_S = 1.0
+_ENDED_LEASES_KEPT = 4096
 
 
 @dataclass
@@ -123,6 +128,8 @@ class Agent:
         if hasattr(link, "handler"):
             link.handler = self.handle  # type: ignore[attr-defined]
         self._leases: dict[str, m.Lease] = {}
+        self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
+        self._lease_news = threading.Condition(self._lock)
         self._direct_calls: dict[str, _DirectCall] = {}
         self._leased_runs: list[m.LeasedRun] = []
         if config.direct_runs:
@@ -183,6 +190,7 @@ class Agent:
             lease = message.lease
             with self._lock:
                 self._leases[lease.lease_id] = lease
+                self._lease_news.notify_all()
             worker = self.workers.get((lease.device_id, lease.slice_index))
             if isinstance(worker, SliceWorker) and worker.direct_host:
                 worker.grant(
@@ -196,8 +204,16 @@ class Agent:
         elif isinstance(message, m.LeaseRevoked):
             with self._lock:
                 lease = self._leases.pop(message.lease_id, None)
+                self._end_lease(message.lease_id)
             if lease is not None:
                 self._revoke_at_worker(lease)
+
+    def _end_lease(self, lease_id: str) -> None:
+        """Remember that ``lease_id`` ended (caller holds ``_lock``) and wake its waiters."""
+        self._ended_leases[lease_id] = None
+        while len(self._ended_leases) > _ENDED_LEASES_KEPT:
+            del self._ended_leases[next(iter(self._ended_leases))]
+        self._lease_news.notify_all()
 
     def _revoke_at_worker(self, lease: m.Lease) -> None:
         worker = self.workers.get((lease.device_id, lease.slice_index))
@@ -230,6 +246,8 @@ class Agent:
         with self._lock:
             forgotten = list(self._leases.values())
             self._leases.clear()  # granted to the previous stream
+            for lease in forgotten:
+                self._end_lease(lease.lease_id)
             recent = [result for _, result in self._recent]
         for lease in forgotten:
             self._revoke_at_worker(lease)
@@ -316,6 +334,10 @@ class Agent:
         returns the outputs as ``JobResult.value``, with nothing encoded either way).
         """
         with self._lock:
+            self._lease_news.wait_for(
+                lambda: lease_id in self._leases or lease_id in self._ended_leases,
+                timeout=_GRANT_WAIT_S,
+            )
             lease = self._leases.get(lease_id)
         if lease is None:
             return None

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from anypu.protos import messages as m
 from anypu.sdk import Client
 from anypu.sdk._client import RunOptions
 from anypu.sdk._embedded import Embedded
 from anypu.sdk._transport import InProcessTransport
 from anypu.sdk.models import mlp
 
+from anypu._codec import decode, encode
 from anypu.errors import JobFailedError
 
 
@@ -117,3 +120,29 @@ def test_concurrent_calls_share_one_lease_or_are_placed_and_all_answer_right(emb
         torch.testing.assert_close(y, model(x))
     jobs = recorded(local, 33)
     assert len(jobs) == 33 and all(j.state == "succeeded" for j in jobs)
+
+
+def test_a_call_that_beats_its_grant_to_the_agent_waits_for_it_and_an_ended_lease_does_not(
+    embedded,
+):
+    # The client hears of a lease on its own connection; the agent on the scheduler's
+    # stream. A call arriving first waits for the grant instead of falling back.
+    local, client = embedded
+    model, x = mlp(), torch.randn(8, 256)
+    client.run(model, x)
+    client.run(model, x)
+    known = next(iter(local.agent._leases.values()))
+    early = dataclasses.replace(known, lease_id="lease-" + "ab" * 16)
+    inputs = encode((x,), "inputs")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(local.agent.run_leased, early.lease_id, inputs)
+        time.sleep(0.2)
+        assert not answer.done()
+        local.agent.handle(m.LeaseGranted(early))
+        result = answer.result(timeout=10)
+    assert result is not None and result.ok
+    torch.testing.assert_close(decode(result.outputs), model(x))
+    local.agent.handle(m.LeaseRevoked(early.lease_id, "test"))
+    started = time.monotonic()
+    assert local.agent.run_leased(early.lease_id, inputs) is None
+    assert time.monotonic() - started < 0.5  # ended: answered at once, placed anew
