@@ -214,3 +214,19 @@ def test_batch_respects_every_capacity_and_falls_back_online() -> None:
     assert bound == state.allocated_milli and bound > 0
     # CPU holds two pods per node; the most GPU is a 2-GPU pod and a CPU-only pod on each.
     assert sum(c is not None for c in choices) == 6 and bound == 6000
+
+
+def test_one_seed_is_judged_against_the_published_seed_to_seed_spread() -> None:
+    from anypu.simulations._openb_report import Reference, RunRow, format_table
+
+    curve = np.full(131, 90.0)
+    published = {s: curve + d for s, d in ((42, 0.0), (43, 0.4), (44, -0.4))}  # sd 0.4
+    reference = Reference({("default", "06-FGD"): published}, {})
+
+    def table(alloc: float, seeds: list[int]) -> str:
+        rows = [RunRow("fgd", s, alloc, alloc, 5.0, 0.1, 0.2, 1.0, tuple(curve)) for s in seeds]
+        return format_table(rows, reference, "default", seeds).splitlines()[-1]
+
+    # One seed: its published value has no spread of its own; 2 sd of all seeds' is 0.8.
+    assert " ok " in table(90.5, [42]) and "MISS" in table(91.0, [42])
+    assert " ok " in table(90.5, [42, 43, 44]) and "MISS" in table(91.0, [42, 43, 44])
