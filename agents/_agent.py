@@ -73,6 +73,9 @@ class AgentConfig:
     #: Or over gRPC: serve DirectService at this HOST:PORT (port 0: any free one), which
     #: clients must be able to reach. "" serves none (an agent behind NAT).
     direct_address: str = ""
+    #: (certificate file, key file) of this node: serve those calls over TLS, as a node
+    #: enrolled with a TLS scheduler must (clients check the certificate names this node).
+    direct_tls: tuple[str, str] | None = None
 
 
 @dataclass
@@ -108,7 +111,11 @@ class Agent:
         if config.direct_address:  # before the workers start: a taken port stops us cleanly
             from anypu.agents._direct import DirectServer
 
-            self._direct_server = DirectServer(self._serve_direct, config.direct_address)
+            tls = None
+            if config.direct_tls is not None:
+                cert, key = (Path(p).read_bytes() for p in config.direct_tls)
+                tls = (cert, key)
+            self._direct_server = DirectServer(self._serve_direct, config.direct_address, tls=tls)
         self.workers: dict[tuple[str, int], Worker] = {}
         for device in config.devices:
             for index in range(device.slices):
@@ -122,6 +129,7 @@ class Agent:
                         index,
                         self._on_answer,
                         direct_host=host,
+                        direct_tls=config.direct_tls,
                         on_leased_run=self._keep_leased_run,
                     )
                 self.workers[(device.device_id, index)] = worker

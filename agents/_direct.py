@@ -8,14 +8,16 @@ slice's worker process takes calls too, as ``_wire`` frames on a TCP port of its
 process that runs it. The lease id is the capability: a call runs
 only under a lease the scheduler granted and has not revoked (the agent passes grants and
 revocations on to its workers), and the answer is ``lease_lost`` otherwise, so the client
-places the call as usual. Plaintext only: an agent joined over mutual TLS does not serve
-it (see ``anypu agent --direct-address``).
+places the call as usual. With a TLS scheduler both speak TLS with the node's certificate
+(server auth, named after the node), and the client checks that name against the lease's
+node; with ``--insecure`` they are plaintext (see ``anypu agent --direct-address``).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -54,7 +56,15 @@ class _Servicer(rpc.DirectServiceServicer):
 class DirectServer:
     """Serve ``run_leased`` at ``address`` (HOST:PORT; port 0 picks a free one)."""
 
-    def __init__(self, run_leased: RunLeased, address: str, workers: int = 4) -> None:
+    def __init__(
+        self,
+        run_leased: RunLeased,
+        address: str,
+        workers: int = 4,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key) PEM of this node; clients then check the certificate
+        names the node their lease is on. None: plaintext (``--insecure`` schedulers)."""
         host, _, _ = address.rpartition(":")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anypu-direct"),
@@ -65,7 +75,12 @@ class DirectServer:
         )
         rpc.add_DirectServiceServicer_to_server(_Servicer(run_leased), self._server)
         try:
-            port = self._server.add_insecure_port(address)
+            if tls is None:
+                port = self._server.add_insecure_port(address)
+            else:
+                cert, key = tls
+                credentials = grpc.ssl_server_credentials([(key, cert)])
+                port = self._server.add_secure_port(address, credentials)
         except RuntimeError:
             port = 0
         if not port:
@@ -103,18 +118,26 @@ def result_from_frame(header: dict, payload: bytes) -> m.JobResult | None:
 
 
 class FrameServer:
-    """A worker's direct calls as ``_wire`` frames on plain TCP, one thread per connection.
+    """A worker's direct calls as ``_wire`` frames on TCP, one thread per connection.
 
     The data plane of a lease: after the agent's DirectService named this worker, a client
     sends ``{"lease_id": …}`` + encoded inputs and reads the result frame back. Python
     gRPC's server loop and thread pool cost ≈ 0.5 ms of CPU and a thread wake-up per call
     here, as much as the model itself; a connection's own thread blocked on its socket is
     woken once. Frames are bounded in size, and a connection past ``_MAX_CONNECTIONS`` is
-    closed at once.
+    closed at once. ``tls``: (certificate file, key file) of this node, to serve TLS as
+    the agent's DirectService does.
     """
 
-    def __init__(self, run_leased: RunLeased, host: str) -> None:
+    def __init__(
+        self, run_leased: RunLeased, host: str, tls: tuple[str, str] | None = None
+    ) -> None:
         self.run_leased = run_leased
+        self._tls: ssl.SSLContext | None = None
+        if tls is not None:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._tls.load_cert_chain(*tls)
         self._socket = socket.create_server((host, 0))
         self.address = f"{host}:{self._socket.getsockname()[1]}"
         self._open = threading.BoundedSemaphore(_MAX_CONNECTIONS)
@@ -134,23 +157,28 @@ class FrameServer:
 
     def _serve(self, connection: socket.socket) -> None:
         try:
-            with connection:
-                fd = connection.fileno()
-                while True:
-                    try:
-                        header, payload = read_frame(fd, _MAX_MESSAGE)
-                    except (EOFError, OSError, ValueError):
-                        return  # closed, or not our protocol: drop the connection
-                    try:
-                        result, _ = self.run_leased(str(header.get("lease_id", "")), payload)
-                        reply, outputs = result_to_frame(result)
-                    except Exception as error:  # our own failure, not the model's
-                        log.exception("direct call failed")
-                        reply, outputs = {"error": f"the direct call failed: {error}"}, b""
-                    write_frame(fd, reply, outputs)
+            channel: int | socket.socket = connection.fileno()
+            if self._tls is not None:
+                connection.settimeout(10)  # a peer that never finishes its handshake
+                connection = self._tls.wrap_socket(connection, server_side=True)
+                connection.settimeout(None)
+                channel = connection
+            while True:
+                try:
+                    header, payload = read_frame(channel, _MAX_MESSAGE)
+                except (EOFError, OSError, ValueError):
+                    return  # closed, or not our protocol: drop the connection
+                try:
+                    result, _ = self.run_leased(str(header.get("lease_id", "")), payload)
+                    reply, outputs = result_to_frame(result)
+                except Exception as error:  # our own failure, not the model's
+                    log.exception("direct call failed")
+                    reply, outputs = {"error": f"the direct call failed: {error}"}, b""
+                write_frame(channel, reply, outputs)
         except OSError:
-            pass  # the client went away mid-answer
+            pass  # the client went away mid-answer, or its TLS handshake failed
         finally:
+            connection.close()
             self._open.release()
 
     def stop(self) -> None:

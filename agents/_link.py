@@ -32,8 +32,12 @@ class SchedulerLink(Protocol):
     def close(self) -> None: ...
 
 
-def grpc_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
-    """A channel to the scheduler: TLS with ``credentials``, else plaintext (``--insecure``)."""
+def grpc_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str = ""
+) -> grpc.Channel:
+    """A channel to the scheduler: TLS with ``credentials``, else plaintext (``--insecure``).
+    The server's certificate must name ``server_name`` (default: the scheduler's name),
+    whatever address is dialled."""
     from anypu.scheduler._grpc import MAX_MESSAGE_BYTES
 
     options = [
@@ -48,7 +52,8 @@ def grpc_channel(address: str, credentials: grpc.ChannelCredentials | None = Non
         return grpc.insecure_channel(address, options=options)
     from anypu.scheduler._tls import CHANNEL_OPTIONS
 
-    return grpc.secure_channel(address, credentials, options=options + list(CHANNEL_OPTIONS))
+    names = [("grpc.ssl_target_name_override", server_name)] if server_name else CHANNEL_OPTIONS
+    return grpc.secure_channel(address, credentials, options=options + list(names))
 
 
 def raise_for_rpc(error: grpc.RpcError, address: str) -> None:

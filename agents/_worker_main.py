@@ -1,13 +1,13 @@
 """The worker process for one device slice: load models once, run many.
 
 Started by the agent as ``python -m anypu.agents._worker_main IN_FD OUT_FD DEVICE_JSON
-[DIRECT_HOST]`` with the slice's environment (visible devices, thread counts) already set,
+[DIRECT_HOST [CERT_FILE KEY_FILE]]`` with the slice's environment (visible devices, thread counts) already set,
 so torch is imported only after the limits are in place. Requests and answers are frames
 (``_wire``); models are cached by artifact digest, so loading is separate from inference
 and measured apart.
 
 With ``DIRECT_HOST`` the worker also takes direct calls on a port of its own, as frames
-(``_direct.FrameServer``): calls under the leases the agent passes down (``{"lease": …}`` and
+(``_direct.FrameServer``; over TLS with the node's certificate when given): calls under the leases the agent passes down (``{"lease": …}`` and
 ``{"revoke": id}`` frames) come straight from clients, take their turn with the agent's
 jobs, and are reported up the pipe in batches (``{"leased_runs": […]}`` frames): one
 frame per call would wake the agent once a call, on the same cores the calls need.
@@ -96,7 +96,13 @@ class _Leases:
         return replace(_answer(header, outputs, self.device_id), node_id=lease["node_id"]), ""
 
 
-def _serve(in_fd: int, out_fd: int, device_json: str, direct_host: str = "") -> None:
+def _serve(
+    in_fd: int,
+    out_fd: int,
+    device_json: str,
+    direct_host: str = "",
+    direct_tls: tuple[str, str] | None = None,
+) -> None:
     import torch  # noqa: F401  (after the environment is set)
     from anypu.agents._runner import ModelRunner
     from anypu.devices import Device, apply_slice_limits, worker_torch_device
@@ -116,7 +122,7 @@ def _serve(in_fd: int, out_fd: int, device_json: str, direct_host: str = "") -> 
     if direct_host:
         from anypu.agents._direct import FrameServer
 
-        server = FrameServer(leases.run, direct_host)
+        server = FrameServer(leases.run, direct_host, direct_tls)
         threading.Thread(target=leases.report_while_alive, daemon=True).start()
     address = server.address if server is not None else ""
     leases.answer({"ready": True, "pid": os.getpid(), "direct_address": address})
@@ -145,10 +151,11 @@ def _serve(in_fd: int, out_fd: int, device_json: str, direct_host: str = "") -> 
 def main() -> None:
     in_fd, out_fd, device_json = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     direct_host = sys.argv[4] if len(sys.argv) > 4 else ""
+    direct_tls = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else None  # cert, key files
     # The user's model may print: keep stdout for it, but route it to stderr so it never
     # mixes with anything the agent parses.
     os.dup2(2, 1)
-    _serve(in_fd, out_fd, device_json, direct_host)
+    _serve(in_fd, out_fd, device_json, direct_host, direct_tls)
 
 
 if __name__ == "__main__":

@@ -204,18 +204,21 @@ class SliceWorker(_Slice):
 
     ``direct_host``: the process also serves calls under leases itself, on a port of that
     host (see ``_worker_main``); ``direct_address`` says where once it is ready. Runs it
-    reports go to ``on_leased_run``.
+    reports go to ``on_leased_run``. ``direct_tls``: (certificate file, key file) of the
+    node, to serve those calls over TLS.
     """
 
     def __init__(
         self,
         *args,
         direct_host: str = "",
+        direct_tls: tuple[str, str] | None = None,
         on_leased_run: Callable[[dict], None] | None = None,
         **kwargs,
     ) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         self.direct_host = direct_host
+        self.direct_tls = direct_tls
         self.direct_address = ""
         self.on_leased_run = on_leased_run
         self._leases: dict[str, dict] = {}  # passed to every process this slice starts
@@ -270,7 +273,8 @@ class SliceWorker(_Slice):
                 str(from_worker_w),
                 device_json,
             ]
-            + ([self.direct_host] if self.direct_host else []),
+            + ([self.direct_host] if self.direct_host else [])
+            + (list(self.direct_tls) if self.direct_host and self.direct_tls else []),
             pass_fds=(to_worker_r, from_worker_w),
             env=env,
             stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ import torch
 from anypu.sdk.models import mlp
 
 _LEASED = "sdk.run remote, leased (agent --direct-address)"
+_LEASED_TLS = "sdk.run remote, leased, TLS scheduler (as deployed)"
 _VIA_SCHEDULER = "sdk.run remote, every call via the scheduler"
 
 
@@ -66,20 +67,29 @@ def _ray_actor(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: in
 
 
 def _remote(
-    model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, direct: bool
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    repeats: int,
+    warmup: int,
+    direct: bool,
+    tls: bool = False,
 ) -> list[float]:
     """``direct``: the agent serves calls under leases (``--direct-address``), so calls
-    after the first go client → agent; else every call goes through the scheduler."""
+    after the first go client → agent; else every call goes through the scheduler.
+    ``tls``: the scheduler as deployed (TLS, agents enrolled), so direct calls are TLS."""
+    from anypu.scheduler._enrolment import client_ca
     from anypu.sdk import Client
     from anypu.sdk._transport import GrpcTransport
 
     from tests.cluster import Cluster
 
     with tempfile.TemporaryDirectory() as work:
-        cluster = Cluster(Path(work), **{"heartbeat-interval": 1.0, "lost-after": 5.0})
+        flags = {"heartbeat-interval": 1.0, "lost-after": 5.0}
+        cluster = Cluster(Path(work), tls=tls, **flags)  # type: ignore[arg-type]
         try:
             cluster.add_agent("bench-1", "edge", direct=direct)
-            client = Client(GrpcTransport(cluster.address, cluster.token))
+            ca = client_ca(cluster.address, cluster.ca_hash) if tls else None
+            client = Client(GrpcTransport(cluster.address, cluster.token, ca))
             cluster.wait_nodes(client, 1)
             times = _measure(lambda: client.run(model, x), repeats, warmup)
             client.close()
@@ -106,6 +116,7 @@ def main() -> None:
     rows["sdk.run embedded"] = _measure(lambda: sdk.run(model, x), args.repeats, args.warmup)
     sdk.disconnect()
     rows[_LEASED] = _remote(model, x, args.repeats, args.warmup, direct=True)
+    rows[_LEASED_TLS] = _remote(model, x, args.repeats, args.warmup, direct=True, tls=True)
     rows[_VIA_SCHEDULER] = _remote(model, x, args.repeats, args.warmup, direct=False)
     if not args.no_ray:
         ray_times = _ray_actor(model, x, args.repeats, args.warmup)
@@ -135,6 +146,8 @@ def main() -> None:
             " (target ≤ 0.10)"
         )
         print(f"remote call / Ray call = {leased / ray_median:.3f} (target ≤ 0.50)")
+        leased_tls, _ = _summary(rows[_LEASED_TLS])
+        print(f"  (the same over TLS, as deployed: {leased_tls / ray_median:.3f})")
         print(
             f"  (without leases, every call through the scheduler: {via_scheduler / ray_median:.3f})"
         )

@@ -44,6 +44,7 @@ __all__ = [
     "new_key_and_csr",
     "parse_ca_hash",
     "server_credentials",
+    "serves_tls",
 ]
 
 SERVER_NAME = "anypu-scheduler"
@@ -188,7 +189,7 @@ class CertificateAuthority:
         self,
         public_key: object,
         name: str,
-        usage: x509.ObjectIdentifier,
+        usages: list[x509.ObjectIdentifier],
         not_before: datetime.datetime,
         not_after: datetime.datetime,
         sans: list[x509.GeneralName],
@@ -202,7 +203,7 @@ class CertificateAuthority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -222,7 +223,7 @@ class CertificateAuthority:
         cert = self._sign(
             key.public_key(),
             SERVER_NAME,
-            ExtendedKeyUsageOID.SERVER_AUTH,
+            [ExtendedKeyUsageOID.SERVER_AUTH],
             now - datetime.timedelta(minutes=5),
             now + datetime.timedelta(days=days),
             sans,
@@ -237,7 +238,9 @@ class CertificateAuthority:
         valid_s: float,
         not_before: datetime.datetime | None = None,
     ) -> bytes:
-        """Sign a node's CSR as ``CN=name``, whatever name the CSR itself asks for."""
+        """Sign a node's CSR as ``CN=name``, whatever name the CSR itself asks for. The
+        certificate authenticates the node to the scheduler (client auth) and to clients
+        making direct calls under a lease (server auth, checked against ``name``)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as error:
@@ -248,7 +251,7 @@ class CertificateAuthority:
         return self._sign(
             csr.public_key(),
             name,
-            ExtendedKeyUsageOID.CLIENT_AUTH,
+            [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
             start,
             start + datetime.timedelta(seconds=valid_s),
             [x509.DNSName(name)],
@@ -275,6 +278,16 @@ def server_credentials(
         root_certificates=ca_pem if require_client_auth else None,
         require_client_auth=require_client_auth,
     )
+
+
+def serves_tls(cert_pem: bytes) -> bool:
+    """Whether a node certificate may serve direct calls (it names server auth)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return ExtendedKeyUsageOID.SERVER_AUTH in usage
 
 
 def channel_credentials(ca_pem: bytes, identity: Identity | None = None) -> grpc.ChannelCredentials:

@@ -180,6 +180,21 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _direct_tls(tls: Any, name: str, tier: str, devices: list) -> tuple[str, str]:
+    """The node certificate and key files that direct calls are served with over TLS:
+    enrolled now, not at the first join, since the servers start before it."""
+    from anypu.scheduler._tls import serves_tls
+
+    identity = tls.identity(name, tier, len(devices), sum(d.memory_bytes for d in devices))
+    if not serves_tls(identity.cert_pem):
+        raise AnypuError(
+            f"the certificate in {tls.folder} predates direct calls over TLS (it is for"
+            " client auth only): remove that folder and enrol again with a join token, or"
+            " drop --direct-address (calls then all go through the scheduler)"
+        )
+    return str(tls.folder / "node.pem"), str(tls.folder / "node.key")
+
+
 def _agent(args: argparse.Namespace) -> int:
     from anypu.agents._agent import Agent, AgentConfig
     from anypu.agents._link import GrpcLink
@@ -211,11 +226,9 @@ def _agent(args: argparse.Namespace) -> int:
             " clients reach this machine at (it is also what they are told), e.g."
             " 10.0.0.7:7080; port 0 picks a free one"
         )
+    direct_tls = None
     if tls is not None and args.direct_address:
-        raise AnypuError(
-            "--direct-address serves calls in plaintext, so it cannot be combined with a"
-            " TLS scheduler (--ca-hash); drop it (calls then all go through the scheduler)"
-        )
+        direct_tls = _direct_tls(tls, name, args.tier, devices)
     agent = Agent(
         AgentConfig(
             name=name,
@@ -226,6 +239,7 @@ def _agent(args: argparse.Namespace) -> int:
             labels=labels,
             cache_dir=args.cache_dir,
             direct_address=args.direct_address,
+            direct_tls=direct_tls,
         ),
         GrpcLink(args.scheduler, token, tls),
     )
@@ -371,8 +385,9 @@ def _parser() -> argparse.ArgumentParser:
         "--direct-address",
         default="",
         metavar="HOST:PORT",
-        help="take clients' calls under leases here, skipping the scheduler (plaintext;"
-        " clients must reach it; port 0 picks one); default: none",
+        help="take clients' calls under leases here, skipping the scheduler (TLS with this"
+        " node's certificate when the scheduler uses TLS; clients must reach it; port 0"
+        " picks one); default: none",
     )
     a.set_defaults(handler=_agent)
 

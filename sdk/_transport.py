@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from typing import Any, Protocol
 
@@ -110,11 +111,15 @@ class GrpcTransport:
             from anypu.scheduler._tls import channel_credentials
 
             credentials = channel_credentials(ca_pem)
+        self._ca_pem = ca_pem
+        self._credentials = credentials
         self._channel = grpc_channel(address, credentials)
         self._jobs = rpc.JobServiceStub(self._channel)
         self._blobs = rpc.BlobServiceStub(self._channel)
         self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
-        self._agents: dict[str, tuple[Any, Any]] = {}  # direct address -> (channel, stub)
+        self._agents: dict[
+            tuple[str, str], tuple[Any, Any]
+        ] = {}  # (address, node) -> (channel, stub)
         self._agents_lock = threading.Lock()
         # lease id -> the worker process serving it, as its agent named it, and the open
         # connection to it (a lease serves one call at a time, so one each)
@@ -166,10 +171,10 @@ class GrpcTransport:
         worker = self._workers.get(lease.lease_id)
         try:
             if worker is not None:
-                result = self._call_worker(lease.lease_id, worker, payload)
+                result = self._call_worker(lease, worker, payload)
             else:
                 request = convert.direct_run_request(lease.lease_id, payload)
-                response = self._agent(lease.address).Run(request)
+                response = self._agent(lease.address, lease.node_id).Run(request)
                 result, worker = convert.direct_run_result(response)
                 if result is not None and worker:
                     self._workers[lease.lease_id] = worker
@@ -182,19 +187,23 @@ class GrpcTransport:
             self._forget(lease.lease_id)
         return result
 
-    def _call_worker(self, lease_id: str, address: str, payload: bytes) -> m.JobResult | None:
+    def _call_worker(self, lease: m.Lease, address: str, payload: bytes) -> m.JobResult | None:
         from anypu.agents._direct import result_from_frame
         from anypu.agents._wire import read_frame, write_frame
 
-        connection = self._connections.get(lease_id)
+        connection = self._connections.get(lease.lease_id)
         if connection is None:
             host, _, port = address.rpartition(":")
             connection = socket.create_connection((host, int(port)), timeout=10)
-            connection.settimeout(None)  # a call runs as long as its model does
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._connections[lease_id] = connection
-        write_frame(connection.fileno(), {"lease_id": lease_id}, payload)
-        return result_from_frame(*read_frame(connection.fileno(), 2 * INLINE_LIMIT))
+            if self._ca_pem is not None:  # the worker must show its node's certificate
+                context = ssl.create_default_context(cadata=self._ca_pem.decode())
+                connection = context.wrap_socket(connection, server_hostname=lease.node_id)
+            connection.settimeout(None)  # a call runs as long as its model does
+            self._connections[lease.lease_id] = connection
+        channel = connection.fileno() if self._ca_pem is None else connection
+        write_frame(channel, {"lease_id": lease.lease_id}, payload)
+        return result_from_frame(*read_frame(channel, 2 * INLINE_LIMIT))
 
     def _forget(self, lease_id: str) -> None:
         self._workers.pop(lease_id, None)
@@ -202,14 +211,18 @@ class GrpcTransport:
         if connection is not None:
             connection.close()
 
-    def _agent(self, address: str) -> Any:
+    def _agent(self, address: str, node_id: str) -> Any:
         from anypu.agents._link import grpc_channel
 
         with self._agents_lock:
-            known = self._agents.get(address)
+            known = self._agents.get((address, node_id))
             if known is None:
-                channel = grpc_channel(address, None)
-                known = self._agents[address] = (channel, rpc.DirectServiceStub(channel))
+                # With TLS the agent must show a certificate from the scheduler's CA that
+                # names the node the lease is on: another node's will not do.
+                credentials = self._credentials
+                channel = grpc_channel(address, credentials, server_name=node_id)
+                stub = rpc.DirectServiceStub(channel)
+                known = self._agents[(address, node_id)] = (channel, stub)
         return known[1]
 
     def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:

@@ -139,7 +139,12 @@ class Cluster:
         from anypu.sdk import Client
         from anypu.sdk._transport import GrpcTransport
 
-        client = Client(GrpcTransport(self.address, self.token))
+        ca_pem = None
+        if self.tls:
+            from anypu.scheduler._enrolment import client_ca
+
+            ca_pem = client_ca(self.address, self.ca_hash)
+        client = Client(GrpcTransport(self.address, self.token, ca_pem))
         try:
             self.wait_nodes(client, nodes)
             yield client

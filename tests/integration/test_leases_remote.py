@@ -80,7 +80,9 @@ def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(clu
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--ca-hash", "sha256:" + "0" * 64], "--direct-address serves calls in plaintext"),
+        # With TLS the node enrols before serving direct calls: a scheduler that is not
+        # there is said so at once.
+        (["--ca-hash", "sha256:" + "0" * 64], "no anypu scheduler answers at 127.0.0.1:9"),
         (["--direct-address", "0.0.0.0:7080"], "the address clients reach this machine at"),
     ],
 )
@@ -95,3 +97,35 @@ def test_a_direct_address_that_cannot_work_is_refused_clearly(flags, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_over_tls_the_leased_node_must_show_its_own_certificate(tmp_path):
+    # A TLS scheduler: the agent and its worker serve direct calls with the node's
+    # certificate, and a client accepts it only from the node its lease names.
+    import dataclasses
+
+    from anypu.scheduler._enrolment import client_ca
+    from anypu.sdk._transport import GrpcTransport
+
+    cluster = Cluster(tmp_path, tls=True)
+    try:
+        cluster.add_agent("direct-tls", "edge", direct=True)
+        with cluster.connected_client(1) as client:
+            model, x = mlp(), torch.randn(8, 256)
+            for _ in range(4):
+                torch.testing.assert_close(client.run(model, x), model(x))
+            jobs = jobs_by_age(client, 4)
+            assert [j.placement.solver for j in jobs][1:] == ["lease"] * 3
+            assert list(client.transport._workers.values()) != []  # the worker, over TLS
+            lease = next(iter(client._leases.values())).lease
+            assert lease.node_id == "direct-tls" and lease.address
+            ca = client_ca(cluster.address, cluster.ca_hash)
+            for node_id, answered in (("direct-tls", True), ("someone-else", False)):
+                fresh = GrpcTransport(cluster.address, cluster.token, ca)
+                try:
+                    result = fresh.run_leased(dataclasses.replace(lease, node_id=node_id), (x,))
+                finally:
+                    fresh.close()
+                assert (result is not None and result.ok) is answered, node_id
+    finally:
+        cluster.close()

@@ -10,10 +10,12 @@ from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.scheduler._tls import (
     CertificateAuthority,
+    Identity,
     cert_hash,
     common_name,
     new_key_and_csr,
     parse_ca_hash,
+    serves_tls,
 )
 from anypu.scheduler._tokens import (
     AccessDeniedError,
@@ -158,6 +160,36 @@ def test_node_certificates_carry_the_name_the_ca_chose():
     parsed.verify_directly_issued_by(ca.cert)
     assert cert_hash(cert) != ca.hash and ca.hash.startswith("sha256:")
     assert parse_ca_hash(ca.hash.upper().replace("SHA256:", "")) == ca.hash
+    # It authenticates the node to the scheduler and, for direct calls, to clients.
+    assert serves_tls(cert) and not serves_tls(ca.cert_pem)
+
+
+def test_a_node_certificate_from_before_direct_tls_is_refused_with_what_to_do(tmp_path):
+    import datetime
+    from types import SimpleNamespace
+
+    from anypu.sdk._cli import _direct_tls
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from anypu.errors import AnypuError
+
+    ca = CertificateAuthority.create()
+    key, csr = new_key_and_csr("edge-1")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    client_only = ca._sign(
+        x509.load_pem_x509_csr(csr).public_key(), "edge-1",
+        [ExtendedKeyUsageOID.CLIENT_AUTH], now, now + datetime.timedelta(days=1), [],
+    )  # fmt: skip
+    for cert, ok in ((client_only, False), (ca.sign_node(csr, "edge-1", 3600), True)):
+        identity = Identity(cert, key)
+        tls = SimpleNamespace(folder=tmp_path, identity=lambda *_, i=identity: i)
+        if ok:
+            assert _direct_tls(tls, "edge-1", "edge", []) == (
+                str(tmp_path / "node.pem"), str(tmp_path / "node.key"),
+            )  # fmt: skip
+        else:
+            with pytest.raises(AnypuError, match="predates direct calls over TLS"):
+                _direct_tls(tls, "edge-1", "edge", [])
 
 
 def test_a_ca_is_generated_once_and_reloaded(tmp_path):
