@@ -176,11 +176,12 @@ def replay(
             accepted += placed
             steady_used.append(100 * used / capacity)
             steady_held.append(100 * held / capacity)
-        for level in (1.0, 1.3):
-            key_ = f"{level:.0%}"
-            if not lifetime and key_ not in figures and arrived >= level * capacity:
-                figures[f"used@{key_}"] = 100 * used / capacity
-                figures[f"held@{key_}"] = 100 * held / capacity
+        if not lifetime:
+            for level in (1.0, 1.3):
+                label = f"{level:.0%}"
+                if f"used@{label}" not in figures and arrived >= level * capacity:
+                    figures[f"used@{label}"] = 100 * used / capacity
+                    figures[f"held@{label}"] = 100 * held / capacity
     if lifetime:
         figures["used@steady"] = statistics.mean(steady_used)
         figures["held@steady"] = statistics.mean(steady_held)

@@ -111,15 +111,17 @@ class GrpcTransport:
             from anypu.scheduler._tls import channel_credentials
 
             credentials = channel_credentials(ca_pem)
-        self._ca_pem = ca_pem
         self._credentials = credentials
+        # Direct calls to a worker: TLS trusting only the scheduler's CA, when it has one.
+        self._worker_tls = (
+            ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem is not None else None
+        )
         self._channel = grpc_channel(address, credentials)
         self._jobs = rpc.JobServiceStub(self._channel)
         self._blobs = rpc.BlobServiceStub(self._channel)
         self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
-        self._agents: dict[
-            tuple[str, str], tuple[Any, Any]
-        ] = {}  # (address, node) -> (channel, stub)
+        # (agent's direct address, its node) -> (channel, stub)
+        self._agents: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._agents_lock = threading.Lock()
         # lease id -> the worker process serving it, as its agent named it, and the open
         # connection to it (a lease serves one call at a time, so one each)
@@ -196,12 +198,11 @@ class GrpcTransport:
             host, _, port = address.rpartition(":")
             connection = socket.create_connection((host, int(port)), timeout=10)
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._ca_pem is not None:  # the worker must show its node's certificate
-                context = ssl.create_default_context(cadata=self._ca_pem.decode())
-                connection = context.wrap_socket(connection, server_hostname=lease.node_id)
+            if self._worker_tls is not None:  # it must show the leased node's certificate
+                connection = self._worker_tls.wrap_socket(connection, server_hostname=lease.node_id)
             connection.settimeout(None)  # a call runs as long as its model does
             self._connections[lease.lease_id] = connection
-        channel = connection.fileno() if self._ca_pem is None else connection
+        channel = connection.fileno() if self._worker_tls is None else connection
         write_frame(channel, {"lease_id": lease.lease_id}, payload)
         return result_from_frame(*read_frame(channel, 2 * INLINE_LIMIT))
 
@@ -219,8 +220,7 @@ class GrpcTransport:
             if known is None:
                 # With TLS the agent must show a certificate from the scheduler's CA that
                 # names the node the lease is on: another node's will not do.
-                credentials = self._credentials
-                channel = grpc_channel(address, credentials, server_name=node_id)
+                channel = grpc_channel(address, self._credentials, server_name=node_id)
                 stub = rpc.DirectServiceStub(channel)
                 known = self._agents[(address, node_id)] = (channel, stub)
         return known[1]

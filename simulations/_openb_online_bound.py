@@ -88,10 +88,13 @@ class WasteCertificate:
         """Scaled floor taken away by one arrived pod of ``size`` (forced or not)."""
         return max(size * SCALE - self.values.get(size, 0), 0)
 
+    def penalty(self, arrived: Counter[int]) -> int:
+        """``Σ_s n_s β_s``: what the arrived pods take off the floor, forced or not."""
+        return sum(self.beta(s) * n for s, n in arrived.items())
+
     def bound(self, forced: Counter[int], arrived: Counter[int]) -> int:
         """Scaled floor on the free milli of GPUs holding sharing pods."""
-        gain = sum(self.alpha(s) * f for s, f in forced.items())
-        return gain - sum(self.beta(s) * n for s, n in arrived.items())
+        return sum(self.alpha(s) * f for s, f in forced.items()) - self.penalty(arrived)
 
 
 def waste_certificate(forced: Counter[int], arrived: Counter[int]) -> WasteCertificate:
@@ -201,91 +204,87 @@ def _instance(nodes: NodeTable, pods: PodTable, upto: int) -> _Instance:
     )
 
 
-def _scaled_floor(inst: _Instance, alpha: np.ndarray, const: int, a: int) -> int:
-    """``LAMBDA_STEPS · SCALE`` × the floor for ``λ = a / LAMBDA_STEPS`` and a certificate
-    (``alpha`` per pod, ``const = Σ n_s β_s``), by a minimum cut.
+class _Closure:
+    """The minimum-weight closure of one certificate, as a flow network built once; each
+    ``λ = a / LAMBDA_STEPS`` only sets the capacities (:meth:`scaled_floor`).
 
     Closure nodes: ``y_{r,τ}`` ("shape ``r`` fits nowhere before arrival ``τ``") at the
     arrivals where it matters, chained in ``τ``; ``z_j`` ("pod ``j`` dropped"). A pod's own
     ``y`` earns ``a α_j`` (it is not forced after all); ``z_j`` costs
-    ``(STEPS − a) v_j SCALE``.
+    ``(STEPS − a) v_j SCALE``. Node 0 is the source, node 1 the sink.
     """
-    from ortools.graph.python import max_flow
 
-    upto = len(inst.own)
-    earners = np.flatnonzero((inst.own >= 0) & (alpha > 0))
-    # forced whatever the policy: an untouched node still holds the pod's shape
-    earners = earners[earners >= inst.hosts[inst.own[earners]]]
-    drop = a < LAMBDA_STEPS  # at λ = 1 dropping is free: no z node matters
-    pairs_pod = inst.drop_pod if drop else inst.drop_pod[:0]
-    pairs_shape = inst.drop_shape if drop else inst.drop_shape[:0]
-    key_shape = np.concatenate([inst.own[earners], pairs_shape])
-    key_time = np.concatenate([earners, pairs_pod])
-    keys = np.unique(key_shape * upto + key_time)  # sorted by shape, then time: the chains
-    y_node = {int(k): 2 + n for n, k in enumerate(keys.tolist())}
-    tails: list[int] = []
-    heads: list[int] = []
-    caps: list[int] = []
-    infinite = 1 << 62
-    same_chain = (keys[1:] // upto) == (keys[:-1] // upto)
-    for n in np.flatnonzero(same_chain).tolist():
-        tails.append(2 + n)  # y_{r,τ} ⇒ y_{r,τ'}
-        heads.append(3 + n)
-        caps.append(infinite)
-    positive = 0
-    for j in earners.tolist():
-        profit = a * int(alpha[j])
-        if profit:
-            tails.append(0)
-            heads.append(y_node[int(inst.own[j]) * upto + j])
-            caps.append(profit)
-            positive += profit
-    z_base = 2 + len(keys)
-    z_pods, z_index = np.unique(pairs_pod, return_inverse=True)
-    per_milli = (LAMBDA_STEPS - a) * SCALE
-    for n, j in enumerate(z_pods.tolist()):
-        tails.append(z_base + n)
-        heads.append(1)
-        caps.append(per_milli * int(inst.volume[j]))
-    for j, r, n in zip(pairs_pod.tolist(), pairs_shape.tolist(), z_index.tolist(), strict=True):
-        tails.append(y_node[r * upto + j])  # y_{r,j} ⇒ z_j
-        heads.append(z_base + n)
-        caps.append(infinite)
-    cut = 0
-    if tails:
-        flow = max_flow.SimpleMaxFlow()
-        flow.add_arcs_with_capacity(
-            np.asarray(tails, dtype=np.int32),
-            np.asarray(heads, dtype=np.int32),
-            np.asarray(caps, dtype=np.int64),
+    def __init__(self, inst: _Instance, alpha: np.ndarray, const: int) -> None:
+        self.inst, self.const = inst, const
+        self.all_forced = int(alpha.sum())
+        upto = len(inst.own)
+        earners = np.flatnonzero((inst.own >= 0) & (alpha > 0))
+        # forced whatever the policy: an untouched node still holds the pod's shape
+        earners = earners[earners >= inst.hosts[inst.own[earners]]]
+        earner_keys = inst.own[earners] * upto + earners
+        drop_keys = inst.drop_shape * upto + inst.drop_pod
+        keys = np.unique(np.concatenate([earner_keys, drop_keys]))  # by shape, then time
+        chain = np.flatnonzero(keys[1:] // upto == keys[:-1] // upto)
+        z_pods, z_index = np.unique(inst.drop_pod, return_inverse=True)
+        z_base = 2 + len(keys)
+        infinite = [
+            (2 + chain, 3 + chain),  # y_{r,τ} ⇒ y_{r,τ'}
+            (2 + np.searchsorted(keys, drop_keys), z_base + z_index.reshape(-1)),  # y ⇒ z_j
+        ]
+        self.tails = np.concatenate(
+            [t for t, _ in infinite]
+            + [np.zeros(len(earners), dtype=np.int64), z_base + np.arange(len(z_pods))]
+        ).astype(np.int32)
+        self.heads = np.concatenate(
+            [h for _, h in infinite]
+            + [2 + np.searchsorted(keys, earner_keys), np.ones(len(z_pods), dtype=np.int64)]
+        ).astype(np.int32)
+        self.infinite = sum(len(t) for t, _ in infinite)
+        self.earner_alpha = alpha[earners].astype(np.int64)
+        self.z_volume = inst.volume[z_pods].astype(np.int64)
+
+    def scaled_floor(self, a: int) -> int:
+        """``LAMBDA_STEPS · SCALE`` × the floor for ``λ = a / LAMBDA_STEPS``."""
+        from ortools.graph.python import max_flow
+
+        profits = a * self.earner_alpha
+        caps = np.concatenate(
+            [
+                np.full(self.infinite, 1 << 62, dtype=np.int64),
+                profits,
+                (LAMBDA_STEPS - a) * SCALE * self.z_volume,
+            ]
         )
-        if flow.solve(0, 1) != flow.OPTIMAL:
-            raise AnypuError("the minimum cut of the online floor did not solve")
-        cut = int(flow.optimal_flow())
-    all_forced = int(alpha.sum())
-    slack = inst.capacity - inst.requested
-    return a * (all_forced - const) + (LAMBDA_STEPS - a) * slack * SCALE - (positive - cut)
+        cut = 0
+        if len(caps):
+            flow = max_flow.SimpleMaxFlow()
+            flow.add_arcs_with_capacity(self.tails, self.heads, caps)
+            if flow.solve(0, 1) != flow.OPTIMAL:
+                raise AnypuError("the minimum cut of the online floor did not solve")
+            cut = int(flow.optimal_flow())
+        slack = self.inst.capacity - self.inst.requested
+        max_profit = int(profits.sum()) - cut
+        return a * (self.all_forced - self.const) + (LAMBDA_STEPS - a) * slack * SCALE - max_profit
 
+    def best_lambda(self) -> tuple[int, int]:
+        """``(scaled floor, a)`` maximised over ``a``: the floor is a minimum of functions
+        affine in ``λ``, so concave, and a ternary search finds its top."""
+        lo, hi = 0, LAMBDA_STEPS
+        seen: dict[int, int] = {}
 
-def _best_lambda(inst: _Instance, alpha: np.ndarray, const: int) -> tuple[int, int]:
-    """``(scaled floor, a)`` maximised over ``a``: the floor is a minimum of functions
-    affine in ``λ``, so concave, and a ternary search finds its top."""
-    lo, hi = 0, LAMBDA_STEPS
-    seen: dict[int, int] = {}
+        def value(a: int) -> int:
+            if a not in seen:
+                seen[a] = self.scaled_floor(a)
+            return seen[a]
 
-    def value(a: int) -> int:
-        if a not in seen:
-            seen[a] = _scaled_floor(inst, alpha, const, a)
-        return seen[a]
-
-    while hi - lo > 2:
-        m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
-        if value(m1) < value(m2):
-            lo = m1 + 1
-        else:
-            hi = m2
-    a = max(range(lo, hi + 1), key=value)
-    return value(a), a
+        while hi - lo > 2:
+            m1, m2 = lo + (hi - lo) // 3, hi - (hi - lo) // 3
+            if value(m1) < value(m2):
+                lo = m1 + 1
+            else:
+                hi = m2
+        a = max(range(lo, hi + 1), key=value)
+        return value(a), a
 
 
 def online_floor(
@@ -317,8 +316,7 @@ def online_floor(
         cert = waste_certificate(forced, inst.arrived)
         alpha = np.array([cert.alpha(int(s)) for s in sizes.tolist()], dtype=np.int64)
         alpha[inst.own < 0] = 0
-        const = sum(cert.beta(s) * n for s, n in inst.arrived.items())
-        value, a = _best_lambda(inst, alpha, const)
+        value, a = _Closure(inst, alpha, cert.penalty(inst.arrived)).best_lambda()
         if value > best[0]:
             best = (value, a, pct)
     return OnlineFloor(

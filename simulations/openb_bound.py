@@ -135,7 +135,7 @@ class SeedReport:
                 }
                 if self.online
                 else None
-            ),  # fmt: skip
+            ),
             "measured_unalloc_100_pct": {p: round(v, 4) for p, v in self.measured.items()},
         }
 
