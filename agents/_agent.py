@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from anypu import PROTOCOL_VERSION, __version__, _codec
 from anypu.agents._link import SchedulerLink
 from anypu.agents._workers import (
     SliceJob,
@@ -30,10 +31,8 @@ from anypu.agents._workers import (
     run_dispatched_here,
 )
 from anypu.devices import Device
-from anypu.protos import messages as m
-
-from anypu import PROTOCOL_VERSION, __version__, _codec
 from anypu.errors import AuthenticationError, ConfigError
+from anypu.protos import messages as m
 
 __all__ = ["Agent", "AgentConfig"]
 

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
+
 from anypu.agents._wire import read_frame, write_frame
+from anypu.errors import ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
-
-from anypu.errors import ConfigError
 
 __all__ = ["DirectServer", "FrameServer", "result_from_frame", "result_to_frame"]
 

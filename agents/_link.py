@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+
+from anypu.errors import AnypuError, AuthenticationError, ConfigError, SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
-
-from anypu.errors import AnypuError, AuthenticationError, ConfigError, SchedulerUnavailableError
 
 if TYPE_CHECKING:
     from anypu.scheduler._enrolment import NodeTLS

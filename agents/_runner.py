@@ -67,9 +67,8 @@ class ModelRunner:
         ``args``: the inputs themselves (a call from this process): nothing is decoded, and
         the outputs come back as tensors, not encoded.
         """
-        from anypu.agents._artifact import ArtifactError, run_model
-
         from anypu import _codec
+        from anypu.agents._artifact import ArtifactError, run_model
 
         answer: dict[str, Any] = {"job_id": request["job_id"], "attempt": request["attempt"]}
         load_seconds, stage = 0.0, "load"

@@ -70,6 +70,7 @@ class _Leases:
     def run(self, lease_id: str, inputs: bytes) -> tuple[Any, str]:
         """A direct call: DirectService's ``run_leased``."""
         import torch
+
         from anypu.agents._workers import _answer
 
         lease = self.held.get(lease_id)
@@ -104,6 +105,7 @@ def _serve(
     direct_tls: tuple[str, str] | None = None,
 ) -> None:
     import torch  # noqa: F401  (after the environment is set)
+
     from anypu.agents._runner import ModelRunner
     from anypu.devices import Device, apply_slice_limits, worker_torch_device
 

@@ -34,12 +34,12 @@ HEARTBEAT_S = 1.0
 
 def _agent_process(address: str, token: str, names: list[str], stop: object) -> None:
     import grpc
+
+    from anypu import PROTOCOL_VERSION
     from anypu.devices import Device
     from anypu.protos import anypu_v1_pb2_grpc as rpc
     from anypu.protos import convert
     from anypu.protos import messages as m
-
-    from anypu import PROTOCOL_VERSION
 
     device = Device("gpu0", "gpu", "nvidia", "T4", 16 << 30, 8.1, "cpu", simulated=True)
 
@@ -110,7 +110,6 @@ def main() -> None:
 
     from anypu.protos import messages as m
     from anypu.sdk._transport import GrpcTransport
-
     from tests.cluster import Cluster
 
     work = Path(tempfile.mkdtemp(prefix="anypu-load-"))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from anypu.sdk.models import mlp
 
 _LEASED = "sdk.run remote, leased (agent --direct-address)"
@@ -80,7 +81,6 @@ def _remote(
     from anypu.scheduler._enrolment import client_ca
     from anypu.sdk import Client
     from anypu.sdk._transport import GrpcTransport
-
     from tests.cluster import Cluster
 
     with tempfile.TemporaryDirectory() as work:

@@ -20,6 +20,8 @@ import sys
 import time
 
 import numpy as np
+
+from anypu.errors import AnypuError
 from anypu.placement import PlacementConfig, plan
 from anypu.placement.gpushare import (
     POLICIES,
@@ -31,8 +33,6 @@ from anypu.placement.gpushare import (
 )
 from anypu.simulations._openb_protocol import inflate, replay, replay_batch
 from anypu.simulations.openb import NODE_LIST, resolve_pod_list, trace_dir
-
-from anypu.errors import AnypuError
 from benchmarks.placement_live import cluster, jobs
 
 

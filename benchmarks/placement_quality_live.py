@@ -29,6 +29,7 @@ import statistics
 import time
 
 import numpy as np
+
 from anypu.devices import Device
 from anypu.placement import (
     POLICY_NAMES,

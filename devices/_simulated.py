@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from anypu.devices._model import DEVICE_KINDS, Device
 
+from anypu.devices._model import DEVICE_KINDS, Device
 from anypu.errors import ConfigError
 
 __all__ = ["SimulatedDevices", "load_devices_file", "parse_devices", "parse_size"]

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
 from anypu.placement._framework import FilterPlugin, PlanContext
 from anypu.placement._model import DeviceView, JobRequest, NodeView
 

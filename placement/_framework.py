@@ -19,11 +19,11 @@ from types import MappingProxyType
 from typing import Protocol
 
 import numpy as np
+
+from anypu.errors import ConfigError
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView
 from anypu.placement._network import NetworkCosts
 from anypu.placement.gpushare._policies import TRACE_POLICIES as _GPUSHARE_POLICIES
-
-from anypu.errors import ConfigError
 
 __all__ = [
     "DEFAULT_EFFICIENCY",

@@ -63,6 +63,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+
 from anypu.devices import Device
 from anypu.placement._filters import DEFAULT_FILTERS, allowed_devices
 from anypu.placement._framework import TERMS, PlacementConfig, PlanContext

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from anypu.placement._framework import DeviceIndex, PlanContext, ScorePlugin
 from anypu.placement._model import JobRequest
 

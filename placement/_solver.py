@@ -58,11 +58,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from ortools.sat.python import cp_model
+
 from anypu.placement._filters import DEFAULT_FILTERS, allowed_devices, explain_unschedulable
 from anypu.placement._framework import TERMS, PlacementConfig, PlanContext
 from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan
 from anypu.placement._scores import score_terms
-from ortools.sat.python import cp_model
 
 __all__ = ["plan"]
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+
+from anypu.errors import ConfigError
 from anypu.scheduler._security import ENROL_METHOD, INFO_METHOD, decode_json, encode_json
 from anypu.scheduler._tls import (
     Identity,
@@ -25,9 +28,6 @@ from anypu.scheduler._tls import (
     new_key_and_csr,
     parse_ca_hash,
 )
-from cryptography import x509
-
-from anypu.errors import ConfigError
 
 __all__ = ["NodeTLS", "client_ca"]
 

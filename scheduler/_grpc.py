@@ -16,6 +16,8 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.scheduler._guard import DecodeGuard
@@ -30,8 +32,6 @@ from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError
 from anypu.scheduler._tls import server_credentials
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
-
-from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["BLOB_CHUNK_BYTES", "MAX_MESSAGE_BYTES", "serve"]
 

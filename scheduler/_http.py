@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from anypu import PROTOCOL_VERSION, __version__
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.protos.messages import JobInfo, NodeInfo
 from anypu.scheduler._metrics import (
@@ -45,10 +49,6 @@ from anypu.scheduler._metrics import (
 from anypu.scheduler._records import JOB_STATES
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer
-from prometheus_client import CONTENT_TYPE_LATEST
-
-from anypu import PROTOCOL_VERSION, __version__
-from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["ApiError", "DashboardServer", "serve_http", "topology_layout"]
 

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from anypu.placement import TIERS
 from anypu.protos.messages import JobInfo, NodeInfo, PlacementInfo
 from anypu.scheduler._state import PersistJob, SchedulerState
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 __all__ = [
     "NODE_STATES",

@@ -21,12 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.scheduler._throttle import FailureThrottle
 from anypu.scheduler._tls import CertificateAuthority, Identity, cert_hash, common_name
 from anypu.scheduler._tokens import UNLIMITED, Enrolment, NameTakenError, TokenStore
-
-from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = [
     "ENROL_METHOD",

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from anypu import PROTOCOL_VERSION
 from anypu.devices import DEVICE_KINDS
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord, NodeRecord
@@ -41,9 +43,6 @@ from anypu.scheduler._state import (
 )
 from anypu.scheduler._store import BlobStore, StateStore
 from anypu.scheduler._tokens import Enrolment
-
-from anypu import PROTOCOL_VERSION
-from anypu.errors import AuthenticationError, ConfigError
 
 __all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
 

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.placement import (
     WORKLOAD_WINDOW,
@@ -34,8 +35,6 @@ from anypu.protos import messages as m
 from anypu.scheduler._leases import HeldLease, LeaseBook
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
-
-from anypu import PROTOCOL_VERSION
 
 __all__ = [
     "Action",

@@ -23,10 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from anypu.errors import AnypuError, AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.scheduler._store import open_state_db
-
-from anypu.errors import AnypuError, AuthenticationError, ConfigError
 
 __all__ = [
     "AccessDeniedError",

@@ -101,6 +101,7 @@ def start_demo_network(workdir: Path, burst: int = 0) -> DemoNetwork:
     ``burst`` more jobs are submitted and awaited, so pictures show some history.
     """
     import torch
+
     from anypu.sdk import Client, RunOptions
     from anypu.sdk._transport import GrpcTransport
     from anypu.sdk.models import mlp

@@ -7,10 +7,9 @@ import threading
 from dataclasses import fields
 from typing import Any
 
+from anypu.errors import InputError
 from anypu.protos.messages import JobInfo, NodeInfo
 from anypu.sdk._client import Client, JobHandle, RunOptions
-
-from anypu.errors import InputError
 
 __all__ = ["connect", "disconnect", "jobs", "nodes", "run", "submit"]
 

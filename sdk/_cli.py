@@ -25,6 +25,7 @@ __all__ = ["main"]
 
 def _scheduler(args: argparse.Namespace) -> int:
     import yaml
+
     from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
     from anypu.scheduler._grpc import serve
     from anypu.scheduler._service import SchedulerService

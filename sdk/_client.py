@@ -14,11 +14,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from anypu.protos import messages as m
-from anypu.sdk._estimate import Profile, estimate_profile
-from anypu.sdk._export import Artifact, ModelCache, call_args
-from anypu.sdk._transport import INLINE_LIMIT, Transport
-
 from anypu import _codec
 from anypu.errors import (
     AnypuError,
@@ -28,6 +23,10 @@ from anypu.errors import (
     SchedulerUnavailableError,
     UnschedulableError,
 )
+from anypu.protos import messages as m
+from anypu.sdk._estimate import Profile, estimate_profile
+from anypu.sdk._export import Artifact, ModelCache, call_args
+from anypu.sdk._transport import INLINE_LIMIT, Transport
 
 __all__ = ["Client", "JobHandle", "RunOptions"]
 

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from anypu.sdk._export import call_args
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from anypu._codec import map_tensors, tree_nbytes
 from anypu.errors import ExportError
+from anypu.sdk._export import call_args
 
 __all__ = ["Profile", "estimate_profile"]
 

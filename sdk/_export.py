@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from anypu.agents._artifact import check_export_archive
-from anypu.devices import DEVICE_KINDS
 
 from anypu._codec import Tree, pack_envelope, signature, validate
+from anypu.agents._artifact import check_export_archive
+from anypu.devices import DEVICE_KINDS
 from anypu.errors import ExportError, InputError
 
 __all__ = ["Artifact", "ModelCache", "call_args", "export_model"]

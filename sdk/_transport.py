@@ -13,13 +13,13 @@ import threading
 from typing import Any, Protocol
 
 import grpc
+
+from anypu import _codec
 from anypu.agents._workers import run_dispatched_here
+from anypu.errors import AnypuError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
-
-from anypu import _codec
-from anypu.errors import AnypuError
 
 __all__ = ["INLINE_LIMIT", "GrpcTransport", "InProcessTransport", "Transport"]
 

@@ -85,9 +85,8 @@ def main() -> int:
         "--hold", action="store_true", help="keep the network and dashboard up until Ctrl-C"
     )
     args = parser.parse_args()
-    from anypu.sdk import models
-
     from anypu import sdk
+    from anypu.sdk import models
 
     work = Path(tempfile.mkdtemp(prefix="anypu-demo-"))
     (work / "network.yaml").write_text(NETWORK)

@@ -52,11 +52,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from anypu.placement.gpushare import MILLI, NodeTable, PodTable
-from anypu.simulations._openb_protocol import inflate
 from ortools.linear_solver import pywraplp
 
 from anypu.errors import AnypuError, ConfigError
+from anypu.placement.gpushare import MILLI, NodeTable, PodTable
+from anypu.simulations._openb_protocol import inflate
 
 __all__ = [
     "RELAXATIONS",

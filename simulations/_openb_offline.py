@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from anypu.placement.gpushare import MILLI, ClusterState, NodeTable, PodTable
 from anypu.simulations._openb_bound import BoundModel
 

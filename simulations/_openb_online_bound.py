@@ -55,10 +55,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from anypu.placement.gpushare import MILLI, NodeTable, PodTable
-from anypu.simulations._openb_bound import _knapsack
 
 from anypu.errors import AnypuError
+from anypu.placement.gpushare import MILLI, NodeTable, PodTable
+from anypu.simulations._openb_bound import _knapsack
 
 __all__ = [
     "LAMBDA_STEPS",

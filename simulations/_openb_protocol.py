@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from anypu.placement.gpushare import (
     BatchPlacer,
     ClusterState,

@@ -26,6 +26,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+
+from anypu.errors import AnypuError, ConfigError
 from anypu.placement.gpushare import (
     AnypuPolicy,
     BatchPlacer,
@@ -52,8 +54,6 @@ from anypu.simulations._openb_report import (
     write_csv,
     write_plot,
 )
-
-from anypu.errors import AnypuError, ConfigError
 
 __all__ = ["main", "parse_seeds", "resolve_pod_list", "run_one", "trace_dir"]
 

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from anypu.errors import ConfigError
 from anypu.placement.gpushare import NodeTable, PodTable, load_nodes, load_pods
 from anypu.simulations._openb_bound import (
     RELAXATIONS,
@@ -49,8 +51,6 @@ from anypu.simulations.openb import (
     run_cli,
     run_one,
 )
-
-from anypu.errors import ConfigError
 
 __all__ = [
     "OfflineResult",

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from ortools.sat.python import cp_model
+
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
 from anypu.placement.gpushare._frag import TypicalPods
 from anypu.placement.gpushare._policies import AnypuPolicy, Choice, Request
-from ortools.sat.python import cp_model
 
 __all__ = ["BatchPlacer", "BatchStats", "gpu_fragment_table"]
 

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
 from anypu.placement.gpushare._cluster import ClusterState, PodTable
 
 __all__ = ["FragCache", "TypicalPods", "fragmentation", "typical_pods"]

@@ -15,6 +15,7 @@ for them, and GPUs of a model that pods restricted to that model will be short o
 from __future__ import annotations
 
 import numpy as np
+
 from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState
 from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation
 

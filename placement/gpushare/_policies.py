@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
 from anypu.placement.gpushare._frag import TypicalPods
 from anypu.placement.gpushare._gradient import DeltaCache, Scarcity, stranded

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
 
 __all__ = ["GapCounts", "GapRule", "waste_plan"]

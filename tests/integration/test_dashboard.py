@@ -10,11 +10,13 @@ import time
 
 import pytest
 import torch
-from anypu.sdk import RunOptions
-from anypu.sdk.models import mlp
 from selenium.webdriver.common.by import By
 
+from anypu.sdk import RunOptions
+from anypu.sdk.models import mlp
 from scripts.dashboard_demo import PENDING_NAME, chromium_driver, start_demo_network
+
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")

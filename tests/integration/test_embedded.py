@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from anypu.sdk.models import mlp, small_cnn
 
 from anypu import sdk
 from anypu.errors import ExportError, InputError
+from anypu.sdk.models import mlp, small_cnn
 
 
 class TwoHeads(torch.nn.Module):

@@ -15,15 +15,15 @@ import time
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from anypu import PROTOCOL_VERSION
 from anypu.agents._link import grpc_channel
 from anypu.devices import Device
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from anypu import PROTOCOL_VERSION
 from tests.cluster import Cluster
 
 SETTINGS = settings(

@@ -8,15 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+
+from anypu._codec import decode, encode
+from anypu.errors import JobFailedError
 from anypu.protos import messages as m
 from anypu.sdk import Client
 from anypu.sdk._client import RunOptions
 from anypu.sdk._embedded import Embedded
 from anypu.sdk._transport import InProcessTransport
 from anypu.sdk.models import mlp
-
-from anypu._codec import decode, encode
-from anypu.errors import JobFailedError
 
 
 class FailsOnNegative(torch.nn.Module):

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
-from anypu.sdk.models import mlp
 
 from anypu.errors import JobFailedError
+from anypu.sdk.models import mlp
 from tests.cluster import Cluster
 from tests.integration.test_network_run import Gather
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from anypu.sdk import RunOptions
 from anypu.sdk.models import mlp
-
 from tests.cluster import Cluster
 
 GPU_AND_HOST = (

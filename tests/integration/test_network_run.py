@@ -8,9 +8,6 @@ import time
 
 import pytest
 import torch
-from anypu.sdk import Client, RunOptions
-from anypu.sdk._transport import GrpcTransport
-from anypu.sdk.models import mlp
 
 from anypu.errors import (
     AuthenticationError,
@@ -18,6 +15,9 @@ from anypu.errors import (
     SchedulerUnavailableError,
     UnschedulableError,
 )
+from anypu.sdk import Client, RunOptions
+from anypu.sdk._transport import GrpcTransport
+from anypu.sdk.models import mlp
 from tests.cluster import Cluster
 
 GPU_NODE = (

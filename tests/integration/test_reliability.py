@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from anypu.errors import JobTimeoutError
 from anypu.scheduler._store import StateStore
 from anypu.sdk import Client, RunOptions
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
-
-from anypu.errors import JobTimeoutError
 from tests.cluster import Cluster
 from tests.integration.test_network_run import GPU_NODE, Slow
 from tests.proxy import Proxy

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from anypu.errors import AuthenticationError
 from anypu.sdk import connect, disconnect
 from anypu.sdk._cli import main
 from anypu.sdk.models import mlp
-
-from anypu.errors import AuthenticationError
 from tests.cluster import Cluster
 
 EDGE = "devices:\n  - {kind: npu, vendor: huawei, model: Ascend-310P, memory: 8GiB, tflops: 22}\n"

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from anypu._codec import encode
 from anypu.agents._artifact import ArtifactError, load_artifact
 from anypu.protos import messages as m
 from anypu.sdk import Client
 from anypu.sdk._export import Artifact, export_model
 from anypu.sdk._transport import GrpcTransport
-
-from anypu._codec import encode
 from tests.cluster import Cluster
 
 CPU_NODE = "devices:\n  - {kind: cpu, vendor: test, model: host, memory: 2GiB, tflops: 0.1}\n"

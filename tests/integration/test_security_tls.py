@@ -11,9 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+
+from anypu import PROTOCOL_VERSION
 from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._link import GrpcLink, grpc_channel
 from anypu.devices import Device
+from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
@@ -33,9 +36,6 @@ from anypu.scheduler._tls import (
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
-
-from anypu import PROTOCOL_VERSION
-from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 
 ADMIN = "admin-token"
 GIB = 1 << 30

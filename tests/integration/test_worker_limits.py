@@ -5,11 +5,11 @@ from __future__ import annotations
 import queue
 
 import torch
+
+from anypu import _codec
 from anypu.agents._workers import SliceJob, SliceWorker
 from anypu.devices import Device
 from anypu.sdk._export import export_model
-
-from anypu import _codec
 
 
 class Balloon(torch.nn.Module):

@@ -6,8 +6,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from anypu.devices import AscendProbe, parse_npu_smi_info
 
+from anypu.devices import AscendProbe, parse_npu_smi_info
 from tests.fakes import FAKES_DIR, recorded
 
 

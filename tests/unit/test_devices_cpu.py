@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from anypu.devices import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
 from anypu.devices._cpu import read_cgroup_cpu_quota, read_cgroup_memory_limit, usable_cores
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from anypu.devices import (
     PROBES,
     AscendProbe,
@@ -18,7 +19,6 @@ from anypu.devices import (
     discover,
     make_probes,
 )
-
 from anypu.errors import ConfigError
 from tests.fakes import FakeGpu, make_fake_pynvml
 

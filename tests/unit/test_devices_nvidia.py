@@ -6,8 +6,8 @@ import sys
 from types import ModuleType
 
 import pytest
-from anypu.devices import NvidiaProbe, nvidia_tflops
 
+from anypu.devices import NvidiaProbe, nvidia_tflops
 from tests.fakes import FakeGpu, make_fake_pynvml
 from tests.fakes.pynvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from anypu.devices import DEVICE_KINDS, load_devices_file, parse_devices, parse_size
 
+from anypu.devices import DEVICE_KINDS, load_devices_file, parse_devices, parse_size
 from anypu.errors import ConfigError
 
 EXAMPLE = """\

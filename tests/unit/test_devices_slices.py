@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from anypu.devices import (
     Device,
     apply_slice_limits,

@@ -6,6 +6,7 @@ import socket
 import struct
 
 import pytest
+
 from anypu.agents._direct import FrameServer, result_from_frame, result_to_frame
 from anypu.agents._wire import read_frame, write_frame
 from anypu.protos import messages as m

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from anypu.sdk._estimate import estimate_profile
-from anypu.sdk.models import mlp, small_cnn, transformer_block
 from torch.utils.flop_counter import FlopCounterMode
 
 from anypu.errors import ExportError, InputError
+from anypu.sdk._estimate import estimate_profile
+from anypu.sdk.models import mlp, small_cnn, transformer_block
 
 
 def test_linear_flops_and_bytes_are_exact() -> None:

@@ -10,13 +10,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
+from anypu._codec import decode, encode, pack_envelope, unpack_envelope
 from anypu.agents._artifact import ArtifactError, LoadedModel, load_artifact, run_model
+from anypu.errors import ExportError, InputError
 from anypu.sdk import _export
 from anypu.sdk._export import Artifact, ModelCache, export_model
 from anypu.sdk.models import mlp, small_cnn, transformer_block
-
-from anypu._codec import decode, encode, pack_envelope, unpack_envelope
-from anypu.errors import ExportError, InputError
 
 
 class DictHead(torch.nn.Module):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from anypu.errors import ConfigError
 from anypu.placement.gpushare import (
     POLICIES,
     ClusterState,
@@ -22,8 +24,6 @@ from anypu.placement.gpushare import (
 from anypu.placement.gpushare._policies import AnypuSSPolicy
 from anypu.placement.gpushare._sumsq import GapCounts, GapRule, waste_plan
 from anypu.simulations._openb_protocol import replay
-
-from anypu.errors import ConfigError
 
 
 def _nodes(*specs: tuple[int, int, str]):

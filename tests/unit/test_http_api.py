@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.placement import build_network
 from anypu.protos import messages as m
@@ -18,8 +20,6 @@ from anypu.scheduler._http import DashboardServer, topology_layout
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
 from anypu.scheduler._throttle import FailureThrottle
-
-from anypu import PROTOCOL_VERSION
 
 TOKEN = "s3cret"
 GPU = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cpu", simulated=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord
@@ -20,8 +21,6 @@ from anypu.scheduler._state import (
     Tick,
 )
 from anypu.scheduler._store import _job_json, _job_to_row
-
-from anypu import PROTOCOL_VERSION
 
 CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
 

@@ -6,7 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
+from anypu.errors import ConfigError
 from anypu.placement import (
     POLICY_NAMES,
     ClusterSnapshot,
@@ -27,9 +30,6 @@ from anypu.scheduler._state import (
 )
 from anypu.sdk._cli import main
 from anypu.sdk._status import format_status
-
-from anypu import PROTOCOL_VERSION
-from anypu.errors import ConfigError
 from tests.unit.test_placement_live import GiB, device, job, node, where
 
 
@@ -300,6 +300,7 @@ def test_status_names_who_placed_the_newest_job() -> None:
 
 
 def test_the_scheduler_keeps_a_held_back_job_pending_and_places_it_when_a_slice_frees() -> None:
+    from anypu import PROTOCOL_VERSION
     from anypu.protos import messages as m
     from anypu.scheduler._state import (
         AgentConnected,
@@ -310,8 +311,6 @@ def test_the_scheduler_keeps_a_held_back_job_pending_and_places_it_when_a_slice_
         Send,
         Tick,
     )
-
-    from anypu import PROTOCOL_VERSION
 
     gpu = Device("g0", "gpu", "nvidia", "T4", 16 * GiB, 8.0, "cuda:0", True, 1, 1)
     config = SchedulerConfig(

@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from anypu.devices import Device
 from anypu.protos import messages as m
 from anypu.scheduler._metrics import SchedulerMetrics, fragmentation, usage_by_tier_kind
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.unit.test_http_api import CPU, GPU, NPU, TOKEN, Agent, run_one, submit
 
 ROOT = Path(__file__).resolve().parents[2]

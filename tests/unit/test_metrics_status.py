@@ -6,7 +6,6 @@ import json
 
 from anypu.protos import messages as m
 from anypu.sdk._status import format_status, status_document
-
 from tests.unit.test_http_api import CPU, GPU, NPU
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from anypu.placement.gpushare import (
     MILLI,
     ClusterState,
@@ -22,7 +23,6 @@ from anypu.simulations._openb_online_bound import (
     waste_certificate,
 )
 from anypu.simulations._openb_protocol import replay
-
 from tests.unit.test_openb_bound import _nodes, _pods
 
 

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from anypu.errors import ConfigError
 from anypu.placement.gpushare import (
     BatchPlacer,
     ClusterState,
@@ -24,8 +26,6 @@ from anypu.simulations._openb_protocol import (
     replay_batch,
     shuffle_nodes,
 )
-
-from anypu.errors import ConfigError
 
 
 def _table(n_nodes=2, gpus=2, cpu=16000):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from anypu.placement.gpushare import (
     ClusterState,
     Request,

@@ -6,7 +6,9 @@ import random
 
 import numpy as np
 import pytest
+
 from anypu.devices import Device
+from anypu.errors import ConfigError
 from anypu.placement import (
     DEFAULT_FILTERS,
     ClusterSnapshot,
@@ -18,8 +20,6 @@ from anypu.placement import (
     build_network,
     plan,
 )
-
-from anypu.errors import ConfigError
 
 GiB = 2**30
 # Exact arithmetic in crafted cases: no overheads, full efficiency, no tie-breaker.

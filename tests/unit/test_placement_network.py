@@ -6,9 +6,9 @@ import math
 
 import networkx as nx
 import pytest
-from anypu.placement import NetworkCosts, build_network, transfer_seconds
 
 from anypu.errors import ConfigError
+from anypu.placement import NetworkCosts, build_network, transfer_seconds
 
 SPEC = {
     "sites": ["phone", "edge", "cloud", "island"],

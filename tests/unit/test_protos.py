@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.version import Version
+
 from anypu.devices import Device
 from anypu.protos import convert, generate
 from anypu.protos import messages as m
@@ -26,6 +30,33 @@ def test_generated_code_matches_the_proto(tmp_path):
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed.name} is stale: run `make protos` and commit the result"
         )
+
+
+def _pyproject_requirements() -> dict[str, Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return {Requirement(spec).name: Requirement(spec) for spec in specs}
+
+
+def _floor(requirement: Requirement) -> Version:
+    floors = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")]
+    assert floors, f"{requirement} has no floor"
+    return max(floors)
+
+
+def test_dependency_floors_admit_only_runtimes_the_generated_code_accepts():
+    # The generated modules refuse, at import, a runtime older than what generated them; a
+    # resolver must never be allowed to pick one.
+    pb2 = (ROOT / "protos" / "anypu_v1_pb2.py").read_text()
+    grpc_code = (ROOT / "protos" / "anypu_v1_pb2_grpc.py").read_text()
+    protobuf_made = Version(re.search(r"# Protobuf Python Version: ([\d.]+)", pb2).group(1))
+    grpc_made = Version(re.search(r"GRPC_GENERATED_VERSION = '([\d.]+)'", grpc_code).group(1))
+    requirements = _pyproject_requirements()
+    assert _floor(requirements["protobuf"]) >= protobuf_made
+    assert Version(f"{protobuf_made.major + 1}") not in requirements["protobuf"].specifier
+    assert _floor(requirements["grpcio"]) >= grpc_made
+    # The generator is pinned to the version that made the committed code (``make protos``).
+    assert str(requirements["grpcio-tools"].specifier) == f"=={grpc_made}"
 
 
 def test_only_the_conversion_module_imports_pb2():

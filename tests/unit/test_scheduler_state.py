@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.protos import messages as m
 from anypu.scheduler._service import SchedulerService
@@ -18,8 +19,6 @@ from anypu.scheduler._state import (
     Send,
     Tick,
 )
-
-from anypu import PROTOCOL_VERSION
 
 CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
 

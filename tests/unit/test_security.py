@@ -6,6 +6,9 @@ import datetime
 import sqlite3
 
 import pytest
+from cryptography import x509
+
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.scheduler._tls import (
@@ -25,9 +28,6 @@ from anypu.scheduler._tokens import (
     parse_ttl,
     token_hash,
 )
-from cryptography import x509
-
-from anypu.errors import AuthenticationError, ConfigError
 
 GIB = 1 << 30
 
@@ -168,10 +168,10 @@ def test_a_node_certificate_from_before_direct_tls_is_refused_with_what_to_do(tm
     import datetime
     from types import SimpleNamespace
 
-    from anypu.sdk._cli import _direct_tls
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
     from anypu.errors import AnypuError
+    from anypu.sdk._cli import _direct_tls
 
     ca = CertificateAuthority.create()
     key, csr = new_key_and_csr("edge-1")
