@@ -2,7 +2,7 @@
 
 A lease (see ``scheduler._leases``) lets a client skip the scheduler for calls like one it
 already placed. The agent serves DirectService (gRPC) at its ``--direct-address``; each
-slice's worker process takes calls too, as ``_wire`` frames on a TCP port of its own
+slice's worker process takes calls too, as frames (``anypu.comm``) on a TCP port of its own
 (``FrameServer``), and the agent's answer to a lease's first call names that worker
 (``worker_address``): from then on a call is one round trip from the client to the
 process that runs it. The lease id is the capability: a call runs
@@ -24,13 +24,13 @@ from concurrent import futures
 
 import grpc
 
-from anypu.agents._wire import read_frame, write_frame
+from anypu.comm import read_frame, result_to_frame, server_options, write_frame
 from anypu.errors import ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
-__all__ = ["DirectServer", "FrameServer", "result_from_frame", "result_to_frame"]
+__all__ = ["DirectServer", "FrameServer"]
 
 log = logging.getLogger("anypu.agent")
 
@@ -68,10 +68,7 @@ class DirectServer:
         host, _, _ = address.rpartition(":")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anypu-direct"),
-            options=[
-                ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                ("grpc.max_send_message_length", _MAX_MESSAGE),
-            ],
+            options=server_options(_MAX_MESSAGE),
         )
         rpc.add_DirectServiceServicer_to_server(_Servicer(run_leased), self._server)
         try:
@@ -97,28 +94,11 @@ class DirectServer:
 
 # ---------------------------------------------------------------- frames (worker data plane)
 
-_RESULT_KEYS = ("job_id", "attempt", "ok", "error_type", "error_message", "error_traceback")
-_RESULT_KEYS += ("load_seconds", "run_seconds", "node_id", "device_id", "user_error")
 _MAX_CONNECTIONS = 64
 
 
-def result_to_frame(result: m.JobResult | None) -> tuple[dict, bytes]:
-    if result is None:
-        return {"lease_lost": True}, b""
-    return {k: getattr(result, k) for k in _RESULT_KEYS}, result.outputs
-
-
-def result_from_frame(header: dict, payload: bytes) -> m.JobResult | None:
-    """The call's result, or None when the worker does not hold the lease."""
-    if header.get("lease_lost"):
-        return None
-    if "error" in header:
-        raise ConnectionError(str(header["error"]))
-    return m.JobResult(outputs=payload, **{k: header[k] for k in _RESULT_KEYS if k in header})
-
-
 class FrameServer:
-    """A worker's direct calls as ``_wire`` frames on TCP, one thread per connection.
+    """A worker's direct calls as frames (``anypu.comm``) on TCP, one thread per connection.
 
     The data plane of a lease: after the agent's DirectService named this worker, a client
     sends ``{"lease_id": …}`` + encoded inputs and reads the result frame back. Python

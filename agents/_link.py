@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from anypu.errors import AnypuError, AuthenticationError, ConfigError, SchedulerUnavailableError
+from anypu.comm import grpc_channel, raise_for_rpc
+from anypu.errors import SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
 if TYPE_CHECKING:
-    from anypu.scheduler._enrolment import NodeTLS
+    from anypu.agents._enrolment import NodeTLS
 
-__all__ = ["GrpcLink", "InProcessLink", "SchedulerLink", "grpc_channel"]
+__all__ = ["GrpcLink", "InProcessLink", "SchedulerLink"]
 
 _END = object()
 
@@ -30,50 +31,6 @@ class SchedulerLink(Protocol):
     def send(self, message: m.AgentMessage) -> None: ...
     def fetch_blob(self, digest: str) -> bytes: ...
     def close(self) -> None: ...
-
-
-def grpc_channel(
-    address: str, credentials: grpc.ChannelCredentials | None = None, server_name: str = ""
-) -> grpc.Channel:
-    """A channel to the scheduler: TLS with ``credentials``, else plaintext (``--insecure``).
-    The server's certificate must name ``server_name`` (default: the scheduler's name),
-    whatever address is dialled."""
-    from anypu.scheduler._grpc import MAX_MESSAGE_BYTES
-
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.optimization_target", "latency"),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 0),
-    ]
-    if credentials is None:
-        return grpc.insecure_channel(address, options=options)
-    from anypu.scheduler._tls import CHANNEL_OPTIONS
-
-    names = [("grpc.ssl_target_name_override", server_name)] if server_name else CHANNEL_OPTIONS
-    return grpc.secure_channel(address, credentials, options=options + list(names))
-
-
-def raise_for_rpc(error: grpc.RpcError, address: str) -> None:
-    """Turn a gRPC failure into the anypu error a user can act on."""
-    code = error.code() if hasattr(error, "code") else None
-    detail = error.details() if hasattr(error, "details") else str(error)
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        raise AuthenticationError(detail) from None
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
-        raise ConfigError(detail) from None
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        raise AnypuError(detail) from None  # throttled: worth retrying later
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        raise SchedulerUnavailableError(
-            f"no anypu scheduler answers at {address} ({detail}). Start one with"
-            f" `anypu scheduler --port {address.rsplit(':', 1)[-1]}`, or check the address"
-            " and ANYPU_ADDRESS. A scheduler speaks TLS unless started with --insecure: then"
-            " pass its CA hash (--ca-hash, ca_hash=, ANYPU_CA_HASH)."
-        ) from None
-    raise error
 
 
 class GrpcLink:
@@ -131,7 +88,6 @@ class GrpcLink:
             return b"".join(chunk.data for chunk in chunks)
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
-            raise
 
     def close(self) -> None:
         self._outbox.put(_END)

@@ -3,7 +3,7 @@
 Started by the agent as ``python -m anypu.agents._worker_main IN_FD OUT_FD DEVICE_JSON
 [DIRECT_HOST [CERT_FILE KEY_FILE]]`` with the slice's environment (visible devices, thread counts) already set,
 so torch is imported only after the limits are in place. Requests and answers are frames
-(``_wire``); models are cached by artifact digest, so loading is separate from inference
+(``anypu.comm``); models are cached by artifact digest, so loading is separate from inference
 and measured apart.
 
 With ``DIRECT_HOST`` the worker also takes direct calls on a port of its own, as frames
@@ -24,7 +24,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from anypu.agents._wire import read_frame, write_frame
+from anypu.comm import read_frame, write_frame
+
+__all__ = ["main"]
 
 _REPORT_EVERY_S = 0.05
 _REPORT_BATCH = 32

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anypu.agents._runner import ModelRunner
-from anypu.agents._wire import read_frame, write_frame
+from anypu.comm import read_frame, write_frame
 from anypu.devices import Device, slice_environment
 from anypu.protos.messages import JobResult
 

@@ -78,7 +78,7 @@ def _remote(
     """``direct``: the agent serves calls under leases (``--direct-address``), so calls
     after the first go client → agent; else every call goes through the scheduler.
     ``tls``: the scheduler as deployed (TLS, agents enrolled), so direct calls are TLS."""
-    from anypu.scheduler._enrolment import client_ca
+    from anypu.comm import client_ca
     from anypu.sdk import Client
     from anypu.sdk._transport import GrpcTransport
     from tests.cluster import Cluster

@@ -31,7 +31,7 @@ from anypu.placement.gpushare import (
     make_policy,
     typical_pods,
 )
-from anypu.simulations._openb_protocol import inflate, replay, replay_batch
+from anypu.simulations import inflate, replay, replay_batch
 from anypu.simulations.openb import NODE_LIST, resolve_pod_list, trace_dir
 from benchmarks.placement_live import cluster, jobs
 

@@ -11,7 +11,7 @@ slice with ``slice_environment`` (set by the agent), ``apply_slice_limits`` and
 from anypu.devices._ascend import ASCEND_TFLOPS, AscendProbe, NpuChip, parse_npu_smi_info
 from anypu.devices._cpu import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
 from anypu.devices._discover import PROBES, collect_utilisation, discover, make_probes
-from anypu.devices._model import DEVICE_KINDS, Device
+from anypu.devices._model import DEVICE_KINDS, Device, format_bytes
 from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
 from anypu.devices._probe import Probe
 from anypu.devices._simulated import (
@@ -43,6 +43,7 @@ __all__ = [
     "collect_utilisation",
     "default_cpu_slicing",
     "discover",
+    "format_bytes",
     "load_devices_file",
     "make_probes",
     "measure_cpu_tflops_per_thread",

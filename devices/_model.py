@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEVICE_KINDS", "Device"]
+__all__ = ["DEVICE_KINDS", "Device", "format_bytes"]
 
 #: Device kinds the scheduler knows. Anything else is rejected with a clear error.
 DEVICE_KINDS = ("cpu", "gpu", "npu", "tpu", "xpu", "mps")
@@ -54,3 +54,12 @@ class Device:
         if self.simulated:
             text += " (simulated on cpu)"
         return text
+
+
+def format_bytes(n: float) -> str:
+    """``3.2 GiB``, ``512 MiB``, ``12 KiB``, ``80 B``: short and unambiguous."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{n:.0f} B"

@@ -1,25 +1,29 @@
 """Pure placement: a cluster snapshot and pending jobs in, a plan out.
 
-``plan(snapshot, jobs)`` is what the live scheduler calls each round; the filter and
-score plugins it runs are exported for explanation and extension. ``PlacementConfig.policy``
-chooses who places: the cost model, or a GPU-sharing policy of ``placement.gpushare``.
+``plan(snapshot, jobs)`` is what the live scheduler calls each round. Its extension points
+are Kubernetes' scheduler framework's: ``PlacementConfig.filters`` (``FilterPlugin``: why a
+device cannot take a job, and whether that may clear by itself) and ``.scores``
+(``ScorePlugin``: named terms in seconds), and ``PlacementConfig.policy`` names the
+``Strategy`` that places: the cost model with CP-SAT, or a GPU-sharing policy of
+``placement.gpushare`` (``STRATEGIES`` is the registry).
 """
 
+from anypu.devices import format_bytes
+from anypu.placement._config import POLICY_NAMES, PlacementConfig
 from anypu.placement._filters import (
     DEFAULT_FILTERS,
     allowed_devices,
     explain_unschedulable,
-    format_bytes,
+    unresolvable,
 )
 from anypu.placement._framework import (
     DEFAULT_EFFICIENCY,
-    POLICY_NAMES,
     TERMS,
     ClusterTable,
     FilterPlugin,
-    PlacementConfig,
     PlanContext,
     ScorePlugin,
+    Strategy,
 )
 from anypu.placement._live_policy import WORKLOAD_WINDOW, workload_shape
 from anypu.placement._model import (
@@ -40,7 +44,7 @@ from anypu.placement._network import (
     transfer_seconds,
 )
 from anypu.placement._scores import DEFAULT_SCORES, score_terms
-from anypu.placement._solver import plan
+from anypu.placement._strategies import STRATEGIES, plan
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
@@ -48,6 +52,7 @@ __all__ = [
     "DEFAULT_SCORES",
     "POLICY_NAMES",
     "SCHEDULER_VERTEX",
+    "STRATEGIES",
     "TERMS",
     "TIERS",
     "WORKLOAD_WINDOW",
@@ -64,6 +69,7 @@ __all__ = [
     "Plan",
     "PlanContext",
     "ScorePlugin",
+    "Strategy",
     "WorkloadShape",
     "allowed_devices",
     "build_network",
@@ -72,5 +78,6 @@ __all__ = [
     "plan",
     "score_terms",
     "transfer_seconds",
+    "unresolvable",
     "workload_shape",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from anypu.devices import format_bytes
 from anypu.placement._framework import FilterPlugin, PlanContext
 from anypu.placement._model import DeviceView, JobRequest, NodeView
 
@@ -27,17 +28,8 @@ __all__ = [
     "TierFilter",
     "allowed_devices",
     "explain_unschedulable",
-    "format_bytes",
+    "unresolvable",
 ]
-
-
-def format_bytes(n: float) -> str:
-    """``3.2 GiB``, ``512 MiB``, ``12 KiB``, ``80 B``: short and unambiguous."""
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            value = n / size
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{n:.0f} B"
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -49,8 +41,12 @@ def _per_name(names: Sequence[str], allowed: frozenset[str]) -> np.ndarray:
 
 
 class HealthFilter:
+    """A node that is lost, disconnected or quarantined takes nothing, for now: it may come
+    back, so this is the one rule whose rejection is not unresolvable."""
+
     name = "health"
     node_level = True
+    unresolvable = False
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -65,6 +61,7 @@ class HealthFilter:
 class NodeNameFilter:
     name = "node"
     node_level = True
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -85,6 +82,7 @@ class NodeNameFilter:
 class TierFilter:
     name = "tier"
     node_level = True
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -103,6 +101,7 @@ class TierFilter:
 class SiteFilter:
     name = "site"
     node_level = True
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -124,6 +123,7 @@ class ReachableFilter:
 
     name = "reachable"
     node_level = True
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -149,6 +149,7 @@ class ReachableFilter:
 class DeviceKindFilter:
     name = "kind"
     node_level = False
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -170,6 +171,7 @@ class MemoryFilter:
 
     name = "memory"
     node_level = False
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -191,6 +193,7 @@ class ThroughputFilter:
 
     name = "throughput"
     node_level = False
+    unresolvable = True
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -229,22 +232,29 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
 )
 
 
-def allowed_devices(
-    job: JobRequest, ctx: PlanContext, filters: Sequence[FilterPlugin] = DEFAULT_FILTERS
-) -> np.ndarray:
-    """Devices (by table index) that pass every filter for ``job``."""
+def allowed_devices(job: JobRequest, ctx: PlanContext) -> np.ndarray:
+    """Devices (by table index) that pass every filter of the round's config for ``job``."""
     ok = np.ones(ctx.table.n_devices, dtype=bool)
-    for f in filters:
+    for f in ctx.config.filters:
         ok &= f.mask(job, ctx)
     return ok
 
 
-def explain_unschedulable(
-    job: JobRequest, ctx: PlanContext, filters: Sequence[FilterPlugin] = DEFAULT_FILTERS
-) -> dict[str, str]:
+def unresolvable(job: JobRequest, ctx: PlanContext) -> bool:
+    """Whether no device would take ``job`` even once every rejection that may clear by
+    itself (``FilterPlugin.unresolvable`` false: a node lost for now) has cleared."""
+    ok = np.ones(ctx.table.n_devices, dtype=bool)
+    for f in ctx.config.filters:
+        if f.unresolvable:
+            ok &= f.mask(job, ctx)
+    return not ok.any()
+
+
+def explain_unschedulable(job: JobRequest, ctx: PlanContext) -> dict[str, str]:
     """Why each node rejects ``job``: its first node-level reason, or each device's."""
-    node_filters = [f for f in filters if getattr(f, "node_level", False)]
-    device_filters = [f for f in filters if not getattr(f, "node_level", False)]
+    filters = ctx.config.filters
+    node_filters = [f for f in filters if f.node_level]
+    device_filters = [f for f in filters if not f.node_level]
     reasons: dict[str, str] = {}
     for node in ctx.table.nodes:
         reason = next(

@@ -1,10 +1,11 @@
-"""The placement framework: configuration, the columnar cluster table, plugin protocols.
+"""The placement framework: the columnar cluster table and the extension points.
 
 Placement follows the Kubernetes scheduler framework: filter plugins say why a device
 cannot take a job, score plugins put named terms (in seconds) on the devices that can,
-and a solver picks. Plugins see the cluster as numpy columns (``ClusterTable``) so one
-call scores every device for a job; a batch of 1,000 jobs over 10,000 devices is then
-1,000 vector passes, not ten million Python calls.
+and a strategy picks (the cost model with CP-SAT, or a GPU-sharing policy). Plugins see
+the cluster as numpy columns (``ClusterTable``) so one call scores every device for a
+job; a batch of 1,000 jobs over 10,000 devices is then 1,000 vector passes, not ten
+million Python calls. Which plugins run, and which strategy, is ``PlacementConfig``'s.
 """
 
 from __future__ import annotations
@@ -13,28 +14,28 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from itertools import chain
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from anypu.errors import ConfigError
-from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView
+from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView, Plan
 from anypu.placement._network import NetworkCosts
-from anypu.placement.gpushare._policies import TRACE_POLICIES as _GPUSHARE_POLICIES
+
+if TYPE_CHECKING:
+    from anypu.placement._config import PlacementConfig
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
-    "POLICY_NAMES",
     "TERMS",
     "ClusterTable",
     "DeviceIndex",
     "FilterPlugin",
-    "PlacementConfig",
     "PlanContext",
     "ScorePlugin",
+    "Strategy",
+    "in_report_order",
 ]
 
 #: Fraction of peak throughput a typical model reaches, by device kind. Data, not code:
@@ -46,98 +47,20 @@ DEFAULT_EFFICIENCY: Mapping[str, float] = MappingProxyType(
 #: The objective's terms, in the order they are reported.
 TERMS = ("compute", "transfer", "warm", "queue", "fragmentation")
 
-#: ``PlacementConfig.policy``: ``cost`` (the objective below, solved with CP-SAT) or any
-#: GPU-sharing policy of ``placement.gpushare``, applied to live jobs by ``_live_policy``.
-POLICY_NAMES: tuple[str, ...] = ("cost", *(cls.name for cls in _GPUSHARE_POLICIES))
+
+def in_report_order(terms: Mapping[str, float]) -> dict[str, float]:
+    """A placement's terms as reported: ``TERMS`` first, then any a plugin of the config
+    added (in its order), then ``slo_violation``."""
+    ordered = {k: terms[k] for k in TERMS if k in terms}
+    ordered.update((k, v) for k, v in terms.items() if k not in ordered and k != "slo_violation")
+    if "slo_violation" in terms:
+        ordered["slo_violation"] = terms["slo_violation"]
+    return ordered
+
 
 #: Which devices a score is wanted for: an index array, or ``slice(None)`` for all of
 #: them (a view, no gather: the common case in a round).
 DeviceIndex = np.ndarray | slice
-
-
-def _frozen_weights() -> Mapping[str, float]:
-    return MappingProxyType(dict.fromkeys(TERMS, 1.0))
-
-
-@dataclass(frozen=True)
-class PlacementConfig:
-    """Knobs of one placement round. Every field has a sensible default.
-
-    ``weights`` multiply the terms in the objective (missing terms weigh 1);
-    ``efficiency`` maps a device kind to the fraction of its peak TFLOPS a model gets
-    (kinds not listed use ``default_efficiency``). ``fragmentation_s`` is the size of
-    the packing tie-breaker: keep it well below a typical job's run time. CP-SAT refines
-    the first ``cpsat_max_jobs`` jobs of a round (highest priority first); later jobs
-    keep their greedy device class, which bounds the model's size for big rounds.
-    ``policy`` is ``cost`` or one of ``POLICY_NAMES``' GPU-sharing policies, which then
-    places the accelerator jobs (``_live_policy``); ``seed`` feeds CP-SAT and ``random``.
-    """
-
-    time_limit_s: float = 0.2
-    top_k: int = 8
-    cpsat_max_jobs: int = 200
-    num_workers: int = 2
-    use_cpsat: bool = True
-    weights: Mapping[str, float] = field(default_factory=_frozen_weights)
-    efficiency: Mapping[str, float] = field(default_factory=lambda: DEFAULT_EFFICIENCY)
-    default_efficiency: float = 0.3
-    launch_overhead_s: float = 0.002
-    load_overhead_s: float = 0.05
-    load_bytes_per_s: float = 1e9
-    fragmentation_s: float = 5e-4
-    priority_weight: float = 1.0
-    policy: str = "cost"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: float) -> None:
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"PlacementConfig.{name} must be > 0, got {value!r}")
-
-        def non_negative(name: str, value: float) -> None:
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-                raise ConfigError(f"PlacementConfig.{name} must be >= 0, got {value!r}")
-
-        positive("time_limit_s", self.time_limit_s)
-        positive("load_bytes_per_s", self.load_bytes_per_s)
-        positive("default_efficiency", self.default_efficiency)
-        for name in ("launch_overhead_s", "load_overhead_s", "fragmentation_s", "priority_weight"):
-            non_negative(name, getattr(self, name))
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ConfigError(f"PlacementConfig.top_k must be an integer >= 1, got {self.top_k!r}")
-        if not isinstance(self.cpsat_max_jobs, int) or self.cpsat_max_jobs < 2:
-            raise ConfigError(
-                f"PlacementConfig.cpsat_max_jobs must be an integer >= 2, got {self.cpsat_max_jobs!r}"
-            )
-        if not isinstance(self.num_workers, int) or not 1 <= self.num_workers <= 2:
-            raise ConfigError(
-                f"PlacementConfig.num_workers must be 1 or 2 (the scheduler shares its "
-                f"cores), got {self.num_workers!r}"
-            )
-        unknown = sorted(set(self.weights) - set(TERMS))
-        if unknown:
-            raise ConfigError(
-                f"PlacementConfig.weights has unknown term(s) {', '.join(unknown)}; "
-                f"known terms: {', '.join(TERMS)}"
-            )
-        for term, w in self.weights.items():
-            non_negative(f"weights[{term!r}]", w)
-        for kind, eff in self.efficiency.items():
-            if isinstance(eff, bool) or not (isinstance(eff, (int, float)) and 0 < eff <= 1):
-                raise ConfigError(
-                    f"PlacementConfig.efficiency[{kind!r}] must be in (0, 1], got {eff!r}"
-                )
-        if self.policy not in POLICY_NAMES:
-            raise ConfigError(
-                f"PlacementConfig.policy {self.policy!r} is unknown; "
-                f"choose one of: {', '.join(POLICY_NAMES)}"
-            )
-
-    def weight(self, term: str) -> float:
-        return float(self.weights.get(term, 1.0))
-
-    def efficiency_of(self, kind: str) -> float:
-        return float(self.efficiency.get(kind, self.default_efficiency))
 
 
 def _codes(values: Sequence[str]) -> tuple[list[str], dict[str, int], np.ndarray]:
@@ -376,6 +299,7 @@ class PlanContext:
             return latency + nbytes / bandwidth
 
 
+@runtime_checkable
 class FilterPlugin(Protocol):
     """Says why a job cannot go somewhere.
 
@@ -383,9 +307,18 @@ class FilterPlugin(Protocol):
     reason a person can act on. ``mask`` is the same rule over every device at once
     (``True`` = passes); tests hold the two to agreement. ``device`` is ``None`` for a
     node-level check of a node without devices.
+
+    ``node_level``: the rule looks at the node only (checked first, reported once per
+    node). ``unresolvable``: a rejection stands until the cluster's make-up changes (a
+    device kind the node lacks, too little memory, a tier or site the job excludes), as
+    Kubernetes' ``UnschedulableAndUnresolvable``; ``False`` for a rule whose rejection
+    may clear by itself (a node lost or quarantined may come back), so a job it alone
+    keeps out waits rather than fails (``Plan.unresolvable``).
     """
 
     name: str
+    node_level: bool
+    unresolvable: bool
 
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
@@ -394,6 +327,7 @@ class FilterPlugin(Protocol):
     def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray: ...
 
 
+@runtime_checkable
 class ScorePlugin(Protocol):
     """Puts named terms, in seconds, on the devices ``idx`` for one job.
 
@@ -406,3 +340,18 @@ class ScorePlugin(Protocol):
     def terms(
         self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Who places a round: ``plan`` is pure (a snapshot and jobs in, a ``Plan`` out).
+
+    ``PlacementConfig.policy`` names one; the registry (``_strategies``) holds the cost
+    model and every GPU-sharing policy of ``placement.gpushare``.
+    """
+
+    name: str
+
+    def plan(
+        self, snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+    ) -> Plan: ...

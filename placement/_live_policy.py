@@ -65,8 +65,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from anypu.devices import Device
-from anypu.placement._filters import DEFAULT_FILTERS, allowed_devices
-from anypu.placement._framework import TERMS, PlacementConfig, PlanContext
+from anypu.placement._config import PlacementConfig
+from anypu.placement._filters import allowed_devices
+from anypu.placement._framework import PlanContext, in_report_order
 from anypu.placement._model import (
     ClusterSnapshot,
     JobRequest,
@@ -75,7 +76,7 @@ from anypu.placement._model import (
     WorkloadShape,
 )
 from anypu.placement._scores import score_terms
-from anypu.placement._solver import plan
+from anypu.placement._solver import plan_cost
 from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState, NodeTable, PodTable
 from anypu.placement.gpushare._frag import TypicalPods, typical_pods
 from anypu.placement.gpushare._policies import Policy, Request, make_policy
@@ -83,6 +84,7 @@ from anypu.placement.gpushare._policies import Policy, Request, make_policy
 __all__ = [
     "WORKLOAD_WINDOW",
     "LiveCluster",
+    "TracePolicyStrategy",
     "plan_with_policy",
     "slice_milli",
     "typical_workload",
@@ -304,9 +306,9 @@ def _with_work(
 
 
 def plan_with_policy(
-    snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+    snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig, name: str
 ) -> Plan:
-    """``plan`` for ``config.policy`` other than ``cost`` (see the module docstring).
+    """A round placed by GPU-sharing policy ``name`` (see the module docstring).
 
     Jobs are served highest priority first, then in the order given (the scheduler passes
     them in submission order), each on the slice its policy picks given the ones before.
@@ -320,7 +322,7 @@ def plan_with_policy(
     held: list[str] = []
     cpu_only = 0
     for job in jobs:
-        ok = allowed_devices(job, ctx, DEFAULT_FILTERS)
+        ok = allowed_devices(job, ctx)
         if (ok & accelerator).any():
             mine.append((job, ok))
         else:
@@ -331,7 +333,7 @@ def plan_with_policy(
     objective = 0.0
     if mine:
         live = LiveCluster(ctx)
-        policy = make_policy(config.policy, typical_workload(snapshot.workload, live))
+        policy = make_policy(name, typical_workload(snapshot.workload, live))
         rng = np.random.default_rng(config.seed)
         lowest = min(j.priority for j in jobs)
         dev_idle = t.dev_idle.copy()
@@ -361,20 +363,21 @@ def plan_with_policy(
                     device_id=dv.device.device_id,
                     slice_index=pos,
                     predicted_seconds=predicted,
-                    terms={k: chosen[k] for k in (*TERMS, "slo_violation") if k in chosen},
+                    terms=in_report_order(chosen),
                 )
             )
             work.append((d, pos, predicted))
-    solver = f"policy:{config.policy}"
+    solver = f"policy:{name}"
     unschedulable: dict[str, dict[str, str]] = {}
+    unresolvable: frozenset[str] = frozenset()
     deferred: tuple[str, ...] = tuple(held)
     if held:
         solver += f"; {len(held)} held back until a slice frees"
     if rest:
-        cost_config = dataclasses.replace(config, policy="cost")
-        fallback = plan(_with_work(snapshot, ctx, work), rest, config=cost_config)
+        fallback = plan_cost(_with_work(snapshot, ctx, work), rest, config)
         placements.extend(fallback.placements)
         unschedulable, deferred = fallback.unschedulable, deferred + fallback.deferred
+        unresolvable = fallback.unresolvable
         objective += fallback.objective
         if fallback.placements:
             queued = len(fallback.placements) - cpu_only
@@ -386,8 +389,22 @@ def plan_with_policy(
     return Plan(
         placements=tuple(placements),
         unschedulable=unschedulable,
+        unresolvable=unresolvable,
         deferred=deferred,
         solver=solver,
         solve_seconds=time.perf_counter() - started,
         objective=objective,
     )
+
+
+class TracePolicyStrategy:
+    """A GPU-sharing policy of ``placement.gpushare`` (``fgd``, ``anypu-ss``, …) placing the
+    accelerator jobs of a round, the cost model the rest (the module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def plan(
+        self, snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+    ) -> Plan:
+        return plan_with_policy(snapshot, jobs, config, self.name)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from anypu.devices import Device
+from anypu.protos.messages import TIERS
 
 __all__ = [
     "TIERS",
@@ -21,8 +22,6 @@ __all__ = [
     "Plan",
     "WorkloadShape",
 ]
-
-TIERS = ("cloud", "edge", "device")
 
 
 @dataclass(frozen=True)
@@ -127,12 +126,16 @@ class Plan:
     """The result of one placement round.
 
     ``unschedulable[job_id]`` maps every node id to why the job cannot go there; a job
-    appears there only when no device anywhere passed the filters. ``deferred`` are jobs
-    that fit somewhere in principle but not in this round (capacity taken by others).
+    appears there only when no device anywhere passed the filters. ``unresolvable`` are
+    those of them that no known node could take even once every rejection that may clear
+    by itself has cleared (a lost node come back): nothing but a new node helps them.
+    ``deferred`` are jobs that fit somewhere in principle but not in this round (capacity
+    taken by others).
     """
 
     placements: tuple[Placement, ...]
     unschedulable: dict[str, dict[str, str]]
+    unresolvable: frozenset[str] = frozenset()
     deferred: tuple[str, ...] = ()
     solver: str = "greedy"
     solve_seconds: float = 0.0

@@ -7,8 +7,6 @@ docstring; these are their vectorised forms.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from anypu.placement._framework import DeviceIndex, PlanContext, ScorePlugin
@@ -110,15 +108,12 @@ DEFAULT_SCORES: tuple[ScorePlugin, ...] = (
 
 
 def score_terms(
-    job: JobRequest,
-    ctx: PlanContext,
-    idx: DeviceIndex,
-    dev_idle: np.ndarray,
-    scores: Sequence[ScorePlugin] = DEFAULT_SCORES,
+    job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Every plugin's terms for ``job`` on devices ``idx``, merged into one mapping."""
+    """Every score plugin of the round's config: their terms for ``job`` on devices
+    ``idx``, merged into one mapping."""
     out: dict[str, np.ndarray] = {}
-    for plugin in scores:
+    for plugin in ctx.config.scores:
         for term, values in plugin.terms(job, ctx, idx, dev_idle).items():
             if term in out:
                 raise ValueError(f"score plugins {plugin.name!r} and another both emit {term!r}")

@@ -52,7 +52,6 @@ worse, and ``Plan.solver`` says which won and why.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,12 +59,13 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.sat.python import cp_model
 
-from anypu.placement._filters import DEFAULT_FILTERS, allowed_devices, explain_unschedulable
-from anypu.placement._framework import TERMS, PlacementConfig, PlanContext
+from anypu.placement._config import PlacementConfig
+from anypu.placement._filters import allowed_devices, explain_unschedulable, unresolvable
+from anypu.placement._framework import PlanContext, in_report_order
 from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan
 from anypu.placement._scores import score_terms
 
-__all__ = ["plan"]
+__all__ = ["CostStrategy", "plan_cost"]
 
 #: Terms beyond this are clamped inside the CP-SAT model only, so no sum can overflow.
 _MAX_MODEL_SECONDS = 1e6
@@ -104,7 +104,7 @@ class _Round:
         if job.slo_seconds is not None and predicted > job.slo_seconds:
             terms["slo_violation"] = predicted - job.slo_seconds
         self.objective += weight * cost
-        self.slice_load[s] += terms["compute"]
+        self.slice_load[s] += terms.get("compute", 0.0)
         self.dev_idle[d] = False
         self.slices.append(s)
         dv = t.devices[d]
@@ -115,7 +115,7 @@ class _Round:
                 device_id=dv.device.device_id,
                 slice_index=int(t.slice_pos[s]),
                 predicted_seconds=predicted,
-                terms={k: terms[k] for k in (*TERMS, "slo_violation") if k in terms},
+                terms=in_report_order(terms),
             )
         )
 
@@ -133,6 +133,11 @@ def _static_cost(
             cost += w * values
     cost[~allowed] = np.inf
     return cost, terms
+
+
+def _compute(terms: dict[str, np.ndarray], ctx: PlanContext) -> np.ndarray:
+    """The compute term over all devices: what later jobs on a slice wait behind."""
+    return terms.get("compute", np.zeros(ctx.table.n_devices))
 
 
 @dataclass
@@ -206,7 +211,7 @@ def _greedy(
         s = int(np.argmin(static[t.slice_dev] + wq * state.slice_load))
         if classes is not None and i < ctx.config.cpsat_max_jobs:
             candidates.append(
-                _candidates_for(ctx, static, terms["compute"], weights[job.job_id], classes, s)
+                _candidates_for(ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s)
             )
         state.commit(job, weights[job.job_id], s, terms)
     return state, candidates
@@ -332,63 +337,39 @@ def _expand(
     return state
 
 
-def _validate(jobs: Sequence[JobRequest]) -> None:
-    seen: set[str] = set()
-    for job in jobs:
-        if job.job_id in seen:
-            raise ValueError(f"job {job.job_id!r} appears twice in one placement batch")
-        seen.add(job.job_id)
-        for name in ("flops", "memory_bytes", "input_bytes", "output_bytes", "artifact_bytes"):
-            value = getattr(job, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"job {job.job_id!r}: {name} must be finite and >= 0, got {value}")
-        for model, secs in job.measured_seconds.items():
-            if not (secs >= 0 and math.isfinite(secs)):
-                raise ValueError(
-                    f"job {job.job_id!r}: measured_seconds[{model!r}] must be >= 0, got {secs}"
-                )
-
-
 def _round_order(jobs: Sequence[JobRequest]) -> list[JobRequest]:
     return sorted(jobs, key=lambda j: (-j.priority, j.flops, j.memory_bytes, j.job_id))
 
 
-def plan(
-    snapshot: ClusterSnapshot,
-    jobs: Sequence[JobRequest],
-    *,
-    config: PlacementConfig | None = None,
+def plan_cost(
+    snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
 ) -> Plan:
-    """Place ``jobs`` on the slices of ``snapshot``. Pure: no I/O, no clock but timing.
+    """Place ``jobs`` on the slices of ``snapshot`` by the cost model. Pure: no I/O, no
+    clock but timing.
 
     A job no device can take appears in ``Plan.unschedulable`` with every node's reason;
     it is never an exception. ``Plan.solver`` is ``single`` (one job, greedy only),
     ``greedy`` (CP-SAT disabled), ``cp-sat:OPTIMAL``/``cp-sat:FEASIBLE`` (CP-SAT's plan
-    won) or ``greedy (cp-sat …)`` saying why the greedy plan was kept; with
-    ``config.policy`` naming a GPU-sharing policy, ``policy:NAME`` (``_live_policy``).
+    won) or ``greedy (cp-sat …)`` saying why the greedy plan was kept.
     """
     started = time.perf_counter()
-    cfg = config or PlacementConfig()
-    _validate(jobs)
-    if cfg.policy != "cost":
-        # A GPU-sharing policy places the accelerator jobs and calls back here for the rest.
-        from anypu.placement._live_policy import plan_with_policy
-
-        return plan_with_policy(snapshot, jobs, cfg)
-    ctx = PlanContext(snapshot, cfg)
+    ctx = PlanContext(snapshot, config)
     allowed: dict[str, np.ndarray] = {}
     unschedulable: dict[str, dict[str, str]] = {}
+    stuck: list[str] = []
     for job in jobs:
-        ok = allowed_devices(job, ctx, DEFAULT_FILTERS)
+        ok = allowed_devices(job, ctx)
         if ok.any():
             allowed[job.job_id] = ok
         else:
-            unschedulable[job.job_id] = explain_unschedulable(job, ctx, DEFAULT_FILTERS)
+            unschedulable[job.job_id] = explain_unschedulable(job, ctx)
+            if unresolvable(job, ctx):
+                stuck.append(job.job_id)
     order = _round_order([j for j in jobs if j.job_id in allowed])
     lowest = min((j.priority for j in order), default=0)
-    weights = {j.job_id: 1.0 + cfg.priority_weight * (j.priority - lowest) for j in order}
+    weights = {j.job_id: 1.0 + config.priority_weight * (j.priority - lowest) for j in order}
 
-    use_cpsat = cfg.use_cpsat and len(order) > 1
+    use_cpsat = config.use_cpsat and len(order) > 1
     classes = _classes(ctx, order) if use_cpsat else None
     greedy, candidates = _greedy(ctx, order, allowed, weights, classes)
     best, solver = greedy, ("single" if len(jobs) == 1 else "greedy")
@@ -396,7 +377,7 @@ def plan(
         status, chosen = _cpsat(ctx, order, weights, classes, candidates, greedy)
         greedy_classes = [int(classes.of_slice[s]) for s in greedy.slices]
         if chosen is None:
-            solver = f"greedy (cp-sat {status} within {cfg.time_limit_s:g} s)"
+            solver = f"greedy (cp-sat {status} within {config.time_limit_s:g} s)"
         elif chosen == greedy_classes[: len(chosen)]:
             solver = f"greedy (cp-sat {status}, same plan)"
         else:
@@ -410,8 +391,21 @@ def plan(
     return Plan(
         placements=tuple(best.placements),
         unschedulable=unschedulable,
+        unresolvable=frozenset(stuck),
         deferred=(),
         solver=solver,
         solve_seconds=time.perf_counter() - started,
         objective=best.objective,
     )
+
+
+class CostStrategy:
+    """The cost model: predicted seconds of compute, transfer, warm-up and queueing,
+    greedy with CP-SAT over it (the module docstring)."""
+
+    name = "cost"
+
+    def plan(
+        self, snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+    ) -> Plan:
+        return plan_cost(snapshot, jobs, config)

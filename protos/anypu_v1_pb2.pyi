@@ -521,6 +521,54 @@ class ExplainResponse(_message.Message):
     job: JobInfo
     def __init__(self, job: _Optional[_Union[JobInfo, _Mapping]] = ...) -> None: ...
 
+class UsageRow(_message.Message):
+    __slots__ = ("tier", "kind", "devices", "simulated", "slices", "reserved_slices", "memory_bytes", "reserved_memory_bytes", "tflops", "reserved_tflops")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    SLICES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_SLICES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TFLOPS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_TFLOPS_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    kind: str
+    devices: int
+    simulated: int
+    slices: int
+    reserved_slices: int
+    memory_bytes: int
+    reserved_memory_bytes: int
+    tflops: float
+    reserved_tflops: float
+    def __init__(self, tier: _Optional[str] = ..., kind: _Optional[str] = ..., devices: _Optional[int] = ..., simulated: _Optional[int] = ..., slices: _Optional[int] = ..., reserved_slices: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., reserved_memory_bytes: _Optional[int] = ..., tflops: _Optional[float] = ..., reserved_tflops: _Optional[float] = ...) -> None: ...
+
+class DeviceReservation(_message.Message):
+    __slots__ = ("node_id", "device_id", "reserved_slices")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_SLICES_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    device_id: str
+    reserved_slices: int
+    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., reserved_slices: _Optional[int] = ...) -> None: ...
+
+class UsageRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("rows", "fragmentation", "reserved")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FRAGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    fragmentation: float
+    reserved: _containers.RepeatedCompositeFieldContainer[DeviceReservation]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., fragmentation: _Optional[float] = ..., reserved: _Optional[_Iterable[_Union[DeviceReservation, _Mapping]]] = ...) -> None: ...
+
 class HasBlobsRequest(_message.Message):
     __slots__ = ("digests",)
     DIGESTS_FIELD_NUMBER: _ClassVar[int]

@@ -322,6 +322,26 @@ def list_nodes_response(nodes: list[m.NodeInfo]) -> pb.ListNodesResponse:
     return pb.ListNodesResponse(nodes=[node_info_to_pb(n) for n in nodes])
 
 
+def usage_request() -> pb.UsageRequest:
+    return pb.UsageRequest()
+
+
+def usage_response(usage: m.ClusterUsage) -> pb.UsageResponse:
+    return pb.UsageResponse(
+        rows=[_scalars_to_pb(r, pb.UsageRow()) for r in usage.rows],
+        fragmentation=usage.fragmentation,
+        reserved=[_scalars_to_pb(r, pb.DeviceReservation()) for r in usage.reserved],
+    )
+
+
+def usage_from_pb(message: pb.UsageResponse) -> m.ClusterUsage:
+    return m.ClusterUsage(
+        tuple(_scalars_from_pb(r, m.UsageRow) for r in message.rows),
+        message.fragmentation,
+        tuple(_scalars_from_pb(r, m.DeviceReservation) for r in message.reserved),
+    )
+
+
 def has_blobs_request(digests: list[str]) -> pb.HasBlobsRequest:
     return pb.HasBlobsRequest(digests=digests)
 

@@ -7,14 +7,19 @@ through untouched.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from anypu.devices import Device
 
 __all__ = [
+    "NODE_NAME",
+    "TIERS",
     "AgentMessage",
     "Cancel",
+    "ClusterUsage",
+    "DeviceReservation",
     "DeviceUsage",
     "Heartbeat",
     "JobInfo",
@@ -32,7 +37,23 @@ __all__ = [
     "PlacementInfo",
     "SchedulerMessage",
     "SubmitRequest",
+    "UsageRow",
+    "node_name_problem",
 ]
+
+
+#: The tiers of the network, in order from the datacentre out to end devices.
+TIERS = ("cloud", "edge", "device")
+
+#: A node's name: also its certificate's common name and its id at the scheduler.
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def node_name_problem(name: str) -> str:
+    """Why ``name`` cannot name a node, or "" when it can."""
+    if NODE_NAME.match(name):
+        return ""
+    return f"node name {name[:80]!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
 
 
 @dataclass(frozen=True)
@@ -262,3 +283,61 @@ class NodeInfo:
     last_heartbeat_age_s: float = 0.0
     running_jobs: int = 0
     epoch: int = 0
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Capacity of one (tier, kind) on ready nodes, and how much of it jobs reserve.
+
+    A slice is reserved while at least one placed or running job is bound to it; its
+    memory and compute share count as reserved with it.
+    """
+
+    tier: str
+    kind: str
+    devices: int
+    simulated: int
+    slices: int
+    reserved_slices: int
+    memory_bytes: int
+    reserved_memory_bytes: int
+    tflops: float
+    reserved_tflops: float
+
+    @property
+    def free_slices(self) -> int:
+        return self.slices - self.reserved_slices
+
+    @property
+    def free_memory_bytes(self) -> int:
+        return self.memory_bytes - self.reserved_memory_bytes
+
+    @property
+    def free_tflops(self) -> float:
+        return self.tflops - self.reserved_tflops
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field and the free amounts, as the JSON API and ``status --json`` show it."""
+        return {
+            **vars(self),
+            "free_slices": self.free_slices,
+            "free_memory_bytes": self.free_memory_bytes,
+            "free_tflops": self.free_tflops,
+        }
+
+
+@dataclass(frozen=True)
+class DeviceReservation:
+    node_id: str
+    device_id: str
+    reserved_slices: int
+
+
+@dataclass(frozen=True)
+class ClusterUsage:
+    """The scheduler's answer to ``Usage``: rows by tier and kind, fragmentation, and the
+    devices with reserved slices."""
+
+    rows: tuple[UsageRow, ...] = ()
+    fragmentation: float = 0.0
+    reserved: tuple[DeviceReservation, ...] = ()

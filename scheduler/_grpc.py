@@ -17,28 +17,28 @@ from typing import Any
 
 import grpc
 
+from anypu.comm import (
+    BLOB_CHUNK_BYTES,
+    ENROL_METHOD,
+    INFO_METHOD,
+    MAX_MESSAGE_BYTES,
+    EnrolRequest,
+    server_credentials,
+    server_options,
+)
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.scheduler._guard import DecodeGuard
-from anypu.scheduler._security import (
-    ENROL_METHOD,
-    INFO_METHOD,
-    ServerSecurity,
-    decode_json,
-    encode_json,
-)
+from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError
-from anypu.scheduler._tls import server_credentials
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
 
-__all__ = ["BLOB_CHUNK_BYTES", "MAX_MESSAGE_BYTES", "serve"]
+__all__ = ["serve"]
 
 log = logging.getLogger("anypu.scheduler")
 
-MAX_MESSAGE_BYTES = 256 << 20
-BLOB_CHUNK_BYTES = 1 << 20
 MAX_HANDLER_THREADS = 4096
 _CLOSED = object()
 
@@ -196,6 +196,10 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
         except Exception as error:
             _fail(context, error)
 
+    def Usage(self, request, context):  # noqa: N802
+        self._check(context)
+        return convert.usage_response(self.service.usage())
+
 
 class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
     def HasBlobs(self, request, context):  # noqa: N802
@@ -248,7 +252,7 @@ class EnrolmentServicer:
         peer = context.peer()
         try:
             self.throttle.check(peer)
-            return encode_json(self.security.enrol(decode_json(request)))
+            return self.security.enrol(EnrolRequest.decode(request)).encode()
         except AuthenticationError as error:
             if not isinstance(error, AccessDeniedError):
                 self.throttle.failed(peer)
@@ -258,7 +262,7 @@ class EnrolmentServicer:
         raise AssertionError("unreachable")
 
     def Info(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
-        return encode_json(self.security.info())
+        return self.security.info().encode()
 
     def handler(self) -> grpc.GenericRpcHandler:
         service, enrol = ENROL_METHOD.rsplit("/", 2)[1:]
@@ -294,14 +298,7 @@ def serve(
             max_workers=MAX_HANDLER_THREADS, thread_name_prefix="anypu-grpc"
         ),
         interceptors=(DecodeGuard(),),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.optimization_target", "latency"),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
+        options=server_options(),
     )
     if throttle is None:
         throttle = security.throttle if security is not None else FailureThrottle()

@@ -50,7 +50,7 @@ from anypu.scheduler._records import JOB_STATES
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer
 
-__all__ = ["ApiError", "DashboardServer", "serve_http", "topology_layout"]
+__all__ = ["ApiError", "DashboardServer", "is_loopback", "serve_http", "topology_layout"]
 
 log = logging.getLogger("anypu.http")
 STATIC = Path(__file__).parent / "static"
@@ -410,11 +410,12 @@ class Api:
 # ---------------------------------------------------------------- the server
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
     if host in _LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -463,7 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.server.open_reads:
             return
         host = urlsplit("//" + (self.headers.get("Host") or "")).hostname or ""
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ApiError(
                 HTTPStatus.FORBIDDEN,
                 f"Host {host!r} is not loopback: this dashboard listens on loopback only;"
@@ -558,7 +559,7 @@ class DashboardServer:
         ``throttle``: who is refused after failed tokens (share the gRPC server's, so a
         guesser's failures count on both; default: its own, 5 per minute per address)."""
         if open_reads is None:
-            open_reads = _is_loopback(host)
+            open_reads = is_loopback(host)
         try:
             self._server = _Server((host, port), service, open_reads, throttle or FailureThrottle())
         except OSError as error:

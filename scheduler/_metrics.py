@@ -25,14 +25,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from anypu.placement import TIERS
-from anypu.protos.messages import JobInfo, NodeInfo, PlacementInfo
+from anypu.protos.messages import (
+    ClusterUsage,
+    DeviceReservation,
+    JobInfo,
+    NodeInfo,
+    PlacementInfo,
+    UsageRow,
+)
 from anypu.scheduler._state import PersistJob, SchedulerState
 
 __all__ = [
     "NODE_STATES",
     "ClusterView",
     "SchedulerMetrics",
-    "UsageRow",
+    "cluster_usage",
     "fragmentation",
     "read_view",
     "reserved_slices",
@@ -45,55 +52,6 @@ SlotKey = tuple[str, str, int]  # (node_id, device_id, slice_index)
 
 
 # ---------------------------------------------------------------- pure summaries
-
-
-@dataclass(frozen=True)
-class UsageRow:
-    """Capacity of one (tier, kind) on ready nodes, and how much of it jobs reserve.
-
-    A slice is reserved while at least one placed or running job is bound to it; its
-    memory and compute share count as reserved with it.
-    """
-
-    tier: str
-    kind: str
-    devices: int
-    simulated: int
-    slices: int
-    reserved_slices: int
-    memory_bytes: int
-    reserved_memory_bytes: int
-    tflops: float
-    reserved_tflops: float
-
-    @property
-    def free_slices(self) -> int:
-        return self.slices - self.reserved_slices
-
-    @property
-    def free_memory_bytes(self) -> int:
-        return self.memory_bytes - self.reserved_memory_bytes
-
-    @property
-    def free_tflops(self) -> float:
-        return self.tflops - self.reserved_tflops
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tier": self.tier,
-            "kind": self.kind,
-            "devices": self.devices,
-            "simulated": self.simulated,
-            "slices": self.slices,
-            "reserved_slices": self.reserved_slices,
-            "free_slices": self.free_slices,
-            "memory_bytes": self.memory_bytes,
-            "reserved_memory_bytes": self.reserved_memory_bytes,
-            "free_memory_bytes": self.free_memory_bytes,
-            "tflops": self.tflops,
-            "reserved_tflops": self.reserved_tflops,
-            "free_tflops": self.free_tflops,
-        }
 
 
 def reserved_slices(active: Iterable[PlacementInfo | None]) -> set[SlotKey]:
@@ -158,6 +116,18 @@ def fragmentation(nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | No
             if busy:
                 stranded += free_here
     return stranded / free if free else 0.0
+
+
+def cluster_usage(
+    nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | None]
+) -> ClusterUsage:
+    """Usage rows, fragmentation and per-device reservations: the ``Usage`` call's answer."""
+    active = list(active)
+    taken = Counter((n, d) for n, d, _ in reserved_slices(active))
+    reserved = tuple(DeviceReservation(n, d, count) for (n, d), count in sorted(taken.items()))
+    return ClusterUsage(
+        tuple(usage_by_tier_kind(nodes, active)), fragmentation(nodes, active), reserved
+    )
 
 
 # ---------------------------------------------------------------- a consistent read

@@ -5,64 +5,36 @@ token) and the enrolment call; the agent port speaks mutual TLS and refuses, at 
 handshake, anyone without a certificate signed by the cluster CA. gRPC in Python cannot
 ask for a client certificate without also requiring it, hence the split.
 
-Enrolment is one unary call, ``/anypu.v1.Enrolment/Enrol``, with a small JSON body
-(request: token, name, tier, devices, memory_bytes, csr; answer: cert, ca, agent_port,
-expires_at). It is JSON over a generic gRPC handler rather than protobuf because it is
-a bootstrap side-channel of a few fields, and keeping it out of the versioned protocol
-lets the agent stream stay exactly as it was.
+Enrolment is one unary call, ``/anypu.v1.Enrolment/Enrol``: an ``EnrolRequest`` answered
+by an ``EnrolAnswer`` (the messages both sides share, in ``anypu.comm``).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from anypu.comm import (
+    AgentPortInfo,
+    CertificateAuthority,
+    EnrolAnswer,
+    EnrolRequest,
+    Identity,
+    cert_hash,
+    common_name,
+)
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
+from anypu.protos.messages import node_name_problem
 from anypu.scheduler._throttle import FailureThrottle
-from anypu.scheduler._tls import CertificateAuthority, Identity, cert_hash, common_name
 from anypu.scheduler._tokens import UNLIMITED, Enrolment, NameTakenError, TokenStore
 
-__all__ = [
-    "ENROL_METHOD",
-    "INFO_METHOD",
-    "ServerSecurity",
-    "decode_json",
-    "encode_json",
-]
+__all__ = ["DEFAULT_NODE_CERT_S", "ServerSecurity"]
 
-ENROL_METHOD = "/anypu.v1.Enrolment/Enrol"
-INFO_METHOD = "/anypu.v1.Enrolment/Info"
-MAX_JSON_BYTES = 64 << 10
 DEFAULT_NODE_CERT_S = 365 * 86400.0
-
-
-def encode_json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value).encode()
-
-
-def decode_json(data: bytes) -> dict[str, Any]:
-    """Parse an enrolment message; ``ConfigError`` for anything but a small JSON object."""
-    if len(data) > MAX_JSON_BYTES:
-        raise ConfigError(f"enrolment message of {len(data)} bytes; at most {MAX_JSON_BYTES}")
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ConfigError(f"enrolment message is not JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ConfigError("enrolment message must be a JSON object")
-    return value
-
-
-def _field(request: Mapping[str, Any], name: str, kind: type) -> Any:
-    value = request.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"enrolment request needs {name!r} as {kind.__name__}")
-    return value
 
 
 class ServerSecurity:
@@ -97,27 +69,20 @@ class ServerSecurity:
 
         self.is_live = lambda name: bool(service.inspect(lambda st, now: _live(st, name)))
 
-    def info(self) -> dict[str, Any]:
-        return {"agent_port": self.agent_port, "ca_hash": self.ca.hash}
+    def info(self) -> AgentPortInfo:
+        return AgentPortInfo(self.agent_port, self.ca.hash)
 
-    def enrol(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def enrol(self, request: EnrolRequest) -> EnrolAnswer:
         """Spend a token on a certificate for node ``name``; the answer to send back.
 
         Raises ``AuthenticationError`` (bad token), ``AccessDeniedError`` (outside the
         token's scope), ``NameTakenError`` (a live node has that name) or ``ConfigError``.
         """
-        from anypu.scheduler._service import _NAME  # the one rule for node names
-
-        token = _field(request, "token", str)
-        name = _field(request, "name", str)
-        tier = _field(request, "tier", str)
-        devices = _field(request, "devices", int)
-        memory = _field(request, "memory_bytes", int)
-        csr = _field(request, "csr", str).encode()
-        if not _NAME.match(name):
-            raise ConfigError(
-                f"node name {name[:80]!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
-            )
+        token, name, tier = request.token, request.name, request.tier
+        devices, memory, csr = request.devices, request.memory_bytes, request.csr.encode()
+        problem = node_name_problem(name)
+        if problem:
+            raise ConfigError(problem)
         if tier not in TIERS:
             raise ConfigError(f"tier {tier!r} is invalid: choose one of {list(TIERS)}")
         if not (0 <= devices <= 1 << 16 and 0 <= memory < 1 << 60):
@@ -134,12 +99,9 @@ class ServerSecurity:
             self.tokens.enrol(Enrolment(name, fingerprint, UNLIMITED, now))
         else:
             self.tokens.redeem(token, name, tier, devices, memory, fingerprint, now)
-        return {
-            "cert": cert.decode(),
-            "ca": self.ca.cert_pem.decode(),
-            "agent_port": self.agent_port,
-            "expires_at": now + self.node_cert_valid_s,
-        }
+        return EnrolAnswer(
+            cert.decode(), self.ca.cert_pem.decode(), self.agent_port, now + self.node_cert_valid_s
+        )
 
     def node_enrolment(self, auth_context: Mapping[str, Sequence[bytes]]) -> Enrolment | None:
         """The enrolment behind a verified client certificate; None if none was presented.

@@ -11,7 +11,6 @@ import hmac
 import logging
 import math
 import queue
-import re
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +23,7 @@ from anypu.devices import DEVICE_KINDS
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
+from anypu.scheduler._metrics import cluster_usage, read_view
 from anypu.scheduler._records import JobRecord, NodeRecord
 from anypu.scheduler._state import (
     AgentConnected,
@@ -52,7 +52,6 @@ DropFn = Callable[[], None]
 DirectFn = Callable[[str, "bytes | tuple"], "m.JobResult | None"]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 class NotFoundError(KeyError):
@@ -310,6 +309,11 @@ class SchedulerService:
         with self._lock:
             return read(self.state, self.clock())
 
+    def usage(self) -> m.ClusterUsage:
+        """Capacity on ready nodes and what live jobs reserve (what ``anypu status`` shows)."""
+        view = read_view(self)
+        return cluster_usage(view.nodes, view.active)
+
     def list_nodes(self) -> list[m.NodeInfo]:
         now = self.clock()
         with self._lock:
@@ -389,10 +393,9 @@ def _validate_join(join: m.Join) -> None:
             f"agent speaks protocol {join.protocol_version}, this scheduler speaks"
             f" {PROTOCOL_VERSION}: install the same anypu version on both"
         )
-    if not _NAME.match(join.name):
-        raise ConfigError(
-            f"node name {join.name[:80]!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
-        )
+    problem = m.node_name_problem(join.name)
+    if problem:
+        raise ConfigError(problem)
     if join.tier not in TIERS:
         raise ConfigError(f"tier {join.tier[:80]!r} is invalid: choose one of {list(TIERS)}")
     if not join.devices:

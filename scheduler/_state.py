@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
@@ -430,15 +430,6 @@ class SchedulerState:
 
     # -------------------------------------------------------------- placement
 
-    def _fits_when_nodes_return(self, job: JobRecord, now: float) -> bool:
-        """Would the job fit if every known node were healthy again?"""
-        if all(n.state == "ready" and n.connected for n in self.nodes.values()):
-            return False
-        snapshot = self.snapshot(now)
-        revived = replace(snapshot, nodes=tuple(replace(n, healthy=True) for n in snapshot.nodes))
-        trial = plan(revived, [self._job_request(job)], config=self.config.placement)
-        return bool(trial.placements)
-
     def snapshot(self, now: float) -> ClusterSnapshot:
         busy: dict[tuple[str, str, int], float] = {}
         for job_id in self.active:
@@ -538,20 +529,24 @@ class SchedulerState:
             actions.append(PersistJob(job, "placed", f"{p.node_id}/{p.device_id}"))
             actions.append(Send(node.node_id, node.epoch, self._launch(job)))
         for job_id, reasons in result.unschedulable.items():
-            actions += self._unschedulable(self.jobs[job_id], reasons, now)
+            stuck = job_id in result.unresolvable
+            actions += self._unschedulable(self.jobs[job_id], reasons, stuck, now)
         self.decisions["deferred"] += len(result.deferred)
         return actions
 
-    def _unschedulable(self, job: JobRecord, reasons: dict[str, str], now: float) -> list[Action]:
+    def _unschedulable(
+        self, job: JobRecord, reasons: dict[str, str], unresolvable: bool, now: float
+    ) -> list[Action]:
+        """``unresolvable``: no known node could take it even when back (``Plan``)."""
         self.decisions["unschedulable"] += 1
         changed = reasons != job.pending_reasons
         job.pending_reasons = dict(reasons)
         if job.unschedulable_since is None:
             job.unschedulable_since = now
         waiting = now - job.unschedulable_since < self.config.unschedulable_timeout_s
-        if waiting or self._fits_when_nodes_return(job, now):
-            # A node that is down but known (restarting, partitioned) could take it: wait
-            # for it, as Kubernetes keeps such a pod pending.
+        if waiting or not unresolvable:
+            # A node that is down but known (restarting, partitioned, quarantined) could
+            # take it: wait for it, as Kubernetes keeps such a pod pending.
             return [PersistJob(job, "", "unschedulable")] if changed else []
         job.finished_at = now
         self._set_state(job, "failed")

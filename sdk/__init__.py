@@ -8,19 +8,66 @@
     fut = sdk.submit(model, x); fut.result()   # asynchronous form
 
 Nobody names a device: the scheduler chooses where each job runs.
+
+Names are imported on first use, so ``from anypu import sdk`` (and ``anypu status``)
+does not load torch until a model is run.
 """
 
-from anypu.sdk._api import connect, disconnect, jobs, nodes, run, submit
-from anypu.sdk._client import Client, JobHandle, RunOptions
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anypu.sdk._api import connect, disconnect, jobs, nodes, run, submit
+    from anypu.sdk._client import Client, JobHandle, RunOptions
+    from anypu.sdk._embedded import Embedded, InProcessTransport
+    from anypu.sdk._status import status_command
+    from anypu.sdk._transport import GrpcTransport, Transport
+
+_HOMES = {
+    "Client": "anypu.sdk._client",
+    "Embedded": "anypu.sdk._embedded",
+    "GrpcTransport": "anypu.sdk._transport",
+    "InProcessTransport": "anypu.sdk._embedded",
+    "JobHandle": "anypu.sdk._client",
+    "RunOptions": "anypu.sdk._client",
+    "Transport": "anypu.sdk._transport",
+    "connect": "anypu.sdk._api",
+    "disconnect": "anypu.sdk._api",
+    "jobs": "anypu.sdk._api",
+    "nodes": "anypu.sdk._api",
+    "run": "anypu.sdk._api",
+    "status_command": "anypu.sdk._status",
+    "submit": "anypu.sdk._api",
+}
 
 __all__ = [
     "Client",
+    "Embedded",
+    "GrpcTransport",
+    "InProcessTransport",
     "JobHandle",
     "RunOptions",
+    "Transport",
     "connect",
     "disconnect",
     "jobs",
     "nodes",
     "run",
+    "status_command",
     "submit",
 ]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'anypu.sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # found once; later lookups are ordinary attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -34,7 +34,7 @@ def connect(
     speak TLS to it; with neither the connection is plaintext (``--insecure`` schedulers).
     Raises ``SchedulerUnavailableError`` when nothing answers there.
     """
-    from anypu.scheduler._enrolment import client_ca
+    from anypu.comm import client_ca
     from anypu.sdk._transport import GrpcTransport
 
     global _client
@@ -76,8 +76,7 @@ def _default() -> Client:
             return _client
     if os.environ.get("ANYPU_ADDRESS"):
         return connect()
-    from anypu.sdk._embedded import Embedded
-    from anypu.sdk._transport import InProcessTransport
+    from anypu.sdk._embedded import Embedded, InProcessTransport
 
     with _lock:
         if _client is None:

@@ -2,7 +2,9 @@
 
 ``sdk.run`` with no address configured starts them on first use and reuses them; the
 scheduler keeps its SQLite state in a temporary directory and the agent runs jobs in
-worker processes, exactly as a networked agent would.
+threads of this process (the user's process already runs their model). This is the one
+place where scheduler and agent meet in one process; ``InProcessTransport`` is how the
+SDK reaches a scheduler here without encoding anything.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import shutil
 import socket
 import tempfile
 import threading
+from typing import Any
 
-from anypu.agents._agent import Agent, AgentConfig
-from anypu.agents._link import InProcessLink
+from anypu.agents import Agent, AgentConfig, InProcessLink, run_dispatched_here
 from anypu.devices import discover
-from anypu.scheduler._service import SchedulerService
-from anypu.scheduler._state import SchedulerConfig
+from anypu.protos import messages as m
+from anypu.scheduler import SchedulerConfig, SchedulerService
 
-__all__ = ["Embedded"]
+__all__ = ["Embedded", "InProcessTransport"]
 
 
 class Embedded:
@@ -55,3 +57,62 @@ class Embedded:
         self.agent.stop()
         self.service.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class InProcessTransport:
+    """A ``Transport`` straight into a ``SchedulerService`` in this process."""
+
+    def __init__(self, service: Any, address: str = "embedded") -> None:
+        self.service = service
+        self.address = address
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        return [d for d in digests if not self.service.blobs.has(d)]
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.service.blobs.put(data, digest)
+
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+        if request.wait and not request.wait_timeout_s and not request.timeout_s:
+            # The caller blocks until the outcome anyway: let it run the job itself when
+            # an in-process slice takes it at once, rather than wake a worker thread. Not
+            # with a timeout: the caller must get JobTimeout when it expires, and a thread
+            # running a model cannot be interrupted.
+            with run_dispatched_here():
+                info = self.service.submit(request)
+            info, outputs, _ = self.service.wait(info.job_id, None)
+            return info, outputs
+        if request.wait:
+            info, outputs, _ = self.service.submit_and_wait(request)
+            return info, outputs
+        return self.service.submit(request), b""
+
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+        return self.service.wait(job_id, timeout)
+
+    # Leases (see ``scheduler._leases``).
+
+    def lease_of(self, job_id: str) -> m.Lease | None:
+        return self.service.lease_of(job_id)
+
+    def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None:
+        # In-process: the tensors themselves, nothing encoded either way.
+        return self.service.run_leased(lease, args)
+
+    def cancel(self, job_id: str) -> m.JobInfo:
+        return self.service.cancel(job_id)
+
+    def job(self, job_id: str) -> m.JobInfo:
+        return self.service.job_info(job_id)
+
+    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]:
+        return self.service.list_jobs(limit, state)
+
+    def list_nodes(self) -> list[m.NodeInfo]:
+        return self.service.list_nodes()
+
+    def usage(self) -> m.ClusterUsage:
+        return self.service.usage()
+
+    def close(self) -> None:
+        pass

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from anypu._codec import Tree, pack_envelope, signature, validate
-from anypu.agents._artifact import check_export_archive
+from anypu.agents import check_export_archive
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ExportError, InputError
 

@@ -1,21 +1,25 @@
 """``anypu status``: a terminal summary of a scheduler, in the manner of ``ray status``.
 
-Pure: it formats what the scheduler returned (nodes, recent jobs, live jobs) and uses the
-same capacity summary as the dashboard and ``/metrics``, so the three agree.
+The command asks the scheduler over the wire (nodes, recent and live jobs, and its usage
+summary, which the dashboard and ``/metrics`` show too, so the three agree); formatting
+is pure.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from anypu.placement import TIERS, format_bytes
-from anypu.protos.messages import JobInfo, NodeInfo
-from anypu.scheduler._metrics import fragmentation, reserved_slices, usage_by_tier_kind
+from anypu.devices import format_bytes
+from anypu.protos.messages import TIERS, ClusterUsage, JobInfo, NodeInfo
 
-__all__ = ["format_status", "status_document"]
+__all__ = ["format_status", "status_command", "status_document"]
 
 _LIVE = ("pending", "placed", "running")
 _DONE = ("succeeded", "failed", "cancelled")
@@ -32,15 +36,16 @@ def status_document(
     nodes: Sequence[NodeInfo],
     jobs: Sequence[JobInfo],
     live: Sequence[JobInfo] | None = None,
+    usage: ClusterUsage | None = None,
 ) -> dict[str, Any]:
     """What ``anypu status --json`` prints: nodes, usage, recent and pending jobs."""
     current = _live(jobs, live)
-    active = [j.placement for j in current if j.state != "pending"]
+    usage = usage or ClusterUsage()
     return {
         "scheduler": address,
         "nodes": [asdict(n) for n in nodes],
-        "usage": [row.as_dict() for row in usage_by_tier_kind(nodes, active)],
-        "fragmentation": fragmentation(nodes, active),
+        "usage": [row.as_dict() for row in usage.rows],
+        "fragmentation": usage.fragmentation,
         "jobs": [asdict(j) for j in jobs],
         "pending": [asdict(j) for j in current if j.state == "pending"],
     }
@@ -51,12 +56,13 @@ def format_status(
     nodes: Sequence[NodeInfo],
     jobs: Sequence[JobInfo],
     live: Sequence[JobInfo] | None = None,
+    usage: ClusterUsage | None = None,
 ) -> str:
     """Nodes by tier with their devices, usage per tier and kind, jobs, pending and why."""
     current = _live(jobs, live)
-    active = [j.placement for j in current if j.state != "pending"]
+    usage = usage or ClusterUsage()
     # slices with at least one job bound, per device (jobs may queue on one slice)
-    reserved = Counter((n, d) for n, d, _ in reserved_slices(active))
+    reserved = {(r.node_id, r.device_id): r.reserved_slices for r in usage.reserved}
     lines = [f"======== anypu status: scheduler {address} ========", "Nodes", _RULE]
     if not nodes:
         lines.append(
@@ -78,11 +84,11 @@ def format_status(
                 f" {warm} warm model{'s' if warm != 1 else ''}"
             )
             for d in node.devices:
-                taken = reserved[node.node_id, d.device_id]
+                taken = reserved.get((node.node_id, d.device_id), 0)
                 lines.append(
                     f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices reserved]"
                 )
-    rows = usage_by_tier_kind(nodes, active)
+    rows = usage.rows
     lines += ["", "Usage (ready nodes: reserved / total)", _RULE]
     if not rows:
         lines.append(" (no ready nodes)")
@@ -98,7 +104,7 @@ def format_status(
         )
     if rows:
         lines.append(
-            f" fragmentation: {fragmentation(nodes, active):.0%} of free memory is on partly"
+            f" fragmentation: {usage.fragmentation:.0%} of free memory is on partly"
             " reserved devices"
         )
     live_counts = Counter(j.state for j in current)
@@ -120,3 +126,31 @@ def format_status(
         for node_id, reason in sorted(job.pending_reasons.items()):
             lines.append(f"   {node_id}: {reason}")
     return "\n".join(lines)
+
+
+def status_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``anypu status``: ask the scheduler, print the summary (or ``--json``)."""
+    from anypu.comm import client_ca
+    from anypu.sdk._transport import GrpcTransport
+
+    token = args.token or os.environ.get("ANYPU_TOKEN", "")
+    address = args.scheduler or os.environ.get("ANYPU_ADDRESS", "127.0.0.1:7070")
+    ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
+    transport = GrpcTransport(address, token, client_ca(address, ca_hash))
+    try:
+        nodes = transport.list_nodes(timeout=5)
+        jobs = transport.list_jobs(limit=args.jobs)
+        # live jobs on their own: the recent ones may miss a long-running job
+        live = [
+            j
+            for state in ("pending", "placed", "running")
+            for j in transport.list_jobs(10_000, state)
+        ]
+        usage = transport.usage()
+    finally:
+        transport.close()
+    if args.json:
+        print(json.dumps(status_document(address, nodes, jobs, live, usage)))
+        return 0
+    print(format_status(address, nodes, jobs, live, usage))
+    return 0

@@ -1,7 +1,8 @@
-"""How the SDK reaches a scheduler: gRPC, or a direct in-process call (embedded mode).
+"""How the SDK reaches a scheduler: the ``Transport`` protocol and its gRPC implementation.
 
-Like httpx's transports: the client code above is the same for both, and tests can hand
-the SDK an ``InProcessTransport`` around a scheduler they built themselves.
+Like httpx's transports: the client code above is the same for every transport, and
+tests can hand the SDK an ``InProcessTransport`` (``_embedded``) around a scheduler they
+built themselves.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from typing import Any, Protocol
 
 import grpc
 
-from anypu import _codec
-from anypu.agents._workers import run_dispatched_here
+from anypu.comm import (
+    channel_credentials,
+    grpc_channel,
+    raise_for_rpc,
+    read_frame,
+    result_from_frame,
+    write_frame,
+)
 from anypu.errors import AnypuError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 
-__all__ = ["INLINE_LIMIT", "GrpcTransport", "InProcessTransport", "Transport"]
+__all__ = ["INLINE_LIMIT", "GrpcTransport", "Transport"]
 
 log = logging.getLogger("anypu.sdk")
 
@@ -40,77 +47,19 @@ class Transport(Protocol):
     def job(self, job_id: str) -> m.JobInfo: ...
     def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]: ...
     def list_nodes(self) -> list[m.NodeInfo]: ...
+    def usage(self) -> m.ClusterUsage: ...
     def lease_of(self, job_id: str) -> m.Lease | None: ...
     def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None: ...
     def close(self) -> None: ...
 
 
-class InProcessTransport:
-    def __init__(self, service: Any, address: str = "embedded") -> None:
-        self.service = service
-        self.address = address
-
-    def missing_blobs(self, digests: list[str]) -> list[str]:
-        return [d for d in digests if not self.service.blobs.has(d)]
-
-    def put_blob(self, digest: str, data: bytes) -> None:
-        self.service.blobs.put(data, digest)
-
-    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
-        if request.wait and not request.wait_timeout_s and not request.timeout_s:
-            # The caller blocks until the outcome anyway: let it run the job itself when
-            # an in-process slice takes it at once, rather than wake a worker thread. Not
-            # with a timeout: the caller must get JobTimeout when it expires, and a thread
-            # running a model cannot be interrupted.
-            with run_dispatched_here():
-                info = self.service.submit(request)
-            info, outputs, _ = self.service.wait(info.job_id, None)
-            return info, outputs
-        if request.wait:
-            info, outputs, _ = self.service.submit_and_wait(request)
-            return info, outputs
-        return self.service.submit(request), b""
-
-    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
-        return self.service.wait(job_id, timeout)
-
-    # Leases (see ``scheduler._leases``).
-
-    def lease_of(self, job_id: str) -> m.Lease | None:
-        return self.service.lease_of(job_id)
-
-    def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None:
-        # In-process: the tensors themselves, nothing encoded either way.
-        return self.service.run_leased(lease, args)
-
-    def cancel(self, job_id: str) -> m.JobInfo:
-        return self.service.cancel(job_id)
-
-    def job(self, job_id: str) -> m.JobInfo:
-        return self.service.job_info(job_id)
-
-    def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]:
-        return self.service.list_jobs(limit, state)
-
-    def list_nodes(self) -> list[m.NodeInfo]:
-        return self.service.list_nodes()
-
-    def close(self) -> None:
-        pass
-
-
 class GrpcTransport:
     def __init__(self, address: str, token: str = "", ca_pem: bytes | None = None) -> None:
-        """``ca_pem``: the scheduler's CA, for TLS (see ``client_ca``); None: plaintext."""
-        from anypu.agents._link import grpc_channel
-
+        """``ca_pem``: the scheduler's CA, for TLS (see ``anypu.comm.client_ca``); None:
+        plaintext."""
         self.address = address
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        credentials = None
-        if ca_pem is not None:
-            from anypu.scheduler._tls import channel_credentials
-
-            credentials = channel_credentials(ca_pem)
+        credentials = channel_credentials(ca_pem) if ca_pem is not None else None
         self._credentials = credentials
         # Direct calls to a worker: TLS trusting only the scheduler's CA, when it has one.
         self._worker_tls = (
@@ -129,15 +78,12 @@ class GrpcTransport:
         self._connections: dict[str, socket.socket] = {}
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
-        from anypu.agents._link import raise_for_rpc
-
         try:
             return method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise AnypuError(error.details()) from None
             raise_for_rpc(error, self.address)
-            raise
 
     def check(self, timeout: float = 5.0) -> None:
         """Fail fast, with an actionable message, if no scheduler answers."""
@@ -167,6 +113,8 @@ class GrpcTransport:
         The first call goes to the agent, which names the slice's worker process; later
         ones go to that process.
         """
+        from anypu import _codec  # torch: not loaded by clients that never run a model
+
         payload = _codec.encode(args, "inputs")
         if len(payload) > INLINE_LIMIT or not lease.address:
             return None
@@ -190,9 +138,6 @@ class GrpcTransport:
         return result
 
     def _call_worker(self, lease: m.Lease, address: str, payload: bytes) -> m.JobResult | None:
-        from anypu.agents._direct import result_from_frame
-        from anypu.agents._wire import read_frame, write_frame
-
         connection = self._connections.get(lease.lease_id)
         if connection is None:
             host, _, port = address.rpartition(":")
@@ -213,8 +158,6 @@ class GrpcTransport:
             connection.close()
 
     def _agent(self, address: str, node_id: str) -> Any:
-        from anypu.agents._link import grpc_channel
-
         with self._agents_lock:
             known = self._agents.get((address, node_id))
             if known is None:
@@ -245,6 +188,9 @@ class GrpcTransport:
     def list_nodes(self, timeout: float | None = None) -> list[m.NodeInfo]:
         response = self._call(self._jobs.ListNodes, convert.list_nodes_request(), timeout)
         return [convert.node_info_from_pb(n) for n in response.nodes]
+
+    def usage(self) -> m.ClusterUsage:
+        return convert.usage_from_pb(self._call(self._jobs.Usage, convert.usage_request()))
 
     def close(self) -> None:
         self._channel.close()

@@ -47,7 +47,7 @@ AGENTS = [
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "anypu.sdk._cli", *args],
+        [sys.executable, "-m", "anypu", *args],
         stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -54,7 +54,7 @@ class Cluster:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "anypu.sdk._cli", *args],
+            [sys.executable, "-m", "anypu", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -141,7 +141,7 @@ class Cluster:
 
         ca_pem = None
         if self.tls:
-            from anypu.scheduler._enrolment import client_ca
+            from anypu.comm import client_ca
 
             ca_pem = client_ca(self.address, self.ca_hash)
         client = Client(GrpcTransport(self.address, self.token, ca_pem))

@@ -28,7 +28,9 @@ from anypu.placement.gpushare._gradient import (
 )
 from anypu.placement.gpushare._policies import (
     POLICIES,
+    TRACE_POLICIES,
     AnypuPolicy,
+    AnypuSSPolicy,
     BestFitPolicy,
     Choice,
     DotProdPolicy,
@@ -45,7 +47,9 @@ __all__ = [
     "MAX_GPUS",
     "MILLI",
     "POLICIES",
+    "TRACE_POLICIES",
     "AnypuPolicy",
+    "AnypuSSPolicy",
     "BatchPlacer",
     "BatchStats",
     "BestFitPolicy",

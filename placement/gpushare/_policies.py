@@ -25,6 +25,7 @@ from anypu.placement.gpushare._sumsq import GapCounts, GapRule, waste_plan
 
 __all__ = [
     "POLICIES",
+    "TRACE_POLICIES",
     "AnypuPolicy",
     "AnypuSSPolicy",
     "BestFitPolicy",
@@ -36,7 +37,6 @@ __all__ = [
     "Policy",
     "RandomPolicy",
     "Request",
-    "TRACE_POLICIES",
     "make_policy",
 ]
 

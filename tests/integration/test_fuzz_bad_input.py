@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anypu import PROTOCOL_VERSION
-from anypu.agents._link import grpc_channel
+from anypu.comm import grpc_channel
 from anypu.devices import Device
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert

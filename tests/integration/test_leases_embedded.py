@@ -12,10 +12,9 @@ import torch
 from anypu._codec import decode, encode
 from anypu.errors import JobFailedError
 from anypu.protos import messages as m
-from anypu.sdk import Client
+from anypu.sdk import Client, InProcessTransport
 from anypu.sdk._client import RunOptions
 from anypu.sdk._embedded import Embedded
-from anypu.sdk._transport import InProcessTransport
 from anypu.sdk.models import mlp
 
 

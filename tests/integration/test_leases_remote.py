@@ -88,7 +88,7 @@ def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(clu
 )
 def test_a_direct_address_that_cannot_work_is_refused_clearly(flags, message):
     result = subprocess.run(
-        [sys.executable, "-m", "anypu.sdk._cli", "agent", "--scheduler", "127.0.0.1:9"]
+        [sys.executable, "-m", "anypu", "agent", "--scheduler", "127.0.0.1:9"]
         + ["--tier", "edge", "--direct-address", "127.0.0.1:0", *flags],
         capture_output=True,
         text=True,
@@ -104,7 +104,7 @@ def test_over_tls_the_leased_node_must_show_its_own_certificate(tmp_path):
     # certificate, and a client accepts it only from the node its lease names.
     import dataclasses
 
-    from anypu.scheduler._enrolment import client_ca
+    from anypu.comm import client_ca
     from anypu.sdk._transport import GrpcTransport
 
     cluster = Cluster(tmp_path, tls=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -139,7 +140,7 @@ def test_wrong_token_for_client_and_agent(cluster):
         [
             sys.executable,
             "-m",
-            "anypu.sdk._cli",
+            "anypu",
             "agent",
             "--scheduler",
             cluster.address,
@@ -167,24 +168,16 @@ def test_unreachable_scheduler_names_the_address():
 
 
 def test_status_command_shows_nodes_by_tier(cluster, client):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "anypu.sdk._cli",
-            "status",
-            "--scheduler",
-            cluster.address,
-            "--token",
-            cluster.token,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-m", "anypu", "status", "--scheduler", cluster.address]
+    command += ["--token", cluster.token]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "cloud (1)" in result.stdout and "edge (1)" in result.stdout
     assert "simulated on cpu" in result.stdout
+    # The usage summary is the scheduler's own (its Usage call), not recomputed here.
+    result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
+    usage = {(row["tier"], row["kind"]): row for row in json.loads(result.stdout)["usage"]}
+    assert usage["cloud", "gpu"]["devices"] == 1 and usage["edge", "npu"]["slices"] >= 1
 
 
 def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):

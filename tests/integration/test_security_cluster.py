@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from anypu._cli import main
 from anypu.errors import AuthenticationError
 from anypu.sdk import connect, disconnect
-from anypu.sdk._cli import main
 from anypu.sdk.models import mlp
 from tests.cluster import Cluster
 

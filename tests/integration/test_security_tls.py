@@ -13,26 +13,30 @@ import pytest
 import torch
 
 from anypu import PROTOCOL_VERSION
+from anypu.agents import GrpcLink, NodeTLS
 from anypu.agents._agent import Agent, AgentConfig
-from anypu.agents._link import GrpcLink, grpc_channel
+from anypu.comm import (
+    ENROL_METHOD,
+    CertificateAuthority,
+    Identity,
+    channel_credentials,
+    client_ca,
+    decode_json,
+    encode_json,
+    fetch_ca,
+    grpc_channel,
+    new_key_and_csr,
+)
 from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
-from anypu.scheduler._enrolment import NodeTLS, client_ca
+from anypu.scheduler import ServerSecurity
 from anypu.scheduler._grpc import serve
-from anypu.scheduler._security import ENROL_METHOD, ServerSecurity, decode_json, encode_json
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
 from anypu.scheduler._throttle import FailureThrottle
-from anypu.scheduler._tls import (
-    CertificateAuthority,
-    Identity,
-    channel_credentials,
-    fetch_ca,
-    new_key_and_csr,
-)
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp

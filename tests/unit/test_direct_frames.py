@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 
 import pytest
 
-from anypu.agents._direct import FrameServer, result_from_frame, result_to_frame
-from anypu.agents._wire import read_frame, write_frame
+from anypu.agents._direct import FrameServer
+from anypu.comm import (
+    FRAME_VERSION,
+    FrameError,
+    read_frame,
+    result_from_frame,
+    result_to_frame,
+    write_frame,
+)
 from anypu.protos import messages as m
 
 
@@ -57,12 +65,18 @@ def test_an_unknown_lease_is_lost_and_the_server_s_own_failure_is_an_error(serve
         assert call(connection, "lease-ok", b"ok").ok  # still serving this connection
 
 
+def head(header: int, payload: int, version: int = FRAME_VERSION, magic: bytes = b"AP") -> bytes:
+    return struct.pack("<2sHIQ", magic, version, header, payload)
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
-        struct.pack("<IQ", 3, 0) + b"[1]",  # a header that is not an object
-        struct.pack("<IQ", 2, 1 << 40) + b"{}",  # a payload far over the limit
-        struct.pack("<IQ", 5, 0) + b"nope!",  # not JSON
+        head(3, 0) + b"[1]",  # a header that is not an object
+        head(2, 1 << 40) + b"{}",  # a payload far over the limit
+        head(5, 0) + b"nope!",  # not JSON
+        head(2, 0, version=FRAME_VERSION + 1) + b"{}",  # a release that speaks another version
+        head(2, 0, magic=b"GE") + b"{}",  # another protocol (e.g. an HTTP client)
     ],
 )
 def test_a_malformed_frame_drops_that_connection_only(server, garbage):
@@ -80,3 +94,17 @@ def test_results_round_trip_through_frames():
     result = m.JobResult("j", 1, False, b"", "ValueError", "bad", "tb", 0.1, 0.2, "n", "d", True)
     assert result_from_frame(*result_to_frame(result)) == result
     assert result_from_frame(*result_to_frame(None)) is None
+
+
+def test_a_frame_of_another_version_is_refused_naming_both():
+    read_end, write_end = os.pipe()
+    try:
+        write_frame(write_end, {"ok": 1}, b"x")
+        assert read_frame(read_end) == ({"ok": 1}, b"x")
+        os.write(write_end, head(2, 0, version=FRAME_VERSION + 1) + b"{}")
+        match = f"frame version {FRAME_VERSION + 1}, this side speaks {FRAME_VERSION}"
+        with pytest.raises(FrameError, match=match):
+            read_frame(read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from anypu import PROTOCOL_VERSION
+from anypu._cli import main
 from anypu.devices import Device
 from anypu.errors import ConfigError
 from anypu.placement import (
@@ -28,7 +29,6 @@ from anypu.scheduler._state import (
     SchedulerConfig,
     SchedulerState,
 )
-from anypu.sdk._cli import main
 from anypu.sdk._status import format_status
 from tests.unit.test_placement_live import GiB, device, job, node, where
 

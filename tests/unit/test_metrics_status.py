@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from anypu.protos import messages as m
+from anypu.scheduler import cluster_usage
 from anypu.sdk._status import format_status, status_document
 from tests.unit.test_http_api import CPU, GPU, NPU
 
@@ -33,9 +34,14 @@ def jobs() -> tuple[list[m.JobInfo], list[m.JobInfo]]:
     return [stuck, done, failed], [stuck, running, queued]
 
 
+def usage(live: list[m.JobInfo]) -> m.ClusterUsage:
+    """What the scheduler answers ``Usage`` with, for these nodes and live jobs."""
+    return cluster_usage(nodes(), [j.placement for j in live if j.state != "pending"])
+
+
 def test_status_reads_like_ray_status():
     recent, live = jobs()
-    text = format_status("127.0.0.1:7070", nodes(), recent, live)
+    text = format_status("127.0.0.1:7070", nodes(), recent, live, usage(live))
     lines = text.splitlines()
     assert lines[0] == "======== anypu status: scheduler 127.0.0.1:7070 ========"
     # tiers in network order, whatever order the nodes came in
@@ -43,10 +49,10 @@ def test_status_reads_like_ray_status():
     assert "npu0   npu huawei 310P 8.0 GiB 22 TFLOPS ×4 slices (simulated on cpu)" in text
     assert "[1/4 slices reserved]" in text  # two jobs queue on one slice
     assert "1 warm model\n" in text
-    usage = text[text.index("Usage") : text.index("Jobs")]
-    assert "edge   npu  1 device, 1 simulated" in usage
-    assert "1/4 slices   2.0 GiB/8.0 GiB memory   5.5/22.0 TFLOPS" in usage
-    assert "cpu" not in usage  # the lost phone holds no capacity
+    section = text[text.index("Usage") : text.index("Jobs")]
+    assert "edge   npu  1 device, 1 simulated" in section
+    assert "1/4 slices   2.0 GiB/8.0 GiB memory   5.5/22.0 TFLOPS" in section
+    assert "cpu" not in section  # the lost phone holds no capacity
     assert " live: 1 pending, 1 placed, 1 running" in text
     assert " last 3: 1 succeeded, 1 failed, 0 cancelled" in text
     pending = text[text.index("Pending") :]
@@ -61,7 +67,7 @@ def test_status_with_no_nodes_says_how_to_add_one():
 
 def test_json_document_has_usage_and_pending_and_is_serialisable():
     recent, live = jobs()
-    doc = json.loads(json.dumps(status_document("h:1", nodes(), recent, live)))
+    doc = json.loads(json.dumps(status_document("h:1", nodes(), recent, live, usage(live))))
     assert [n["node_id"] for n in doc["nodes"]] == ["edge-1", "cloud-1", "phone-1"]
     edge = next(u for u in doc["usage"] if u["tier"] == "edge")
     assert edge["reserved_slices"] == 1 and edge["free_memory_bytes"] == 6 << 30

@@ -8,10 +8,7 @@ import sqlite3
 import pytest
 from cryptography import x509
 
-from anypu.errors import AuthenticationError, ConfigError
-from anypu.scheduler._quarantine import NodeQuarantine
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
-from anypu.scheduler._tls import (
+from anypu.comm import (
     CertificateAuthority,
     Identity,
     cert_hash,
@@ -20,6 +17,9 @@ from anypu.scheduler._tls import (
     parse_ca_hash,
     serves_tls,
 )
+from anypu.errors import AuthenticationError, ConfigError
+from anypu.scheduler._quarantine import NodeQuarantine
+from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.scheduler._tokens import (
     AccessDeniedError,
     Enrolment,
@@ -170,8 +170,8 @@ def test_a_node_certificate_from_before_direct_tls_is_refused_with_what_to_do(tm
 
     from cryptography.x509.oid import ExtendedKeyUsageOID
 
+    from anypu.agents import direct_tls_files as _direct_tls
     from anypu.errors import AnypuError
-    from anypu.sdk._cli import _direct_tls
 
     ca = CertificateAuthority.create()
     key, csr = new_key_and_csr("edge-1")

@@ -12,42 +12,29 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
 
-from anypu.errors import ConfigError
-from anypu.scheduler._security import ENROL_METHOD, INFO_METHOD, decode_json, encode_json
-from anypu.scheduler._tls import (
+from anypu.comm import (
+    ENROL_METHOD,
+    INFO_METHOD,
+    AgentPortInfo,
+    EnrolAnswer,
+    EnrolRequest,
     Identity,
     cert_hash,
     channel_credentials,
     common_name,
     fetch_ca,
+    grpc_channel,
     new_key_and_csr,
     parse_ca_hash,
+    raise_for_rpc,
 )
+from anypu.errors import ConfigError
 
-__all__ = ["NodeTLS", "client_ca"]
-
-
-def client_ca(address: str, ca_hash: str = "", ca_file: str = "") -> bytes | None:
-    """The CA an SDK client trusts: from ``ca_file``, else fetched by ``ca_hash``.
-
-    None when neither is given (a plaintext scheduler started with ``--insecure``).
-    """
-    if ca_file:
-        try:
-            pem = Path(ca_file).read_bytes()
-        except OSError as error:
-            raise ConfigError(f"cannot read CA file {ca_file}: {error.strerror}") from None
-        if ca_hash and cert_hash(pem) != parse_ca_hash(ca_hash):
-            raise ConfigError(f"CA file {ca_file} does not match the CA hash {ca_hash}")
-        return pem
-    if ca_hash:
-        return fetch_ca(address, ca_hash)
-    return None
+__all__ = ["NodeTLS"]
 
 
 class NodeTLS:
@@ -68,24 +55,21 @@ class NodeTLS:
         path.write_bytes(pem)
         return pem
 
-    def _call(self, ca: bytes, method: str, request: dict[str, Any]) -> dict[str, Any]:
-        from anypu.agents._link import grpc_channel, raise_for_rpc
-
+    def _call(self, ca: bytes, method: str, request: bytes) -> bytes:
         channel = grpc_channel(self.address, channel_credentials(ca))
         try:
-            call = channel.unary_unary(method)
-            return decode_json(call(encode_json(request), timeout=30))
+            answer: bytes = channel.unary_unary(method)(request, timeout=30)
+            return answer
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
-            raise
         finally:
             channel.close()
 
     def agent_address(self) -> str:
         """``HOST:PORT`` of the mutual-TLS agent port (asked each time: it may change)."""
-        info = self._call(self._ca(), INFO_METHOD, {})
+        info = AgentPortInfo.decode(self._call(self._ca(), INFO_METHOD, b"{}"))
         host = self.address.rpartition(":")[0]
-        return f"{host}:{int(info['agent_port'])}"
+        return f"{host}:{info.agent_port}"
 
     def identity(self, name: str, tier: str, devices: int, memory_bytes: int) -> Identity:
         """This node's certificate and key; enrols (spending the token) when there is none."""
@@ -101,19 +85,9 @@ class NodeTLS:
                 " with --token to enrol it"
             )
         key, csr = new_key_and_csr(name)
-        answer = self._call(
-            ca,
-            ENROL_METHOD,
-            {
-                "token": self.token,
-                "name": name,
-                "tier": tier,
-                "devices": devices,
-                "memory_bytes": memory_bytes,
-                "csr": csr.decode(),
-            },
-        )
-        cert = str(answer["cert"]).encode()
+        request = EnrolRequest(self.token, name, tier, devices, memory_bytes, csr.decode())
+        answer = EnrolAnswer.decode(self._call(ca, ENROL_METHOD, request.encode()))
+        cert = answer.cert.encode()
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(key)

@@ -33,12 +33,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
 
 __all__ = [
-    "CHANNEL_OPTIONS",
     "SERVER_NAME",
     "CertificateAuthority",
     "Identity",
     "cert_hash",
     "channel_credentials",
+    "client_ca",
     "common_name",
     "fetch_ca",
     "new_key_and_csr",
@@ -47,9 +47,8 @@ __all__ = [
     "serves_tls",
 ]
 
+#: Clients check the scheduler's certificate against this name, not the dialled address.
 SERVER_NAME = "anypu-scheduler"
-#: Clients check the server's certificate against ``SERVER_NAME``, not the dialled address.
-CHANNEL_OPTIONS = (("grpc.ssl_target_name_override", SERVER_NAME),)
 _HASH_PREFIX = "sha256:"
 
 
@@ -345,6 +344,24 @@ def fetch_ca(address: str, expected_hash: str, timeout: float = 10.0) -> bytes:
         f"the scheduler at {address} presented certificates {found}, none of them the pinned"
         f" CA {expected}: check --ca-hash (someone may be intercepting the connection)"
     )
+
+
+def client_ca(address: str, ca_hash: str = "", ca_file: str = "") -> bytes | None:
+    """The CA a client trusts: from ``ca_file``, else fetched from ``address`` by ``ca_hash``.
+
+    None when neither is given (a plaintext scheduler started with ``--insecure``).
+    """
+    if ca_file:
+        try:
+            pem = Path(ca_file).read_bytes()
+        except OSError as error:
+            raise ConfigError(f"cannot read CA file {ca_file}: {error.strerror}") from None
+        if ca_hash and cert_hash(pem) != parse_ca_hash(ca_hash):
+            raise ConfigError(f"CA file {ca_file} does not match the CA hash {ca_hash}")
+        return pem
+    if ca_hash:
+        return fetch_ca(address, ca_hash)
+    return None
 
 
 def _read(path: str, flag: str) -> bytes:

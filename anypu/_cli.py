@@ -1,0 +1,174 @@
+"""The ``anypu`` command line: ``scheduler``, ``agent``, ``status``, ``token``.
+
+A thin entry point: the parser is plain data here, and each command is a function of the
+package it belongs to (``anypu.scheduler``, ``anypu.agents``, ``anypu.sdk``), imported
+only when that command runs, so ``anypu status`` never loads a scheduler or an agent.
+
+User mistakes print one clear line (``anypu: error: …``) and exit with status 2; no
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from anypu.errors import AnypuError
+
+__all__ = ["main"]
+
+#: command -> (module, function, serves). A command is ``function(args, stop) -> exit
+#: status``; for one that serves until stopped, SIGINT and SIGTERM set ``stop``.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "scheduler": ("anypu.scheduler", "scheduler_command", True),
+    "token": ("anypu.scheduler", "token_command", False),
+    "agent": ("anypu.agents", "agent_command", True),
+    "status": ("anypu.sdk", "status_command", False),
+}
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 0..65535 (0 picks a free one)")
+    return port
+
+
+def _scheduler_parser(commands: Any) -> None:
+    s = commands.add_parser("scheduler", help="run the central scheduler")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    s.add_argument("--port", type=int, default=7070)
+    s.add_argument("--state-dir", default="./anypu-state", help="SQLite state and blobs")
+    s.add_argument(
+        "--token",
+        default="",
+        help="admin/client token (default ANYPU_TOKEN, else generated; --insecure: none)",
+    )
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext on loopback only, for local use (default: TLS, agents on mutual TLS)",
+    )
+    s.add_argument("--agent-port", type=_port, default=None, help="mutual-TLS port (--port + 1)")
+    s.add_argument("--ca-cert", default="", help="CA certificate PEM (default: generated)")
+    s.add_argument("--ca-key", default="", help="CA private key PEM, with --ca-cert")
+    s.add_argument("--node-cert-days", type=float, default=365.0, help="node certificate life")
+    s.add_argument("--network", default="", help="network.yaml: sites and links")
+    s.add_argument("--heartbeat-interval", type=float, default=1.0)
+    s.add_argument("--lost-after", type=float, default=5.0, help="seconds without heartbeat")
+    s.add_argument("--unschedulable-timeout", type=float, default=5.0)
+    s.add_argument("--solver-time-limit", type=float, default=0.2)
+    s.add_argument(
+        "--policy",
+        default="cost",
+        metavar="NAME",
+        help="placement policy: cost (default: predicted seconds, CP-SAT) or a GPU-sharing"
+        " policy for accelerator jobs: random, dotprod, clustering, packing, bestfit, fgd,"
+        " anypu, anypu-ss",
+    )
+    s.add_argument(
+        "--http-port",
+        type=_port,
+        default=None,
+        help="serve the dashboard, JSON API and /metrics on this port (0: a free one;"
+        " default: off)",
+    )
+    s.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="dashboard address (default loopback, where reads need no token)",
+    )
+
+
+def _agent_parser(commands: Any) -> None:
+    a = commands.add_parser("agent", help="join this machine to a scheduler")
+    a.add_argument("--scheduler", required=True, help="HOST:PORT of the scheduler")
+    a.add_argument(
+        "--token", default="", help="a join token, or the scheduler's token (default ANYPU_TOKEN)"
+    )
+    a.add_argument(
+        "--ca-hash",
+        default="",
+        help="sha256:… the scheduler printed (default ANYPU_CA_HASH); omit for --insecure ones",
+    )
+    a.add_argument("--identity-dir", default="", help="node certificate folder")
+    a.add_argument("--tier", required=True, choices=("cloud", "edge", "device"))
+    a.add_argument("--name", default="", help="node name (default: host name)")
+    a.add_argument("--devices", default=None, help="devices.yaml declaring simulated devices")
+    a.add_argument("--site", default="", help="network site this node sits at")
+    a.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
+    a.add_argument("--cache-dir", default="", help="where model artifacts are cached")
+    a.add_argument(
+        "--direct-address",
+        default="",
+        metavar="HOST:PORT",
+        help="take clients' calls under leases here, skipping the scheduler (TLS with this"
+        " node's certificate when the scheduler uses TLS; clients must reach it; port 0"
+        " picks one); default: none",
+    )
+
+
+def _status_parser(commands: Any) -> None:
+    st = commands.add_parser("status", help="nodes, devices and jobs of a scheduler")
+    st.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
+    st.add_argument("--token", default="")
+    st.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--jobs", type=int, default=50, help="how many recent jobs to show")
+
+
+def _token_parser(commands: Any) -> None:
+    t = commands.add_parser("token", help="mint or list join tokens for agents")
+    t.add_argument("action", choices=("create", "list"))
+    t.add_argument("--state-dir", default="./anypu-state", help="the scheduler's --state-dir")
+    t.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d")
+    t.add_argument(
+        "--tier",
+        action="append",
+        choices=("cloud", "edge", "device"),
+        help="tier(s) it may join as (repeatable; default edge)",
+    )
+    t.add_argument("--max-devices", type=int, default=0, help="device cap (0: none)")
+    t.add_argument("--max-memory", default="", help="device memory cap, e.g. 64GiB")
+    t.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anypu", description="Run AI models on any processor.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_scheduler_parser, _agent_parser, _status_parser, _token_parser):
+        add(commands)
+    return parser
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    module, function, serves = COMMANDS[args.command]
+    try:
+        command = getattr(importlib.import_module(module), function)
+        return int(command(args, _stop_on_signals() if serves else threading.Event()))
+    except AnypuError as error:
+        print(f"anypu: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,89 @@
+"""The wire both sides share: channels, error mapping, frames, TLS, enrolment messages.
+
+Agents, the scheduler and SDK clients meet only here (and in ``anypu.protos``, the
+messages themselves): this package imports neither ``anypu.agents`` nor
+``anypu.scheduler``, as Dask's ``distributed.comm`` serves its scheduler and workers.
+
+- ``grpc_channel`` / ``server_options``: every connection is opened with the same limits
+  and keepalives; ``raise_for_rpc`` turns a failed call into an ``anypu.errors`` error.
+- ``read_frame`` / ``write_frame``: versioned frames between an agent and its workers, and
+  between a client and a leased worker.
+- TLS: the cluster CA, node and scheduler certificates, the CA pinned by hash.
+- Enrolment: the messages a node exchanges to spend a join token on a certificate.
+"""
+
+from anypu.comm._channels import (
+    BLOB_CHUNK_BYTES,
+    MAX_MESSAGE_BYTES,
+    grpc_channel,
+    raise_for_rpc,
+    server_options,
+)
+from anypu.comm._enrolment import (
+    ENROL_METHOD,
+    INFO_METHOD,
+    MAX_JSON_BYTES,
+    AgentPortInfo,
+    EnrolAnswer,
+    EnrolRequest,
+    decode_json,
+    encode_json,
+)
+from anypu.comm._frames import (
+    FRAME_VERSION,
+    Channel,
+    FrameError,
+    read_frame,
+    result_from_frame,
+    result_to_frame,
+    write_frame,
+)
+from anypu.comm._tls import (
+    SERVER_NAME,
+    CertificateAuthority,
+    Identity,
+    cert_hash,
+    channel_credentials,
+    client_ca,
+    common_name,
+    fetch_ca,
+    new_key_and_csr,
+    parse_ca_hash,
+    server_credentials,
+    serves_tls,
+)
+
+__all__ = [
+    "BLOB_CHUNK_BYTES",
+    "ENROL_METHOD",
+    "FRAME_VERSION",
+    "INFO_METHOD",
+    "MAX_JSON_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "SERVER_NAME",
+    "AgentPortInfo",
+    "CertificateAuthority",
+    "Channel",
+    "EnrolAnswer",
+    "EnrolRequest",
+    "FrameError",
+    "Identity",
+    "cert_hash",
+    "channel_credentials",
+    "client_ca",
+    "common_name",
+    "decode_json",
+    "encode_json",
+    "fetch_ca",
+    "grpc_channel",
+    "new_key_and_csr",
+    "parse_ca_hash",
+    "raise_for_rpc",
+    "read_frame",
+    "result_from_frame",
+    "result_to_frame",
+    "server_credentials",
+    "server_options",
+    "serves_tls",
+    "write_frame",
+]

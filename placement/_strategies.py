@@ -1,0 +1,64 @@
+"""The strategy registry: who places a round, by ``PlacementConfig.policy``.
+
+One entry per name of ``POLICY_NAMES``: the cost model (``_solver``) and every GPU-sharing
+policy of ``placement.gpushare`` (``_live_policy``, which hands what they do not place to
+the cost model). ``plan`` is the one entry point the scheduler and the benchmarks call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+from anypu.placement._config import POLICY_NAMES, PlacementConfig
+from anypu.placement._framework import Strategy
+from anypu.placement._live_policy import TracePolicyStrategy
+from anypu.placement._model import ClusterSnapshot, JobRequest, Plan
+from anypu.placement._solver import CostStrategy
+
+__all__ = ["STRATEGIES", "plan"]
+
+
+def _strategy(name: str) -> Strategy:
+    return CostStrategy() if name == "cost" else TracePolicyStrategy(name)
+
+
+#: ``policy`` name -> the strategy that places its rounds.
+STRATEGIES: Mapping[str, Strategy] = MappingProxyType({n: _strategy(n) for n in POLICY_NAMES})
+
+
+def _validate(jobs: Sequence[JobRequest]) -> None:
+    seen: set[str] = set()
+    for job in jobs:
+        if job.job_id in seen:
+            raise ValueError(f"job {job.job_id!r} appears twice in one placement batch")
+        seen.add(job.job_id)
+        for name in ("flops", "memory_bytes", "input_bytes", "output_bytes", "artifact_bytes"):
+            value = getattr(job, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"job {job.job_id!r}: {name} must be finite and >= 0, got {value}")
+        for model, secs in job.measured_seconds.items():
+            if not (secs >= 0 and math.isfinite(secs)):
+                raise ValueError(
+                    f"job {job.job_id!r}: measured_seconds[{model!r}] must be >= 0, got {secs}"
+                )
+
+
+def plan(
+    snapshot: ClusterSnapshot,
+    jobs: Sequence[JobRequest],
+    *,
+    config: PlacementConfig | None = None,
+) -> Plan:
+    """Place ``jobs`` on the slices of ``snapshot`` with the strategy ``config.policy``
+    names. Pure: no I/O, no clock but timing.
+
+    A job no device can take appears in ``Plan.unschedulable`` with every node's reason
+    (and in ``Plan.unresolvable`` when waiting cannot help); it is never an exception.
+    ``Plan.solver`` says who placed: ``single``, ``greedy``, ``cp-sat:…`` (the cost
+    model, ``_solver``) or ``policy:NAME`` (a GPU-sharing policy, ``_live_policy``).
+    """
+    config = config or PlacementConfig()
+    _validate(jobs)
+    return STRATEGIES[config.policy].plan(snapshot, jobs, config)

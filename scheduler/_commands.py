@@ -1,0 +1,160 @@
+"""``anypu scheduler`` and ``anypu token``: the scheduler's side of the command line.
+
+The parser lives in ``anypu._cli``; these functions run a parsed command. A user's
+mistake raises an ``AnypuError``, which the command line prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+
+from anypu.comm import CertificateAuthority
+from anypu.devices import parse_size
+from anypu.errors import AnypuError
+from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
+from anypu.scheduler._grpc import serve
+from anypu.scheduler._http import is_loopback, serve_http
+from anypu.scheduler._security import ServerSecurity
+from anypu.scheduler._service import SchedulerService
+from anypu.scheduler._state import SchedulerConfig
+from anypu.scheduler._throttle import FailureThrottle
+from anypu.scheduler._tokens import TokenStore, parse_ttl
+
+__all__ = ["scheduler_command", "token_command"]
+
+
+def _network(path: str) -> object | None:
+    import yaml
+
+    if not path:
+        return None
+    try:
+        with open(path) as handle:
+            spec = yaml.safe_load(handle)
+    except OSError as error:
+        raise AnypuError(f"cannot read network file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise AnypuError(f"network file {path} is not valid YAML: {error}") from None
+    return build_network(spec)
+
+
+def _security(args: argparse.Namespace, service: SchedulerService) -> ServerSecurity:
+    ca = CertificateAuthority.load_or_create(args.state_dir, args.ca_cert, args.ca_key)
+    security = ServerSecurity(
+        args.state_dir,
+        service.token,
+        ca,
+        hosts=[args.host],
+        node_cert_valid_s=args.node_cert_days * 86400.0,
+    )
+    security.watch(service)
+    return security
+
+
+def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Serve a scheduler until ``stop`` is set (SIGINT/SIGTERM)."""
+    if args.policy not in POLICY_NAMES:
+        raise AnypuError(
+            f"--policy {args.policy!r} is not a placement policy; choose one of: "
+            f"{', '.join(POLICY_NAMES)}"
+        )
+    token = args.token or os.environ.get("ANYPU_TOKEN", "")
+    if args.insecure and not is_loopback(args.host):
+        raise AnypuError(
+            f"--insecure serves plaintext and is for local use only: it binds to loopback,"
+            f" not {args.host}; drop --insecure to serve TLS on other addresses"
+        )
+    generated = not token and not args.insecure
+    if generated:
+        token = secrets.token_urlsafe(24)
+    config = SchedulerConfig(
+        heartbeat_interval_s=args.heartbeat_interval,
+        lost_after_s=args.lost_after,
+        unschedulable_timeout_s=args.unschedulable_timeout,
+        placement=PlacementConfig(time_limit_s=args.solver_time_limit, policy=args.policy),
+    )
+    service = SchedulerService(
+        args.state_dir, token=token or None, config=config, network=_network(args.network)
+    )
+    security = None if args.insecure else _security(args, service)
+    agent_port = args.agent_port if args.agent_port is not None else args.port and args.port + 1
+    # One throttle for gRPC and HTTP: a token guesser is counted on both surfaces.
+    throttle = security.throttle if security is not None else FailureThrottle()
+    server, port = serve(service, args.host, args.port, security, agent_port, throttle=throttle)
+    mode = (
+        "plaintext" if security is None else f"TLS; agents on mutual-TLS port {security.agent_port}"
+    )
+    say = functools.partial(print, flush=True)
+    say(f"anypu scheduler listening on {args.host}:{port} ({mode}; state in {args.state_dir})")
+    if args.policy != "cost":
+        say(f"placement policy: {args.policy} for accelerator jobs (cost model for the rest)")
+    if security is None:
+        say(
+            "WARNING: --insecure: plaintext gRPC on loopback only, for local use;"
+            + (" the token is still checked" if token else " no token is required")
+        )
+    else:
+        say(f"CA hash: {security.ca.hash}")
+    dashboard = None
+    if args.http_port is not None:
+        dashboard = serve_http(service, args.http_host, args.http_port, throttle=throttle)
+        say(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)")
+    if generated:
+        say(f"token (generated; pass it to agents and clients): {token}")
+    pin = "" if security is None else f" --ca-hash {security.ca.hash}"
+    pin += " --token <token>" if token else ""
+    say(f"join an agent:  anypu agent --scheduler {args.host}:{port}{pin} --tier edge")
+    if security is not None:
+        say(
+            f"  (<token>: one from `anypu token create --state-dir {args.state_dir} --ttl 1h"
+            " --tier edge`, or the token above)"
+        )
+    while not stop.wait(0.5):
+        pass
+    if dashboard is not None:
+        dashboard.close()
+    server.stop(grace=1).wait()
+    service.close()
+    if security is not None:
+        security.close()
+    return 0
+
+
+def token_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``anypu token create|list``: join tokens, in the scheduler's state folder."""
+    store = TokenStore(args.state_dir)
+    try:
+        if args.action == "list":
+            for item in store.tokens(time.time()):
+                print(
+                    json.dumps(item) if args.json else " ".join(f"{k}={v}" for k, v in item.items())
+                )
+            return 0
+        try:
+            memory = parse_size(args.max_memory) if args.max_memory else 0
+        except ValueError as error:
+            raise AnypuError(f"--max-memory: {error}") from None
+        ttl = parse_ttl(args.ttl)
+        tiers = args.tier or ["edge"]
+        token = store.create(ttl, tiers, time.time(), args.max_devices, memory)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"token": token, "ttl_s": ttl, "tiers": tiers}))
+    else:
+        caps = f", at most {args.max_devices} devices" if args.max_devices else ""
+        caps += f", at most {args.max_memory} of device memory" if memory else ""
+        print(token)
+        print(
+            f"single-use join token for tier {'/'.join(tiers)}{caps}, valid {args.ttl};"
+            " only its hash is stored",
+            file=sys.stderr,
+        )
+    return 0
