@@ -9,7 +9,6 @@ disconnected.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -45,7 +44,6 @@ _RESEND_MAX = 512
 _RESEND_MAX_BYTES = 256 << 20
 _LEASED_RUNS_KEPT = 10_000  # unreported records of direct runs kept while disconnected
 _LEASED_RUNS_BATCH = 16
-_LEASED_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(m.LeasedRun))
 # A client hears of its lease on its own connection, possibly before the grant reaches this
 # agent on the scheduler's stream: a call under a lease not yet heard of waits this long
 # for it, rather than fall back to placement. Ended leases are answered at once.
@@ -268,7 +266,8 @@ class Agent:
         worker = self.workers.get((launch.device_id, launch.slice_index))
         if worker is None:
             where = f"{launch.device_id}/{launch.slice_index}"
-            self._fail(launch, "NoSuchSlice", f"{self.config.name} has no slice {where}")
+            message = f"{self.config.name} has no slice {where}"
+            self._fail(launch, m.FailureCode.NO_SUCH_SLICE, message)
             return
         path = self.artifacts / launch.artifact_digest
         if path.exists() and not launch.inputs_digest:
@@ -285,9 +284,8 @@ class Agent:
             if launch.inputs_digest:
                 inputs = self.link.fetch_blob(launch.inputs_digest)
         except Exception as error:
-            self._fail(
-                launch, "ArtifactUnavailable", f"could not fetch the model artifact: {error}"
-            )
+            message = f"could not fetch the model artifact: {error}"
+            self._fail(launch, m.FailureCode.ARTIFACT_UNAVAILABLE, message)
             return
         self._submit(worker, launch, path, inputs)
 
@@ -384,11 +382,18 @@ class Agent:
         return result, address if result is not None else ""
 
     def _keep_leased_run(self, run: dict) -> None:
-        """Keep the record of a direct call for the next report (``LeasedRun``'s fields of
-        ``run``); a worker process that ran one itself reports it this way too."""
-        fields = {f: run[f] for f in _LEASED_RUN_FIELDS if f in run}
+        """Keep the record of a direct call for the next report: ``run`` holds its lease,
+        job id and times, and its outcome's fields; a worker process that ran one itself
+        reports it this way too."""
+        record = m.LeasedRun(
+            str(run["lease_id"]),
+            str(run["job_id"]),
+            float(run["started_at"]),
+            float(run["finished_at"]),
+            m.Outcome.from_fields(run),
+        )
         with self._lock:
-            self._leased_runs.append(m.LeasedRun(**fields))
+            self._leased_runs.append(record)
             del self._leased_runs[:-_LEASED_RUNS_KEPT]
 
     def _on_answer(self, result: m.JobResult) -> None:
@@ -397,8 +402,8 @@ class Agent:
         if call is None:
             self._report(replace(result, node_id=self.node_id))
             return
-        when = {"lease_id": call.lease_id, "started_at": call.started_at}
-        self._keep_leased_run(vars(result) | when | {"finished_at": time.time()})
+        when = {"lease_id": call.lease_id, "job_id": result.job_id, "started_at": call.started_at}
+        self._keep_leased_run(result.outcome.fields() | when | {"finished_at": time.time()})
         call.result = replace(result, node_id=self.node_id)
         call.done.set()
 
@@ -419,18 +424,10 @@ class Agent:
                 return
             time.sleep(0)
 
-    def _fail(self, launch: m.Launch, error_type: str, message: str) -> None:
-        self._report(
-            m.JobResult(
-                launch.job_id,
-                launch.attempt,
-                ok=False,
-                error_type=error_type,
-                error_message=message,
-                node_id=self.node_id,
-                device_id=launch.device_id,
-            )
-        )
+    def _fail(self, launch: m.Launch, code: m.FailureCode, message: str) -> None:
+        outcome = m.Outcome.failed(code, message)
+        result = m.JobResult(launch.job_id, launch.attempt, outcome, b"", self.node_id)
+        self._report(replace(result, device_id=launch.device_id))
 
     def _report(self, result: m.JobResult) -> None:
         now = time.time()

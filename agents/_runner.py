@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from anypu.protos.messages import FailureCode, Outcome
+
 __all__ = ["ModelRunner"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -58,30 +60,29 @@ class ModelRunner:
         return module, time.perf_counter() - started
 
     def execute(
-        self, request: dict[str, Any], payload: bytes, args: tuple[Any, ...] | None = None
-    ) -> tuple[dict[str, Any], Any]:
-        """Answer ``request`` (job_id, attempt, digest, artifact_path) for ``payload`` inputs.
+        self, digest: str, artifact_path: str, payload: bytes, args: tuple[Any, ...] | None = None
+    ) -> tuple[Outcome, Any]:
+        """Run the model ``digest`` (loaded from ``artifact_path`` unless warm) on ``payload``.
 
-        Returns the answer's header (the fields of a JobResult) and the encoded outputs.
-        A failure inside the model is reported as a user error; the runner keeps serving.
-        ``args``: the inputs themselves (a call from this process): nothing is decoded, and
-        the outputs come back as tensors, not encoded.
+        Returns the outcome and the encoded outputs. A failure inside the model is the
+        submitter's (``MODEL_RAISED``); one before it runs is the node's, unless the
+        artifact itself was refused; the runner keeps serving either way. ``args``: the
+        inputs themselves (a call from this process): nothing is decoded, and the outputs
+        come back as tensors, not encoded.
         """
         from anypu import _codec
         from anypu.agents._artifact import ArtifactError, run_model
 
-        answer: dict[str, Any] = {"job_id": request["job_id"], "attempt": request["attempt"]}
-        load_seconds, stage = 0.0, "load"
+        load_seconds, code = 0.0, FailureCode.LOAD_FAILED
         try:
-            module, load_seconds = self._module(request["digest"], request["artifact_path"])
-            stage = "inputs"
+            module, load_seconds = self._module(digest, artifact_path)
+            code = FailureCode.INPUTS_UNREADABLE
             inputs = _codec.decode(payload) if args is None else args
             if not isinstance(inputs, tuple):
                 inputs = (inputs,)
-            stage = "run"
+            code = FailureCode.MODEL_RAISED
             with _data_limit(self.memory_limit_bytes):
                 result, run_seconds = run_model(module, inputs, self.torch_device)
-                stage = "outputs"
                 if args is None:
                     outputs = _codec.encode(result, "outputs")
                 else:
@@ -90,31 +91,26 @@ class ModelRunner:
                     outputs = _codec.map_tensors(result, lambda t: t.clone())
         except Exception as error:  # the model's own failure: report it, keep serving
             if _out_of_memory(error):
-                answer.update(
-                    ok=False,
-                    error_type="OutOfMemory",
-                    error_message=(
-                        f"the job ran out of memory on {self.where}: its reservation is "
-                        f"{_gib(self.memory_limit_bytes)}; reduce the batch or ask for a "
-                        f"larger device ({str(error).splitlines()[0][:200]})"
-                    ),
-                    user_error=True,
-                    load_seconds=load_seconds,
+                message = (
+                    f"the job ran out of memory on {self.where}: its reservation is "
+                    f"{_gib(self.memory_limit_bytes)}; reduce the batch or ask for a "
+                    f"larger device ({str(error).splitlines()[0][:200]})"
                 )
-                return answer, b""
-            answer.update(
-                ok=False,
-                error_type=type(error).__name__,
-                error_message=str(error) or repr(error),
-                error_traceback=traceback.format_exc(limit=20),
+                oom = Outcome.failed(FailureCode.OUT_OF_MEMORY, message, load_seconds=load_seconds)
+                return oom, b""
+            if isinstance(error, ArtifactError):
                 # A refused artifact (unsafe or malformed; its digest was verified on fetch)
                 # is the submitter's doing, like the model raising: not the node's fault.
-                user_error=stage in ("run", "outputs") or isinstance(error, ArtifactError),
+                code = FailureCode.ARTIFACT_REFUSED
+            failure = Outcome.failed(
+                code,
+                str(error) or repr(error),
+                error_type=type(error).__name__,
+                traceback=traceback.format_exc(limit=20),
                 load_seconds=load_seconds,
             )
-            return answer, b""
-        answer.update(ok=True, load_seconds=load_seconds, run_seconds=run_seconds)
-        return answer, outputs
+            return failure, b""
+        return Outcome(load_seconds=load_seconds, run_seconds=run_seconds), outputs
 
 
 def _gib(n: int) -> str:

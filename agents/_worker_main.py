@@ -21,10 +21,10 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
-from anypu.comm import read_frame, write_frame
+from anypu.comm import read_frame, result_to_frame, write_frame
+from anypu.protos.messages import JobResult
 
 __all__ = ["main"]
 
@@ -73,8 +73,6 @@ class _Leases:
         """A direct call: DirectService's ``run_leased``."""
         import torch
 
-        from anypu.agents._workers import _answer
-
         lease = self.held.get(lease_id)
         if lease is None:
             return None, ""
@@ -82,21 +80,17 @@ class _Leases:
             # A new thread has OpenMP's default team size, not the slice's: re-apply it.
             torch.set_num_threads(torch.get_num_threads())
             self._threads.ready = True
-        request = {
-            "job_id": "job-" + secrets.token_hex(6),
-            "attempt": 1,
-            "digest": lease["digest"],
-            "artifact_path": lease["artifact_path"],
-        }
+        job_id = "job-" + secrets.token_hex(6)
         started = time.time()
         with self.run_lock:
-            header, outputs = self.runner.execute(request, inputs)
+            outcome, outputs = self.runner.execute(lease["digest"], lease["artifact_path"], inputs)
             self._warm = self.runner.warm
-        run = dict(header, lease_id=lease_id, started_at=started, finished_at=time.time())
+        run = {"lease_id": lease_id, "job_id": job_id, "started_at": started}
+        run |= {"finished_at": time.time()} | outcome.fields()
         with self.write_lock:
             self._runs.append(run)
         self.report()
-        return replace(_answer(header, outputs, self.device_id), node_id=lease["node_id"]), ""
+        return JobResult(job_id, 1, outcome, outputs, lease["node_id"], self.device_id), ""
 
 
 def _serve(
@@ -144,9 +138,13 @@ def _serve(
                 leases.report(force=True)
                 continue
             with leases.run_lock:
-                answer, outputs = runner.execute(request, payload)
-                answer["warm"] = runner.warm
-            leases.answer(answer, outputs)
+                outcome, outputs = runner.execute(
+                    request["digest"], request["artifact_path"], payload
+                )
+                warm = runner.warm
+            result = JobResult(request["job_id"], request["attempt"], outcome, outputs)
+            header, outputs = result_to_frame(result)
+            leases.answer(header | {"warm": warm}, outputs)
     finally:
         if server is not None:
             server.stop()

@@ -37,19 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from anypu.agents._runner import ModelRunner
-from anypu.comm import read_frame, write_frame
+from anypu.comm import read_frame, result_from_frame, write_frame
 from anypu.devices import Device, slice_environment
-from anypu.protos.messages import JobResult
+from anypu.protos.messages import FailureCode, JobResult, Outcome
 
 __all__ = ["SliceJob", "SliceWorker", "ThreadSliceWorker", "run_dispatched_here"]
 
 log = logging.getLogger("anypu.agent")
-
-# What a worker's answer frame may carry over into a JobResult.
-_RESULT_FIELDS = frozenset(
-    ("job_id", "attempt", "ok", "error_type", "error_message", "error_traceback")
-    + ("user_error", "load_seconds", "run_seconds")
-)
 
 
 @dataclass
@@ -123,16 +117,9 @@ class _Slice:
             self._abandon_running()
             return True
 
-    def _failure(self, job: SliceJob, error_type: str, message: str, user_error: bool) -> JobResult:
-        return JobResult(
-            job.job_id,
-            job.attempt,
-            ok=False,
-            error_type=error_type,
-            error_message=message,
-            device_id=self.device.device_id,
-            user_error=user_error,
-        )
+    def _failure(self, job: SliceJob, code: FailureCode, message: str) -> JobResult:
+        outcome = Outcome.failed(code, message)
+        return JobResult(job.job_id, job.attempt, outcome, device_id=self.device.device_id)
 
     def check_deadline(self, now: float) -> JobResult | None:
         """Kill a job past its timeout; return its failure answer."""
@@ -146,7 +133,7 @@ class _Slice:
             f"the job ran longer than its timeout of {job.timeout_s:g}s on"
             f" {self.device.device_id} and was stopped; raise timeout_s if it needs longer"
         )
-        return self._failure(job, "JobTimeout", message, user_error=True)
+        return self._failure(job, FailureCode.JOB_TIMEOUT, message)
 
     def in_flight(self) -> list[tuple[str, int]]:
         with self._lock:
@@ -192,11 +179,6 @@ def _request(job: SliceJob) -> dict[str, object]:
         "digest": job.digest,
         "artifact_path": job.artifact_path,
     }
-
-
-def _answer(header: dict, payload: bytes, device_id: str, value: Any = None) -> JobResult:
-    fields = {k: v for k, v in header.items() if k in _RESULT_FIELDS}
-    return JobResult(outputs=payload, device_id=device_id, value=value, **fields)
 
 
 class SliceWorker(_Slice):
@@ -327,7 +309,8 @@ class SliceWorker(_Slice):
                         for run in header["leased_runs"]:
                             self.on_leased_run(run)
                     continue
-                answer = _answer(header, payload, self.device.device_id)
+                answer = result_from_frame(header, payload, device_id=self.device.device_id)
+                assert answer is not None  # the agent's own worker never loses a lease
                 self._finish(answer, tuple(header.get("warm", ())))
         except (EOFError, OSError, ValueError):
             pass
@@ -350,7 +333,7 @@ class SliceWorker(_Slice):
         log.warning("worker for %s slice %d died", self.device.device_id, self.slice_index)
         if job is not None:
             message = f"the worker process died while running the job (exit {code})"
-            self.on_answer(self._failure(job, "WorkerDied", message, user_error=False))
+            self.on_answer(self._failure(job, FailureCode.WORKER_DIED, message))
 
 
 _caller = threading.local()
@@ -423,9 +406,16 @@ class ThreadSliceWorker(_Slice):
         # One model run at a time per slice even after a timeout gave the slice up: the
         # next job waits for the overrunning one, in whichever thread it runs.
         with self._executing:
-            header, outputs = self._runner.execute(_request(job), job.inputs, job.args)
-        if job.args is None:
-            answer = _answer(header, outputs, self.device.device_id)
-        else:
-            answer = _answer(header, b"", self.device.device_id, value=outputs)
+            outcome, outputs = self._runner.execute(
+                job.digest, job.artifact_path, job.inputs, job.args
+            )
+        direct = job.args is not None  # the tensors themselves, for a caller in this process
+        answer = JobResult(
+            job.job_id,
+            job.attempt,
+            outcome,
+            b"" if direct else outputs,
+            device_id=self.device.device_id,
+            value=outputs if direct and outcome.ok else None,
+        )
         self._finish(answer, tuple(self._runner.warm))

@@ -19,7 +19,7 @@ from anypu.errors import (
 )
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: a job's outcome is one nested message
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -95,21 +95,26 @@ def read_frame(fd: Channel, max_payload: int | None = None) -> tuple[dict[str, A
 
 # ---------------------------------------------------------------- a call's result as a frame
 
-_RESULT_KEYS = ("job_id", "attempt", "ok", "error_type", "error_message", "error_traceback")
-_RESULT_KEYS += ("load_seconds", "run_seconds", "node_id", "device_id", "user_error")
+_ADDRESS_KEYS = ("node_id", "device_id")
 
 
 def result_to_frame(result: m.JobResult | None) -> tuple[dict[str, Any], bytes]:
-    """The answer to a direct call: its result, or ``lease_lost`` (None: place it anew)."""
+    """A result as a frame: its ids, where it ran and its outcome's fields, then the
+    outputs; None (the lease is not held there) as ``lease_lost``."""
     if result is None:
         return {"lease_lost": True}, b""
-    return {k: getattr(result, k) for k in _RESULT_KEYS}, result.outputs
+    header = {"job_id": result.job_id, "attempt": result.attempt}
+    header.update((k, getattr(result, k)) for k in _ADDRESS_KEYS)
+    return header | result.outcome.fields(), result.outputs
 
 
-def result_from_frame(header: dict[str, Any], payload: bytes) -> m.JobResult | None:
-    """The call's result, or None when the worker does not hold the lease."""
+def result_from_frame(header: dict[str, Any], payload: bytes, **where: str) -> m.JobResult | None:
+    """The result ``result_to_frame`` wrote (``where``: ``node_id``/``device_id`` in place
+    of the frame's), or None when the worker does not hold the lease."""
     if header.get("lease_lost"):
         return None
     if "error" in header:
         raise ConnectionError(str(header["error"]))
-    return m.JobResult(outputs=payload, **{k: header[k] for k in _RESULT_KEYS if k in header})
+    address = {k: str(header.get(k, "")) for k in _ADDRESS_KEYS} | where
+    outcome = m.Outcome.from_fields(header)
+    return m.JobResult(str(header["job_id"]), int(header["attempt"]), outcome, payload, **address)

@@ -114,59 +114,53 @@ class JobStarted(_message.Message):
     attempt: int
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
+class Outcome(_message.Message):
+    __slots__ = ("ok", "failure_code", "error_type", "error_message", "error_traceback", "load_seconds", "run_seconds")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    failure_code: str
+    error_type: str
+    error_message: str
+    error_traceback: str
+    load_seconds: float
+    run_seconds: float
+    def __init__(self, ok: _Optional[bool] = ..., failure_code: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
+
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "attempt", "ok", "outputs", "error_type", "error_message", "error_traceback", "load_seconds", "run_seconds", "node_id", "device_id", "user_error")
+    __slots__ = ("job_id", "attempt", "outputs", "node_id", "device_id", "outcome")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    OK_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
-    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
-    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
-    ok: bool
     outputs: bytes
-    error_type: str
-    error_message: str
-    error_traceback: str
-    load_seconds: float
-    run_seconds: float
     node_id: str
     device_id: str
-    user_error: bool
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., ok: _Optional[bool] = ..., outputs: _Optional[bytes] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., user_error: _Optional[bool] = ...) -> None: ...
+    outcome: Outcome
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., outputs: _Optional[bytes] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
 
 class LeasedRun(_message.Message):
-    __slots__ = ("lease_id", "job_id", "ok", "started_at", "finished_at", "error_type", "error_message", "error_traceback", "user_error", "load_seconds", "run_seconds")
+    __slots__ = ("lease_id", "job_id", "started_at", "finished_at", "outcome")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    OK_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
-    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
-    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     job_id: str
-    ok: bool
     started_at: float
     finished_at: float
-    error_type: str
-    error_message: str
-    error_traceback: str
-    user_error: bool
-    load_seconds: float
-    run_seconds: float
-    def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., ok: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., user_error: _Optional[bool] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
+    outcome: Outcome
+    def __init__(self, lease_id: _Optional[str] = ..., job_id: _Optional[str] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
 
 class LeasedRuns(_message.Message):
     __slots__ = ("runs",)
@@ -373,7 +367,7 @@ class NodeReason(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "load_seconds", "run_seconds", "error_type", "error_message", "error_traceback", "unschedulable", "origin", "artifact_digest", "latency_seconds", "user_error")
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -382,16 +376,11 @@ class JobInfo(_message.Message):
     PENDING_REASONS_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
-    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     UNSCHEDULABLE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
-    USER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     name: str
@@ -400,17 +389,12 @@ class JobInfo(_message.Message):
     pending_reasons: _containers.RepeatedCompositeFieldContainer[NodeReason]
     submitted_at: float
     finished_at: float
-    load_seconds: float
-    run_seconds: float
-    error_type: str
-    error_message: str
-    error_traceback: str
     unschedulable: bool
     origin: str
     artifact_digest: str
     latency_seconds: float
-    user_error: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., user_error: _Optional[bool] = ...) -> None: ...
+    outcome: Outcome
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "outputs", "lease")

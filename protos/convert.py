@@ -35,7 +35,8 @@ _SCALARS = (bool, int, float, str, bytes)
 
 
 def _scalars_to_pb(obj: Any, message: Any) -> Any:
-    """Copy every scalar and str→str map field of dataclass ``obj`` onto ``message``."""
+    """Copy every scalar, str→str map and ``Outcome`` field of dataclass ``obj`` onto
+    ``message``."""
     known = message.DESCRIPTOR.fields_by_name
     for f in dataclasses.fields(obj):
         if f.name not in known:
@@ -43,9 +44,23 @@ def _scalars_to_pb(obj: Any, message: Any) -> Any:
         value = getattr(obj, f.name)
         if isinstance(value, _SCALARS):
             setattr(message, f.name, value)
+        elif isinstance(value, m.Outcome):
+            _outcome_to_pb(value, getattr(message, f.name))
         elif isinstance(value, dict) and hasattr(getattr(message, f.name, None), "update"):
             getattr(message, f.name).update(value)
     return message
+
+
+def _outcome_to_pb(outcome: m.Outcome, message: pb.Outcome) -> None:
+    fields = outcome.fields()
+    del fields["user_error"]  # the code says it
+    for name, value in fields.items():
+        setattr(message, name, value)
+
+
+def _outcome_from_pb(message: pb.Outcome) -> m.Outcome:
+    fields = {f.name: getattr(message, f.name) for f in message.DESCRIPTOR.fields}
+    return m.Outcome.from_fields(fields)
 
 
 def _scalars_from_pb(message: Any, cls: type[T], **nested: Any) -> T:
@@ -65,6 +80,8 @@ def _scalars_from_pb(message: Any, cls: type[T], **nested: Any) -> T:
         value = getattr(message, f.name)
         if isinstance(value, _SCALARS):
             kwargs[f.name] = value
+        elif isinstance(value, pb.Outcome):
+            kwargs[f.name] = _outcome_from_pb(value)
         elif hasattr(value, "items"):
             kwargs[f.name] = dict(value)
     return cls(**kwargs)

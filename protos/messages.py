@@ -8,19 +8,23 @@ through untouched.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from anypu.devices import Device
 
 __all__ = [
     "NODE_NAME",
+    "NO_FAILURE",
     "TIERS",
     "AgentMessage",
     "Cancel",
     "ClusterUsage",
     "DeviceReservation",
     "DeviceUsage",
+    "FailureCode",
     "Heartbeat",
     "JobInfo",
     "JobResult",
@@ -34,6 +38,7 @@ __all__ = [
     "LeasedRun",
     "LeasedRuns",
     "NodeInfo",
+    "Outcome",
     "PlacementInfo",
     "SchedulerMessage",
     "SubmitRequest",
@@ -54,6 +59,145 @@ def node_name_problem(name: str) -> str:
     if NODE_NAME.match(name):
         return ""
     return f"node name {name[:80]!r} is invalid: use 1–63 letters, digits, '.', '_' or '-'"
+
+
+class FailureCode(str, Enum):
+    """Why a job (or a call under a lease) ended without outputs.
+
+    ``user_error``: the submitter's doing (the model raised on its inputs, ran out of its
+    memory or its time, or the artifact was refused): never retried, never the node's
+    fault. ``retryable``: the node's or the worker's fault, so another placement may
+    succeed. ``crashed``: the worker or its node died under the job, which counts towards
+    marking the job poison. The rest are the scheduler's verdicts.
+    """
+
+    MODEL_RAISED = "ModelRaised"  # ``Outcome.error_type`` is the exception's class
+    ARTIFACT_REFUSED = "ArtifactRefused"  # unsafe or malformed model artifact
+    OUT_OF_MEMORY = "OutOfMemory"
+    JOB_TIMEOUT = "JobTimeout"
+    LOAD_FAILED = "LoadFailed"  # a valid artifact did not load on that node
+    INPUTS_UNREADABLE = "InputsUnreadable"
+    WORKER_DIED = "WorkerDied"
+    NO_SUCH_SLICE = "NoSuchSlice"
+    ARTIFACT_UNAVAILABLE = "ArtifactUnavailable"  # the node could not fetch it
+    CANCELLED = "Cancelled"
+    UNSCHEDULABLE = "Unschedulable"
+    RETRIES_EXHAUSTED = "RetriesExhausted"
+    POISON = "Poison"
+
+    @property
+    def user_error(self) -> bool:
+        return self in _USER_ERRORS
+
+    @property
+    def retryable(self) -> bool:
+        return self in _RETRYABLE
+
+    @property
+    def crashed(self) -> bool:
+        return self is FailureCode.WORKER_DIED
+
+
+_USER_ERRORS = frozenset(
+    {
+        FailureCode.MODEL_RAISED,
+        FailureCode.ARTIFACT_REFUSED,
+        FailureCode.OUT_OF_MEMORY,
+        FailureCode.JOB_TIMEOUT,
+    }
+)
+_RETRYABLE = frozenset(
+    {
+        FailureCode.LOAD_FAILED,
+        FailureCode.INPUTS_UNREADABLE,
+        FailureCode.WORKER_DIED,
+        FailureCode.NO_SUCH_SLICE,
+        FailureCode.ARTIFACT_UNAVAILABLE,
+    }
+)
+_CODES = {code.value: code for code in FailureCode}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: nothing wrong (``code`` None), or a ``FailureCode`` with the words.
+
+    Carried by ``JobResult``, ``LeasedRun``, ``JobInfo`` and the scheduler's ``JobRecord``
+    (where it means something once the job is terminal). ``error_type`` is the
+    exception's class on the worker for model and loading failures, else the code's name.
+    """
+
+    code: FailureCode | None = None
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+    load_seconds: float = 0.0  # 0 when the model was warm
+    run_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+    @property
+    def user_error(self) -> bool:
+        return self.code is not None and self.code.user_error
+
+    @property
+    def retryable(self) -> bool:
+        return self.code is not None and self.code.retryable
+
+    @classmethod
+    def failed(
+        cls,
+        code: FailureCode,
+        message: str,
+        *,
+        error_type: str = "",
+        traceback: str = "",
+        load_seconds: float = 0.0,
+        run_seconds: float = 0.0,
+    ) -> Outcome:
+        return cls(code, error_type or code.value, message, traceback, load_seconds, run_seconds)
+
+    def fields(self) -> dict[str, Any]:
+        """The flat form frames, the state store and the JSON API carry."""
+        return {
+            "ok": self.ok,
+            "failure_code": self.code.value if self.code is not None else "",
+            "error_type": self.error_type,
+            "error_message": self.message,
+            "error_traceback": self.traceback,
+            "user_error": self.user_error,
+            "load_seconds": self.load_seconds,
+            "run_seconds": self.run_seconds,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> Outcome:
+        """Read ``fields()``'s form back; rows written before codes existed read as the
+        code their ``error_type`` names, else as the model's or the node's failure."""
+        timings = {
+            "load_seconds": float(fields.get("load_seconds") or 0.0),
+            "run_seconds": float(fields.get("run_seconds") or 0.0),
+        }
+        text = str(fields.get("failure_code") or "")
+        error_type = str(fields.get("error_type") or "")
+        if not text and fields.get("ok", not error_type):
+            return cls(**timings)
+        code = _CODES.get(text) or _CODES.get(error_type)
+        if code is None:
+            code = FailureCode.MODEL_RAISED if fields.get("user_error") else FailureCode.LOAD_FAILED
+        return cls(
+            code,
+            error_type or code.value,
+            str(fields.get("error_message") or ""),
+            str(fields.get("error_traceback") or ""),
+            **timings,
+        )
+
+
+#: A job that has not failed (so far), with no timings yet.
+NO_FAILURE = Outcome()
 
 
 @dataclass(frozen=True)
@@ -100,18 +244,16 @@ class JobStarted:
 class JobResult:
     job_id: str
     attempt: int
-    ok: bool
+    outcome: Outcome = NO_FAILURE
     outputs: bytes = b""
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
-    load_seconds: float = 0.0
-    run_seconds: float = 0.0
     node_id: str = ""
     device_id: str = ""
-    user_error: bool = False
     #: The outputs themselves, for a direct call run in this process (never on the wire).
     value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
 
 
 @dataclass(frozen=True)
@@ -120,15 +262,9 @@ class LeasedRun:
 
     lease_id: str
     job_id: str
-    ok: bool
     started_at: float
     finished_at: float
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
-    user_error: bool = False
-    load_seconds: float = 0.0
-    run_seconds: float = 0.0
+    outcome: Outcome = NO_FAILURE
 
 
 @dataclass(frozen=True)
@@ -254,20 +390,24 @@ class JobInfo:
     pending_reasons: dict[str, str] = field(default_factory=dict)
     submitted_at: float = 0.0
     finished_at: float = 0.0
-    load_seconds: float = 0.0
-    run_seconds: float = 0.0
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
+    outcome: Outcome = NO_FAILURE
     unschedulable: bool = False
     origin: str = ""
     artifact_digest: str = ""
     latency_seconds: float = 0.0
-    user_error: bool = False
 
     @property
     def terminal(self) -> bool:
         return self.state in ("succeeded", "failed", "cancelled")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The job as the JSON API and ``anypu status --json`` show it: the outcome's
+        fields inline (``failure_code``, ``error_type``, …, ``run_seconds``)."""
+        document = {k: v for k, v in vars(self).items() if k not in ("outcome", "placement")}
+        document["placement"] = vars(self.placement) if self.placement is not None else None
+        outcome = self.outcome.fields()
+        del outcome["ok"]  # ``state`` says it
+        return document | outcome
 
 
 @dataclass(frozen=True)

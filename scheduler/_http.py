@@ -25,7 +25,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -139,12 +139,12 @@ def placement_view(job: JobInfo) -> dict:
         "solver": p.solver,
         "terms": p.terms,
         "predicted_seconds": p.predicted_seconds,
-        "run_seconds": job.run_seconds,
-        "load_seconds": job.load_seconds,
+        "run_seconds": job.outcome.run_seconds,
+        "load_seconds": job.outcome.load_seconds,
         "latency_seconds": job.latency_seconds,
         "submitted_at": job.submitted_at,
         "finished_at": job.finished_at,
-        "error": f"{job.error_type}: {job.error_message}" if job.error_type else "",
+        "error": f"{job.outcome.error_type}: {job.outcome.message}" if not job.outcome.ok else "",
     }
 
 
@@ -376,11 +376,11 @@ class Api:
 
     def jobs(self, query: dict) -> list[dict]:
         limit = _int(query, "limit", 100, 1, 1000)
-        return [asdict(j) for j in self.service.list_jobs(limit, _job_state(query))]
+        return [j.as_dict() for j in self.service.list_jobs(limit, _job_state(query))]
 
     def job(self, query: dict, job_id: str) -> dict:
         try:
-            return asdict(self.service.job_info(job_id))
+            return self.service.job_info(job_id).as_dict()
         except NotFoundError as error:
             raise ApiError(HTTPStatus.NOT_FOUND, error.args[0]) from None
 
@@ -392,7 +392,7 @@ class Api:
                 f"job {job_id} already {current['state']}: only pending, placed or running"
                 " jobs can be cancelled",
             )
-        return asdict(self.service.cancel(job_id))
+        return self.service.cancel(job_id).as_dict()
 
     def placements(self, query: dict) -> list[dict]:
         limit = _int(query, "limit", 50, 1, 1000)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from anypu.devices import Device
-from anypu.protos.messages import DeviceUsage, JobInfo, NodeInfo, PlacementInfo, SubmitRequest
+from anypu.protos.messages import (
+    NO_FAILURE,
+    DeviceUsage,
+    JobInfo,
+    NodeInfo,
+    Outcome,
+    PlacementInfo,
+    SubmitRequest,
+)
 
 __all__ = ["JOB_STATES", "TERMINAL", "JobRecord", "NodeRecord"]
 
@@ -60,12 +68,8 @@ class JobRecord:
     pending_reasons: dict[str, str] = field(default_factory=dict)
     unschedulable_since: float | None = None
     outputs: bytes = b""
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
-    user_error: bool = False
-    load_seconds: float = 0.0
-    run_seconds: float = 0.0
+    #: What the last run said (timings once run; the failure once failed).
+    outcome: Outcome = NO_FAILURE
     lost_nodes: list[str] = field(default_factory=list)
     lease_id: str = ""  # the lease it granted, or ran under
 
@@ -83,14 +87,9 @@ class JobRecord:
             pending_reasons=dict(self.pending_reasons),
             submitted_at=self.submitted_at,
             finished_at=self.finished_at,
-            load_seconds=self.load_seconds,
-            run_seconds=self.run_seconds,
-            error_type=self.error_type,
-            error_message=self.error_message,
-            error_traceback=self.error_traceback,
+            outcome=self.outcome,
             unschedulable=self.unschedulable_since is not None,
             origin=self.request.origin,
             artifact_digest=self.request.artifact_digest,
             latency_seconds=(self.finished_at - self.submitted_at) if self.finished_at else 0.0,
-            user_error=self.user_error,
         )

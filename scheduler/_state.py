@@ -328,26 +328,27 @@ class SchedulerState:
         if job.state == "placed":  # a short job: its result is the news that it ran
             self._set_state(job, "running")
             actions.append(PersistJob(job, "running", node.node_id))
-        job.load_seconds, job.run_seconds = result.load_seconds, result.run_seconds
-        if result.ok:
+        outcome = result.outcome
+        # The run's timings whatever it said; its failure only once the job ends with it.
+        job.outcome = m.Outcome(**_timings(outcome))
+        if outcome.ok:
             self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
             job.outputs = result.outputs
             self._learn(node, job)
         else:
-            if not result.user_error and self.quarantine.failed(
+            if outcome.retryable and self.quarantine.failed(
                 node.node_id, job.job_id, now, user_error=False
             ):
                 # Distinct jobs keep failing here for reasons not theirs: the node claims
                 # more than it has. Leave it out of placement for a while.
                 actions.append(PersistNode(node))
-            if not result.user_error and job.retries < job.request.max_retries:
-                why = f"{result.error_type}: {result.error_message}"
-                crashed = result.error_type == "WorkerDied"
+            if outcome.retryable and job.retries < job.request.max_retries:
+                why = f"{outcome.error_type}: {outcome.message}"
+                crashed = outcome.code is not None and outcome.code.crashed
                 return actions + self._requeue(job, now, why, crashed) + self._schedule(now)
             self._set_state(job, "failed")
-            job.error_type, job.error_message = result.error_type, result.error_message
-            job.error_traceback, job.user_error = result.error_traceback, result.user_error
+            job.outcome = outcome
         job.finished_at = now
         actions.append(PersistJob(job, job.state, node.node_id))
         if result.ok:
@@ -375,7 +376,7 @@ class SchedulerState:
                 actions.append(Send(node.node_id, node.epoch, cancel))
         job.finished_at = event.now
         self._set_state(job, "cancelled")
-        job.error_type, job.error_message = "Cancelled", "cancelled by user"
+        job.outcome = m.Outcome.failed(m.FailureCode.CANCELLED, "cancelled by user")
         return [*actions, PersistJob(job, "cancelled"), Notify(job.job_id)]
 
     def _requeue(self, job: JobRecord, now: float, why: str, crashed: bool) -> list[Action]:
@@ -390,19 +391,19 @@ class SchedulerState:
         if len(job.lost_nodes) >= self.config.poison_after:
             job.finished_at = now
             self._set_state(job, "failed")
-            job.error_type = "Poison"
-            job.error_message = (
+            job.outcome = m.Outcome.failed(
+                m.FailureCode.POISON,
                 f"the job was running when its node or worker died {len(job.lost_nodes)} times"
-                f" ({', '.join(job.lost_nodes)}); it is not placed again. Last: {why}"
+                f" ({', '.join(job.lost_nodes)}); it is not placed again. Last: {why}",
             )
             return [PersistJob(job, "failed", "poison"), Notify(job.job_id)]
         if job.retries > job.request.max_retries:
             job.finished_at = now
             self._set_state(job, "failed")
-            job.error_type = "RetriesExhausted"
-            job.error_message = (
+            job.outcome = m.Outcome.failed(
+                m.FailureCode.RETRIES_EXHAUSTED,
                 f"gave up after {job.retries - 1} retries; last failure: {why}. "
-                "Check the nodes' logs, or raise max_retries."
+                "Check the nodes' logs, or raise max_retries.",
             )
             return [PersistJob(job, "failed", why), Notify(job.job_id)]
         job.placement = None
@@ -550,15 +551,15 @@ class SchedulerState:
             return [PersistJob(job, "", "unschedulable")] if changed else []
         job.finished_at = now
         self._set_state(job, "failed")
-        job.error_type = "Unschedulable"
         if reasons:
             lines = "; ".join(f"{n}: {r}" for n, r in sorted(reasons.items()))
-            job.error_message = f"no device in the network can hold this job — {lines}"
+            message = f"no device in the network can hold this job — {lines}"
         else:
-            job.error_message = (
+            message = (
                 "no agent has joined the scheduler, so there is nowhere to run this job — "
                 "start one with `anypu agent --scheduler HOST:PORT --token T`"
             )
+        job.outcome = m.Outcome.failed(m.FailureCode.UNSCHEDULABLE, message)
         return [PersistJob(job, "failed", "unschedulable"), Notify(job.job_id)]
 
     # -------------------------------------------------------------- leases
@@ -608,18 +609,15 @@ class SchedulerState:
                 submitted_at=run.started_at,
                 finished_at=run.finished_at,
                 placement=held.placement,
-                load_seconds=run.load_seconds,
-                run_seconds=run.run_seconds,
+                outcome=run.outcome,
                 lease_id=run.lease_id,
             )
             self.jobs[job.job_id] = job
-            if run.ok:
+            if run.outcome.ok:
                 self._set_state(job, "succeeded")
                 self._learn(node, job)
             else:
                 self._set_state(job, "failed")
-                job.error_type, job.error_message = run.error_type, run.error_message
-                job.error_traceback, job.user_error = run.error_traceback, run.user_error
             self.decisions["leased"] = self.decisions.get("leased", 0) + 1
             device = self._device(node, job)
             if device is not None:
@@ -637,7 +635,7 @@ class SchedulerState:
         if device is not None and not device.simulated:
             key = (job.request.artifact_digest, device.model)
             old = self.measured.get(key)
-            run = job.run_seconds
+            run = job.outcome.run_seconds
             self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
 
     def _set_state(self, job: JobRecord, state: str) -> None:
@@ -689,6 +687,10 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
+
+
+def _timings(outcome: m.Outcome) -> dict[str, float]:
+    return {"load_seconds": outcome.load_seconds, "run_seconds": outcome.run_seconds}
 
 
 def _same_slice(a: m.PlacementInfo | None, b: m.PlacementInfo) -> bool:

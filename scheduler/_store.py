@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from anypu.devices import Device
-from anypu.protos.messages import PlacementInfo, SubmitRequest
+from anypu.protos.messages import Outcome, PlacementInfo, SubmitRequest
 from anypu.scheduler._records import JobRecord, NodeRecord
 
 __all__ = ["BlobStore", "StateStore", "open_state_db"]
@@ -76,8 +76,9 @@ CREATE TABLE IF NOT EXISTS nodes (
 
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SubmitRequest) if f.name != "inputs")
+# The outcome is stored flat (``Outcome.fields``), as rows were before it had a type.
 _JOB_FIELDS = tuple(
-    f.name for f in dataclasses.fields(JobRecord) if f.name not in ("request", "outputs")
+    f.name for f in dataclasses.fields(JobRecord) if f.name not in ("request", "outputs", "outcome")
 )
 
 # A job's inputs and outputs live in job_payloads, each written once: SQLite rewrites a
@@ -104,11 +105,17 @@ _UPSERT_NODE = (
 )
 
 
-def _job_to_row(job: JobRecord) -> dict[str, Any]:
+def _record(job: JobRecord) -> dict[str, Any]:
     # Shallow on purpose: dataclasses.asdict deep-copies and was the hot path's biggest cost.
     record = {name: getattr(job, name) for name in _JOB_FIELDS}
     if job.placement is not None:
         record["placement"] = vars(job.placement)
+    record.update(job.outcome.fields())
+    return record
+
+
+def _job_to_row(job: JobRecord) -> dict[str, Any]:
+    record = _record(job)
     record["request"] = {name: getattr(job.request, name) for name in _REQUEST_FIELDS}
     return record
 
@@ -129,10 +136,7 @@ def _job_json(job: JobRecord) -> str:
             _shared_requests[id(request)] = (request, text)
             while len(_shared_requests) > 256:
                 _shared_requests.popitem(last=False)
-    record = {name: getattr(job, name) for name in _JOB_FIELDS}
-    if job.placement is not None:
-        record["placement"] = vars(job.placement)
-    return json.dumps(record)[:-1] + ', "request": ' + text + "}"
+    return json.dumps(_record(job))[:-1] + ', "request": ' + text + "}"
 
 
 def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobRecord:
@@ -140,11 +144,13 @@ def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobR
     for key in ("device_kinds", "tiers", "sites", "nodes"):
         request[key] = tuple(request[key])
     placement = record.pop("placement")
+    outcome = Outcome.from_fields(record)
     return JobRecord(
         request=SubmitRequest(inputs=inputs or b"", **request),
         placement=PlacementInfo(**placement) if placement else None,
         outputs=outputs or b"",
-        **record,
+        outcome=outcome,
+        **{name: record[name] for name in _JOB_FIELDS if name in record},
     )
 
 

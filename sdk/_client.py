@@ -209,7 +209,7 @@ class Client:
             result = self.transport.run_leased(held.lease, args)
         finally:
             held.in_use.release()
-        if result is not None and (result.ok or result.user_error):
+        if result is not None and (result.ok or result.outcome.user_error):
             return result
         # Revoked, or the slice failed it (not the model): placement finds it a device.
         if self._leases.get(key) is held:
@@ -219,23 +219,23 @@ class Client:
     def _direct_outcome(self, result: m.JobResult) -> Any:
         if result.ok:
             return result.value if result.value is not None else _codec.decode(result.outputs)
-        raise self._model_raised(
-            result.job_id,
-            result.node_id,
-            result.error_type,
-            result.error_message,
-            result.error_traceback,
-        )
+        raise self._error(result.job_id, result.node_id, result.outcome)
 
     @staticmethod
-    def _model_raised(
-        job_id: str, node_id: str, error_type: str, message: str, traceback: str
-    ) -> JobFailedError:
+    def _error(job_id: str, node_id: str, outcome: m.Outcome, reasons: Any = None) -> Exception:
+        """The ``anypu.errors`` error a failed job's outcome means to its caller."""
+        code = outcome.code
+        if code is m.FailureCode.CANCELLED:
+            return JobCancelledError(f"job {job_id} was cancelled")
+        if code is m.FailureCode.UNSCHEDULABLE:
+            return UnschedulableError(outcome.message, reasons)
+        if code is m.FailureCode.JOB_TIMEOUT:
+            return JobTimeoutError(outcome.message)
         where = f" on {node_id}" if node_id else ""
         return JobFailedError(
-            f"the model raised {error_type}{where}: {message}",
-            remote_type=error_type,
-            remote_traceback=traceback,
+            f"the model raised {outcome.error_type}{where}: {outcome.message}",
+            remote_type=outcome.error_type,
+            remote_traceback=outcome.traceback,
             job_id=job_id,
         )
 
@@ -278,18 +278,7 @@ class Client:
     def _outcome(self, info: m.JobInfo, outputs: bytes) -> Any:
         if info.state == "succeeded":
             return _codec.decode(outputs)
-        if info.state == "cancelled":
-            raise JobCancelledError(f"job {info.job_id} was cancelled")
-        if info.error_type == "Unschedulable":
-            raise UnschedulableError(info.error_message, info.pending_reasons)
-        if info.error_type == "JobTimeout":
-            raise JobTimeoutError(info.error_message)
-        if info.state == "failed":
-            raise self._model_raised(
-                info.job_id,
-                info.placement.node_id if info.placement else "",
-                info.error_type,
-                info.error_message,
-                info.error_traceback,
-            )
+        if info.state in ("failed", "cancelled") and not info.outcome.ok:
+            node = info.placement.node_id if info.placement else ""
+            raise self._error(info.job_id, node, info.outcome, info.pending_reasons)
         raise AnypuError(f"job {info.job_id} ended in unexpected state {info.state!r}")

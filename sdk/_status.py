@@ -46,8 +46,8 @@ def status_document(
         "nodes": [asdict(n) for n in nodes],
         "usage": [row.as_dict() for row in usage.rows],
         "fragmentation": usage.fragmentation,
-        "jobs": [asdict(j) for j in jobs],
-        "pending": [asdict(j) for j in current if j.state == "pending"],
+        "jobs": [j.as_dict() for j in jobs],
+        "pending": [j.as_dict() for j in current if j.state == "pending"],
     }
 
 

@@ -67,12 +67,14 @@ def _explain(info) -> str:
     p = info.placement
     terms = ", ".join(f"{k} {v * 1e3:.2f}ms" for k, v in p.terms.items() if v)
     load = (
-        f" + model load {info.load_seconds * 1e3:.0f} ms (first use)" if info.load_seconds else ""
+        f" + model load {info.outcome.load_seconds * 1e3:.0f} ms (first use)"
+        if info.outcome.load_seconds
+        else ""
     )
     return (
         f"  ran on {p.node_id} ({p.tier}) {p.device_id}: {p.device_description}\n"
         f"  why: {terms} (solver {p.solver})\n"
-        f"  predicted {p.predicted_seconds * 1e3:.2f} ms, measured run {info.run_seconds * 1e3:.2f} ms"
+        f"  predicted {p.predicted_seconds * 1e3:.2f} ms, measured run {info.outcome.run_seconds * 1e3:.2f} ms"
         f"{load}, end-to-end {info.latency_seconds * 1e3:.1f} ms"
     )
 

@@ -83,7 +83,7 @@ def test_a_model_raising_under_a_lease_reports_its_error_and_the_lease_keeps_ser
     jobs = sorted(recorded(local, 3), key=lambda j: j.submitted_at)
     assert [j.state for j in jobs] == ["succeeded", "failed", "succeeded"]
     assert jobs[1].placement.solver == jobs[2].placement.solver == "lease"
-    assert jobs[1].user_error and "negative" in jobs[1].error_message
+    assert jobs[1].outcome.user_error and "negative" in jobs[1].outcome.message
 
 
 def test_a_submitted_job_revokes_the_lease_and_the_next_call_is_placed_afresh(embedded):

@@ -60,7 +60,7 @@ def test_calls_after_the_first_go_to_the_leased_agent_and_are_recorded(cluster):
         torch.testing.assert_close(client.run(gather, torch.tensor([3])), gather.table[[3]])
         failed = [j for j in jobs_by_age(client, 7) if j.state == "failed"]
         assert len(failed) == 1 and failed[0].placement.solver == "lease"
-        assert failed[0].user_error
+        assert failed[0].outcome.user_error
 
 
 def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(cluster):

@@ -85,7 +85,7 @@ def test_run_places_on_the_network_and_returns_outputs(client):
     assert info.state == "succeeded"
     assert info.placement.node_id in ("cloud-1", "edge-1")
     assert info.placement.simulated  # both nodes declare simulated devices
-    assert info.run_seconds > 0
+    assert info.outcome.run_seconds > 0
     assert set(info.placement.terms) >= {"compute", "transfer", "queue"}
 
 

@@ -143,7 +143,7 @@ def test_a_malicious_model_fails_its_job_and_never_runs(cluster, tmp_path):
             info, _, timed_out = client.transport.wait(info.job_id, 60)
             assert not timed_out, name
             assert info.state == "failed", (name, info)
-            text = f"{info.error_type}: {info.error_message}"
+            text = f"{info.outcome.error_type}: {info.outcome.message}"
             assert re.search(r"pickl|refused|unknown|does not load", text, re.I), (name, text)
             assert not marker.exists(), f"{name}: the payload ran on the agent"
         time.sleep(0.2)

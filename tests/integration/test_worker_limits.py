@@ -9,6 +9,7 @@ import torch
 from anypu import _codec
 from anypu.agents._workers import SliceJob, SliceWorker
 from anypu.devices import Device
+from anypu.protos import messages as m
 from anypu.sdk._export import export_model
 
 
@@ -39,9 +40,10 @@ def test_a_job_over_its_memory_reservation_fails_naming_it(tmp_path):
         assert worker.wait_ready(60)
         worker.submit(_job(tmp_path, "balloon", Balloon(), torch.ones(64, 64)))
         failed = answers.get(timeout=60)
-        assert not failed.ok and failed.error_type == "OutOfMemory" and failed.user_error
-        assert "reservation is 256 MiB" in failed.error_message
-        assert "gpu0 slice 0" in failed.error_message
+        assert not failed.ok and failed.outcome.code is m.FailureCode.OUT_OF_MEMORY
+        assert failed.outcome.user_error
+        assert "reservation is 256 MiB" in failed.outcome.message
+        assert "gpu0 slice 0" in failed.outcome.message
         x = torch.arange(4.0)
         worker.submit(_job(tmp_path, "double", Double(), x))
         ok = answers.get(timeout=60)

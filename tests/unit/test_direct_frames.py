@@ -18,6 +18,7 @@ from anypu.comm import (
     write_frame,
 )
 from anypu.protos import messages as m
+from tests.builders import failed, ran
 
 
 def run_leased(lease_id: str, inputs: bytes):
@@ -25,7 +26,7 @@ def run_leased(lease_id: str, inputs: bytes):
         return None, ""
     if inputs == b"boom":
         raise RuntimeError("agent bug")
-    return m.JobResult("job-1", 1, True, inputs[::-1], run_seconds=0.5, node_id="n"), ""
+    return m.JobResult("job-1", 1, ran(run_seconds=0.5), inputs[::-1], node_id="n"), ""
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_calls_under_a_held_lease_answer_on_one_connection(server):
         for payload in (b"abc", b"xyz"):
             result = call(connection, "lease-ok", payload)
             assert result.ok and result.outputs == payload[::-1] and result.node_id == "n"
-            assert result.run_seconds == 0.5
+            assert result.outcome.run_seconds == 0.5
 
 
 def test_an_unknown_lease_is_lost_and_the_server_s_own_failure_is_an_error(server):
@@ -91,7 +92,7 @@ def test_a_malformed_frame_drops_that_connection_only(server, garbage):
 
 
 def test_results_round_trip_through_frames():
-    result = m.JobResult("j", 1, False, b"", "ValueError", "bad", "tb", 0.1, 0.2, "n", "d", True)
+    result = m.JobResult("j", 1, failed(traceback="tb"), b"", "n", "d")
     assert result_from_frame(*result_to_frame(result)) == result
     assert result_from_frame(*result_to_frame(None)) is None
 

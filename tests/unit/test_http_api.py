@@ -20,6 +20,7 @@ from anypu.scheduler._http import DashboardServer, topology_layout
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
 from anypu.scheduler._throttle import FailureThrottle
+from tests.builders import done
 
 TOKEN = "s3cret"
 GPU = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cpu", simulated=True)
@@ -48,9 +49,7 @@ class Agent:
 
     def finish(self, launch: m.Launch, run_seconds: float = 0.01) -> None:
         self.session.receive(m.JobStarted(launch.job_id, launch.attempt))
-        self.session.receive(
-            m.JobResult(launch.job_id, launch.attempt, True, b"out", run_seconds=run_seconds)
-        )
+        self.session.receive(done(launch.job_id, launch.attempt, run_seconds=run_seconds))
 
 
 @pytest.fixture()
@@ -300,7 +299,8 @@ def test_token_guessing_is_refused_for_a_while_then_the_right_token_works(tmp_pa
 
 
 def test_openapi_documents_exactly_the_served_routes(world):
-    _, server, _, _ = world
+    service, server, _, digest = world
+    submit(service, digest)
     status, spec = call(server, "/api/v1/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
     served = set()
@@ -317,6 +317,9 @@ def test_openapi_documents_exactly_the_served_routes(world):
     assert served == documented
     cancel = spec["paths"]["/api/v1/jobs/{job_id}/cancel"]["post"]
     assert cancel["security"] == [{"token": []}]
+    # A job's document carries exactly the fields the schema names (the outcome's inline).
+    _, jobs = call(server, "/api/v1/jobs")
+    assert jobs and set(jobs[0]) == set(spec["components"]["schemas"]["Job"]["properties"])
 
 
 def test_static_files_are_served_with_their_types(world):

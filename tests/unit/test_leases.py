@@ -21,6 +21,7 @@ from anypu.scheduler._state import (
     Tick,
 )
 from anypu.scheduler._store import _job_json, _job_to_row
+from tests.builders import done, failed, ran
 
 CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
 
@@ -51,7 +52,7 @@ def run_job(state: SchedulerState, job_id: str, now: float, **changes) -> list:
     """Submit a job and report its success; the actions of the result."""
     (launch,) = sent(state.handle(JobSubmitted(job_id, request(**changes), now)), m.Launch)
     node = state.jobs[job_id].placement.node_id
-    result = m.JobResult(job_id, launch.attempt, True, b"out", run_seconds=0.01)
+    result = done(job_id, launch.attempt, run_seconds=0.01)
     return state.handle(AgentSaid(node, state.nodes[node].epoch, result, now + 0.01))
 
 
@@ -76,8 +77,8 @@ def test_no_lease_unless_asked_for_and_the_agent_takes_direct_calls():
 def test_a_failed_job_grants_no_lease():
     state = state_with(join("n1"))
     (launch,) = sent(state.handle(JobSubmitted("j1", request(), 1.0)), m.Launch)
-    failed = m.JobResult("j1", 1, False, error_type="ValueError", user_error=True)
-    assert not sent(state.handle(AgentSaid("n1", 1, failed, 1.1)), m.LeaseGranted)
+    refused = m.JobResult("j1", 1, failed())
+    assert not sent(state.handle(AgentSaid("n1", 1, refused, 1.1)), m.LeaseGranted)
 
 
 def test_runs_under_a_lease_are_recorded_as_jobs_placed_by_lease():
@@ -85,16 +86,19 @@ def test_runs_under_a_lease_are_recorded_as_jobs_placed_by_lease():
     (granted,) = sent(run_job(state, "j1", 1.0), m.LeaseGranted)
     lid = granted.lease.lease_id
     runs = (
-        m.LeasedRun(lid, "job-a", True, 2.0, 2.001, run_seconds=0.001),
-        m.LeasedRun(lid, "job-b", False, 2.1, 2.2, "ValueError", "bad", "tb", user_error=True),
+        m.LeasedRun(lid, "job-a", 2.0, 2.001, ran(run_seconds=0.001)),
+        m.LeasedRun(lid, "job-b", 2.1, 2.2, failed(traceback="tb")),
     )
     actions = state.handle(AgentSaid("n1", 1, m.LeasedRuns(runs), now=2.5))
     a, b = state.jobs["job-a"], state.jobs["job-b"]
     assert a.state == "succeeded" and a.placement.solver == "lease" and a.lease_id == lid
     assert a.placement.node_id == "n1" and a.request.name == "MLP" and not a.request.inputs
     assert abs(a.info().latency_seconds - 0.001) < 1e-9
-    assert b.state == "failed" and (b.error_type, b.error_message) == ("ValueError", "bad")
-    assert b.user_error and b.error_traceback == "tb"
+    assert b.state == "failed" and (b.outcome.error_type, b.outcome.message) == (
+        "ValueError",
+        "bad",
+    )
+    assert b.outcome.user_error and b.outcome.traceback == "tb"
     persisted = [(p.job.job_id, p.transition) for p in actions if isinstance(p, PersistJob)]
     assert persisted == [("job-a", "succeeded"), ("job-b", "failed")]
     assert state.decisions["leased"] == 2
@@ -107,8 +111,8 @@ def test_runs_under_a_lease_never_granted_or_granted_elsewhere_are_ignored():
     state = state_with(join("n1"), join("n2"))
     (granted,) = sent(run_job(state, "j1", 1.0), m.LeaseGranted)
     other = "n2" if granted.lease.node_id == "n1" else "n1"
-    forged = m.LeasedRuns((m.LeasedRun("lease-nope", "job-x", True, 2.0, 2.1),))
-    stolen = m.LeasedRuns((m.LeasedRun(granted.lease.lease_id, "job-y", True, 2.0, 2.1),))
+    forged = m.LeasedRuns((m.LeasedRun("lease-nope", "job-x", 2.0, 2.1),))
+    stolen = m.LeasedRuns((m.LeasedRun(granted.lease.lease_id, "job-y", 2.0, 2.1),))
     assert state.handle(AgentSaid(granted.lease.node_id, 1, forged, 2.2)) == []
     assert state.handle(AgentSaid(other, 1, stolen, 2.2)) == []
     assert "job-x" not in state.jobs and "job-y" not in state.jobs
@@ -123,7 +127,7 @@ def test_a_waiting_job_revokes_every_lease_and_is_placed_with_the_slice_free():
     ]
     assert sent(actions, m.Launch) and not state.leases.active
     # Its calls reported late still count: the lease is retired, not forgotten.
-    late = m.LeasedRuns((m.LeasedRun(granted.lease.lease_id, "job-late", True, 1.5, 1.6),))
+    late = m.LeasedRuns((m.LeasedRun(granted.lease.lease_id, "job-late", 1.5, 1.6),))
     state.handle(AgentSaid("n1", 1, late, now=2.1))
     assert state.jobs["job-late"].state == "succeeded"
 
@@ -134,9 +138,9 @@ def test_no_lease_on_a_slice_other_jobs_are_queued_on():
     (l2,) = sent(state.handle(JobSubmitted("j2", request(), 2.0)), m.Launch)
     (l3,) = sent(state.handle(JobSubmitted("j3", request(), 2.0)), m.Launch)  # same slice
     assert not state.leases.active  # j1's went when j2 arrived
-    r2 = m.JobResult("j2", l2.attempt, True, b"out")
+    r2 = done("j2", l2.attempt)
     assert not sent(state.handle(AgentSaid("n1", 1, r2, 2.1)), m.LeaseGranted)  # j3 waits
-    r3 = m.JobResult("j3", l3.attempt, True, b"out")
+    r3 = done("j3", l3.attempt)
     assert sent(state.handle(AgentSaid("n1", 1, r3, 2.2)), m.LeaseGranted)
     assert len(state.leases.active) == 1
 
@@ -145,7 +149,7 @@ def test_an_idle_lease_is_revoked_and_a_used_one_is_kept():
     state = state_with(join("n1"), lease_idle_s=2.0)
     (granted,) = sent(run_job(state, "j1", 1.0), m.LeaseGranted)
     lid = granted.lease.lease_id
-    state.handle(AgentSaid("n1", 1, m.LeasedRuns((m.LeasedRun(lid, "r1", True, 2.5, 2.6),)), 2.9))
+    state.handle(AgentSaid("n1", 1, m.LeasedRuns((m.LeasedRun(lid, "r1", 2.5, 2.6),)), 2.9))
     assert not sent(state.handle(Tick(now=4.5)), m.LeaseRevoked)  # used at 2.9
     assert sent(state.handle(Tick(now=5.0)), m.LeaseRevoked) == [m.LeaseRevoked(lid, "idle")]
 

@@ -327,6 +327,6 @@ def test_the_scheduler_keeps_a_held_back_job_pending_and_places_it_when_a_slice_
     assert launches(state.handle(JobSubmitted("second", request, 1.1))) == []
     state.handle(Tick(5.0))  # long past the unschedulable timeout: it fits, so it waits
     assert state.jobs["second"].state == "pending" and state.decisions["deferred"] >= 2
-    done = m.JobResult("first", 1, True, b"out")
+    done = m.JobResult("first", 1, outputs=b"out")
     assert launches(state.handle(AgentSaid("n", 1, done, 5.1))) == ["second"]
     assert state.jobs["second"].placement.solver == "policy:anypu-ss"

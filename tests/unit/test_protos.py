@@ -15,6 +15,7 @@ from packaging.version import Version
 from anypu.devices import Device
 from anypu.protos import convert, generate
 from anypu.protos import messages as m
+from tests.builders import failed, ran
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,12 +85,12 @@ DEVICE = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cuda:0", Fals
         ),
         m.Heartbeat(1.5, (m.DeviceUsage("gpu0", 0.5, 10, 1),), ("d",), 1),
         m.JobStarted("j", 1),
-        m.JobResult("j", 1, False, b"", "ValueError", "bad", "tb", 0.1, 0.2, "n", "gpu0", True),
+        m.JobResult("j", 1, failed(traceback="tb"), b"", "n", "gpu0"),
         m.Join(1, "T", "edge-2", "edge", devices=(DEVICE,), direct_address="10.0.0.7:7080"),
         m.LeasedRuns(
             (
-                m.LeasedRun("lease-1", "j1", True, 1.0, 1.5, load_seconds=0.1, run_seconds=0.4),
-                m.LeasedRun("lease-1", "j2", False, 2.0, 2.1, "E", "msg", "tb", True),
+                m.LeasedRun("lease-1", "j1", 1.0, 1.5, ran(load_seconds=0.1, run_seconds=0.4)),
+                m.LeasedRun("lease-1", "j2", 2.0, 2.1, failed(m.FailureCode.WORKER_DIED, "msg")),
             )
         ),
     ],
@@ -135,7 +136,7 @@ def test_leases_and_direct_calls_round_trip():
     assert convert.submit_response_lease(convert.submit_response(info, b"o")) is None
     request = convert.direct_run_request("lease-1", b"in")
     assert (request.lease_id, request.inputs) == ("lease-1", b"in")
-    result = m.JobResult("j", 1, True, b"out", run_seconds=0.2, node_id="n", device_id="gpu0")
+    result = m.JobResult("j", 1, ran(run_seconds=0.2), b"out", node_id="n", device_id="gpu0")
     assert convert.direct_run_result(convert.direct_run_response(result)) == (result, "")
     redirected = convert.direct_run_response(result, "127.0.0.1:5")
     assert convert.direct_run_result(redirected) == (result, "127.0.0.1:5")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.protos import messages as m
@@ -19,6 +21,7 @@ from anypu.scheduler._state import (
     Send,
     Tick,
 )
+from tests.builders import failed
 
 CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
 
@@ -61,7 +64,7 @@ def test_a_job_goes_pending_placed_running_succeeded():
     assert state.jobs["j1"].state == "placed"
     state.handle(AgentSaid("n1", 1, m.JobStarted("j1", 1), now=1.1))
     assert state.jobs["j1"].state == "running"
-    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"out"), now=1.2))
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, outputs=b"out"), now=1.2))
     assert Notify("j1") in actions
     assert state.jobs["j1"].state == "succeeded" and state.jobs["j1"].outputs == b"out"
 
@@ -75,13 +78,13 @@ def test_a_lost_node_s_job_runs_elsewhere_and_its_late_result_is_discarded():
     assert state.nodes["n1"].state == "lost"
     (launch,) = sends(actions, m.Launch)
     assert launch.node_id == "n2" and launch.message.attempt == 2
-    late = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"late"), now=7.1))
+    late = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, outputs=b"late"), now=7.1))
     assert late == [Drop("n1", 1, "declared lost; re-join")]  # fenced: must re-join first
     assert state.jobs["j1"].state == "placed" and state.jobs["j1"].attempt == 2
     rejoin = state.handle(AgentConnected(join("n1", running=(("j1", 1),)), now=7.15))
     (cancel,) = sends(rejoin, m.Cancel)
     assert cancel.message == m.Cancel("j1", 1, "superseded")
-    state.handle(AgentSaid("n2", 1, m.JobResult("j1", 2, True, b"good"), now=7.2))
+    state.handle(AgentSaid("n2", 1, m.JobResult("j1", 2, outputs=b"good"), now=7.2))
     assert state.jobs["j1"].outputs == b"good"
 
 
@@ -97,8 +100,8 @@ def test_messages_from_a_replaced_connection_are_fenced_off():
     state = state_with("n1")
     state.handle(JobSubmitted("j1", request(), now=1.0))
     state.handle(AgentConnected(join("n1", running=(("j1", 1),)), now=2.0))  # epoch 2
-    assert state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"old"), now=2.1)) == []
-    state.handle(AgentSaid("n1", 2, m.JobResult("j1", 1, True, b"new"), now=2.2))
+    assert state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, outputs=b"old"), now=2.1)) == []
+    state.handle(AgentSaid("n1", 2, m.JobResult("j1", 1, outputs=b"new"), now=2.2))
     assert state.jobs["j1"].outputs == b"new"
 
 
@@ -114,19 +117,49 @@ def test_rejoining_without_a_job_puts_it_back_in_the_queue():
 def test_a_model_error_is_not_retried_but_a_node_failure_is():
     state = state_with("n1")
     state.handle(JobSubmitted("j1", request(), now=1.0))
-    state.handle(
-        AgentSaid(
-            "n1", 1, m.JobResult("j1", 1, False, error_type="IndexError", user_error=True), now=1.1
-        )
-    )
-    assert state.jobs["j1"].state == "failed" and state.jobs["j1"].error_type == "IndexError"
+    state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, failed(error_type="IndexError")), now=1.1))
+    assert state.jobs["j1"].state == "failed"
+    assert state.jobs["j1"].outcome.error_type == "IndexError"
 
     state.handle(JobSubmitted("j2", request(max_retries=1), now=2.0))
-    state.handle(AgentSaid("n1", 1, m.JobResult("j2", 1, False, error_type="WorkerDied"), now=2.1))
+    state.handle(
+        AgentSaid("n1", 1, m.JobResult("j2", 1, failed(m.FailureCode.WORKER_DIED)), now=2.1)
+    )
     assert state.jobs["j2"].state == "placed" and state.jobs["j2"].attempt == 2
-    state.handle(AgentSaid("n1", 1, m.JobResult("j2", 2, False, error_type="WorkerDied"), now=2.2))
+    state.handle(
+        AgentSaid("n1", 1, m.JobResult("j2", 2, failed(m.FailureCode.WORKER_DIED)), now=2.2)
+    )
     assert state.jobs["j2"].state == "failed"
-    assert state.jobs["j2"].error_type == "WorkerDied" and state.jobs["j2"].attempt == 2
+    assert state.jobs["j2"].outcome.code is m.FailureCode.WORKER_DIED
+    assert state.jobs["j2"].attempt == 2
+
+
+AGENT_CODES = [
+    m.FailureCode.MODEL_RAISED,
+    m.FailureCode.ARTIFACT_REFUSED,
+    m.FailureCode.OUT_OF_MEMORY,
+    m.FailureCode.JOB_TIMEOUT,
+    m.FailureCode.LOAD_FAILED,
+    m.FailureCode.INPUTS_UNREADABLE,
+    m.FailureCode.WORKER_DIED,
+    m.FailureCode.NO_SUCH_SLICE,
+    m.FailureCode.ARTIFACT_UNAVAILABLE,
+]
+
+
+@pytest.mark.parametrize("code", AGENT_CODES, ids=lambda c: c.value)
+def test_a_node_s_failure_is_placed_again_and_the_submitter_s_ends_the_job(code):
+    assert code.user_error != code.retryable  # every code an agent sends is one or the other
+    state = state_with("n1", "n2")
+    state.handle(JobSubmitted("j1", request(max_retries=2), now=1.0))
+    node = state.jobs["j1"].placement.node_id
+    state.handle(AgentSaid(node, 1, m.JobResult("j1", 1, failed(code)), now=1.1))
+    job = state.jobs["j1"]
+    if code.retryable:
+        assert job.state == "placed" and job.attempt == 2 and job.outcome.ok
+        assert job.lost_nodes == ([node] if code.crashed else [])
+    else:
+        assert job.state == "failed" and job.outcome.code is code and job.outcome.user_error
 
 
 def test_cancel_a_running_job_tells_its_node():
@@ -148,14 +181,14 @@ def test_unschedulable_jobs_wait_then_fail_with_every_node_s_reason():
     state.handle(AgentSaid("n1", 1, m.Heartbeat(4.5), now=4.5))
     actions = state.handle(Tick(now=4.5))
     assert Notify("j1") in actions
-    assert job.state == "failed" and job.error_type == "Unschedulable"
-    assert "n1:" in job.error_message
+    assert job.state == "failed" and job.outcome.code is m.FailureCode.UNSCHEDULABLE
+    assert "n1:" in job.outcome.message
 
 
 def test_with_no_agents_the_error_says_how_to_start_one():
     state = state_with(unschedulable_timeout_s=0.0)
     state.handle(JobSubmitted("j1", request(), now=1.0))
-    assert "anypu agent" in state.jobs["j1"].error_message
+    assert "anypu agent" in state.jobs["j1"].outcome.message
 
 
 def test_queueing_spreads_a_burst_over_nodes():
@@ -184,7 +217,7 @@ def test_the_service_survives_a_restart_with_every_transition_persisted(tmp_path
 def test_a_short_job_s_result_also_records_that_it_ran():
     state = state_with("n1")
     state.handle(JobSubmitted("j1", request(), now=1.0))
-    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, True, b"out"), now=1.01))
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("j1", 1, outputs=b"out"), now=1.01))
     steps = [a.transition for a in actions if isinstance(a, PersistJob)]
     assert steps == ["running", "succeeded"]
 
@@ -205,7 +238,7 @@ def test_a_job_whose_nodes_keep_dying_is_poison():
         now += 1.0
         state.handle(Tick(now=now))
     job = state.jobs["j1"]
-    assert job.state == "failed" and job.error_type == "Poison"
+    assert job.state == "failed" and job.outcome.code is m.FailureCode.POISON
     assert len(job.lost_nodes) == 3
 
 
@@ -214,7 +247,7 @@ def test_a_refusal_is_retried_with_backoff_and_frees_its_slice():
     state.handle(JobSubmitted("j1", request(flops=1e12), now=1.0))
     busy = state.snapshot(1.0).nodes[0].devices[0].slice_busy_seconds[0]
     assert busy > 0
-    refusal = m.JobResult("j1", 1, False, error_type="ArtifactUnavailable")
+    refusal = m.JobResult("j1", 1, failed(m.FailureCode.ARTIFACT_UNAVAILABLE))
     state.handle(AgentSaid("n1", 1, refusal, now=1.1))
     job = state.jobs["j1"]
     assert job.state == "pending" and job.not_before > 1.1 and job.lost_nodes == []
@@ -239,7 +272,7 @@ def test_a_node_failing_distinct_jobs_for_reasons_not_theirs_is_quarantined():
     state = state_with("liar", "honest")
     for i in range(3):
         state.handle(JobSubmitted(f"j{i}", request(nodes=("liar",), max_retries=0), now=1.0))
-        failure = m.JobResult(f"j{i}", 1, False, error_type="ArtifactUnavailable")
+        failure = m.JobResult(f"j{i}", 1, failed(m.FailureCode.ARTIFACT_UNAVAILABLE))
         state.handle(AgentSaid("liar", 1, failure, now=1.1))
     state.handle(JobSubmitted("pinned", request(nodes=("liar",)), now=2.0))
     pinned = state.jobs["pinned"]

@@ -67,3 +67,36 @@ def test_a_database_written_before_payloads_moved_still_loads(tmp_path):
     assert finished is not None and finished.outputs == OUTPUTS
     assert finished.request.inputs == INPUTS
     store.close()
+
+
+def test_a_job_s_outcome_is_stored_flat_and_rows_from_before_codes_read_as_their_code(tmp_path):
+    store = StateStore(tmp_path)
+    poisoned = job("failed")
+    poisoned.outcome = m.Outcome.failed(m.FailureCode.POISON, "died 3 times")
+    store.commit([store.job_write(poisoned, "failed", "poison", 1.0)])
+    assert store.load_job("j1").outcome == poisoned.outcome
+    store.close()
+    # Rows an older scheduler wrote carry error_type and user_error, and no code.
+    db = sqlite3.connect(tmp_path / "anypu.db")
+    legacy = {
+        "j-raised": ({"error_type": "IndexError", "user_error": True}, m.FailureCode.MODEL_RAISED),
+        "j-died": ({"error_type": "WorkerDied", "user_error": False}, m.FailureCode.WORKER_DIED),
+        "j-ran": ({"error_type": "", "user_error": False, "run_seconds": 0.5}, None),
+    }
+    for job_id, (fields, _) in legacy.items():
+        record = _job_to_row(job("failed"))
+        for key in m.Outcome().fields():
+            record.pop(key)
+        record.update(fields, job_id=job_id, error_message="old words")
+        db.execute(
+            "INSERT INTO jobs (job_id, state, record, updated_at) VALUES (?, 'failed', ?, 1.0)",
+            (job_id, json.dumps(record)),
+        )
+    db.commit()
+    again = StateStore(tmp_path)
+    for job_id, (fields, code) in legacy.items():
+        outcome = again.load_job(job_id).outcome
+        assert outcome.code is code, job_id
+        assert outcome.error_type == (fields["error_type"] or "") or code is None
+    assert again.load_job("j-ran").outcome.run_seconds == 0.5
+    again.close()
