@@ -5,7 +5,8 @@
 simulated devices of a devices file.  Vendor libraries and tools are touched only when a
 probe runs, so a CPU-only install needs none of them.  Workers confine themselves to a
 slice with ``slice_environment`` (set by the agent), ``apply_slice_limits`` and
-``worker_torch_device`` (called in the worker).
+``worker_torch_device`` (called in the worker); what those do per vendor lives on the
+probe classes, so a new vendor is one ``Probe`` subclass and one entry in ``PROBES``.
 """
 
 from anypu.devices._ascend import ASCEND_TFLOPS, AscendProbe, NpuChip, parse_npu_smi_info
@@ -13,7 +14,7 @@ from anypu.devices._cpu import CpuProbe, default_cpu_slicing, measure_cpu_tflops
 from anypu.devices._discover import PROBES, collect_utilisation, discover, make_probes
 from anypu.devices._model import DEVICE_KINDS, Device, format_bytes
 from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
-from anypu.devices._probe import Probe
+from anypu.devices._probe import Probe, physical_index
 from anypu.devices._simulated import (
     SimulatedDevices,
     load_devices_file,
@@ -23,6 +24,7 @@ from anypu.devices._simulated import (
 from anypu.devices._slices import (
     apply_slice_limits,
     slice_environment,
+    vendor_of,
     with_slices,
     worker_torch_device,
 )
@@ -51,7 +53,9 @@ __all__ = [
     "parse_devices",
     "parse_npu_smi_info",
     "parse_size",
+    "physical_index",
     "slice_environment",
+    "vendor_of",
     "with_slices",
     "worker_torch_device",
 ]

@@ -20,9 +20,10 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe
+from anypu.devices._probe import Probe, physical_index
 
 __all__ = ["ASCEND_TFLOPS", "AscendProbe", "NpuChip", "ascend_tflops", "parse_npu_smi_info"]
 
@@ -160,9 +161,22 @@ class AscendProbe(Probe):
     ``binary`` is the ``npu-smi`` command (name on ``PATH`` or a path); ``timeout`` caps
     each run, since a wedged driver can make the tool hang.  Chips whose health is
     neither OK nor Warning are left out (and logged).
+
+    A worker on a slice sees only its NPU (``ASCEND_RT_VISIBLE_DEVICES`` narrowed to
+    the logical id), as ``npu:0``; slices share it by time.
     """
 
     name = "ascend"
+    kind: ClassVar[str] = "npu"
+    vendor: ClassVar[str] = "huawei"
+
+    @classmethod
+    def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
+        return {"ASCEND_RT_VISIBLE_DEVICES": str(physical_index(device))}
+
+    @classmethod
+    def worker_torch_device(cls, device: Device) -> str:
+        return "npu:0"
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 from anypu.devices._model import Device
 from anypu.devices._probe import Probe
@@ -166,9 +167,13 @@ class CpuProbe(Probe):
 
     ``tflops`` is the measured per-thread figure × slices × threads, i.e. what the
     offered slices can deliver together; each slice gets ``threads`` threads' worth.
+    Slices share the cores by thread count (``OMP_NUM_THREADS`` and friends, which every
+    worker gets); accelerators stay hidden from a CPU worker.
     """
 
     name = "cpu"
+    kind: ClassVar[str] = "cpu"
+    shared_sharing: ClassVar[str] = "threads"
 
     def __init__(
         self,

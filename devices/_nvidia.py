@@ -2,7 +2,7 @@
 
 ``pynvml`` is imported inside methods only, so a machine without it (or without a
 driver) simply has no NVIDIA devices.  NVML indices follow PCI bus order, which is why
-worker environments set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (see ``_slices``).
+worker environments set ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``NvidiaProbe.slice_environment``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe
+from anypu.devices._probe import Probe, physical_index
 
 __all__ = ["NVIDIA_TFLOPS", "NvidiaProbe", "nvidia_tflops"]
 
@@ -89,9 +90,49 @@ class NvidiaProbe(Probe):
 
     ``slices`` > 1 shares each GPU between that many workers (memory fraction + MPS
     thread percentage, see ``slice_environment``).
+
+    A worker on a slice sees only its GPU: ``CUDA_VISIBLE_DEVICES`` is narrowed to the
+    NVML index (with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA numbers GPUs the way NVML
+    does) and the worker's torch device is ``cuda:0``; its memory is capped at
+    ``1/slices`` through ``torch.cuda.set_per_process_memory_fraction`` and, with more
+    than one slice, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` is set (honoured when an MPS
+    daemon runs).
     """
 
     name = "nvidia"
+    kind: ClassVar[str] = "gpu"
+    vendor: ClassVar[str] = "nvidia"
+    shared_sharing: ClassVar[str] = "mps"
+
+    @classmethod
+    def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
+        env = {
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CUDA_VISIBLE_DEVICES": str(physical_index(device)),
+            "ANYPU_MEMORY_FRACTION": repr(1.0 / device.slices),
+        }
+        if device.slices > 1:
+            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, 100 // device.slices))
+        return env
+
+    @classmethod
+    def worker_torch_device(cls, device: Device) -> str:
+        return "cuda:0"
+
+    @classmethod
+    def apply_limits(cls, device: Device, environ: Mapping[str, str]) -> float | None:
+        """The per-process memory fraction (``ANYPU_MEMORY_FRACTION``, else ``1/slices``)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        fraction = float(environ.get("ANYPU_MEMORY_FRACTION", 1.0 / device.slices))
+        if fraction < 1.0:
+            # A worker started with slice_environment sees only its GPU, as cuda:0.
+            narrowed = environ.get("CUDA_VISIBLE_DEVICES") == str(physical_index(device))
+            target = cls.worker_torch_device(device) if narrowed else device.torch_device
+            torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device(target))
+        return fraction
 
     def __init__(self, *, slices: int = 1) -> None:
         super().__init__()

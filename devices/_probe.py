@@ -1,30 +1,58 @@
-"""The contract every vendor probe fulfils.
+"""The contract every vendor probe fulfils: finding its devices and confining workers.
 
 A probe is cheap to construct and never touches vendor libraries or tools until one of
 its methods is called, so a CPU-only install imports every probe without their
 dependencies.  ``available()`` answers "can this probe see any hardware here?" without
 raising; ``probe()`` describes the hardware; ``utilisation()`` is called on every
 heartbeat and must stay cheap.
+
+The class also carries its vendor's slice behaviour, as class methods, so the agent and
+its workers never branch on vendor names: which environment variables narrow a worker to
+its device (``slice_environment``), which torch device the worker then sees
+(``worker_torch_device``), how a slice shares the device (``sharing``) and what limits
+the worker applies to itself after importing torch (``apply_limits``).  The defaults are
+those of a device without a vendor runtime (a CPU, a simulated device): accelerators are
+hidden so the worker never initialises CUDA and takes memory another slice owns.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
 
 from anypu.devices._model import Device
 
-__all__ = ["Probe"]
+__all__ = ["Probe", "physical_index"]
+
+
+def physical_index(device: Device) -> int:
+    """The index the vendor runtime knows the device by (``extra["index"]``, else ``cuda:N``)."""
+    if "index" in device.extra:
+        return int(device.extra["index"])
+    _, _, number = device.torch_device.partition(":")
+    if not number.isdigit():
+        raise ValueError(
+            f"device {device.device_id} ({device.torch_device}) has no physical index;"
+            " probes set extra['index'] for accelerators"
+        )
+    return int(number)
 
 
 class Probe(ABC):
-    """One vendor's way of finding devices.
+    """One vendor's way of finding devices, and of confining a worker to one of them.
 
     ``name`` identifies the probe in logs. ``unavailable_reason`` is set by
     ``available()`` when it answers false, so an operator can learn why a GPU was not
     offered (no driver, library missing, tool failed) without reading a traceback.
+    ``kind`` and ``vendor`` say which devices the class describes (``vendor = ""``: any
+    vendor of that kind); ``shared_sharing`` is how more than one slice share a device.
     """
 
     name: str = ""
+    kind: ClassVar[str] = ""
+    vendor: ClassVar[str] = ""
+    shared_sharing: ClassVar[str] = "time"
 
     def __init__(self) -> None:
         self.unavailable_reason: str = ""
@@ -43,3 +71,32 @@ class Probe(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; most probes hold no handles
         """Release vendor handles; the default holds none."""
+
+    # -- the vendor's slice behaviour -------------------------------------------------
+
+    @classmethod
+    def describes(cls, device: Device) -> bool:
+        """Whether ``device`` is one this class's probe reports (simulated ones never are)."""
+        if device.simulated or device.kind != cls.kind:
+            return False
+        return not cls.vendor or device.vendor == cls.vendor
+
+    @classmethod
+    def sharing(cls, device: Device, slices: int) -> str:
+        """How ``slices`` workers share ``device``: ``exclusive`` alone, else the vendor's."""
+        return "exclusive" if slices == 1 else cls.shared_sharing
+
+    @classmethod
+    def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
+        """The vendor's variables that narrow a worker to ``device``."""
+        return {"CUDA_VISIBLE_DEVICES": ""}
+
+    @classmethod
+    def worker_torch_device(cls, device: Device) -> str:
+        """The torch device inside a worker started with ``slice_environment``."""
+        return device.torch_device
+
+    @classmethod
+    def apply_limits(cls, device: Device, environ: Mapping[str, str]) -> float | None:
+        """Apply the vendor's limits inside the worker (torch imported); the memory fraction."""
+        return None

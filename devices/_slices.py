@@ -4,59 +4,41 @@ The agent starts one worker per slice with ``slice_environment(device, i)`` merg
 its environment; the worker, right after importing torch, calls
 ``apply_slice_limits(device)`` and moves tensors to ``worker_torch_device(device)``.
 
-What is enforced, per vendor:
-
-- every device: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` and
-  ``torch.set_num_threads`` from the slice's threads (a forward's tail latency explodes
-  when threads oversubscribe cores);
-- NVIDIA: ``CUDA_VISIBLE_DEVICES`` narrowed to the one physical GPU (NVML index, with
-  ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` so CUDA numbers GPUs the way NVML does), a memory cap
-  of ``1/slices`` through ``torch.cuda.set_per_process_memory_fraction`` and, with more
-  than one slice, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` (honoured when an MPS daemon runs);
-- Ascend: ``ASCEND_RT_VISIBLE_DEVICES`` narrowed to the logical device;
-- CPU and simulated devices: GPUs are hidden (``CUDA_VISIBLE_DEVICES=""``) so a CPU job
-  never initialises CUDA and takes GPU memory that another slice owns.
+Every device's worker gets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/
+``OPENBLAS_NUM_THREADS`` and ``torch.set_num_threads`` from the slice's threads (a
+forward's tail latency explodes when threads oversubscribe cores).  The rest is the
+vendor's, found by ``vendor_of(device)`` in the probe registry: the probe class whose
+``describes(device)`` is true (NVIDIA: ``CUDA_VISIBLE_DEVICES`` narrowed, a memory
+fraction, an MPS thread share; Ascend: ``ASCEND_RT_VISIBLE_DEVICES`` narrowed).  A
+device no registered class describes (simulated devices, a kind with no probe) gets
+``Probe``'s defaults: accelerators hidden, its own torch device, no limits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+from anypu.devices._discover import PROBES
 from anypu.devices._model import Device
+from anypu.devices._probe import Probe
 
 __all__ = [
     "apply_slice_limits",
-    "is_nvidia_gpu",
-    "physical_index",
     "slice_environment",
+    "vendor_of",
     "with_slices",
     "worker_torch_device",
 ]
 
-_SHARING = {"cpu": "threads", "gpu": "mps"}
 
-
-def is_nvidia_gpu(device: Device) -> bool:
-    return device.kind == "gpu" and device.vendor == "nvidia" and not device.simulated
-
-
-def _is_ascend_npu(device: Device) -> bool:
-    return device.kind == "npu" and device.vendor == "huawei" and not device.simulated
-
-
-def physical_index(device: Device) -> int:
-    """The index the vendor runtime knows the device by (``extra["index"]``, else ``cuda:N``)."""
-    if "index" in device.extra:
-        return int(device.extra["index"])
-    _, _, number = device.torch_device.partition(":")
-    if not number.isdigit():
-        raise ValueError(
-            f"device {device.device_id} ({device.torch_device}) has no physical index;"
-            " probes set extra['index'] for accelerators"
-        )
-    return int(number)
+def vendor_of(device: Device, probes: Iterable[type[Probe]] = PROBES) -> type[Probe]:
+    """The registered probe class that describes ``device``, else ``Probe`` (the defaults)."""
+    for probe in probes:
+        if probe.describes(device):
+            return probe
+    return Probe
 
 
 def with_slices(device: Device, slices: int, threads: int | None = None) -> Device:
@@ -65,11 +47,11 @@ def with_slices(device: Device, slices: int, threads: int | None = None) -> Devi
         raise ValueError(f"slices must be at least 1, got {slices}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    sharing = "exclusive" if slices == 1 else _SHARING.get(device.kind, "time")
-    if device.simulated and slices > 1:
-        sharing = "time"
     return dataclasses.replace(
-        device, slices=slices, threads=threads or device.threads, sharing=sharing
+        device,
+        slices=slices,
+        threads=threads or device.threads,
+        sharing=vendor_of(device).sharing(device, slices),
     )
 
 
@@ -81,35 +63,22 @@ def slice_environment(device: Device, slice_index: int) -> dict[str, str]:
             f" {device.slices} slice(s) (valid: 0..{device.slices - 1})"
         )
     threads = str(device.threads)
-    env = {
+    vendor = vendor_of(device)
+    return {
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "OPENBLAS_NUM_THREADS": threads,
         "ANYPU_DEVICE_ID": device.device_id,
         "ANYPU_SLICE_INDEX": str(slice_index),
         "ANYPU_SLICES": str(device.slices),
-        "ANYPU_TORCH_DEVICE": worker_torch_device(device),
+        "ANYPU_TORCH_DEVICE": vendor.worker_torch_device(device),
+        **vendor.slice_environment(device, slice_index),
     }
-    if is_nvidia_gpu(device):
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        env["CUDA_VISIBLE_DEVICES"] = str(physical_index(device))
-        env["ANYPU_MEMORY_FRACTION"] = repr(1.0 / device.slices)
-        if device.slices > 1:
-            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, 100 // device.slices))
-    elif _is_ascend_npu(device):
-        env["ASCEND_RT_VISIBLE_DEVICES"] = str(physical_index(device))
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
 
 
 def worker_torch_device(device: Device) -> str:
     """The torch device inside the slice's worker, whose visible devices hold only this one."""
-    if is_nvidia_gpu(device):
-        return "cuda:0"
-    if _is_ascend_npu(device):
-        return "npu:0"
-    return device.torch_device
+    return vendor_of(device).worker_torch_device(device)
 
 
 def apply_slice_limits(
@@ -117,20 +86,13 @@ def apply_slice_limits(
 ) -> dict[str, float | int | None]:
     """Apply the slice's limits inside the worker; call after ``import torch``.
 
-    Sets torch's intra-op threads and, for an NVIDIA slice when CUDA is available, the
-    per-process memory fraction (``ANYPU_MEMORY_FRACTION`` if the agent set it, else
-    ``1/slices``).  Returns what was applied, for the worker's log.
+    Sets torch's intra-op threads, then the vendor's limits (for an NVIDIA slice when
+    CUDA is available, the per-process memory fraction: ``ANYPU_MEMORY_FRACTION`` if the
+    agent set it, else ``1/slices``).  Returns what was applied, for the worker's log.
     """
     import torch
 
     environ = os.environ if environ is None else environ
     torch.set_num_threads(device.threads)
-    fraction: float | None = None
-    if is_nvidia_gpu(device) and torch.cuda.is_available():
-        fraction = float(environ.get("ANYPU_MEMORY_FRACTION", 1.0 / device.slices))
-        if fraction < 1.0:
-            # A worker started with slice_environment sees only its GPU, as cuda:0.
-            narrowed = environ.get("CUDA_VISIBLE_DEVICES") == str(physical_index(device))
-            target = worker_torch_device(device) if narrowed else device.torch_device
-            torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device(target))
+    fraction = vendor_of(device).apply_limits(device, environ)
     return {"threads": device.threads, "memory_fraction": fraction}

@@ -11,9 +11,16 @@ import pytest
 import torch
 
 from anypu.devices import (
+    PROBES,
+    AscendProbe,
+    CpuProbe,
     Device,
+    NvidiaProbe,
+    Probe,
     apply_slice_limits,
+    physical_index,
     slice_environment,
+    vendor_of,
     with_slices,
     worker_torch_device,
 )
@@ -166,3 +173,59 @@ def test_environment_reaches_a_real_worker_process() -> None:
         timeout=60,
     )
     assert out.stdout.split() == ["2", "2", "''", "2"]
+
+
+@pytest.mark.parametrize(
+    ("device", "vendor"),
+    [
+        (_gpu(), NvidiaProbe),
+        (NPU, AscendProbe),
+        (CPU, CpuProbe),
+        (SIM_GPU, Probe),  # simulated: no vendor runtime, the defaults
+        (Device("gpu0", "gpu", "amd", "MI300X", 2**30, 1.0, "cuda:0"), Probe),  # no probe
+    ],
+)
+def test_each_device_finds_its_vendor_in_the_registry(device: Device, vendor: type) -> None:
+    assert vendor_of(device) is vendor
+
+
+def test_every_registered_probe_declares_the_devices_it_describes() -> None:
+    kinds = {(probe.kind, probe.vendor) for probe in PROBES}
+    assert len(kinds) == len(PROBES), "two probes claim the same devices"
+    assert all(probe.kind for probe in PROBES)
+
+
+class _MluProbe(Probe):
+    """A vendor the registry has never seen: one class is all it takes."""
+
+    name = "cambricon"
+    kind = "npu"
+    vendor = "cambricon"
+
+    def available(self) -> bool:
+        return False
+
+    def probe(self) -> list[Device]:
+        return []
+
+    def utilisation(self) -> dict[str, float]:
+        return {}
+
+    @classmethod
+    def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
+        return {"MLU_VISIBLE_DEVICES": str(physical_index(device))}
+
+    @classmethod
+    def worker_torch_device(cls, device: Device) -> str:
+        return "mlu:0"
+
+
+def test_a_new_vendor_is_one_class_plus_one_registry_entry() -> None:
+    mlu = Device("npu0", "npu", "cambricon", "MLU370", 2**30, 1.0, "mlu:4", extra={"index": "4"})
+    assert vendor_of(mlu) is Probe
+    registry = (*PROBES, _MluProbe)
+    assert vendor_of(mlu, registry) is _MluProbe
+    assert vendor_of(NPU, registry) is AscendProbe
+    assert _MluProbe.slice_environment(mlu, 0) == {"MLU_VISIBLE_DEVICES": "4"}
+    assert _MluProbe.worker_torch_device(mlu) == "mlu:0"
+    assert _MluProbe.sharing(mlu, 2) == "time"
