@@ -1,15 +1,18 @@
-"""The node agent: join, heartbeat, run jobs in slice workers, survive scheduler restarts.
+"""The node agent's shell: the stream, the slice workers, the threads and the clock.
 
-The agent opens one stream to the scheduler, sends a Join with its inventory, then
-answers Launch and Cancel messages and reports JobStarted / JobResult. If the stream
-breaks it reconnects with jittered exponential backoff, re-joins with the attempts it
-is still running (so the scheduler keeps them), and sends results it finished while
-disconnected.
+What the agent decides lives in ``AgentState`` (``agents/_state.py``: events in,
+instructions out); this class turns the stream's messages, the workers' answers, direct
+calls and a 50 ms tick into its events and carries out its instructions.  The agent opens
+one stream to the scheduler, sends a Join with its inventory, then answers Launch and
+Cancel messages and reports JobStarted / JobResult. If the stream breaks it reconnects
+with jittered exponential backoff, re-joins with the attempts it is still running (so
+the scheduler keeps them), and sends results it finished while disconnected.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -17,12 +20,36 @@ import secrets
 import tempfile
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from anypu import PROTOCOL_VERSION, __version__, _codec
+from anypu import _codec
 from anypu.agents._link import SchedulerLink
+from anypu.agents._state import (
+    AgentIdentity,
+    AgentState,
+    AgentStateConfig,
+    AnswerCall,
+    CallArrived,
+    CancelAtWorker,
+    Fetch,
+    Fetched,
+    GrantAtWorker,
+    Instruction,
+    LeasedRunDone,
+    LeasedRunsUnsent,
+    RevokeAtWorker,
+    RunCall,
+    RunningJob,
+    SchedulerSaid,
+    Send,
+    StreamBroke,
+    Submit,
+    Tick,
+    WorkerAnswered,
+)
+from anypu.agents._state import Event as AgentEvent
 from anypu.agents._workers import (
     SliceJob,
     SliceWorker,
@@ -38,17 +65,11 @@ __all__ = ["Agent", "AgentConfig"]
 log = logging.getLogger("anypu.agent")
 
 Worker = SliceWorker | ThreadSliceWorker
-_ANNOUNCE_AFTER_S = 0.05
-_RESEND_WINDOW_S = 120.0
-_RESEND_MAX = 512
-_RESEND_MAX_BYTES = 256 << 20
-_LEASED_RUNS_KEPT = 10_000  # unreported records of direct runs kept while disconnected
-_LEASED_RUNS_BATCH = 16
+_TICK_S = 0.05
 # A client hears of its lease on its own connection, possibly before the grant reaches this
 # agent on the scheduler's stream: a call under a lease not yet heard of waits this long
 # for it, rather than fall back to placement. Ended leases are answered at once.
 _GRANT_WAIT_S = 1.0
-_ENDED_LEASES_KEPT = 4096
 
 
 @dataclass
@@ -73,14 +94,30 @@ class AgentConfig:
     #: (certificate file, key file) of this node: serve those calls over TLS, as a node
     #: enrolled with a TLS scheduler must (clients check the certificate names this node).
     direct_tls: tuple[str, str] | None = None
+    state: AgentStateConfig = field(default_factory=AgentStateConfig)
 
 
 @dataclass
-class _DirectCall:
-    lease_id: str
-    started_at: float
+class _Waiting:
+    """A direct call's caller, parked until its slice answers."""
+
     done: threading.Event = field(default_factory=threading.Event)
     result: m.JobResult | None = None
+
+
+def _stimulus(message: m.SchedulerMessage) -> str:
+    """A stimulus id naming what the scheduler asked, for the log lines it causes."""
+    if isinstance(message, m.Launch):
+        return f"launch-{message.job_id}-{message.attempt}"
+    if isinstance(message, m.Cancel):
+        return f"cancel-{message.job_id}-{message.attempt}"
+    if isinstance(message, m.LeaseGranted):
+        return f"grant-{message.lease.lease_id}"
+    if isinstance(message, m.LeaseRevoked):
+        return f"revoke-{message.lease_id}"
+    if isinstance(message, m.JoinAck):
+        return f"join-{message.node_id}-{message.epoch}"
+    return type(message).__name__.lower()
 
 
 class Agent:
@@ -90,18 +127,14 @@ class Agent:
         cache = config.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
         self.artifacts = Path(cache) / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        self.node_id = ""
-        self.epoch = 0
-        self.heartbeat_interval_s = 1.0
         self.connected = threading.Event()
         self._stop = threading.Event()
+        # Guards the state; the shell's own waits (lease news) share it.
         self._lock = threading.Lock()
-        # Every result reported lately, re-sent after each (re)join: a scheduler that crashed
-        # before committing a result gets it again (duplicates are ignored), so no job
-        # runs twice to completion. Bounded by age, count and bytes.
-        self._recent: deque[tuple[float, m.JobResult]] = deque()
-        self._recent_bytes = 0
+        self._lease_news = threading.Condition(self._lock)
         self._fetching: dict[str, threading.Event] = {}
+        self._waiting: dict[str, _Waiting] = {}
+        self._ticks = itertools.count()
         if config.isolation not in ("process", "thread"):
             raise ConfigError(f"isolation must be 'process' or 'thread', got {config.isolation!r}")
         self._direct_server = None
@@ -113,6 +146,19 @@ class Agent:
                 cert, key = (Path(p).read_bytes() for p in config.direct_tls)
                 tls = (cert, key)
             self._direct_server = DirectServer(self._serve_direct, config.direct_address, tls=tls)
+        self.state = AgentState(
+            AgentIdentity(
+                name=config.name,
+                tier=config.tier,
+                devices=tuple(config.devices),
+                token=config.token,
+                site=config.site,
+                labels=dict(config.labels),
+                direct_runs=config.direct_runs,
+                direct_address=self._direct_server.address if self._direct_server else "",
+            ),
+            config.state,
+        )
         self.workers: dict[tuple[str, int], Worker] = {}
         for device in config.devices:
             for index in range(device.slices):
@@ -127,16 +173,11 @@ class Agent:
                         self._on_answer,
                         direct_host=host,
                         direct_tls=config.direct_tls,
-                        on_leased_run=self._keep_leased_run,
+                        on_leased_run=self._on_leased_run,
                     )
                 self.workers[(device.device_id, index)] = worker
         if hasattr(link, "handler"):
             link.handler = self.handle  # type: ignore[attr-defined]
-        self._leases: dict[str, m.Lease] = {}
-        self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
-        self._lease_news = threading.Condition(self._lock)
-        self._direct_calls: dict[str, _DirectCall] = {}
-        self._leased_runs: list[m.LeasedRun] = []
         if config.direct_runs:
             if not hasattr(link, "direct"):
                 raise ConfigError("direct runs need an in-process link to the scheduler")
@@ -145,6 +186,14 @@ class Agent:
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
         self._housekeeper.start()
+
+    @property
+    def node_id(self) -> str:
+        return self.state.node_id
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
 
     # -------------------------------------------------------------- lifecycle
 
@@ -167,6 +216,7 @@ class Agent:
         """Serve until ``stop()``; reconnect whenever the stream breaks."""
         backoff = 0.1
         while not self._stop.is_set():
+            reason = "the scheduler ended the stream"
             try:
                 for message in self.link.open(self._join()):
                     if isinstance(message, m.JoinAck):
@@ -176,8 +226,9 @@ class Agent:
                 self.stop()
                 raise
             except Exception as error:  # scheduler gone or restarting: try again
-                log.info("scheduler stream broke: %s", error)
+                reason = str(error)
             self.connected.clear()
+            self._handle(StreamBroke(reason, time.time(), "stream-broke"))
             if self._stop.is_set():
                 break
             delay = backoff * (0.5 + random.random())
@@ -185,116 +236,129 @@ class Agent:
             backoff = min(backoff * 2, self.config.max_backoff_s)
 
     def handle(self, message: m.SchedulerMessage) -> None:
+        """One message from the scheduler (the stream's, or the in-process link's)."""
+        cached = False
+        if isinstance(message, m.Launch):
+            cached = (self.artifacts / message.artifact_digest).exists()
+        self._handle(SchedulerSaid(message, time.time(), _stimulus(message), cached))
         if isinstance(message, m.JoinAck):
-            self._joined(message)
-        elif isinstance(message, m.Launch):
-            self._launch(message)
-        elif isinstance(message, m.Cancel):
-            self._cancel(message)
-        elif isinstance(message, m.LeaseGranted):
-            lease = message.lease
-            with self._lock:
-                self._leases[lease.lease_id] = lease
-                self._lease_news.notify_all()
-            worker = self.workers.get((lease.device_id, lease.slice_index))
-            if isinstance(worker, SliceWorker) and worker.direct_host:
-                worker.grant(
-                    {
-                        "lease_id": lease.lease_id,
-                        "digest": lease.artifact_digest,
-                        "artifact_path": str(self.artifacts / lease.artifact_digest),
-                        "node_id": self.node_id,
-                    }
-                )
-        elif isinstance(message, m.LeaseRevoked):
-            with self._lock:
-                lease = self._leases.pop(message.lease_id, None)
-                self._end_lease(message.lease_id)
-            if lease is not None:
-                self._revoke_at_worker(lease)
-
-    def _end_lease(self, lease_id: str) -> None:
-        """Remember that ``lease_id`` ended (caller holds ``_lock``) and wake its waiters."""
-        self._ended_leases[lease_id] = None
-        while len(self._ended_leases) > _ENDED_LEASES_KEPT:
-            del self._ended_leases[next(iter(self._ended_leases))]
-        self._lease_news.notify_all()
-
-    def _revoke_at_worker(self, lease: m.Lease) -> None:
-        worker = self.workers.get((lease.device_id, lease.slice_index))
-        if isinstance(worker, SliceWorker):
-            worker.revoke(lease.lease_id)
+            self.connected.set()
 
     def _join(self) -> m.Join:
+        in_flight = [a for w in self.workers.values() for a in w.in_flight()]
         with self._lock:
-            running = [a for w in self.workers.values() for a in w.in_flight()]
-            running += [(r.job_id, r.attempt) for _, r in self._recent]
-        return m.Join(
-            protocol_version=PROTOCOL_VERSION,
-            token=self.config.token,
-            name=self.config.name,
-            tier=self.config.tier,
-            site=self.config.site,
-            labels=dict(self.config.labels),
-            devices=tuple(self.config.devices),
-            warm_digests=self._warm(),
-            agent_version=__version__,
-            running=tuple(running),
-            direct_runs=self.config.direct_runs,
-            direct_address=self._direct_server.address if self._direct_server else "",
-        )
+            return self.state.join_message(in_flight, self._warm())
 
-    def _joined(self, ack: m.JoinAck) -> None:
-        self.node_id, self.epoch = ack.node_id, ack.epoch
-        self.heartbeat_interval_s = ack.heartbeat_interval_s
-        self.connected.set()
+    # -------------------------------------------------------------- events in, instructions out
+
+    def _handle(self, event: AgentEvent) -> list[Instruction]:
+        """Feed ``event`` to the state and carry out what it says; returns the instructions."""
         with self._lock:
-            forgotten = list(self._leases.values())
-            self._leases.clear()  # granted to the previous stream
-            for lease in forgotten:
-                self._end_lease(lease.lease_id)
-            recent = [result for _, result in self._recent]
-        for lease in forgotten:
-            self._revoke_at_worker(lease)
-        for result in recent:
-            self.link.send(result)
-        log.info("joined as %s (epoch %d)", ack.node_id, ack.epoch)
+            instructions = self.state.handle(event)
+            if isinstance(event, SchedulerSaid) and isinstance(
+                event.message, (m.LeaseGranted, m.LeaseRevoked, m.JoinAck)
+            ):
+                self._lease_news.notify_all()
+        self._execute(instructions)
+        return instructions
+
+    def _execute(self, instructions: Iterable[Instruction]) -> None:
+        pending = list(instructions)
+        for index, instruction in enumerate(pending):
+            if isinstance(instruction, Send):
+                if not self._send(instruction, pending[index + 1 :]):
+                    return
+            elif isinstance(instruction, Submit):
+                self._submit(instruction.launch, instruction.inputs)
+            elif isinstance(instruction, Fetch):
+                threading.Thread(
+                    target=self._fetch, args=(instruction,), daemon=True, name="anypu-fetch"
+                ).start()
+            elif isinstance(instruction, AnswerCall):
+                waiting = self._waiting.pop(instruction.job_id, None)
+                if waiting is not None:
+                    waiting.result = instruction.result
+                    waiting.done.set()
+            elif isinstance(instruction, CancelAtWorker):
+                for worker in self.workers.values():
+                    if worker.cancel(instruction.job_id, instruction.attempt):
+                        break
+            elif isinstance(instruction, GrantAtWorker):
+                self._grant_at_worker(instruction.lease)
+            elif isinstance(instruction, RevokeAtWorker):
+                worker = self._worker_of(instruction.lease)
+                if isinstance(worker, SliceWorker):
+                    worker.revoke(instruction.lease.lease_id)
+            # RunCall is carried out by run_leased, which asked for it.
+
+    def _send(self, send: Send, rest: list[Instruction]) -> bool:
+        """Send one message; on a broken stream keep unsent run records and say False.
+
+        A result that does not go out stays in the resend window and goes with the next
+        join; heartbeats and announcements are simply superseded.
+        """
+        try:
+            self.link.send(send.message)
+        except Exception as error:
+            log.info(
+                "send failed (%s): %s [%s]", type(send.message).__name__, error, send.stimulus_id
+            )
+            unsent = [send, *rest]
+            runs = tuple(
+                run
+                for item in unsent
+                if isinstance(item, Send) and isinstance(item.message, m.LeasedRuns)
+                for run in item.message.runs
+            )
+            if runs:
+                with self._lock:
+                    self.state.handle(LeasedRunsUnsent(runs, send.stimulus_id))
+            return False
+        if isinstance(send.message, m.LeasedRuns):
+            time.sleep(0)  # let a caller waiting for the GIL in between batches
+        return True
+
+    def _worker_of(self, lease: m.Lease) -> Worker | None:
+        return self.workers.get((lease.device_id, lease.slice_index))
+
+    def _grant_at_worker(self, lease: m.Lease) -> None:
+        worker = self._worker_of(lease)
+        if isinstance(worker, SliceWorker) and worker.direct_host:
+            worker.grant(
+                {
+                    "lease_id": lease.lease_id,
+                    "digest": lease.artifact_digest,
+                    "artifact_path": str(self.artifacts / lease.artifact_digest),
+                    "node_id": self.node_id,
+                }
+            )
 
     # -------------------------------------------------------------- jobs
 
-    def _launch(self, launch: m.Launch) -> None:
-        worker = self.workers.get((launch.device_id, launch.slice_index))
-        if worker is None:
-            where = f"{launch.device_id}/{launch.slice_index}"
-            message = f"{self.config.name} has no slice {where}"
-            self._fail(launch, m.FailureCode.NO_SUCH_SLICE, message)
-            return
-        path = self.artifacts / launch.artifact_digest
-        if path.exists() and not launch.inputs_digest:
-            self._submit(worker, launch, path, launch.inputs)
-            return
-        threading.Thread(
-            target=self._fetch_then_submit, args=(worker, launch, path), daemon=True
-        ).start()
-
-    def _fetch_then_submit(self, worker: Worker, launch: m.Launch, path: Path) -> None:
+    def _fetch(self, fetch: Fetch) -> None:
+        launch = fetch.launch
         try:
-            self._ensure_artifact(launch.artifact_digest, path)
+            self._ensure_artifact(launch.artifact_digest, self.artifacts / launch.artifact_digest)
             inputs = launch.inputs
             if launch.inputs_digest:
                 inputs = self.link.fetch_blob(launch.inputs_digest)
         except Exception as error:
-            message = f"could not fetch the model artifact: {error}"
-            self._fail(launch, m.FailureCode.ARTIFACT_UNAVAILABLE, message)
+            self._handle(
+                Fetched(
+                    launch, b"", str(error) or type(error).__name__, time.time(), fetch.stimulus_id
+                )
+            )
             return
-        self._submit(worker, launch, path, inputs)
+        self._handle(Fetched(launch, inputs, "", time.time(), fetch.stimulus_id))
 
     def _ensure_artifact(self, digest: str, path: Path) -> None:
+        """Download ``digest`` to ``path`` unless there; concurrent launches share one download."""
         with self._lock:
             pending = self._fetching.get(digest)
             owner = pending is None
             if owner:
                 pending = self._fetching[digest] = threading.Event()
+        assert pending is not None
         if not owner:
             pending.wait(300)
             if path.exists():
@@ -313,22 +377,18 @@ class Agent:
                     self._fetching.pop(digest, None)
                 pending.set()
 
-    def _submit(self, worker: Worker, launch: m.Launch, path: Path, inputs: bytes) -> None:
+    def _submit(self, launch: m.Launch, inputs: bytes) -> None:
+        worker = self.workers[(launch.device_id, launch.slice_index)]
         worker.submit(
             SliceJob(
                 job_id=launch.job_id,
                 attempt=launch.attempt,
                 digest=launch.artifact_digest,
-                artifact_path=str(path),
+                artifact_path=str(self.artifacts / launch.artifact_digest),
                 inputs=inputs,
                 timeout_s=launch.timeout_s,
             )
         )
-
-    def _cancel(self, cancel: m.Cancel) -> None:
-        for worker in self.workers.values():
-            if worker.cancel(cancel.job_id, cancel.attempt):
-                return
 
     def run_leased(self, lease_id: str, inputs: bytes | tuple) -> m.JobResult | None:
         """Run one call on a leased slice; None if the lease was revoked (place it anew).
@@ -338,25 +398,28 @@ class Agent:
         ``inputs``: encoded, or the tuple of input tensors themselves (then a thread slice
         returns the outputs as ``JobResult.value``, with nothing encoded either way).
         """
+        job_id = "job-" + secrets.token_hex(6)  # the scheduler's form of job id
+        waiting = _Waiting()
         with self._lock:
             self._lease_news.wait_for(
-                lambda: lease_id in self._leases or lease_id in self._ended_leases,
-                timeout=_GRANT_WAIT_S,
+                lambda: self.state.lease_settled(lease_id), timeout=_GRANT_WAIT_S
             )
-            lease = self._leases.get(lease_id)
-        if lease is None:
+            self._waiting[job_id] = waiting
+            instructions = self.state.handle(
+                CallArrived(lease_id, job_id, time.time(), f"call-{lease_id}")
+            )
+        run = instructions[0]
+        if not isinstance(run, RunCall):
+            self._waiting.pop(job_id, None)
             return None
-        worker = self.workers.get((lease.device_id, lease.slice_index))
-        if worker is None:
-            return None
+        worker = self.workers[(run.lease.device_id, run.lease.slice_index)]
         job = SliceJob(
-            job_id="job-" + secrets.token_hex(6),  # the scheduler's form of job id
+            job_id=job_id,
             attempt=1,
-            digest=lease.artifact_digest,
-            artifact_path=str(self.artifacts / lease.artifact_digest),
+            digest=run.lease.artifact_digest,
+            artifact_path=str(self.artifacts / run.lease.artifact_digest),
             inputs=b"",
             timeout_s=0.0,
-            announced=True,  # reported as a LeasedRun, never as a started job
         )
         if isinstance(inputs, bytes):
             job.inputs = inputs
@@ -364,27 +427,22 @@ class Agent:
             job.args = inputs
         else:
             job.inputs = _codec.encode(inputs, "inputs")
-        call = _DirectCall(lease_id, time.time())
-        with self._lock:
-            self._direct_calls[job.job_id] = call
         with run_dispatched_here():
             worker.submit(job)
-        call.done.wait()
-        assert call.result is not None
-        return call.result
+        waiting.done.wait()
+        return waiting.result
 
     def _serve_direct(self, lease_id: str, inputs: bytes) -> tuple[m.JobResult | None, str]:
         """DirectService at the agent: run the call, and name the slice's own server."""
         result = self.run_leased(lease_id, inputs)
-        lease = self._leases.get(lease_id)
-        worker = self.workers.get((lease.device_id, lease.slice_index)) if lease else None
+        lease = self.state.leases.get(lease_id)
+        worker = self._worker_of(lease) if lease else None
         address = worker.direct_address if isinstance(worker, SliceWorker) else ""
         return result, address if result is not None else ""
 
-    def _keep_leased_run(self, run: dict) -> None:
-        """Keep the record of a direct call for the next report: ``run`` holds its lease,
-        job id and times, and its outcome's fields; a worker process that ran one itself
-        reports it this way too."""
+    def _on_leased_run(self, run: dict) -> None:
+        """A worker process ran a direct call itself: ``run`` holds its lease, job id and
+        times, and its outcome's fields."""
         record = m.LeasedRun(
             str(run["lease_id"]),
             str(run["job_id"]),
@@ -392,59 +450,11 @@ class Agent:
             float(run["finished_at"]),
             m.Outcome.from_fields(run),
         )
-        with self._lock:
-            self._leased_runs.append(record)
-            del self._leased_runs[:-_LEASED_RUNS_KEPT]
+        self._handle(LeasedRunDone(record, f"leased-run-{record.job_id}"))
 
     def _on_answer(self, result: m.JobResult) -> None:
-        with self._lock:
-            call = self._direct_calls.pop(result.job_id, None)
-        if call is None:
-            self._report(replace(result, node_id=self.node_id))
-            return
-        when = {"lease_id": call.lease_id, "job_id": result.job_id, "started_at": call.started_at}
-        self._keep_leased_run(result.outcome.fields() | when | {"finished_at": time.time()})
-        call.result = replace(result, node_id=self.node_id)
-        call.done.set()
-
-    def _report_leased_runs(self) -> None:
-        """Send the records of direct runs in batches, off the callers' path.
-
-        Small batches, yielding between them: in-process, recording them runs in this
-        thread, and a caller needing the GIL meanwhile would wait out the whole batch.
-        """
-        with self._lock:
-            runs, self._leased_runs = self._leased_runs, []
-        for start in range(0, len(runs), _LEASED_RUNS_BATCH):
-            try:
-                self.link.send(m.LeasedRuns(tuple(runs[start : start + _LEASED_RUNS_BATCH])))
-            except Exception:  # the stream just broke: keep the rest for the next join
-                with self._lock:
-                    self._leased_runs[:0] = runs[start:]
-                return
-            time.sleep(0)
-
-    def _fail(self, launch: m.Launch, code: m.FailureCode, message: str) -> None:
-        outcome = m.Outcome.failed(code, message)
-        result = m.JobResult(launch.job_id, launch.attempt, outcome, b"", self.node_id)
-        self._report(replace(result, device_id=launch.device_id))
-
-    def _report(self, result: m.JobResult) -> None:
-        now = time.time()
-        with self._lock:
-            self._recent.append((now, result))
-            self._recent_bytes += len(result.outputs)
-            while self._recent and (
-                len(self._recent) > _RESEND_MAX
-                or self._recent_bytes > _RESEND_MAX_BYTES
-                or now - self._recent[0][0] > _RESEND_WINDOW_S
-            ):
-                self._recent_bytes -= len(self._recent.popleft()[1].outputs)
-        if self.connected.is_set():
-            try:
-                self.link.send(result)
-            except Exception:  # the stream just broke: the next join re-sends it
-                pass
+        sid = f"answer-{result.job_id}-{result.attempt}"
+        self._handle(WorkerAnswered(result, time.time(), sid))
 
     # -------------------------------------------------------------- housekeeping
 
@@ -452,50 +462,19 @@ class Agent:
         return tuple(sorted({d for w in self.workers.values() for d in w.warm}))
 
     def _housekeeping(self) -> None:
-        next_beat = 0.0
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(_TICK_S):
             now = time.time()
-            for worker in self.workers.values():
+            running: list[RunningJob] = []
+            busy: set[tuple[str, int]] = set()
+            for key, worker in self.workers.items():
                 failure = worker.check_deadline(now)
                 if failure is not None:
                     self._on_answer(failure)
-                self._announce(worker.running, now)
-            if self.connected.is_set():
-                self._report_leased_runs()
-            if self.connected.is_set() and now >= next_beat:
-                next_beat = now + self.heartbeat_interval_s
-                try:
-                    self.link.send(self._heartbeat(now))
-                except Exception:
-                    pass
-
-    def _announce(self, job: SliceJob | None, now: float) -> None:
-        """Tell the scheduler a job is running once it has run for a while.
-
-        A short job's result says it ran, so JobStarted is sent only for jobs still
-        running after ``_ANNOUNCE_AFTER_S``: one message less per call on the hot path.
-        """
-        if job is None or job.announced or now - job.started_at < _ANNOUNCE_AFTER_S:
-            return
-        if self.connected.is_set():
-            job.announced = True
-            self.link.send(m.JobStarted(job.job_id, job.attempt))
-
-    def _heartbeat(self, now: float) -> m.Heartbeat:
-        usage = []
-        for device in self.config.devices:
-            busy = sum(1 for (d, _), w in self.workers.items() if d == device.device_id and w.busy)
-            usage.append(
-                m.DeviceUsage(
-                    device_id=device.device_id,
-                    utilisation=busy / max(1, device.slices),
-                    free_memory_bytes=device.slice_memory_bytes * (device.slices - busy),
-                    busy_slices=busy,
-                )
+                job = worker.running
+                if job is not None:
+                    running.append(RunningJob(job.job_id, job.attempt, job.started_at))
+                    busy.add(key)
+            tick = Tick(
+                now, f"tick-{next(self._ticks)}", tuple(running), frozenset(busy), self._warm()
             )
-        return m.Heartbeat(
-            sent_at=now,
-            usage=tuple(usage),
-            warm_digests=self._warm(),
-            running_jobs=sum(1 for w in self.workers.values() if w.busy),
-        )
+            self._handle(tick)

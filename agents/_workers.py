@@ -55,7 +55,6 @@ class SliceJob:
     inputs: bytes
     timeout_s: float
     started_at: float = 0.0
-    announced: bool = False  # JobStarted sent upstream
     #: The inputs themselves, for a direct call from this process to a thread slice.
     args: tuple[Any, ...] | None = None
 

@@ -130,7 +130,7 @@ def test_a_call_that_beats_its_grant_to_the_agent_waits_for_it_and_an_ended_leas
     model, x = mlp(), torch.randn(8, 256)
     client.run(model, x)
     client.run(model, x)
-    known = next(iter(local.agent._leases.values()))
+    known = next(iter(local.agent.state.leases.values()))
     early = dataclasses.replace(known, lease_id="lease-" + "ab" * 16)
     inputs = encode((x,), "inputs")
     with ThreadPoolExecutor(1) as pool:
