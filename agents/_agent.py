@@ -453,7 +453,7 @@ class Agent:
         self._handle(LeasedRunDone(record, f"leased-run-{record.job_id}"))
 
     def _on_answer(self, result: m.JobResult) -> None:
-        sid = f"answer-{result.job_id}-{result.attempt}"
+        sid = f"result-{result.job_id}-{result.attempt}"
         self._handle(WorkerAnswered(result, time.time(), sid))
 
     # -------------------------------------------------------------- housekeeping

@@ -58,6 +58,26 @@ class NotFoundError(KeyError):
     """No job with that id."""
 
 
+#: Transitions an operator wants to see at INFO; the rest (submitted, placed, running,
+#: succeeded: many a second) are at DEBUG.
+_NOTEWORTHY = frozenset({"failed", "cancelled"})
+
+
+def _log_transition(action: PersistJob) -> None:
+    job = action.job
+    requeued = action.transition == "pending" and bool(action.detail)
+    level = logging.INFO if requeued or action.transition in _NOTEWORTHY else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    what = action.transition or "updated"
+    if requeued:
+        what = f"requeued (attempt {job.attempt})"
+    elif action.transition == "failed" and job.outcome.code:
+        what = f"failed: {job.outcome.code.value}: {job.outcome.message[:200]}"
+    detail = f" ({action.detail})" if action.detail else ""
+    log.log(level, "job %s %s%s [%s]", job.job_id, what, detail, action.stimulus_id)
+
+
 class SchedulerService:
     """One scheduler: registry, job queue, state store, dispatch."""
 
@@ -134,9 +154,15 @@ class SchedulerService:
             elif isinstance(action, Drop):
                 link = self._links.get(action.node_id)
                 if link is not None and link[0] == action.epoch:
-                    log.warning("dropping %s's stream: %s", action.node_id, action.reason)
+                    log.warning(
+                        "dropping %s's stream: %s [%s]",
+                        action.node_id,
+                        action.reason,
+                        action.stimulus_id,
+                    )
                     link[2]()
             elif isinstance(action, PersistJob):
+                _log_transition(action)
                 self._writes.put(
                     self.store.job_write(action.job, action.transition, action.detail, now)
                 )

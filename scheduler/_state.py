@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
@@ -51,6 +51,7 @@ __all__ = [
     "SchedulerState",
     "Send",
     "Tick",
+    "stimulus_of",
 ]
 
 
@@ -77,6 +78,7 @@ class SchedulerConfig:
 class AgentConnected:
     join: m.Join
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class AgentDisconnected:
     node_id: str
     epoch: int
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class AgentSaid:
     epoch: int
     message: m.AgentMessage
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -99,17 +103,20 @@ class JobSubmitted:
     job_id: str
     request: m.SubmitRequest
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
 class CancelRequested:
     job_id: str
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
 class Tick:
     now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 Event = AgentConnected | AgentDisconnected | AgentSaid | JobSubmitted | CancelRequested | Tick
@@ -122,6 +129,7 @@ class Send:
     node_id: str
     epoch: int
     message: m.SchedulerMessage
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class PersistJob:
     job: JobRecord
     transition: str  # the state it moved to, or "" for an update within a state
     detail: str = ""
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -138,19 +147,45 @@ class Drop:
     node_id: str
     epoch: int
     reason: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
 class PersistNode:
     node: NodeRecord
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
 class Notify:
     job_id: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 Action = Send | PersistJob | PersistNode | Notify | Drop
+
+
+def stimulus_of(event: Event) -> str:
+    """A stimulus id naming what caused ``event``, for events that came without one.
+
+    The agent derives its own the same way (``launch-<job>-<attempt>``…), so one job's
+    lines on both sides share its id.
+    """
+    if isinstance(event, AgentSaid):
+        message = event.message
+        if isinstance(message, (m.JobResult, m.JobStarted)):
+            kind = "result" if isinstance(message, m.JobResult) else "started"
+            return f"{kind}-{message.job_id}-{message.attempt}"
+        return f"{type(message).__name__.lower()}-{event.node_id}"
+    if isinstance(event, JobSubmitted):
+        return f"submit-{event.job_id}"
+    if isinstance(event, CancelRequested):
+        return f"cancel-{event.job_id}"
+    if isinstance(event, AgentConnected):
+        return f"join-{event.join.name}"
+    if isinstance(event, AgentDisconnected):
+        return f"leave-{event.node_id}-{event.epoch}"
+    return f"tick-{event.now:.3f}"
 
 
 def new_job_id() -> str:
@@ -215,6 +250,14 @@ class SchedulerState:
     # -------------------------------------------------------------- dispatch
 
     def handle(self, event: Event) -> list[Action]:
+        """The actions ``event`` causes, each carrying the event's ``stimulus_id``."""
+        actions = self._dispatch(event)
+        if not actions:
+            return actions
+        sid = event.stimulus_id or stimulus_of(event)
+        return [a if a.stimulus_id else replace(a, stimulus_id=sid) for a in actions]
+
+    def _dispatch(self, event: Event) -> list[Action]:
         if isinstance(event, AgentSaid):
             return self._agent_said(event)
         if isinstance(event, JobSubmitted):

@@ -320,3 +320,15 @@ def test_the_placement_history_survives_a_restart(tmp_path):
         assert list(again.state.workload) == before
     finally:
         again.close()
+
+
+def test_every_action_carries_the_stimulus_of_the_event_that_caused_it():
+    state = state_with("n1")
+    actions = state.handle(JobSubmitted("job-1", request(), now=1.0))
+    assert actions and {a.stimulus_id for a in actions} == {"submit-job-1"}
+    (launch,) = sends(actions, m.Launch)
+    result = m.JobResult("job-1", launch.message.attempt, m.NO_FAILURE, b"out")
+    actions = state.handle(AgentSaid("n1", 1, result, now=2.0))
+    assert {a.stimulus_id for a in actions} == {"result-job-1-1"}
+    mine = state.handle(CancelRequested("job-1", now=3.0, stimulus_id="http-42"))
+    assert all(a.stimulus_id == "http-42" for a in mine)
