@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-tools lint bench protos clean setup ray
+.PHONY: demo test test-tools lint typecheck bench protos clean setup ray
 
 setup: $(STAMP)
 
@@ -21,7 +21,12 @@ demo: $(STAMP)
 test: $(STAMP) test-tools
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) scripts/typecheck.py
 	$(PY) -m pytest tests
+
+# mypy over the installed layout (strict for placement, devices, protos, sdk).
+typecheck: $(STAMP)
+	$(PY) scripts/typecheck.py
 
 # Headless Chromium + chromedriver and Prometheus for the dashboard/metrics tests (Debian).
 test-tools:

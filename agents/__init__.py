@@ -2,7 +2,8 @@
 
 ``Agent`` opens one stream *from* the node (so a node behind NAT needs no inbound port)
 over a ``SchedulerLink``: ``GrpcLink`` to a scheduler on the network (mutual TLS once
-``NodeTLS`` has enrolled the node), or ``InProcessLink`` in the embedded mode. Workers
+``NodeTLS`` has enrolled the node), or ``InProcessLink`` in the embedded mode; what it
+decides lives in ``AgentState`` (events in, instructions out, no I/O). Workers
 load model artifacts with ``load_artifact``, which never unpickles; the SDK checks its own
 exports with ``check_export_archive``, the rule an agent applies. ``agent_command`` is
 the ``anypu agent`` command.
@@ -19,11 +20,15 @@ from anypu.agents._artifact import (
 from anypu.agents._commands import agent_command, direct_tls_files
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink, InProcessLink, SchedulerLink
+from anypu.agents._state import AgentIdentity, AgentState, AgentStateConfig
 from anypu.agents._workers import run_dispatched_here
 
 __all__ = [
     "Agent",
     "AgentConfig",
+    "AgentIdentity",
+    "AgentState",
+    "AgentStateConfig",
     "ArtifactError",
     "GrpcLink",
     "InProcessLink",

@@ -177,11 +177,11 @@ class Agent:
                     )
                 self.workers[(device.device_id, index)] = worker
         if hasattr(link, "handler"):
-            link.handler = self.handle  # type: ignore[attr-defined]
+            link.handler = self.handle
         if config.direct_runs:
             if not hasattr(link, "direct"):
                 raise ConfigError("direct runs need an in-process link to the scheduler")
-            link.direct = self.run_leased  # type: ignore[attr-defined]
+            link.direct = self.run_leased
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
@@ -286,9 +286,9 @@ class Agent:
             elif isinstance(instruction, GrantAtWorker):
                 self._grant_at_worker(instruction.lease)
             elif isinstance(instruction, RevokeAtWorker):
-                worker = self._worker_of(instruction.lease)
-                if isinstance(worker, SliceWorker):
-                    worker.revoke(instruction.lease.lease_id)
+                held = self._worker_of(instruction.lease)
+                if isinstance(held, SliceWorker):
+                    held.revoke(instruction.lease.lease_id)
             # RunCall is carried out by run_leased, which asked for it.
 
     def _send(self, send: Send, rest: list[Instruction]) -> bool:

@@ -89,7 +89,7 @@ class LoadedModel:
         # verdict depends on nothing but those properties, so check each signature once.
         signature = _signature(args)
         if signature is not None and signature in self._accepted:
-            return self.module.forward(*args)
+            return self.module.forward(*args)  # type: ignore[attr-defined]  # an nn.Module
         outputs = self.module(*args)
         if signature is not None:
             self._accepted.add(signature)

@@ -58,8 +58,9 @@ class NodeTLS:
     def _call(self, ca: bytes, method: str, request: bytes) -> bytes:
         channel = grpc_channel(self.address, channel_credentials(ca))
         try:
-            answer: bytes = channel.unary_unary(method)(request, timeout=30)
-            return answer
+            # Raw bytes both ways: the enrolment messages are JSON (see anypu.comm).
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+            return call(request, timeout=30)
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
         finally:

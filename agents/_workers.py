@@ -196,7 +196,7 @@ class SliceWorker(_Slice):
         direct_tls: tuple[str, str] | None = None,
         on_leased_run: Callable[[dict], None] | None = None,
         **kwargs,
-    ) -> None:  # type: ignore[no-untyped-def]
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.direct_host = direct_host
         self.direct_tls = direct_tls
@@ -362,7 +362,7 @@ def run_dispatched_here() -> Iterator[None]:
 class ThreadSliceWorker(_Slice):
     """A thread in this process running jobs for one slice (the embedded mode)."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         from anypu.devices import worker_torch_device
 

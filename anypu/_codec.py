@@ -99,7 +99,7 @@ def encode(tree: Tree, name: str = "inputs") -> bytes:
             chunks.append(memoryview(bytes(pad)))
             offset += pad
         raw = flat.reshape(-1).view(torch.uint8).numpy()
-        chunks.append(memoryview(raw).cast("B"))
+        chunks.append(memoryview(raw.data).cast("B"))
         start = offset
         offset += raw.nbytes
         return [_DTYPE_NAMES[flat.dtype], list(flat.shape), start]

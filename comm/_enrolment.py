@@ -70,14 +70,14 @@ class _JsonMessage:
 
     @classmethod
     def from_dict(cls: type[_M], value: Mapping[str, Any]) -> _M:
-        kinds = {"str": str, "int": int, "float": (int, float)}
+        kinds: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
         args: dict[str, Any] = {}
         for f in fields(cls):  # type: ignore[arg-type]
             item = value.get(f.name)
             kind = kinds[str(f.type)]
             if not isinstance(item, kind) or isinstance(item, bool):
                 raise ConfigError(f"{cls.__name__} needs {f.name!r} as {f.type}")
-            args[f.name] = float(item) if f.type == "float" else item
+            args[f.name] = float(item) if f.type == "float" else item  # type: ignore[arg-type]
         return cls(**args)
 
 

@@ -316,7 +316,7 @@ def fetch_ca(address: str, expected_hash: str, timeout: float = 10.0) -> bytes:
             context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
         ):
             # Python < 3.13 has no public API for the peer's whole chain.
-            chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[union-attr]
+            chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
             pems = [c.public_bytes(ssl._ssl.ENCODING_PEM).encode() for c in chain]  # type: ignore[attr-defined]
     except ssl.SSLError as error:
         raise ConfigError(

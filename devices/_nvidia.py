@@ -180,11 +180,11 @@ class NvidiaProbe(Probe):
                 continue
         chosen: list[int] = []
         for entry in selector:
-            index = int(entry) if entry.isdigit() else uuids.get(entry)
-            if index is None or not 0 <= index < count:
+            picked = int(entry) if entry.isdigit() else uuids.get(entry)
+            if picked is None or not 0 <= picked < count:
                 # CUDA stops at the first invalid entry; matching that keeps cuda:N aligned.
                 break
-            chosen.append(index)
+            chosen.append(picked)
         return chosen
 
     def _optional(self, call: Any, *args: Any) -> Any:

@@ -29,7 +29,8 @@ def _check_plugins(kind: str, plugins: Sequence[object], protocol: type) -> None
                 f"PlacementConfig.{kind}: {plugin!r} is not a {protocol.__name__}"
                 f" (see anypu.placement.{protocol.__name__} for what it must have)"
             )
-    names = [plugin.name for plugin in plugins]  # type: ignore[attr-defined]
+    # Each passed isinstance(plugin, protocol), and both plugin protocols have ``name: str``.
+    names: list[str] = [plugin.name for plugin in plugins]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"PlacementConfig.{kind} names {duplicates} more than once")

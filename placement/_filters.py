@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.devices import format_bytes
 from anypu.placement._framework import FilterPlugin, PlanContext
@@ -232,9 +233,9 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
 )
 
 
-def allowed_devices(job: JobRequest, ctx: PlanContext) -> np.ndarray:
+def allowed_devices(job: JobRequest, ctx: PlanContext) -> NDArray[np.bool_]:
     """Devices (by table index) that pass every filter of the round's config for ``job``."""
-    ok = np.ones(ctx.table.n_devices, dtype=bool)
+    ok: NDArray[np.bool_] = np.ones(ctx.table.n_devices, dtype=bool)
     for f in ctx.config.filters:
         ok &= f.mask(job, ctx)
     return ok

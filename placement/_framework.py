@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView, Plan
 from anypu.placement._network import NetworkCosts
@@ -63,7 +64,7 @@ def in_report_order(terms: Mapping[str, float]) -> dict[str, float]:
 DeviceIndex = np.ndarray | slice
 
 
-def _codes(values: Sequence[str]) -> tuple[list[str], dict[str, int], np.ndarray]:
+def _codes(values: Sequence[str]) -> tuple[list[str], dict[str, int], NDArray[np.int64]]:
     names: list[str] = []
     index: dict[str, int] = {}
     codes = np.empty(len(values), dtype=np.int64)
@@ -171,25 +172,25 @@ class ClusterTable:
     node_index: dict[str, int]
     tiers: list[str]
     tier_index: dict[str, int]
-    node_tier: np.ndarray
+    node_tier: NDArray[np.int64]
     sites: list[str]
     site_index: dict[str, int]
-    node_site: np.ndarray
+    node_site: NDArray[np.int64]
     kinds: list[str]
     kind_index: dict[str, int]
-    dev_kind: np.ndarray
+    dev_kind: NDArray[np.int64]
     models: list[str]
     model_index: dict[str, int]
-    dev_model: np.ndarray
-    dev_node: np.ndarray
-    dev_slices: np.ndarray
-    dev_slice_memory: np.ndarray
-    dev_slice_tflops: np.ndarray
-    dev_site: np.ndarray
-    dev_multi_slice: np.ndarray
-    dev_inv_slice_memory: np.ndarray
-    slice_dev: np.ndarray
-    slice_pos: np.ndarray
+    dev_model: NDArray[np.int64]
+    dev_node: NDArray[np.int64]
+    dev_slices: NDArray[np.int64]
+    dev_slice_memory: NDArray[np.float64]
+    dev_slice_tflops: NDArray[np.float64]
+    dev_site: NDArray[np.int64]
+    dev_multi_slice: NDArray[np.bool_]
+    dev_inv_slice_memory: NDArray[np.float64]
+    slice_dev: NDArray[np.int64]
+    slice_pos: NDArray[np.int64]
 
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         nodes = snapshot.nodes
@@ -199,7 +200,9 @@ class ClusterTable:
             setattr(self, name, getattr(layout, name))
         self.dev_slices_list = layout.dev_slices_list
 
-        self.node_healthy = np.fromiter((n.healthy for n in nodes), bool, len(nodes))
+        self.node_healthy: NDArray[np.bool_] = np.fromiter(
+            (n.healthy for n in nodes), bool, len(nodes)
+        )
         self.warm_nodes: dict[str, list[int]] = {}
         for i, n in enumerate(nodes):
             for digest in n.warm_digests:
@@ -210,6 +213,7 @@ class ClusterTable:
         # since an agent that just resliced may report the old vector for a heartbeat.
         n_slices = len(self.slice_dev)
         reported = [dv.slice_busy_seconds for dv in devices]
+        self.slice_busy: NDArray[np.float64]
         if sum(map(len, reported)) == n_slices and all(
             len(r) == s for r, s in zip(reported, self.dev_slices_list, strict=True)
         ):
@@ -248,11 +252,11 @@ class PlanContext:
         self.dev_flops_per_s = np.maximum(
             self.table.dev_slice_tflops * 1e12 * kind_efficiency[self.table.dev_kind], 0.0
         )
-        self._site_vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._warm: dict[str, np.ndarray] = {}
-        self._reachable: dict[str, np.ndarray] = {}
+        self._site_vectors: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+        self._warm: dict[str, NDArray[np.bool_]] = {}
+        self._reachable: dict[str, NDArray[np.bool_]] = {}
 
-    def warm_devices(self, digest: str) -> np.ndarray:
+    def warm_devices(self, digest: str) -> NDArray[np.bool_]:
         """Per device: does its node have ``digest`` loaded? Cached: jobs share models."""
         hit = self._warm.get(digest)
         if hit is None:
@@ -262,7 +266,7 @@ class PlanContext:
             hit = self._warm[digest] = node_warm[t.dev_node]
         return hit
 
-    def reachable_from(self, source: str) -> np.ndarray:
+    def reachable_from(self, source: str) -> NDArray[np.bool_]:
         """Per device: is there a path from ``source`` to its node's site? Cached."""
         hit = self._reachable.get(source)
         if hit is None:
@@ -270,7 +274,7 @@ class PlanContext:
             self._reachable[source] = hit
         return hit
 
-    def site_vectors(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+    def site_vectors(self, source: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Latency and bottleneck bandwidth from ``source`` to every site, by site code.
 
         Latency is ``inf`` where no path exists; bandwidth is ``inf`` when co-located.
@@ -290,7 +294,7 @@ class PlanContext:
         latency, bandwidth = self.site_vectors(source)
         return float(latency[site_code]), float(bandwidth[site_code])
 
-    def site_seconds(self, source: str, nbytes: float) -> np.ndarray:
+    def site_seconds(self, source: str, nbytes: float) -> NDArray[np.float64]:
         """Seconds to move ``nbytes`` from ``source`` to each site, indexed by site code."""
         latency, bandwidth = self.site_vectors(source)
         if nbytes <= 0:

@@ -63,6 +63,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.devices import Device
 from anypu.placement._config import PlacementConfig
@@ -124,7 +125,7 @@ class LiveCluster:
         self.ctx = ctx
         n_dev = t.n_devices
         is_cpu = np.array([k == "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
-        self.accelerator = ~is_cpu
+        self.accelerator: NDArray[np.bool_] = ~is_cpu
         taken = t.slice_busy > 0.0
         busy = np.bincount(t.slice_dev[taken], minlength=n_dev)
         self._first_slice = np.cumsum(t.dev_slices) - t.dev_slices
@@ -217,17 +218,18 @@ class LiveCluster:
         rows[:, 3] = np.repeat(milli, pods)
         return rows
 
-    def allowed_nodes(self, allowed_dev: np.ndarray) -> np.ndarray:
+    def allowed_nodes(self, allowed_dev: NDArray[np.bool_]) -> NDArray[np.bool_]:
         """gpushare nodes all of whose GPUs pass the job's filters (by construction a
         filter says the same of all of them; requiring all keeps any exception out)."""
         acc = allowed_dev & self.accelerator
         hits = np.bincount(self.dev_node[acc], minlength=len(self.devs))
-        return hits == self.nodes.gpus
+        all_pass: NDArray[np.bool_] = hits == self.nodes.gpus
+        return all_pass
 
     def choose(
         self,
         policy: Policy,
-        allowed_dev: np.ndarray,
+        allowed_dev: NDArray[np.bool_],
         rng: np.random.Generator,
     ) -> int | None:
         """The accelerator (table index) ``policy`` puts the job on, or ``None`` when no

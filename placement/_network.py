@@ -17,7 +17,7 @@ import math
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 
@@ -72,7 +72,7 @@ def _number(value: object, where: str, what: str, *, positive: bool) -> float:
     return float(value)
 
 
-def build_network(spec: Mapping[str, Any]) -> nx.Graph:
+def build_network(spec: Mapping[str, Any]) -> nx.Graph[str]:
     """Validate a network description and return the frozen graph placement uses.
 
     ``spec`` is what ``network.yaml`` holds::
@@ -98,7 +98,7 @@ def build_network(spec: Mapping[str, Any]) -> nx.Graph:
     sites = spec.get("sites")
     if not isinstance(sites, list) or not sites:
         raise ConfigError("network.sites: must be a non-empty list of site names")
-    graph = nx.Graph()
+    graph: nx.Graph[str] = nx.Graph()
     for i, site in enumerate(sites):
         if not isinstance(site, str) or not site.strip():
             raise ConfigError(f"network.sites[{i}]: must be a non-empty string, got {site!r}")
@@ -134,12 +134,18 @@ def build_network(spec: Mapping[str, Any]) -> nx.Graph:
         latency_ms = _number(link["latency_ms"], where, "latency_ms", positive=False)
         mbps = _number(link["bandwidth_mbps"], where, "bandwidth_mbps", positive=True)
         graph.add_edge(a, b, latency_s=latency_ms / 1e3, bandwidth_bps=mbps * 1e6 / 8)
-    return nx.freeze(graph)
+    # The stubs leave freeze() unannotated; it freezes ``graph`` in place and returns it.
+    return cast("nx.Graph[str]", nx.freeze(graph))
 
 
-def _metrics_from(graph: nx.Graph, source: str) -> dict[str, PathMetrics]:
+def _metrics_from(graph: nx.Graph[str], source: str) -> dict[str, PathMetrics]:
     """Least-latency paths from ``source`` to every reachable vertex, with bottlenecks."""
-    dist, paths = nx.single_source_dijkstra(graph, source, weight="latency_s")
+    # Without a target, single_source_dijkstra returns (distances, paths) by vertex; the
+    # stubs return a union with the (distance, path) of a single target instead.
+    dist, paths = cast(
+        "tuple[dict[str, float], dict[str, list[str]]]",
+        nx.single_source_dijkstra(graph, source, weight="latency_s"),
+    )
     out: dict[str, PathMetrics] = {}
     for target, path in paths.items():
         bottleneck = math.inf
@@ -150,7 +156,7 @@ def _metrics_from(graph: nx.Graph, source: str) -> dict[str, PathMetrics]:
 
 
 # Frozen graphs cannot change, so their per-source tables outlive a single plan() call.
-_FROZEN_CACHE: weakref.WeakKeyDictionary[nx.Graph, dict[str, dict[str, PathMetrics]]] = (
+_FROZEN_CACHE: weakref.WeakKeyDictionary[nx.Graph[str], dict[str, dict[str, PathMetrics]]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -169,7 +175,7 @@ class NetworkCosts:
                 f"ClusterSnapshot.network must be a networkx.Graph or None, "
                 f"got {type(network).__name__}; build one with build_network(spec)"
             )
-        self.graph: nx.Graph | None = network
+        self.graph: nx.Graph[str] | None = network
         self._by_source: dict[str, dict[str, PathMetrics]]
         if network is not None and nx.is_frozen(network):
             self._by_source = _FROZEN_CACHE.setdefault(network, {})

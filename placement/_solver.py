@@ -284,7 +284,7 @@ def _cpsat(
                 by_class.setdefault(c, []).append((j, pos))
         for c, entries in by_class.items():
             m, busy = len(classes.members[c]), int(busy_us[c])
-            prefix: cp_model.LinearExprT = 0
+            prefix: cp_model.LinearExpr | int = 0  # 0, then the previous prefix variable
             prefix_value, prefix_bound = 0, 0
             for i, (j, pos) in enumerate(entries):
                 x = xs[j][pos]

@@ -9,7 +9,10 @@ nested parts spelled out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from anypu.devices import Device
 from anypu.protos import anypu_v1_pb2 as pb
@@ -30,11 +33,12 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+PbT = TypeVar("PbT", bound=Message)
 
 _SCALARS = (bool, int, float, str, bytes)
 
 
-def _scalars_to_pb(obj: Any, message: Any) -> Any:
+def _scalars_to_pb(obj: Any, message: PbT) -> PbT:
     """Copy every scalar, str→str map and ``Outcome`` field of dataclass ``obj`` onto
     ``message``."""
     known = message.DESCRIPTOR.fields_by_name
@@ -375,7 +379,7 @@ def get_blob_request(digest: str) -> pb.GetBlobRequest:
     return pb.GetBlobRequest(digest=digest)
 
 
-def blob_chunks(digest: str, data: bytes, chunk_bytes: int):
+def blob_chunks(digest: str, data: bytes, chunk_bytes: int) -> Iterator[pb.BlobChunk]:
     """Split a blob into stream chunks; the first names the digest and total size."""
     view = memoryview(data)
     yield pb.BlobChunk(digest=digest, total_bytes=len(data), data=bytes(view[:chunk_bytes]))

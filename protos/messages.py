@@ -176,14 +176,12 @@ class Outcome:
     def from_fields(cls, fields: Mapping[str, Any]) -> Outcome:
         """Read ``fields()``'s form back; rows written before codes existed read as the
         code their ``error_type`` names, else as the model's or the node's failure."""
-        timings = {
-            "load_seconds": float(fields.get("load_seconds") or 0.0),
-            "run_seconds": float(fields.get("run_seconds") or 0.0),
-        }
+        load_seconds = float(fields.get("load_seconds") or 0.0)
+        run_seconds = float(fields.get("run_seconds") or 0.0)
         text = str(fields.get("failure_code") or "")
         error_type = str(fields.get("error_type") or "")
         if not text and fields.get("ok", not error_type):
-            return cls(**timings)
+            return cls(load_seconds=load_seconds, run_seconds=run_seconds)
         code = _CODES.get(text) or _CODES.get(error_type)
         if code is None:
             code = FailureCode.MODEL_RAISED if fields.get("user_error") else FailureCode.LOAD_FAILED
@@ -192,7 +190,8 @@ class Outcome:
             error_type or code.value,
             str(fields.get("error_message") or ""),
             str(fields.get("error_traceback") or ""),
-            **timings,
+            load_seconds=load_seconds,
+            run_seconds=run_seconds,
         )
 
 

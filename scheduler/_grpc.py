@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -59,6 +59,11 @@ def _fail(context: grpc.ServicerContext, error: Exception) -> None:
     raise error
 
 
+def _peer_auth(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]]:
+    """The call's auth properties: gRPC gives a list of values per key (its stub says one)."""
+    return cast(Mapping[str, Sequence[bytes]], context.auth_context())
+
+
 class _Authenticated:
     def __init__(
         self,
@@ -80,12 +85,14 @@ class _Authenticated:
         try:
             self.throttle.check(peer)
             if nodes_may and self.security is not None:
-                if self.security.node_enrolment(context.auth_context()) is not None:
+                if self.security.node_enrolment(_peer_auth(context)) is not None:
                     return
             if self.service.token is None:
                 return
             metadata = dict(context.invocation_metadata())
             header = metadata.get("authorization", "")
+            if isinstance(header, bytes):  # only "-bin" keys carry bytes
+                header = header.decode("latin-1")
             token = header[7:] if header.startswith("Bearer ") else ""
             self.service.authenticate(token)
         except ThrottledError as error:
@@ -103,7 +110,7 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
             self.throttle.check(peer)
             if self.security is None:
                 return None
-            enrolment = self.security.node_enrolment(context.auth_context())
+            enrolment = self.security.node_enrolment(_peer_auth(context))
             if enrolment is None:
                 raise AuthenticationError(
                     "agents connect to the scheduler's agent port with a node certificate:"
@@ -297,7 +304,7 @@ def serve(
         futures.ThreadPoolExecutor(
             max_workers=MAX_HANDLER_THREADS, thread_name_prefix="anypu-grpc"
         ),
-        interceptors=(DecodeGuard(),),
+        interceptors=[DecodeGuard()],
         options=server_options(),
     )
     if throttle is None:

@@ -240,10 +240,10 @@ class SchedulerState:
                 self._set_state(job, job.state)
         for job in placed:
             p = job.placement
-            node = self.nodes.get(p.node_id) if p is not None else None
-            if p is None or node is None:
+            known = self.nodes.get(p.node_id) if p is not None else None
+            if p is None or known is None:
                 continue
-            device = next((d for d in node.devices if d.device_id == p.device_id), None)
+            device = next((d for d in known.devices if d.device_id == p.device_id), None)
             if device is not None:
                 self.workload.append(workload_shape(device))
 
@@ -373,7 +373,7 @@ class SchedulerState:
             actions.append(PersistJob(job, "running", node.node_id))
         outcome = result.outcome
         # The run's timings whatever it said; its failure only once the job ends with it.
-        job.outcome = m.Outcome(**_timings(outcome))
+        job.outcome = m.Outcome(load_seconds=outcome.load_seconds, run_seconds=outcome.run_seconds)
         if outcome.ok:
             self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
@@ -730,10 +730,6 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
-
-
-def _timings(outcome: m.Outcome) -> dict[str, float]:
-    return {"load_seconds": outcome.load_seconds, "run_seconds": outcome.run_seconds}
 
 
 def _same_slice(a: m.PlacementInfo | None, b: m.PlacementInfo) -> bool:

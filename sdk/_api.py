@@ -121,6 +121,9 @@ def _options(options: dict[str, Any]) -> RunOptions:
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"unknown option(s) {unknown}: run() and submit() accept {sorted(known)}")
-    return RunOptions(
-        **{k: tuple(v) if isinstance(v, (list, set, frozenset)) else v for k, v in options.items()}
-    )
+    # The user's values as given (RunOptions' fields are not checked further), sequences
+    # frozen to tuples.
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, (list, set, frozenset)) else v for k, v in options.items()
+    }
+    return RunOptions(**values)

@@ -46,7 +46,7 @@ class RunOptions:
     name: str = ""
 
 
-class JobHandle(Future):
+class JobHandle(Future[Any]):
     """A submitted job: ``result()`` waits for the outputs; ``info()`` tells where it ran."""
 
     def __init__(self, client: Client, job_id: str) -> None:
@@ -70,7 +70,25 @@ class _HeldLease:
     in_use: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _lease_key(r: m.SubmitRequest) -> tuple:
+#: What ``_lease_key`` returns: the request's fields that decide its placement.
+_LeaseKey = tuple[
+    str,
+    float,
+    int,
+    int,
+    int,
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    str,
+    int,
+    float,
+    str,
+]
+
+
+def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
     """What a leased slice was placed for: calls differing in any of it are placed anew."""
     return (
         r.artifact_digest,
@@ -96,8 +114,9 @@ class Client:
         self.models = ModelCache()
         self._profiles: dict[str, Profile] = {}
         self._uploaded: set[str] = set()
-        self._leases: dict[tuple, _HeldLease] = {}
-        self._requests: dict[tuple, m.SubmitRequest] = {}
+        self._leases: dict[_LeaseKey, _HeldLease] = {}
+        # (artifact digest, options, job name) -> the request a warm call sends again
+        self._requests: dict[tuple[str, RunOptions, str], m.SubmitRequest] = {}
         self.reconnect_timeout_s = 60.0
         self._lock = threading.Lock()
 

@@ -62,7 +62,7 @@ class Embedded:
 class InProcessTransport:
     """A ``Transport`` straight into a ``SchedulerService`` in this process."""
 
-    def __init__(self, service: Any, address: str = "embedded") -> None:
+    def __init__(self, service: SchedulerService, address: str = "embedded") -> None:
         self.service = service
         self.address = address
 

@@ -53,7 +53,8 @@ class Profile:
 def _attention_flops(
     query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any
 ) -> int:
-    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
+    # torch leaves sdpa_flop_count unannotated (it returns an int).
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))  # type: ignore[no-untyped-call]
 
 
 # Attention kernels the stock counter misses (the CPU flash kernel), same formula as CUDA's.
@@ -64,11 +65,12 @@ _EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
 }
 
 
-class _PeakLiveBytes(TorchDispatchMode):
+# torch leaves TorchDispatchMode's __init_subclass__ and __init__ unannotated.
+class _PeakLiveBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Tracks the high-water mark of bytes held by live operator outputs."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in torch
         self.live = 0
         self.peak = 0
 

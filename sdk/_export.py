@@ -140,7 +140,10 @@ def _script(model: torch.nn.Module, args: tuple[Any, ...]) -> torch.jit.ScriptMo
 def _trace(model: torch.nn.Module, args: tuple[Any, ...]) -> torch.jit.ScriptModule:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traced = torch.jit.trace(model, args, check_trace=False, strict=False)
+        # torch leaves jit.trace unannotated; given a module it returns a ScriptModule.
+        traced: torch.jit.ScriptModule = torch.jit.trace(  # type: ignore[no-untyped-call]
+            model, args, check_trace=False, strict=False
+        )
     for warning in caught:
         if issubclass(warning.category, torch.jit.TracerWarning):
             raise ExportError(f"the trace may be wrong: {warning.message}")

@@ -11,7 +11,8 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -27,6 +28,7 @@ from anypu.errors import AnypuError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
+from anypu.protos.convert import pb
 
 __all__ = ["INLINE_LIMIT", "GrpcTransport", "Transport"]
 
@@ -34,6 +36,49 @@ log = logging.getLogger("anypu.sdk")
 
 _CHUNK = 1 << 20
 INLINE_LIMIT = 4 << 20  # inputs above this travel as a blob, and are never sent directly
+
+_Request = TypeVar("_Request", contravariant=True)
+_Response = TypeVar("_Response", covariant=True)
+_RequestT = TypeVar("_RequestT")
+_ResponseT = TypeVar("_ResponseT")
+
+
+class _Rpc(Protocol[_Request, _Response]):
+    """A unary-response method of a stub (a request, or an iterator of them for a stream)."""
+
+    def __call__(
+        self,
+        request: _Request,
+        /,
+        timeout: float | None = ...,
+        metadata: tuple[tuple[str, str | bytes], ...] | None = ...,
+    ) -> _Response: ...
+
+
+# The service methods the SDK calls. grpcio-tools generates the stub classes without
+# annotations; these say what their attributes are, at the SDK's boundary.
+class _JobStub(Protocol):
+    Submit: grpc.UnaryUnaryMultiCallable[pb.SubmitRequest, pb.SubmitResponse]
+    Wait: grpc.UnaryUnaryMultiCallable[pb.WaitRequest, pb.WaitResponse]
+    Cancel: grpc.UnaryUnaryMultiCallable[pb.CancelRequest, pb.CancelResponse]
+    ListJobs: grpc.UnaryUnaryMultiCallable[pb.ListJobsRequest, pb.ListJobsResponse]
+    ListNodes: grpc.UnaryUnaryMultiCallable[pb.ListNodesRequest, pb.ListNodesResponse]
+    Explain: grpc.UnaryUnaryMultiCallable[pb.ExplainRequest, pb.ExplainResponse]
+    Usage: grpc.UnaryUnaryMultiCallable[pb.UsageRequest, pb.UsageResponse]
+
+
+class _BlobStub(Protocol):
+    HasBlobs: grpc.UnaryUnaryMultiCallable[pb.HasBlobsRequest, pb.HasBlobsResponse]
+    PutBlob: grpc.StreamUnaryMultiCallable[pb.BlobChunk, pb.PutBlobResponse]
+
+
+class _DirectStub(Protocol):
+    Run: grpc.UnaryUnaryMultiCallable[pb.DirectRunRequest, pb.DirectRunResponse]
+
+
+_job_stub: Callable[[grpc.Channel], _JobStub] = rpc.JobServiceStub
+_blob_stub: Callable[[grpc.Channel], _BlobStub] = rpc.BlobServiceStub
+_direct_stub: Callable[[grpc.Channel], _DirectStub] = rpc.DirectServiceStub
 
 
 class Transport(Protocol):
@@ -66,18 +111,23 @@ class GrpcTransport:
             ssl.create_default_context(cadata=ca_pem.decode()) if ca_pem is not None else None
         )
         self._channel = grpc_channel(address, credentials)
-        self._jobs = rpc.JobServiceStub(self._channel)
-        self._blobs = rpc.BlobServiceStub(self._channel)
+        self._jobs = _job_stub(self._channel)
+        self._blobs = _blob_stub(self._channel)
         self._granted: dict[str, m.Lease] = {}  # job id -> the lease its answer carried
         # (agent's direct address, its node) -> (channel, stub)
-        self._agents: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._agents: dict[tuple[str, str], tuple[grpc.Channel, _DirectStub]] = {}
         self._agents_lock = threading.Lock()
         # lease id -> the worker process serving it, as its agent named it, and the open
         # connection to it (a lease serves one call at a time, so one each)
         self._workers: dict[str, str] = {}
         self._connections: dict[str, socket.socket] = {}
 
-    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+    def _call(
+        self,
+        method: _Rpc[_RequestT, _ResponseT],
+        request: _RequestT,
+        timeout: float | None = None,
+    ) -> _ResponseT:
         try:
             return method(request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as error:
@@ -157,14 +207,14 @@ class GrpcTransport:
         if connection is not None:
             connection.close()
 
-    def _agent(self, address: str, node_id: str) -> Any:
+    def _agent(self, address: str, node_id: str) -> _DirectStub:
         with self._agents_lock:
             known = self._agents.get((address, node_id))
             if known is None:
                 # With TLS the agent must show a certificate from the scheduler's CA that
                 # names the node the lease is on: another node's will not do.
                 channel = grpc_channel(address, self._credentials, server_name=node_id)
-                stub = rpc.DirectServiceStub(channel)
+                stub = _direct_stub(channel)
                 known = self._agents[(address, node_id)] = (channel, stub)
         return known[1]
 

@@ -15,9 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from anypu.protos.messages import JobInfo
 
 NETWORK = """\
 sites: [dc-frankfurt, shop-7, home]
@@ -54,7 +59,7 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -63,8 +68,9 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"demo: timed out waiting for {what}")
 
 
-def _explain(info) -> str:
+def _explain(info: JobInfo) -> str:
     p = info.placement
+    assert p is not None, "a job that ran has a placement"
     terms = ", ".join(f"{k} {v * 1e3:.2f}ms" for k, v in p.terms.items() if v)
     load = (
         f" + model load {info.outcome.load_seconds * 1e3:.0f} ms (first use)"
@@ -181,6 +187,7 @@ def main() -> int:
                 handle.result(timeout=300), expected_block, rtol=1e-4, atol=1e-4
             )
             p = handle.info().placement
+            assert p is not None, "a job that ran has a placement"
             print(
                 f"  {handle.job_id}: {p.node_id:<8} predicted {p.predicted_seconds * 1e3:7.1f} ms"
                 f" (queue {p.terms.get('queue', 0) * 1e3:.1f} ms)"
@@ -209,7 +216,8 @@ def _free_port() -> int:
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        # An AF_INET socket's name is (host, port).
+        return cast(int, sock.getsockname()[1])
 
 
 if __name__ == "__main__":

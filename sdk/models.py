@@ -8,7 +8,7 @@ positional inputs of one forward call (also seeded).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 from torch import nn
@@ -38,7 +38,8 @@ class MLP(nn.Module):
         self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        # nn.Module.__call__ is typed as returning Any; these layers return a tensor.
+        return cast(torch.Tensor, self.layers(x))
 
     def example_inputs(self, batch: int = 32) -> tuple[torch.Tensor]:
         return (_seeded_inputs(1, batch, self.width),)
@@ -62,7 +63,7 @@ class SmallCNN(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.features(x), 1))
+        return cast(torch.Tensor, self.head(torch.flatten(self.features(x), 1)))
 
     def example_inputs(self, batch: int = 8) -> tuple[torch.Tensor]:
         return (_seeded_inputs(2, batch, self.channels, 32, 32),)
@@ -83,7 +84,7 @@ class TransformerBlock(nn.Module):
         self.d_model = d_model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+        return cast(torch.Tensor, self.layer(x))
 
     def example_inputs(self, batch: int = 4, tokens: int = 16) -> tuple[torch.Tensor]:
         return (_seeded_inputs(3, batch, tokens, self.d_model),)

@@ -55,6 +55,7 @@ __all__ = [
 
 #: One arrival's placement: ``(state, request, index in the arrivals, rng) -> placed``.
 PlaceFn = Callable[[ClusterState, Request, int, np.random.Generator], bool]
+Progress = Callable[[int, int], object]  # (pods done, pods in all)
 
 ARRIVAL_LEVELS = np.arange(0, 131)
 NODE_STREAM = 1  # the node order's random stream, apart from the one that tunes the pods
@@ -141,7 +142,7 @@ def replay(
     typical: TypicalPods,
     *,
     track_frag: bool = True,
-    progress: object = None,
+    progress: Progress | None = None,
     place: PlaceFn | None = None,
 ) -> Replay:
     """Place ``pods`` (already inflated) one by one with ``policy``; never mutates inputs.
@@ -174,7 +175,7 @@ def replay_batch(
     window: int,
     *,
     track_frag: bool = True,
-    progress: object = None,
+    progress: Progress | None = None,
 ) -> Replay:
     """Like :func:`replay`, but pods wait until ``window`` of them are pending and are then
     placed together. A pending pod counts as not allocated, so the curve is never

@@ -23,6 +23,7 @@ arrivals, node order and per-arrival recording (``decision_s`` includes the sear
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,7 +257,7 @@ def replay_repack(
     max_moves: int = 2,
     max_plans: int = 8,
     track_frag: bool = True,
-    progress: object = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[Replay, RepackStats]:
     """:func:`~anypu.simulations._openb_protocol.replay` with ``policy``, plus moves of
     running sharing pods for arrivals that fit nowhere (see the module). Never mutates

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -161,7 +162,7 @@ def format_table(
                     spread = ref[1]
                     if ref[2] < 2:  # one seed has no spread: use that of all published seeds
                         spread = reference.stats(workload, policy, level, what)[1]  # type: ignore[index]
-                    within = abs(float(s[key]) - ref[0]) <= 2 * max(spread, 1e-9)
+                    within = abs(cast(float, s[key]) - ref[0]) <= 2 * max(spread, 1e-9)
                     verdict = "ok" if within else "MISS"
                 cells.append(f"{verdict:>4}")
         fref = reference.stats(workload, policy, 100, "frag", seeds)

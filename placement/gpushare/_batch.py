@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 from ortools.sat.python import cp_model
 
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
@@ -36,13 +37,13 @@ PLACE_WEIGHT = 16
 CPU_POD_VALUE = 16 * MILLI
 
 
-def gpu_fragment_table(typical: TypicalPods) -> np.ndarray:
+def gpu_fragment_table(typical: TypicalPods) -> NDArray[np.float64]:
     """Expected fragmented milli of one GPU with ``f`` milli free, for f = 0..1000: the
     free milli times the share of typical GPU pods whose per-GPU request exceeds ``f``."""
     f = np.arange(MILLI + 1)
     if len(typical) == 0:
         return np.zeros(MILLI + 1)
-    above = (typical.milli[None, :] > f[:, None]) @ typical.freq
+    above: NDArray[np.float64] = (typical.milli[None, :] > f[:, None]) @ typical.freq
     return f * above
 
 
@@ -123,20 +124,21 @@ class BatchPlacer:
         # constraint assumed the shared pods take their GPUs); then the left-out pods are
         # retried online, in arrival order, on what remains.
         solved = sorted(
-            (i for i, pick in enumerate(picked) if pick is not None),
-            key=lambda i: not reqs[i].shared,
+            ((i, pick) for i, pick in enumerate(picked) if pick is not None),
+            key=lambda item: not reqs[item[0]].shared,
         )
-        for i in solved:
-            req, (node, gpu) = reqs[i], picked[i]
+        for i, (node, gpu) in solved:
+            req = reqs[i]
             if _fits(state, req, node, gpu):
                 gpus = (gpu,) if req.shared else self.online.gpus_on(state, req, node, rng)
                 result[i] = Choice(node, gpus)
                 state.bind(node, gpus, req.cpu, req.mem, req.milli)
         for i, req in enumerate(reqs):
             if result[i] is None:
-                result[i] = self.online.choose(state, req, rng)
-                if result[i] is not None:
-                    state.bind(result[i].node, result[i].gpus, req.cpu, req.mem, req.milli)
+                choice = self.online.choose(state, req, rng)
+                result[i] = choice
+                if choice is not None:
+                    state.bind(choice.node, choice.gpus, req.cpu, req.mem, req.milli)
         return result
 
     def _solve(
@@ -148,15 +150,16 @@ class BatchPlacer:
     ) -> list[tuple[int, int] | None]:
         m = cp_model.CpModel()
         x: list[list[cp_model.IntVar]] = []
-        node_cpu: dict[int, list] = {}
-        node_mem: dict[int, list] = {}
-        node_whole: dict[int, list] = {}
-        gpu_use: dict[tuple[int, int], list] = {}
-        objective = []
+        # (coefficient, variable) terms of each node's and shared GPU's constraints.
+        node_cpu: dict[int, list[tuple[int, cp_model.IntVar]]] = {}
+        node_mem: dict[int, list[tuple[int, cp_model.IntVar]]] = {}
+        node_whole: dict[int, list[tuple[int, cp_model.IntVar]]] = {}
+        gpu_use: dict[tuple[int, int], list[tuple[int, cp_model.IntVar]]] = {}
+        objective: list[cp_model.LinearExprT] = []
         for p, (req, opts) in enumerate(zip(reqs, options, strict=True)):
-            row = []
+            row: list[cp_model.IntVar] = []
             for node, gpu, cost in opts:
-                v = m.NewBoolVar(f"x{p}_{node}_{gpu}")
+                v = m.new_bool_var(f"x{p}_{node}_{gpu}")
                 row.append(v)
                 node_cpu.setdefault(node, []).append((req.cpu, v))
                 node_mem.setdefault(node, []).append((req.mem, v))
@@ -169,51 +172,55 @@ class BatchPlacer:
                         node_whole.setdefault(node, []).append((req.num, v))
                     objective.append((value - int(round(cost))) * v)
             if row:
-                m.AddAtMostOne(row)
+                m.add_at_most_one(row)
                 chosen = hint[p]
                 for (node, gpu, _), v in zip(opts, row, strict=True):
-                    same = chosen is not None and chosen.node == node
-                    m.AddHint(v, same and (gpu < 0 or chosen.gpus == (gpu,)))
+                    hinted = (
+                        chosen is not None
+                        and chosen.node == node
+                        and (gpu < 0 or chosen.gpus == (gpu,))
+                    )
+                    m.add_hint(v, hinted)
             x.append(row)
         for node, terms in node_cpu.items():
-            m.Add(sum(c * v for c, v in terms) <= int(state.cpu_left[node]))
+            m.add(sum(c * v for c, v in terms) <= int(state.cpu_left[node]))
         for node, terms in node_mem.items():
-            m.Add(sum(c * v for c, v in terms) <= int(state.mem_left[node]))
-        opened: dict[int, list] = {}
+            m.add(sum(c * v for c, v in terms) <= int(state.mem_left[node]))
+        opened: dict[int, list[cp_model.IntVar]] = {}
         for (node, gpu), terms in gpu_use.items():
             left = int(state.gpu_left[node, gpu])
             used = sum(c * v for c, v in terms)
-            m.Add(used <= left)
-            free_after = m.NewIntVar(0, left, f"f{node}_{gpu}")
-            m.Add(free_after == left - used)
-            frag = m.NewIntVar(0, int(self.table.max()), f"c{node}_{gpu}")
-            m.AddElement(free_after, self.table[: left + 1].tolist(), frag)
+            m.add(used <= left)
+            free_after = m.new_int_var(0, left, f"f{node}_{gpu}")
+            m.add(free_after == left - used)
+            frag = m.new_int_var(0, int(self.table.max()), f"c{node}_{gpu}")
+            m.add_element(free_after, self.table[: left + 1].tolist(), frag)
             objective.append(-frag)
             if left == MILLI:
-                touched = m.NewBoolVar(f"t{node}_{gpu}")
+                touched = m.new_bool_var(f"t{node}_{gpu}")
                 for _, v in terms:
-                    m.AddImplication(v, touched)
+                    m.add_implication(v, touched)
                 opened.setdefault(node, []).append(touched)
         for node, terms in node_whole.items():
             free = int((state.gpu_left[node] == MILLI).sum())
-            m.Add(sum(n * v for n, v in terms) + sum(opened.get(node, [])) <= free)
-        m.Maximize(sum(objective))
+            m.add(sum(n * v for n, v in terms) + sum(opened.get(node, [])) <= free)
+        m.maximize(sum(objective))
         solver = cp_model.CpSolver()
         # A deterministic budget (one worker) makes replays reproducible under any load;
         # the wall-clock limit only guards against a pathological window.
         solver.parameters.max_deterministic_time = self.time_limit_s
         solver.parameters.max_time_in_seconds = 5 * self.time_limit_s
         solver.parameters.num_workers = self.workers
-        status = solver.Solve(m)
+        status = solver.solve(m)
         self.stats.windows += 1
-        self.stats.solve_s += solver.WallTime()
+        self.stats.solve_s += solver.wall_time
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return [(c.node, c.gpus[0] if c.gpus else -1) if c else None for c in hint]
         self.stats.optimal += status == cp_model.OPTIMAL
         picked: list[tuple[int, int] | None] = []
         for opts, row in zip(options, x, strict=True):
             hit = [
-                (node, gpu) for (node, gpu, _), v in zip(opts, row, strict=True) if solver.Value(v)
+                (node, gpu) for (node, gpu, _), v in zip(opts, row, strict=True) if solver.value(v)
             ]
             picked.append(hit[0] if hit else None)
         return picked

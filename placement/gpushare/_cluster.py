@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.errors import ConfigError
 
@@ -42,10 +43,10 @@ class NodeTable:
     """Static description of the nodes: capacities and GPU model (an index into ``models``)."""
 
     names: tuple[str, ...]
-    cpu: np.ndarray  # int64 milli-cores
-    mem: np.ndarray  # int64 MiB
-    gpus: np.ndarray  # int64 number of GPUs (0..MAX_GPUS)
-    model: np.ndarray  # int64 index into models; -1 for a CPU-only node
+    cpu: NDArray[np.int64]  # milli-cores
+    mem: NDArray[np.int64]  # MiB
+    gpus: NDArray[np.int64]  # number of GPUs (0..MAX_GPUS)
+    model: NDArray[np.int64]  # index into models; -1 for a CPU-only node
     models: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -73,18 +74,18 @@ class PodTable:
     """Pods as columns. ``spec`` is a bit mask over ``NodeTable.models``; 0 means any model."""
 
     names: tuple[str, ...]
-    cpu: np.ndarray
-    mem: np.ndarray
-    num_gpu: np.ndarray
-    gpu_milli: np.ndarray  # per-GPU share; 1000 = a whole GPU
-    spec: np.ndarray
+    cpu: NDArray[np.int64]
+    mem: NDArray[np.int64]
+    num_gpu: NDArray[np.int64]
+    gpu_milli: NDArray[np.int64]  # per-GPU share; 1000 = a whole GPU
+    spec: NDArray[np.int64]
     spec_text: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.names)
 
     @property
-    def total_gpu_milli(self) -> np.ndarray:
+    def total_gpu_milli(self) -> NDArray[np.int64]:
         return self.num_gpu * self.gpu_milli
 
     def take(self, order: np.ndarray) -> PodTable:
@@ -253,7 +254,7 @@ class ClusterState:
         other.allocated_milli = self.allocated_milli
         return other
 
-    def feasible(self, cpu: int, mem: int, num: int, milli: int, spec: int) -> np.ndarray:
+    def feasible(self, cpu: int, mem: int, num: int, milli: int, spec: int) -> NDArray[np.intp]:
         """Indices of the nodes that can hold the request now."""
         ok = (self.cpu_left >= cpu) & (self.mem_left >= mem)
         if num:

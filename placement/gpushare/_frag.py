@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.placement.gpushare._cluster import ClusterState, PodTable
 
@@ -29,14 +30,14 @@ class TypicalPods:
     """Typical GPU pod shapes and their frequencies; CPU-only shapes are folded into
     ``cpu_only_share`` because from their point of view every free GPU milli is fragmented."""
 
-    cpu: np.ndarray  # int64, per typical GPU pod
-    milli: np.ndarray  # int64 per-GPU request
-    num: np.ndarray  # int64 number of GPUs
-    spec: np.ndarray  # int64 model bit mask, 0 = any
-    freq: np.ndarray  # float64, sums with cpu_only_share to 1
+    cpu: NDArray[np.int64]  # per typical GPU pod
+    milli: NDArray[np.int64]  # per-GPU request
+    num: NDArray[np.int64]  # number of GPUs
+    spec: NDArray[np.int64]  # model bit mask, 0 = any
+    freq: NDArray[np.float64]  # sums with cpu_only_share to 1
     cpu_only_share: float
-    levels: np.ndarray  # distinct milli values, ascending
-    level_of: np.ndarray  # index into levels for each typical pod
+    levels: NDArray[np.int64]  # distinct milli values, ascending
+    level_of: NDArray[np.intp]  # index into levels for each typical pod
     # What the workload's GPU pods ask per GPU milli on average (all pods, not just the
     # typical ones); 0 when unknown, which switches resource stranding off.
     cpu_per_milli: float = 0.0
@@ -92,7 +93,7 @@ def typical_pods(pods: PodTable, popularity: float = 95.0) -> TypicalPods:
 
 def fragmentation(
     cpu_left: np.ndarray, gpu_left: np.ndarray, model: np.ndarray, typical: TypicalPods
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """Expected fragmented GPU milli of each of ``K`` node states.
 
     ``cpu_left`` is ``(K,)``, ``gpu_left`` ``(K, G)`` and ``model`` ``(K,)`` (GPU model
@@ -100,7 +101,7 @@ def fragmentation(
     not per typical pod, since many typical pods share a per-GPU request.
     """
     gpu_left = np.asarray(gpu_left)
-    total = gpu_left.sum(axis=1).astype(np.float64)
+    total: NDArray[np.float64] = gpu_left.sum(axis=1).astype(np.float64)
     if len(typical) == 0:
         return total * typical.cpu_only_share
     fits = gpu_left[:, None, :] >= typical.levels[None, :, None]  # K × L × G
@@ -116,7 +117,7 @@ def fragmentation(
         & (count[:, lv] >= typical.num[None, :])
         & (cpu_left[:, None] >= typical.cpu[None, :])
     )
-    frag_each = np.where(placeable, below[:, lv], total[:, None])
+    frag_each: NDArray[np.float64] = np.where(placeable, below[:, lv], total[:, None])
     return frag_each @ typical.freq + total * typical.cpu_only_share
 
 
@@ -129,11 +130,11 @@ class FragCache:
 
     def __init__(self, typical: TypicalPods) -> None:
         self.typical = typical
-        self._frag: np.ndarray | None = None
-        self._seen: np.ndarray | None = None
+        self._frag: NDArray[np.float64] | None = None
+        self._seen: NDArray[np.int64] | None = None
         self._nodes: object = None
 
-    def node_frag(self, state: ClusterState) -> np.ndarray:
+    def node_frag(self, state: ClusterState) -> NDArray[np.float64]:
         # Versions are unique per process, so any state over the same node table (the live
         # one or a trial copy) can reuse what is cached; a different table cannot.
         if self._frag is None or self._nodes is not state.nodes:

@@ -15,6 +15,7 @@ for them, and GPUs of a model that pods restricted to that model will be short o
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState
 from anypu.placement.gpushare._frag import FragCache, TypicalPods, fragmentation
@@ -24,7 +25,7 @@ __all__ = ["DeltaCache", "Scarcity", "fragmentation_increase", "stranded"]
 Shape = tuple[int, int, int]
 
 
-def _denoise(delta: np.ndarray) -> np.ndarray:
+def _denoise(delta: NDArray[np.float64]) -> NDArray[np.float64]:
     """Round away float summation noise so that equal fragmentation changes compare equal."""
     return np.round(delta, 6)
 
@@ -35,7 +36,7 @@ def fragmentation_increase(
     before: np.ndarray,
     shape: Shape,
     typical: TypicalPods,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """Fragmentation increase of placing ``shape`` on each node in ``rows``.
 
     A whole-GPU or CPU-only shape gives ``(len(rows),)``: it takes the first completely
@@ -76,9 +77,9 @@ class DeltaCache:
         self.typical = typical
         self.frag = FragCache(typical)
         self._nodes: object = None
-        self._shapes: dict[Shape, tuple[np.ndarray, np.ndarray]] = {}
+        self._shapes: dict[Shape, tuple[NDArray[np.float64], NDArray[np.int64]]] = {}
 
-    def increase(self, state: ClusterState, shape: Shape) -> np.ndarray:
+    def increase(self, state: ClusterState, shape: Shape) -> NDArray[np.float64]:
         """Increase for every node (see :func:`fragmentation_increase`). The cache's own
         array: index it, never write to it."""
         if state.nodes is not self._nodes:
@@ -104,12 +105,12 @@ class DeltaCache:
 
 
 def stranded(
-    gpu_free: np.ndarray,
-    cpu_left: np.ndarray,
-    mem_left: np.ndarray,
+    gpu_free: NDArray[np.float64],
+    cpu_left: NDArray[np.float64],
+    mem_left: NDArray[np.float64],
     cpu_per_milli: float,
     mem_per_milli: float,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """Free GPU milli beyond what the node's CPU or memory can feed.
 
     ``cpu_per_milli`` / ``mem_per_milli`` are what the workload's GPU pods ask per GPU
@@ -149,11 +150,11 @@ class Scarcity:
     def __bool__(self) -> bool:
         return bool(len(self.share))
 
-    def __call__(self, free_by_model: np.ndarray) -> np.ndarray:
+    def __call__(self, free_by_model: np.ndarray) -> NDArray[np.float64]:
         """Scarcity of each model, given the free GPU milli of each model now."""
         if not len(self.share):
             return np.zeros(self.n_models)
         supply = self.accepts @ free_by_model
         demand = self.share * float(free_by_model.sum())
-        pressure = np.minimum(1.0, demand / np.maximum(supply, 1.0))
+        pressure: NDArray[np.float64] = np.minimum(1.0, demand / np.maximum(supply, 1.0))
         return pressure @ self.accepts

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
 from anypu.placement.gpushare._frag import TypicalPods
@@ -81,7 +82,7 @@ def whole_gpus(row: np.ndarray, num: int) -> tuple[int, ...]:
     return tuple(int(g) for g in np.flatnonzero(row == MILLI)[:num])
 
 
-def _trunc(x: np.ndarray) -> np.ndarray:
+def _trunc(x: NDArray[np.float64]) -> NDArray[np.int64]:
     """Go's float→int64 conversion (truncation towards zero)."""
     return np.trunc(x).astype(np.int64)
 
@@ -104,7 +105,11 @@ class Policy(ABC):
 
     @abstractmethod
     def score(
-        self, state: ClusterState, req: Request, nodes: np.ndarray, rng: np.random.Generator
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores of ``nodes`` (higher is better) and, for a shared-GPU pod, the GPU each
         node would use (``None``: the default best-fit GPU)."""
@@ -152,10 +157,18 @@ class RandomPolicy(Policy):
     name = "random"
     random_ties = True
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         return np.zeros(len(nodes)), None
 
-    def gpus_on(self, state, req, node, rng):
+    def gpus_on(
+        self, state: ClusterState, req: Request, node: int, rng: np.random.Generator
+    ) -> tuple[int, ...]:
         if req.shared:
             fit = np.flatnonzero(state.gpu_left[node] >= req.milli)
             return (int(fit[rng.integers(len(fit))]),)
@@ -168,7 +181,13 @@ class DotProdPolicy(Policy):
 
     name = "dotprod"
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         cpu = state.cpu_left[nodes] / MAX_SPEC_CPU * (req.cpu / MAX_SPEC_CPU)
         gpu = state.gpu_left[nodes].sum(axis=1) / MAX_SPEC_GPU * (req.gpu_total / MAX_SPEC_GPU)
         return _trunc(MAX_SCORE * (1.0 - (cpu + gpu) / 2.0)), None
@@ -180,7 +199,13 @@ class GpuClusteringPolicy(Policy):
 
     name = "clustering"
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if req.num == 0:
             return np.zeros(len(nodes), dtype=np.int64), None
         tag = 0 if req.shared else req.num
@@ -199,7 +224,13 @@ class GpuPackingPolicy(Policy):
 
     name = "packing"
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if req.num == 0:
             return np.zeros(len(nodes), dtype=np.int64), None
         left = state.gpu_left[nodes]
@@ -221,7 +252,13 @@ class BestFitPolicy(Policy):
 
     name = "bestfit"
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         cpu = (state.cpu_left[nodes] - req.cpu) / MAX_SPEC_CPU * 0.5
         gpu = (state.gpu_left[nodes].sum(axis=1) - req.gpu_total) / MAX_SPEC_GPU * 0.5
         raw = _trunc((1.0 - (cpu + gpu)) * MAX_SCORE)
@@ -239,7 +276,9 @@ class _FragDelta(Policy):
         super().__init__(typical, random_ties=random_ties)
         self.deltas = DeltaCache(typical)
 
-    def frag_increase(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+    def frag_increase(
+        self, state: ClusterState, req: Request, nodes: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
         """For whole-GPU and CPU-only pods: ``(len(nodes),)`` increases. For a shared pod:
         ``(len(nodes), MAX_GPUS)`` increases per GPU choice (``inf`` where it does not fit)."""
         return self.deltas.increase(state, (req.cpu, req.num, req.milli))[nodes]
@@ -251,7 +290,13 @@ class FgdPolicy(_FragDelta):
 
     name = "fgd"
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         delta = self.frag_increase(state, req, nodes)
         scores = _trunc(MAX_SCORE / (1.0 + np.exp(np.minimum(delta, 1e5) / 1000.0)))
         if req.shared:
@@ -281,7 +326,9 @@ class AnypuPolicy(_FragDelta):
         super().__init__(typical, random_ties=random_ties)
         self._scarcity: Scarcity | None = None
 
-    def _model_cost(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+    def _model_cost(
+        self, state: ClusterState, req: Request, nodes: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
         models = state.nodes.models
         if self._scarcity is None or self._scarcity.n_models != len(models):
             self._scarcity = Scarcity(self.typical, len(models))
@@ -291,9 +338,14 @@ class AnypuPolicy(_FragDelta):
         has = model >= 0
         free = state.gpu_left[has].sum(axis=1)
         scarcity = self._scarcity(np.bincount(model[has], weights=free, minlength=len(models)))
-        return req.gpu_total * np.where(has[nodes], scarcity[np.maximum(model[nodes], 0)], 0.0)
+        per_milli: NDArray[np.float64] = np.where(
+            has[nodes], scarcity[np.maximum(model[nodes], 0)], 0.0
+        )
+        return req.gpu_total * per_milli
 
-    def cost(self, state: ClusterState, req: Request, nodes: np.ndarray) -> np.ndarray:
+    def cost(
+        self, state: ClusterState, req: Request, nodes: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
         """Fragmentation, stranding and scarcity increase of placing ``req`` on each of
         ``nodes``: ``(len(nodes),)``, or ``(len(nodes), MAX_GPUS)`` per GPU for a shared
         pod (``inf`` where the GPU lacks the milli). Lower is better."""
@@ -309,7 +361,13 @@ class AnypuPolicy(_FragDelta):
         extra += self._model_cost(state, req, nodes)
         return delta + (extra[:, None] if req.shared else extra)
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         scores = -self.cost(state, req, nodes)
         if req.shared:
             gpu = scores.argmax(axis=1)  # -inf where the GPU lacks the milli
@@ -381,7 +439,13 @@ class AnypuSSPolicy(AnypuPolicy):
                     # the next GPUs that open.
                     self._credit[gap] = 0.0
 
-    def score(self, state, req, nodes, rng):
+    def score(
+        self,
+        state: ClusterState,
+        req: Request,
+        nodes: NDArray[np.intp],
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         if not req.shared:
             return super().score(state, req, nodes, rng)
         cost = self.cost(state, req, nodes)

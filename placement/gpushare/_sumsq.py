@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from anypu.placement.gpushare._cluster import MILLI, ClusterState
 
@@ -79,8 +80,12 @@ class GapRule:
         return np.where(self.effective[before] == self.effective[after], 0, out)
 
     def increase(
-        self, counts: np.ndarray, free: np.ndarray, reserved: np.ndarray, milli: int
-    ) -> np.ndarray:
+        self,
+        counts: np.ndarray,
+        free: NDArray[np.int64],
+        reserved: NDArray[np.int64],
+        milli: int,
+    ) -> NDArray[np.float64]:
         """The SS increase of a real pod of ``milli`` on each GPU (``free`` and ``reserved``
         milli, any shape, as :meth:`GapCounts.view` gives); ``inf`` where it does not fit.
         The pod may take reserved milli: the reservation shrinks to what is left."""
@@ -89,7 +94,7 @@ class GapRule:
             # The common case: the increase depends on the GPU's free milli alone, so
             # tabulate it over 0..MILLI and look every GPU up once.
             gap = np.arange(milli, MILLI + 1)
-            table = np.full(MILLI + 1, np.inf)
+            table: NDArray[np.float64] = np.full(MILLI + 1, np.inf)
             table[milli:] = self.change(terms, gap, gap - milli)
             return table[free]
         fits = free >= milli
@@ -106,17 +111,17 @@ class GapCounts:
     def __init__(self) -> None:
         self.counts = np.zeros(MILLI + 1, dtype=np.int64)
         self.reserved = np.zeros((0, 0), dtype=np.int64)
-        self._free: np.ndarray | None = None
-        self._seen: np.ndarray | None = None
+        self._free: NDArray[np.int64] | None = None
+        self._seen: NDArray[np.int64] | None = None
         self._nodes: object = None
 
-    def _gaps(self, free: np.ndarray, reserved: np.ndarray) -> np.ndarray:
+    def _gaps(self, free: NDArray[np.int64], reserved: NDArray[np.int64]) -> NDArray[np.int64]:
         # An empty GPU (MILLI free) is no partial bin; a full one or a slot the node lacks
         # (0 free) has no gap.
         gap = free - reserved
         return gap[(gap > 0) & (free < MILLI)]
 
-    def sync(self, state: ClusterState) -> np.ndarray:
+    def sync(self, state: ClusterState) -> NDArray[np.int64]:
         """The counts for ``state`` now (the object's own array: read it, never write)."""
         if self._nodes is not state.nodes or self._free is None or self._seen is None:
             # Versions are unique per process, so a state over the same node table (a trial
@@ -164,7 +169,7 @@ class GapCounts:
         self.reserved[node, gpu] += milli
         return True
 
-    def view(self, nodes: np.ndarray) -> np.ndarray:
+    def view(self, nodes: NDArray[np.intp]) -> NDArray[np.int64]:
         """Reserved milli of ``nodes``' GPUs (zeros before the first :meth:`sync`)."""
         if self.reserved.shape[0] == 0:
             return np.zeros((len(nodes), 1), dtype=np.int64)
