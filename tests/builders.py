@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
 from anypu.protos import messages as m
 
-__all__ = ["GIB", "cpu_device", "done", "failed", "gpu_device", "ran"]
+__all__ = [
+    "DIGEST",
+    "GIB",
+    "XEON",
+    "cpu_device",
+    "done",
+    "failed",
+    "gpu_device",
+    "join",
+    "messages_sent",
+    "ran",
+    "submit_request",
+]
 
 GIB = 1 << 30
+DIGEST = "a" * 64
+#: A CPU node's one device, as the scheduler-side tests have it.
+XEON = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
+
+
+def join(
+    name: str, tier: str = "edge", devices: tuple[Device, ...] = (XEON,), **fields: Any
+) -> m.Join:
+    """An agent's Join with no token (the state machines do not check it)."""
+    return m.Join(PROTOCOL_VERSION, "", name, tier, devices=devices, **fields)
+
+
+def submit_request(**changes: Any) -> m.SubmitRequest:
+    """A small job: 1 MFLOP, 1 MiB, inputs inline."""
+    fields: dict[str, Any] = {
+        "artifact_digest": DIGEST,
+        "inputs": b"x",
+        "flops": 1e6,
+        "memory_bytes": 1 << 20,
+    }
+    return m.SubmitRequest(**{**fields, **changes})
+
+
+def messages_sent(actions: list[Any], kind: type) -> list[Any]:
+    """The messages of ``kind`` among Send actions or instructions (either side's)."""
+    return [a.message for a in actions if hasattr(a, "message") and isinstance(a.message, kind)]
 
 
 def ran(load_seconds: float = 0.0, run_seconds: float = 0.0) -> m.Outcome:

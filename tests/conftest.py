@@ -1,15 +1,20 @@
-"""Shared test set-up: markers by folder, and builders the tests share.
+"""Shared test set-up: markers by folder, and the fixtures the tests share.
 
 Every test under ``tests/integration`` starts real processes and is marked
 ``integration`` (``pytest -m "not integration"`` runs the in-process suite alone);
-``browser`` and ``gpu`` are marked where they are used.
+``browser`` and ``gpu`` are marked where they are used.  One-line builders of messages,
+results and devices are in ``tests/builders.py``; ``fake_cluster`` is a whole cluster
+in one thread (``tests/fake_cluster.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fake_cluster import FakeCluster
 
 _INTEGRATION = Path(__file__).parent / "integration"
 
@@ -18,3 +23,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _INTEGRATION in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    """The real state machines and SQLite store, fake agents, a fake clock."""
+    cluster = FakeCluster(tmp_path)
+    yield cluster
+    cluster.close()

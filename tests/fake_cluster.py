@@ -50,11 +50,9 @@ from anypu.scheduler import (
 )
 from anypu.scheduler import Send as SchedulerSend
 from anypu.scheduler import Tick as SchedulerTick
-from tests.builders import cpu_device, ran
+from tests.builders import cpu_device, ran, submit_request
 
 __all__ = ["CrashingAgent", "FakeAgent", "FakeCluster", "PartitionedAgent", "ResultLosingAgent"]
-
-DIGEST = "a" * 64
 
 
 class FakeAgent:
@@ -209,13 +207,7 @@ class FakeCluster:
         return agent
 
     def submit(self, job_id: str, **request: object) -> str:
-        fields: dict[str, object] = {
-            "artifact_digest": DIGEST,
-            "inputs": b"x",
-            "flops": 1e6,
-            "memory_bytes": 1 << 20,
-        }
-        submit = m.SubmitRequest(**{**fields, **request})  # type: ignore[arg-type]
+        submit = submit_request(**request)
         self._later(
             lambda: self._apply(self.scheduler.handle(JobSubmitted(job_id, submit, self.now)))
         )

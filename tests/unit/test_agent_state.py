@@ -18,14 +18,13 @@ from anypu.agents._state import (
     RunCall,
     RunningJob,
     SchedulerSaid,
-    Send,
     StreamBroke,
     Submit,
     Tick,
     WorkerAnswered,
 )
 from anypu.protos import messages as m
-from tests.builders import cpu_device, done, failed
+from tests.builders import cpu_device, done, failed, messages_sent
 
 DIGEST = "d" * 64
 LAUNCH = m.Launch("job-1", 1, DIGEST, "cpu0", 0, inputs=b"in")
@@ -42,8 +41,7 @@ def joined(**config: object) -> AgentState:
     return state
 
 
-def sent(instructions: list, kind: type) -> list:
-    return [i.message for i in instructions if isinstance(i, Send) and isinstance(i.message, kind)]
+sent = messages_sent
 
 
 def said(message: m.SchedulerMessage, now: float = 1.0, cached: bool = False) -> SchedulerSaid:

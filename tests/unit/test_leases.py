@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from anypu import PROTOCOL_VERSION
-from anypu.devices import Device
 from anypu.protos import messages as m
 from anypu.scheduler._records import JobRecord
 from anypu.scheduler._state import (
@@ -21,24 +19,19 @@ from anypu.scheduler._state import (
     Tick,
 )
 from anypu.scheduler._store import _job_json, _job_to_row
-from tests.builders import done, failed, ran
-
-CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
+from tests import builders
+from tests.builders import done, failed, messages_sent, ran, submit_request
 
 
 def join(name: str, direct: bool = True) -> m.Join:
-    return m.Join(PROTOCOL_VERSION, "", name, "edge", devices=(CPU,), direct_runs=direct)
+    return builders.join(name, direct_runs=direct)
 
 
 def request(**changes) -> m.SubmitRequest:
-    base = dict(artifact_digest="a" * 64, inputs=b"x", flops=1e6, memory_bytes=1 << 20)
-    base.update(lease=True, name="MLP")
-    base.update(changes)
-    return m.SubmitRequest(**base)
+    return submit_request(**{"lease": True, "name": "MLP", **changes})
 
 
-def sent(actions, kind) -> list:
-    return [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, kind)]
+sent = messages_sent
 
 
 def state_with(*nodes: m.Join, **config) -> SchedulerState:

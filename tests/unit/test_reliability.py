@@ -8,8 +8,6 @@ Intervals keep Kubernetes' ratio: heartbeat 0.2 s, lost after 1.5 s.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from anypu.protos import messages as m
@@ -23,10 +21,8 @@ from tests.fake_cluster import (
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    c = FakeCluster(tmp_path)
-    yield c
-    c.close()
+def cluster(fake_cluster: FakeCluster) -> FakeCluster:
+    return fake_cluster
 
 
 def test_a_job_runs_once_and_its_caller_is_woken(cluster: FakeCluster) -> None:

@@ -21,19 +21,9 @@ from anypu.scheduler._state import (
     Send,
     Tick,
 )
-from tests.builders import failed
+from tests.builders import failed, join, submit_request
 
-CPU = Device("cpu0", "cpu", "intel", "Xeon", 8 << 30, 0.5, "cpu")
-
-
-def join(name: str, running: tuple = ()) -> m.Join:
-    return m.Join(PROTOCOL_VERSION, "", name, "edge", devices=(CPU,), running=running)
-
-
-def request(**changes) -> m.SubmitRequest:
-    base = dict(artifact_digest="a" * 64, inputs=b"x", flops=1e6, memory_bytes=1 << 20)
-    base.update(changes)
-    return m.SubmitRequest(**base)
+request = submit_request
 
 
 def sends(actions, kind):
