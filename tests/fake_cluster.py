@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from anypu import scheduler
 from anypu.agents._state import (
     AgentIdentity,
     AgentState,
@@ -34,22 +35,6 @@ from anypu.agents._state import (
 )
 from anypu.devices import Device
 from anypu.protos import messages as m
-from anypu.scheduler import (
-    AgentConnected,
-    AgentDisconnected,
-    AgentSaid,
-    CancelRequested,
-    Drop,
-    JobSubmitted,
-    Notify,
-    PersistJob,
-    PersistNode,
-    SchedulerConfig,
-    SchedulerState,
-    StateStore,
-)
-from anypu.scheduler import Send as SchedulerSend
-from anypu.scheduler import Tick as SchedulerTick
 from tests.builders import cpu_device, ran, submit_request
 
 __all__ = ["CrashingAgent", "FakeAgent", "FakeCluster", "PartitionedAgent", "ResultLosingAgent"]
@@ -178,11 +163,11 @@ class FakeCluster:
             "unschedulable_timeout_s": 5.0,
             "lease_idle_s": 0.0,
         }
-        self.config = SchedulerConfig(**{**defaults, **config})  # type: ignore[arg-type]
+        self.config = scheduler.SchedulerConfig(**{**defaults, **config})  # type: ignore[arg-type]
         self.state_dir = state_dir
-        self.store = StateStore(state_dir)
+        self.store = scheduler.StateStore(state_dir)
         self.now = 0.0
-        self.scheduler = SchedulerState(self.config)
+        self.scheduler = scheduler.SchedulerState(self.config)
         self.agents: dict[str, FakeAgent] = {}
         self.notified: list[str] = []
         self._writes: list[tuple] = []
@@ -209,13 +194,17 @@ class FakeCluster:
     def submit(self, job_id: str, **request: object) -> str:
         submit = submit_request(**request)
         self._later(
-            lambda: self._apply(self.scheduler.handle(JobSubmitted(job_id, submit, self.now)))
+            lambda: self._apply(
+                self.scheduler.handle(scheduler.JobSubmitted(job_id, submit, self.now))
+            )
         )
         self.pump()
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        self._later(lambda: self._apply(self.scheduler.handle(CancelRequested(job_id, self.now))))
+        self._later(
+            lambda: self._apply(self.scheduler.handle(scheduler.CancelRequested(job_id, self.now)))
+        )
         self.pump()
 
     # -------------------------------------------------------------- time and faults
@@ -227,7 +216,7 @@ class FakeCluster:
             self.now = min(end, self.now + step)
             for agent in self.agents.values():
                 self._later(agent.tick)
-            self._later(lambda: self._apply(self.scheduler.handle(SchedulerTick(self.now))))
+            self._later(lambda: self._apply(self.scheduler.handle(scheduler.Tick(self.now))))
             self.pump()
 
     def commit(self) -> None:
@@ -239,8 +228,8 @@ class FakeCluster:
         """The scheduler dies (uncommitted writes are lost) and starts again from its store."""
         self._writes = []
         self.store.close()
-        self.store = StateStore(self.state_dir)
-        self.scheduler = SchedulerState(self.config)
+        self.store = scheduler.StateStore(self.state_dir)
+        self.scheduler = scheduler.SchedulerState(self.config)
         self.scheduler.restore(self.store.load_unfinished_jobs(), self.store.load_nodes(), self.now)
         for agent in self.agents.values():
             agent.stream_broke("the scheduler went away")
@@ -254,7 +243,11 @@ class FakeCluster:
 
     def _disconnect(self, agent: FakeAgent, reason: str) -> None:
         if agent.linked:
-            self._apply(self.scheduler.handle(AgentDisconnected(agent.name, agent.epoch, self.now)))
+            self._apply(
+                self.scheduler.handle(
+                    scheduler.AgentDisconnected(agent.name, agent.epoch, self.now)
+                )
+            )
         agent.stream_broke(reason)
         agent.join()
 
@@ -262,7 +255,7 @@ class FakeCluster:
 
     def agent_joined(self, agent: FakeAgent, join: m.Join) -> None:
         def connect() -> None:
-            actions = self.scheduler.handle(AgentConnected(join, self.now))
+            actions = self.scheduler.handle(scheduler.AgentConnected(join, self.now))
             agent.epoch = self.scheduler.nodes[join.name].epoch
             agent.linked = True
             self._apply(actions)
@@ -273,29 +266,29 @@ class FakeCluster:
         epoch = agent.epoch
         self._later(
             lambda: self._apply(
-                self.scheduler.handle(AgentSaid(agent.name, epoch, message, self.now))
+                self.scheduler.handle(scheduler.AgentSaid(agent.name, epoch, message, self.now))
             )
         )
 
     def _apply(self, actions: list) -> None:
         for action in actions:
-            if isinstance(action, SchedulerSend):
+            if isinstance(action, scheduler.Send):
                 agent = self.agents.get(action.node_id)
                 if agent is not None and agent.linked and agent.epoch == action.epoch:
                     message = action.message
                     self._later(lambda agent=agent, message=message: agent.deliver(message))
-            elif isinstance(action, Drop):
+            elif isinstance(action, scheduler.Drop):
                 agent = self.agents.get(action.node_id)
                 if agent is not None and agent.epoch == action.epoch:
                     reason = action.reason
                     self._later(lambda agent=agent, why=reason: self._disconnect(agent, why))
-            elif isinstance(action, PersistJob):
+            elif isinstance(action, scheduler.PersistJob):
                 self._writes.append(
                     self.store.job_write(action.job, action.transition, action.detail, self.now)
                 )
-            elif isinstance(action, PersistNode):
+            elif isinstance(action, scheduler.PersistNode):
                 self._writes.append(self.store.node_write(action.node))
-            elif isinstance(action, Notify):
+            elif isinstance(action, scheduler.Notify):
                 self.notified.append(action.job_id)
 
     def _later(self, step: Callable[[], None]) -> None:
