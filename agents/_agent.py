@@ -264,10 +264,11 @@ class Agent:
 
     def _execute(self, instructions: Iterable[Instruction]) -> None:
         pending = list(instructions)
+        broken = False  # once a send fails, later sends wait for the next join
         for index, instruction in enumerate(pending):
             if isinstance(instruction, Send):
-                if not self._send(instruction, pending[index + 1 :]):
-                    return
+                if not broken and not self._send(instruction, pending[index + 1 :]):
+                    broken = True
             elif isinstance(instruction, Submit):
                 self._submit(instruction.launch, instruction.inputs)
             elif isinstance(instruction, Fetch):
@@ -420,6 +421,7 @@ class Agent:
             artifact_path=str(self.artifacts / run.lease.artifact_digest),
             inputs=b"",
             timeout_s=0.0,
+            direct=True,
         )
         if isinstance(inputs, bytes):
             job.inputs = inputs
@@ -472,7 +474,7 @@ class Agent:
                     self._on_answer(failure)
                 job = worker.running
                 if job is not None:
-                    running.append(RunningJob(job.job_id, job.attempt, job.started_at))
+                    running.append(RunningJob(job.job_id, job.attempt, job.started_at, job.direct))
                     busy.add(key)
             tick = Tick(
                 now, f"tick-{next(self._ticks)}", tuple(running), frozenset(busy), self._warm()

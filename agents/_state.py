@@ -159,6 +159,8 @@ class RunningJob:
     job_id: str
     attempt: int
     started_at: float
+    #: A call under a lease: reported as a LeasedRun, never announced as a started job.
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -329,8 +331,8 @@ class AgentState:
             del self._leased_runs[: -self.config.leased_runs_kept]
             return []
         if isinstance(event, StreamBroke):
-            if self.connected:
-                log.info("scheduler stream broke: %s [%s]", event.reason, event.stimulus_id)
+            what = "scheduler stream broke" if self.connected else "could not reach the scheduler"
+            log.info("%s: %s [%s]", what, event.reason, event.stimulus_id)
             self.connected = False
             return []
         raise TypeError(f"AgentState cannot handle {type(event).__name__}")
@@ -428,7 +430,6 @@ class AgentState:
 
     def _answered(self, event: WorkerAnswered) -> list[Instruction]:
         result = replace(event.result, node_id=self.node_id)
-        self._announced.discard((result.job_id, result.attempt))
         call = self._direct_calls.pop(result.job_id, None)
         if call is None:
             return self._report(result, event.now, event.stimulus_id)
@@ -453,6 +454,7 @@ class AgentState:
             key = (job.job_id, job.attempt)
             if (
                 key in self._announced
+                or job.direct
                 or job.job_id in self._direct_calls  # reported as a LeasedRun instead
                 or now - job.started_at < self.config.announce_after_s
             ):

@@ -55,6 +55,8 @@ class SliceJob:
     inputs: bytes
     timeout_s: float
     started_at: float = 0.0
+    #: A call under a lease (run_leased), not a launched job.
+    direct: bool = False
     #: The inputs themselves, for a direct call from this process to a thread slice.
     args: tuple[Any, ...] | None = None
 

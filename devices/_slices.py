@@ -33,9 +33,10 @@ __all__ = [
 ]
 
 
-def vendor_of(device: Device, probes: Iterable[type[Probe]] = PROBES) -> type[Probe]:
-    """The registered probe class that describes ``device``, else ``Probe`` (the defaults)."""
-    for probe in probes:
+def vendor_of(device: Device, probes: Iterable[type[Probe]] | None = None) -> type[Probe]:
+    """The probe class in ``probes`` (default: the ``PROBES`` registry) that describes
+    ``device``, else ``Probe`` (the defaults)."""
+    for probe in PROBES if probes is None else probes:
         if probe.describes(device):
             return probe
     return Probe

@@ -66,7 +66,10 @@ _NOTEWORTHY = frozenset({"failed", "cancelled"})
 def _log_transition(action: PersistJob) -> None:
     job = action.job
     requeued = action.transition == "pending" and bool(action.detail)
-    level = logging.INFO if requeued or action.transition in _NOTEWORTHY else logging.DEBUG
+    # A call under a lease that fails has told its caller already, call by call: DEBUG.
+    leased = "(lease " in action.detail
+    noteworthy = requeued or action.transition in _NOTEWORTHY
+    level = logging.INFO if noteworthy and not leased else logging.DEBUG
     if not log.isEnabledFor(level):
         return
     what = action.transition or "updated"

@@ -170,6 +170,7 @@ class FakeCluster:
         self.scheduler = scheduler.SchedulerState(self.config)
         self.agents: dict[str, FakeAgent] = {}
         self.notified: list[str] = []
+        self.received: list[tuple[str, m.AgentMessage]] = []  # (agent, message) as they arrived
         self._writes: list[tuple] = []
         self._queue: deque[Callable[[], None]] = deque()
         self._pumping = False
@@ -264,11 +265,13 @@ class FakeCluster:
 
     def from_agent(self, agent: FakeAgent, message: m.AgentMessage) -> None:
         epoch = agent.epoch
-        self._later(
-            lambda: self._apply(
-                self.scheduler.handle(scheduler.AgentSaid(agent.name, epoch, message, self.now))
-            )
-        )
+
+        def arrive() -> None:
+            self.received.append((agent.name, message))
+            event = scheduler.AgentSaid(agent.name, epoch, message, self.now)
+            self._apply(self.scheduler.handle(event))
+
+        self._later(arrive)
 
     def _apply(self, actions: list) -> None:
         for action in actions:

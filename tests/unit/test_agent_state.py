@@ -208,3 +208,18 @@ def test_a_failed_answer_keeps_its_typed_outcome() -> None:
     result = m.JobResult("job-1", 1, failed(m.FailureCode.WORKER_DIED, "killed"))
     (up,) = sent(state.handle(WorkerAnswered(result, 1.0, "a")), m.JobResult)
     assert up.outcome.code is m.FailureCode.WORKER_DIED and up.outcome.retryable
+
+
+def test_a_direct_call_seen_running_after_it_answered_is_still_not_announced() -> None:
+    # The shell reads its slices before the tick is handled: the call may be done by then.
+    state = joined()
+    tick = Tick(5.0, "t", running=(RunningJob("job-9", 1, 1.0, direct=True),))
+    assert sent(state.handle(tick), m.JobStarted) == []
+
+
+def test_a_stale_tick_after_the_result_does_not_announce_the_job_again() -> None:
+    state = joined()
+    running = (RunningJob("job-1", 1, 1.0),)
+    assert len(sent(state.handle(Tick(2.0, "t", running=running)), m.JobStarted)) == 1
+    state.handle(WorkerAnswered(done("job-1"), 2.1, "a"))
+    assert sent(state.handle(Tick(2.2, "t", running=running)), m.JobStarted) == []

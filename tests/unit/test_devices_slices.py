@@ -220,7 +220,7 @@ class _MluProbe(Probe):
         return "mlu:0"
 
 
-def test_a_new_vendor_is_one_class_plus_one_registry_entry() -> None:
+def test_a_new_vendor_is_one_class_plus_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     mlu = Device("npu0", "npu", "cambricon", "MLU370", 2**30, 1.0, "mlu:4", extra={"index": "4"})
     assert vendor_of(mlu) is Probe
     registry = (*PROBES, _MluProbe)
@@ -229,3 +229,19 @@ def test_a_new_vendor_is_one_class_plus_one_registry_entry() -> None:
     assert _MluProbe.slice_environment(mlu, 0) == {"MLU_VISIBLE_DEVICES": "4"}
     assert _MluProbe.worker_torch_device(mlu) == "mlu:0"
     assert _MluProbe.sharing(mlu, 2) == "time"
+    # Registered, the slice functions the agent and its workers call use it.
+    import anypu.devices._slices as slices
+
+    monkeypatch.setattr(slices, "PROBES", registry)
+    env = slice_environment(with_slices(mlu, 2), 1)
+    assert env["MLU_VISIBLE_DEVICES"] == "4" and env["ANYPU_TORCH_DEVICE"] == "mlu:0"
+    assert "CUDA_VISIBLE_DEVICES" not in env
+    assert with_slices(mlu, 2).sharing == "time"
+    assert worker_torch_device(mlu) == "mlu:0"
+
+
+def test_only_nvidia_gpus_share_through_mps() -> None:
+    # MPS is NVIDIA's; a real GPU of a vendor without a probe class shares by time.
+    amd = Device("gpu0", "gpu", "amd", "MI300X", 2**30, 1.0, "cuda:0")
+    assert with_slices(amd, 2).sharing == "time"
+    assert with_slices(_gpu(), 2).sharing == "mps"

@@ -85,6 +85,7 @@ def test_a_short_partition_changes_nothing(cluster: FakeCluster) -> None:
     cluster.submit("job-1")
     far.cut = True
     cluster.advance(1.0)  # inside the 1.5 s grace
+    assert cluster.now - cluster.scheduler.nodes["far"].last_heartbeat >= 0.9  # it was cut
     far.cut = False
     cluster.advance(0.5)
     assert cluster.node_state("far") == "ready"
@@ -106,6 +107,13 @@ def test_a_long_partition_moves_the_job_and_the_late_result_is_discarded(
     far.finish("job-1", outputs=b"late")  # behind the cut: never arrives
     far.cut = False
     cluster.advance(0.5)  # far's stream is dropped; it re-joins, fenced, and resends
+    late = [
+        msg
+        for name, msg in cluster.received
+        if name == "far" and isinstance(msg, m.JobResult) and msg.outputs == b"late"
+    ]
+    assert [(r.job_id, r.attempt) for r in late] == [("job-1", 1)]  # it arrived, and ...
+    assert cluster.scheduler.jobs["job-1"].state != "succeeded"  # ... was discarded
     near.finish("job-1", outputs=b"right")
     job = cluster.scheduler.jobs["job-1"]
     assert (job.state, job.attempt, job.outputs) == ("succeeded", 2, b"right")
@@ -137,6 +145,7 @@ def test_a_model_error_is_not_retried(cluster: FakeCluster) -> None:
 def test_a_cancelled_job_leaves_its_slice(cluster: FakeCluster) -> None:
     agent = cluster.add_agent("a1")
     cluster.submit("job-1")
+    assert list(agent.running) == [("job-1", 1)]
     cluster.cancel("job-1")
     assert agent.running == {}
     assert cluster.job("job-1").state == "cancelled"
