@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu import _codec
@@ -56,7 +56,7 @@ from anypu.agents._workers import (
     ThreadSliceWorker,
     run_dispatched_here,
 )
-from anypu.devices import Device
+from anypu.devices import Device, format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import messages as m
 
@@ -300,6 +300,9 @@ class Agent:
         """
         try:
             self.link.send(send.message)
+        except ValueError as error:  # this message can never go; the stream is fine
+            log.error("%s [%s]", error, send.stimulus_id)
+            return True
         except Exception as error:
             log.info(
                 "send failed (%s): %s [%s]", type(send.message).__name__, error, send.stimulus_id
@@ -456,7 +459,24 @@ class Agent:
 
     def _on_answer(self, result: m.JobResult) -> None:
         sid = f"result-{result.job_id}-{result.attempt}"
+        limit = self.link.outputs_inline_bytes
+        if limit is not None and len(result.outputs) > limit and result.job_id not in self._waiting:
+            result = self._outputs_as_blob(result, sid)
         self._handle(WorkerAnswered(result, time.time(), sid))
+
+    def _outputs_as_blob(self, result: m.JobResult, sid: str) -> m.JobResult:
+        """Upload outputs too large for a message; the result then names the blob."""
+        size = format_bytes(len(result.outputs))
+        digest = hashlib.sha256(result.outputs).hexdigest()
+        try:
+            self.link.put_blob(digest, result.outputs)
+        except Exception as error:
+            message = f"the outputs ({size}) could not be delivered to the scheduler: {error}"
+            log.warning("job %s attempt %d: %s [%s]", result.job_id, result.attempt, message, sid)
+            outcome = m.Outcome.failed(m.FailureCode.OUTPUTS_UNDELIVERABLE, message)
+            return replace(result, outcome=outcome, outputs=b"")
+        log.info("job %s: outputs (%s) sent as blob %s [%s]", result.job_id, size, digest[:12], sid)
+        return replace(result, outputs=b"", outputs_digest=digest)
 
     # -------------------------------------------------------------- housekeeping
 

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from anypu.comm import grpc_channel, raise_for_rpc
+from anypu.comm import (
+    BLOB_CHUNK_BYTES,
+    INLINE_BYTES,
+    MAX_MESSAGE_BYTES,
+    grpc_channel,
+    raise_for_rpc,
+)
 from anypu.errors import SchedulerUnavailableError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
@@ -27,14 +33,22 @@ _END = object()
 
 
 class SchedulerLink(Protocol):
+    """``outputs_inline_bytes``: outputs above this go as a blob (``put_blob``) before the
+    result that names them; None: always inline (the in-process link has no messages)."""
+
+    outputs_inline_bytes: int | None
+
     def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]: ...
     def send(self, message: m.AgentMessage) -> None: ...
     def fetch_blob(self, digest: str) -> bytes: ...
+    def put_blob(self, digest: str, data: bytes) -> None: ...
     def close(self) -> None: ...
 
 
 class GrpcLink:
     """``tls`` (a ``NodeTLS``): speak mutual TLS to the agent port; else plaintext Joins."""
+
+    outputs_inline_bytes: int | None = INLINE_BYTES
 
     def __init__(self, address: str, token: str = "", tls: NodeTLS | None = None) -> None:
         self.address = address
@@ -76,18 +90,41 @@ class GrpcLink:
             raise_for_rpc(error, self.address)
 
     def send(self, message: m.AgentMessage) -> None:
-        self._outbox.put(convert.agent_message_to_pb(message))
+        """Queue ``message`` on the stream; ValueError if it is over the message limit
+        (gRPC would end the whole stream for it)."""
+        encoded = convert.agent_message_to_pb(message)
+        size = encoded.ByteSize()
+        if size > MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"a {type(message).__name__} of {size} bytes is over the {MAX_MESSAGE_BYTES}"
+                " byte message limit and cannot be sent"
+            )
+        self._outbox.put(encoded)
 
-    def fetch_blob(self, digest: str) -> bytes:
+    def _blob_stub(self) -> Any:
         if self._channel is None:
             raise SchedulerUnavailableError(f"not connected to {self.address}")
-        stub = rpc.BlobServiceStub(self._channel)
-        metadata = (("authorization", f"Bearer {self.token}"),)
+        return rpc.BlobServiceStub(self._channel)
+
+    def fetch_blob(self, digest: str) -> bytes:
+        stub = self._blob_stub()
         try:
-            chunks = stub.GetBlob(convert.get_blob_request(digest), metadata=metadata)
+            chunks = stub.GetBlob(convert.get_blob_request(digest), metadata=self._metadata())
             return b"".join(chunk.data for chunk in chunks)
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Upload a blob in chunks (outputs too large for one message)."""
+        stub = self._blob_stub()
+        chunks = convert.blob_chunks(digest, data, BLOB_CHUNK_BYTES)
+        try:
+            stub.PutBlob(chunks, metadata=self._metadata())
+        except grpc.RpcError as error:
+            raise_for_rpc(error, self.address)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
 
     def close(self) -> None:
         self._outbox.put(_END)
@@ -101,6 +138,8 @@ class GrpcLink:
 
 class InProcessLink:
     """The embedded mode: the same session code, with queues instead of sockets."""
+
+    outputs_inline_bytes: int | None = None
 
     def __init__(self, service: Any) -> None:
         self.service = service
@@ -141,6 +180,9 @@ class InProcessLink:
 
     def fetch_blob(self, digest: str) -> bytes:
         return self.service.blobs.get(digest)
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.service.blobs.put(data, digest)
 
     def close(self) -> None:
         if self._session is not None:

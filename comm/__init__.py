@@ -14,6 +14,7 @@ messages themselves): this package imports neither ``anypu.agents`` nor
 
 from anypu.comm._channels import (
     BLOB_CHUNK_BYTES,
+    INLINE_BYTES,
     MAX_MESSAGE_BYTES,
     grpc_channel,
     raise_for_rpc,
@@ -58,6 +59,7 @@ __all__ = [
     "ENROL_METHOD",
     "FRAME_VERSION",
     "INFO_METHOD",
+    "INLINE_BYTES",
     "MAX_JSON_BYTES",
     "MAX_MESSAGE_BYTES",
     "SERVER_NAME",

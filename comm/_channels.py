@@ -17,6 +17,7 @@ from anypu.errors import AnypuError, AuthenticationError, ConfigError, Scheduler
 
 __all__ = [
     "BLOB_CHUNK_BYTES",
+    "INLINE_BYTES",
     "MAX_MESSAGE_BYTES",
     "grpc_channel",
     "raise_for_rpc",
@@ -27,6 +28,10 @@ __all__ = [
 MAX_MESSAGE_BYTES = 256 << 20
 #: Blobs (artifacts, large inputs) travel as a stream of chunks of this size.
 BLOB_CHUNK_BYTES = 1 << 20
+#: Payloads (a job's inputs, its outputs) above this travel as blobs in chunks, never in
+#: one message: a message must stay far below MAX_MESSAGE_BYTES and must not hold an
+#: agent's stream (and its heartbeats) for long.
+INLINE_BYTES = 4 << 20
 
 _KEEPALIVE = (
     ("grpc.keepalive_time_ms", 10_000),

@@ -133,20 +133,22 @@ class Outcome(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., failure_code: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "attempt", "outputs", "node_id", "device_id", "outcome")
+    __slots__ = ("job_id", "attempt", "outputs", "node_id", "device_id", "outcome", "outputs_digest")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     outputs: bytes
     node_id: str
     device_id: str
     outcome: Outcome
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., outputs: _Optional[bytes] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
+    outputs_digest: str
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., outputs: _Optional[bytes] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ...) -> None: ...
 
 class LeasedRun(_message.Message):
     __slots__ = ("lease_id", "job_id", "started_at", "finished_at", "outcome")
@@ -367,7 +369,7 @@ class NodeReason(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome")
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +383,7 @@ class JobInfo(_message.Message):
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     name: str
@@ -394,7 +397,8 @@ class JobInfo(_message.Message):
     artifact_digest: str
     latency_seconds: float
     outcome: Outcome
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
+    outputs_digest: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "outputs", "lease")

@@ -379,6 +379,11 @@ def get_blob_request(digest: str) -> pb.GetBlobRequest:
     return pb.GetBlobRequest(digest=digest)
 
 
+def blob_chunk(data: bytes, digest: str = "", total_bytes: int = 0) -> pb.BlobChunk:
+    """One chunk of a blob stream; the first names the digest and the total size."""
+    return pb.BlobChunk(digest=digest, total_bytes=total_bytes, data=data)
+
+
 def blob_chunks(digest: str, data: bytes, chunk_bytes: int) -> Iterator[pb.BlobChunk]:
     """Split a blob into stream chunks; the first names the digest and total size."""
     view = memoryview(data)

@@ -80,6 +80,7 @@ class FailureCode(str, Enum):
     WORKER_DIED = "WorkerDied"
     NO_SUCH_SLICE = "NoSuchSlice"
     ARTIFACT_UNAVAILABLE = "ArtifactUnavailable"  # the node could not fetch it
+    OUTPUTS_UNDELIVERABLE = "OutputsUndeliverable"  # the node could not upload them
     CANCELLED = "Cancelled"
     UNSCHEDULABLE = "Unschedulable"
     RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -113,6 +114,7 @@ _RETRYABLE = frozenset(
         FailureCode.WORKER_DIED,
         FailureCode.NO_SUCH_SLICE,
         FailureCode.ARTIFACT_UNAVAILABLE,
+        FailureCode.OUTPUTS_UNDELIVERABLE,
     }
 )
 _CODES = {code.value: code for code in FailureCode}
@@ -249,6 +251,8 @@ class JobResult:
     device_id: str = ""
     #: The outputs themselves, for a direct call run in this process (never on the wire).
     value: Any = None
+    #: Outputs larger than a message travel as this blob, uploaded first; ``outputs`` is empty.
+    outputs_digest: str = ""
 
     @property
     def ok(self) -> bool:
@@ -394,6 +398,8 @@ class JobInfo:
     origin: str = ""
     artifact_digest: str = ""
     latency_seconds: float = 0.0
+    #: The outputs are in this blob, not inline (too large for one message).
+    outputs_digest: str = ""
 
     @property
     def terminal(self) -> bool:

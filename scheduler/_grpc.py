@@ -8,8 +8,10 @@ INVALID_ARGUMENT, an unknown job NOT_FOUND.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
+import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
@@ -21,11 +23,11 @@ from anypu.comm import (
     BLOB_CHUNK_BYTES,
     ENROL_METHOD,
     INFO_METHOD,
-    MAX_MESSAGE_BYTES,
     EnrolRequest,
     server_credentials,
     server_options,
 )
+from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
@@ -218,21 +220,34 @@ class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
         return convert.has_blobs_response(missing)
 
     def PutBlob(self, request_iterator, context):  # noqa: N802
-        self._check(context)
-        digest, expected, parts, size = "", 0, [], 0
-        for chunk in request_iterator:
-            if not digest:
-                digest, expected = chunk.digest, chunk.total_bytes
-                if expected > MAX_MESSAGE_BYTES * 8:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "blob larger than 2 GiB")
-            size += len(chunk.data)
-            if size > expected:
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"blob longer than announced {expected}"
-                )
-            parts.append(chunk.data)
+        """A blob in chunks (a job's inputs from a client, its outputs from an agent),
+        written to disk as it arrives: any size the state folder's disk can hold."""
+        self._check(context, nodes_may=True)
+        first = next(request_iterator, None)
+        if first is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an empty blob stream")
+            return None  # abort raises; this tells the type checker
+        digest, expected = first.digest, first.total_bytes
+        free = shutil.disk_usage(self.service.blobs.root).free
+        if expected > free:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a blob of {format_bytes(expected)} does not fit on the scheduler's disk"
+                f" ({format_bytes(free)} free in its state folder)",
+            )
+
+        def chunks() -> Iterator[bytes]:
+            size = 0
+            for chunk in itertools.chain((first,), request_iterator):
+                size += len(chunk.data)
+                if size > expected:
+                    raise ValueError(f"blob longer than announced ({expected} bytes)")
+                yield chunk.data
+            if size != expected:
+                raise ValueError(f"blob of {size} bytes, announced as {expected}")
+
         try:
-            stored = self.service.blobs.put(b"".join(parts), digest)
+            stored, size = self.service.blobs.put_chunks(chunks(), digest)
         except ValueError as error:
             _fail(context, error)
         return convert.put_blob_response(stored, size)
@@ -240,12 +255,15 @@ class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
     def GetBlob(self, request, context):  # noqa: N802
         self._check(context, nodes_may=True)
         try:
-            data = self.service.blobs.get(request.digest)
+            size = self.service.blobs.size(request.digest)
         except KeyError:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no blob {request.digest}")
         except ValueError as error:
             _fail(context, error)
-        yield from convert.blob_chunks(request.digest, data, BLOB_CHUNK_BYTES)
+        parts = self.service.blobs.read_chunks(request.digest, BLOB_CHUNK_BYTES)
+        yield convert.blob_chunk(next(parts, b""), request.digest, size)
+        for part in parts:
+            yield convert.blob_chunk(part)
 
 
 class EnrolmentServicer:

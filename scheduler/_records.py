@@ -68,6 +68,7 @@ class JobRecord:
     pending_reasons: dict[str, str] = field(default_factory=dict)
     unschedulable_since: float | None = None
     outputs: bytes = b""
+    outputs_digest: str = ""  # or the outputs are this blob (too large for a message)
     #: What the last run said (timings once run; the failure once failed).
     outcome: Outcome = NO_FAILURE
     lost_nodes: list[str] = field(default_factory=list)
@@ -92,4 +93,5 @@ class JobRecord:
             origin=self.request.origin,
             artifact_digest=self.request.artifact_digest,
             latency_seconds=(self.finished_at - self.submitted_at) if self.finished_at else 0.0,
+            outputs_digest=self.outputs_digest,
         )

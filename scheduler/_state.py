@@ -378,6 +378,7 @@ class SchedulerState:
             self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
             job.outputs = result.outputs
+            job.outputs_digest = result.outputs_digest
             self._learn(node, job)
         else:
             if outcome.retryable and self.quarantine.failed(

@@ -16,6 +16,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,57 @@ class BlobStore:
             os.replace(tmp.name, path)
         self._remember(digest, data)
         return digest
+
+    def put_chunks(self, chunks: Iterable[bytes], expected_digest: str) -> tuple[str, int]:
+        """Store a blob arriving in chunks without holding it whole: ``(digest, size)``.
+
+        Written to a temporary file while hashed, then moved into place, so a blob of any
+        size the disk can hold goes through; a digest that does not match is refused and
+        nothing is kept.
+        """
+        target = self._path(expected_digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        hasher, size = hashlib.sha256(), 0
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            try:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    tmp.write(chunk)
+                    size += len(chunk)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        digest = hasher.hexdigest()
+        if digest != expected_digest:
+            os.unlink(tmp.name)
+            raise ValueError(
+                f"blob content does not match its digest: announced {expected_digest},"
+                f" received data hashing to {digest}"
+            )
+        os.replace(tmp.name, target)
+        return digest, size
+
+    def size(self, digest: str) -> int:
+        try:
+            return self._path(digest).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+
+    def read_chunks(self, digest: str, chunk_bytes: int) -> Iterator[bytes]:
+        """A blob in chunks, read from disk as they are sent (KeyError: no such blob)."""
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached is not None:
+            for start in range(0, len(cached), chunk_bytes):
+                yield cached[start : start + chunk_bytes]
+            return
+        try:
+            handle = self._path(digest).open("rb")
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        with handle:
+            while chunk := handle.read(chunk_bytes):
+                yield chunk
 
     def get(self, digest: str) -> bytes:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from anypu.comm import (
+    INLINE_BYTES,
     channel_credentials,
     grpc_channel,
     raise_for_rpc,
@@ -35,7 +36,7 @@ __all__ = ["INLINE_LIMIT", "GrpcTransport", "Transport"]
 log = logging.getLogger("anypu.sdk")
 
 _CHUNK = 1 << 20
-INLINE_LIMIT = 4 << 20  # inputs above this travel as a blob, and are never sent directly
+INLINE_LIMIT = INLINE_BYTES  # inputs above this travel as a blob, and are never sent directly
 
 _Request = TypeVar("_Request", contravariant=True)
 _Response = TypeVar("_Response", covariant=True)
@@ -70,6 +71,7 @@ class _JobStub(Protocol):
 class _BlobStub(Protocol):
     HasBlobs: grpc.UnaryUnaryMultiCallable[pb.HasBlobsRequest, pb.HasBlobsResponse]
     PutBlob: grpc.StreamUnaryMultiCallable[pb.BlobChunk, pb.PutBlobResponse]
+    GetBlob: grpc.UnaryStreamMultiCallable[pb.GetBlobRequest, pb.BlobChunk]
 
 
 class _DirectStub(Protocol):
@@ -146,13 +148,26 @@ class GrpcTransport:
     def put_blob(self, digest: str, data: bytes) -> None:
         self._call(self._blobs.PutBlob, convert.blob_chunks(digest, data, _CHUNK))
 
+    def get_blob(self, digest: str) -> bytes:
+        """A blob, streamed in chunks (a job's outputs too large for one message)."""
+        try:
+            chunks = self._blobs.GetBlob(convert.get_blob_request(digest), metadata=self._metadata)
+            return b"".join(chunk.data for chunk in chunks)
+        except grpc.RpcError as error:
+            raise_for_rpc(error, self.address)
+
+    def _outputs(self, info: m.JobInfo, inline: bytes) -> bytes:
+        if inline or not info.outputs_digest:
+            return inline
+        return self.get_blob(info.outputs_digest)
+
     def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
         response = self._call(self._jobs.Submit, convert.submit_request_to_pb(request))
         info = convert.job_info_from_pb(response.job)
         lease = convert.submit_response_lease(response)
         if lease is not None:
             self._granted[info.job_id] = lease
-        return info, response.outputs
+        return info, self._outputs(info, response.outputs)
 
     def lease_of(self, job_id: str) -> m.Lease | None:
         return self._granted.pop(job_id, None)
@@ -221,7 +236,8 @@ class GrpcTransport:
     def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
         request = convert.wait_request(job_id, timeout or 0.0)
         response = self._call(self._jobs.Wait, request)
-        return convert.job_info_from_pb(response.job), response.outputs, response.timed_out
+        info = convert.job_info_from_pb(response.job)
+        return info, self._outputs(info, response.outputs), response.timed_out
 
     def cancel(self, job_id: str) -> m.JobInfo:
         response = self._call(self._jobs.Cancel, convert.job_request(job_id))

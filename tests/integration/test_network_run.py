@@ -102,6 +102,32 @@ def test_a_warm_call_uploads_nothing(client, monkeypatch):
     torch.testing.assert_close(client.run(model, x), model(x))
 
 
+class Widen(torch.nn.Module):
+    """Small inputs, large outputs: ``x`` repeated ``times`` over."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat(self.times, 1) * 2
+
+
+@pytest.mark.parametrize("times", [8, 72], ids=["8 MiB", "288 MiB"])
+def test_outputs_of_any_size_come_back_once(client, times):
+    # 288 MiB is over the 256 MiB message limit: the outputs travel as a blob in chunks
+    # both from the agent and to the client (it once broke the stream and read "Poison").
+    x = torch.randn(1024, 1024)  # 4 MiB
+    future = client.submit(Widen(times), x)
+    y = future.result(timeout=120)
+    assert y.shape == (times * 1024, 1024)
+    torch.testing.assert_close(y[-1024:], x * 2)
+    info = future.info()
+    assert (info.state, info.attempt) == ("succeeded", 1)
+    assert info.outputs_digest  # over the inline limit: a blob, not a message
+    del y
+
+
 def test_submit_is_asynchronous(client):
     model = mlp(width=64, depth=2)
     futures = [client.submit(model, torch.randn(8, 64)) for _ in range(5)]
