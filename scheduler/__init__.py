@@ -8,7 +8,7 @@ adapters around the service. ``scheduler_command`` and ``token_command`` are the
 ``anypu scheduler`` and ``anypu token`` commands.
 """
 
-from anypu.scheduler._commands import scheduler_command, token_command
+from anypu.scheduler._commands import admin_token, scheduler_command, token_command
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import DashboardServer, serve_http
 from anypu.scheduler._metrics import SchedulerMetrics, cluster_usage
@@ -76,6 +76,7 @@ __all__ = [
     "ThrottledError",
     "Tick",
     "TokenStore",
+    "admin_token",
     "cluster_usage",
     "parse_ttl",
     "scheduler_command",

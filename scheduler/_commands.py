@@ -14,6 +14,7 @@ import secrets
 import sys
 import threading
 import time
+from pathlib import Path
 
 from anypu.comm import CertificateAuthority
 from anypu.devices import parse_size
@@ -58,6 +59,36 @@ def _security(args: argparse.Namespace, service: SchedulerService) -> ServerSecu
     return security
 
 
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def admin_token(state_dir: Path) -> tuple[str, Path]:
+    """The scheduler's admin token, generated once and kept in its state folder.
+
+    As k3s keeps its server token: a restart (or a reinstall on the same state folder)
+    keeps every client's and ``anypu status``'s token valid.  The file is created with
+    mode 0600; an existing one that others could read is narrowed to it.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / ADMIN_TOKEN_FILE
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        token = path.read_text().strip()
+        if not token:
+            raise AnypuError(
+                f"{path} is empty: delete it to have a new admin token generated,"
+                " or write the token to keep into it"
+            ) from None
+        return token, path
+    token = secrets.token_urlsafe(24)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    return token, path
+
+
 def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """Serve a scheduler until ``stop`` is set (SIGINT/SIGTERM)."""
     if args.policy not in POLICY_NAMES:
@@ -71,9 +102,9 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
             f"--insecure serves plaintext and is for local use only: it binds to loopback,"
             f" not {args.host}; drop --insecure to serve TLS on other addresses"
         )
-    generated = not token and not args.insecure
-    if generated:
-        token = secrets.token_urlsafe(24)
+    kept_in: Path | None = None
+    if not token and not args.insecure:
+        token, kept_in = admin_token(Path(args.state_dir))
     config = SchedulerConfig(
         heartbeat_interval_s=args.heartbeat_interval,
         lost_after_s=args.lost_after,
@@ -106,8 +137,9 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.http_port is not None:
         dashboard = serve_http(service, args.http_host, args.http_port, throttle=throttle)
         say(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)")
-    if generated:
-        say(f"token (generated; pass it to agents and clients): {token}")
+    if kept_in is not None:
+        say(f"admin token (pass it to clients and agents): {token}")
+        say(f"  kept in {kept_in} (readable by its owner only); the same after a restart")
     pin = "" if security is None else f" --ca-hash {security.ca.hash}"
     pin += " --token <token>" if token else ""
     say(f"join an agent:  anypu agent --scheduler {args.host}:{port}{pin} --tier edge")

@@ -1,0 +1,30 @@
+"""The scheduler command's pieces that need no server: the kept admin token."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from anypu.errors import AnypuError
+from anypu.scheduler import admin_token
+
+
+def test_the_admin_token_is_generated_once_and_kept_for_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    token, path = admin_token(state)
+    assert path == state / "admin-token" and len(token) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert admin_token(state) == (token, path)  # a restart: the same token
+
+
+def test_a_readable_token_file_is_narrowed_and_an_empty_one_named(tmp_path: Path) -> None:
+    path = tmp_path / "admin-token"
+    path.write_text("kept-token\n")
+    path.chmod(0o644)
+    assert admin_token(tmp_path)[0] == "kept-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("")
+    with pytest.raises(AnypuError, match="admin-token is empty: delete it"):
+        admin_token(tmp_path)
