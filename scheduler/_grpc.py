@@ -15,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 
@@ -31,6 +31,7 @@ from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
+from anypu.protos import messages as m
 from anypu.scheduler._guard import DecodeGuard
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
@@ -45,7 +46,7 @@ MAX_HANDLER_THREADS = 4096
 _CLOSED = object()
 
 
-def _fail(context: grpc.ServicerContext, error: Exception) -> None:
+def _fail(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     if isinstance(error, ThrottledError):
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
     if isinstance(error, AccessDeniedError):
@@ -66,6 +67,20 @@ def _peer_auth(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]]:
     return cast(Mapping[str, Sequence[bytes]], context.auth_context())
 
 
+def _throttled_fail(
+    context: grpc.ServicerContext,
+    throttle: FailureThrottle,
+    credential: str,
+    error: AuthenticationError,
+) -> NoReturn:
+    """Answer a failed authentication, after the throttle's delay (or its refusal)."""
+    try:
+        throttle.failed(context.peer(), credential)
+    except ThrottledError as throttled:
+        _fail(context, throttled)
+    _fail(context, error)
+
+
 class _Authenticated:
     def __init__(
         self,
@@ -83,9 +98,8 @@ class _Authenticated:
         ``nodes_may``: an enrolled node's certificate is enough (agents fetch blobs
         with it); otherwise the bearer token must be the scheduler's.
         """
-        peer = context.peer()
+        token = ""
         try:
-            self.throttle.check(peer)
             if nodes_may and self.security is not None:
                 if self.security.node_enrolment(_peer_auth(context)) is not None:
                     return
@@ -97,19 +111,14 @@ class _Authenticated:
                 header = header.decode("latin-1")
             token = header[7:] if header.startswith("Bearer ") else ""
             self.service.authenticate(token)
-        except ThrottledError as error:
-            _fail(context, error)
         except AuthenticationError as error:
-            self.throttle.failed(peer)
-            _fail(context, error)
+            _throttled_fail(context, self.throttle, token, error)
 
 
 class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
     def _credential(self, context: grpc.ServicerContext) -> Any:
         """With TLS on, the node's enrolment from its certificate (None: plaintext mode)."""
-        peer = context.peer()
         try:
-            self.throttle.check(peer)
             if self.security is None:
                 return None
             enrolment = self.security.node_enrolment(_peer_auth(context))
@@ -119,11 +128,8 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
                     " start the agent with --ca-hash and a join token to enrol it"
                 )
             return enrolment
-        except ThrottledError as error:
-            _fail(context, error)
         except AuthenticationError as error:
-            self.throttle.failed(peer)
-            _fail(context, error)
+            _throttled_fail(context, self.throttle, "", error)
 
     def Connect(self, request_iterator: Iterator[Any], context: grpc.ServicerContext):  # noqa: N802
         credential = self._credential(context)
@@ -134,13 +140,19 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
         peer = context.peer()
 
         def read() -> None:
+            said: object = None
             try:
                 for message in request_iterator:
-                    session.receive(convert.agent_message_from_pb(message))
+                    said = convert.agent_message_from_pb(message)
+                    session.receive(said)
             except AuthenticationError as error:
-                if not isinstance(error, AccessDeniedError):
-                    self.throttle.failed(peer)
                 failure.append(error)
+                if not isinstance(error, AccessDeniedError):
+                    token = said.token if isinstance(said, m.Join) else ""
+                    try:
+                        self.throttle.failed(peer, token)
+                    except ThrottledError as throttled:
+                        failure[-1] = throttled
             except (NameTakenError, ConfigError, ValueError) as error:
                 failure.append(error)
             except grpc.RpcError:
@@ -274,14 +286,13 @@ class EnrolmentServicer:
         self.throttle = throttle
 
     def Enrol(self, request: bytes, context: grpc.ServicerContext) -> bytes:  # noqa: N802
-        peer = context.peer()
         try:
-            self.throttle.check(peer)
-            return self.security.enrol(EnrolRequest.decode(request)).encode()
+            enrol = EnrolRequest.decode(request)
+            return self.security.enrol(enrol).encode()
         except AuthenticationError as error:
-            if not isinstance(error, AccessDeniedError):
-                self.throttle.failed(peer)
-            _fail(context, error)
+            if isinstance(error, AccessDeniedError):
+                _fail(context, error)
+            _throttled_fail(context, self.throttle, enrol.token, error)
         except Exception as error:
             _fail(context, error)
         raise AssertionError("unreachable")

@@ -484,16 +484,15 @@ class _Handler(BaseHTTPRequestHandler):
             )
         peer = http_peer(*self.client_address[:2])
         try:
-            self.server.throttle.check(peer)
-        except ThrottledError as error:
-            retry = str(max(1, math.ceil(error.retry_after_s)))
-            raise ApiError(
-                HTTPStatus.TOO_MANY_REQUESTS, str(error), {"Retry-After": retry}
-            ) from None
-        try:
             self.server.service.authenticate(token.strip())
         except AuthenticationError as error:
-            self.server.throttle.failed(peer)
+            try:
+                self.server.throttle.failed(peer, token.strip())
+            except ThrottledError as throttled:
+                retry = str(max(1, math.ceil(throttled.retry_after_s)))
+                raise ApiError(
+                    HTTPStatus.TOO_MANY_REQUESTS, str(throttled), {"Retry-After": retry}
+                ) from None
             raise ApiError(HTTPStatus.UNAUTHORIZED, str(error)) from None
 
     def _static(self, method: str, name: str) -> None:
@@ -537,7 +536,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.service = service
         self.throttle = throttle
-        self.metrics = SchedulerMetrics(service)
+        self.metrics = SchedulerMetrics(service, throttle)
         self.api = Api(service, self.metrics)
         self.open_reads = open_reads
         # Only these names are ever served: a path can never reach outside the folder.

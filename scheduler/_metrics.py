@@ -351,13 +351,33 @@ class _Transitions:
                     self.latency.labels(tier).observe(max(0.0, job.finished_at - job.submitted_at))
 
 
+class _ThrottleCollector(Collector):
+    """Failed authentications the throttle held back or refused (see ``_throttle``)."""
+
+    def __init__(self, throttle: Any) -> None:
+        self.throttle = throttle
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "anypu_auth_failures_throttled",
+            "Failed authentications answered late (delayed) or refused at once (refused);"
+            " a correct credential is never throttled.",
+            labels=["action"],
+        )
+        family.add_metric(["delayed"], self.throttle.delayed)
+        family.add_metric(["refused"], self.throttle.refused)
+        yield family
+
+
 class SchedulerMetrics:
     """Prometheus metrics of one ``SchedulerService``, in a registry of their own."""
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, throttle: Any = None) -> None:
         self.registry = prom.CollectorRegistry(auto_describe=False)
         self.transitions = _Transitions(self.registry)
         self.registry.register(_StateCollector(service, self.transitions))
+        if throttle is not None:
+            self.registry.register(_ThrottleCollector(throttle))
         state = service.state
         service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
 

@@ -1,14 +1,26 @@
-"""Slow down guessing: a peer with too many failed authentications is refused a while.
+"""Slow down guessing without ever locking out a correct credential.
 
-The rule, as fail2ban's: ``max_failures`` failures within ``window_s`` seconds lock the
-peer out for ``lockout_s`` seconds, during which every call from it is answered
-RESOURCE_EXHAUSTED without looking at its credentials. Peers are keyed by address
-without the port (a new connection gets a new port). Memory stays bounded: at most
-``max_peers`` are tracked, the least recently seen forgotten first.
+Callers authenticate first and tell the throttle only of failures
+(``failed(peer, credential)``), so a right token is never refused, whatever its address
+did before (a typo on a shared host or behind NAT must not lock everyone out). Two
+rules, as an SSH server's delays rather than fail2ban's lockouts:
+
+- **per address** (without the port: a new connection gets a new one): the first
+  ``free_failures`` failures within ``window_s`` are answered at once; each further one
+  waits ``base_delay_s × 2^k``, at most ``max_delay_s``, before its answer, so a guesser
+  gets a few tries a second at most. At most ``max_waiting`` answers wait at a time;
+  beyond that failures are refused at once, so waits cannot tie up the server's threads;
+- **per credential**: the same wrong credential failing ``repeat_limit`` times within
+  the window is refused at once with ``ThrottledError`` (RESOURCE_EXHAUSTED, HTTP 429 with
+  Retry-After): a client looping on a stale token is told to stop, cheaply.
+
+Counts of delayed and refused answers are kept for the metrics. Memory stays bounded: at
+most ``max_peers`` addresses and credentials are tracked, least recently seen forgotten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict, deque
@@ -42,63 +54,96 @@ def peer_host(peer: str) -> str:
 
 
 class FailureThrottle:
-    """Counts failures per peer; thread-safe; ``clock`` is injectable for tests."""
+    """Counts failures per address and per credential; thread-safe; ``clock`` and
+    ``sleep`` are injectable for tests."""
 
     def __init__(
         self,
-        max_failures: int = 5,
+        free_failures: int = 5,
         window_s: float = 60.0,
-        lockout_s: float = 60.0,
+        base_delay_s: float = 0.1,
+        max_delay_s: float = 2.0,
+        repeat_limit: int = 10,
+        max_waiting: int = 8,
         max_peers: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.max_failures = max_failures
+        self.free_failures = free_failures
         self.window_s = window_s
-        self.lockout_s = lockout_s
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.repeat_limit = repeat_limit
+        self.max_waiting = max_waiting
         self.max_peers = max_peers
         self.clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._locked_until: dict[str, float] = {}
+        self.sleep = sleep
+        self._by_host: OrderedDict[str, deque[float]] = OrderedDict()
+        self._by_credential: OrderedDict[str, deque[float]] = OrderedDict()
+        self._waiting = 0
+        self.delayed = 0  # failed answers held back
+        self.refused = (
+            0  # failed answers refused at once (repeated credential, or too many waiting)
+        )
         self._lock = threading.Lock()
 
-    def check(self, peer: str) -> None:
-        """Raise ``ThrottledError`` while ``peer`` is locked out."""
-        host = peer_host(peer)
-        with self._lock:
-            until = self._locked_until.get(host)
-            if until is None:
-                return
-            left = until - self.clock()
-            if left <= 0:
-                del self._locked_until[host]
-                return
-        raise ThrottledError(
-            f"too many failed authentication attempts from {host}: refused for another"
-            f" {left:.0f} s; check the token (or ask the operator for a new one)",
-            retry_after_s=left,
-        )
+    def _record(self, table: OrderedDict[str, deque[float]], key: str, now: float) -> int:
+        """Add a failure at ``now`` under ``key``; the failures within the window."""
+        recent = table.pop(key, None) or deque()
+        recent.append(now)
+        while recent and recent[0] <= now - self.window_s:
+            recent.popleft()
+        table[key] = recent
+        while len(table) > self.max_peers:
+            table.popitem(last=False)
+        return len(recent)
 
-    def failed(self, peer: str) -> None:
-        """Record a failed authentication; may lock ``peer`` out."""
+    def delay_for(self, failures: int) -> float:
+        """How long the answer to an address's ``failures``-th failure in the window waits."""
+        over = failures - self.free_failures
+        if over <= 0:
+            return 0.0
+        return min(self.max_delay_s, self.base_delay_s * 2 ** (over - 1))
+
+    def failed(self, peer: str, credential: str = "") -> None:
+        """Record a failed authentication and hold its answer back as the rules say.
+
+        Returns when the caller may answer with its authentication error; raises
+        ``ThrottledError`` when the answer is a refusal instead.
+        """
         host = peer_host(peer)
         now = self.clock()
         with self._lock:
-            recent = self._failures.pop(host, None) or deque()
-            recent.append(now)
-            while recent and recent[0] <= now - self.window_s:
-                recent.popleft()
-            if len(recent) >= self.max_failures:
-                self._locked_until[host] = now + self.lockout_s
-                recent.clear()
-            else:
-                self._failures[host] = recent
-            while len(self._failures) > self.max_peers:
-                self._failures.popitem(last=False)
-            if len(self._locked_until) > self.max_peers:
-                for stale in [h for h, t in self._locked_until.items() if t <= now]:
-                    del self._locked_until[stale]
+            failures = self._record(self._by_host, host, now)
+            repeats = 0
+            if credential:
+                key = hashlib.sha256(credential.encode()).hexdigest()  # never the secret itself
+                repeats = self._record(self._by_credential, key, now)
+            delay = self.delay_for(failures)
+            refuse = repeats >= self.repeat_limit or (delay and self._waiting >= self.max_waiting)
+            if refuse:
+                self.refused += 1
+            elif delay:
+                self.delayed += 1
+                self._waiting += 1
+        if refuse:
+            why = (
+                "this token failed repeatedly"
+                if repeats >= self.repeat_limit
+                else f"too many failed authentication attempts from {host}"
+            )
+            raise ThrottledError(
+                f"{why}: slow down, and check the token (or ask the operator for a new one)",
+                retry_after_s=self.window_s if repeats >= self.repeat_limit else self.max_delay_s,
+            )
+        if delay:
+            try:
+                self.sleep(delay)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
 
     def tracked(self) -> int:
-        """How many peers have state (for tests of the memory bound)."""
+        """How many addresses and credentials have state (for tests of the memory bound)."""
         with self._lock:
-            return len(self._failures) + len(self._locked_until)
+            return len(self._by_host) + len(self._by_credential)

@@ -249,7 +249,8 @@ def test_oversized_messages_are_refused_before_they_cost_memory(target):
     announce = convert.pb.BlobChunk(digest="a" * 64, total_bytes=1 << 40, data=b"x")
     with pytest.raises(grpc.RpcError) as caught:
         stub.PutBlob(iter([announce]), metadata=target.metadata, timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "does not fit on the scheduler's disk" in (caught.value.details() or "")
     assert target.prompt() < 1.0
 
 

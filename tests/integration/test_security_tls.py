@@ -174,17 +174,18 @@ def test_wrong_expired_and_out_of_scope_tokens_get_their_codes(secure):
     assert secure.enrol_raw(enrol_request(scoped)) == grpc.StatusCode.OK
 
 
-def test_repeated_bad_attempts_from_one_peer_are_throttled(secure):
+def test_guesses_are_slowed_and_the_right_token_is_never_refused(secure):
     codes = [secure.enrol_raw(enrol_request(f"guess-{i}")) for i in range(7)]
-    assert codes[:5] == [grpc.StatusCode.UNAUTHENTICATED] * 5
-    assert codes[5:] == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
-    # Now even a good credential from that peer waits: guessing gains nothing.
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 7  # the last two answered late
+    assert secure.security.throttle.delayed == 2
+    # The right credential from the same address is served at once: one typo on a
+    # shared host or behind NAT locks nobody out.
     transport = GrpcTransport(secure.address, ADMIN, secure.ca.cert_pem)
     try:
-        with pytest.raises(Exception, match="too many failed authentication attempts"):
-            transport.list_nodes(timeout=5)
+        assert transport.list_nodes(timeout=5) == []
     finally:
         transport.close()
+    # (A token failing again and again is refused at once: tests/unit/test_security.py.)
 
 
 def test_a_live_name_cannot_be_enrolled_twice(secure, tmp_path):
@@ -307,7 +308,7 @@ def _all_client_methods():
 def test_every_client_method_requires_the_token(tmp_path, tls):
     service = SchedulerService(tmp_path, token=ADMIN)
     security = ServerSecurity(tmp_path, ADMIN) if tls else None
-    lenient = FailureThrottle(max_failures=1000)  # this test fails on purpose, often
+    lenient = FailureThrottle(free_failures=1000, repeat_limit=1000)  # fails on purpose, often
     server, port = serve(service, "127.0.0.1", 0, security, throttle=lenient)
     creds = channel_credentials(security.ca.cert_pem) if security else None
     channel = grpc_channel(f"127.0.0.1:{port}", creds)

@@ -267,32 +267,34 @@ def test_closed_reads_need_the_token_for_api_and_metrics(tmp_path):
         service.close()
 
 
-def test_token_guessing_is_refused_for_a_while_then_the_right_token_works(tmp_path):
-    now = [0.0]
-    throttle = FailureThrottle(max_failures=3, window_s=60, lockout_s=30, clock=lambda: now[0])
+def test_a_typo_never_locks_out_the_right_token_and_a_looping_token_is_told_to_stop(tmp_path):
+    waits: list[float] = []
+    throttle = FailureThrottle(free_failures=3, repeat_limit=5, sleep=waits.append)
     service = SchedulerService(tmp_path, TOKEN)
     server = DashboardServer(service, open_reads=False, throttle=throttle)
     wrong = {"Authorization": "Bearer guess"}
     right = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        for _ in range(3):
+        for _ in range(4):
             status, body = call(server, "/api/v1/overview", headers=wrong)
             assert status == 401 and "refused the token" in body["error"]
-        # Locked out: even the right token is not looked at, and the answer says for how long.
-        request = urllib.request.Request(server.url + "/api/v1/overview", headers=right)
+        assert len(waits) == 1  # the fourth failure from this address waited
+        # The right token from the same address is answered at once, however many failed.
+        assert call(server, "/api/v1/overview", headers=right)[0] == 200
+        assert len(waits) == 1
+        # The same wrong token again and again: refused at once, with when to retry.
+        request = urllib.request.Request(server.url + "/api/v1/overview", headers=wrong)
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=10)
         assert caught.value.code == 429
-        assert caught.value.headers["Retry-After"] == "30"
-        assert "too many failed authentication attempts" in json.loads(caught.value.read())["error"]
+        assert caught.value.headers["Retry-After"] == "60"
+        assert "this token failed repeatedly" in json.loads(caught.value.read())["error"]
+        assert call(server, "/api/v1/overview", headers=right)[0] == 200
         # A missing header is no guess: it is not counted against the address.
         assert call(server, "/api/v1/overview")[0] == 401
-        now[0] = 31.0
-        assert call(server, "/api/v1/overview", headers=right)[0] == 200
-        # The same throttle counts failures on gRPC: the address is keyed as gRPC names it.
-        for _ in range(3):
-            throttle.failed("ipv4:127.0.0.1:5555")
-        assert call(server, "/api/v1/overview", headers=right)[0] == 429
+        metrics = server.metrics.render().decode()
+        assert 'anypu_auth_failures_throttled_total{action="refused"} 1.0' in metrics
+        assert 'anypu_auth_failures_throttled_total{action="delayed"} 1.0' in metrics
     finally:
         server.close()
         service.close()

@@ -118,33 +118,51 @@ def test_an_enrolment_admits_only_its_own_name_within_scope():
         enrolment.admit("edge-1", "edge", 2, GIB)
 
 
-def test_throttle_locks_a_peer_out_after_repeated_failures():
-    now = [0.0]
-    throttle = FailureThrottle(max_failures=5, window_s=60, lockout_s=30, clock=lambda: now[0])
-    peer = "ipv4:10.0.0.7:5000"
-    for i in range(4):
-        throttle.failed(f"ipv4:10.0.0.7:{5000 + i}")  # new port per connection, same peer
-        throttle.check(peer)
-    throttle.check("ipv4:10.0.0.8:1")
-    throttle.failed(peer)
-    with pytest.raises(ThrottledError, match="10.0.0.7: refused for another 30 s"):
-        throttle.check("ipv4:10.0.0.7:9999")
-    throttle.check("ipv4:10.0.0.8:1")  # others are unaffected
-    now[0] = 31.0
-    throttle.check(peer)
+def _throttle(**rules: float) -> tuple[FailureThrottle, list[float], list[float]]:
+    """A throttle on a fake clock that records its waits instead of sleeping."""
+    now, waits = [0.0], []
+    throttle = FailureThrottle(clock=lambda: now[0], sleep=waits.append, **rules)  # type: ignore[arg-type]
+    return throttle, now, waits
+
+
+def test_throttle_delays_an_address_exponentially_after_its_free_failures():
+    throttle, _, waits = _throttle(free_failures=3, base_delay_s=0.1, max_delay_s=1.0)
+    for i in range(8):
+        throttle.failed(f"ipv4:10.0.0.7:{5000 + i}", f"guess-{i}")  # a new port each time
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0]
+    throttle.failed("ipv4:10.0.0.8:1", "typo")  # other addresses are unaffected
+    assert len(waits) == 5
+    assert (throttle.delayed, throttle.refused) == (5, 0)
+
+
+def test_throttle_refuses_a_credential_that_keeps_failing_but_no_address_is_locked():
+    throttle, _, _ = _throttle(free_failures=100, repeat_limit=3)
+    peer = "ipv4:10.0.0.7:1"
+    throttle.failed(peer, "stale")
+    throttle.failed(peer, "stale")
+    with pytest.raises(ThrottledError, match="this token failed repeatedly"):
+        throttle.failed(peer, "stale")
+    throttle.failed(peer, "another")  # a different token is not refused
+    assert throttle.refused == 1
+    assert not hasattr(throttle, "check")  # there is no lock-out to check before authenticating
+
+
+def test_throttle_refuses_rather_than_queue_too_many_waits():
+    throttle, _, _ = _throttle(free_failures=0, max_waiting=0)
+    with pytest.raises(ThrottledError, match="too many failed authentication attempts"):
+        throttle.failed("ipv4:10.0.0.7:1", "guess")
 
 
 def test_throttle_forgets_old_failures_and_bounds_memory():
-    now = [0.0]
-    throttle = FailureThrottle(max_failures=3, window_s=10, max_peers=100, clock=lambda: now[0])
+    throttle, now, waits = _throttle(free_failures=2, window_s=10, max_peers=100)
     for _ in range(2):
-        throttle.failed("ipv4:1.1.1.1:1")
+        throttle.failed("ipv4:1.1.1.1:1", "x")
     now[0] = 11.0
-    throttle.failed("ipv4:1.1.1.1:1")
-    throttle.check("ipv4:1.1.1.1:1")  # the first two are out of the window
+    throttle.failed("ipv4:1.1.1.1:1", "y")
+    assert waits == []  # the first two are out of the window
     for i in range(1000):
-        throttle.failed(f"ipv4:10.{i // 256}.{i % 256}.1:1")
-    assert throttle.tracked() <= 101
+        throttle.failed(f"ipv4:10.{i // 256}.{i % 256}.1:1", f"t{i}")
+    assert throttle.tracked() <= 200
     assert peer_host("ipv6:[::1]:4242") == "ipv6:[::1]"
     # An HTTP client's (host, port) is keyed as gRPC keys the same address.
     assert peer_host(http_peer("::1", 4242)) == "ipv6:[::1]"
