@@ -432,6 +432,21 @@ class AgentState:
         result = replace(event.result, node_id=self.node_id)
         call = self._direct_calls.pop(result.job_id, None)
         if call is None:
+            outcome = result.outcome
+            how = (
+                f"ran in {outcome.run_seconds:.3f} s"
+                + (f" (load {outcome.load_seconds:.2f} s)" if outcome.load_seconds else "")
+                if outcome.ok
+                else f"failed: {outcome.code.value if outcome.code else '?'}: {outcome.message[:200]}"
+            )
+            log.info(
+                "job %s attempt %d on %s %s [%s]",
+                result.job_id,
+                result.attempt,
+                result.device_id or "?",
+                how,
+                event.stimulus_id,
+            )
             return self._report(result, event.now, event.stimulus_id)
         run = m.LeasedRun(call.lease_id, result.job_id, call.started_at, event.now, result.outcome)
         self._keep_leased_run(run)

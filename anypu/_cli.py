@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+from anypu._logging import LOG_FORMATS, LOG_LEVELS, configure_logging
 from anypu.errors import AnypuError
 
 __all__ = ["main"]
@@ -143,7 +143,18 @@ def _token_parser(commands: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anypu", description="Run AI models on any processor.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="what to log (default info: joins, leaves, placements, retries, failures)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text lines, or JSON lines"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="the same as --log-level debug"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (_scheduler_parser, _agent_parser, _status_parser, _token_parser):
         add(commands)
@@ -159,10 +170,7 @@ def _stop_on_signals() -> threading.Event:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     module, function, serves = COMMANDS[args.command]
     try:
         command = getattr(importlib.import_module(module), function)

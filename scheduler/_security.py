@@ -12,6 +12,7 @@ by an ``EnrolAnswer`` (the messages both sides share, in ``anypu.comm``).
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ from anypu.scheduler._throttle import FailureThrottle
 from anypu.scheduler._tokens import UNLIMITED, Enrolment, NameTakenError, TokenStore
 
 __all__ = ["DEFAULT_NODE_CERT_S", "ServerSecurity"]
+
+log = logging.getLogger("anypu.scheduler")
 
 DEFAULT_NODE_CERT_S = 365 * 86400.0
 
@@ -99,6 +102,16 @@ class ServerSecurity:
             self.tokens.enrol(Enrolment(name, fingerprint, UNLIMITED, now))
         else:
             self.tokens.redeem(token, name, tier, devices, memory, fingerprint, now)
+        log.info(
+            "enrolled node %s (tier %s, %d device(s)) with %s; certificate valid %.0f days",
+            name,
+            tier,
+            devices,
+            "the admin token"
+            if self.admin_token is not None and _same(token, self.admin_token)
+            else "a join token",
+            self.node_cert_valid_s / 86400,
+        )
         return EnrolAnswer(
             cert.decode(), self.ca.cert_pem.decode(), self.agent_port, now + self.node_cert_valid_s
         )

@@ -58,27 +58,42 @@ class NotFoundError(KeyError):
     """No job with that id."""
 
 
-#: Transitions an operator wants to see at INFO; the rest (submitted, placed, running,
-#: succeeded: many a second) are at DEBUG.
-_NOTEWORTHY = frozenset({"failed", "cancelled"})
+#: Transitions an operator wants to see at INFO: placements (with why there), requeues,
+#: failures, cancellations. Submitted, running and succeeded are at DEBUG, and so is every
+#: call under a lease (placed by the lease, its caller told at once: many a second).
+_NOTEWORTHY = frozenset({"placed", "failed", "cancelled"})
 
 
 def _log_transition(action: PersistJob) -> None:
     job = action.job
     requeued = action.transition == "pending" and bool(action.detail)
-    # A call under a lease that fails has told its caller already, call by call: DEBUG.
     leased = "(lease " in action.detail
     noteworthy = requeued or action.transition in _NOTEWORTHY
     level = logging.INFO if noteworthy and not leased else logging.DEBUG
     if not log.isEnabledFor(level):
         return
     what = action.transition or "updated"
+    detail = f" ({action.detail})" if action.detail else ""
     if requeued:
         what = f"requeued (attempt {job.attempt})"
     elif action.transition == "failed" and job.outcome.code:
         what = f"failed: {job.outcome.code.value}: {job.outcome.message[:200]}"
-    detail = f" ({action.detail})" if action.detail else ""
+    elif action.transition == "placed" and job.placement is not None:
+        what, detail = "placed on", " " + _placement_reason(job.placement)
     log.log(level, "job %s %s%s [%s]", job.job_id, what, detail, action.stimulus_id)
+
+
+def _placement_reason(p: m.PlacementInfo) -> str:
+    """``edge-1/gpu0.1 (edge, A100, simulated) by cp-sat: 0.120 s predicted = compute 0.100
+    + transfer 0.020``: where, and the cost terms that made it the choice."""
+    terms = " + ".join(
+        f"{name} {seconds:.3f}" for name, seconds in p.terms.items() if abs(seconds) >= 5e-4
+    )
+    what = ", ".join(x for x in (p.tier, p.device_description) if x)
+    where = f"{p.node_id}/{p.device_id}.{p.slice_index}" + (f" ({what})" if what else "")
+    return f"{where} by {p.solver or 'policy'}: {p.predicted_seconds:.3f} s predicted" + (
+        f" = {terms}" if terms else ""
+    )
 
 
 class SchedulerService:
@@ -107,6 +122,7 @@ class SchedulerService:
         # after the state changed; metrics observe transitions here. Must be cheap.
         self.observers: list[Callable[[list, float], None]] = []
         self._links: dict[str, tuple[int, SendFn, DropFn]] = {}
+        self._node_states: dict[str, str] = {}  # as last persisted, to log changes once
         self._direct: dict[str, DirectFn] = {}
         self._waiters: dict[str, list[threading.Event]] = defaultdict(list)
         self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -170,6 +186,15 @@ class SchedulerService:
                     self.store.job_write(action.job, action.transition, action.detail, now)
                 )
             elif isinstance(action, PersistNode):
+                said = self._node_states.get(action.node.node_id)
+                self._node_states[action.node.node_id] = action.node.state
+                if action.node.state == "lost" and said != "lost":
+                    log.warning(
+                        "node %s lost: no heartbeat for %.1f s; its jobs are placed again [%s]",
+                        action.node.node_id,
+                        self.config.lost_after_s,
+                        action.stimulus_id,
+                    )
                 self._writes.put(self.store.node_write(action.node))
             elif isinstance(action, Notify):
                 # Waking the client does not wait for the commit: the outcome's row is
@@ -256,7 +281,18 @@ class SchedulerService:
             if direct is not None:
                 self._direct[node.node_id] = direct
             self._apply(actions)
-            return node.node_id, node.epoch
+        devices = ", ".join(d.describe() for d in join.devices) or "no devices"
+        log.info(
+            "node %s joined (tier %s, epoch %d, agent %s, %d job(s) still running): %s [join-%s]",
+            node.node_id,
+            node.tier,
+            node.epoch,
+            join.agent_version or "?",
+            len(join.running),
+            devices,
+            node.node_id,
+        )
+        return node.node_id, node.epoch
 
     def _leave(self, node_id: str, epoch: int) -> None:
         with self._lock:
@@ -264,7 +300,19 @@ class SchedulerService:
             if link is not None and link[0] == epoch:
                 del self._links[node_id]
                 self._direct.pop(node_id, None)
+            current = link is not None and link[0] == epoch
             self._apply(self.state.handle(AgentDisconnected(node_id, epoch, self.clock())))
+        if current:
+            after = self.config.lost_after_s
+            log.info(
+                "node %s disconnected (epoch %d); its jobs wait %.1f s for it to re-join"
+                " [leave-%s-%d]",
+                node_id,
+                epoch,
+                after,
+                node_id,
+                epoch,
+            )
 
     # -------------------------------------------------------------- jobs
 

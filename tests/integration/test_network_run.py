@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -204,6 +205,21 @@ def test_status_command_shows_nodes_by_tier(cluster, client):
     result = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60)
     usage = {(row["tier"], row["kind"]): row for row in json.loads(result.stdout)["usage"]}
     assert usage["cloud", "gpu"]["devices"] == 1 and usage["edge", "npu"]["slices"] >= 1
+
+
+def test_the_logs_say_what_happened(cluster, client):
+    model, x = mlp(width=32, depth=2), torch.randn(4, 32)
+    job_id = client.submit(model, x).job_id
+    client.transport.wait(job_id, 30)
+    scheduler, agent = cluster.log("scheduler"), cluster.log("cloud-1") + cluster.log("edge-1")
+    assert re.search(r"INFO anypu\.scheduler\S*: node cloud-1 joined \(tier cloud", scheduler)
+    placed = re.search(
+        rf"job {job_id} placed on (\S+) .* predicted .*\[submit-{job_id}\]", scheduler
+    )
+    assert placed, scheduler[-2000:]
+    assert re.search(r"joined as (cloud|edge)-1 \(epoch \d+\)", agent)
+    assert re.search(rf"job {job_id} attempt 1 on \S+ ran in", agent)
+    assert "BAD_SIGNATURE" not in scheduler and "handshaker" not in scheduler
 
 
 def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):

@@ -28,3 +28,24 @@ def test_a_readable_token_file_is_narrowed_and_an_empty_one_named(tmp_path: Path
     path.write_text("")
     with pytest.raises(AnypuError, match="admin-token is empty: delete it"):
         admin_token(tmp_path)
+
+
+def test_json_log_lines_carry_the_stimulus_id_apart() -> None:
+    import json
+    import logging
+
+    from anypu._logging import JsonFormatter
+
+    record = logging.LogRecord(
+        "anypu.scheduler",
+        logging.INFO,
+        __file__,
+        1,
+        "job %s placed [%s]",
+        ("j1", "submit-j1"),
+        None,
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "job j1 placed" and line["stimulus_id"] == "submit-j1"
+    assert (line["level"], line["logger"]) == ("info", "anypu.scheduler")
+    assert line["time"].endswith("Z")
