@@ -228,9 +228,9 @@ class Agent:
             except Exception as error:  # scheduler gone or restarting: try again
                 reason = str(error)
             self.connected.clear()
-            self._handle(StreamBroke(reason, time.time(), "stream-broke"))
-            if self._stop.is_set():
+            if self._stop.is_set():  # stopped on purpose: nothing to report or retry
                 break
+            self._handle(StreamBroke(reason, time.time(), "stream-broke"))
             delay = backoff * (0.5 + random.random())
             self._stop.wait(delay)
             backoff = min(backoff * 2, self.config.max_backoff_s)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from anypu.devices._ascend import AscendProbe
 from anypu.devices._cpu import CpuProbe
-from anypu.devices._model import Device
+from anypu.devices._model import Device, format_bytes
 from anypu.devices._nvidia import NvidiaProbe
 from anypu.devices._probe import Probe
 from anypu.devices._simulated import load_devices_file
 
-__all__ = ["PROBES", "collect_utilisation", "discover", "make_probes"]
+__all__ = ["PROBES", "cap_at_host", "collect_utilisation", "discover", "make_probes"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,47 @@ def _unique_ids(devices: Sequence[Device]) -> list[Device]:
     return result
 
 
+def cap_at_host(devices: Sequence[Device], host_memory: int) -> list[Device]:
+    """Simulated devices offered at no more memory than the host has.
+
+    A simulated device's jobs run on this host's CPU and memory, so a declared 64 GiB NPU
+    on a 23 GiB host must not take a 25 GiB job: each is offered (and its workers capped
+    at) ``min(declared, host)``; the declared size stays in ``extra["declared_memory"]``.
+    Declared devices that together exceed the host are said at start (a WARNING).
+    """
+    simulated = [d for d in devices if d.simulated]
+    declared = sum(d.memory_bytes for d in simulated)
+    if not simulated or host_memory <= 0 or declared <= host_memory:
+        return list(devices)
+    capped = {
+        d.device_id: f"{d.device_id} {format_bytes(d.memory_bytes)}"
+        for d in simulated
+        if d.memory_bytes > host_memory
+    }
+    log.warning(
+        "declared devices claim %s of memory, but this host has %s, where their jobs run:"
+        " each is offered at most %s%s; jobs on them together can still exceed the host",
+        format_bytes(declared),
+        format_bytes(host_memory),
+        format_bytes(host_memory),
+        f" ({', '.join(capped.values())} capped)" if capped else "",
+    )
+    return [
+        dataclasses.replace(
+            d,
+            memory_bytes=host_memory,
+            extra={**d.extra, "declared_memory": str(d.memory_bytes)},
+        )
+        if d.device_id in capped
+        else d
+        for d in devices
+    ]
+
+
 def discover(
     devices_file: str | Path | None = None,
     probes: Iterable[Probe | type[Probe]] = PROBES,
+    host_memory: int | None = None,
 ) -> list[Device]:
     """Every device this node offers, with ids unique on the node.
 
@@ -63,7 +101,9 @@ def discover(
     broken driver never stops the agent from offering its CPU), then appends the
     simulated devices of ``devices_file``.  With ``include_host: false`` in that file no
     probe runs.  Errors in the file raise ``ConfigError``.  Pass probe *instances* to
-    keep them for ``collect_utilisation`` afterwards.
+    keep them for ``collect_utilisation`` afterwards.  Simulated devices are capped at
+    ``host_memory`` (default: this host's, as the CPU probe reads it; see
+    ``cap_at_host``).
     """
     declared = load_devices_file(devices_file) if devices_file is not None else None
     found: list[Device] = []
@@ -81,7 +121,9 @@ def discover(
             found.extend(devices)
     if declared is not None:
         found.extend(declared.devices)
-    return _unique_ids(found)
+        if host_memory is None:
+            host_memory = CpuProbe().memory_bytes()
+    return cap_at_host(_unique_ids(found), host_memory or 0)
 
 
 def collect_utilisation(probes: Iterable[Probe]) -> dict[str, float]:

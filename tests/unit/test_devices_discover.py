@@ -148,3 +148,25 @@ def test_fake_nvml_gpus_join_the_real_cpu(monkeypatch: pytest.MonkeyPatch) -> No
 def test_collect_utilisation_survives_a_failing_probe() -> None:
     busy = collect_utilisation([StaticProbe([_gpu()]), StaticProbe([_gpu("gpu7")], fail=True)])
     assert busy == {"gpu0": 0.5}
+
+
+def test_simulated_devices_are_capped_at_the_host_and_the_agent_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "devices.yaml"
+    path.write_text(
+        "devices:\n"
+        "  - {kind: npu, vendor: huawei, model: Ascend-910B, memory: 64GiB, tflops: 320}\n"
+        "  - {kind: gpu, vendor: nvidia, model: T4, memory: 16GiB, tflops: 8}\n"
+        "include_host: false\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="anypu.devices"):
+        npu, gpu = discover(path, host_memory=23 << 30)
+    assert npu.memory_bytes == 23 << 30 and npu.extra["declared_memory"] == str(64 << 30)
+    assert gpu.memory_bytes == 16 << 30 and "declared_memory" not in gpu.extra
+    assert "claim 80.0 GiB of memory, but this host has 23.0 GiB" in caplog.text
+    assert "npu0 64.0 GiB capped" in caplog.text
+    # Within the host: nothing changes, nothing is said.
+    caplog.clear()
+    assert [d.memory_bytes for d in discover(path, host_memory=128 << 30)] == [64 << 30, 16 << 30]
+    assert caplog.text == ""
