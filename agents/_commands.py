@@ -32,7 +32,7 @@ def direct_tls_files(tls: NodeTLS, name: str, tier: str, devices: list[Device]) 
             " client auth only): remove that folder and enrol again with a join token, or"
             " drop --direct-address (calls then all go through the scheduler)"
         )
-    return str(tls.folder / "node.pem"), str(tls.folder / "node.key")
+    return str(tls.cert_folder / "node.pem"), str(tls.cert_folder / "node.key")
 
 
 def _labels(items: list[str], site: str) -> dict[str, str]:

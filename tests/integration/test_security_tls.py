@@ -148,7 +148,8 @@ def test_an_agent_spends_a_join_token_once_and_runs_jobs_over_mutual_tls(secure,
         wait_ready(client, 1)
         model, x = mlp(width=32, depth=2), torch.randn(4, 32)
         torch.testing.assert_close(client.run(model, x), model(x))
-        key = tmp_path / "id-edge-1" / "node.key"
+        key = tls.cert_folder / "node.key"
+        assert tls.cert_folder.parent == tmp_path / "id-edge-1"  # kept per scheduler CA
         assert key.stat().st_mode & 0o077 == 0
         # The token is spent; the node reconnects on its certificate alone.
         assert secure.enrol_raw(enrol_request(token, "edge-2")) == grpc.StatusCode.UNAUTHENTICATED
@@ -266,6 +267,28 @@ def test_re_enrolling_a_node_retires_its_old_certificate(secure, tmp_path):
     assert code == grpc.StatusCode.UNAUTHENTICATED and "no longer valid" in detail
     code, _ = connect_status(secure.agent_address, channel_credentials(ca, new), join("n1"))
     assert code == grpc.StatusCode.OK
+
+
+def test_a_node_pointed_at_a_reinstalled_scheduler_enrols_there_or_says_how(secure, tmp_path):
+    folder = tmp_path / "identity"
+    first = NodeTLS(secure.address, secure.ca.hash, ADMIN, folder).identity("n1", "edge", 1, GIB)
+    other = Secure(tmp_path / "reinstalled")  # a new state folder: a new CA
+    try:
+        # Without a token: it says what happened and what to do, instead of failing
+        # handshakes for ever.
+        bare = NodeTLS(other.address, other.ca.hash, "", folder)
+        with pytest.raises(ConfigError, match="certificate from another scheduler's CA"):
+            bare.identity("n1", "edge", 1, GIB)
+        # With one: it enrols with the new CA; both identities are kept, per CA.
+        tls = NodeTLS(other.address, other.ca.hash, ADMIN, folder)
+        second = tls.identity("n1", "edge", 1, GIB)
+        assert second.cert_pem != first.cert_pem
+        creds = channel_credentials(other.ca.cert_pem, second)
+        assert connect_status(other.agent_address, creds, join("n1"))[0] == grpc.StatusCode.OK
+        again = NodeTLS(secure.address, secure.ca.hash, "", folder).identity("n1", "edge", 1, GIB)
+        assert again.cert_pem == first.cert_pem  # pointed back: its first identity, no token
+    finally:
+        other.close()
 
 
 # ------------------------------------------------------------------ clients
