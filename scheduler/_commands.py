@@ -159,15 +159,36 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     return 0
 
 
+def _when(at: float, now: float) -> str:
+    """``2026-12-06 20:41 (in 58m)`` / ``(3h ago)``: a time as people read it."""
+    left = at - now
+    span = abs(left)
+    amount = (
+        f"{span / 86400:.0f}d"
+        if span >= 86400
+        else (f"{span / 3600:.0f}h" if span >= 3600 else f"{span / 60:.0f}m")
+    )
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+    return f"{stamp} ({'in ' + amount if left > 0 else amount + ' ago'})"
+
+
+def _token_line(item: dict[str, object], now: float) -> str:
+    fields = dict(item)
+    for key in ("created_at", "expires_at"):
+        value = fields[key]
+        if isinstance(value, (int, float)):
+            fields[key] = _when(float(value), now)
+    return "  ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", 0, None))
+
+
 def token_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """``anypu token create|list``: join tokens, in the scheduler's state folder."""
     store = TokenStore(args.state_dir)
     try:
         if args.action == "list":
-            for item in store.tokens(time.time()):
-                print(
-                    json.dumps(item) if args.json else " ".join(f"{k}={v}" for k, v in item.items())
-                )
+            now = time.time()
+            for item in store.tokens(now):
+                print(json.dumps(item) if args.json else _token_line(item, now))
             return 0
         try:
             memory = parse_size(args.max_memory) if args.max_memory else 0

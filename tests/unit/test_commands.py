@@ -49,3 +49,18 @@ def test_json_log_lines_carry_the_stimulus_id_apart() -> None:
     assert line["message"] == "job j1 placed" and line["stimulus_id"] == "submit-j1"
     assert (line["level"], line["logger"]) == ("info", "anypu.scheduler")
     assert line["time"].endswith("Z")
+
+
+def test_token_list_shows_times_as_people_read_them() -> None:
+    from anypu.scheduler._commands import _token_line
+
+    item = {
+        "id": "ab12",
+        "created_at": 1000.0,
+        "expires_at": 4600.0,
+        "tiers": "edge",
+        "state": "valid",
+    }
+    line = _token_line(item, now=1000.0 + 60)
+    assert "expires_at=" in line and "(in 59m)" in line and "(1m ago)" in line
+    assert "1000.0" not in line and "4600.0" not in line
