@@ -205,6 +205,12 @@ class Agent:
         )
 
     def stop(self) -> None:
+        """Stop serving; tell the scheduler first, so it moves this node's jobs at once."""
+        if self.connected.is_set() and not self._stop.is_set():
+            try:
+                self.link.send(m.Leave("the agent was stopped"))
+            except Exception:  # going anyway: the scheduler then finds it lost
+                log.info("could not say goodbye to the scheduler", exc_info=True)
         self._stop.set()
         if self._direct_server is not None:
             self._direct_server.stop()

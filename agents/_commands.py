@@ -28,7 +28,7 @@ def direct_tls_files(tls: NodeTLS, name: str, tier: str, devices: list[Device]) 
     identity = tls.identity(name, tier, len(devices), sum(d.memory_bytes for d in devices))
     if not serves_tls(identity.cert_pem):
         raise AnypuError(
-            f"the certificate in {tls.folder} predates direct calls over TLS (it is for"
+            f"the certificate in {tls.cert_folder} predates direct calls over TLS (it is for"
             " client auth only): remove that folder and enrol again with a join token, or"
             " drop --direct-address (calls then all go through the scheduler)"
         )

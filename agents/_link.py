@@ -7,6 +7,7 @@ send the Join first, and yield the scheduler's messages until the stream ends.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -126,9 +127,13 @@ class GrpcLink:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
 
-    def close(self) -> None:
+    def close(self, drain_s: float = 1.0) -> None:
+        """End the stream: what was queued (a Leave) goes first, for up to ``drain_s``."""
         self._outbox.put(_END)
         if self._call is not None:
+            deadline = time.monotonic() + drain_s
+            while not self._call.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
             self._call.cancel()
             self._call = None
         if self._channel is not None:

@@ -171,18 +171,26 @@ class LeasedRuns(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[LeasedRun, _Mapping]]] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("join", "heartbeat", "started", "result", "leased_runs")
+    __slots__ = ("join", "heartbeat", "started", "result", "leased_runs", "leave")
     JOIN_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     LEASED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_FIELD_NUMBER: _ClassVar[int]
     join: Join
     heartbeat: Heartbeat
     started: JobStarted
     result: JobResult
     leased_runs: LeasedRuns
-    def __init__(self, join: _Optional[_Union[Join, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., leased_runs: _Optional[_Union[LeasedRuns, _Mapping]] = ...) -> None: ...
+    leave: Leave
+    def __init__(self, join: _Optional[_Union[Join, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., leased_runs: _Optional[_Union[LeasedRuns, _Mapping]] = ..., leave: _Optional[_Union[Leave, _Mapping]] = ...) -> None: ...
+
+class Leave(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class JoinAck(_message.Message):
     __slots__ = ("node_id", "heartbeat_interval_s", "lost_after_s", "epoch", "protocol_version")

@@ -126,6 +126,8 @@ def agent_message_to_pb(message: m.AgentMessage) -> pb.AgentMessage:
         _scalars_to_pb(message, out.result)
     elif isinstance(message, m.LeasedRuns):
         out.leased_runs.runs.extend(_scalars_to_pb(r, pb.LeasedRun()) for r in message.runs)
+    elif isinstance(message, m.Leave):
+        _scalars_to_pb(message, out.leave)
     else:
         raise TypeError(f"not an agent message: {type(message).__name__}")
     return out
@@ -154,8 +156,10 @@ def agent_message_from_pb(message: pb.AgentMessage) -> m.AgentMessage:
     if kind == "leased_runs":
         runs = message.leased_runs.runs
         return m.LeasedRuns(tuple(_scalars_from_pb(r, m.LeasedRun) for r in runs))
+    if kind == "leave":
+        return _scalars_from_pb(message.leave, m.Leave)
     raise ValueError(
-        "empty agent message: set one of join, heartbeat, started, result, leased_runs"
+        "empty agent message: set one of join, heartbeat, started, result, leased_runs, leave"
     )
 
 

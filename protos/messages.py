@@ -37,6 +37,7 @@ __all__ = [
     "LeaseRevoked",
     "LeasedRun",
     "LeasedRuns",
+    "Leave",
     "NodeInfo",
     "Outcome",
     "PlacementInfo",
@@ -277,7 +278,14 @@ class LeasedRuns:
     runs: tuple[LeasedRun, ...]
 
 
-AgentMessage = Join | Heartbeat | JobStarted | JobResult | LeasedRuns
+@dataclass(frozen=True)
+class Leave:
+    """The agent is stopping on purpose: move its jobs now, list the node as ``left``."""
+
+    reason: str = ""
+
+
+AgentMessage = Join | Heartbeat | JobStarted | JobResult | LeasedRuns | Leave
 
 
 @dataclass(frozen=True)

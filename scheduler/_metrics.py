@@ -46,7 +46,7 @@ __all__ = [
     "usage_by_tier_kind",
 ]
 
-NODE_STATES = ("ready", "lost", "disconnected")
+NODE_STATES = ("ready", "lost", "left", "disconnected")
 LIVE_STATES = ("pending", "placed", "running")
 SlotKey = tuple[str, str, int]  # (node_id, device_id, slice_index)
 

@@ -29,7 +29,7 @@ class NodeRecord:
     labels: dict[str, str]
     devices: tuple[Device, ...]
     epoch: int
-    state: str = "ready"  # ready | lost
+    state: str = "ready"  # ready | lost | left (its agent stopped on purpose)
     connected: bool = True
     last_heartbeat: float = 0.0
     usage: tuple[DeviceUsage, ...] = ()
@@ -43,7 +43,9 @@ class NodeRecord:
             node_id=self.node_id,
             tier=self.tier,
             site=self.site,
-            state=self.state if self.connected or self.state == "lost" else "disconnected",
+            state=self.state
+            if self.connected or self.state in ("lost", "left")
+            else "disconnected",
             labels=dict(self.labels),
             devices=self.devices,
             usage=self.usage,

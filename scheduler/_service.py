@@ -188,6 +188,12 @@ class SchedulerService:
             elif isinstance(action, PersistNode):
                 said = self._node_states.get(action.node.node_id)
                 self._node_states[action.node.node_id] = action.node.state
+                if action.node.state == "left" and said != "left":
+                    log.info(
+                        "node %s left: its agent stopped; its jobs are placed again [%s]",
+                        action.node.node_id,
+                        action.stimulus_id,
+                    )
                 if action.node.state == "lost" and said != "lost":
                     log.warning(
                         "node %s lost: no heartbeat for %.1f s; its jobs are placed again [%s]",

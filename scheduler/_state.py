@@ -361,7 +361,21 @@ class SchedulerState:
             return self._result(node, message, now)
         if isinstance(message, m.LeasedRuns):
             return self._leased_runs(node, message, now)
+        if isinstance(message, m.Leave):
+            return self._left(node, message.reason, now)
         return []
+
+    def _left(self, node: NodeRecord, reason: str, now: float) -> list[Action]:
+        """The agent stops on purpose: its jobs are placed again now, not after the grace."""
+        node.state = "left"
+        node.connected = False
+        actions: list[Action] = [PersistNode(node)]
+        for held in self.leases.on_node(node.node_id):
+            self.leases.retire(held.lease.lease_id)
+        for job in self._jobs_on(node.node_id):
+            why = f"node {node.node_id} left ({reason or 'its agent stopped'})"
+            actions += self._requeue(job, now, why, crashed=False)
+        return actions + self._schedule(now)
 
     def _result(self, node: NodeRecord, result: m.JobResult, now: float) -> list[Action]:
         job = self._current(result.job_id, result.attempt, node.node_id)

@@ -124,6 +124,12 @@ class Cluster:
             args += ["--devices", str(path)]
         return self._spawn(name, args)
 
+    def stop(self, name: str) -> None:
+        """Stop a process as an operator does (SIGTERM) and wait for it to exit."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)

@@ -126,7 +126,7 @@ function renderOverview(o) {
   const byTier = o.nodes.by_tier;
   const tierLines = TIERS.map((t) => {
     const c = byTier[t] || {};
-    const extra = ["lost", "disconnected"].filter((k) => c[k]).map((k) => `, ${c[k]} ${k}`).join("");
+    const extra = ["lost", "left", "disconnected"].filter((k) => c[k]).map((k) => `, ${c[k]} ${k}`).join("");
     return h("div", { "data-tier": t }, tierBadge(t), ` ${c.ready || 0} ready${extra}`);
   });
   const j = o.jobs;

@@ -222,6 +222,20 @@ def test_the_logs_say_what_happened(cluster, client):
     assert "BAD_SIGNATURE" not in scheduler and "handshaker" not in scheduler
 
 
+def test_a_stopped_agent_leaves_and_is_listed_as_left(tmp_path):
+    cluster = Cluster(tmp_path, **{"lost-after": 30})  # "lost" would take 30 s
+    try:
+        cluster.add_agent("a1", "edge", GPU_NODE)
+        client = Client(GrpcTransport(cluster.address, cluster.token))
+        cluster.wait_nodes(client, 1)
+        cluster.stop("a1")  # SIGTERM: the agent says goodbye before it exits
+        assert {n.node_id: n.state for n in client.transport.list_nodes()} == {"a1": "left"}
+        assert "node a1 left: its agent stopped" in cluster.log("scheduler")
+        client.close()
+    finally:
+        cluster.close()
+
+
 def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):
     cluster = Cluster(tmp_path)
     try:

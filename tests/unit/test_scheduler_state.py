@@ -322,3 +322,18 @@ def test_every_action_carries_the_stimulus_of_the_event_that_caused_it():
     assert {a.stimulus_id for a in actions} == {"result-job-1-1"}
     mine = state.handle(CancelRequested("job-1", now=3.0, stimulus_id="http-42"))
     assert all(a.stimulus_id == "http-42" for a in mine)
+
+
+def test_an_agent_that_leaves_moves_its_jobs_at_once_and_is_listed_as_left():
+    state = state_with("n1", "n2")
+    actions = state.handle(JobSubmitted("j1", request(), now=1.0))
+    (launch,) = sends(actions, m.Launch)
+    leaving = launch.node_id
+    actions = state.handle(AgentSaid(leaving, 1, m.Leave("stopped"), now=1.1))
+    (again,) = sends(actions, m.Launch)  # no grace period: placed elsewhere now
+    assert again.node_id != leaving and again.message.attempt == 2
+    assert state.nodes[leaving].info(1.2).state == "left"
+    state.handle(Tick(now=100.0))
+    assert state.nodes[leaving].state == "left"  # never "lost": it said goodbye
+    state.handle(AgentConnected(join(leaving), now=101.0))
+    assert state.nodes[leaving].state == "ready"

@@ -200,7 +200,9 @@ def test_a_node_certificate_from_before_direct_tls_is_refused_with_what_to_do(tm
     )  # fmt: skip
     for cert, ok in ((client_only, False), (ca.sign_node(csr, "edge-1", 3600), True)):
         identity = Identity(cert, key)
-        tls = SimpleNamespace(folder=tmp_path, identity=lambda *_, i=identity: i)
+        tls = SimpleNamespace(
+            folder=tmp_path, cert_folder=tmp_path, identity=lambda *_, i=identity: i
+        )
         if ok:
             assert _direct_tls(tls, "edge-1", "edge", []) == (
                 str(tmp_path / "node.pem"), str(tmp_path / "node.key"),
