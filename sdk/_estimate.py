@@ -31,8 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from anypu._codec import map_tensors, tree_nbytes
-from anypu.errors import ExportError
-from anypu.sdk._export import call_args
+from anypu.sdk._export import call_args, model_raised, quiet_torch
 
 __all__ = ["Profile", "estimate_profile"]
 
@@ -127,17 +126,14 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with fake_mode, torch.no_grad(), counter, peak:
+        with quiet_torch(), fake_mode, torch.no_grad(), counter, peak:
             outputs = torch.func.functional_call(model, state, fake_args)
             output_bytes = tree_nbytes(outputs)
             del outputs
-    except Exception as exc:
-        raise ExportError(
-            f"cannot estimate the cost of {type(model).__name__} without running it: "
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc) else ''}"
-            " — forward must use only tensor operations whose result shapes do not depend "
-            "on tensor values"
-        ) from exc
+    except Exception:
+        # Control flow on tensor values, a TorchScript module, an op without a fake
+        # kernel: what fake tensors cannot follow, one real run on the example measures.
+        return measured_profile(model, args, param_bytes, buffer_bytes, input_bytes)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     activation = peak.peak
@@ -149,6 +145,40 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
         activation_bytes=activation,
+    )
+
+
+def measured_profile(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    param_bytes: int,
+    buffer_bytes: int,
+    input_bytes: int,
+) -> Profile:
+    """FLOPs and peak memory of one real run of ``model(*args)`` on this machine's CPU.
+
+    The fallback of ``estimate_profile``: never refuse a model the export accepted. The
+    counter still sees every aten op a module runs (TorchScript ones too, as far as they
+    dispatch through aten); the placement learns the true run time from the first run.
+    A model that raises here raises on its own inputs: the user's error, said as such.
+    """
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    peak = _PeakLiveBytes()
+    try:
+        with torch.no_grad(), counter, peak:
+            outputs = model(*args)
+            output_bytes = tree_nbytes(outputs)
+            del outputs
+    except Exception as exc:
+        raise model_raised(model, args, exc) from exc
+    return Profile(
+        flops=float(counter.get_total_flops()),
+        memory_bytes=param_bytes + buffer_bytes + input_bytes + peak.peak,
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        param_bytes=param_bytes,
+        buffer_bytes=buffer_bytes,
+        activation_bytes=peak.peak,
     )
 
 

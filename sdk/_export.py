@@ -15,8 +15,10 @@ in-place update or reassignment of weights without hashing them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import os
 import threading
 import traceback
@@ -35,7 +37,14 @@ from anypu.agents import check_export_archive
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ExportError, InputError
 
-__all__ = ["Artifact", "ModelCache", "call_args", "export_model"]
+__all__ = [
+    "Artifact",
+    "ModelCache",
+    "call_args",
+    "export_model",
+    "model_raised",
+    "quiet_torch",
+]
 
 # torch device types as the scheduler's device kinds (ROCm builds also say "cuda").
 _KIND_OF_TORCH_TYPE = {
@@ -47,6 +56,7 @@ _KIND_OF_TORCH_TYPE = {
     "mps": "mps",
 }
 _TORCH_DIR = os.path.dirname(torch.__file__)
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,60 @@ class Artifact:
         return len(self.data)
 
 
+#: torch's loggers that print a fake-tensor or export traceback of their own (at ERROR)
+#: for a failure anypu handles: a failed route is tried another way, or explained.
+_NOISY_TORCH_LOGGERS = (
+    "torch",
+    "torch._subclasses.fake_tensor",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._export",
+    "torch.export",
+    "torch._dynamo",
+)
+
+
+@contextmanager
+def quiet_torch() -> Iterator[None]:
+    """Keep torch's own tracebacks of handled failures off the user's stderr."""
+    loggers = [logging.getLogger(name) for name in _NOISY_TORCH_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    # torch.export also prints a failed trace's partial graph straight to sys.stderr.
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if printed.getvalue().strip():
+            _log.debug("torch printed while anypu handled a failure:\n%s", printed.getvalue())
+
+
+def model_raised(model: torch.nn.Module, args: tuple[Any, ...], error: BaseException) -> InputError:
+    """The user's error when ``model(*args)`` raises on its own inputs, said as such."""
+    shapes = ", ".join(
+        f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}"
+        if isinstance(a, torch.Tensor)
+        else type(a).__name__
+        for a in args
+    )
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return InputError(
+        f"{type(model).__name__} raised {type(error).__name__} on its inputs ({shapes}):"
+        f" {first} — check the inputs' number, shapes and dtypes against forward"
+    )
+
+
 def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Artifact:
     """Export ``model`` called as ``model(*example_inputs)``; see the module docstring."""
     args = call_args(model, example_inputs)
     failures: list[tuple[str, BaseException]] = []
     try:
-        return Artifact.build("torch.export", frozenset(DEVICE_KINDS), _via_export(model, args))
+        with quiet_torch():
+            artifact = _via_export(model, args)
+        return Artifact.build("torch.export", frozenset(DEVICE_KINDS), artifact)
     except Exception as exc:
         failures.append(("torch.export", exc))
     for route, build in (("torch.jit.script", _script), ("torch.jit.trace", _trace)):
@@ -88,6 +146,13 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Art
             return Artifact.build("torchscript", _script_device_kinds(scripted), buffer.getvalue())
         except Exception as exc:
             failures.append((route, exc))
+    # Every route failed: first, does the model run at all on these inputs? A wrong
+    # shape, too many arguments or an exception of its own is the user's error.
+    try:
+        with torch.no_grad():
+            model(*args)
+    except Exception as exc:
+        raise model_raised(model, args, exc) from exc
     raise ExportError(_explain(model, failures))
 
 
@@ -316,6 +381,14 @@ class ModelCache:
                 return artifact
             with self._export_lock:
                 key = self.key(model, example_inputs)
+                if model.training:
+                    warnings.warn(
+                        f"{type(model).__name__} is in training mode: dropout and batch norm"
+                        " run as in training, on the remote device too; call model.eval()"
+                        " before sdk.run unless that is what you mean",
+                        UserWarning,
+                        stacklevel=4,
+                    )
                 artifact = export_model(model, example_inputs)
                 with self._lock:
                     per_model = self._entries.setdefault(model, OrderedDict())

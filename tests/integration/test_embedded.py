@@ -25,7 +25,7 @@ class TwoHeads(torch.nn.Module):
 
 class DataDependent(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.sum() > 0:  # control flow on a value: neither export nor tracing can keep it
+        if x.sum() > 0:  # control flow on a value: torch.export cannot keep it
             return x[: int(x.sum().item()) % 3 + 1]
         return x
 
@@ -87,12 +87,11 @@ def test_inputs_that_do_not_fit_the_model_say_so():
     assert "7" in text and "32" in text
 
 
-def test_a_model_that_cannot_be_exported_says_which_construct_and_how_to_fix_it():
-    with pytest.raises(ExportError) as caught:
-        sdk.run(DataDependent(), torch.ones(4, 2))
-    text = str(caught.value)
-    assert "DataDependent" in text
-    assert any(hint in text for hint in ("static", "torch.cond", "depend on tensor values"))
+def test_a_model_with_control_flow_on_values_runs_and_is_measured():
+    # Export keeps it (TorchScript); the estimate, which fake tensors cannot follow, is
+    # one measured run instead of a refusal.
+    x = torch.ones(4, 2)
+    torch.testing.assert_close(sdk.run(DataDependent(), x), DataDependent()(x))
 
 
 def test_not_a_module():

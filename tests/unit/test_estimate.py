@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from anypu.errors import ExportError, InputError
+from anypu.errors import InputError
 from anypu.sdk._estimate import estimate_profile
 from anypu.sdk.models import mlp, small_cnn, transformer_block
 
@@ -97,13 +97,37 @@ def test_tied_weights_are_counted_once() -> None:
     assert profile.flops == 2 * 10 * 16 * 100
 
 
-def test_value_dependent_models_and_bad_arguments_are_explained() -> None:
-    class ValueDependent(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * 2 if x.sum() > 0 else x
+class ValueDependent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(64, 64)
 
-    with pytest.raises(ExportError, match="cannot estimate the cost of ValueDependent"):
-        estimate_profile(ValueDependent(), (torch.ones(2),))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) if x.sum() > 0 else x
+
+
+def test_control_flow_and_torchscript_are_measured_not_refused(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    x = torch.ones(8, 64)
+    model = ValueDependent().eval()
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(model, (x,))
+    capfd.readouterr()
+    for candidate in (model, torch.jit.script(model), traced):
+        profile = estimate_profile(candidate, (x,))
+        assert profile.flops == 2 * 8 * 64 * 64  # the branch that ran, measured
+        assert profile.param_bytes == (64 * 64 + 64) * 4
+        assert profile.output_bytes == 8 * 64 * 4
+    assert capfd.readouterr().err == ""  # no fake-tensor traceback reaches stderr
+
+
+def test_a_model_that_raises_on_its_inputs_is_the_users_error() -> None:
+    with pytest.raises(InputError, match=r"Linear raised RuntimeError on its inputs \(\(4, 9\)"):
+        estimate_profile(torch.nn.Linear(8, 8), (torch.ones(4, 9),))
+
+
+def test_bad_arguments_are_explained() -> None:
     with pytest.raises(InputError, match=r"pass \(x,\)"):
         estimate_profile(torch.nn.Linear(2, 2), 3)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"inputs\[0\]"):

@@ -279,3 +279,25 @@ def test_exported_model_checks_each_new_input_signature(mlp_artifact) -> None:
         loaded(x.double())
     loaded.to("cpu")  # same device: the accepted signatures stay valid
     torch.testing.assert_close(run_model(loaded, (x,), "cpu")[0], first)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "said"),
+    [
+        ((torch.ones(4, 9),), r"Linear raised RuntimeError on its inputs \(\(4, 9\) float32\)"),
+        ((torch.ones(4, 8), torch.ones(4, 8)), r"Linear raised TypeError .* takes 2 positional"),
+    ],
+    ids=["wrong shape", "too many arguments"],
+)
+def test_inputs_the_model_cannot_take_are_the_users_error(
+    inputs: tuple[torch.Tensor, ...], said: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(InputError, match=said):
+        export_model(torch.nn.Linear(8, 8), inputs)
+    assert capfd.readouterr().err == ""  # torch's own tracebacks stay off stderr
+
+
+def test_a_model_left_in_training_mode_gets_a_warning() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1))
+    with pytest.warns(UserWarning, match="Sequential is in training mode: .* model.eval()"):
+        ModelCache().get_or_export(model, (torch.ones(2, 4),))
