@@ -46,6 +46,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (as ``logging.lastResort`` does),
+    so a redirected or replaced stderr never leaves a handler on a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "info", log_format: str = "text") -> None:
     """Set up the root logger for a command; call before gRPC is imported."""
     if level not in LOG_LEVELS:
@@ -54,7 +70,7 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     if level != "debug":
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

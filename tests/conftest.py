@@ -31,3 +31,16 @@ def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
     cluster = FakeCluster(tmp_path)
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs the command line in-process configures logging: undo it after."""
+    import logging
+
+    root, ours = logging.getLogger(), logging.getLogger("anypu")
+    saved = (list(root.handlers), root.level, ours.level)
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    ours.setLevel(saved[2])
