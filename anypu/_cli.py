@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "token": ("anypu.scheduler", "token_command", False),
     "agent": ("anypu.agents", "agent_command", True),
     "status": ("anypu.sdk", "status_command", False),
+    "node": ("anypu.sdk", "node_command", False),
 }
 
 
@@ -125,6 +126,15 @@ def _status_parser(commands: Any) -> None:
     st.add_argument("--jobs", type=int, default=50, help="how many recent jobs to show")
 
 
+def _node_parser(commands: Any) -> None:
+    n = commands.add_parser("node", help="manage nodes: remove one that is gone for good")
+    n.add_argument("action", choices=("remove",))
+    n.add_argument("name", help="the node's name, as anypu status lists it")
+    n.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
+    n.add_argument("--token", default="", help="the admin token (default ANYPU_TOKEN)")
+    n.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
+
+
 def _token_parser(commands: Any) -> None:
     t = commands.add_parser("token", help="mint or list join tokens for agents")
     t.add_argument("action", choices=("create", "list"))
@@ -156,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="the same as --log-level debug"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_scheduler_parser, _agent_parser, _status_parser, _token_parser):
+    for add in (_scheduler_parser, _agent_parser, _status_parser, _node_parser, _token_parser):
         add(commands)
     return parser
 

@@ -141,6 +141,11 @@ class JobServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.UsageRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.UsageResponse.FromString,
                 _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/anypu.v1.JobService/RemoveNode',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -188,6 +193,12 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +236,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.Usage,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.UsageRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.UsageResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -416,6 +432,33 @@ class JobService:
             '/anypu.v1.JobService/Usage',
             anypu_dot_protos_dot_anypu__v1__pb2.UsageRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.UsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/RemoveNode',
+            anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

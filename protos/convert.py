@@ -394,3 +394,11 @@ def blob_chunks(digest: str, data: bytes, chunk_bytes: int) -> Iterator[pb.BlobC
     yield pb.BlobChunk(digest=digest, total_bytes=len(data), data=bytes(view[:chunk_bytes]))
     for start in range(chunk_bytes, len(data), chunk_bytes):
         yield pb.BlobChunk(data=bytes(view[start : start + chunk_bytes]))
+
+
+def remove_node_request(node_id: str) -> pb.RemoveNodeRequest:
+    return pb.RemoveNodeRequest(node_id=node_id)
+
+
+def remove_node_response(info: m.NodeInfo) -> pb.RemoveNodeResponse:
+    return pb.RemoveNodeResponse(node=node_info_to_pb(info))

@@ -221,6 +221,13 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
         self._check(context)
         return convert.usage_response(self.service.usage())
 
+    def RemoveNode(self, request, context):  # noqa: N802
+        self._check(context)
+        try:
+            return convert.remove_node_response(self.service.remove_node(request.node_id))
+        except Exception as error:
+            _fail(context, error)
+
 
 class BlobServicer(_Authenticated, rpc.BlobServiceServicer):
     def HasBlobs(self, request, context):  # noqa: N802

@@ -31,7 +31,9 @@ from anypu.scheduler._state import (
     AgentSaid,
     CancelRequested,
     Drop,
+    ForgetNode,
     JobSubmitted,
+    NodeRemoved,
     Notify,
     PersistJob,
     PersistNode,
@@ -202,6 +204,10 @@ class SchedulerService:
                         action.stimulus_id,
                     )
                 self._writes.put(self.store.node_write(action.node))
+            elif isinstance(action, ForgetNode):
+                self._node_states.pop(action.node_id, None)
+                self._writes.put(self.store.node_forget(action.node_id))
+                log.info("node %s removed [%s]", action.node_id, action.stimulus_id)
             elif isinstance(action, Notify):
                 # Waking the client does not wait for the commit: the outcome's row is
                 # already queued and lands within one group commit (milliseconds).
@@ -216,7 +222,7 @@ class SchedulerService:
                     batch.append(self._writes.get_nowait())
                 except queue.Empty:
                     break
-            writes = [w for w in batch if w[0] in ("job", "node")]
+            writes = [w for w in batch if w[0] in ("job", "node", "forget_node")]
             if writes:
                 try:
                     self.store.commit(writes)
@@ -391,6 +397,26 @@ class SchedulerService:
         """
         with self._lock:
             return read(self.state, self.clock())
+
+    def remove_node(self, node_id: str) -> m.NodeInfo:
+        """Forget a node that is not connected; its listing as it was before.
+
+        ``NotFoundError`` for an unknown node; ``ConfigError`` for a connected one (stop
+        its agent first: removing it would only have it join again).
+        """
+        with self._lock:
+            node = self.state.nodes.get(node_id)
+            if node is None:
+                known = ", ".join(sorted(self.state.nodes)) or "none"
+                raise NotFoundError(f"no node {node_id!r} (known: {known})")
+            if node.connected:
+                raise ConfigError(
+                    f"node {node_id} is connected: stop its agent first (it would join again)"
+                )
+            info = node.info(self.clock())
+            self._apply(self.state.handle(NodeRemoved(node_id, self.clock())))
+        self.flush()
+        return info
 
     def usage(self) -> m.ClusterUsage:
         """Capacity on ready nodes and what live jobs reserve (what ``anypu status`` shows)."""

@@ -43,7 +43,9 @@ __all__ = [
     "AgentSaid",
     "CancelRequested",
     "Drop",
+    "ForgetNode",
     "JobSubmitted",
+    "NodeRemoved",
     "Notify",
     "PersistJob",
     "PersistNode",
@@ -114,12 +116,29 @@ class CancelRequested:
 
 
 @dataclass(frozen=True)
+class NodeRemoved:
+    """An operator removes a node that is not connected (``anypu node remove``)."""
+
+    node_id: str
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
-Event = AgentConnected | AgentDisconnected | AgentSaid | JobSubmitted | CancelRequested | Tick
+Event = (
+    AgentConnected
+    | AgentDisconnected
+    | AgentSaid
+    | JobSubmitted
+    | CancelRequested
+    | NodeRemoved
+    | Tick
+)
 
 # ---------------------------------------------------------------- actions
 
@@ -157,12 +176,20 @@ class PersistNode:
 
 
 @dataclass(frozen=True)
+class ForgetNode:
+    """Delete the node's persisted record."""
+
+    node_id: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
 class Notify:
     job_id: str
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
-Action = Send | PersistJob | PersistNode | Notify | Drop
+Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop
 
 
 def stimulus_of(event: Event) -> str:
@@ -185,6 +212,8 @@ def stimulus_of(event: Event) -> str:
         return f"join-{event.join.name}"
     if isinstance(event, AgentDisconnected):
         return f"leave-{event.node_id}-{event.epoch}"
+    if isinstance(event, NodeRemoved):
+        return f"remove-{event.node_id}"
     return f"tick-{event.now:.3f}"
 
 
@@ -270,6 +299,8 @@ class SchedulerState:
             return self._disconnected(event)
         if isinstance(event, CancelRequested):
             return self._cancel(event)
+        if isinstance(event, NodeRemoved):
+            return self._removed(event)
         raise TypeError(f"unknown event {type(event).__name__}")
 
     # -------------------------------------------------------------- agents
@@ -364,6 +395,18 @@ class SchedulerState:
         if isinstance(message, m.Leave):
             return self._left(node, message.reason, now)
         return []
+
+    def _removed(self, event: NodeRemoved) -> list[Action]:
+        """Forget a node (the service checked it is known and not connected)."""
+        node = self.nodes.pop(event.node_id, None)
+        if node is None:
+            return []
+        for held in self.leases.on_node(node.node_id):
+            self.leases.retire(held.lease.lease_id)
+        actions: list[Action] = [ForgetNode(node.node_id)]
+        for job in self._jobs_on(node.node_id):
+            actions += self._requeue(job, event.now, f"node {node.node_id} removed", crashed=False)
+        return actions + self._schedule(event.now)
 
     def _left(self, node: NodeRecord, reason: str, now: float) -> list[Action]:
         """The agent stops on purpose: its jobs are placed again now, not after the grace."""

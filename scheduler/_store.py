@@ -199,6 +199,10 @@ class StateStore:
     def node_write(node: NodeRecord) -> tuple:
         return ("node", (node.node_id, json.dumps(_node_to_row(node))), None)
 
+    @staticmethod
+    def node_forget(node_id: str) -> tuple:
+        return ("forget_node", node_id, None)
+
     def commit(self, writes: list[tuple]) -> None:
         """Write many jobs, transitions and nodes in one transaction (group commit)."""
         with self._lock:
@@ -212,6 +216,8 @@ class StateStore:
                             self._db.execute(_INSERT_STEP, step)
                         if payloads:
                             self._db.executemany(_PUT_PAYLOAD, payloads)
+                    elif kind == "forget_node":
+                        self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
                     else:
                         self._db.execute(_UPSERT_NODE, row)
                 self._db.execute("COMMIT")

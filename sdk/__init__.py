@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from anypu.sdk._api import connect, disconnect, jobs, nodes, run, submit
     from anypu.sdk._client import Client, JobHandle, RunOptions
     from anypu.sdk._embedded import Embedded, InProcessTransport
-    from anypu.sdk._status import status_command
+    from anypu.sdk._status import node_command, status_command
     from anypu.sdk._transport import GrpcTransport, Transport
 
 _HOMES = {
@@ -38,6 +38,7 @@ _HOMES = {
     "jobs": "anypu.sdk._api",
     "nodes": "anypu.sdk._api",
     "run": "anypu.sdk._api",
+    "node_command": "anypu.sdk._status",
     "status_command": "anypu.sdk._status",
     "submit": "anypu.sdk._api",
 }
@@ -53,6 +54,7 @@ __all__ = [
     "connect",
     "disconnect",
     "jobs",
+    "node_command",
     "nodes",
     "run",
     "status_command",

@@ -114,5 +114,8 @@ class InProcessTransport:
     def usage(self) -> m.ClusterUsage:
         return self.service.usage()
 
+    def remove_node(self, node_id: str) -> m.NodeInfo:
+        return self.service.remove_node(node_id)
+
     def close(self) -> None:
         pass

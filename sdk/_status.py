@@ -128,6 +128,23 @@ def format_status(
     return "\n".join(lines)
 
 
+def node_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``anypu node remove NAME``: forget a node that is not connected."""
+    from anypu.comm import client_ca
+    from anypu.sdk._transport import GrpcTransport
+
+    token = args.token or os.environ.get("ANYPU_TOKEN", "")
+    address = args.scheduler or os.environ.get("ANYPU_ADDRESS", "127.0.0.1:7070")
+    ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
+    transport = GrpcTransport(address, token, client_ca(address, ca_hash))
+    try:
+        removed = transport.remove_node(args.name)
+    finally:
+        transport.close()
+    print(f"removed node {removed.node_id} ({removed.tier}, was {removed.state})")
+    return 0
+
+
 def status_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """``anypu status``: ask the scheduler, print the summary (or ``--json``)."""
     from anypu.comm import client_ca

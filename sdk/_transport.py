@@ -66,6 +66,7 @@ class _JobStub(Protocol):
     ListNodes: grpc.UnaryUnaryMultiCallable[pb.ListNodesRequest, pb.ListNodesResponse]
     Explain: grpc.UnaryUnaryMultiCallable[pb.ExplainRequest, pb.ExplainResponse]
     Usage: grpc.UnaryUnaryMultiCallable[pb.UsageRequest, pb.UsageResponse]
+    RemoveNode: grpc.UnaryUnaryMultiCallable[pb.RemoveNodeRequest, pb.RemoveNodeResponse]
 
 
 class _BlobStub(Protocol):
@@ -95,6 +96,7 @@ class Transport(Protocol):
     def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]: ...
     def list_nodes(self) -> list[m.NodeInfo]: ...
     def usage(self) -> m.ClusterUsage: ...
+    def remove_node(self, node_id: str) -> m.NodeInfo: ...
     def lease_of(self, job_id: str) -> m.Lease | None: ...
     def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None: ...
     def close(self) -> None: ...
@@ -257,6 +259,10 @@ class GrpcTransport:
 
     def usage(self) -> m.ClusterUsage:
         return convert.usage_from_pb(self._call(self._jobs.Usage, convert.usage_request()))
+
+    def remove_node(self, node_id: str) -> m.NodeInfo:
+        response = self._call(self._jobs.RemoveNode, convert.remove_node_request(node_id))
+        return convert.node_info_from_pb(response.node)
 
     def close(self) -> None:
         self._channel.close()

@@ -222,7 +222,7 @@ def test_the_logs_say_what_happened(cluster, client):
     assert "BAD_SIGNATURE" not in scheduler and "handshaker" not in scheduler
 
 
-def test_a_stopped_agent_leaves_and_is_listed_as_left(tmp_path):
+def test_a_stopped_agent_leaves_is_listed_as_left_and_can_be_removed(tmp_path):
     cluster = Cluster(tmp_path, **{"lost-after": 30})  # "lost" would take 30 s
     try:
         cluster.add_agent("a1", "edge", GPU_NODE)
@@ -231,6 +231,15 @@ def test_a_stopped_agent_leaves_and_is_listed_as_left(tmp_path):
         cluster.stop("a1")  # SIGTERM: the agent says goodbye before it exits
         assert {n.node_id: n.state for n in client.transport.list_nodes()} == {"a1": "left"}
         assert "node a1 left: its agent stopped" in cluster.log("scheduler")
+        # Gone for good: the operator removes it, and it leaves the listing.
+        command = [sys.executable, "-m", "anypu", "node", "remove", "a1"]
+        command += ["--scheduler", cluster.address, "--token", cluster.token]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "removed node a1 (edge, was left)" in result.stdout
+        assert client.transport.list_nodes() == []
+        again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and "no node 'a1'" in again.stderr
         client.close()
     finally:
         cluster.close()

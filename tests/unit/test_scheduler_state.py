@@ -337,3 +337,16 @@ def test_an_agent_that_leaves_moves_its_jobs_at_once_and_is_listed_as_left():
     assert state.nodes[leaving].state == "left"  # never "lost": it said goodbye
     state.handle(AgentConnected(join(leaving), now=101.0))
     assert state.nodes[leaving].state == "ready"
+
+
+def test_a_removed_node_is_forgotten_and_its_jobs_placed_elsewhere():
+    from anypu.scheduler import ForgetNode, NodeRemoved
+
+    state = state_with("n1", "n2")
+    (launch,) = sends(state.handle(JobSubmitted("j1", request(), now=1.0)), m.Launch)
+    gone = launch.node_id
+    actions = state.handle(NodeRemoved(gone, now=2.0))
+    assert ForgetNode(gone) in actions and gone not in state.nodes
+    (again,) = sends(actions, m.Launch)
+    assert again.node_id != gone
+    assert all(a.stimulus_id == f"remove-{gone}" for a in actions)
