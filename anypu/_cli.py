@@ -117,11 +117,16 @@ def _agent_parser(commands: Any) -> None:
     )
 
 
+def _scheduler_options(parser: argparse.ArgumentParser) -> None:
+    """How a client command finds and proves itself to a scheduler."""
+    parser.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
+    parser.add_argument("--token", default="", help="the admin token (default ANYPU_TOKEN)")
+    parser.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
+
+
 def _status_parser(commands: Any) -> None:
     st = commands.add_parser("status", help="nodes, devices and jobs of a scheduler")
-    st.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
-    st.add_argument("--token", default="")
-    st.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
+    _scheduler_options(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--jobs", type=int, default=50, help="how many recent jobs to show")
 
@@ -130,9 +135,7 @@ def _node_parser(commands: Any) -> None:
     n = commands.add_parser("node", help="manage nodes: remove one that is gone for good")
     n.add_argument("action", choices=("remove",))
     n.add_argument("name", help="the node's name, as anypu status lists it")
-    n.add_argument("--scheduler", default="", help="HOST:PORT (default ANYPU_ADDRESS)")
-    n.add_argument("--token", default="", help="the admin token (default ANYPU_TOKEN)")
-    n.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
+    _scheduler_options(n)
 
 
 def _token_parser(commands: Any) -> None:

@@ -69,9 +69,8 @@ _NOTEWORTHY = frozenset({"placed", "failed", "cancelled"})
 def _log_transition(action: PersistJob) -> None:
     job = action.job
     requeued = action.transition == "pending" and bool(action.detail)
-    leased = "(lease " in action.detail
     noteworthy = requeued or action.transition in _NOTEWORTHY
-    level = logging.INFO if noteworthy and not leased else logging.DEBUG
+    level = logging.INFO if noteworthy and not action.leased else logging.DEBUG
     if not log.isEnabledFor(level):
         return
     what = action.transition or "updated"

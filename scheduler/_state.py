@@ -157,6 +157,9 @@ class PersistJob:
     transition: str  # the state it moved to, or "" for an update within a state
     detail: str = ""
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+    #: A call under a lease, recorded after its caller had the answer: many a second,
+    #: so the log keeps it at DEBUG whatever its outcome.
+    leased: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -723,7 +726,8 @@ class SchedulerState:
             device = self._device(node, job)
             if device is not None:
                 self.workload.append(workload_shape(device))
-            actions.append(PersistJob(job, job.state, f"{node.node_id} (lease {run.lease_id})"))
+            detail = f"{node.node_id} (lease {run.lease_id})"
+            actions.append(PersistJob(job, job.state, detail, leased=True))
         return actions
 
     # -------------------------------------------------------------- helpers

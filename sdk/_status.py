@@ -14,10 +14,13 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anypu.devices import format_bytes
 from anypu.protos.messages import TIERS, ClusterUsage, JobInfo, NodeInfo
+
+if TYPE_CHECKING:  # grpc is imported only when a command connects
+    from anypu.sdk._transport import GrpcTransport
 
 __all__ = ["format_status", "status_command", "status_document"]
 
@@ -128,15 +131,20 @@ def format_status(
     return "\n".join(lines)
 
 
-def node_command(args: argparse.Namespace, stop: threading.Event) -> int:
-    """``anypu node remove NAME``: forget a node that is not connected."""
+def _connect(args: argparse.Namespace) -> tuple[str, GrpcTransport]:
+    """The scheduler the command names (flags, else ``ANYPU_*``) and a transport to it."""
     from anypu.comm import client_ca
     from anypu.sdk._transport import GrpcTransport
 
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     address = args.scheduler or os.environ.get("ANYPU_ADDRESS", "127.0.0.1:7070")
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
-    transport = GrpcTransport(address, token, client_ca(address, ca_hash))
+    return address, GrpcTransport(address, token, client_ca(address, ca_hash))
+
+
+def node_command(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``anypu node remove NAME``: forget a node that is not connected."""
+    _, transport = _connect(args)
     try:
         removed = transport.remove_node(args.name)
     finally:
@@ -147,13 +155,7 @@ def node_command(args: argparse.Namespace, stop: threading.Event) -> int:
 
 def status_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """``anypu status``: ask the scheduler, print the summary (or ``--json``)."""
-    from anypu.comm import client_ca
-    from anypu.sdk._transport import GrpcTransport
-
-    token = args.token or os.environ.get("ANYPU_TOKEN", "")
-    address = args.scheduler or os.environ.get("ANYPU_ADDRESS", "127.0.0.1:7070")
-    ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
-    transport = GrpcTransport(address, token, client_ca(address, ca_hash))
+    address, transport = _connect(args)
     try:
         nodes = transport.list_nodes(timeout=5)
         jobs = transport.list_jobs(limit=args.jobs)

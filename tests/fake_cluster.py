@@ -128,10 +128,12 @@ class CrashingAgent(FakeAgent):
 class ResultLosingAgent(FakeAgent):
     """The stream breaks under the first result it sends: the result never arrives."""
 
-    lost: list[m.JobResult]
+    def __init__(self, cluster: FakeCluster, name: str, devices: tuple[Device, ...]) -> None:
+        super().__init__(cluster, name, devices)
+        self.lost: list[m.JobResult] = []
 
     def send(self, message: m.AgentMessage) -> None:
-        if isinstance(message, m.JobResult) and not getattr(self, "lost", None):
+        if isinstance(message, m.JobResult) and not self.lost:
             self.lost = [message]
             self.cluster.break_stream(self, "connection reset while sending a result")
             return
