@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu import _codec
+from anypu.agents._cache import DEFAULT_CACHE_BYTES, ArtifactCache
 from anypu.agents._link import SchedulerLink
 from anypu.agents._state import (
     AgentIdentity,
@@ -81,6 +82,8 @@ class AgentConfig:
     site: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     cache_dir: str = ""
+    #: Model artifacts kept on disk at most (least recently used deleted first).
+    cache_bytes: int = DEFAULT_CACHE_BYTES
     max_backoff_s: float = 2.0
     #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
     #: user's own process already runs their model, so isolation buys nothing there).
@@ -125,8 +128,7 @@ class Agent:
         self.config = config
         self.link = link
         cache = config.cache_dir or os.path.join(tempfile.gettempdir(), "anypu-cache")
-        self.artifacts = Path(cache) / "artifacts"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.cache = ArtifactCache(Path(cache) / "artifacts", config.cache_bytes)
         self.connected = threading.Event()
         self._stop = threading.Event()
         # Guards the state; the shell's own waits (lease news) share it.
@@ -245,7 +247,7 @@ class Agent:
         """One message from the scheduler (the stream's, or the in-process link's)."""
         cached = False
         if isinstance(message, m.Launch):
-            cached = (self.artifacts / message.artifact_digest).exists()
+            cached = self.cache.has(message.artifact_digest)
         self._handle(SchedulerSaid(message, time.time(), _stimulus(message), cached))
         if isinstance(message, m.JoinAck):
             self.connected.set()
@@ -338,7 +340,7 @@ class Agent:
                 {
                     "lease_id": lease.lease_id,
                     "digest": lease.artifact_digest,
-                    "artifact_path": str(self.artifacts / lease.artifact_digest),
+                    "artifact_path": str(self.cache.path(lease.artifact_digest)),
                     "node_id": self.node_id,
                 }
             )
@@ -348,7 +350,7 @@ class Agent:
     def _fetch(self, fetch: Fetch) -> None:
         launch = fetch.launch
         try:
-            self._ensure_artifact(launch.artifact_digest, self.artifacts / launch.artifact_digest)
+            self._ensure_artifact(launch.artifact_digest, self.cache.path(launch.artifact_digest))
             inputs = launch.inputs
             if launch.inputs_digest:
                 inputs = self.link.fetch_blob(launch.inputs_digest)
@@ -381,6 +383,12 @@ class Agent:
                 tmp = path.with_suffix(".part")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
+                with self._lock:
+                    busy = {
+                        *self._fetching,
+                        *(lease.artifact_digest for lease in self.state.leases.values()),
+                    }
+                self.cache.trim(keep={*busy, *self._warm(), digest})
         finally:
             if owner:
                 with self._lock:
@@ -394,7 +402,7 @@ class Agent:
                 job_id=launch.job_id,
                 attempt=launch.attempt,
                 digest=launch.artifact_digest,
-                artifact_path=str(self.artifacts / launch.artifact_digest),
+                artifact_path=str(self.cache.path(launch.artifact_digest)),
                 inputs=inputs,
                 timeout_s=launch.timeout_s,
             )
@@ -427,7 +435,7 @@ class Agent:
             job_id=job_id,
             attempt=1,
             digest=run.lease.artifact_digest,
-            artifact_path=str(self.artifacts / run.lease.artifact_digest),
+            artifact_path=str(self.cache.path(run.lease.artifact_digest)),
             inputs=b"",
             timeout_s=0.0,
             direct=True,

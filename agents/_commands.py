@@ -16,7 +16,7 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.comm import serves_tls
-from anypu.devices import Device, discover
+from anypu.devices import Device, discover, parse_size
 from anypu.errors import AnypuError
 
 __all__ = ["agent_command", "direct_tls_files"]
@@ -45,6 +45,16 @@ def _labels(items: list[str], site: str) -> dict[str, str]:
     if site:
         labels.setdefault("site", site)
     return labels
+
+
+def _cache_bytes(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as error:
+        raise AnypuError(f"--cache-size: {error}") from None
+    if size <= 0:
+        raise AnypuError(f"--cache-size must be more than 0, got {text!r}")
+    return size
 
 
 def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
@@ -78,6 +88,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             site=args.site,
             labels=labels,
             cache_dir=args.cache_dir,
+            cache_bytes=_cache_bytes(args.cache_size),
             direct_address=args.direct_address,
             direct_tls=direct_tls,
         ),

@@ -87,6 +87,26 @@ def _scheduler_parser(commands: Any) -> None:
         default="127.0.0.1",
         help="dashboard address (default loopback, where reads need no token)",
     )
+    keep = s.add_argument_group(
+        "retention", "what finished jobs leave in --state-dir (durations: 90s, 10m, 1h, 7d)"
+    )
+    keep.add_argument(
+        "--keep-results", default="10m", help="outputs kept after first fetched (10m)"
+    )
+    keep.add_argument(
+        "--keep-unfetched-results", default="1d", help="outputs nobody fetched kept (1d)"
+    )
+    keep.add_argument(
+        "--keep-jobs", type=int, default=10_000, help="finished jobs kept in history (10000)"
+    )
+    keep.add_argument(
+        "--keep-jobs-for", default="7d", help="no finished job older than this is kept (7d)"
+    )
+    keep.add_argument(
+        "--keep-models",
+        default="1h",
+        help="a model artifact no job used for this long is deleted (1h; clients re-upload)",
+    )
 
 
 def _agent_parser(commands: Any) -> None:
@@ -107,6 +127,11 @@ def _agent_parser(commands: Any) -> None:
     a.add_argument("--site", default="", help="network site this node sits at")
     a.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
     a.add_argument("--cache-dir", default="", help="where model artifacts are cached")
+    a.add_argument(
+        "--cache-size",
+        default="10GiB",
+        help="model artifacts kept at most; least recently used deleted first (10GiB)",
+    )
     a.add_argument(
         "--direct-address",
         default="",
@@ -152,6 +177,15 @@ def _token_parser(commands: Any) -> None:
     t.add_argument("--max-devices", type=int, default=0, help="device cap (0: none)")
     t.add_argument("--max-memory", default="", help="device memory cap, e.g. 64GiB")
     t.add_argument("--json", action="store_true", help="machine-readable output")
+    t.add_argument(
+        "--scheduler",
+        default="",
+        metavar="HOST:PORT",
+        help="ask this running scheduler instead of reading --state-dir (with its admin"
+        " --token and --ca-hash)",
+    )
+    t.add_argument("--token", default="", help="the admin token, with --scheduler (ANYPU_TOKEN)")
+    t.add_argument("--ca-hash", default="", help="the scheduler's CA hash (ANYPU_CA_HASH)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ from anypu.comm._channels import (
     BLOB_CHUNK_BYTES,
     INLINE_BYTES,
     MAX_MESSAGE_BYTES,
+    MISSING_BLOB_KEY,
+    MissingBlobError,
     grpc_channel,
     raise_for_rpc,
     server_options,
@@ -52,6 +54,7 @@ from anypu.comm._tls import (
     parse_ca_hash,
     server_credentials,
     serves_tls,
+    speaks_tls,
 )
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "INLINE_BYTES",
     "MAX_JSON_BYTES",
     "MAX_MESSAGE_BYTES",
+    "MISSING_BLOB_KEY",
     "SERVER_NAME",
     "AgentPortInfo",
     "CertificateAuthority",
@@ -70,6 +74,7 @@ __all__ = [
     "EnrolRequest",
     "FrameError",
     "Identity",
+    "MissingBlobError",
     "cert_hash",
     "channel_credentials",
     "client_ca",
@@ -87,5 +92,6 @@ __all__ = [
     "server_credentials",
     "server_options",
     "serves_tls",
+    "speaks_tls",
     "write_frame",
 ]

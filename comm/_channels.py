@@ -73,6 +73,19 @@ def grpc_channel(
     return grpc.secure_channel(address, credentials, options=options)
 
 
+#: Trailing metadata naming the blob a FAILED_PRECONDITION answer says is missing.
+MISSING_BLOB_KEY = "anypu-missing-blob"
+
+
+class MissingBlobError(ConfigError):
+    """A request named a blob the scheduler does not hold (never uploaded, or collected
+    after it went unused): upload it and send the request again."""
+
+    def __init__(self, message: str, digest: str = "") -> None:
+        super().__init__(message)
+        self.digest = digest
+
+
 def raise_for_rpc(error: grpc.RpcError, address: str) -> NoReturn:
     """Raise the anypu error a user can act on for a failed call to ``address``."""
     code = error.code() if hasattr(error, "code") else None
@@ -81,13 +94,20 @@ def raise_for_rpc(error: grpc.RpcError, address: str) -> NoReturn:
         raise AuthenticationError(detail) from None
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS):
         raise ConfigError(detail) from None
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        missing = [str(item.value) for item in metadata or () if item.key == MISSING_BLOB_KEY]
+        if missing:
+            raise MissingBlobError(detail or "", missing[0]) from None
+        raise ConfigError(detail) from None
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         raise AnypuError(detail) from None  # throttled: worth retrying later
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         raise SchedulerUnavailableError(
             f"no anypu scheduler answers at {address} ({detail}). Start one with"
             f" `anypu scheduler --port {address.rsplit(':', 1)[-1]}`, or check the address"
-            " and ANYPU_ADDRESS. A scheduler speaks TLS unless started with --insecure: then"
-            " pass its CA hash (--ca-hash, ca_hash=, ANYPU_CA_HASH)."
+            " and ANYPU_ADDRESS. Schedulers speak TLS (pass the CA hash one prints:"
+            " --ca-hash, ca_hash= or ANYPU_CA_HASH); only one started with --insecure is"
+            " reached without it."
         ) from None
     raise error

@@ -20,7 +20,8 @@ import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ __all__ = [
     "parse_ca_hash",
     "server_credentials",
     "serves_tls",
+    "speaks_tls",
 ]
 
 #: Clients check the scheduler's certificate against this name, not the dialled address.
@@ -295,6 +297,32 @@ def channel_credentials(ca_pem: bytes, identity: Identity | None = None) -> grpc
     return grpc.ssl_channel_credentials(ca_pem, identity.key_pem, identity.cert_pem)
 
 
+@contextmanager
+def _unverified_tls(host: str, port: int, timeout: float) -> Iterator[ssl.SSLSocket]:
+    """A TLS connection that checks nothing: to see what a server is or presents."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host.strip("[]"), port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
+    ):
+        yield tls
+
+
+def speaks_tls(address: str, timeout: float = 2.0) -> bool:
+    """Whether ``address`` completes a TLS handshake (unverified: only to say what it is)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    try:
+        with _unverified_tls(host, int(port), timeout):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
 def fetch_ca(address: str, expected_hash: str, timeout: float = 10.0) -> bytes:
     """The scheduler's CA certificate (PEM), accepted only if it hashes to ``expected_hash``.
 
@@ -306,15 +334,8 @@ def fetch_ca(address: str, expected_hash: str, timeout: float = 10.0) -> bytes:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"scheduler address {address!r} must look like HOST:PORT")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
     try:
-        with (
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls,
-        ):
+        with _unverified_tls(host, int(port), timeout) as tls:
             # Python < 3.13 has no public API for the peer's whole chain.
             chain = tls._sslobj.get_unverified_chain() or []  # type: ignore[attr-defined]
             pems = [c.public_bytes(ssl._ssl.ENCODING_PEM).encode() for c in chain]  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from anypu.placement._model import (
     NodeView,
     Placement,
     Plan,
+    RunnerUp,
     WorkloadShape,
 )
 from anypu.placement._network import (
@@ -68,6 +69,7 @@ __all__ = [
     "PlacementConfig",
     "Plan",
     "PlanContext",
+    "RunnerUp",
     "ScorePlugin",
     "Strategy",
     "WorkloadShape",

@@ -20,6 +20,7 @@ __all__ = [
     "NodeView",
     "Placement",
     "Plan",
+    "RunnerUp",
     "WorkloadShape",
 ]
 
@@ -110,8 +111,20 @@ class ClusterSnapshot:
 
 
 @dataclass(frozen=True)
+class RunnerUp:
+    """The cheapest slice on another node as the job's turn came, with its terms: why the
+    other nodes lost."""
+
+    node_id: str
+    device_id: str
+    predicted_seconds: float
+    terms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class Placement:
-    """Where one job goes, what it is predicted to take, and why (the objective's terms)."""
+    """Where one job goes, what it is predicted to take, and why (the objective's terms);
+    ``runner_up`` where another node could have taken it (the cost strategy says)."""
 
     job_id: str
     node_id: str
@@ -119,6 +132,7 @@ class Placement:
     slice_index: int
     predicted_seconds: float
     terms: dict[str, float]
+    runner_up: RunnerUp | None = None
 
 
 @dataclass(frozen=True)

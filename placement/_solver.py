@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -62,7 +62,7 @@ from ortools.sat.python import cp_model
 from anypu.placement._config import PlacementConfig
 from anypu.placement._filters import allowed_devices, explain_unschedulable, unresolvable
 from anypu.placement._framework import PlanContext, in_report_order
-from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan
+from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan, RunnerUp
 from anypu.placement._scores import score_terms
 
 __all__ = ["CostStrategy", "plan_cost"]
@@ -86,7 +86,12 @@ class _Round:
         self.objective = 0.0
 
     def commit(
-        self, job: JobRequest, weight: float, s: int, scored: dict[str, np.ndarray] | None = None
+        self,
+        job: JobRequest,
+        weight: float,
+        s: int,
+        scored: dict[str, np.ndarray] | None = None,
+        runner_up: RunnerUp | None = None,
     ) -> None:
         """Put ``job`` on slice ``s``. ``scored`` are its term vectors over all devices at
         this very state, when the caller has them; otherwise they are computed for ``s``."""
@@ -99,7 +104,7 @@ class _Round:
         else:
             terms = {name: float(v[d]) for name, v in scored.items()}
         terms["queue"] = float(self.slice_load[s])
-        predicted = sum(terms.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
+        predicted = _predicted(terms)
         cost = sum(cfg.weight(k) * v for k, v in terms.items())
         if job.slo_seconds is not None and predicted > job.slo_seconds:
             terms["slo_violation"] = predicted - job.slo_seconds
@@ -116,8 +121,30 @@ class _Round:
                 slice_index=int(t.slice_pos[s]),
                 predicted_seconds=predicted,
                 terms=in_report_order(terms),
+                runner_up=runner_up,
             )
         )
+
+    def runner_up(
+        self, total: np.ndarray, s: int, scored: dict[str, np.ndarray]
+    ) -> RunnerUp | None:
+        """The cheapest slice (by ``total``, the greedy's cost over slices) on a node other
+        than slice ``s``'s, with its terms; None when no other node could take the job."""
+        t = self.ctx.table
+        slice_node = t.dev_node[t.slice_dev]
+        elsewhere = np.where(slice_node != slice_node[s], total, np.inf)
+        r = int(np.argmin(elsewhere))
+        if not np.isfinite(elsewhere[r]):
+            return None
+        d = int(t.slice_dev[r])
+        terms = {name: float(v[d]) for name, v in scored.items()}
+        terms["queue"] = float(self.slice_load[r])
+        dv = t.devices[d]
+        return RunnerUp(dv.node_id, dv.device.device_id, _predicted(terms), in_report_order(terms))
+
+
+def _predicted(terms: dict[str, float]) -> float:
+    return sum(terms.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
 
 
 def _static_cost(
@@ -208,12 +235,13 @@ def _greedy(
     candidates: list[_Candidates] = []
     for i, job in enumerate(order):
         static, terms = _static_cost(job, ctx, allowed[job.job_id], state.dev_idle)
-        s = int(np.argmin(static[t.slice_dev] + wq * state.slice_load))
+        total = static[t.slice_dev] + wq * state.slice_load
+        s = int(np.argmin(total))
         if classes is not None and i < ctx.config.cpsat_max_jobs:
             candidates.append(
                 _candidates_for(ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s)
             )
-        state.commit(job, weights[job.job_id], s, terms)
+        state.commit(job, weights[job.job_id], s, terms, state.runner_up(total, s, terms))
     return state, candidates
 
 
@@ -337,6 +365,18 @@ def _expand(
     return state
 
 
+def _runners_up_from(greedy: _Round, chosen: _Round) -> None:
+    """Give CP-SAT's placements runners-up as the greedy pass saw them: the greedy's own
+    choice when it was on another node, else the greedy's runner-up."""
+    by_job = {p.job_id: p for p in greedy.placements}
+    for i, p in enumerate(chosen.placements):
+        g = by_job[p.job_id]
+        runner_up = g.runner_up
+        if g.node_id != p.node_id:
+            runner_up = RunnerUp(g.node_id, g.device_id, g.predicted_seconds, g.terms)
+        chosen.placements[i] = replace(p, runner_up=runner_up)
+
+
 def _round_order(jobs: Sequence[JobRequest]) -> list[JobRequest]:
     return sorted(jobs, key=lambda j: (-j.priority, j.flops, j.memory_bytes, j.job_id))
 
@@ -386,6 +426,7 @@ def plan_cost(
             exact = _expand(ctx, order, weights, classes, chosen)
             if exact.objective < greedy.objective - 1e-9 * max(1.0, abs(greedy.objective)):
                 best, solver = exact, f"cp-sat:{status}"
+                _runners_up_from(greedy, best)
             else:
                 solver = f"greedy (cp-sat {status}, no better)"
     return Plan(

@@ -347,7 +347,7 @@ class Term(_message.Message):
     def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class PlacementInfo(_message.Message):
-    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated")
+    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated", "runner_up_node", "runner_up_device", "runner_up_seconds", "runner_up_terms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +357,10 @@ class PlacementInfo(_message.Message):
     TIER_FIELD_NUMBER: _ClassVar[int]
     DEVICE_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_UP_NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_UP_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_UP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_UP_TERMS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     device_id: str
     slice_index: int
@@ -366,7 +370,11 @@ class PlacementInfo(_message.Message):
     tier: str
     device_description: str
     simulated: bool
-    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ...) -> None: ...
+    runner_up_node: str
+    runner_up_device: str
+    runner_up_seconds: float
+    runner_up_terms: _containers.RepeatedCompositeFieldContainer[Term]
+    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ..., runner_up_node: _Optional[str] = ..., runner_up_device: _Optional[str] = ..., runner_up_seconds: _Optional[float] = ..., runner_up_terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ...) -> None: ...
 
 class NodeReason(_message.Message):
     __slots__ = ("node_id", "reason")
@@ -564,6 +572,54 @@ class UsageResponse(_message.Message):
     fragmentation: float
     reserved: _containers.RepeatedCompositeFieldContainer[DeviceReservation]
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., fragmentation: _Optional[float] = ..., reserved: _Optional[_Iterable[_Union[DeviceReservation, _Mapping]]] = ...) -> None: ...
+
+class CreateJoinTokenRequest(_message.Message):
+    __slots__ = ("ttl_s", "tiers", "max_devices", "max_memory_bytes")
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ttl_s: float
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    max_devices: int
+    max_memory_bytes: int
+    def __init__(self, ttl_s: _Optional[float] = ..., tiers: _Optional[_Iterable[str]] = ..., max_devices: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ...) -> None: ...
+
+class CreateJoinTokenResponse(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class ListJoinTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JoinTokenInfo(_message.Message):
+    __slots__ = ("id", "created_at", "expires_at", "tiers", "max_devices", "max_memory_bytes", "state", "used_by")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    USED_BY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    created_at: float
+    expires_at: float
+    tiers: str
+    max_devices: int
+    max_memory_bytes: int
+    state: str
+    used_by: str
+    def __init__(self, id: _Optional[str] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., tiers: _Optional[str] = ..., max_devices: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., state: _Optional[str] = ..., used_by: _Optional[str] = ...) -> None: ...
+
+class ListJoinTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[JoinTokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[JoinTokenInfo, _Mapping]]] = ...) -> None: ...
 
 class RemoveNodeRequest(_message.Message):
     __slots__ = ("node_id",)

@@ -146,6 +146,16 @@ class JobServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
+        self.CreateJoinToken = channel.unary_unary(
+                '/anypu.v1.JobService/CreateJoinToken',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenResponse.FromString,
+                _registered_method=True)
+        self.ListJoinTokens = channel.unary_unary(
+                '/anypu.v1.JobService/ListJoinTokens',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -199,6 +209,18 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJoinToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJoinTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +263,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'CreateJoinToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJoinToken,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenResponse.SerializeToString,
+            ),
+            'ListJoinTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJoinTokens,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +491,60 @@ class JobService:
             '/anypu.v1.JobService/RemoveNode',
             anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJoinToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/CreateJoinToken',
+            anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.CreateJoinTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJoinTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/ListJoinTokens',
+            anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

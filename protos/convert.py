@@ -9,7 +9,7 @@ nested parts spelled out.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -229,6 +229,9 @@ def job_info_to_pb(info: m.JobInfo) -> pb.JobInfo:
     if info.placement is not None:
         placed = _scalars_to_pb(info.placement, out.placement)
         placed.terms.extend(pb.Term(name=k, seconds=v) for k, v in info.placement.terms.items())
+        placed.runner_up_terms.extend(
+            pb.Term(name=k, seconds=v) for k, v in info.placement.runner_up_terms.items()
+        )
     out.pending_reasons.extend(
         pb.NodeReason(node_id=n, reason=r) for n, r in info.pending_reasons.items()
     )
@@ -239,7 +242,12 @@ def job_info_from_pb(message: pb.JobInfo) -> m.JobInfo:
     placement = None
     if message.HasField("placement"):
         p = message.placement
-        placement = _scalars_from_pb(p, m.PlacementInfo, terms={t.name: t.seconds for t in p.terms})
+        placement = _scalars_from_pb(
+            p,
+            m.PlacementInfo,
+            terms={t.name: t.seconds for t in p.terms},
+            runner_up_terms={t.name: t.seconds for t in p.runner_up_terms},
+        )
     return _scalars_from_pb(
         message,
         m.JobInfo,
@@ -402,3 +410,38 @@ def remove_node_request(node_id: str) -> pb.RemoveNodeRequest:
 
 def remove_node_response(info: m.NodeInfo) -> pb.RemoveNodeResponse:
     return pb.RemoveNodeResponse(node=node_info_to_pb(info))
+
+
+# Join tokens (``anypu token create|list --scheduler``): plain dicts, as the store has them.
+_TOKEN_FIELDS = (
+    "id",
+    "created_at",
+    "expires_at",
+    "tiers",
+    "max_devices",
+    "max_memory_bytes",
+    "state",
+    "used_by",
+)
+
+
+def create_join_token_request(
+    ttl_s: float, tiers: Sequence[str], max_devices: int, max_memory_bytes: int
+) -> pb.CreateJoinTokenRequest:
+    return pb.CreateJoinTokenRequest(
+        ttl_s=ttl_s, tiers=list(tiers), max_devices=max_devices, max_memory_bytes=max_memory_bytes
+    )
+
+
+def create_join_token_response(token: str) -> pb.CreateJoinTokenResponse:
+    return pb.CreateJoinTokenResponse(token=token)
+
+
+def join_tokens_response(items: Sequence[dict[str, Any]]) -> pb.ListJoinTokensResponse:
+    return pb.ListJoinTokensResponse(
+        tokens=[pb.JoinTokenInfo(**{k: item[k] for k in _TOKEN_FIELDS}) for item in items]
+    )
+
+
+def join_tokens_from_pb(message: pb.ListJoinTokensResponse) -> list[dict[str, Any]]:
+    return [{k: getattr(t, k) for k in _TOKEN_FIELDS} for t in message.tokens]

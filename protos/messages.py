@@ -387,6 +387,12 @@ class PlacementInfo:
     tier: str = ""
     device_description: str = ""
     simulated: bool = False
+    #: The cheapest slice on another node when it was placed, and its terms: why the
+    #: other nodes lost ("" when none could take it, or a trace policy placed it).
+    runner_up_node: str = ""
+    runner_up_device: str = ""
+    runner_up_seconds: float = 0.0
+    runner_up_terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

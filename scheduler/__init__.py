@@ -13,8 +13,14 @@ from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import DashboardServer, serve_http
 from anypu.scheduler._metrics import SchedulerMetrics, cluster_usage
 from anypu.scheduler._records import JOB_STATES, TERMINAL, JobRecord, NodeRecord
+from anypu.scheduler._retention import Retention, Sweep
 from anypu.scheduler._security import ServerSecurity
-from anypu.scheduler._service import AgentSession, NotFoundError, SchedulerService
+from anypu.scheduler._service import (
+    AgentSession,
+    NotFoundError,
+    OutputsGoneError,
+    SchedulerService,
+)
 from anypu.scheduler._state import (
     Action,
     AgentConnected,
@@ -68,8 +74,10 @@ __all__ = [
     "NodeRemoved",
     "NotFoundError",
     "Notify",
+    "OutputsGoneError",
     "PersistJob",
     "PersistNode",
+    "Retention",
     "SchedulerConfig",
     "SchedulerMetrics",
     "SchedulerService",
@@ -77,6 +85,7 @@ __all__ = [
     "Send",
     "ServerSecurity",
     "StateStore",
+    "Sweep",
     "ThrottledError",
     "Tick",
     "TokenStore",

@@ -15,13 +15,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from anypu.comm import CertificateAuthority
 from anypu.devices import parse_size
 from anypu.errors import AnypuError
 from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
+from anypu.protos import convert
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import is_loopback, serve_http
+from anypu.scheduler._retention import Retention, duration
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
@@ -57,6 +60,24 @@ def _security(args: argparse.Namespace, service: SchedulerService) -> ServerSecu
     )
     security.watch(service)
     return security
+
+
+def _retention(args: argparse.Namespace) -> Retention:
+    if args.keep_jobs < 0:
+        raise AnypuError(f"--keep-jobs must be ≥ 0, got {args.keep_jobs}")
+    results = parse_ttl(args.keep_results, "--keep-results", zero=True)
+    models = parse_ttl(args.keep_models, "--keep-models", zero=True)
+    return Retention(
+        results_after_fetch_s=results,
+        unfetched_results_s=parse_ttl(
+            args.keep_unfetched_results, "--keep-unfetched-results", zero=True
+        ),
+        jobs=args.keep_jobs,
+        jobs_for_s=parse_ttl(args.keep_jobs_for, "--keep-jobs-for", zero=True),
+        models_for_s=models,
+        # Every minute, or at half the shortest window when that is shorter (≥ 1 s).
+        sweep_every_s=min(60.0, max(1.0, min(results, models) / 2)),
+    )
 
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -112,7 +133,11 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         placement=PlacementConfig(time_limit_s=args.solver_time_limit, policy=args.policy),
     )
     service = SchedulerService(
-        args.state_dir, token=token or None, config=config, network=_network(args.network)
+        args.state_dir,
+        token=token or None,
+        config=config,
+        network=_network(args.network),
+        retention=_retention(args),
     )
     security = None if args.insecure else _security(args, service)
     agent_port = args.agent_port if args.agent_port is not None else args.port and args.port + 1
@@ -124,6 +149,13 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     )
     say = functools.partial(print, flush=True)
     say(f"anypu scheduler listening on {args.host}:{port} ({mode}; state in {args.state_dir})")
+    r = service.collector.retention
+    say(
+        f"keeping results {duration(r.results_after_fetch_s)} after fetched"
+        f" ({duration(r.unfetched_results_s)} unfetched), the newest {r.jobs} finished jobs"
+        f" for at most {duration(r.jobs_for_s)}, models {duration(r.models_for_s)} after"
+        " last use (--keep-*)"
+    )
     if args.policy != "cost":
         say(f"placement policy: {args.policy} for accelerator jobs (cost model for the rest)")
     if security is None:
@@ -181,22 +213,92 @@ def _token_line(item: dict[str, object], now: float) -> str:
     return "  ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", 0, None))
 
 
+class _LocalTokens:
+    """Join tokens in the scheduler's state folder (on the scheduler's machine)."""
+
+    def __init__(self, state_dir: str) -> None:
+        if not (Path(state_dir) / "anypu.db").exists():
+            raise AnypuError(
+                f"no scheduler state in {state_dir}: pass the scheduler's --state-dir, or ask"
+                " a running scheduler with --scheduler HOST:PORT --token <admin token>"
+                " --ca-hash sha256:…"
+            )
+        self.store = TokenStore(state_dir)
+
+    def tokens(self) -> list[dict[str, object]]:
+        return self.store.tokens(time.time())
+
+    def create(self, ttl: float, tiers: list[str], max_devices: int, memory: int) -> str:
+        return self.store.create(ttl, tiers, time.time(), max_devices, memory)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _RemoteTokens:
+    """Join tokens minted by a running TLS scheduler for its admin token (any machine)."""
+
+    def __init__(self, address: str, token: str, ca_hash: str) -> None:
+        import grpc
+
+        from anypu.comm import channel_credentials, client_ca, grpc_channel
+        from anypu.protos import anypu_v1_pb2_grpc as rpc
+
+        self.address, self._rpc_error = address, grpc.RpcError
+        ca = client_ca(address, ca_hash)
+        if ca is None:
+            raise AnypuError(
+                "join tokens are minted by TLS schedulers: pass its --ca-hash (an --insecure"
+                " one lets agents join with its own token)"
+            )
+        self.channel = grpc_channel(address, channel_credentials(ca))
+        self.stub = rpc.JobServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        from anypu.comm import raise_for_rpc
+
+        try:
+            return method(request, metadata=self.metadata, timeout=10)
+        except self._rpc_error as error:
+            raise_for_rpc(error, self.address)
+
+    def tokens(self) -> list[dict[str, object]]:
+        response = self._call(self.stub.ListJoinTokens, convert.pb.ListJoinTokensRequest())
+        return convert.join_tokens_from_pb(response)
+
+    def create(self, ttl: float, tiers: list[str], max_devices: int, memory: int) -> str:
+        request = convert.create_join_token_request(ttl, tiers, max_devices, memory)
+        return str(self._call(self.stub.CreateJoinToken, request).token)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 def token_command(args: argparse.Namespace, stop: threading.Event) -> int:
-    """``anypu token create|list``: join tokens, in the scheduler's state folder."""
-    store = TokenStore(args.state_dir)
-    try:
-        if args.action == "list":
-            now = time.time()
-            for item in store.tokens(now):
-                print(json.dumps(item) if args.json else _token_line(item, now))
-            return 0
+    """``anypu token create|list``: join tokens, in the scheduler's state folder or, with
+    ``--scheduler``, asked of a running scheduler with the admin token."""
+    if args.action == "create":  # flags first: a typo is told before anything connects
         try:
             memory = parse_size(args.max_memory) if args.max_memory else 0
         except ValueError as error:
             raise AnypuError(f"--max-memory: {error}") from None
         ttl = parse_ttl(args.ttl)
         tiers = args.tier or ["edge"]
-        token = store.create(ttl, tiers, time.time(), args.max_devices, memory)
+    store: _LocalTokens | _RemoteTokens
+    if args.scheduler:
+        token = args.token or os.environ.get("ANYPU_TOKEN", "")
+        ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
+        store = _RemoteTokens(args.scheduler, token, ca_hash)
+    else:
+        store = _LocalTokens(args.state_dir)
+    try:
+        if args.action == "list":
+            now = time.time()
+            for item in store.tokens():
+                print(json.dumps(item) if args.json else _token_line(item, now))
+            return 0
+        token = store.create(ttl, tiers, args.max_devices, memory)
     finally:
         store.close()
     if args.json:

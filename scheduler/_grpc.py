@@ -13,6 +13,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any, NoReturn, cast
@@ -23,7 +24,9 @@ from anypu.comm import (
     BLOB_CHUNK_BYTES,
     ENROL_METHOD,
     INFO_METHOD,
+    MISSING_BLOB_KEY,
     EnrolRequest,
+    MissingBlobError,
     server_credentials,
     server_options,
 )
@@ -55,6 +58,9 @@ def _fail(context: grpc.ServicerContext, error: Exception) -> NoReturn:
         context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
     if isinstance(error, AuthenticationError):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+    if isinstance(error, MissingBlobError):
+        context.set_trailing_metadata(((MISSING_BLOB_KEY, error.digest),))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
     if isinstance(error, NotFoundError):
         context.abort(grpc.StatusCode.NOT_FOUND, error.args[0])
     if isinstance(error, (ConfigError, ValueError)):
@@ -227,6 +233,39 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
             return convert.remove_node_response(self.service.remove_node(request.node_id))
         except Exception as error:
             _fail(context, error)
+
+    def CreateJoinToken(self, request, context):  # noqa: N802
+        self._check(context)
+        tokens = self._join_tokens(context)
+        try:
+            token = tokens.create(
+                request.ttl_s,
+                list(request.tiers) or ["edge"],
+                time.time(),
+                request.max_devices,
+                request.max_memory_bytes,
+            )
+        except Exception as error:
+            _fail(context, error)
+        log.info(
+            "minted a join token for tier %s, valid %.0f s, at an admin's request",
+            "/".join(request.tiers) or "edge",
+            request.ttl_s,
+        )
+        return convert.create_join_token_response(token)
+
+    def ListJoinTokens(self, request, context):  # noqa: N802
+        self._check(context)
+        return convert.join_tokens_response(self._join_tokens(context).tokens(time.time()))
+
+    def _join_tokens(self, context: grpc.ServicerContext) -> Any:
+        if self.security is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this scheduler runs --insecure: agents join with its own token (--token);"
+                " join tokens are for TLS schedulers",
+            )
+        return self.security.tokens
 
 
 class BlobServicer(_Authenticated, rpc.BlobServiceServicer):

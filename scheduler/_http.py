@@ -139,6 +139,16 @@ def placement_view(job: JobInfo) -> dict:
         "solver": p.solver,
         "terms": p.terms,
         "predicted_seconds": p.predicted_seconds,
+        "runner_up": (
+            {
+                "node_id": p.runner_up_node,
+                "device_id": p.runner_up_device,
+                "predicted_seconds": p.runner_up_seconds,
+                "terms": p.runner_up_terms,
+            }
+            if p.runner_up_node
+            else None
+        ),
         "run_seconds": job.outcome.run_seconds,
         "load_seconds": job.outcome.load_seconds,
         "latency_seconds": job.latency_seconds,

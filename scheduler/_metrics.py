@@ -369,6 +369,39 @@ class _ThrottleCollector(Collector):
         yield family
 
 
+class _StateFolderCollector(Collector):
+    """What the state folder holds and what retention collected (see ``_retention``)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily(
+            "anypu_state_folder_bytes",
+            "Bytes the scheduler's state folder holds: the SQLite database with its log,"
+            " and the blobs (model artifacts, large inputs and outputs).",
+            labels=["part"],
+        )
+        size.add_metric(["database"], self.service.store.bytes_on_disk())
+        size.add_metric(["blobs"], self.service.blobs.bytes)
+        yield size
+        collector = self.service.collector
+        collected = CounterMetricFamily(
+            "anypu_state_collected",
+            "What retention deleted: outputs of succeeded jobs, finished job records,"
+            " unreferenced blobs.",
+            labels=["what"],
+        )
+        for what, count in collector.collected.items():
+            collected.add_metric([what], count)
+        yield collected
+        yield CounterMetricFamily(
+            "anypu_state_collected_blob_bytes",
+            "Bytes of blobs retention deleted.",
+            value=collector.collected_bytes,
+        )
+
+
 class SchedulerMetrics:
     """Prometheus metrics of one ``SchedulerService``, in a registry of their own."""
 
@@ -376,6 +409,7 @@ class SchedulerMetrics:
         self.registry = prom.CollectorRegistry(auto_describe=False)
         self.transitions = _Transitions(self.registry)
         self.registry.register(_StateCollector(service, self.transitions))
+        self.registry.register(_StateFolderCollector(service))
         if throttle is not None:
             self.registry.register(_ThrottleCollector(throttle))
         state = service.state

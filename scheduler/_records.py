@@ -71,6 +71,8 @@ class JobRecord:
     unschedulable_since: float | None = None
     outputs: bytes = b""
     outputs_digest: str = ""  # or the outputs are this blob (too large for a message)
+    #: The outputs were kept their retention time after the job and then discarded.
+    outputs_expired: bool = False
     #: What the last run said (timings once run; the failure once failed).
     outcome: Outcome = NO_FAILURE
     lost_nodes: list[str] = field(default_factory=list)

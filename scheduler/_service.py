@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import queue
 import threading
 import time
@@ -18,13 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from anypu import PROTOCOL_VERSION
-from anypu.devices import DEVICE_KINDS
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
 from anypu.scheduler._metrics import cluster_usage, read_view
 from anypu.scheduler._records import JobRecord, NodeRecord
+from anypu.scheduler._retention import Collector, Retention, Sweep, duration
 from anypu.scheduler._state import (
     AgentConnected,
     AgentDisconnected,
@@ -45,8 +43,9 @@ from anypu.scheduler._state import (
 )
 from anypu.scheduler._store import BlobStore, StateStore
 from anypu.scheduler._tokens import Enrolment
+from anypu.scheduler._validation import validate_join, validate_submit
 
-__all__ = ["AgentSession", "NotFoundError", "SchedulerService"]
+__all__ = ["AgentSession", "NotFoundError", "OutputsGoneError", "SchedulerService"]
 
 SendFn = Callable[[m.SchedulerMessage], None]
 DropFn = Callable[[], None]
@@ -58,6 +57,10 @@ log = logging.getLogger("anypu.scheduler")
 
 class NotFoundError(KeyError):
     """No job with that id."""
+
+
+class OutputsGoneError(NotFoundError):
+    """The job succeeded, and its outputs were kept their retention time and discarded."""
 
 
 #: Transitions an operator wants to see at INFO: placements (with why there), requeues,
@@ -107,11 +110,13 @@ class SchedulerService:
         config: SchedulerConfig | None = None,
         network: object | None = None,
         clock: Callable[[], float] = time.time,
+        retention: Retention | None = None,
     ) -> None:
         self.token = token
         self.clock = clock
         self.store = StateStore(state_dir)
         self.blobs = BlobStore(Path(state_dir) / "blobs")
+        self.collector = Collector(self.store, self.blobs, retention or Retention())
         self.state = SchedulerState(config, network)
         recent = self.store.recent_jobs(WORKLOAD_WINDOW)[::-1]  # oldest first
         self.state.restore(
@@ -132,6 +137,13 @@ class SchedulerService:
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="anypu-tick", daemon=True)
         self._ticker.start()
+        self._sweeper = threading.Thread(
+            target=self.collector.run,
+            args=(self._stop, clock, self._swept),
+            name="anypu-collector",
+            daemon=True,
+        )
+        self._sweeper.start()
 
     @property
     def config(self) -> SchedulerConfig:
@@ -140,6 +152,7 @@ class SchedulerService:
     def close(self) -> None:
         self._stop.set()
         self._ticker.join(timeout=2)
+        self._sweeper.join(timeout=10)
         self._writes.put(("stop", None, None))
         self._writer.join(timeout=10)
         with self._lock:
@@ -244,6 +257,27 @@ class SchedulerService:
         while not self._stop.wait(period):
             self._handle(Tick(self.clock()))
 
+    def sweep(self) -> Sweep:
+        """Collect what the retention rules allow now (the collector's thread does this
+        every ``sweep_every_s``)."""
+        self.flush()  # what was applied is in the database the sweep reads
+        report = self.collector.sweep(self.clock())
+        self._swept(report)
+        return report
+
+    def _swept(self, report: Sweep) -> None:
+        """Forget in memory what the sweep discarded; fetched outputs are read from the
+        store if fetched again, so memory does not hold 2,000 jobs' outputs."""
+        with self._lock:
+            for job_id in report.outputs:
+                job = self.state.jobs.get(job_id)
+                if job is not None:
+                    job.outputs, job.outputs_expired = b"", True
+            for job_id in report.fetched:
+                job = self.state.jobs.get(job_id)
+                if job is not None and job.terminal:
+                    job.outputs = b""
+
     def authenticate(self, token: str) -> None:
         """Raise ``AuthenticationError`` unless ``token`` is this scheduler's token."""
         if self.token is None:
@@ -279,7 +313,7 @@ class SchedulerService:
         without one the Join's token must be the scheduler's (plaintext, in-process)."""
         if credential is None:
             self.authenticate(join.token)
-        _validate_join(join)
+        validate_join(join)
         if join.direct_runs and direct is None:
             raise ConfigError("this agent offers direct runs, which only in-process agents can")
         if credential is not None:
@@ -328,7 +362,7 @@ class SchedulerService:
     # -------------------------------------------------------------- jobs
 
     def submit(self, request: m.SubmitRequest) -> m.JobInfo:
-        self._validate_submit(request)
+        validate_submit(request, self.blobs)
         job_id = new_job_id()
         self._handle(JobSubmitted(job_id, request, self.clock()))
         if not request.wait:
@@ -340,17 +374,40 @@ class SchedulerService:
         return self.wait(info.job_id, request.wait_timeout_s or None)
 
     def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
-        """Block until the job is terminal: ``(info, outputs, timed_out)``."""
+        """Block until the job is terminal: ``(info, outputs, timed_out)``.
+
+        Handing a succeeded job's outputs over counts as their fetch (see ``_retention``);
+        ``OutputsGoneError`` once they were discarded.
+        """
         with self._lock:
             job = self._job(job_id)
-            if job.terminal:
-                return job.info(), job.outputs, False
-            done = threading.Event()
-            self._waiters[job_id].append(done)
-        finished = done.wait(timeout)
-        with self._lock:
-            job = self._job(job_id)
-            return job.info(), job.outputs, not finished and not job.terminal
+            if not job.terminal:
+                done = threading.Event()
+                self._waiters[job_id].append(done)
+        if not job.terminal:
+            done.wait(timeout)
+            with self._lock:
+                job = self._job(job_id)
+            if not job.terminal:
+                return job.info(), b"", True
+        return job.info(), self._outputs(job), False
+
+    def _outputs(self, job: JobRecord) -> bytes:
+        if job.state != "succeeded":
+            return b""
+        if job.outputs_expired:
+            r = self.collector.retention
+            raise OutputsGoneError(
+                f"the outputs of job {job.job_id} are gone: a result is kept"
+                f" {duration(r.results_after_fetch_s)} after it is first fetched"
+                f" ({duration(r.unfetched_results_s)} if never fetched); the scheduler's"
+                " --keep-results and --keep-unfetched-results set how long"
+            )
+        self.collector.fetched(job.job_id, self.clock())
+        if job.outputs or job.outputs_digest:
+            return job.outputs
+        stored = self.store.load_job(job.job_id)  # fetched before: memory let it go
+        return stored.outputs if stored is not None else b""
 
     def lease_of(self, job_id: str) -> m.Lease | None:
         """The lease a just-finished job granted its caller, while it holds."""
@@ -430,39 +487,12 @@ class SchedulerService:
     def _job(self, job_id: str) -> JobRecord:
         job = self.state.jobs.get(job_id) or self.store.load_job(job_id)
         if job is None:
-            raise NotFoundError(f"no job {job_id!r} on this scheduler")
-        return job
-
-    def _validate_submit(self, r: m.SubmitRequest) -> None:
-        if not self.blobs.has(r.artifact_digest):
-            raise ConfigError(
-                f"model artifact {r.artifact_digest[:16]}… is not on the scheduler:"
-                " upload it with PutBlob before submitting (the SDK does this for you)"
+            r = self.collector.retention
+            raise NotFoundError(
+                f"no job {job_id!r} on this scheduler (it keeps the newest {r.jobs} finished"
+                f" jobs for at most {duration(r.jobs_for_s)}: --keep-jobs, --keep-jobs-for)"
             )
-        if r.inputs_digest and not self.blobs.has(r.inputs_digest):
-            raise ConfigError(f"inputs blob {r.inputs_digest[:16]}… is not on the scheduler")
-        for name, allowed in (("tiers", TIERS), ("device_kinds", DEVICE_KINDS)):
-            bad = sorted(set(getattr(r, name)) - set(allowed))
-            if bad:
-                raise ConfigError(f"unknown {name} {bad}: choose from {list(allowed)}")
-        numbers = {
-            "flops": r.flops,
-            "slo_seconds": r.slo_seconds,
-            "timeout_s": r.timeout_s,
-            "wait_timeout_s": r.wait_timeout_s,
-        }
-        for name, value in numbers.items():
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
-        if r.max_retries > 100:
-            raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
-        for name, limit in (("name", 200), ("origin", 128)):
-            if len(getattr(r, name)) > limit:
-                raise ConfigError(f"{name} is longer than {limit} characters: shorten it")
-        for name in ("sites", "nodes"):
-            values = getattr(r, name)
-            if len(values) > 256 or any(len(v) > 128 for v in values):
-                raise ConfigError(f"{name}: at most 256 entries of at most 128 characters")
+        return job
 
 
 class AgentSession:
@@ -493,63 +523,6 @@ class AgentSession:
     def close(self) -> None:
         if self.node_id is not None:
             self.service._leave(self.node_id, self.epoch)
-
-
-def _validate_join(join: m.Join) -> None:
-    if join.protocol_version != PROTOCOL_VERSION:
-        raise ConfigError(
-            f"agent speaks protocol {join.protocol_version}, this scheduler speaks"
-            f" {PROTOCOL_VERSION}: install the same anypu version on both"
-        )
-    problem = m.node_name_problem(join.name)
-    if problem:
-        raise ConfigError(problem)
-    if join.tier not in TIERS:
-        raise ConfigError(f"tier {join.tier[:80]!r} is invalid: choose one of {list(TIERS)}")
-    if not join.devices:
-        raise ConfigError(f"agent {join.name} reported no devices")
-    host, sep, port = join.direct_address.rpartition(":")
-    if join.direct_address and (
-        len(join.direct_address) > 255 or not sep or not host or not port.isdigit()
-    ):
-        raise ConfigError(
-            f"agent {join.name} sent direct address {join.direct_address[:80]!r}: use HOST:PORT"
-        )
-    # Bounds on everything a Join makes the scheduler keep: a hostile or broken agent
-    # must not grow its memory or database without limit.
-    if len(join.labels) > 64:
-        raise ConfigError(f"agent {join.name} sent {len(join.labels)} labels; at most 64")
-    if any(len(k) > 63 or len(v) > 253 for k, v in join.labels.items()) or len(join.site) > 63:
-        raise ConfigError(
-            f"agent {join.name} sent a label or site too long: keys and sites ≤ 63"
-            " characters, values ≤ 253"
-        )
-    if len(join.devices) > 256 or len(join.warm_digests) > 10_000 or len(join.running) > 10_000:
-        raise ConfigError(
-            f"agent {join.name} reported {len(join.devices)} devices,"
-            f" {len(join.warm_digests)} warm models and {len(join.running)} running attempts;"
-            " at most 256, 10000 and 10000"
-        )
-    for d in join.devices:
-        fields = (
-            d.device_id,
-            d.vendor,
-            d.model,
-            d.torch_device,
-            d.sharing,
-            *d.extra,
-            *d.extra.values(),
-        )
-        if len(d.extra) > 64 or max(map(len, fields)) > 128:
-            raise ConfigError(
-                f"agent {join.name} sent a device field over 128 characters (or > 64 extras)"
-            )
-        if d.kind not in DEVICE_KINDS:
-            raise ConfigError(f"device {d.device_id} has unknown kind {d.kind[:40]!r}")
-        if not (math.isfinite(d.tflops) and 0 < d.tflops < 1e6):
-            raise ConfigError(f"device {d.device_id} claims {d.tflops} TFLOPS: not plausible")
-        if not 0 < d.memory_bytes < 1 << 50 or not 1 <= d.slices <= 1024:
-            raise ConfigError(f"device {d.device_id} has implausible memory or slice count")
 
 
 def _node_order(node: NodeRecord) -> tuple[int, str]:

@@ -16,6 +16,7 @@ import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from anypu import PROTOCOL_VERSION
 from anypu.devices import Device
@@ -27,6 +28,7 @@ from anypu.placement import (
     NodeView,
     PlacementConfig,
     Plan,
+    RunnerUp,
     WorkloadShape,
     plan,
     workload_shape,
@@ -625,6 +627,7 @@ class SchedulerState:
                 tier=node.tier,
                 device_description=device.describe(),
                 simulated=device.simulated,
+                **_runner_up_fields(p.runner_up),
             )
             job.attempt += 1
             job.pending_reasons, job.unschedulable_since = {}, None
@@ -754,6 +757,8 @@ class SchedulerState:
         else:
             self.pending.pop(job.job_id, None)
         if job.terminal:
+            if job.request.inputs:  # never read again: memory holds 2,000 finished jobs
+                job.request = replace(job.request, inputs=b"")
             self.finished.append(job.job_id)
             while len(self.finished) > self.keep_finished:
                 self.jobs.pop(self.finished.popleft(), None)
@@ -792,6 +797,17 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
+
+
+def _runner_up_fields(runner_up: RunnerUp | None) -> dict[str, Any]:
+    if runner_up is None:
+        return {}
+    return {
+        "runner_up_node": runner_up.node_id,
+        "runner_up_device": runner_up.device_id,
+        "runner_up_seconds": runner_up.predicted_seconds,
+        "runner_up_terms": dict(runner_up.terms),
+    }
 
 
 def _same_slice(a: m.PlacementInfo | None, b: m.PlacementInfo) -> bool:

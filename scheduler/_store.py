@@ -3,7 +3,10 @@
 Every job transition is one row in ``transitions`` and an upsert of ``jobs`` in the same
 transaction. WAL mode with ``synchronous=NORMAL``: a crash of the process loses nothing
 committed; a power cut may lose the last transactions but never corrupts the file.
-Blobs (model artifacts, large inputs) are content-addressed files beside the database.
+Blobs (model artifacts, large inputs and outputs) are content-addressed files beside
+the database. What finished jobs leave behind is collected (``scheduler._retention``):
+the columns beside ``jobs.record`` (artifact, blobs, finished_at, fetched_at,
+outputs_kept) are what the collector reads, so it never parses a record.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ def open_state_db(
     path = Path(state_dir) / "anypu.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    # Before the first table exists (it has no effect on a file that has tables): pages
+    # that collected rows free can be given back to the file system.
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA journal_size_limit={64 << 20}")  # the WAL shrinks after a checkpoint
     db.executescript(schema)
     return path, db
 
@@ -75,6 +82,36 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 """
 
+# What the collector reads, beside the record; added to databases written before it
+# (ALTER TABLE, then filled from the records once).
+_RETENTION_COLUMNS = {
+    "artifact": "TEXT NOT NULL DEFAULT ''",
+    "inputs_blob": "TEXT NOT NULL DEFAULT ''",
+    "outputs_blob": "TEXT NOT NULL DEFAULT ''",
+    "finished_at": "REAL NOT NULL DEFAULT 0",
+    "fetched_at": "REAL NOT NULL DEFAULT 0",
+    "outputs_kept": "INTEGER NOT NULL DEFAULT 0",
+}
+_RETENTION_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at > 0;
+CREATE INDEX IF NOT EXISTS jobs_outputs_kept ON jobs(finished_at) WHERE outputs_kept = 1;
+"""
+_BACKFILL = """
+UPDATE jobs SET
+    artifact = COALESCE(json_extract(record, '$.request.artifact_digest'), ''),
+    inputs_blob = COALESCE(json_extract(record, '$.request.inputs_digest'), ''),
+    outputs_blob = COALESCE(json_extract(record, '$.outputs_digest'), ''),
+    finished_at = COALESCE(json_extract(record, '$.finished_at'), 0),
+    outputs_kept = (state = 'succeeded');
+INSERT OR IGNORE INTO job_payloads (job_id, kind, data)
+    SELECT job_id, 'outputs', outputs FROM jobs WHERE outputs IS NOT NULL;
+INSERT OR IGNORE INTO job_payloads (job_id, kind, data)
+    SELECT job_id, 'inputs', inputs FROM jobs
+    WHERE inputs IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled');
+UPDATE jobs SET inputs = NULL, outputs = NULL WHERE inputs IS NOT NULL OR outputs IS NOT NULL;
+"""
+_FINISHED = "('succeeded', 'failed', 'cancelled')"
+
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SubmitRequest) if f.name != "inputs")
 # The outcome is stored flat (``Outcome.fields``), as rows were before it had a type.
@@ -86,9 +123,12 @@ _JOB_FIELDS = tuple(
 # whole row on update, so blobs in ``jobs`` were copied again at every transition.
 # (``jobs.inputs``/``jobs.outputs`` hold them for databases written before that.)
 _UPSERT_JOB = (
-    "INSERT INTO jobs (job_id, state, record, updated_at) VALUES (?, ?, ?, ?)"
+    "INSERT INTO jobs (job_id, state, record, updated_at, artifact, inputs_blob, outputs_blob,"
+    " finished_at, outputs_kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT(job_id) DO UPDATE SET"
-    " state=excluded.state, record=excluded.record, updated_at=excluded.updated_at"
+    " state=excluded.state, record=excluded.record, updated_at=excluded.updated_at,"
+    " outputs_blob=excluded.outputs_blob, finished_at=excluded.finished_at,"
+    " outputs_kept=excluded.outputs_kept"
 )
 _PUT_PAYLOAD = (
     "INSERT INTO job_payloads (job_id, kind, data) VALUES (?, ?, ?)"
@@ -99,6 +139,7 @@ _SELECT_JOBS = (
     " LEFT JOIN job_payloads i ON i.job_id = j.job_id AND i.kind = 'inputs'"
     " LEFT JOIN job_payloads o ON o.job_id = j.job_id AND o.kind = 'outputs'"
 )
+_DROP_INPUTS = "DELETE FROM job_payloads WHERE job_id = ? AND kind = 'inputs'"
 _INSERT_STEP = "INSERT INTO transitions (job_id, attempt, state, detail, at) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_NODE = (
     "INSERT INTO nodes (node_id, record) VALUES (?, ?)"
@@ -174,6 +215,13 @@ class StateStore:
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.path, self._db = open_state_db(state_dir, _SCHEMA)
         self._lock = threading.Lock()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        missing = [name for name in _RETENTION_COLUMNS if name not in columns]
+        for name in missing:
+            self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_RETENTION_COLUMNS[name]}")
+        if missing:
+            self._db.executescript("BEGIN;" + _BACKFILL + "COMMIT;")
+        self._db.executescript(_RETENTION_INDEXES)
 
     def close(self) -> None:
         with self._lock:
@@ -186,7 +234,18 @@ class StateStore:
     def job_write(job: JobRecord, transition: str, detail: str, now: float) -> tuple:
         """Freeze what to write for a job now; ``commit`` writes it later."""
         row = _job_json(job)
-        upsert = (job.job_id, job.state, row, now)
+        kept = job.state == "succeeded" and not job.outputs_expired
+        upsert = (
+            job.job_id,
+            job.state,
+            row,
+            now,
+            job.request.artifact_digest,
+            job.request.inputs_digest,
+            job.outputs_digest,
+            job.finished_at if job.terminal else 0.0,
+            int(kept),
+        )
         step = (job.job_id, job.attempt, transition, detail, now) if transition else None
         payloads = []
         if transition == "pending" and job.request.inputs:  # submitted, or requeued
@@ -216,6 +275,8 @@ class StateStore:
                             self._db.execute(_INSERT_STEP, step)
                         if payloads:
                             self._db.executemany(_PUT_PAYLOAD, payloads)
+                        if row[7]:  # finished: its inputs are never read again
+                            self._db.execute(_DROP_INPUTS, row[:1])
                     elif kind == "forget_node":
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
                     else:
@@ -268,6 +329,105 @@ class StateStore:
         with self._lock:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
+    # ------------------------------------------------ collection (see ``_retention``)
+    # Each call is a short transaction of at most ``limit`` jobs, so the writer thread,
+    # which shares the connection, waits milliseconds for it, never a whole sweep.
+
+    def note_fetched(self, fetched: Iterable[tuple[str, float]]) -> None:
+        """Record when each job's outputs were first handed to a client."""
+        with self._lock:
+            self._db.executemany(
+                "UPDATE jobs SET fetched_at = ? WHERE job_id = ? AND fetched_at = 0",
+                [(at, job_id) for job_id, at in fetched],
+            )
+
+    def expire_outputs(
+        self, fetched_before: float, finished_before: float, limit: int
+    ) -> list[tuple[str, str]]:
+        """Discard the outputs of succeeded jobs fetched before ``fetched_before`` or never
+        fetched and finished before ``finished_before``: ``[(job_id, outputs blob)]``."""
+        with self._lock:
+            due = self._db.execute(
+                "SELECT job_id, outputs_blob FROM jobs WHERE outputs_kept = 1 AND"
+                " ((fetched_at > 0 AND fetched_at < ?) OR (fetched_at = 0 AND finished_at < ?))"
+                " LIMIT ?",
+                (fetched_before, finished_before, limit),
+            ).fetchall()
+            if due:
+                ids = [(job_id,) for job_id, _ in due]
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE jobs SET outputs_kept = 0,"
+                    " record = json_set(record, '$.outputs_expired', json('true'))"
+                    " WHERE job_id = ?",
+                    ids,
+                )
+                self._db.executemany(
+                    "DELETE FROM job_payloads WHERE job_id = ? AND kind = 'outputs'", ids
+                )
+                self._db.execute("COMMIT")
+        return due
+
+    def forget_finished_jobs(self, keep: int, finished_before: float, limit: int) -> list[str]:
+        """Delete finished jobs beyond the newest ``keep`` or finished before
+        ``finished_before`` (records, transitions, payloads): the ids deleted."""
+        with self._lock:
+            nth = self._db.execute(
+                "SELECT finished_at FROM jobs WHERE finished_at > 0"
+                " ORDER BY finished_at DESC LIMIT 1 OFFSET ?",
+                (keep,),
+            ).fetchone()
+            ids = [
+                row[0]
+                for row in self._db.execute(
+                    "SELECT job_id FROM jobs WHERE finished_at > 0"
+                    " AND (finished_at < ? OR finished_at <= ?) ORDER BY finished_at LIMIT ?",
+                    (finished_before, nth[0] if nth else -1.0, limit),
+                )
+            ]
+            if ids:
+                rows = [(job_id,) for job_id in ids]
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM transitions WHERE job_id = ?", rows)
+                self._db.executemany("DELETE FROM job_payloads WHERE job_id = ?", rows)
+                self._db.executemany("DELETE FROM jobs WHERE job_id = ?", rows)
+                self._db.execute("COMMIT")
+        return ids
+
+    def referenced_blobs(self, models_used_since: float) -> set[str]:
+        """Every blob a kept job still needs: the model and inputs of unfinished jobs, the
+        outputs still kept, and the models of jobs finished since ``models_used_since``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT artifact, inputs_blob FROM jobs"
+                " WHERE state IN ('pending', 'placed', 'running')"
+                " UNION SELECT outputs_blob, '' FROM jobs WHERE outputs_kept = 1"
+                " UNION SELECT DISTINCT artifact, '' FROM jobs WHERE finished_at > ?",
+                (models_used_since,),
+            ).fetchall()
+        return {digest for row in rows for digest in row if digest}
+
+    def bytes_on_disk(self) -> int:
+        """The database with its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                total += os.stat(f"{self.path}{suffix}").st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def give_back_free_pages(self) -> int:
+        """Shrink the file when more than a quarter of it is free pages: pages freed."""
+        with self._lock:
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            if free * 4 <= pages:
+                return 0
+            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(free)
+
 
 class BlobStore:
     """Content-addressed blobs (sha256 hex) on disk, with a small in-memory cache."""
@@ -279,6 +439,8 @@ class BlobStore:
         self._cache_bytes = cache_bytes
         self._cached = 0
         self._lock = threading.Lock()
+        #: What the blobs take on disk (a scan at start, kept current by puts and deletes).
+        self.bytes = sum(f.stat().st_size for f in self.root.glob("??/*") if len(f.name) == 64)
 
     def _path(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -286,10 +448,13 @@ class BlobStore:
         return self.root / digest[:2] / digest
 
     def has(self, digest: str) -> bool:
-        with self._lock:
-            if digest in self._cache:
-                return True
-        return self._path(digest).exists()
+        """Whether the blob is here; asking counts as using it (the collector spares
+        blobs used lately, so a client told "present" can still submit a job naming it)."""
+        try:
+            os.utime(self._path(digest))
+        except FileNotFoundError:
+            return False
+        return True
 
     def put(self, data: bytes, expected_digest: str = "") -> str:
         digest = hashlib.sha256(data).hexdigest()
@@ -304,6 +469,10 @@ class BlobStore:
             with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
                 tmp.write(data)
             os.replace(tmp.name, path)
+            with self._lock:
+                self.bytes += len(data)
+        else:
+            os.utime(path)
         self._remember(digest, data)
         return digest
 
@@ -333,7 +502,11 @@ class BlobStore:
                 f"blob content does not match its digest: announced {expected_digest},"
                 f" received data hashing to {digest}"
             )
+        existed = target.exists()
         os.replace(tmp.name, target)
+        if not existed:
+            with self._lock:
+                self.bytes += size
         return digest, size
 
     def size(self, digest: str) -> int:
@@ -380,3 +553,32 @@ class BlobStore:
             while self._cached > self._cache_bytes:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old)
+
+    def collect(self, referenced: set[str], unused_before: float) -> tuple[int, int]:
+        """Delete every blob not in ``referenced`` and not used (written or asked about)
+        since ``unused_before``, and temporary files of uploads that never finished:
+        ``(files deleted, bytes freed)``."""
+        deleted = freed = 0
+        for path in self.root.glob("??/*"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.name in referenced or stat.st_mtime >= unused_before:
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                cached = self._cache.pop(path.name, None)
+                if cached is not None:
+                    self._cached -= len(cached)
+                if len(path.name) == 64:  # an upload's temporary file was never counted
+                    self.bytes -= stat.st_size
+            deleted += 1
+            freed += stat.st_size
+        return deleted, freed
+
+    def count(self) -> int:
+        return sum(1 for _ in self.root.glob("??/*"))

@@ -129,14 +129,16 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def parse_ttl(text: str) -> float:
-    """Seconds from ``90s``, ``15m``, ``1h``, ``7d``, ``2w`` or a plain number of seconds."""
+def parse_ttl(text: str, flag: str = "--ttl", zero: bool = False) -> float:
+    """Seconds from ``90s``, ``15m``, ``1h``, ``7d``, ``2w`` or a plain number of seconds
+    (``zero``: 0 is allowed)."""
     match = _TTL.match(text)
     if match is None:
-        raise ConfigError(f"--ttl {text!r} is not a duration: use e.g. 90s, 15m, 1h, 7d or 2w")
+        raise ConfigError(f"{flag} {text!r} is not a duration: use e.g. 90s, 15m, 1h, 7d or 2w")
     seconds = float(match.group(1)) * _TTL_UNITS[match.group(2)]
-    if not 0 < seconds <= _MAX_TTL_S:
-        raise ConfigError(f"--ttl {text!r} must be more than 0 and at most 365d")
+    if not (0 <= seconds if zero else 0 < seconds) or seconds > _MAX_TTL_S:
+        least = "0" if zero else "more than 0"
+        raise ConfigError(f"{flag} {text!r} must be {least} and at most 365d")
     return seconds
 
 

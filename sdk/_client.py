@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anypu import _codec
+from anypu.comm import MissingBlobError
 from anypu.errors import (
     AnypuError,
     JobCancelledError,
@@ -24,6 +25,7 @@ from anypu.errors import (
     UnschedulableError,
 )
 from anypu.protos import messages as m
+from anypu.sdk._deadline import Phase, within
 from anypu.sdk._estimate import Profile, estimate_profile
 from anypu.sdk._export import Artifact, ModelCache, call_args
 from anypu.sdk._transport import INLINE_LIMIT, Transport
@@ -107,6 +109,11 @@ def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
     )
 
 
+#: How long exporting and estimating a model may take when the call sets no timeout_s
+#: (the scheduler's default per-attempt timeout too).
+PREPARE_TIMEOUT_S = 600.0
+
+
 class Client:
     def __init__(self, transport: Transport, origin: str = "") -> None:
         self.transport = transport
@@ -125,9 +132,11 @@ class Client:
 
     # -------------------------------------------------------------- preparing a job
 
-    def _prepare(self, model: Any, inputs: Any, options: RunOptions) -> m.SubmitRequest:
+    def _prepare(
+        self, model: Any, inputs: Any, options: RunOptions
+    ) -> tuple[m.SubmitRequest, tuple[Any, ...]]:
         request, args = self._describe(model, inputs, options)
-        return self._with_inputs(request, args)
+        return self._with_inputs(request, args), args
 
     def _with_inputs(self, request: m.SubmitRequest, args: tuple[Any, ...]) -> m.SubmitRequest:
         payload = _codec.encode(args, "inputs")
@@ -141,8 +150,18 @@ class Client:
         """The job for ``model(*inputs)`` without its inputs, and the checked arguments."""
         args = call_args(model, inputs)
         with self.models.holding(model):
-            artifact = self.models.get_or_export(model, args)
-            profile = self._profile(artifact, model, args)
+            artifact = self.models.get(model, args)
+            profile = self._profiles.get(artifact.digest) if artifact is not None else None
+        if artifact is None or profile is None:
+            # Export and estimation run the model's forward: under the call's deadline.
+            artifact, profile = within(
+                options.timeout_s or PREPARE_TIMEOUT_S,
+                f"preparing {type(model).__name__}",
+                lambda phase: self._export_and_profile(model, args, phase),
+                "timeout_s"
+                if options.timeout_s
+                else f"timeout_s (default {PREPARE_TIMEOUT_S:g} s)",
+            )
         self._upload(artifact)
         name = options.name or type(model).__name__
         # A warm call of a model asks the same as the last one: build the request once.
@@ -174,12 +193,18 @@ class Client:
         self._requests[key] = request
         return request, args
 
-    def _profile(self, artifact: Artifact, model: Any, args: tuple[Any, ...]) -> Profile:
-        profile = self._profiles.get(artifact.digest)
-        if profile is None:
-            profile = estimate_profile(model, args)
-            self._profiles[artifact.digest] = profile
-        return profile
+    def _export_and_profile(
+        self, model: Any, args: tuple[Any, ...], phase: Phase
+    ) -> tuple[Artifact, Profile]:
+        with self.models.holding(model):
+            phase.now = "exporting it with torch.export"
+            artifact = self.models.get_or_export(model, args)
+            profile = self._profiles.get(artifact.digest)
+            if profile is None:
+                phase.now = "estimating its cost (running its forward)"
+                profile = estimate_profile(model, args)
+                self._profiles[artifact.digest] = profile
+        return artifact, profile
 
     def _upload(self, artifact: Artifact) -> None:
         if artifact.digest in self._uploaded:
@@ -207,7 +232,7 @@ class Client:
             if result is not None:
                 return self._direct_outcome(result)
         request = replace(self._with_inputs(request, args), wait=True, lease=leasing)
-        info, outputs = self.transport.submit(request)
+        info, outputs = self._send(request, model, args)
         if leasing and info.state == "succeeded":
             lease = self.transport.lease_of(info.job_id)
             if lease is not None:
@@ -258,9 +283,25 @@ class Client:
             job_id=job_id,
         )
 
+    def _send(
+        self, request: m.SubmitRequest, model: Any, args: tuple[Any, ...]
+    ) -> tuple[m.JobInfo, bytes]:
+        try:
+            return self.transport.submit(request)
+        except MissingBlobError:
+            # The scheduler collected the model (unused longer than its --keep-models)
+            # or the inputs since they were uploaded: upload them again, once.
+            with self._lock:
+                self._uploaded.discard(request.artifact_digest)
+            with self.models.holding(model):
+                self._upload(self.models.get_or_export(model, args))
+            if request.inputs_digest:
+                request = self._with_inputs(replace(request, inputs_digest=""), args)
+            return self.transport.submit(request)
+
     def submit(self, model: Any, inputs: Any, options: RunOptions | None = None) -> JobHandle:
-        request = self._prepare(model, inputs, options or RunOptions())
-        info, _ = self.transport.submit(request)
+        request, args = self._prepare(model, inputs, options or RunOptions())
+        info, _ = self._send(request, model, args)
         handle = JobHandle(self, info.job_id)
         handle.set_running_or_notify_cancel()
         threading.Thread(

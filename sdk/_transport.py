@@ -12,7 +12,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
@@ -23,9 +23,10 @@ from anypu.comm import (
     raise_for_rpc,
     read_frame,
     result_from_frame,
+    speaks_tls,
     write_frame,
 )
-from anypu.errors import AnypuError
+from anypu.errors import AnypuError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
@@ -137,7 +138,20 @@ class GrpcTransport:
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise AnypuError(error.details()) from None
-            raise_for_rpc(error, self.address)
+            self._raise(error)
+
+    def _raise(self, error: grpc.RpcError) -> NoReturn:
+        if (
+            self._credentials is None
+            and error.code() == grpc.StatusCode.UNAVAILABLE
+            and speaks_tls(self.address)
+        ):
+            raise ConfigError(
+                f"the scheduler at {self.address} speaks TLS and this client spoke plaintext:"
+                " pass the CA hash the scheduler printed (ca_hash= in sdk.connect, --ca-hash,"
+                " or ANYPU_CA_HASH)"
+            ) from None
+        raise_for_rpc(error, self.address)
 
     def check(self, timeout: float = 5.0) -> None:
         """Fail fast, with an actionable message, if no scheduler answers."""
@@ -156,7 +170,7 @@ class GrpcTransport:
             chunks = self._blobs.GetBlob(convert.get_blob_request(digest), metadata=self._metadata)
             return b"".join(chunk.data for chunk in chunks)
         except grpc.RpcError as error:
-            raise_for_rpc(error, self.address)
+            self._raise(error)
 
     def _outputs(self, info: m.JobInfo, inline: bytes) -> bytes:
         if inline or not info.outputs_digest:

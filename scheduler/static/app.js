@@ -312,6 +312,15 @@ function termsCell(terms) {
   return [strip, h("span", { class: "muted" }, text || "all zero")];
 }
 
+// Why the other nodes lost: the cheapest slice elsewhere and its terms.
+function runnerUp(p) {
+  const r = p.runner_up;
+  if (!r) return h("div", { class: "muted runner-up" }, "no other node could take it");
+  const text = Object.entries(r.terms || {}).filter(([, v]) => v).map(([k, v]) => `${k} ${ms(v)}`).join(" · ");
+  return h("div", { class: "muted runner-up" },
+    `runner-up ${r.node_id} / ${r.device_id}: ${ms(r.predicted_seconds)} (${text || "all zero"})`);
+}
+
 function renderPlacements(pending, placements) {
   const pendingBlocks = pending.map((p) => h("div", { class: "card", "data-pending": p.job_id, style: "margin-bottom:10px" },
     h("div", {},
@@ -327,7 +336,7 @@ function renderPlacements(pending, placements) {
     td(stateText(p.state)),
     td([tierBadge(p.tier), ` ${p.node_id} / ${p.device_id}[${p.slice_index}]`, h("br"),
       h("span", { class: "muted" }, p.device_description), p.simulated ? simBadge() : null]),
-    td([termsCell(p.terms), h("div", { class: "muted" }, `solver ${p.solver}`)]),
+    td([termsCell(p.terms), h("div", { class: "muted" }, `solver ${p.solver}`), runnerUp(p)]),
     num(ms(p.predicted_seconds)),
     num(p.run_seconds ? ms(p.run_seconds) : "–"),
     num(p.latency_seconds ? ms(p.latency_seconds) : "–"),

@@ -35,7 +35,13 @@ SETTINGS = settings(
 )
 GIB = 1 << 30
 #: What a client may see for input it got wrong (never INTERNAL or UNKNOWN: see _guard).
-CLEAR = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+# FAILED_PRECONDITION: the request names a blob the scheduler does not hold (upload it).
+CLEAR = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
 SUBMIT = "/anypu.v1.JobService/Submit"
 
 

@@ -146,6 +146,8 @@ def test_a_hung_job_times_out_and_its_process_group_is_gone(cluster):
     model, x = Slow(steps=400), torch.randn(256, 512)  # seconds of work
     _wait_until(lambda: _children(agent.pid), 30, "the agent's worker")
     workers_before = _children(agent.pid)
+    # timeout_s bounds preparing the call too: export it first, so the run is what times out.
+    client._describe(model, x, RunOptions(timeout_s=60))
     with pytest.raises(JobTimeoutError, match="timeout of 0.5s"):
         client.run(model, x, RunOptions(timeout_s=0.5, max_retries=0))
     for pid in workers_before:

@@ -95,3 +95,21 @@ def test_token_create_names_bad_flags(tmp_path, capsys):
         capsys, "token", "create", "--state-dir", str(tmp_path), "--max-memory", "lots"
     )
     assert status == 2 and "--max-memory" in err
+
+
+def test_an_admin_mints_and_lists_join_tokens_from_another_machine(cluster, capsys, tmp_path):
+    remote = ("--scheduler", cluster.address, "--token", cluster.token)
+    remote += ("--ca-hash", cluster.ca_hash)
+    status, out, err = cli(capsys, "token", "create", *remote, "--ttl", "5m", "--tier", "device")
+    assert status == 0, err
+    token = out.strip()
+    assert token.startswith("anypu-join-") and "single-use" in err
+    status, listed, err = cli(capsys, "token", "list", *remote)
+    assert status == 0, err
+    assert "tiers=device" in listed and "state=valid" in listed and token not in listed
+    assert "minted a join token for tier device" in cluster.log("scheduler")
+    wrong = ("--scheduler", cluster.address, "--token", "wrong", "--ca-hash", cluster.ca_hash)
+    status, _, err = cli(capsys, "token", "create", *wrong)
+    assert status == 2 and "refused the token" in err
+    status, _, err = cli(capsys, "token", "list", "--state-dir", str(tmp_path / "nowhere"))
+    assert status == 2 and "no scheduler state in" in err and "--scheduler HOST:PORT" in err

@@ -28,7 +28,7 @@ from anypu.comm import (
     new_key_and_csr,
 )
 from anypu.devices import Device
-from anypu.errors import AuthenticationError, ConfigError, SchedulerUnavailableError
+from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
@@ -301,7 +301,7 @@ def test_the_sdk_pins_the_ca_and_refuses_an_impostor(secure):
         client_ca(secure.address, other.hash)
     plain = GrpcTransport(secure.address, ADMIN)  # plaintext against a TLS scheduler
     try:
-        with pytest.raises(SchedulerUnavailableError, match="CA hash"):
+        with pytest.raises(ConfigError, match="speaks TLS and this client spoke plaintext"):
             plain.check(timeout=3)
     finally:
         plain.close()

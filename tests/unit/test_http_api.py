@@ -152,6 +152,12 @@ def test_placements_carry_terms_and_predicted_vs_measured(world):
     assert p["node_id"] == done.placement.node_id and p["origin"] == "home"
     assert set(p["terms"]) >= {"compute", "transfer", "queue"}
     assert p["predicted_seconds"] > 0 and p["run_seconds"] == pytest.approx(0.01)
+    runner_up = p["runner_up"]  # why the other two nodes lost
+    assert runner_up["node_id"] in set(agents) - {p["node_id"]}
+    assert runner_up["predicted_seconds"] >= p["predicted_seconds"]
+    assert set(runner_up["terms"]) >= {"compute", "transfer", "queue"}
+    info = service.job_info(done.job_id).placement  # and the SDK sees it too
+    assert info.runner_up_node == runner_up["node_id"] and info.runner_up_terms
 
 
 def test_pending_lists_each_nodes_reason(world):

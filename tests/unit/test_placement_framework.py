@@ -129,3 +129,31 @@ def test_unresolvable_says_whether_waiting_for_a_node_can_help():
         assert set(result.unschedulable) == {"waits", "hopeless", "wrong-kind"}
         assert result.unresolvable == {"hopeless", "wrong-kind"}, policy
         assert "unhealthy" in result.unschedulable["waits"]["far"]
+
+
+def test_a_placement_says_which_node_came_second_and_by_what():
+    snapshot = ClusterSnapshot(
+        (
+            node("slow", device("g", tflops=10)),
+            node("fast", device("g", tflops=50), warm=("model",)),
+        )
+    )
+    placed = plan(snapshot, [job(flops=1e12)]).placements[0]
+    assert placed.node_id == "fast"
+    runner_up = placed.runner_up
+    assert runner_up is not None and runner_up.node_id == "slow" and runner_up.device_id == "g"
+    assert runner_up.terms["compute"] > placed.terms["compute"]
+    assert runner_up.terms["warm"] > 0 == placed.terms["warm"]  # not warm there
+    assert runner_up.predicted_seconds > placed.predicted_seconds
+    alone = ClusterSnapshot((node("only", device("g", slices=2)),))
+    assert plan(alone, [job()]).placements[0].runner_up is None  # no other node
+
+
+def test_a_batch_placed_by_cp_sat_keeps_a_runner_up_on_another_node():
+    snapshot = ClusterSnapshot(
+        (node("a", device("g", tflops=10)), node("b", device("g", tflops=12)))
+    )
+    jobs = [job(f"j{i}", flops=1e12 * (i + 1)) for i in range(6)]
+    result = plan(snapshot, jobs)
+    for p in result.placements:
+        assert p.runner_up is not None and p.runner_up.node_id != p.node_id, (result.solver, p)

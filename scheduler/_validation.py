@@ -1,0 +1,113 @@
+"""What the scheduler refuses from its callers before anything changes: a submission or
+an agent's Join that a user (or a broken or hostile agent) got wrong, each with a message
+that says what was wrong and what to do."""
+
+from __future__ import annotations
+
+import math
+
+from anypu import PROTOCOL_VERSION
+from anypu.comm import MissingBlobError
+from anypu.devices import DEVICE_KINDS
+from anypu.errors import ConfigError
+from anypu.placement import TIERS
+from anypu.protos import messages as m
+from anypu.scheduler._store import BlobStore
+
+__all__ = ["validate_join", "validate_submit"]
+
+
+def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
+    """Refuse a submission a user got wrong, saying what and what to do."""
+    if not blobs.has(r.artifact_digest):
+        raise MissingBlobError(
+            f"model artifact {r.artifact_digest[:16]}… is not on the scheduler (never"
+            " uploaded, or unused for longer than --keep-models): upload it with PutBlob"
+            " and submit again (the SDK does this for you)",
+            r.artifact_digest,
+        )
+    if r.inputs_digest and not blobs.has(r.inputs_digest):
+        raise MissingBlobError(
+            f"inputs blob {r.inputs_digest[:16]}… is not on the scheduler: upload it"
+            " with PutBlob and submit again",
+            r.inputs_digest,
+        )
+    for name, allowed in (("tiers", TIERS), ("device_kinds", DEVICE_KINDS)):
+        bad = sorted(set(getattr(r, name)) - set(allowed))
+        if bad:
+            raise ConfigError(f"unknown {name} {bad}: choose from {list(allowed)}")
+    numbers = {
+        "flops": r.flops,
+        "slo_seconds": r.slo_seconds,
+        "timeout_s": r.timeout_s,
+        "wait_timeout_s": r.wait_timeout_s,
+    }
+    for name, value in numbers.items():
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
+    if r.max_retries > 100:
+        raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
+    for name, limit in (("name", 200), ("origin", 128)):
+        if len(getattr(r, name)) > limit:
+            raise ConfigError(f"{name} is longer than {limit} characters: shorten it")
+    for name in ("sites", "nodes"):
+        values = getattr(r, name)
+        if len(values) > 256 or any(len(v) > 128 for v in values):
+            raise ConfigError(f"{name}: at most 256 entries of at most 128 characters")
+
+
+def validate_join(join: m.Join) -> None:
+    if join.protocol_version != PROTOCOL_VERSION:
+        raise ConfigError(
+            f"agent speaks protocol {join.protocol_version}, this scheduler speaks"
+            f" {PROTOCOL_VERSION}: install the same anypu version on both"
+        )
+    problem = m.node_name_problem(join.name)
+    if problem:
+        raise ConfigError(problem)
+    if join.tier not in TIERS:
+        raise ConfigError(f"tier {join.tier[:80]!r} is invalid: choose one of {list(TIERS)}")
+    if not join.devices:
+        raise ConfigError(f"agent {join.name} reported no devices")
+    host, sep, port = join.direct_address.rpartition(":")
+    if join.direct_address and (
+        len(join.direct_address) > 255 or not sep or not host or not port.isdigit()
+    ):
+        raise ConfigError(
+            f"agent {join.name} sent direct address {join.direct_address[:80]!r}: use HOST:PORT"
+        )
+    # Bounds on everything a Join makes the scheduler keep: a hostile or broken agent
+    # must not grow its memory or database without limit.
+    if len(join.labels) > 64:
+        raise ConfigError(f"agent {join.name} sent {len(join.labels)} labels; at most 64")
+    if any(len(k) > 63 or len(v) > 253 for k, v in join.labels.items()) or len(join.site) > 63:
+        raise ConfigError(
+            f"agent {join.name} sent a label or site too long: keys and sites ≤ 63"
+            " characters, values ≤ 253"
+        )
+    if len(join.devices) > 256 or len(join.warm_digests) > 10_000 or len(join.running) > 10_000:
+        raise ConfigError(
+            f"agent {join.name} reported {len(join.devices)} devices,"
+            f" {len(join.warm_digests)} warm models and {len(join.running)} running attempts;"
+            " at most 256, 10000 and 10000"
+        )
+    for d in join.devices:
+        fields = (
+            d.device_id,
+            d.vendor,
+            d.model,
+            d.torch_device,
+            d.sharing,
+            *d.extra,
+            *d.extra.values(),
+        )
+        if len(d.extra) > 64 or max(map(len, fields)) > 128:
+            raise ConfigError(
+                f"agent {join.name} sent a device field over 128 characters (or > 64 extras)"
+            )
+        if d.kind not in DEVICE_KINDS:
+            raise ConfigError(f"device {d.device_id} has unknown kind {d.kind[:40]!r}")
+        if not (math.isfinite(d.tflops) and 0 < d.tflops < 1e6):
+            raise ConfigError(f"device {d.device_id} claims {d.tflops} TFLOPS: not plausible")
+        if not 0 < d.memory_bytes < 1 << 50 or not 1 <= d.slices <= 1024:
+            raise ConfigError(f"device {d.device_id} has implausible memory or slice count")
