@@ -111,7 +111,7 @@ class GrpcLink:
         stub = self._blob_stub()
         try:
             chunks = stub.GetBlob(convert.get_blob_request(digest), metadata=self._metadata())
-            return b"".join(chunk.data for chunk in chunks)
+            return bytes(convert.join_blob_chunks(chunks, digest))
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
 

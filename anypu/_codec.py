@@ -84,6 +84,13 @@ def encode(tree: Tree, name: str = "inputs") -> bytes:
 
     Raises ``InputError`` naming the path of the first value that is not allowed.
     """
+    return b"".join(encode_parts(tree, name))
+
+
+def encode_parts(tree: Tree, name: str = "inputs") -> list[memoryview]:
+    """``encode``'s bytes as consecutive parts, the tensors' own memory among them (no
+    copy): what a large payload is hashed and streamed from without holding it twice.
+    The parts are valid while the tensors are alive and unchanged."""
     chunks: list[memoryview] = []
     offset = 0
 
@@ -108,7 +115,7 @@ def encode(tree: Tree, name: str = "inputs") -> bytes:
     header = json.dumps(structure, separators=(",", ":"), allow_nan=True).encode()
     prefix = _PREFIX.pack(MAGIC, VERSION, len(header))
     pad = -(len(prefix) + len(header)) % _ALIGN if chunks else 0
-    return b"".join([prefix, header, bytes(pad), *chunks])
+    return [memoryview(prefix + header + bytes(pad)), *chunks]
 
 
 def validate(tree: Tree, name: str = "inputs") -> None:

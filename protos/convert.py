@@ -9,7 +9,8 @@ nested parts spelled out.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -396,12 +397,57 @@ def blob_chunk(data: bytes, digest: str = "", total_bytes: int = 0) -> pb.BlobCh
     return pb.BlobChunk(digest=digest, total_bytes=total_bytes, data=data)
 
 
-def blob_chunks(digest: str, data: bytes, chunk_bytes: int) -> Iterator[pb.BlobChunk]:
-    """Split a blob into stream chunks; the first names the digest and total size."""
-    view = memoryview(data)
-    yield pb.BlobChunk(digest=digest, total_bytes=len(data), data=bytes(view[:chunk_bytes]))
-    for start in range(chunk_bytes, len(data), chunk_bytes):
-        yield pb.BlobChunk(data=bytes(view[start : start + chunk_bytes]))
+def blob_chunks(
+    digest: str, data: bytes | Sequence[memoryview], chunk_bytes: int
+) -> Iterator[pb.BlobChunk]:
+    """Split a blob (bytes, or consecutive parts of it) into stream chunks of
+    ``chunk_bytes``; the first names the digest and total size. Parts are copied one
+    chunk at a time, never joined."""
+    parts = [memoryview(data)] if isinstance(data, bytes) else list(data)
+    total = sum(part.nbytes for part in parts)
+    pending = bytearray()
+    first = True
+    for part in parts:
+        view = part.cast("B") if part.format != "B" else part
+        while view.nbytes:
+            taken = view[: chunk_bytes - len(pending)]
+            pending += taken
+            view = view[taken.nbytes :]
+            if len(pending) == chunk_bytes:
+                yield _chunk(digest, total, bytes(pending), first)
+                pending.clear()
+                first = False
+    if pending or first:
+        yield _chunk(digest, total, bytes(pending), first)
+
+
+def join_blob_chunks(chunks: Iterable[pb.BlobChunk], digest: str = "") -> bytearray:
+    """A blob stream put back together in one buffer sized by its first chunk (never a
+    list of chunks and then a joined copy: a large blob is held once). Writable, so a
+    tensor tree decoded from it shares its memory."""
+    stream = iter(chunks)
+    first = next(stream, None)
+    if first is None:
+        raise ValueError(f"the blob stream for {digest[:16]} ended before its first chunk")
+    total = first.total_bytes
+    buffer = bytearray(total)
+    view = memoryview(buffer)
+    filled = 0
+    for chunk in itertools.chain((first,), stream):
+        end = filled + len(chunk.data)
+        if end > total:
+            raise ValueError(f"blob {digest[:16]} is longer than the {total} bytes announced")
+        view[filled:end] = chunk.data
+        filled = end
+    if filled != total:
+        raise ValueError(f"blob {digest[:16]} ended after {filled} of {total} bytes")
+    return buffer
+
+
+def _chunk(digest: str, total: int, data: bytes, first: bool) -> pb.BlobChunk:
+    if first:
+        return pb.BlobChunk(digest=digest, total_bytes=total, data=data)
+    return pb.BlobChunk(data=data)
 
 
 def remove_node_request(node_id: str) -> pb.RemoveNodeRequest:

@@ -476,7 +476,9 @@ class BlobStore:
         self._remember(digest, data)
         return digest
 
-    def put_chunks(self, chunks: Iterable[bytes], expected_digest: str) -> tuple[str, int]:
+    def put_chunks(
+        self, chunks: Iterable[bytes | memoryview], expected_digest: str
+    ) -> tuple[str, int]:
         """Store a blob arriving in chunks without holding it whole: ``(digest, size)``.
 
         Written to a temporary file while hashed, then moved into place, so a blob of any

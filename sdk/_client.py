@@ -139,10 +139,11 @@ class Client:
         return self._with_inputs(request, args), args
 
     def _with_inputs(self, request: m.SubmitRequest, args: tuple[Any, ...]) -> m.SubmitRequest:
-        payload = _codec.encode(args, "inputs")
-        if len(payload) > INLINE_LIMIT:
-            return replace(request, inputs_digest=self._put(payload))
-        return replace(request, inputs=payload)
+        parts = _codec.encode_parts(args, "inputs")
+        if sum(part.nbytes for part in parts) > INLINE_LIMIT:
+            # Hashed and streamed from the tensors' own memory: never joined into a copy.
+            return replace(request, inputs_digest=self._put(parts))
+        return replace(request, inputs=b"".join(parts))
 
     def _describe(
         self, model: Any, inputs: Any, options: RunOptions
@@ -214,10 +215,13 @@ class Client:
         with self._lock:
             self._uploaded.add(artifact.digest)
 
-    def _put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def _put(self, parts: list[memoryview]) -> str:
+        hasher = hashlib.sha256()
+        for part in parts:
+            hasher.update(part)
+        digest = hasher.hexdigest()
         if self.transport.missing_blobs([digest]):
-            self.transport.put_blob(digest, data)
+            self.transport.put_blob(digest, parts)
         return digest
 
     # -------------------------------------------------------------- running
@@ -285,7 +289,7 @@ class Client:
 
     def _send(
         self, request: m.SubmitRequest, model: Any, args: tuple[Any, ...]
-    ) -> tuple[m.JobInfo, bytes]:
+    ) -> tuple[m.JobInfo, bytes | bytearray]:
         try:
             return self.transport.submit(request)
         except MissingBlobError:
@@ -335,7 +339,7 @@ class Client:
             if not handle.done():
                 handle.set_exception(error)
 
-    def _outcome(self, info: m.JobInfo, outputs: bytes) -> Any:
+    def _outcome(self, info: m.JobInfo, outputs: bytes | bytearray) -> Any:
         if info.state == "succeeded":
             return _codec.decode(outputs)
         if info.state in ("failed", "cancelled") and not info.outcome.ok:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from anypu.agents import Agent, AgentConfig, InProcessLink, run_dispatched_here
@@ -69,10 +70,13 @@ class InProcessTransport:
     def missing_blobs(self, digests: list[str]) -> list[str]:
         return [d for d in digests if not self.service.blobs.has(d)]
 
-    def put_blob(self, digest: str, data: bytes) -> None:
-        self.service.blobs.put(data, digest)
+    def put_blob(self, digest: str, data: bytes | Sequence[memoryview]) -> None:
+        if isinstance(data, bytes):
+            self.service.blobs.put(data, digest)
+        else:
+            self.service.blobs.put_chunks(data, digest)
 
-    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes | bytearray]:
         if request.wait and not request.wait_timeout_s and not request.timeout_s:
             # The caller blocks until the outcome anyway: let it run the job itself when
             # an in-process slice takes it at once, rather than wake a worker thread. Not
@@ -87,7 +91,7 @@ class InProcessTransport:
             return info, outputs
         return self.service.submit(request), b""
 
-    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes | bytearray, bool]:
         return self.service.wait(job_id, timeout)
 
     # Leases (see ``scheduler._leases``).

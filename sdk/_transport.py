@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
@@ -89,9 +89,11 @@ class Transport(Protocol):
     address: str
 
     def missing_blobs(self, digests: list[str]) -> list[str]: ...
-    def put_blob(self, digest: str, data: bytes) -> None: ...
-    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]: ...
-    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]: ...
+    def put_blob(self, digest: str, data: bytes | Sequence[memoryview]) -> None: ...
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes | bytearray]: ...
+    def wait(
+        self, job_id: str, timeout: float | None
+    ) -> tuple[m.JobInfo, bytes | bytearray, bool]: ...
     def cancel(self, job_id: str) -> m.JobInfo: ...
     def job(self, job_id: str) -> m.JobInfo: ...
     def list_jobs(self, limit: int = 100, state: str = "") -> list[m.JobInfo]: ...
@@ -161,23 +163,23 @@ class GrpcTransport:
         response = self._call(self._blobs.HasBlobs, convert.has_blobs_request(digests))
         return list(response.missing)
 
-    def put_blob(self, digest: str, data: bytes) -> None:
+    def put_blob(self, digest: str, data: bytes | Sequence[memoryview]) -> None:
         self._call(self._blobs.PutBlob, convert.blob_chunks(digest, data, _CHUNK))
 
-    def get_blob(self, digest: str) -> bytes:
+    def get_blob(self, digest: str) -> bytearray:
         """A blob, streamed in chunks (a job's outputs too large for one message)."""
         try:
             chunks = self._blobs.GetBlob(convert.get_blob_request(digest), metadata=self._metadata)
-            return b"".join(chunk.data for chunk in chunks)
+            return convert.join_blob_chunks(chunks, digest)
         except grpc.RpcError as error:
             self._raise(error)
 
-    def _outputs(self, info: m.JobInfo, inline: bytes) -> bytes:
+    def _outputs(self, info: m.JobInfo, inline: bytes) -> bytes | bytearray:
         if inline or not info.outputs_digest:
             return inline
         return self.get_blob(info.outputs_digest)
 
-    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes]:
+    def submit(self, request: m.SubmitRequest) -> tuple[m.JobInfo, bytes | bytearray]:
         response = self._call(self._jobs.Submit, convert.submit_request_to_pb(request))
         info = convert.job_info_from_pb(response.job)
         lease = convert.submit_response_lease(response)
@@ -196,9 +198,10 @@ class GrpcTransport:
         """
         from anypu import _codec  # torch: not loaded by clients that never run a model
 
-        payload = _codec.encode(args, "inputs")
-        if len(payload) > INLINE_LIMIT or not lease.address:
+        parts = _codec.encode_parts(args, "inputs")
+        if sum(part.nbytes for part in parts) > INLINE_LIMIT or not lease.address:
             return None
+        payload = b"".join(parts)
         worker = self._workers.get(lease.lease_id)
         try:
             if worker is not None:
@@ -249,7 +252,7 @@ class GrpcTransport:
                 known = self._agents[(address, node_id)] = (channel, stub)
         return known[1]
 
-    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes, bool]:
+    def wait(self, job_id: str, timeout: float | None) -> tuple[m.JobInfo, bytes | bytearray, bool]:
         request = convert.wait_request(job_id, timeout or 0.0)
         response = self._call(self._jobs.Wait, request)
         info = convert.job_info_from_pb(response.job)

@@ -249,3 +249,30 @@ def test_envelope_round_trip_and_refusals() -> None:
         unpack_envelope(data[:20])
     with pytest.raises(ValueError, match="format"):
         pack_envelope({"kind": "x"}, b"")
+
+
+def test_encoded_parts_stream_in_chunks_and_come_back_as_one_writable_buffer():
+    import hashlib
+
+    from anypu import _codec
+    from anypu.protos import convert
+
+    tree = {"a": torch.arange(1000, dtype=torch.float32), "b": (torch.ones(3, 5), 7)}
+    parts = _codec.encode_parts(tree)
+    assert b"".join(parts) == _codec.encode(tree)
+    assert any(part.obj is not None and part.nbytes == 4000 for part in parts)  # no copy
+    digest = hashlib.sha256(_codec.encode(tree)).hexdigest()
+    chunks = list(convert.blob_chunks(digest, parts, 512))
+    assert [len(c.data) for c in chunks[:-1]] == [512] * (len(chunks) - 1)
+    assert chunks[0].digest == digest and chunks[0].total_bytes == sum(p.nbytes for p in parts)
+    joined = convert.join_blob_chunks(chunks, digest)
+    assert isinstance(joined, bytearray) and bytes(joined) == _codec.encode(tree)
+    back = _codec.decode(joined)
+    assert torch.equal(back["a"], tree["a"]) and back["b"][1] == 7
+    before = bytes(joined)
+    back["a"].add_(1)  # the tensor is a view of the buffer: nothing was copied
+    assert bytes(joined) != before
+    with pytest.raises(ValueError, match="ended after"):
+        convert.join_blob_chunks(chunks[:-1], digest)
+    empty = list(convert.blob_chunks("d" * 64, b"", 512))
+    assert len(empty) == 1 and empty[0].total_bytes == 0
