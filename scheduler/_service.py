@@ -30,6 +30,7 @@ from anypu.scheduler._state import (
     CancelRequested,
     Drop,
     ForgetNode,
+    JobsSubmitted,
     JobSubmitted,
     NodeRemoved,
     Notify,
@@ -124,6 +125,8 @@ class SchedulerService:
         )
         self.started_at = clock()
         self._lock = threading.RLock()
+        self._arrivals: list[JobSubmitted] = []  # submitted, not yet handed to the state
+        self._arrivals_lock = threading.Lock()
         # Observability hook (issue 4): called under the lock with every batch of actions,
         # after the state changed; metrics observe transitions here. Must be cheap.
         self.observers: list[Callable[[list, float], None]] = []
@@ -362,9 +365,23 @@ class SchedulerService:
     # -------------------------------------------------------------- jobs
 
     def submit(self, request: m.SubmitRequest) -> m.JobInfo:
+        """Queue the job and place it with every other one that arrived meanwhile.
+
+        Whoever takes the lock next places all arrivals in one round (as group commit
+        writes many rows at once): alone, a job is placed at once; in a burst, the jobs
+        that came while a round ran are planned together, which is when CP-SAT runs.
+        """
         validate_submit(request, self.blobs)
         job_id = new_job_id()
-        self._handle(JobSubmitted(job_id, request, self.clock()))
+        with self._arrivals_lock:
+            self._arrivals.append(JobSubmitted(job_id, request, self.clock()))
+        with self._lock:
+            with self._arrivals_lock:
+                batch, self._arrivals = self._arrivals, []
+            if len(batch) == 1:
+                self._apply(self.state.handle(batch[0]))
+            elif batch:
+                self._apply(self.state.handle(JobsSubmitted(tuple(batch), self.clock())))
         if not request.wait:
             self.flush()  # acknowledged means durable
         return self.job_info(job_id)

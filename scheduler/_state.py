@@ -47,6 +47,7 @@ __all__ = [
     "Drop",
     "ForgetNode",
     "JobSubmitted",
+    "JobsSubmitted",
     "NodeRemoved",
     "Notify",
     "PersistJob",
@@ -111,6 +112,16 @@ class JobSubmitted:
 
 
 @dataclass(frozen=True)
+class JobsSubmitted:
+    """Submissions that arrived while a placement round ran: placed in one round, so a
+    burst is planned together (CP-SAT) rather than one job at a time."""
+
+    jobs: tuple[JobSubmitted, ...]
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
 class CancelRequested:
     job_id: str
     now: float
@@ -137,6 +148,7 @@ Event = (
     | AgentDisconnected
     | AgentSaid
     | JobSubmitted
+    | JobsSubmitted
     | CancelRequested
     | NodeRemoved
     | Tick
@@ -211,6 +223,9 @@ def stimulus_of(event: Event) -> str:
         return f"{type(message).__name__.lower()}-{event.node_id}"
     if isinstance(event, JobSubmitted):
         return f"submit-{event.job_id}"
+    if isinstance(event, JobsSubmitted):
+        first = event.jobs[0].job_id if event.jobs else "none"
+        return f"submit-{first}+{len(event.jobs) - 1}"
     if isinstance(event, CancelRequested):
         return f"cancel-{event.job_id}"
     if isinstance(event, AgentConnected):
@@ -296,6 +311,8 @@ class SchedulerState:
             return self._agent_said(event)
         if isinstance(event, JobSubmitted):
             return self._submitted(event)
+        if isinstance(event, JobsSubmitted):
+            return self._submitted_together(event)
         if isinstance(event, Tick):
             return self._tick(event.now)
         if isinstance(event, AgentConnected):
@@ -469,6 +486,29 @@ class SchedulerState:
         self.jobs[job.job_id] = job
         self._set_state(job, "pending")
         return [PersistJob(job, "pending"), *self._schedule(event.now)]
+
+    def _submitted_together(self, event: JobsSubmitted) -> list[Action]:
+        """Every job pending first, then one placement round for all of them; each job's
+        actions carry its own ``submit-<job>`` stimulus, as if submitted alone."""
+        actions: list[Action] = []
+        batch = {}
+        for submitted in event.jobs:
+            job = JobRecord(
+                job_id=submitted.job_id, request=submitted.request, submitted_at=submitted.now
+            )
+            self.jobs[job.job_id] = job
+            self._set_state(job, "pending")
+            batch[job.job_id] = f"submit-{job.job_id}"
+            actions.append(PersistJob(job, "pending", stimulus_id=batch[job.job_id]))
+        for action in self._schedule(event.now):
+            job_id = (
+                action.job.job_id
+                if isinstance(action, PersistJob)
+                else getattr(getattr(action, "message", None), "job_id", "")
+            )
+            own = batch.get(job_id)
+            actions.append(replace(action, stimulus_id=own) if own else action)
+        return actions
 
     def _cancel(self, event: CancelRequested) -> list[Action]:
         job = self.jobs.get(event.job_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from anypu import PROTOCOL_VERSION
@@ -350,3 +352,50 @@ def test_a_removed_node_is_forgotten_and_its_jobs_placed_elsewhere():
     (again,) = sends(actions, m.Launch)
     assert again.node_id != gone
     assert all(a.stimulus_id == f"remove-{gone}" for a in actions)
+
+
+def test_a_burst_is_placed_in_one_round_by_cp_sat_each_job_keeping_its_stimulus():
+    from anypu.scheduler import JobsSubmitted
+
+    state = state_with("n1", "n2")
+    burst = tuple(JobSubmitted(f"j{i}", request(flops=1e12 * (i + 1)), now=1.0) for i in range(6))
+    actions = state.handle(JobsSubmitted(burst, now=1.0))
+    solvers = {state.jobs[f"j{i}"].placement.solver for i in range(6)}
+    assert len(solvers) == 1 and "cp-sat" in solvers.pop()  # one round, never "single"
+    assert {state.jobs[f"j{i}"].placement.node_id for i in range(6)} == {"n1", "n2"}
+    for action in actions:
+        if isinstance(action, PersistJob):
+            assert action.stimulus_id == f"submit-{action.job.job_id}"
+    launches = sends(actions, m.Launch)
+    assert len(launches) == 6
+    assert all(s.stimulus_id == f"submit-{s.message.job_id}" for s in launches)
+
+
+def test_submissions_arriving_during_a_round_are_placed_together(tmp_path):
+    import threading
+
+    service = SchedulerService(tmp_path, token="t")
+    try:
+        for name in ("n1", "n2"):
+            service._handle(AgentConnected(join(name), 1.0))
+        digest = service.blobs.put(b"artifact")
+        started = threading.Barrier(9)
+
+        def submit() -> None:
+            started.wait()
+            service.submit(request(artifact_digest=digest, flops=1e12, wait=True))
+
+        with service._lock:  # a round in progress: everyone arriving now waits for it
+            threads = [threading.Thread(target=submit) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            started.wait()
+            deadline = time.monotonic() + 10
+            while len(service._arrivals) < 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(10)
+        solvers = {j.placement.solver for j in service.state.jobs.values()}
+        assert len(solvers) == 1 and "cp-sat" in solvers.pop()
+    finally:
+        service.close()
