@@ -13,8 +13,6 @@ counts jobs by the solver that placed them and shows how they spread over the no
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import threading
 import time
@@ -26,6 +24,7 @@ import torch
 from anypu.sdk import Client, RunOptions
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
+from benchmarks import machine
 from tests.cluster import Cluster
 
 NODES = {
@@ -90,10 +89,7 @@ def main() -> None:
             client.close()
         finally:
             cluster.close()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python"
-        f" {platform.python_version()}, torch {torch.__version__}"
-    )
+    print(machine())
     print(f"{args.jobs} calls of 3 MLP sizes on 3 nodes × 2 simulated GPU slices")
     print(f"{'callers':>8}  {'s':>6}  {'placed by (jobs)':<48}  spread over nodes")
     for threads, solvers, nodes, seconds in rows:

@@ -12,8 +12,6 @@ the output alone).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
+from benchmarks import machine
 from tests.cluster import Cluster
 
 
@@ -67,10 +66,7 @@ def main() -> None:
             client.close()
         finally:
             cluster.close()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python"
-        f" {platform.python_version()}, torch {torch.__version__}"
-    )
+    print(machine())
     peak = max(peaks)
     print(
         f"{args.mib} MiB in, {args.mib} MiB out: peak RSS above the caller's tensor"

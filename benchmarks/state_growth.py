@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -33,6 +32,7 @@ import torch
 
 from anypu.sdk import Client, RunOptions
 from anypu.sdk._transport import GrpcTransport
+from benchmarks import machine
 from tests.cluster import Cluster
 
 BOUNDED = {
@@ -145,10 +145,7 @@ def main() -> None:
         run("retention", args.jobs, BOUNDED, args.sample_every, args.threads),
         run("keep everything", args.baseline_jobs, EVERYTHING, args.sample_every, args.threads),
     ]
-    print(
-        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python"
-        f" {platform.python_version()}, torch {torch.__version__}"
-    )
+    print("\n" + machine())
     print(f"{'run':<18}{'jobs':>8}{'s':>8}{'median ms':>11}{'p99 ms':>9}  state folder MB at")
     for r in results:
         sizes = "  ".join(f"{n // 1000}k:{size / 1e6:.0f}" for n, size in r["samples"])
