@@ -201,6 +201,8 @@ def _when(at: float, now: float) -> str:
         else (f"{span / 3600:.0f}h" if span >= 3600 else f"{span / 60:.0f}m")
     )
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(at))
+    if span < 60:
+        return f"{stamp} ({'in under a minute' if left > 0 else 'just now'})"
     return f"{stamp} ({'in ' + amount if left > 0 else amount + ' ago'})"
 
 

@@ -45,7 +45,7 @@ _BATCH = 2000  # jobs per transaction: the writer never waits long for the datab
 
 def duration(seconds: float) -> str:
     """``10m``, ``1d``, ``90s``: a span as the ``--keep-*`` flags take it."""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:g}s"
