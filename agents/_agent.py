@@ -57,7 +57,7 @@ from anypu.agents._workers import (
     ThreadSliceWorker,
     run_dispatched_here,
 )
-from anypu.devices import Device, format_bytes
+from anypu.devices import Device, Probe, Reading, collect_readings, format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import messages as m
 
@@ -67,6 +67,7 @@ log = logging.getLogger("anypu.agent")
 
 Worker = SliceWorker | ThreadSliceWorker
 _TICK_S = 0.05
+_READ_EVERY_S = 1.0
 # A client hears of its lease on its own connection, possibly before the grant reaches this
 # agent on the scheduler's stream: a call under a lease not yet heard of waits this long
 # for it, rather than fall back to placement. Ended leases are answered at once.
@@ -84,6 +85,9 @@ class AgentConfig:
     cache_dir: str = ""
     #: Model artifacts kept on disk at most (least recently used deleted first).
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    #: The probes that found this node's devices: read for every heartbeat (none: the
+    #: heartbeat says what the busy slices say).
+    probes: tuple[Probe, ...] = ()
     max_backoff_s: float = 2.0
     #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
     #: user's own process already runs their model, so isolation buys nothing there).
@@ -106,6 +110,21 @@ class _Waiting:
 
     done: threading.Event = field(default_factory=threading.Event)
     result: m.JobResult | None = None
+
+
+def job_memory(device: Device, pid: int, reading: Reading | None) -> int | None:
+    """A job's own memory: what the vendor reports for its worker process on the device
+    (NVML per process), else, for a job whose memory is host memory (a CPU, a simulated
+    device), the worker process's resident set; None when neither is known."""
+    if reading is not None and pid in reading.process_memory:
+        return reading.process_memory[pid]
+    if device.kind == "cpu" or device.simulated:
+        try:
+            with open(f"/proc/{pid}/statm") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 def _stimulus(message: m.SchedulerMessage) -> str:
@@ -184,10 +203,17 @@ class Agent:
             if not hasattr(link, "direct"):
                 raise ConfigError("direct runs need an in-process link to the scheduler")
             link.direct = self.run_leased
+        self._readings: dict[str, Reading] = {}
+        self._job_memory: tuple[m.JobUsage, ...] = ()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
         self._housekeeper.start()
+        # A vendor tool may take a while (npu-smi): readings never delay a tick.
+        self._reader = threading.Thread(
+            target=self._read_loop, name="anypu-agent-readings", daemon=True
+        )
+        self._reader.start()
 
     @property
     def node_id(self) -> str:
@@ -511,6 +537,26 @@ class Agent:
                     running.append(RunningJob(job.job_id, job.attempt, job.started_at, job.direct))
                     busy.add(key)
             tick = Tick(
-                now, f"tick-{next(self._ticks)}", tuple(running), frozenset(busy), self._warm()
+                now,
+                f"tick-{next(self._ticks)}",
+                tuple(running),
+                frozenset(busy),
+                self._warm(),
+                self._readings,
+                self._job_memory,
             )
             self._handle(tick)
+
+    def _read_loop(self) -> None:
+        """The probes' readings and each running job's own memory, once a second."""
+        while not self._stop.wait(_READ_EVERY_S):
+            readings = collect_readings(self.config.probes) if self.config.probes else {}
+            jobs = []
+            for (device_id, _), worker in self.workers.items():
+                job, pid = worker.running, worker.pid
+                if job is None or pid is None:
+                    continue
+                used = job_memory(worker.device, pid, readings.get(device_id))
+                if used is not None:
+                    jobs.append(m.JobUsage(job.job_id, job.attempt, device_id, used))
+            self._readings, self._job_memory = readings, tuple(jobs)

@@ -16,7 +16,7 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.comm import serves_tls
-from anypu.devices import Device, discover, parse_size
+from anypu.devices import Device, discover, make_probes, parse_size
 from anypu.errors import AnypuError
 
 __all__ = ["agent_command", "direct_tls_files"]
@@ -61,7 +61,8 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """Run an agent until ``stop`` is set (SIGINT/SIGTERM) or it fails for good."""
     labels = _labels(args.label, args.site)
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
-    devices = discover(args.devices)
+    probes = make_probes()
+    devices = discover(args.devices, probes=probes)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
     tls = None
@@ -89,6 +90,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             labels=labels,
             cache_dir=args.cache_dir,
             cache_bytes=_cache_bytes(args.cache_size),
+            probes=tuple(probe for probe in probes if probe.found),
             direct_address=args.direct_address,
             direct_tls=direct_tls,
         ),

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from anypu import PROTOCOL_VERSION, __version__
-from anypu.devices import Device
+from anypu.devices import Device, Reading
 from anypu.protos import messages as m
 
 __all__ = [
@@ -172,6 +173,9 @@ class Tick:
     running: tuple[RunningJob, ...] = ()
     busy: frozenset[tuple[str, int]] = frozenset()
     warm: tuple[str, ...] = ()
+    #: The probes' latest readings by device id, and each running job's own memory.
+    readings: Mapping[str, Reading] = field(default_factory=dict)
+    job_memory: tuple[m.JobUsage, ...] = ()
 
 
 Event = (
@@ -488,15 +492,25 @@ class AgentState:
         return instructions
 
     def _heartbeat(self, tick: Tick) -> m.Heartbeat:
+        """Each device's usage: the vendor's readings where its probe has them (a
+        simulated device never does), else what the busy slices say."""
         usage = []
         for device in self.identity.devices:
             busy = sum(1 for d, _ in tick.busy if d == device.device_id)
+            reading = None if device.simulated else tick.readings.get(device.device_id)
+            measured = reading is not None and reading.utilisation is not None
             usage.append(
                 m.DeviceUsage(
                     device_id=device.device_id,
-                    utilisation=busy / max(1, device.slices),
+                    utilisation=(
+                        reading.utilisation
+                        if reading is not None and reading.utilisation is not None
+                        else busy / max(1, device.slices)
+                    ),
                     free_memory_bytes=device.slice_memory_bytes * (device.slices - busy),
                     busy_slices=busy,
+                    memory_used_bytes=(reading.memory_used_bytes or 0) if reading else 0,
+                    measured=measured,
                 )
             )
         return m.Heartbeat(
@@ -504,4 +518,5 @@ class AgentState:
             usage=tuple(usage),
             warm_digests=tick.warm,
             running_jobs=len(tick.busy),
+            jobs=tick.job_memory,
         )

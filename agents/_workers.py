@@ -80,6 +80,11 @@ class _Slice:
         self._closed = False
         self._ready = threading.Event()
 
+    @property
+    def pid(self) -> int | None:
+        """The process running this slice's jobs, when it has one of its own."""
+        return None
+
     def _dispatch(self, job: SliceJob) -> bool:
         """Hand ``job`` to the executor (caller holds the lock); False if it cannot."""
         raise NotImplementedError
@@ -274,6 +279,11 @@ class SliceWorker(_Slice):
             name=f"anypu-worker-{self.device.device_id}.{self.slice_index}",
             daemon=True,
         ).start()
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self, "process", None)
+        return process.pid if process is not None and process.poll() is None else None
 
     def _kill(self) -> None:
         try:

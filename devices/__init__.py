@@ -11,10 +11,17 @@ probe classes, so a new vendor is one ``Probe`` subclass and one entry in ``PROB
 
 from anypu.devices._ascend import ASCEND_TFLOPS, AscendProbe, NpuChip, parse_npu_smi_info
 from anypu.devices._cpu import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
-from anypu.devices._discover import PROBES, cap_at_host, collect_utilisation, discover, make_probes
+from anypu.devices._discover import (
+    PROBES,
+    cap_at_host,
+    collect_readings,
+    collect_utilisation,
+    discover,
+    make_probes,
+)
 from anypu.devices._model import DEVICE_KINDS, Device, format_bytes
 from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
-from anypu.devices._probe import Probe, physical_index
+from anypu.devices._probe import Probe, Reading, physical_index
 from anypu.devices._simulated import (
     SimulatedDevices,
     load_devices_file,
@@ -40,9 +47,11 @@ __all__ = [
     "NpuChip",
     "NvidiaProbe",
     "Probe",
+    "Reading",
     "SimulatedDevices",
     "apply_slice_limits",
     "cap_at_host",
+    "collect_readings",
     "collect_utilisation",
     "default_cpu_slicing",
     "discover",

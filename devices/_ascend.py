@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, physical_index
+from anypu.devices._probe import Probe, Reading, physical_index
 
 __all__ = ["ASCEND_TFLOPS", "AscendProbe", "NpuChip", "ascend_tflops", "parse_npu_smi_info"]
 
@@ -250,6 +250,26 @@ class AscendProbe(Probe):
                 )
             )
         return devices
+
+    def readings(self) -> dict[str, Reading]:
+        """AI Core busy percentage and memory used per chip, from one ``npu-smi info``
+        (its process table is not read: per-process memory is not reported here)."""
+        try:
+            chips = self._chips()
+        except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            log.debug("npu-smi failed during a reading: %s", exc)
+            return {}
+        return {
+            f"npu{chip.logical_id}": Reading(
+                utilisation=(
+                    min(1.0, max(0.0, chip.aicore_percent / 100.0))
+                    if chip.aicore_percent is not None
+                    else None
+                ),
+                memory_used_bytes=chip.memory_used_bytes if chip.memory_total_bytes else None,
+            )
+            for chip in chips
+        }
 
     def utilisation(self) -> dict[str, float]:
         """AI Core busy percentage per chip; empty if the tool fails this time."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe
+from anypu.devices._probe import Probe, Reading
 
 __all__ = [
     "CpuProbe",
@@ -274,6 +274,22 @@ class CpuProbe(Probe):
             total += sum(counters)
             busy += sum(counters) - idle
         return busy, total
+
+    def readings(self) -> dict[str, Reading]:
+        """Busy fraction since the previous call, and memory in use (MemTotal − MemAvailable
+        from ``/proc/meminfo``: what the kernel could not hand out without swapping)."""
+        used: int | None = None
+        try:
+            meminfo = _parse_key_values((self._proc / "meminfo").read_text())
+            used = 1024 * (
+                int(meminfo["MemTotal"].split()[0]) - int(meminfo["MemAvailable"].split()[0])
+            )
+        except (OSError, KeyError, ValueError, IndexError):
+            pass
+        busy = self.utilisation().get("cpu0")
+        if busy is None and used is None:
+            return {}
+        return {"cpu0": Reading(utilisation=busy, memory_used_bytes=used)}
 
     def utilisation(self) -> dict[str, float]:
         """Busy fraction since the previous call; the first call reports since boot."""

@@ -12,10 +12,17 @@ from anypu.devices._ascend import AscendProbe
 from anypu.devices._cpu import CpuProbe
 from anypu.devices._model import Device, format_bytes
 from anypu.devices._nvidia import NvidiaProbe
-from anypu.devices._probe import Probe
+from anypu.devices._probe import Probe, Reading
 from anypu.devices._simulated import load_devices_file
 
-__all__ = ["PROBES", "cap_at_host", "collect_utilisation", "discover", "make_probes"]
+__all__ = [
+    "PROBES",
+    "cap_at_host",
+    "collect_readings",
+    "collect_utilisation",
+    "discover",
+    "make_probes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +125,24 @@ def discover(
                 log.exception("probe %s failed; its devices are not offered", probe.name)
                 continue
             log.info("probe %s: %s", probe.name, "; ".join(d.describe() for d in devices))
+            probe.found = devices
             found.extend(devices)
     if declared is not None:
         found.extend(declared.devices)
         if host_memory is None:
             host_memory = CpuProbe().memory_bytes()
     return cap_at_host(_unique_ids(found), host_memory or 0)
+
+
+def collect_readings(probes: Iterable[Probe]) -> dict[str, Reading]:
+    """Every probe's readings merged, for a heartbeat; a failing probe contributes none."""
+    merged: dict[str, Reading] = {}
+    for probe in probes:
+        try:
+            merged.update(probe.readings())
+        except Exception:  # a heartbeat must go out even when one vendor tool misbehaves
+            log.warning("probe %s: reading failed", probe.name, exc_info=True)
+    return merged
 
 
 def collect_utilisation(probes: Iterable[Probe]) -> dict[str, float]:

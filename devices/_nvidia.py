@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, physical_index
+from anypu.devices._probe import Probe, Reading, physical_index
 
 __all__ = ["NVIDIA_TFLOPS", "NvidiaProbe", "nvidia_tflops"]
 
@@ -275,6 +275,36 @@ class NvidiaProbe(Probe):
                 continue
             busy[device_id] = min(1.0, max(0.0, rates.gpu / 100.0))
         return busy
+
+    def readings(self) -> dict[str, Reading]:
+        """NVML's utilisation, memory used, and memory per compute process, per device."""
+        if not self._ids:
+            return {}
+        try:
+            nvml = self._init()
+        except Exception:  # the driver went away; report nothing rather than fail a heartbeat
+            return {}
+        found: dict[str, Reading] = {}
+        for device_id, index in self._ids.items():
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            except nvml.NVMLError:
+                continue
+            processes: dict[int, int] = {}
+            try:
+                for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if process.usedGpuMemory is not None:  # None: NVML may not say (WDDM)
+                        processes[int(process.pid)] = int(process.usedGpuMemory)
+            except nvml.NVMLError:
+                pass
+            found[device_id] = Reading(
+                utilisation=min(1.0, max(0.0, rates.gpu / 100.0)),
+                memory_used_bytes=int(memory.used),
+                process_memory=processes,
+            )
+        return found
 
     def close(self) -> None:
         if self._nvml is not None:

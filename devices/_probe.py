@@ -3,8 +3,8 @@
 A probe is cheap to construct and never touches vendor libraries or tools until one of
 its methods is called, so a CPU-only install imports every probe without their
 dependencies.  ``available()`` answers "can this probe see any hardware here?" without
-raising; ``probe()`` describes the hardware; ``utilisation()`` is called on every
-heartbeat and must stay cheap.
+raising; ``probe()`` describes the hardware; ``readings()`` (utilisation, memory used, memory
+per process) is read for every heartbeat and must stay cheap.
 
 The class also carries its vendor's slice behaviour, as class methods, so the agent and
 its workers never branch on vendor names: which environment variables narrow a worker to
@@ -19,11 +19,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from anypu.devices._model import Device
 
-__all__ = ["Probe", "physical_index"]
+__all__ = ["Probe", "Reading", "physical_index"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a vendor says one device is doing now (None: the vendor does not say).
+
+    ``process_memory`` maps a process id to the device memory it holds, where the
+    vendor reports it per process (NVML does): how a job's own use is told apart from
+    its neighbours' on a shared device.
+    """
+
+    utilisation: float | None = None
+    memory_used_bytes: int | None = None
+    process_memory: Mapping[int, int] = field(default_factory=dict)
 
 
 def physical_index(device: Device) -> int:
@@ -56,6 +71,8 @@ class Probe(ABC):
 
     def __init__(self) -> None:
         self.unavailable_reason: str = ""
+        #: What ``discover`` found with this probe: an agent reads only probes that found some.
+        self.found: list[Device] = []
 
     @abstractmethod
     def available(self) -> bool:
@@ -68,6 +85,12 @@ class Probe(ABC):
     @abstractmethod
     def utilisation(self) -> dict[str, float]:
         """Busy fraction in ``[0, 1]`` by ``device_id`` since the previous call."""
+
+    def readings(self) -> dict[str, Reading]:
+        """The vendor's own reading of each device, for a heartbeat: cheap, never raises
+        for a device that cannot be read (it is left out). The default knows only the
+        utilisation; probes whose vendor reports memory say more."""
+        return {device: Reading(utilisation=busy) for device, busy in self.utilisation().items()}
 
     def close(self) -> None:  # noqa: B027 - optional hook; most probes hold no handles
         """Release vendor handles; the default holds none."""

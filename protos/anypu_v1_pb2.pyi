@@ -42,16 +42,32 @@ class Device(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[str] = ..., vendor: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tflops: _Optional[float] = ..., torch_device: _Optional[str] = ..., simulated: _Optional[bool] = ..., slices: _Optional[int] = ..., threads: _Optional[int] = ..., sharing: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeviceUsage(_message.Message):
-    __slots__ = ("device_id", "utilisation", "free_memory_bytes", "busy_slices")
+    __slots__ = ("device_id", "utilisation", "free_memory_bytes", "busy_slices", "memory_used_bytes", "measured")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     UTILISATION_FIELD_NUMBER: _ClassVar[int]
     FREE_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     BUSY_SLICES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     utilisation: float
     free_memory_bytes: int
     busy_slices: int
-    def __init__(self, device_id: _Optional[str] = ..., utilisation: _Optional[float] = ..., free_memory_bytes: _Optional[int] = ..., busy_slices: _Optional[int] = ...) -> None: ...
+    memory_used_bytes: int
+    measured: bool
+    def __init__(self, device_id: _Optional[str] = ..., utilisation: _Optional[float] = ..., free_memory_bytes: _Optional[int] = ..., busy_slices: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., measured: _Optional[bool] = ...) -> None: ...
+
+class JobUsage(_message.Message):
+    __slots__ = ("job_id", "attempt", "device_id", "memory_used_bytes")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    attempt: int
+    device_id: str
+    memory_used_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., device_id: _Optional[str] = ..., memory_used_bytes: _Optional[int] = ...) -> None: ...
 
 class Join(_message.Message):
     __slots__ = ("protocol_version", "token", "name", "tier", "site", "labels", "devices", "warm_digests", "agent_version", "running", "direct_address")
@@ -95,16 +111,18 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs")
+    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
     warm_digests: _containers.RepeatedScalarFieldContainer[str]
     running_jobs: int
-    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ...) -> None: ...
+    jobs: _containers.RepeatedCompositeFieldContainer[JobUsage]
+    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -471,7 +489,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -490,6 +508,7 @@ class NodeInfo(_message.Message):
     LAST_HEARTBEAT_AGE_S_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    JOB_USAGE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -501,7 +520,8 @@ class NodeInfo(_message.Message):
     last_heartbeat_age_s: float
     running_jobs: int
     epoch: int
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    job_usage: _containers.RepeatedCompositeFieldContainer[JobUsage]
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

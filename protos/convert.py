@@ -121,6 +121,7 @@ def agent_message_to_pb(message: m.AgentMessage) -> pb.AgentMessage:
         beat = _scalars_to_pb(message, out.heartbeat)
         beat.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in message.usage)
         beat.warm_digests.extend(message.warm_digests)
+        beat.jobs.extend(_scalars_to_pb(j, pb.JobUsage()) for j in message.jobs)
     elif isinstance(message, m.JobStarted):
         _scalars_to_pb(message, out.started)
     elif isinstance(message, m.JobResult):
@@ -148,7 +149,11 @@ def agent_message_from_pb(message: pb.AgentMessage) -> m.AgentMessage:
     if kind == "heartbeat":
         h = message.heartbeat
         return _scalars_from_pb(
-            h, m.Heartbeat, usage=_usage_from_pb(h.usage), warm_digests=tuple(h.warm_digests)
+            h,
+            m.Heartbeat,
+            usage=_usage_from_pb(h.usage),
+            warm_digests=tuple(h.warm_digests),
+            jobs=tuple(_scalars_from_pb(j, m.JobUsage) for j in h.jobs),
         )
     if kind == "started":
         return _scalars_from_pb(message.started, m.JobStarted)
@@ -261,6 +266,7 @@ def node_info_to_pb(info: m.NodeInfo) -> pb.NodeInfo:
     out = _scalars_to_pb(info, pb.NodeInfo())
     out.devices.extend(device_to_pb(d) for d in info.devices)
     out.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in info.usage)
+    out.job_usage.extend(_scalars_to_pb(j, pb.JobUsage()) for j in info.job_usage)
     out.warm_digests.extend(info.warm_digests)
     return out
 
@@ -271,6 +277,7 @@ def node_info_from_pb(message: pb.NodeInfo) -> m.NodeInfo:
         m.NodeInfo,
         devices=tuple(device_from_pb(d) for d in message.devices),
         usage=_usage_from_pb(message.usage),
+        job_usage=tuple(_scalars_from_pb(j, m.JobUsage) for j in message.job_usage),
         warm_digests=tuple(message.warm_digests),
     )
 

@@ -29,6 +29,7 @@ __all__ = [
     "JobInfo",
     "JobResult",
     "JobStarted",
+    "JobUsage",
     "Join",
     "JoinAck",
     "Launch",
@@ -205,9 +206,22 @@ NO_FAILURE = Outcome()
 @dataclass(frozen=True)
 class DeviceUsage:
     device_id: str
+    #: The vendor's busy fraction when ``measured``, else the share of busy slices.
     utilisation: float = 0.0
     free_memory_bytes: int = 0
     busy_slices: int = 0
+    memory_used_bytes: int = 0  # the vendor's reading (0 when not measured)
+    measured: bool = False
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """A running job's own memory on its device, as its agent measured it."""
+
+    job_id: str
+    attempt: int
+    device_id: str
+    memory_used_bytes: int
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,7 @@ class Heartbeat:
     usage: tuple[DeviceUsage, ...] = ()
     warm_digests: tuple[str, ...] = ()
     running_jobs: int = 0
+    jobs: tuple[JobUsage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -442,6 +457,7 @@ class NodeInfo:
     last_heartbeat_age_s: float = 0.0
     running_jobs: int = 0
     epoch: int = 0
+    job_usage: tuple[JobUsage, ...] = ()  # each running job's own memory, last heartbeat
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Two halves:
   service's state at scrape time by a custom collector (nothing to keep in sync);
   histograms and counters of transitions are fed by an observer the service calls with
   every batch of actions. Label values come from small fixed sets (tier, kind, vendor,
-  state, outcome, solver) and node ids; never job ids.
+  state, outcome, solver) and node ids; job ids only on the per-job memory of running
+jobs (a series lives while its job runs).
 """
 
 from __future__ import annotations
@@ -257,11 +258,46 @@ class _StateCollector(Collector):
         for n in view.nodes:
             age.add_metric([n.node_id, n.tier], n.last_heartbeat_age_s)
         yield age
+        yield from _readings_families(view.nodes)
         yield GaugeMetricFamily(
             "anypu_placement_rate",
             "Jobs placed per second over the last minute.",
             value=self.transitions.placement_rate(view.now),
         )
+
+
+def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
+    """What each ready node's agent measured on its last heartbeat: per device, and per
+    running job (a job id label lives only while the job runs)."""
+    busy = GaugeMetricFamily(
+        "anypu_device_utilisation",
+        "Busy fraction of each device (0..1): the vendor's reading when measured=true,"
+        " else the share of its slices running a job.",
+        labels=["node", "device", "measured"],
+    )
+    used = GaugeMetricFamily(
+        "anypu_device_memory_used_bytes",
+        "Memory in use on each device as its vendor reads it (measured devices only).",
+        labels=["node", "device"],
+    )
+    per_job = GaugeMetricFamily(
+        "anypu_job_memory_used_bytes",
+        "Each running job's own memory on its device: the vendor's per-process reading, or"
+        " its worker process's resident memory on CPU and simulated devices.",
+        labels=["job", "node", "device"],
+    )
+    for n in nodes:
+        if n.state != "ready":
+            continue
+        for u in n.usage:
+            busy.add_metric([n.node_id, u.device_id, str(u.measured).lower()], u.utilisation)
+            if u.measured:
+                used.add_metric([n.node_id, u.device_id], u.memory_used_bytes)
+        for j in n.job_usage:
+            per_job.add_metric([j.job_id, n.node_id, j.device_id], j.memory_used_bytes)
+    yield busy
+    yield used
+    yield per_job
 
 
 def _usage_families(rows: list[UsageRow]) -> Iterator[Metric]:

@@ -9,6 +9,7 @@ from anypu.protos.messages import (
     NO_FAILURE,
     DeviceUsage,
     JobInfo,
+    JobUsage,
     NodeInfo,
     Outcome,
     PlacementInfo,
@@ -37,6 +38,8 @@ class NodeRecord:
     running_jobs: int = 0
     direct_runs: bool = False  # takes calls under leases in-process (the embedded agent)
     direct_address: str = ""  # takes them over gRPC at this host:port
+    #: Each running job's own memory, as the last heartbeat measured it.
+    job_usage: tuple[JobUsage, ...] = ()
 
     def info(self, now: float) -> NodeInfo:
         return NodeInfo(
@@ -49,6 +52,7 @@ class NodeRecord:
             labels=dict(self.labels),
             devices=self.devices,
             usage=self.usage,
+            job_usage=self.job_usage,
             warm_digests=tuple(sorted(self.warm_digests)),
             last_heartbeat_age_s=max(0.0, now - self.last_heartbeat),
             running_jobs=self.running_jobs,

@@ -401,6 +401,7 @@ class SchedulerState:
             return [Drop(node.node_id, node.epoch, "declared lost; re-join")]
         if isinstance(message, m.Heartbeat):
             node.usage = message.usage
+            node.job_usage = message.jobs
             node.warm_digests = frozenset(message.warm_digests)
             node.running_jobs = message.running_jobs
             return []

@@ -200,6 +200,7 @@ def _node_to_row(node: NodeRecord) -> dict[str, Any]:
     record = dataclasses.asdict(node)
     record["warm_digests"] = sorted(node.warm_digests)
     record.pop("usage")
+    record.pop("job_usage")
     return record
 
 

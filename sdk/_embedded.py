@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from anypu.agents import Agent, AgentConfig, InProcessLink, run_dispatched_here
-from anypu.devices import discover
+from anypu.devices import discover, make_probes
 from anypu.protos import messages as m
 from anypu.scheduler import SchedulerConfig, SchedulerService
 
@@ -34,15 +34,18 @@ class Embedded:
         self.service = SchedulerService(
             self.state_dir, token=None, config=SchedulerConfig(unschedulable_timeout_s=0.0)
         )
+        probes = make_probes()
+        devices = discover(devices_file, probes=probes)
         name = (socket.gethostname().split(".")[0] or "local")[:40]
         self.agent = Agent(
             AgentConfig(
                 name=f"local-{name}" if name[0].isalnum() else "local",
                 tier=tier,
-                devices=discover(devices_file),
+                devices=devices,
                 cache_dir=os.path.join(self.state_dir, "cache"),
                 isolation="thread",
                 direct_runs=True,
+                probes=tuple(probe for probe in probes if probe.found),
             ),
             InProcessLink(self.service),
         )

@@ -86,10 +86,19 @@ def format_status(
                 f" {node.last_heartbeat_age_s:.1f}s ago, {node.running_jobs} running,"
                 f" {warm} warm model{'s' if warm != 1 else ''}"
             )
+            measured = {u.device_id: u for u in node.usage if u.measured}
             for d in node.devices:
                 taken = reserved.get((node.node_id, d.device_id), 0)
+                reading = measured.get(d.device_id)
+                now = (
+                    f", {reading.utilisation:.0%} busy, {format_bytes(reading.memory_used_bytes)}"
+                    " in use (measured)"
+                    if reading is not None
+                    else ""
+                )
                 lines.append(
-                    f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices reserved]"
+                    f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices reserved"
+                    f"{now}]"
                 )
     rows = usage.rows
     lines += ["", "Usage (ready nodes: reserved / total)", _RULE]

@@ -44,6 +44,8 @@ class FakeGpu:
     max_sm_clock_mhz: int = 0
     unsupported: set[str] = field(default_factory=set)
     lost: bool = False
+    #: pid -> device memory of each compute process (``nvmlDeviceGetComputeRunningProcesses``)
+    processes: dict[int, int] = field(default_factory=dict)
 
 
 def make_fake_pynvml(
@@ -124,6 +126,13 @@ def make_fake_pynvml(
         gpu = _gpu(handle, "nvmlDeviceGetUtilizationRates")
         return SimpleNamespace(gpu=gpu.utilisation_percent, memory=0)
 
+    def nvmlDeviceGetComputeRunningProcesses(handle: Any) -> list[SimpleNamespace]:
+        gpu = _gpu(handle, "nvmlDeviceGetComputeRunningProcesses")
+        return [
+            SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF)
+            for pid, used in gpu.processes.items()
+        ]
+
     def nvmlDeviceGetCudaComputeCapability(handle: Any) -> tuple[int, int]:
         return _gpu(handle, "nvmlDeviceGetCudaComputeCapability").compute_capability
 
@@ -146,4 +155,5 @@ def make_fake_pynvml(
     module.NVML_CLOCK_SM = 1
     module.NVML_DEVICE_MIG_ENABLE = 1
     module.fake_state = state
+    module.fake_gpus = gpus  # tests change a GPU's readings through this
     return module

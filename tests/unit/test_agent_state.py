@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from anypu.agents._state import (
     AgentIdentity,
     AgentState,
@@ -24,7 +26,7 @@ from anypu.agents._state import (
     WorkerAnswered,
 )
 from anypu.protos import messages as m
-from tests.builders import cpu_device, done, failed, messages_sent
+from tests.builders import cpu_device, done, failed, gpu_device, messages_sent
 
 DIGEST = "d" * 64
 LAUNCH = m.Launch("job-1", 1, DIGEST, "cpu0", 0, inputs=b"in")
@@ -223,3 +225,37 @@ def test_a_stale_tick_after_the_result_does_not_announce_the_job_again() -> None
     assert len(sent(state.handle(Tick(2.0, "t", running=running)), m.JobStarted)) == 1
     state.handle(WorkerAnswered(done("job-1"), 2.1, "a"))
     assert sent(state.handle(Tick(2.2, "t", running=running)), m.JobStarted) == []
+
+
+def test_a_heartbeat_carries_the_probes_readings_and_each_job_s_memory():
+    from anypu.devices import Reading
+    from anypu.protos import messages as pm
+
+    real = cpu_device("cpu0")
+    fake = dataclasses.replace(gpu_device("gpu0"), simulated=True)
+    state = AgentState(AgentIdentity("n1", "edge", (real, fake)))
+    state.handle(SchedulerSaid(m.JoinAck("n1", 1.0, 5.0, 1, 2), 0.0, "join"))
+    readings = {
+        "cpu0": Reading(utilisation=0.42, memory_used_bytes=5 << 30),
+        "gpu0": Reading(utilisation=0.99, memory_used_bytes=1),  # simulated: never read
+    }
+    jobs = (pm.JobUsage("job-1", 1, "cpu0", 300 << 20),)
+    tick = Tick(10.0, "tick", busy=frozenset({("gpu0", 0)}), readings=readings, job_memory=jobs)
+    (beat,) = messages_sent(state.handle(tick), m.Heartbeat)
+    cpu, gpu = beat.usage
+    assert cpu.measured and cpu.utilisation == 0.42 and cpu.memory_used_bytes == 5 << 30
+    assert not gpu.measured and gpu.utilisation == 1.0 and gpu.memory_used_bytes == 0
+    assert beat.jobs == jobs
+
+
+def test_a_job_s_memory_is_its_process_on_the_device_else_its_resident_set():
+    import os
+
+    from anypu.agents._agent import job_memory
+    from anypu.devices import Reading
+
+    gpu = dataclasses.replace(gpu_device("gpu0"), simulated=False, torch_device="cuda:0")
+    assert job_memory(gpu, 77, Reading(process_memory={77: 123})) == 123
+    assert job_memory(gpu, 77, Reading(process_memory={})) is None  # the GPU does not say
+    rss = job_memory(cpu_device("cpu0"), os.getpid(), None)
+    assert rss is not None and rss > 10 << 20  # this test process: tens of MB at least

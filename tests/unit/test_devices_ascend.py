@@ -147,3 +147,10 @@ def test_injected_runner_receives_the_resolved_command(tmp_path: Path) -> None:
 
     assert len(AscendProbe(binary=tool, timeout=2.5, run_tool=runner).probe()) == 4
     assert calls == [([tool, "info"], 2.5)]
+
+
+def test_readings_carry_aicore_and_hbm_in_use(tmp_path: Path) -> None:
+    readings = AscendProbe(binary=_printing(tmp_path, "npu_smi_910b.txt")).readings()
+    assert readings["npu0"].utilisation == pytest.approx(0.37)
+    assert readings["npu0"].memory_used_bytes == 31420 * 1024 * 1024
+    assert readings["npu4"].memory_used_bytes == 60122 * 1024 * 1024

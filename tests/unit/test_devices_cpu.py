@@ -174,3 +174,12 @@ def test_utilisation_on_this_machine_is_a_fraction() -> None:
     for _ in range(2):
         (value,) = probe.utilisation().values()
         assert 0.0 <= value <= 1.0
+
+
+def test_readings_add_memory_in_use_from_meminfo(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, _stat((100, 0, 0, 900, 0, 0, 0, 0), (0, 0, 0, 1000, 0, 0, 0, 0)))
+    (proc / "meminfo").write_text("MemTotal: 16384000 kB\nMemAvailable: 6384000 kB\n")
+    probe = CpuProbe(proc_root=proc, affinity=lambda: {0}, benchmark=lambda: 0.1)
+    (reading,) = probe.readings().values()
+    assert reading.utilisation == pytest.approx(0.1)
+    assert reading.memory_used_bytes == 10_000_000 * 1024

@@ -222,3 +222,15 @@ def test_table_picks_the_specific_variant(name: str, fp32: float) -> None:
 def test_table_does_not_match_lookalikes() -> None:
     assert nvidia_tflops("NVIDIA A10G") is None  # not an A10
     assert nvidia_tflops("NVIDIA L40S")[0] != nvidia_tflops("NVIDIA L4")[0]  # type: ignore[index]
+
+
+def test_readings_carry_utilisation_memory_and_each_process(fake_nvml: ModuleType) -> None:
+    fake_nvml.fake_gpus[0].processes = {4242: 3 << 30, 4343: 1 << 30}  # type: ignore[attr-defined]
+    probe = NvidiaProbe()
+    probe.probe()
+    readings = probe.readings()
+    h100 = readings["gpu0"]
+    assert h100.utilisation == pytest.approx(0.73)
+    assert h100.memory_used_bytes == 1048576 * 600
+    assert dict(h100.process_memory) == {4242: 3 << 30, 4343: 1 << 30}
+    assert readings["gpu1"].process_memory == {}
