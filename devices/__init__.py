@@ -9,7 +9,10 @@ slice with ``slice_environment`` (set by the agent), ``apply_slice_limits`` and
 probe classes, so a new vendor is one ``Probe`` subclass and one entry in ``PROBES``.
 """
 
+from anypu.devices._amd import AmdProbe
+from anypu.devices._apple import AppleProbe
 from anypu.devices._ascend import ASCEND_TFLOPS, AscendProbe, NpuChip, parse_npu_smi_info
+from anypu.devices._cambricon import CambriconProbe
 from anypu.devices._cpu import CpuProbe, default_cpu_slicing, measure_cpu_tflops_per_thread
 from anypu.devices._discover import (
     PROBES,
@@ -19,7 +22,14 @@ from anypu.devices._discover import (
     discover,
     make_probes,
 )
+from anypu.devices._enflame import EnflameProbe
+from anypu.devices._hygon import HygonProbe
+from anypu.devices._iluvatar import IluvatarProbe
+from anypu.devices._intel import IntelProbe
+from anypu.devices._kunlunxin import KunlunxinProbe
+from anypu.devices._metax import MetaxProbe
 from anypu.devices._model import DEVICE_KINDS, Device, format_bytes
+from anypu.devices._mthreads import MooreThreadsProbe
 from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
 from anypu.devices._probe import Probe, Reading, physical_index
 from anypu.devices._simulated import (
@@ -35,20 +45,33 @@ from anypu.devices._slices import (
     with_slices,
     worker_torch_device,
 )
+from anypu.devices._tool import ToolDevice, ToolProbe
 
 __all__ = [
     "ASCEND_TFLOPS",
     "DEVICE_KINDS",
     "NVIDIA_TFLOPS",
     "PROBES",
+    "AmdProbe",
+    "AppleProbe",
     "AscendProbe",
+    "CambriconProbe",
     "CpuProbe",
     "Device",
+    "EnflameProbe",
+    "HygonProbe",
+    "IluvatarProbe",
+    "IntelProbe",
+    "KunlunxinProbe",
+    "MetaxProbe",
+    "MooreThreadsProbe",
     "NpuChip",
     "NvidiaProbe",
     "Probe",
     "Reading",
     "SimulatedDevices",
+    "ToolDevice",
+    "ToolProbe",
     "apply_slice_limits",
     "cap_at_host",
     "collect_readings",

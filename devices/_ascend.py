@@ -18,12 +18,12 @@ import logging
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from anypu.devices._model import Device
 from anypu.devices._probe import Probe, Reading, physical_index
+from anypu.devices._tool import RunTool, run_tool
 
 __all__ = ["ASCEND_TFLOPS", "AscendProbe", "NpuChip", "ascend_tflops", "parse_npu_smi_info"]
 
@@ -144,17 +144,6 @@ def _pick_memory(labels: list[str], pairs: list[tuple[int, int]]) -> tuple[int, 
     return 0, 0
 
 
-def _run_tool(command: list[str], timeout: float) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(
-            f"`{' '.join(command)}` exited with status {result.returncode}"
-            + (f": {detail[-1]}" if detail else "")
-        )
-    return result.stdout
-
-
 class AscendProbe(Probe):
     """Ascend NPUs as ``npu<N>`` with torch device ``npu:<logical id>``.
 
@@ -184,7 +173,7 @@ class AscendProbe(Probe):
         binary: str = "npu-smi",
         timeout: float = 10.0,
         slices: int = 1,
-        run_tool: Callable[[list[str], float], str] = _run_tool,
+        run_tool: RunTool = run_tool,
     ) -> None:
         super().__init__()
         if slices < 1:

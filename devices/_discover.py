@@ -8,9 +8,19 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from anypu.devices._amd import AmdProbe
+from anypu.devices._apple import AppleProbe
 from anypu.devices._ascend import AscendProbe
+from anypu.devices._cambricon import CambriconProbe
 from anypu.devices._cpu import CpuProbe
+from anypu.devices._enflame import EnflameProbe
+from anypu.devices._hygon import HygonProbe
+from anypu.devices._iluvatar import IluvatarProbe
+from anypu.devices._intel import IntelProbe
+from anypu.devices._kunlunxin import KunlunxinProbe
+from anypu.devices._metax import MetaxProbe
 from anypu.devices._model import Device, format_bytes
+from anypu.devices._mthreads import MooreThreadsProbe
 from anypu.devices._nvidia import NvidiaProbe
 from anypu.devices._probe import Probe, Reading
 from anypu.devices._simulated import load_devices_file
@@ -27,7 +37,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The registry: one class per vendor.  A new vendor is one ``Probe`` subclass added here.
-PROBES: tuple[type[Probe], ...] = (CpuProbe, NvidiaProbe, AscendProbe)
+PROBES: tuple[type[Probe], ...] = (
+    CpuProbe,
+    NvidiaProbe,
+    AmdProbe,
+    HygonProbe,
+    IntelProbe,
+    AppleProbe,
+    AscendProbe,
+    CambriconProbe,
+    MooreThreadsProbe,
+    MetaxProbe,
+    IluvatarProbe,
+    KunlunxinProbe,
+    EnflameProbe,
+)
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
@@ -115,9 +139,10 @@ def discover(
     declared = load_devices_file(devices_file) if devices_file is not None else None
     found: list[Device] = []
     if declared is None or declared.include_host:
+        missing: list[str] = []
         for probe in make_probes(probes):
             if not probe.available():
-                log.info("probe %s: nothing found (%s)", probe.name, probe.unavailable_reason)
+                missing.append(f"{probe.name} ({probe.unavailable_reason})")
                 continue
             try:
                 devices = probe.probe()
@@ -127,6 +152,8 @@ def discover(
             log.info("probe %s: %s", probe.name, "; ".join(d.describe() for d in devices))
             probe.found = devices
             found.extend(devices)
+        if missing:  # one line: a dozen vendors found nothing on most machines
+            log.info("probes that found nothing: %s", "; ".join(missing))
     if declared is not None:
         found.extend(declared.devices)
         if host_memory is None:

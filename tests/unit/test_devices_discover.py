@@ -62,8 +62,11 @@ SIMULATED = (
 
 
 def test_registry_holds_one_class_per_vendor() -> None:
-    assert PROBES == (CpuProbe, NvidiaProbe, AscendProbe)
-    assert len({p.name for p in PROBES}) == len(PROBES)
+    assert PROBES[:2] == (CpuProbe, NvidiaProbe) and AscendProbe in PROBES
+    assert len({p.name for p in PROBES}) == len(PROBES) == 13
+    assert len({p.vendor for p in PROBES}) == len(PROBES)  # the CPU probe's "" included
+    modules = {p.__module__ for p in PROBES}
+    assert len(modules) == len(PROBES)  # one module per vendor
 
 
 def test_default_discovery_on_this_cpu_only_machine(monkeypatch: pytest.MonkeyPatch) -> None:

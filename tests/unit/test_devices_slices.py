@@ -12,6 +12,7 @@ import torch
 
 from anypu.devices import (
     PROBES,
+    AmdProbe,
     AscendProbe,
     CpuProbe,
     Device,
@@ -182,7 +183,8 @@ def test_environment_reaches_a_real_worker_process() -> None:
         (NPU, AscendProbe),
         (CPU, CpuProbe),
         (SIM_GPU, Probe),  # simulated: no vendor runtime, the defaults
-        (Device("gpu0", "gpu", "amd", "MI300X", 2**30, 1.0, "cuda:0"), Probe),  # no probe
+        (Device("gpu0", "gpu", "amd", "MI300X", 2**30, 1.0, "cuda:0"), AmdProbe),
+        (Device("gpu0", "gpu", "acme", "X1", 2**30, 1.0, "cuda:0"), Probe),  # no probe
     ],
 )
 def test_each_device_finds_its_vendor_in_the_registry(device: Device, vendor: type) -> None:
@@ -195,12 +197,12 @@ def test_every_registered_probe_declares_the_devices_it_describes() -> None:
     assert all(probe.kind for probe in PROBES)
 
 
-class _MluProbe(Probe):
-    """A vendor the registry has never seen: one class is all it takes."""
+class _TpuProbe(Probe):
+    """A vendor the registry has never seen (Sophgo TPUs): one class is all it takes."""
 
-    name = "cambricon"
+    name = "sophgo"
     kind = "npu"
-    vendor = "cambricon"
+    vendor = "sophgo"
 
     def available(self) -> bool:
         return False
@@ -213,31 +215,31 @@ class _MluProbe(Probe):
 
     @classmethod
     def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
-        return {"MLU_VISIBLE_DEVICES": str(physical_index(device))}
+        return {"SOPHGO_VISIBLE_DEVICES": str(physical_index(device))}
 
     @classmethod
     def worker_torch_device(cls, device: Device) -> str:
-        return "mlu:0"
+        return "tpu:0"
 
 
 def test_a_new_vendor_is_one_class_plus_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    mlu = Device("npu0", "npu", "cambricon", "MLU370", 2**30, 1.0, "mlu:4", extra={"index": "4"})
-    assert vendor_of(mlu) is Probe
-    registry = (*PROBES, _MluProbe)
-    assert vendor_of(mlu, registry) is _MluProbe
+    tpu = Device("npu0", "npu", "sophgo", "SC7", 2**30, 1.0, "tpu:4", extra={"index": "4"})
+    assert vendor_of(tpu) is Probe
+    registry = (*PROBES, _TpuProbe)
+    assert vendor_of(tpu, registry) is _TpuProbe
     assert vendor_of(NPU, registry) is AscendProbe
-    assert _MluProbe.slice_environment(mlu, 0) == {"MLU_VISIBLE_DEVICES": "4"}
-    assert _MluProbe.worker_torch_device(mlu) == "mlu:0"
-    assert _MluProbe.sharing(mlu, 2) == "time"
+    assert _TpuProbe.slice_environment(tpu, 0) == {"SOPHGO_VISIBLE_DEVICES": "4"}
+    assert _TpuProbe.worker_torch_device(tpu) == "tpu:0"
+    assert _TpuProbe.sharing(tpu, 2) == "time"
     # Registered, the slice functions the agent and its workers call use it.
     import anypu.devices._slices as slices
 
     monkeypatch.setattr(slices, "PROBES", registry)
-    env = slice_environment(with_slices(mlu, 2), 1)
-    assert env["MLU_VISIBLE_DEVICES"] == "4" and env["ANYPU_TORCH_DEVICE"] == "mlu:0"
+    env = slice_environment(with_slices(tpu, 2), 1)
+    assert env["SOPHGO_VISIBLE_DEVICES"] == "4" and env["ANYPU_TORCH_DEVICE"] == "tpu:0"
     assert "CUDA_VISIBLE_DEVICES" not in env
-    assert with_slices(mlu, 2).sharing == "time"
-    assert worker_torch_device(mlu) == "mlu:0"
+    assert with_slices(tpu, 2).sharing == "time"
+    assert worker_torch_device(tpu) == "tpu:0"
 
 
 def test_only_nvidia_gpus_share_through_mps() -> None:
