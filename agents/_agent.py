@@ -68,6 +68,7 @@ log = logging.getLogger("anypu.agent")
 Worker = SliceWorker | ThreadSliceWorker
 _TICK_S = 0.05
 _READ_EVERY_S = 1.0
+_WATCH_EVERY_S = 0.25
 # A client hears of its lease on its own connection, possibly before the grant reaches this
 # agent on the scheduler's stream: a call under a lease not yet heard of waits this long
 # for it, rather than fall back to placement. Ended leases are answered at once.
@@ -548,15 +549,55 @@ class Agent:
             self._handle(tick)
 
     def _read_loop(self) -> None:
-        """The probes' readings and each running job's own memory, once a second."""
-        while not self._stop.wait(_READ_EVERY_S):
-            readings = collect_readings(self.config.probes) if self.config.probes else {}
+        """The probes' readings once a second; each running job's own memory, and the
+        memory watchdog, four times a second."""
+        rounds = itertools.count()
+        idle: dict[tuple[str, int], int] = {}  # a slice's worker memory while it is idle
+        while not self._stop.wait(_WATCH_EVERY_S):
+            if next(rounds) % round(_READ_EVERY_S / _WATCH_EVERY_S) == 0 and self.config.probes:
+                self._readings = collect_readings(self.config.probes)
+            readings = self._readings
             jobs = []
-            for (device_id, _), worker in self.workers.items():
+            for key, worker in self.workers.items():
                 job, pid = worker.running, worker.pid
-                if job is None or pid is None:
+                if pid is None:
                     continue
-                used = job_memory(worker.device, pid, readings.get(device_id))
-                if used is not None:
-                    jobs.append(m.JobUsage(job.job_id, job.attempt, device_id, used))
-            self._readings, self._job_memory = readings, tuple(jobs)
+                reading = readings.get(key[0])
+                used = job_memory(worker.device, pid, reading)
+                host_memory = reading is None or pid not in reading.process_memory
+                if job is None:
+                    if used is not None and host_memory:
+                        idle[key] = used  # the worker and its warm models: not a job's
+                    continue
+                if used is None:
+                    continue
+                if host_memory:
+                    if key not in idle:
+                        continue  # never seen idle: its own share is not known yet
+                    used = max(0, used - idle[key])
+                jobs.append(m.JobUsage(job.job_id, job.attempt, key[0], used))
+                if not host_memory:
+                    # Device memory as its vendor reads it per process: nothing else caps
+                    # it. Host memory is capped in the worker itself (RLIMIT_DATA, which
+                    # refuses the allocation at once); its resident set also grows with
+                    # what loading a model imports, which is not the job's to answer for.
+                    self._watch_memory(worker, job.job_id, job.attempt, used)
+            self._job_memory = tuple(jobs)
+
+    def _watch_memory(self, worker: Worker, job_id: str, attempt: int, used: int) -> None:
+        """Stop a job that went over its slice's memory, before its neighbours suffer."""
+        share = worker.device.slice_memory_bytes
+        if used <= share:
+            return
+        where = f"{self.node_id or self.config.name}/{worker.device.device_id}"
+        message = (
+            f"used {format_bytes(used)} of a {format_bytes(share)} share on {where}"
+            f" (slice {worker.slice_index}); it was stopped so the device's other jobs keep"
+            " theirs: run it where a slice has more memory"
+        )
+        failure = worker.stop_over_memory(job_id, attempt, message)
+        if failure is not None:
+            log.warning(
+                "job %s attempt %d %s [memory-%s-%d]", job_id, attempt, message, job_id, attempt
+            )
+            self._on_answer(failure)

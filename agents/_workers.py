@@ -141,6 +141,17 @@ class _Slice:
         )
         return self._failure(job, FailureCode.JOB_TIMEOUT, message)
 
+    def stop_over_memory(self, job_id: str, attempt: int, message: str) -> JobResult | None:
+        """Kill the job if it still runs here (it went over its memory share): its
+        failure answer, or None when it had finished meanwhile."""
+        with self._lock:
+            job = self.running
+            if job is None or (job.job_id, job.attempt) != (job_id, attempt):
+                return None
+            self.running = None
+            self._abandon_running()
+        return self._failure(job, FailureCode.MEMORY_EXCEEDED, message)
+
     def in_flight(self) -> list[tuple[str, int]]:
         with self._lock:
             jobs = list(self.queue) + ([self.running] if self.running else [])

@@ -14,6 +14,7 @@ from anypu.errors import (
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
+    MemoryExceededError,
     SchedulerUnavailableError,
     UnschedulableError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailedError",
     "JobTimeoutError",
+    "MemoryExceededError",
     "SchedulerUnavailableError",
     "UnschedulableError",
     "__version__",

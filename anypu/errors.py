@@ -10,6 +10,7 @@
     ├── AuthenticationError         the token was refused
     ├── UnschedulableError          no device in the network can hold the job (per-node reasons)
     ├── JobFailedError              the model raised while running; carries the remote text
+    │   └── MemoryExceededError     it used more memory than its share; its agent stopped it
     ├── JobCancelledError           the job was cancelled before it finished
     └── JobTimeoutError             waiting for the job's result took longer than asked
 
@@ -28,6 +29,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailedError",
     "JobTimeoutError",
+    "MemoryExceededError",
     "SchedulerUnavailableError",
     "UnschedulableError",
 ]
@@ -90,3 +92,8 @@ class JobCancelledError(AnypuError):
 
 class JobTimeoutError(AnypuError, TimeoutError):
     """The job did not finish within the time the caller allowed."""
+
+
+class MemoryExceededError(JobFailedError):
+    """The job used more memory than its share of the device, and its agent stopped it
+    before its neighbours were harmed. The message says how much of how much, where."""

@@ -76,6 +76,7 @@ class FailureCode(str, Enum):
     MODEL_RAISED = "ModelRaised"  # ``Outcome.error_type`` is the exception's class
     ARTIFACT_REFUSED = "ArtifactRefused"  # unsafe or malformed model artifact
     OUT_OF_MEMORY = "OutOfMemory"
+    MEMORY_EXCEEDED = "MemoryExceeded"  # went over its memory share; its agent stopped it
     JOB_TIMEOUT = "JobTimeout"
     LOAD_FAILED = "LoadFailed"  # a valid artifact did not load on that node
     INPUTS_UNREADABLE = "InputsUnreadable"
@@ -106,6 +107,7 @@ _USER_ERRORS = frozenset(
         FailureCode.MODEL_RAISED,
         FailureCode.ARTIFACT_REFUSED,
         FailureCode.OUT_OF_MEMORY,
+        FailureCode.MEMORY_EXCEEDED,
         FailureCode.JOB_TIMEOUT,
     }
 )

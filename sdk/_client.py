@@ -21,6 +21,7 @@ from anypu.errors import (
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
+    MemoryExceededError,
     SchedulerUnavailableError,
     UnschedulableError,
 )
@@ -279,6 +280,10 @@ class Client:
             return UnschedulableError(outcome.message, reasons)
         if code is m.FailureCode.JOB_TIMEOUT:
             return JobTimeoutError(outcome.message)
+        if code is m.FailureCode.MEMORY_EXCEEDED:
+            return MemoryExceededError(
+                f"MemoryExceeded: {outcome.message}", remote_type="MemoryExceeded", job_id=job_id
+            )
         where = f" on {node_id}" if node_id else ""
         return JobFailedError(
             f"the model raised {outcome.error_type}{where}: {outcome.message}",
