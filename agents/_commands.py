@@ -16,10 +16,10 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.comm import serves_tls
-from anypu.devices import Device, discover, make_probes, parse_size
+from anypu.devices import Device, discover, make_probes, parse_size, with_slices
 from anypu.errors import AnypuError
 
-__all__ = ["agent_command", "direct_tls_files"]
+__all__ = ["agent_command", "apply_slicing", "direct_tls_files"]
 
 
 def direct_tls_files(tls: NodeTLS, name: str, tier: str, devices: list[Device]) -> tuple[str, str]:
@@ -47,6 +47,39 @@ def _labels(items: list[str], site: str) -> dict[str, str]:
     return labels
 
 
+def apply_slicing(devices: list[Device], items: list[str]) -> list[Device]:
+    """``--slices KIND=N`` or ``--slices DEVICE=N`` (repeatable): cut the devices of that
+    kind (or that one device) into ``N`` slices; a device named by id wins over its kind.
+    A CPU's threads are divided among its slices, so the cores are not oversubscribed."""
+    wanted: dict[str, int] = {}
+    for item in items:
+        name, sep, count = item.partition("=")
+        if not sep or not name or not count.isdigit() or not 1 <= int(count) <= 64:
+            raise AnypuError(
+                f"--slices {item!r} must look like KIND=N or DEVICE=N with N from 1 to 64,"
+                " e.g. --slices gpu=4 or --slices npu1=2"
+            )
+        wanted[name] = int(count)
+    known = {d.device_id for d in devices} | {d.kind for d in devices}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise AnypuError(
+            f"--slices names {unknown}, which this node does not have: its devices are"
+            f" {', '.join(d.device_id + ' (' + d.kind + ')' for d in devices)}"
+        )
+    sliced = []
+    for device in devices:
+        slices = wanted.get(device.device_id, wanted.get(device.kind))
+        if slices is None or slices == device.slices:
+            sliced.append(device)
+            continue
+        threads = None
+        if device.kind == "cpu":
+            threads = max(1, device.slices * device.threads // slices)
+        sliced.append(with_slices(device, slices, threads))
+    return sliced
+
+
 def _cache_bytes(text: str) -> int:
     try:
         size = parse_size(text)
@@ -62,7 +95,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     labels = _labels(args.label, args.site)
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     probes = make_probes()
-    devices = discover(args.devices, probes=probes)
+    devices = apply_slicing(discover(args.devices, probes=probes), args.slices)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
     tls = None

@@ -128,6 +128,14 @@ def _agent_parser(commands: Any) -> None:
     a.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
     a.add_argument("--cache-dir", default="", help="where model artifacts are cached")
     a.add_argument(
+        "--slices",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="cut devices into N slices that run jobs side by side: a kind (gpu=4) or one"
+        " device (npu1=2); repeatable; default one slice per accelerator",
+    )
+    a.add_argument(
         "--cache-size",
         default="10GiB",
         help="model artifacts kept at most; least recently used deleted first (10GiB)",
