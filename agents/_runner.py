@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import time
 import traceback
@@ -98,6 +99,21 @@ class ModelRunner:
                 )
                 oom = Outcome.failed(FailureCode.OUT_OF_MEMORY, message, load_seconds=load_seconds)
                 return oom, b""
+            missing = missing_operator(error)
+            if missing is not None:
+                message = (
+                    f"{self.where} ({self.torch_device}) lacks an operator the model needs:"
+                    f" {missing} ({str(error).splitlines()[0][:200]})"
+                )
+                return (
+                    Outcome.failed(
+                        FailureCode.OPERATOR_UNSUPPORTED,
+                        message,
+                        error_type=type(error).__name__,
+                        load_seconds=load_seconds,
+                    ),
+                    b"",
+                )
             if isinstance(error, ArtifactError):
                 # A refused artifact (unsafe or malformed; its digest was verified on fetch)
                 # is the submitter's doing, like the model raising: not the node's fault.
@@ -115,6 +131,29 @@ class ModelRunner:
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+#: How backends say an operator is missing, each with the operator's name in group 1:
+#: PyTorch's dispatcher ("Could not run 'aten::x' with arguments from the 'PrivateUse1'
+#: backend"), a kernel without a dtype ('"addmm_impl_cpu_" not implemented for 'Half''),
+#: MPS ("The operator 'aten::x' is not currently implemented for the MPS device").
+_MISSING_OPERATOR = (
+    re.compile(r"Could not run '([\w:.]+)' with arguments from the '[\w]+' backend"),
+    re.compile(r"\"(\w+)\" not implemented for '\w+'"),
+    re.compile(r"operator '([\w:.]+)' is not currently implemented for the \w+ device"),
+)
+
+
+def missing_operator(error: BaseException) -> str | None:
+    """The operator a backend said it lacks, or None when the error is something else."""
+    if not isinstance(error, (NotImplementedError, RuntimeError)):
+        return None
+    text = str(error)
+    for pattern in _MISSING_OPERATOR:
+        match = pattern.search(text)
+        if match is not None:
+            return match.group(1)
+    return None
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -23,6 +23,7 @@ __all__ = [
     "HealthFilter",
     "MemoryFilter",
     "NodeNameFilter",
+    "OperatorFilter",
     "ReachableFilter",
     "SiteFilter",
     "ThroughputFilter",
@@ -220,6 +221,32 @@ class ThroughputFilter:
         return ok
 
 
+class OperatorFilter:
+    """A backend (device kind and vendor) that lacked an operator the model needs, as a
+    run found out, is not tried again for that model: the job goes to another kind."""
+
+    name = "operators"
+    node_level = False
+    unresolvable = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if device is None or not job.unsupported_on:
+            return None
+        found = job.unsupported_on.get((device.device.kind, device.device.vendor))
+        return None if found is None else f"lacks an operator the model needs ({found})"
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.unsupported_on:
+            return np.ones(t.n_devices, dtype=bool)
+        lacking = job.unsupported_on
+        return np.fromiter(
+            ((v.device.kind, v.device.vendor) not in lacking for v in t.devices), bool, t.n_devices
+        )
+
+
 #: Cheap, node-level rules first: their reason is what a rejected node reports.
 DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     HealthFilter(),
@@ -230,6 +257,7 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     DeviceKindFilter(),
     MemoryFilter(),
     ThroughputFilter(),
+    OperatorFilter(),
 )
 
 

@@ -79,6 +79,9 @@ class JobRequest:
     nodes: frozenset[str] = frozenset()
     measured_seconds: dict[str, float] = field(default_factory=dict)
     """Measured run time by device model name, from earlier runs of the same artifact."""
+    unsupported_on: dict[tuple[str, str], str] = field(default_factory=dict)
+    """``(kind, vendor)`` backends a run of this artifact found lacking an operator it
+    needs, with what was found: they are skipped (``OperatorFilter``)."""
 
 
 class WorkloadShape(NamedTuple):

@@ -84,6 +84,9 @@ class FailureCode(str, Enum):
     NO_SUCH_SLICE = "NoSuchSlice"
     ARTIFACT_UNAVAILABLE = "ArtifactUnavailable"  # the node could not fetch it
     OUTPUTS_UNDELIVERABLE = "OutputsUndeliverable"  # the node could not upload them
+    #: The device's backend lacks an operator the model needs: a placement failure (the
+    #: job goes to another kind of device), never the user's error.
+    OPERATOR_UNSUPPORTED = "OperatorUnsupported"
     CANCELLED = "Cancelled"
     UNSCHEDULABLE = "Unschedulable"
     RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -119,6 +122,7 @@ _RETRYABLE = frozenset(
         FailureCode.NO_SUCH_SLICE,
         FailureCode.ARTIFACT_UNAVAILABLE,
         FailureCode.OUTPUTS_UNDELIVERABLE,
+        FailureCode.OPERATOR_UNSUPPORTED,
     }
 )
 _CODES = {code.value: code for code in FailureCode}

@@ -254,6 +254,8 @@ class SchedulerState:
         self.finished: deque[str] = deque()  # terminal jobs kept in memory, oldest first
         self.keep_finished = 2000  # older ones live only in the store
         self.measured: dict[tuple[str, str], float] = {}  # (digest, device model) -> seconds
+        #: digest -> {(kind, vendor): what a run found}: backends lacking its operators.
+        self.unsupported: dict[str, dict[tuple[str, str], str]] = {}
         self.last_plan: Plan | None = None
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
@@ -461,8 +463,13 @@ class SchedulerState:
             job.outputs_digest = result.outputs_digest
             self._learn(node, job)
         else:
-            if outcome.retryable and self.quarantine.failed(
-                node.node_id, job.job_id, now, user_error=False
+            unsupported = outcome.code is m.FailureCode.OPERATOR_UNSUPPORTED
+            if unsupported:
+                self._lacks_operator(node, job, outcome.message)
+            if (
+                outcome.retryable
+                and not unsupported  # the backend's gap, not the node's fault
+                and self.quarantine.failed(node.node_id, job.job_id, now, user_error=False)
             ):
                 # Distinct jobs keep failing here for reasons not theirs: the node claims
                 # more than it has. Leave it out of placement for a while.
@@ -637,6 +644,7 @@ class SchedulerState:
             sites=frozenset(r.sites),
             nodes=frozenset(r.nodes),
             measured_seconds=measured,
+            unsupported_on=self.unsupported.get(digest, {}),
         )
 
     def _schedule(self, now: float) -> list[Action]:
@@ -786,6 +794,19 @@ class SchedulerState:
             old = self.measured.get(key)
             run = job.outcome.run_seconds
             self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
+
+    def _lacks_operator(self, node: NodeRecord, job: JobRecord, message: str) -> None:
+        """Remember that this model's operators are not all on that backend (kind and
+        vendor): placement skips it for the model from now on, saying why."""
+        device = self._device(node, job)
+        if device is None:
+            return
+        digest = job.request.artifact_digest
+        backends = self.unsupported.pop(digest, {})
+        backends[(device.kind, device.vendor)] = f"{message[:300]}; found on {node.node_id}"
+        self.unsupported[digest] = backends  # most recently learnt last
+        while len(self.unsupported) > 1000:
+            self.unsupported.pop(next(iter(self.unsupported)))
 
     def _set_state(self, job: JobRecord, state: str) -> None:
         job.state = state

@@ -259,3 +259,23 @@ def test_a_job_s_memory_is_its_process_on_the_device_else_its_resident_set():
     assert job_memory(gpu, 77, Reading(process_memory={})) is None  # the GPU does not say
     rss = job_memory(cpu_device("cpu0"), os.getpid(), None)
     assert rss is not None and rss > 10 << 20  # this test process: tens of MB at least
+
+
+def test_a_backend_saying_it_lacks_an_operator_is_told_from_a_model_raising():
+    from anypu.agents._runner import missing_operator
+
+    dispatcher = NotImplementedError(
+        "Could not run 'aten::_fft_r2c' with arguments from the 'PrivateUse1' backend."
+    )
+    assert missing_operator(dispatcher) == "aten::_fft_r2c"
+    dtype = RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'")
+    assert missing_operator(dtype) == "addmm_impl_cpu_"
+    mps = NotImplementedError(
+        "The operator 'aten::unique_consecutive' is not currently implemented for the MPS device."
+    )
+    assert missing_operator(mps) == "aten::unique_consecutive"
+    assert missing_operator(NotImplementedError("my model has no backward yet")) is None
+    assert (
+        missing_operator(ValueError("Could not run 'aten::x' with arguments from the 'X' backend"))
+        is None
+    )

@@ -399,3 +399,34 @@ def test_submissions_arriving_during_a_round_are_placed_together(tmp_path):
         assert len(solvers) == 1 and "cp-sat" in solvers.pop()
     finally:
         service.close()
+
+
+def test_a_backend_lacking_an_operator_is_a_placement_failure_and_the_job_moves_on():
+    npu = Device("npu0", "npu", "huawei", "Ascend910B3", 64 << 30, 313.0, "npu:0")
+    cpu = Device("cpu0", "cpu", "intel", "Xeon", 64 << 30, 0.5, "cpu")
+    state = SchedulerState(SchedulerConfig(retry_backoff_s=0.0))
+    state.handle(AgentConnected(join("ascend-1", devices=(npu,)), now=0.0))
+    state.handle(AgentConnected(join("cpu-1", devices=(cpu,)), now=0.0))
+    state.handle(JobSubmitted("j1", request(flops=1e12), now=1.0))
+    job = state.jobs["j1"]
+    assert job.placement.node_id == "ascend-1"  # the fast device first
+    lacking = failed(
+        m.FailureCode.OPERATOR_UNSUPPORTED,
+        "ascend-1/npu0 (npu:0) lacks an operator the model needs: aten::_fft_r2c",
+    )
+    actions = state.handle(AgentSaid("ascend-1", 1, m.JobResult("j1", 1, lacking), now=1.1))
+    assert job.state == "placed" and job.placement.node_id == "cpu-1"  # retried elsewhere
+    steps = [(a.transition, a.detail) for a in actions if isinstance(a, PersistJob)]
+    assert any(t == "pending" and "aten::_fft_r2c" in d for t, d in steps)  # the reason
+    assert state.nodes["ascend-1"].state == "ready"  # the backend's gap: no quarantine
+    # The same model is never sent to that backend again; others still are.
+    state.handle(JobSubmitted("j2", request(flops=1e12), now=2.0))
+    assert state.jobs["j2"].placement.node_id == "cpu-1"
+    state.handle(JobSubmitted("j3", request(flops=1e12, artifact_digest="e" * 64), now=2.0))
+    assert state.jobs["j3"].placement.node_id == "ascend-1"
+    # With only that backend left, the job says why it cannot go there.
+    state.handle(JobSubmitted("j4", request(flops=1e12, nodes=("ascend-1",)), now=3.0))
+    reason = (
+        state.jobs["j4"].pending_reasons.get("ascend-1", "") or state.jobs["j4"].outcome.message
+    )
+    assert "lacks an operator the model needs" in reason and "found on ascend-1" in reason
