@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, Reading, physical_index
+from anypu.devices._probe import Probe, Reading, physical_index, utilisation_of
 
 __all__ = ["NVIDIA_TFLOPS", "NvidiaProbe", "nvidia_tflops"]
 
@@ -261,20 +261,7 @@ class NvidiaProbe(Probe):
 
     def utilisation(self) -> dict[str, float]:
         """NVML's ``gpu`` utilisation rate (fraction of time a kernel ran) per device."""
-        if not self._ids:
-            return {}
-        try:
-            nvml = self._init()
-        except Exception:  # the driver went away; report nothing rather than fail a heartbeat
-            return {}
-        busy: dict[str, float] = {}
-        for device_id, index in self._ids.items():
-            try:
-                rates = nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(index))
-            except nvml.NVMLError:
-                continue
-            busy[device_id] = min(1.0, max(0.0, rates.gpu / 100.0))
-        return busy
+        return utilisation_of(self.readings())
 
     def readings(self) -> dict[str, Reading]:
         """NVML's utilisation, memory used, and memory per compute process, per device."""

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from anypu.devices._model import Device
 
-__all__ = ["Probe", "Reading", "physical_index"]
+__all__ = ["Probe", "Reading", "physical_index", "utilisation_of"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,11 @@ class Reading:
     utilisation: float | None = None
     memory_used_bytes: int | None = None
     process_memory: Mapping[int, int] = field(default_factory=dict)
+
+
+def utilisation_of(readings: Mapping[str, Reading]) -> dict[str, float]:
+    """The busy fractions among ``readings`` (for a probe whose readings say more)."""
+    return {d: r.utilisation for d, r in readings.items() if r.utilisation is not None}
 
 
 def physical_index(device: Device) -> int:

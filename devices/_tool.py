@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, Reading, physical_index
+from anypu.devices._probe import Probe, Reading, physical_index, utilisation_of
 
 __all__ = [
     "RunTool",
@@ -262,11 +262,7 @@ class ToolProbe(Probe):
         }
 
     def utilisation(self) -> dict[str, float]:
-        return {
-            device: reading.utilisation
-            for device, reading in self.readings().items()
-            if reading.utilisation is not None
-        }
+        return utilisation_of(self.readings())
 
     # -- the vendor's slice behaviour --------------------------------------------------
 
