@@ -18,7 +18,6 @@ from anypu.devices._discover import (
     PROBES,
     cap_at_host,
     collect_readings,
-    collect_utilisation,
     discover,
     make_probes,
 )
@@ -75,7 +74,6 @@ __all__ = [
     "apply_slice_limits",
     "cap_at_host",
     "collect_readings",
-    "collect_utilisation",
     "default_cpu_slicing",
     "discover",
     "format_bytes",

@@ -29,7 +29,6 @@ __all__ = [
     "PROBES",
     "cap_at_host",
     "collect_readings",
-    "collect_utilisation",
     "discover",
     "make_probes",
 ]
@@ -132,7 +131,7 @@ def discover(
     broken driver never stops the agent from offering its CPU), then appends the
     simulated devices of ``devices_file``.  With ``include_host: false`` in that file no
     probe runs.  Errors in the file raise ``ConfigError``.  Pass probe *instances* to
-    keep them for ``collect_utilisation`` afterwards.  Simulated devices are capped at
+    keep them for ``collect_readings`` afterwards.  Simulated devices are capped at
     ``host_memory`` (default: this host's, as the CPU probe reads it; see
     ``cap_at_host``).
     """
@@ -169,15 +168,4 @@ def collect_readings(probes: Iterable[Probe]) -> dict[str, Reading]:
             merged.update(probe.readings())
         except Exception:  # a heartbeat must go out even when one vendor tool misbehaves
             log.warning("probe %s: reading failed", probe.name, exc_info=True)
-    return merged
-
-
-def collect_utilisation(probes: Iterable[Probe]) -> dict[str, float]:
-    """Every probe's utilisation merged, for a heartbeat; a failing probe contributes none."""
-    merged: dict[str, float] = {}
-    for probe in probes:
-        try:
-            merged.update(probe.utilisation())
-        except Exception:  # a heartbeat must go out even when one vendor tool misbehaves
-            log.warning("probe %s: utilisation read failed", probe.name, exc_info=True)
     return merged

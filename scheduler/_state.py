@@ -312,7 +312,7 @@ class SchedulerState:
         if isinstance(event, AgentSaid):
             return self._agent_said(event)
         if isinstance(event, JobSubmitted):
-            return self._submitted(event)
+            return self._submitted_together(JobsSubmitted((event,), event.now))
         if isinstance(event, JobsSubmitted):
             return self._submitted_together(event)
         if isinstance(event, Tick):
@@ -488,12 +488,6 @@ class SchedulerState:
         return actions + self._schedule(now)
 
     # -------------------------------------------------------------- jobs
-
-    def _submitted(self, event: JobSubmitted) -> list[Action]:
-        job = JobRecord(job_id=event.job_id, request=event.request, submitted_at=event.now)
-        self.jobs[job.job_id] = job
-        self._set_state(job, "pending")
-        return [PersistJob(job, "pending"), *self._schedule(event.now)]
 
     def _submitted_together(self, event: JobsSubmitted) -> list[Action]:
         """Every job pending first, then one placement round for all of them; each job's

@@ -15,7 +15,7 @@ from anypu.devices import (
     Device,
     NvidiaProbe,
     Probe,
-    collect_utilisation,
+    collect_readings,
     discover,
     make_probes,
 )
@@ -143,14 +143,14 @@ def test_fake_nvml_gpus_join_the_real_cpu(monkeypatch: pytest.MonkeyPatch) -> No
     probes = make_probes([CpuProbe(benchmark=lambda: 0.1), NvidiaProbe])
     devices = discover(probes=probes)
     assert [d.device_id for d in devices] == ["cpu0", "gpu0", "gpu1"]
-    busy = collect_utilisation(probes)
-    assert set(busy) == {"cpu0", "gpu0", "gpu1"}
-    assert busy["gpu1"] == pytest.approx(0.9)
+    readings = collect_readings(probes)
+    assert set(readings) == {"cpu0", "gpu0", "gpu1"}
+    assert readings["gpu1"].utilisation == pytest.approx(0.9)
 
 
-def test_collect_utilisation_survives_a_failing_probe() -> None:
-    busy = collect_utilisation([StaticProbe([_gpu()]), StaticProbe([_gpu("gpu7")], fail=True)])
-    assert busy == {"gpu0": 0.5}
+def test_collect_readings_survives_a_failing_probe() -> None:
+    readings = collect_readings([StaticProbe([_gpu()]), StaticProbe([_gpu("gpu7")], fail=True)])
+    assert {d: r.utilisation for d, r in readings.items()} == {"gpu0": 0.5}
 
 
 def test_simulated_devices_are_capped_at_the_host_and_the_agent_says_so(
