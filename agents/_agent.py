@@ -234,8 +234,13 @@ class Agent:
         )
 
     def stop(self) -> None:
-        """Stop serving; tell the scheduler first, so it moves this node's jobs at once."""
-        if self.connected.is_set() and not self._stop.is_set():
+        """Stop serving; tell the scheduler first, so it moves this node's jobs at once.
+
+        The goodbye goes out whether or not the JoinAck has arrived yet: the scheduler
+        counts a node as joined when it reads the Join, so an agent stopped between the
+        two would otherwise be listed as disconnected, not left. On a link with no stream
+        open the message goes nowhere."""
+        if not self._stop.is_set():
             try:
                 self.link.send(m.Leave("the agent was stopped"))
             except Exception:  # going anyway: the scheduler then finds it lost

@@ -127,7 +127,7 @@ class GrpcLink:
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
 
-    def close(self, drain_s: float = 1.0) -> None:
+    def close(self, drain_s: float = 3.0) -> None:
         """End the stream: what was queued (a Leave) goes first, for up to ``drain_s``."""
         self._outbox.put(_END)
         if self._call is not None:
