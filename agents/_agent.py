@@ -437,6 +437,7 @@ class Agent:
                 artifact_path=str(self.cache.path(launch.artifact_digest)),
                 inputs=inputs,
                 timeout_s=launch.timeout_s,
+                memory_limit_bytes=launch.memory_limit_bytes,
             )
         )
 
@@ -571,7 +572,7 @@ class Agent:
                 used = job_memory(worker.device, pid, reading)
                 host_memory = reading is None or pid not in reading.process_memory
                 if job is None:
-                    if used is not None and host_memory:
+                    if used is not None:
                         idle[key] = used  # the worker and its warm models: not a job's
                     continue
                 if used is None:
@@ -580,25 +581,39 @@ class Agent:
                     if key not in idle:
                         continue  # never seen idle: its own share is not known yet
                     used = max(0, used - idle[key])
+                elif worker.device.shared and key in idle:
+                    # A seat keeps its runtime context and warm models between jobs; what
+                    # the job reserved is what it adds (its first job's context included).
+                    used = max(0, used - idle[key])
                 jobs.append(m.JobUsage(job.job_id, job.attempt, key[0], used))
                 if not host_memory:
                     # Device memory as its vendor reads it per process: nothing else caps
                     # it. Host memory is capped in the worker itself (RLIMIT_DATA, which
                     # refuses the allocation at once); its resident set also grows with
                     # what loading a model imports, which is not the job's to answer for.
-                    self._watch_memory(worker, job.job_id, job.attempt, used)
+                    self._watch_memory(
+                        worker, job.job_id, job.attempt, used, job.memory_limit_bytes
+                    )
             self._job_memory = tuple(jobs)
 
-    def _watch_memory(self, worker: Worker, job_id: str, attempt: int, used: int) -> None:
-        """Stop a job that went over its slice's memory, before its neighbours suffer."""
-        share = worker.device.slice_memory_bytes
+    def _watch_memory(
+        self, worker: Worker, job_id: str, attempt: int, used: int, reserved: int = 0
+    ) -> None:
+        """Stop a job that went over its share (its reservation on a shared device, else
+        its slice's memory), before its neighbours suffer."""
+        share = reserved or worker.device.slice_memory_bytes
         if used <= share:
             return
         where = f"{self.node_id or self.config.name}/{worker.device.device_id}"
+        if reserved:
+            seat = f"seat {worker.slice_index}; its reservation, sized from the model's estimate"
+            advice = "the next run of this model reserves what this one used"
+        else:
+            seat = f"slice {worker.slice_index}"
+            advice = "run it where a slice has more memory"
         message = (
             f"used {format_bytes(used)} of a {format_bytes(share)} share on {where}"
-            f" (slice {worker.slice_index}); it was stopped so the device's other jobs keep"
-            " theirs: run it where a slice has more memory"
+            f" ({seat}); it was stopped so the device's other jobs keep theirs: {advice}"
         )
         failure = worker.stop_over_memory(job_id, attempt, message)
         if failure is not None:

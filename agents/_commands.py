@@ -16,10 +16,10 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.comm import serves_tls
-from anypu.devices import Device, discover, make_probes, parse_size, with_slices
+from anypu.devices import Device, discover, make_probes, parse_size, with_shares, with_slices
 from anypu.errors import AnypuError
 
-__all__ = ["agent_command", "apply_slicing", "direct_tls_files"]
+__all__ = ["DEFAULT_SEATS", "agent_command", "apply_slicing", "direct_tls_files"]
 
 
 def direct_tls_files(tls: NodeTLS, name: str, tier: str, devices: list[Device]) -> tuple[str, str]:
@@ -47,37 +47,75 @@ def _labels(items: list[str], site: str) -> dict[str, str]:
     return labels
 
 
-def apply_slicing(devices: list[Device], items: list[str]) -> list[Device]:
-    """``--slices KIND=N`` or ``--slices DEVICE=N`` (repeatable): cut the devices of that
-    kind (or that one device) into ``N`` slices; a device named by id wins over its kind.
-    A CPU's threads are divided among its slices, so the cores are not oversubscribed."""
+#: Seats of a shared accelerator when ``--seats`` does not say: how many jobs may run
+#: on it at once. Each seat is a worker process (a torch import, ~0.3 GB of host memory,
+#: and once it runs a job a runtime context on the device).
+DEFAULT_SEATS = 4
+
+
+def _counts(flag: str, items: list[str], devices: list[Device]) -> dict[str, int]:
     wanted: dict[str, int] = {}
     for item in items:
         name, sep, count = item.partition("=")
         if not sep or not name or not count.isdigit() or not 1 <= int(count) <= 64:
             raise AnypuError(
-                f"--slices {item!r} must look like KIND=N or DEVICE=N with N from 1 to 64,"
-                " e.g. --slices gpu=4 or --slices npu1=2"
+                f"{flag} {item!r} must look like KIND=N or DEVICE=N with N from 1 to 64,"
+                f" e.g. {flag} gpu=4 or {flag} npu1=2"
             )
         wanted[name] = int(count)
     known = {d.device_id for d in devices} | {d.kind for d in devices}
     unknown = sorted(set(wanted) - known)
     if unknown:
         raise AnypuError(
-            f"--slices names {unknown}, which this node does not have: its devices are"
+            f"{flag} names {unknown}, which this node does not have: its devices are"
             f" {', '.join(d.device_id + ' (' + d.kind + ')' for d in devices)}"
         )
-    sliced = []
+    return wanted
+
+
+def apply_slicing(
+    devices: list[Device], items: list[str], seats: list[str] | None = None
+) -> list[Device]:
+    """How each device is shared, from ``--slices`` and ``--seats`` (each repeatable,
+    ``KIND=N`` or ``DEVICE=N``; a device named by id wins over its kind).
+
+    ``--slices``: fixed slices, each owning ``1/N`` of the device; a CPU's threads are
+    divided among its slices, so the cores are not oversubscribed. ``--seats``: offered
+    whole, shared by jobs that reserve the memory and compute they need, ``N`` at once.
+    A real accelerator that neither names is shared with ``DEFAULT_SEATS`` seats; CPUs
+    and simulated devices keep what they were declared with."""
+    sliced_counts = _counts("--slices", items, devices)
+    seat_counts = _counts("--seats", seats or [], devices)
+    both = sorted(set(sliced_counts) & set(seat_counts))
+    if both:
+        raise AnypuError(
+            f"{both} named by both --slices and --seats: a device is either cut into fixed"
+            " slices or shared by demand-sized reservations; give one"
+        )
+    shared = []
     for device in devices:
-        slices = wanted.get(device.device_id, wanted.get(device.kind))
-        if slices is None or slices == device.slices:
-            sliced.append(device)
-            continue
-        threads = None
-        if device.kind == "cpu":
-            threads = max(1, device.slices * device.threads // slices)
-        sliced.append(with_slices(device, slices, threads))
-    return sliced
+        by_id = device.device_id in sliced_counts or device.device_id in seat_counts
+        slices = sliced_counts.get(device.device_id)
+        count = seat_counts.get(device.device_id)
+        if not by_id:
+            slices, count = sliced_counts.get(device.kind), seat_counts.get(device.kind)
+        if count is not None and device.kind == "cpu":
+            raise AnypuError(
+                f"--seats {device.kind if not by_id else device.device_id}: a CPU is shared"
+                " by its threads; cut it with --slices cpu=N instead"
+            )
+        if slices is None and count is None and device.kind != "cpu" and not device.simulated:
+            count = DEFAULT_SEATS
+        if count is not None:
+            shared.append(with_shares(device, count))
+        elif slices is None or slices == device.slices:
+            shared.append(device)
+        else:
+            threads = None
+            if device.kind == "cpu":
+                threads = max(1, device.slices * device.threads // slices)
+            shared.append(with_slices(device, slices, threads))
+    return shared
 
 
 def _cache_bytes(text: str) -> int:
@@ -95,7 +133,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     labels = _labels(args.label, args.site)
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     probes = make_probes()
-    devices = apply_slicing(discover(args.devices, probes=probes), args.slices)
+    devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
     tls = None

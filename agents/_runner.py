@@ -61,7 +61,12 @@ class ModelRunner:
         return module, time.perf_counter() - started
 
     def execute(
-        self, digest: str, artifact_path: str, payload: bytes, args: tuple[Any, ...] | None = None
+        self,
+        digest: str,
+        artifact_path: str,
+        payload: bytes,
+        args: tuple[Any, ...] | None = None,
+        memory_limit_bytes: int = 0,
     ) -> tuple[Outcome, Any]:
         """Run the model ``digest`` (loaded from ``artifact_path`` unless warm) on ``payload``.
 
@@ -69,12 +74,14 @@ class ModelRunner:
         submitter's (``MODEL_RAISED``); one before it runs is the node's, unless the
         artifact itself was refused; the runner keeps serving either way. ``args``: the
         inputs themselves (a call from this process): nothing is decoded, and the outputs
-        come back as tensors, not encoded.
+        come back as tensors, not encoded. ``memory_limit_bytes``: this job's reservation
+        on a shared device, in place of the runner's own limit.
         """
         from anypu import _codec
         from anypu.agents._artifact import ArtifactError, run_model
 
         load_seconds, code = 0.0, FailureCode.LOAD_FAILED
+        limit = memory_limit_bytes or self.memory_limit_bytes
         try:
             module, load_seconds = self._module(digest, artifact_path)
             code = FailureCode.INPUTS_UNREADABLE
@@ -82,7 +89,7 @@ class ModelRunner:
             if not isinstance(inputs, tuple):
                 inputs = (inputs,)
             code = FailureCode.MODEL_RAISED
-            with _data_limit(self.memory_limit_bytes):
+            with _data_limit(limit):
                 result, run_seconds = run_model(module, inputs, self.torch_device)
                 if args is None:
                     outputs = _codec.encode(result, "outputs")
@@ -94,7 +101,7 @@ class ModelRunner:
             if _out_of_memory(error):
                 message = (
                     f"the job ran out of memory on {self.where}: its reservation is "
-                    f"{_gib(self.memory_limit_bytes)}; reduce the batch or ask for a "
+                    f"{_gib(limit)}; reduce the batch or ask for a "
                     f"larger device ({str(error).splitlines()[0][:200]})"
                 )
                 oom = Outcome.failed(FailureCode.OUT_OF_MEMORY, message, load_seconds=load_seconds)

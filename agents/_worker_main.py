@@ -103,7 +103,7 @@ def _serve(
     import torch  # noqa: F401  (after the environment is set)
 
     from anypu.agents._runner import ModelRunner
-    from anypu.devices import Device, apply_slice_limits, worker_torch_device
+    from anypu.devices import Device, apply_job_limit, apply_slice_limits, worker_torch_device
 
     device = Device(**json.loads(device_json))
     apply_slice_limits(device)
@@ -137,9 +137,15 @@ def _serve(
                 leases.held.pop(request["revoke"], None)
                 leases.report(force=True)
                 continue
+            limit = int(request.get("memory_limit", 0))
             with leases.run_lock:
+                if limit and not host_memory:
+                    apply_job_limit(device, limit)  # the vendor's allocator cap, per job
                 outcome, outputs = runner.execute(
-                    request["digest"], request["artifact_path"], payload
+                    request["digest"],
+                    request["artifact_path"],
+                    payload,
+                    memory_limit_bytes=limit if host_memory else 0,
                 )
                 warm = runner.warm
             result = JobResult(request["job_id"], request["attempt"], outcome, outputs)

@@ -59,6 +59,8 @@ class SliceJob:
     direct: bool = False
     #: The inputs themselves, for a direct call from this process to a thread slice.
     args: tuple[Any, ...] | None = None
+    #: On a shared device: the job's memory reservation, which the worker caps it at.
+    memory_limit_bytes: int = 0
 
 
 class _Slice:
@@ -195,6 +197,7 @@ def _request(job: SliceJob) -> dict[str, object]:
         "attempt": job.attempt,
         "digest": job.digest,
         "artifact_path": job.artifact_path,
+        "memory_limit": job.memory_limit_bytes,
     }
 
 

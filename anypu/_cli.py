@@ -132,8 +132,17 @@ def _agent_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="KIND=N",
-        help="cut devices into N slices that run jobs side by side: a kind (gpu=4) or one"
-        " device (npu1=2); repeatable; default one slice per accelerator",
+        help="cut devices into N fixed slices, each owning 1/N: a kind (gpu=4) or one"
+        " device (npu1=2); repeatable",
+    )
+    a.add_argument(
+        "--seats",
+        action="append",
+        default=[],
+        metavar="KIND=N",
+        help="share devices whole: jobs reserve the memory and compute they need, up to N"
+        " at once: a kind (gpu=8) or one device (gpu1=2); repeatable; default 4 seats per"
+        " accelerator not named by --slices",
     )
     a.add_argument(
         "--cache-size",

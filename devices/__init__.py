@@ -38,9 +38,11 @@ from anypu.devices._simulated import (
     parse_size,
 )
 from anypu.devices._slices import (
+    apply_job_limit,
     apply_slice_limits,
     slice_environment,
     vendor_of,
+    with_shares,
     with_slices,
     worker_torch_device,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "SimulatedDevices",
     "ToolDevice",
     "ToolProbe",
+    "apply_job_limit",
     "apply_slice_limits",
     "cap_at_host",
     "collect_readings",
@@ -87,6 +90,7 @@ __all__ = [
     "physical_index",
     "slice_environment",
     "vendor_of",
+    "with_shares",
     "with_slices",
     "worker_torch_device",
 ]

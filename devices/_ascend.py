@@ -167,6 +167,20 @@ class AscendProbe(Probe):
     def worker_torch_device(cls, device: Device) -> str:
         return "npu:0"
 
+    @classmethod
+    def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
+        """``torch_npu``'s allocator cap at the job's reservation (its twin of CUDA's
+        ``set_per_process_memory_fraction``); without ``torch_npu``, nothing."""
+        import torch
+
+        npu = getattr(torch, "npu", None)
+        setter = getattr(npu, "set_per_process_memory_fraction", None)
+        if setter is None:
+            return ""
+        fraction = min(1.0, memory_bytes / device.memory_bytes)
+        setter(fraction, device="npu:0")
+        return f"memory fraction {fraction:.4f}"
+
     def __init__(
         self,
         *,

@@ -20,6 +20,13 @@ class Device:
     ``tflops`` is effective dense throughput (measured for CPUs, from a table or the
     declaration otherwise). ``slices`` is how many workers share the device; each slice
     owns ``memory_bytes / slices`` and ``1 / slices`` of its compute.
+
+    A ``shared`` device is offered whole instead: each job reserves the memory and the
+    compute share (milli, thousandths of the device) that its model needs, and several
+    jobs run on it at once while their reservations fit. ``slices`` is then its number
+    of seats, the worker processes that run those jobs (how many may run at once), and
+    a seat owns nothing fixed: ``slice_memory_bytes`` and ``slice_tflops`` are the whole
+    device's.
     """
 
     device_id: str
@@ -34,14 +41,21 @@ class Device:
     threads: int = 1
     sharing: str = "exclusive"
     extra: dict[str, str] = field(default_factory=dict)
+    shared: bool = False
+
+    @property
+    def share_divisor(self) -> int:
+        """What one slice's memory and compute are the device's divided by: its slices,
+        or 1 for a shared device, whose seats own nothing fixed."""
+        return 1 if self.shared else max(1, self.slices)
 
     @property
     def slice_memory_bytes(self) -> int:
-        return self.memory_bytes // max(1, self.slices)
+        return self.memory_bytes // self.share_divisor
 
     @property
     def slice_tflops(self) -> float:
-        return self.tflops / max(1, self.slices)
+        return self.tflops / self.share_divisor
 
     def describe(self) -> str:
         """One line for people: ``gpu nvidia A100-SXM4-40GB 40.0 GiB 156 TFLOPS (simulated on cpu)``."""
@@ -49,7 +63,9 @@ class Device:
             f"{self.kind} {self.vendor} {self.model} "
             f"{self.memory_bytes / 2**30:.1f} GiB {self.tflops:g} TFLOPS"
         )
-        if self.slices > 1:
+        if self.shared:
+            text += f" shared ({self.slices} seats)"
+        elif self.slices > 1:
             text += f" ×{self.slices} slices"
         if self.simulated:
             text += " (simulated on cpu)"

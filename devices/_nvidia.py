@@ -109,9 +109,10 @@ class NvidiaProbe(Probe):
         env = {
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CUDA_VISIBLE_DEVICES": str(physical_index(device)),
-            "ANYPU_MEMORY_FRACTION": repr(1.0 / device.slices),
+            # A seat of a shared GPU is capped per job (apply_job_limit), not per worker.
+            "ANYPU_MEMORY_FRACTION": repr(1.0 if device.shared else 1.0 / device.slices),
         }
-        if device.slices > 1:
+        if device.slices > 1 and not device.shared:
             env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, 100 // device.slices))
         return env
 
@@ -133,6 +134,20 @@ class NvidiaProbe(Probe):
             target = cls.worker_torch_device(device) if narrowed else device.torch_device
             torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device(target))
         return fraction
+
+    @classmethod
+    def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
+        """The caching allocator's cap at the job's reservation, set anew before each job
+        (``set_per_process_memory_fraction`` may change between allocations). It refuses
+        what the job itself allocates past it; the CUDA context and other libraries'
+        allocations are the NVML watchdog's to catch."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return ""
+        fraction = min(1.0, memory_bytes / device.memory_bytes)
+        torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device("cuda:0"))
+        return f"memory fraction {fraction:.4f}"
 
     def __init__(self, *, slices: int = 1) -> None:
         super().__init__()

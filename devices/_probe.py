@@ -128,3 +128,9 @@ class Probe(ABC):
     def apply_limits(cls, device: Device, environ: Mapping[str, str]) -> float | None:
         """Apply the vendor's limits inside the worker (torch imported); the memory fraction."""
         return None
+
+    @classmethod
+    def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
+        """Cap one job on a shared device at ``memory_bytes`` inside its worker; what was
+        applied (``""``: nothing, the vendor offers no cap a worker can set per job)."""
+        return ""

@@ -11,7 +11,9 @@ Required keys per entry: ``kind`` (one of ``DEVICE_KINDS``), ``vendor``, ``model
 ``memory`` (``40GiB``, ``512MiB``, ``8GB``, ``1.5TiB`` or plain bytes) and ``tflops``
 (what the device is *declared* to deliver; jobs actually run on the CPU).  Optional:
 ``slices`` (≥ 1), ``count`` (repeat the entry), ``threads`` (CPU threads per slice of
-the worker that runs its jobs).
+the worker that runs its jobs), ``seats`` (≥ 1: offer the device whole, shared by jobs
+that reserve the memory and compute they need, up to ``seats`` of them at once; not
+together with ``slices``).
 
 Simulated devices have ``simulated=True`` and torch device ``cpu``.  The host's real
 devices (its CPU, and any GPU/NPU the probes find) are offered alongside them unless the
@@ -54,10 +56,10 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 # no single device has a pebibyte of memory or an exaflop of dense throughput.
 _MAX_MEMORY = 2**50
 _MAX_TFLOPS = 1_000_000.0
-_MAX_INT = {"slices": 1024, "count": 4096, "threads": 1024}
+_MAX_INT = {"slices": 1024, "count": 4096, "threads": 1024, "seats": 1024}
 
 _REQUIRED = ("kind", "vendor", "model", "memory", "tflops")
-_OPTIONAL = ("slices", "count", "threads")
+_OPTIONAL = ("slices", "count", "threads", "seats")
 _TOP_LEVEL = ("devices", "include_host")
 _EXAMPLE = "{kind: gpu, vendor: nvidia, model: A100-SXM4-40GB, memory: 40GiB, tflops: 156}"
 
@@ -173,14 +175,23 @@ def _parse_entry(source: str, index: int, entry: Any) -> tuple[dict[str, Any], i
     optional = {
         key: _positive_int(source, index, key, entry[key]) for key in _OPTIONAL if key in entry
     }
+    if "seats" in optional and "slices" in optional:
+        raise _entry_error(
+            source,
+            index,
+            "seats",
+            "and slices are two ways to share a device: fixed slices (slices: N) or"
+            " demand-sized shares with N jobs at once (seats: N); give one",
+        )
     fields = {
         "kind": kind,
         "vendor": names["vendor"],
         "model": names["model"],
         "memory_bytes": memory,
         "tflops": float(tflops),
-        "slices": optional.get("slices", 1),
+        "slices": optional.get("seats", optional.get("slices", 1)),
         "threads": optional.get("threads", 1),
+        "shared": "seats" in optional,
     }
     return fields, optional.get("count", 1)
 
@@ -223,7 +234,9 @@ def parse_devices(data: Any, source: str = "<devices>") -> SimulatedDevices:
                     device_id=f"{fields['kind']}{number}",
                     torch_device="cpu",
                     simulated=True,
-                    sharing="exclusive" if fields["slices"] == 1 else "time",
+                    sharing="exclusive"
+                    if fields["slices"] == 1 and not fields["shared"]
+                    else "time",
                     extra={"declared_in": source, "tflops_source": "declared"},
                     **fields,
                 )

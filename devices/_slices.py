@@ -25,9 +25,11 @@ from anypu.devices._model import Device
 from anypu.devices._probe import Probe
 
 __all__ = [
+    "apply_job_limit",
     "apply_slice_limits",
     "slice_environment",
     "vendor_of",
+    "with_shares",
     "with_slices",
     "worker_torch_device",
 ]
@@ -54,6 +56,25 @@ def with_slices(device: Device, slices: int, threads: int | None = None) -> Devi
         threads=threads or device.threads,
         sharing=vendor_of(device).sharing(device, slices),
     )
+
+
+def with_shares(device: Device, seats: int) -> Device:
+    """The same device offered whole (``Device.shared``): jobs reserve memory and compute
+    of it sized to their demand, and up to ``seats`` of them run on it at once."""
+    if seats < 1:
+        raise ValueError(f"seats must be at least 1, got {seats}")
+    return dataclasses.replace(
+        device, slices=seats, shared=True, sharing=vendor_of(device).sharing(device, seats)
+    )
+
+
+def apply_job_limit(device: Device, memory_bytes: int) -> str:
+    """Cap the next job's memory on a shared device at its reservation, inside the worker
+    (torch imported), by the vendor's means; what was applied, for the worker's log
+    (``""``: the vendor has no such cap, and the agent's watchdog is the guard)."""
+    if not device.shared or memory_bytes <= 0 or device.memory_bytes <= 0:
+        return ""
+    return vendor_of(device).apply_job_limit(device, memory_bytes)
 
 
 def slice_environment(device: Device, slice_index: int) -> dict[str, str]:

@@ -10,6 +10,7 @@ from anypu.errors import ConfigError
 from anypu.placement._filters import DEFAULT_FILTERS
 from anypu.placement._framework import DEFAULT_EFFICIENCY, TERMS, FilterPlugin, ScorePlugin
 from anypu.placement._scores import DEFAULT_SCORES
+from anypu.placement._shares import DEFAULT_RUNTIME_OVERHEAD
 from anypu.placement.gpushare import TRACE_POLICIES
 
 __all__ = ["POLICY_NAMES", "PlacementConfig"]
@@ -52,7 +53,9 @@ class PlacementConfig:
     keep their greedy device class, which bounds the model's size for big rounds.
     ``policy`` is ``cost`` or one of ``POLICY_NAMES``' GPU-sharing policies, which then
     places the accelerator jobs (``_live_policy``); ``seed`` feeds CP-SAT and ``random``.
-    ``filters`` and ``scores`` are the plugins every strategy runs (each checked against
+    ``runtime_overhead`` is the device memory a worker's runtime holds besides a job's
+    tensors, by ``kind/vendor`` or ``kind``, added to what a job reserves of a shared
+    device (``_shares``). ``filters`` and ``scores`` are the plugins every strategy runs (each checked against
     ``FilterPlugin`` / ``ScorePlugin``): add a rule or a term here, not in a strategy.
     """
 
@@ -71,6 +74,7 @@ class PlacementConfig:
     priority_weight: float = 1.0
     policy: str = "cost"
     seed: int = 0
+    runtime_overhead: Mapping[str, int] = field(default_factory=lambda: DEFAULT_RUNTIME_OVERHEAD)
     filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
     scores: tuple[ScorePlugin, ...] = DEFAULT_SCORES
 
@@ -107,6 +111,8 @@ class PlacementConfig:
             )
         for term, w in self.weights.items():
             non_negative(f"weights[{term!r}]", w)
+        for key, nbytes in self.runtime_overhead.items():
+            non_negative(f"runtime_overhead[{key!r}]", nbytes)
         for kind, eff in self.efficiency.items():
             if isinstance(eff, bool) or not (isinstance(eff, (int, float)) and 0 < eff <= 1):
                 raise ConfigError(

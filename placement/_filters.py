@@ -169,7 +169,9 @@ class DeviceKindFilter:
 
 
 class MemoryFilter:
-    """A slice runs one job at a time, so the job must fit one slice's memory on its own."""
+    """A slice runs one job at a time, so the job must fit one slice's memory on its own;
+    on a shared device, the whole device's (whether it fits beside the jobs already
+    there is the strategy's to say: that clears as they finish)."""
 
     name = "memory"
     node_level = False
@@ -178,16 +180,30 @@ class MemoryFilter:
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
     ) -> str | None:
-        if device is None or job.memory_bytes <= device.device.slice_memory_bytes:
+        if device is None:
             return None
         d = device.device
+        if d.shared:
+            need = job.memory_bytes + ctx.overhead_of(d)
+            if need <= d.memory_bytes:
+                return None
+            return (
+                f"needs {format_bytes(need)} with its runtime, the device has"
+                f" {format_bytes(d.memory_bytes)}"
+            )
+        if job.memory_bytes <= d.slice_memory_bytes:
+            return None
         text = f"needs {format_bytes(job.memory_bytes)}, slice has {format_bytes(d.slice_memory_bytes)}"
         if d.slices > 1:
             text += f" ({format_bytes(d.memory_bytes)} in {d.slices} slices; use fewer slices)"
         return text
 
     def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
-        return ctx.table.dev_slice_memory >= job.memory_bytes
+        t = ctx.table
+        if not t.dev_shared.any():
+            return t.dev_slice_memory >= job.memory_bytes
+        need = job.memory_bytes + np.where(t.dev_shared, ctx.runtime_overhead, 0.0)
+        return t.dev_slice_memory >= need
 
 
 class ThroughputFilter:

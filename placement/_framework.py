@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from anypu.devices import Device
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, NodeView, Plan
 from anypu.placement._network import NetworkCosts
 
@@ -105,10 +106,14 @@ class _Layout:
         self.dev_slices = np.maximum(np.fromiter((d.slices for d in devices), np.int64, n_dev), 1)
         self.dev_slices_list: list[int] = self.dev_slices.tolist()
         memory = np.fromiter((d.memory_bytes for d in devices), np.int64, n_dev)
+        self.dev_memory = memory.astype(float)
         tflops = np.fromiter((d.tflops for d in devices), float, n_dev)
-        # Same arithmetic as Device.slice_memory_bytes / slice_tflops, over all devices.
-        self.dev_slice_memory = (memory // self.dev_slices).astype(float)
-        self.dev_slice_tflops = tflops / self.dev_slices
+        self.dev_shared = np.fromiter((d.shared for d in devices), bool, n_dev)
+        # Same arithmetic as Device.slice_memory_bytes / slice_tflops, over all devices:
+        # a seat of a shared device owns nothing fixed, so a job alone there has it all.
+        self.dev_share_divisor = np.where(self.dev_shared, 1, self.dev_slices)
+        self.dev_slice_memory = (memory // self.dev_share_divisor).astype(float)
+        self.dev_slice_tflops = tflops / self.dev_share_divisor
         self.dev_site = self.node_site[self.dev_node] if devices else np.zeros(0, np.int64)
         self.dev_multi_slice = self.dev_slices > 1
         # 0 for a memoryless device: only a job needing no memory passes the filter there.
@@ -156,6 +161,7 @@ _LAYOUT_COLUMNS = (
     *("tiers", "tier_index", "node_tier", "sites", "site_index", "node_site"),
     *("kinds", "kind_index", "dev_kind", "models", "model_index", "dev_model"),
     *("dev_node", "dev_slices", "dev_slice_memory", "dev_slice_tflops", "dev_site"),
+    *("dev_memory", "dev_shared", "dev_share_divisor"),
     *("dev_multi_slice", "dev_inv_slice_memory", "slice_dev", "slice_pos"),
 )
 
@@ -184,6 +190,9 @@ class ClusterTable:
     dev_model: NDArray[np.int64]
     dev_node: NDArray[np.int64]
     dev_slices: NDArray[np.int64]
+    dev_memory: NDArray[np.float64]
+    dev_shared: NDArray[np.bool_]
+    dev_share_divisor: NDArray[np.int64]
     dev_slice_memory: NDArray[np.float64]
     dev_slice_tflops: NDArray[np.float64]
     dev_site: NDArray[np.int64]
@@ -229,6 +238,16 @@ class ClusterTable:
         self.dev_idle = np.ones(len(devices), dtype=bool)
         if len(self.slice_dev):
             np.logical_and.at(self.dev_idle, self.slice_dev, self.slice_busy == 0.0)
+        # What a shared device has left for new reservations (``_shares``); a slice owns
+        # its share, so the rest have no such bound (inf).
+        reserved = np.fromiter((dv.reserved_memory_bytes for dv in devices), float, len(devices))
+        measured = np.fromiter((dv.measured_memory_bytes for dv in devices), float, len(devices))
+        in_use = np.maximum(reserved, measured)  # a reading lags; a reservation is not yet used
+        self.dev_free_memory = np.where(
+            self.dev_shared, np.maximum(self.dev_memory - in_use, 0.0), np.inf
+        )
+        milli = np.fromiter((dv.reserved_milli for dv in devices), np.int64, len(devices))
+        self.dev_free_milli = np.where(self.dev_shared, np.maximum(1000 - milli, 0), 1 << 40)
 
     @property
     def n_devices(self) -> int:
@@ -252,9 +271,30 @@ class PlanContext:
         self.dev_flops_per_s = np.maximum(
             self.table.dev_slice_tflops * 1e12 * kind_efficiency[self.table.dev_kind], 0.0
         )
+        self._runtime_overhead: NDArray[np.float64] | None = None
         self._site_vectors: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
         self._warm: dict[str, NDArray[np.bool_]] = {}
         self._reachable: dict[str, NDArray[np.bool_]] = {}
+
+    @property
+    def runtime_overhead(self) -> NDArray[np.float64]:
+        """Per device: memory its runtime holds besides a job's tensors, by
+        ``PlacementConfig.runtime_overhead`` (0 for a simulated device, which runs on the
+        CPU). Built on first use: only shared devices need it."""
+        if self._runtime_overhead is None:
+            self._runtime_overhead = np.fromiter(
+                (self.overhead_of(dv.device) for dv in self.table.devices),
+                float,
+                self.table.n_devices,
+            )
+        return self._runtime_overhead
+
+    def overhead_of(self, device: Device) -> int:
+        """One device's entry of ``runtime_overhead``."""
+        if device.simulated:
+            return 0
+        table = self.config.runtime_overhead
+        return int(table.get(f"{device.kind}/{device.vendor}", table.get(device.kind, 0)))
 
     def warm_devices(self, digest: str) -> NDArray[np.bool_]:
         """Per device: does its node have ``digest`` loaded? Cached: jobs share models."""

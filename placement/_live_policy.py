@@ -77,6 +77,7 @@ from anypu.placement._model import (
     WorkloadShape,
 )
 from anypu.placement._scores import score_terms
+from anypu.placement._shares import share_memory, share_milli
 from anypu.placement._solver import plan_cost
 from anypu.placement.gpushare._cluster import MAX_GPUS, MILLI, ClusterState, NodeTable, PodTable
 from anypu.placement.gpushare._frag import TypicalPods, typical_pods
@@ -104,12 +105,13 @@ def slice_milli(device: Device) -> int:
     return MILLI // min(max(1, device.slices), MILLI)
 
 
-def workload_shape(device: Device) -> WorkloadShape:
+def workload_shape(device: Device, milli: int = 0) -> WorkloadShape:
     """What a job placed on ``device`` took, in gpushare units: one slice of an
-    accelerator and no host resources, or one CPU slice's threads and memory."""
+    accelerator (``milli``, its reservation, on a shared one) and no host resources, or
+    one CPU slice's threads and memory."""
     if device.kind == "cpu":
         return WorkloadShape(device.threads * MILLI, device.slice_memory_bytes // _MIB, 0, 0)
-    return WorkloadShape(0, 0, 1, slice_milli(device))
+    return WorkloadShape(0, 0, 1, milli if device.shared else slice_milli(device))
 
 
 class LiveCluster:
@@ -150,7 +152,7 @@ class LiveCluster:
         for d in np.flatnonzero(self.accelerator).tolist():
             dev = t.devices[d].device
             key = (int(t.dev_node[d]), dev.kind, dev.model, dev.memory_bytes, dev.tflops)
-            groups.setdefault((*key, int(t.dev_slices[d])), []).append(d)
+            groups.setdefault((*key, int(t.dev_slices[d]), dev.shared), []).append(d)
         self.devs: list[np.ndarray] = [
             np.asarray(members[i : i + MAX_GPUS], dtype=np.int64)
             for members in groups.values()
@@ -196,6 +198,14 @@ class LiveCluster:
         used = used_slices * self.dev_milli[acc] + np.where(
             self.free[acc] == 0, self.remainder[acc], 0
         )
+        # A shared device has what its reservations leave (less where its reading shows
+        # memory no reservation explains), and nothing once every seat is taken.
+        self.shared = t.dev_shared
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_memory = np.floor(MILLI * t.dev_free_memory / t.dev_memory)
+        room = np.minimum(t.dev_free_milli, np.nan_to_num(by_memory, posinf=MILLI)).astype(np.int64)
+        room = np.where(self.free > 0, np.clip(room, 0, MILLI), 0)
+        used = np.where(self.shared[acc], MILLI - room[acc], used)
         state.gpu_left[self.dev_node[acc], self.dev_slot[acc]] -= used
         # GPU-clustering counts pods by kind: a slice of a shared GPU is a sharing pod,
         # a whole device a 1-GPU pod.
@@ -231,32 +241,45 @@ class LiveCluster:
         policy: Policy,
         allowed_dev: NDArray[np.bool_],
         rng: np.random.Generator,
+        share: NDArray[np.int64] | None = None,
     ) -> int | None:
         """The accelerator (table index) ``policy`` puts the job on, or ``None`` when no
-        allowed accelerator has a free slice."""
+        allowed accelerator has room. ``share[d]``: the job's milli on shared device ``d``
+        (``_shares``), what the policy is asked to place there."""
         nodes = self.allowed_nodes(allowed_dev)
-        # The smallest slice that holds the job, as a MIG-aware scheduler picks the smallest
-        # profile: the policy places it among the devices offering that size. Comparing
-        # the policies' scores across sizes let fgd and anypu, which like a GPU filled to
-        # the brim, put a 3 GiB job on a whole 40 GiB GPU (benchmarks.placement_quality_live).
-        for milli in np.unique(self.milli[nodes]).tolist():  # smallest slices first
+        asked = self.milli
+        if share is not None and self.shared.any():
+            first = np.fromiter((g[0] for g in self.devs), np.int64, len(self.devs))
+            asked = np.where(self.shared[first], share[first], self.milli)
+        # The smallest slice (or share) that holds the job, as a MIG-aware scheduler picks
+        # the smallest profile: the policy places it among the devices offering that size.
+        # Comparing the policies' scores across sizes let fgd and anypu, which like a GPU
+        # filled to the brim, put a 3 GiB job on a whole 40 GiB GPU
+        # (benchmarks.placement_quality_live).
+        for milli in np.unique(asked[nodes]).tolist():  # smallest first
             req = Request(cpu=0, mem=0, num=1, milli=int(milli))
-            choice = policy.choose(self.state, req, rng, allowed=nodes & (self.milli == milli))
+            choice = policy.choose(self.state, req, rng, allowed=nodes & (asked == milli))
             if choice is not None:
                 return int(self.devs[choice.node][choice.gpus[0]])
         return None
 
-    def take(self, d: int) -> int:
-        """Bind one slice of accelerator ``d`` in the policy's state; its slice index."""
+    def take(self, d: int, share: int = 0) -> int:
+        """Bind one slice of accelerator ``d`` (a seat and ``share`` milli of a shared
+        one) in the policy's state; its slice index."""
         t = self.ctx.table
         start = int(self._first_slice[d])
         pos = int(np.argmin(self._taken[start : start + int(t.dev_slices[d])]))
         # The policy picks only a GPU with a slice's milli left, which a device has only
-        # while one of its slices is free (the remainder goes with the last slice).
+        # while one of its slices (seats) is free (the remainder goes with the last one).
         assert not self._taken[start + pos], f"no free slice on device {d}"
         self._taken[start + pos] = True
         self.free[d] -= 1
-        milli = int(self.dev_milli[d]) + (int(self.remainder[d]) if self.free[d] == 0 else 0)
+        if self.shared[d]:
+            node, slot = int(self.dev_node[d]), int(self.dev_slot[d])
+            left = int(self.state.gpu_left[node, slot])
+            milli = share if self.free[d] > 0 else left  # no seat left: no room left
+        else:
+            milli = int(self.dev_milli[d]) + (int(self.remainder[d]) if self.free[d] == 0 else 0)
         self.state.bind(int(self.dev_node[d]), (int(self.dev_slot[d]),), 0, 0, milli)
         return pos
 
@@ -280,17 +303,23 @@ def typical_workload(workload: Sequence[WorkloadShape], live: LiveCluster) -> Ty
 
 
 def _with_work(
-    snapshot: ClusterSnapshot, ctx: PlanContext, work: Sequence[tuple[int, int, float]]
+    snapshot: ClusterSnapshot,
+    ctx: PlanContext,
+    work: Sequence[tuple[int, int, float, int, int]],
 ) -> ClusterSnapshot:
-    """``snapshot`` with ``(device, slice, seconds)`` of work added, so the cost model
-    queues later jobs behind this round's policy placements."""
+    """``snapshot`` with ``(device, slice, seconds, memory, milli)`` of work added, so the
+    cost model queues later jobs behind this round's policy placements and counts their
+    reservations on shared devices."""
     if not work:
         return snapshot
     t = ctx.table
     added: dict[int, dict[int, float]] = {}
-    for d, pos, seconds in work:
+    reserved: dict[int, tuple[int, int]] = {}
+    for d, pos, seconds, memory, milli in work:
         added.setdefault(d, {})
         added[d][pos] = added[d].get(pos, 0.0) + seconds
+        before = reserved.get(d, (0, 0))
+        reserved[d] = (before[0] + memory, before[1] + milli)
     nodes = list(snapshot.nodes)
     first_dev = np.searchsorted(t.dev_node, np.arange(len(nodes)))
     first_slice = np.cumsum(t.dev_slices) - t.dev_slices
@@ -302,7 +331,12 @@ def _with_work(
         for pos, seconds in extra.items():
             busy[pos] += seconds
         views = list(nodes[n].devices)
-        views[d - int(first_dev[n])] = dataclasses.replace(view, slice_busy_seconds=tuple(busy))
+        views[d - int(first_dev[n])] = dataclasses.replace(
+            view,
+            slice_busy_seconds=tuple(busy),
+            reserved_memory_bytes=view.reserved_memory_bytes + reserved[d][0],
+            reserved_milli=view.reserved_milli + reserved[d][1],
+        )
         nodes[n] = dataclasses.replace(nodes[n], devices=tuple(views))
     return dataclasses.replace(snapshot, nodes=tuple(nodes))
 
@@ -331,7 +365,7 @@ def plan_with_policy(
             rest.append(job)  # CPU only, or unschedulable: the cost model says why
             cpu_only += bool(ok.any())
     placements: list[Placement] = []
-    work: list[tuple[int, int, float]] = []
+    work: list[tuple[int, int, float, int, int]] = []
     objective = 0.0
     if mine:
         live = LiveCluster(ctx)
@@ -341,14 +375,22 @@ def plan_with_policy(
         dev_idle = t.dev_idle.copy()
         for job, ok in sorted(mine, key=lambda item: -item[0].priority):
             terms = score_terms(job, ctx, slice(None), dev_idle)
-            d = live.choose(policy, ok, rng)
-            if d is None:  # every allowed accelerator slice is taken
+            share = memory = None
+            if live.shared.any():
+                compute = terms.get("compute", np.zeros(t.n_devices))
+                share = share_milli(job, ctx, slice(None), compute)
+                memory = share_memory(job, ctx, slice(None))
+            d = live.choose(policy, ok, rng, share)
+            if d is None:  # every allowed accelerator slice (or share) is taken
                 if (ok & ~accelerator).any():
                     rest.append(job)  # a CPU device may take it: the cost model decides
                 else:
                     held.append(job.job_id)
                 continue
-            pos = live.take(d)
+            reserved = (0, 0)
+            if share is not None and memory is not None and live.shared[d]:
+                reserved = (int(memory[d]), int(share[d]))
+            pos = live.take(d, reserved[1])
             # A free slice: nothing to wait behind.
             chosen = {k: float(v[d]) for k, v in terms.items()} | {"queue": 0.0}
             predicted = sum(chosen.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
@@ -366,9 +408,11 @@ def plan_with_policy(
                     slice_index=pos,
                     predicted_seconds=predicted,
                     terms=in_report_order(chosen),
+                    memory_bytes=reserved[0],
+                    milli=reserved[1],
                 )
             )
-            work.append((d, pos, predicted))
+            work.append((d, pos, predicted, *reserved))
     solver = f"policy:{name}"
     unschedulable: dict[str, dict[str, str]] = {}
     unresolvable: frozenset[str] = frozenset()

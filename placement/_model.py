@@ -36,6 +36,11 @@ class DeviceView:
     node_id: str
     device: Device
     slice_busy_seconds: tuple[float, ...]
+    #: On a shared device: what the jobs already on it reserved (bytes, and milli of
+    #: its compute), and, where the vendor measures it, the memory in use now.
+    reserved_memory_bytes: int = 0
+    reserved_milli: int = 0
+    measured_memory_bytes: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -79,6 +84,9 @@ class JobRequest:
     nodes: frozenset[str] = frozenset()
     measured_seconds: dict[str, float] = field(default_factory=dict)
     """Measured run time by device model name, from earlier runs of the same artifact."""
+    compute_milli: int = 0
+    """The compute share (thousandths of a device) to reserve on a shared device; 0:
+    derived from the predicted time and the SLO (``_shares``)."""
     unsupported_on: dict[tuple[str, str], str] = field(default_factory=dict)
     """``(kind, vendor)`` backends a run of this artifact found lacking an operator it
     needs, with what was found: they are skipped (``OperatorFilter``)."""
@@ -136,6 +144,9 @@ class Placement:
     predicted_seconds: float
     terms: dict[str, float]
     runner_up: RunnerUp | None = None
+    #: What the job reserves of a shared device (0 and 0 on a slice, which owns its share).
+    memory_bytes: int = 0
+    milli: int = 0
 
 
 @dataclass(frozen=True)

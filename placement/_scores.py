@@ -41,9 +41,10 @@ class ComputeScore:
             for model, measured in job.measured_seconds.items():
                 code = t.model_index.get(model)
                 if code is not None:
-                    # A measurement is of the whole device; a slice has 1/n of its compute.
+                    # A measurement is of the whole device; a slice has 1/n of its compute
+                    # (a seat of a shared device, all of it).
                     hit = models == code
-                    secs[hit] = measured * t.dev_slices[idx][hit]
+                    secs[hit] = measured * t.dev_share_divisor[idx][hit]
         return {"compute": secs}
 
 

@@ -40,6 +40,18 @@ class :math:`c` as a candidate::
     minimise   Σ_j w_j · ( Σ_c (cost(j,c) − weight_queue · queue) · x_{jc}
                            + weight_queue · W_j )
 
+Shared devices (``_shares``). A seat of a shared device takes one job and only while
+the job's reservation fits the device: in the greedy such a seat is a candidate only
+when free and :math:`mem_{jd}, milli_{jd}` fit what the round has left there; in CP-SAT
+each shared device is a class of its free seats with, over the jobs :math:`J_c` that
+have it as a candidate::
+
+    Σ_{j∈J_c} x_{jc} ≤ m_c,   Σ_{j∈J_c} ⌈mem_{jc}⌉_MiB · x_{jc} ≤ ⌊free_mem_c⌋_MiB,
+    Σ_{j∈J_c} milli_{jc} · x_{jc} ≤ free_milli_c
+
+and no wait (its jobs run side by side, not in turn). A job that fits no device now is
+held back (``Plan.deferred``) until a reservation ends.
+
 Linear throughout: the queue a job waits behind is the class's prefix load divided
 over its slices. For a single slice (:math:`m_c = 1`) that is exact; for
 :math:`m_c > 1` it is an upper bound on list scheduling (the least-loaded slice carries
@@ -64,12 +76,14 @@ from anypu.placement._filters import allowed_devices, explain_unschedulable, unr
 from anypu.placement._framework import PlanContext, in_report_order
 from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan, RunnerUp
 from anypu.placement._scores import score_terms
+from anypu.placement._shares import fits_now, share_memory, share_milli
 
 __all__ = ["CostStrategy", "plan_cost"]
 
 #: Terms beyond this are clamped inside the CP-SAT model only, so no sum can overflow.
 _MAX_MODEL_SECONDS = 1e6
 _SCALE = 1e8  # seconds → microseconds × 100
+_MIB = 1 << 20
 
 
 class _Round:
@@ -78,12 +92,36 @@ class _Round:
     scored by replaying them through this, so their objectives are comparable."""
 
     def __init__(self, ctx: PlanContext) -> None:
+        t = ctx.table
         self.ctx = ctx
-        self.slice_load = ctx.table.slice_busy.copy()
-        self.dev_idle = ctx.table.dev_idle.copy()
+        self.slice_load = t.slice_busy.copy()
+        self.dev_idle = t.dev_idle.copy()
         self.placements: list[Placement] = []
         self.slices: list[int] = []
         self.objective = 0.0
+        self.any_shared = bool(t.dev_shared.any())
+        if self.any_shared:
+            self.free_memory = t.dev_free_memory.copy()
+            self.free_milli = t.dev_free_milli.copy()
+            self.shared_slice = t.dev_shared[t.slice_dev]
+            self.seat_taken = self.shared_slice & (t.slice_busy > 0)
+
+    def room(self, memory: np.ndarray, milli: np.ndarray) -> np.ndarray:
+        """Per slice: may a job reserving ``memory``/``milli`` (per device) start there
+        now? Always on a slice; on a seat of a shared device, when the seat is free and
+        the reservation fits what is left."""
+        t = self.ctx.table
+        fit = fits_now(memory, milli, self.free_memory, self.free_milli)[t.slice_dev]
+        ok: np.ndarray = ~self.shared_slice | (fit & ~self.seat_taken)
+        return ok
+
+    def share(self, job: JobRequest, d: int, compute: float) -> tuple[int, int]:
+        """What ``job`` reserves on device ``d`` (0, 0 unless it is shared)."""
+        if not self.any_shared or not self.ctx.table.dev_shared[d]:
+            return 0, 0
+        idx = np.array([d])
+        memory = int(share_memory(job, self.ctx, idx)[0])
+        return memory, int(share_milli(job, self.ctx, idx, np.array([compute]))[0])
 
     def commit(
         self,
@@ -109,6 +147,11 @@ class _Round:
         if job.slo_seconds is not None and predicted > job.slo_seconds:
             terms["slo_violation"] = predicted - job.slo_seconds
         self.objective += weight * cost
+        memory, milli = self.share(job, d, terms.get("compute", 0.0))
+        if milli:
+            self.free_memory[d] -= memory
+            self.free_milli[d] -= milli
+            self.seat_taken[s] = True
         self.slice_load[s] += terms.get("compute", 0.0)
         self.dev_idle[d] = False
         self.slices.append(s)
@@ -122,6 +165,8 @@ class _Round:
                 predicted_seconds=predicted,
                 terms=in_report_order(terms),
                 runner_up=runner_up,
+                memory_bytes=memory,
+                milli=milli,
             )
         )
 
@@ -202,6 +247,8 @@ def _classes(ctx: PlanContext, jobs: Sequence[JobRequest]) -> _Classes:
             t.dev_slice_memory,
             t.dev_slices,
             t.dev_idle,
+            # A shared device's room is its own: it is a class by itself.
+            np.where(t.dev_shared, np.arange(t.n_devices), -1),
         ]
     ).astype(float)
     _, dev_class = np.unique(dev_cols, axis=0, return_inverse=True)
@@ -219,6 +266,8 @@ class _Candidates:
     classes: list[int]
     cost: list[int]  # weighted, non-queue cost × _SCALE, already × w_j
     work: list[int]  # compute seconds in microseconds: what later jobs wait behind
+    memory_mib: list[int]  # what the job reserves there, when the class is a shared device
+    milli: list[int]
 
 
 def _greedy(
@@ -227,22 +276,37 @@ def _greedy(
     allowed: dict[str, np.ndarray],
     weights: dict[str, float],
     classes: _Classes | None,
-) -> tuple[_Round, list[_Candidates]]:
-    """The greedy plan; with ``classes``, also each job's CP-SAT candidates."""
+) -> tuple[_Round, list[_Candidates], list[str]]:
+    """The greedy plan; with ``classes``, also each placed job's CP-SAT candidates; and
+    the jobs held back, which fit no shared device now and may go nowhere else."""
     t = ctx.table
     wq = ctx.config.weight("queue")
     state = _Round(ctx)
     candidates: list[_Candidates] = []
-    for i, job in enumerate(order):
+    held: list[str] = []
+    for job in order:
         static, terms = _static_cost(job, ctx, allowed[job.job_id], state.dev_idle)
         total = static[t.slice_dev] + wq * state.slice_load
+        share: tuple[np.ndarray, np.ndarray] | None = None
+        if state.any_shared:
+            compute = _compute(terms, ctx)
+            share = (
+                share_memory(job, ctx, slice(None)),
+                share_milli(job, ctx, slice(None), compute),
+            )
+            total[~state.room(*share)] = np.inf
         s = int(np.argmin(total))
-        if classes is not None and i < ctx.config.cpsat_max_jobs:
+        if not np.isfinite(total[s]):
+            held.append(job.job_id)
+            continue
+        if classes is not None and len(candidates) < ctx.config.cpsat_max_jobs:
             candidates.append(
-                _candidates_for(ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s)
+                _candidates_for(
+                    ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s, share
+                )
             )
         state.commit(job, weights[job.job_id], s, terms, state.runner_up(total, s, terms))
-    return state, candidates
+    return state, candidates, held
 
 
 def _candidates_for(
@@ -252,14 +316,25 @@ def _candidates_for(
     weight: float,
     classes: _Classes,
     greedy_slice: int,
+    share: tuple[np.ndarray, np.ndarray] | None,
 ) -> _Candidates:
     """The job's ``top_k`` cheapest classes (by cost plus busy time) and the greedy's.
 
     Costs are read off the greedy pass's vectors, i.e. as the job saw the round when its
-    turn came; only the packing tie-breaker can differ from the start of the round.
+    turn came; only the packing tie-breaker can differ from the start of the round. A
+    shared device is a candidate only with a free seat and room for the job at the
+    start of the round (``share``: its reservation per device).
     """
+    t = ctx.table
     wq = ctx.config.weight("queue")
     class_cost = static[classes.rep_dev] + wq * classes.busy
+    memory = milli = np.zeros(len(classes.rep_dev))
+    if share is not None:
+        memory, milli = share[0][classes.rep_dev], share[1][classes.rep_dev]
+        rep = classes.rep_dev
+        open_seat = classes.busy <= 0
+        fit = fits_now(memory, milli, t.dev_free_memory[rep], t.dev_free_milli[rep])
+        class_cost = np.where(~t.dev_shared[rep] | (open_seat & fit), class_cost, np.inf)
     k = min(ctx.config.top_k, len(class_cost))
     top = np.argpartition(class_cost, k - 1)[:k] if k < len(class_cost) else np.arange(k)
     picked = sorted(
@@ -272,6 +347,8 @@ def _candidates_for(
         picked,
         [round(weight * c * _SCALE) for c in cost],
         [round(w * 1e6) for w in work],
+        [-(-int(memory[c]) // _MIB) for c in picked],
+        [int(milli[c]) for c in picked],
     )
 
 
@@ -300,6 +377,21 @@ def _cpsat(
         for cand, row in zip(candidates, xs, strict=True)
         for cost, var in zip(cand.cost, row, strict=True)
     ]
+    t = ctx.table
+    shared_class = t.dev_shared[classes.rep_dev]
+    seats: dict[int, list[tuple[int, int]]] = {}
+    for j, cand in enumerate(candidates):
+        for pos, c in enumerate(cand.classes):
+            if shared_class[c]:
+                seats.setdefault(c, []).append((j, pos))
+    for c, entries in seats.items():
+        rep = int(classes.rep_dev[c])
+        row = [xs[j][pos] for j, pos in entries]
+        model.add(sum(row) <= len(classes.members[c]))
+        free_mib = int(min(t.dev_free_memory[rep], 2**50) // _MIB)
+        model.add(sum(candidates[j].memory_mib[p] * xs[j][p] for j, p in entries) <= free_mib)
+        milli_left = int(t.dev_free_milli[rep])
+        model.add(sum(candidates[j].milli[p] * xs[j][p] for j, p in entries) <= milli_left)
     if wq > 0:
         busy_us = np.round(np.minimum(classes.busy, _MAX_MODEL_SECONDS) * 1e6).astype(np.int64)
         total_work = sum(max(c.work) for c in candidates)
@@ -309,7 +401,8 @@ def _cpsat(
         by_class: dict[int, list[tuple[int, int]]] = {}
         for j, cand in enumerate(candidates):
             for pos, c in enumerate(cand.classes):
-                by_class.setdefault(c, []).append((j, pos))
+                if not shared_class[c]:  # a shared device's jobs run side by side
+                    by_class.setdefault(c, []).append((j, pos))
         for c, entries in by_class.items():
             m, busy = len(classes.members[c]), int(busy_us[c])
             prefix: cp_model.LinearExpr | int = 0  # 0, then the previous prefix variable
@@ -354,14 +447,24 @@ def _expand(
     weights: dict[str, float],
     classes: _Classes,
     chosen: list[int],
-) -> _Round:
+) -> _Round | None:
     """Turn class choices into slices: each job, in order, takes its class's least-loaded
-    slice (list scheduling, which is what the model's fluid wait bounds)."""
+    slice (list scheduling, which is what the model's fluid wait bounds), or a free seat
+    of a shared device. None if a reservation would not fit (the model rounds memory to
+    MiB against it, so it should not happen; the greedy plan is kept if it does)."""
     state = _Round(ctx)
     for job, c in zip(order, chosen, strict=True):
         members = classes.members[c]
-        s = int(members[np.argmin(state.slice_load[members])])
+        load = state.slice_load[members]
+        if state.any_shared:
+            load = np.where(state.seat_taken[members], np.inf, load)
+        s = int(members[np.argmin(load)])
+        if not np.isfinite(load.min()):
+            return None  # more jobs than free seats
         state.commit(job, weights[job.job_id], s)
+        d = int(ctx.table.slice_dev[s])
+        if state.any_shared and (state.free_memory[d] < 0 or state.free_milli[d] < 0):
+            return None
     return state
 
 
@@ -411,9 +514,11 @@ def plan_cost(
 
     use_cpsat = config.use_cpsat and len(order) > 1
     classes = _classes(ctx, order) if use_cpsat else None
-    greedy, candidates = _greedy(ctx, order, allowed, weights, classes)
+    greedy, candidates, held = _greedy(ctx, order, allowed, weights, classes)
+    if held:
+        order = [j for j in order if j.job_id not in set(held)]
     best, solver = greedy, ("single" if len(jobs) == 1 else "greedy")
-    if classes is not None:
+    if classes is not None and len(order) > 1:
         status, chosen = _cpsat(ctx, order, weights, classes, candidates, greedy)
         greedy_classes = [int(classes.of_slice[s]) for s in greedy.slices]
         if chosen is None:
@@ -424,7 +529,9 @@ def plan_cost(
             # Jobs beyond the model's window keep the greedy's classes.
             chosen = chosen + greedy_classes[len(chosen) :]
             exact = _expand(ctx, order, weights, classes, chosen)
-            if exact.objective < greedy.objective - 1e-9 * max(1.0, abs(greedy.objective)):
+            if exact is None:
+                solver = f"greedy (cp-sat {status}, a reservation did not fit)"
+            elif exact.objective < greedy.objective - 1e-9 * max(1.0, abs(greedy.objective)):
                 best, solver = exact, f"cp-sat:{status}"
                 _runners_up_from(greedy, best)
             else:
@@ -433,8 +540,8 @@ def plan_cost(
         placements=tuple(best.placements),
         unschedulable=unschedulable,
         unresolvable=frozenset(stuck),
-        deferred=(),
-        solver=solver,
+        deferred=tuple(held),
+        solver=solver + (f"; {len(held)} held back until a share frees" if held else ""),
         solve_seconds=time.perf_counter() - started,
         objective=best.objective,
     )

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Device(_message.Message):
-    __slots__ = ("device_id", "kind", "vendor", "model", "memory_bytes", "tflops", "torch_device", "simulated", "slices", "threads", "sharing", "extra")
+    __slots__ = ("device_id", "kind", "vendor", "model", "memory_bytes", "tflops", "torch_device", "simulated", "slices", "threads", "sharing", "extra", "shared")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Device(_message.Message):
     THREADS_FIELD_NUMBER: _ClassVar[int]
     SHARING_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     kind: str
     vendor: str
@@ -39,7 +40,8 @@ class Device(_message.Message):
     threads: int
     sharing: str
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[str] = ..., vendor: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tflops: _Optional[float] = ..., torch_device: _Optional[str] = ..., simulated: _Optional[bool] = ..., slices: _Optional[int] = ..., threads: _Optional[int] = ..., sharing: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    shared: bool
+    def __init__(self, device_id: _Optional[str] = ..., kind: _Optional[str] = ..., vendor: _Optional[str] = ..., model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., tflops: _Optional[float] = ..., torch_device: _Optional[str] = ..., simulated: _Optional[bool] = ..., slices: _Optional[int] = ..., threads: _Optional[int] = ..., sharing: _Optional[str] = ..., extra: _Optional[_Mapping[str, str]] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class DeviceUsage(_message.Message):
     __slots__ = ("device_id", "utilisation", "free_memory_bytes", "busy_slices", "memory_used_bytes", "measured")
@@ -68,6 +70,20 @@ class JobUsage(_message.Message):
     device_id: str
     memory_used_bytes: int
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., device_id: _Optional[str] = ..., memory_used_bytes: _Optional[int] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("job_id", "device_id", "slice_index", "memory_bytes", "milli")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MILLI_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    device_id: str
+    slice_index: int
+    memory_bytes: int
+    milli: int
+    def __init__(self, job_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., milli: _Optional[int] = ...) -> None: ...
 
 class Join(_message.Message):
     __slots__ = ("protocol_version", "token", "name", "tier", "site", "labels", "devices", "warm_digests", "agent_version", "running", "direct_address")
@@ -225,7 +241,7 @@ class JoinAck(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., lost_after_s: _Optional[float] = ..., epoch: _Optional[int] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class Launch(_message.Message):
-    __slots__ = ("job_id", "attempt", "artifact_digest", "device_id", "slice_index", "inputs", "inputs_digest", "timeout_s")
+    __slots__ = ("job_id", "attempt", "artifact_digest", "device_id", "slice_index", "inputs", "inputs_digest", "timeout_s", "memory_limit_bytes")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +250,7 @@ class Launch(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     artifact_digest: str
@@ -242,7 +259,8 @@ class Launch(_message.Message):
     inputs: bytes
     inputs_digest: str
     timeout_s: float
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    memory_limit_bytes: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., timeout_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("job_id", "attempt", "reason")
@@ -365,7 +383,7 @@ class Term(_message.Message):
     def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class PlacementInfo(_message.Message):
-    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated", "runner_up_node", "runner_up_device", "runner_up_seconds", "runner_up_terms")
+    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated", "runner_up_node", "runner_up_device", "runner_up_seconds", "runner_up_terms", "memory_bytes", "milli")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +397,8 @@ class PlacementInfo(_message.Message):
     RUNNER_UP_DEVICE_FIELD_NUMBER: _ClassVar[int]
     RUNNER_UP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUNNER_UP_TERMS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MILLI_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     device_id: str
     slice_index: int
@@ -392,7 +412,9 @@ class PlacementInfo(_message.Message):
     runner_up_device: str
     runner_up_seconds: float
     runner_up_terms: _containers.RepeatedCompositeFieldContainer[Term]
-    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ..., runner_up_node: _Optional[str] = ..., runner_up_device: _Optional[str] = ..., runner_up_seconds: _Optional[float] = ..., runner_up_terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ...) -> None: ...
+    memory_bytes: int
+    milli: int
+    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ..., runner_up_node: _Optional[str] = ..., runner_up_device: _Optional[str] = ..., runner_up_seconds: _Optional[float] = ..., runner_up_terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., milli: _Optional[int] = ...) -> None: ...
 
 class NodeReason(_message.Message):
     __slots__ = ("node_id", "reason")
@@ -489,7 +511,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -509,6 +531,7 @@ class NodeInfo(_message.Message):
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     JOB_USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -521,7 +544,8 @@ class NodeInfo(_message.Message):
     running_jobs: int
     epoch: int
     job_usage: _containers.RepeatedCompositeFieldContainer[JobUsage]
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ...) -> None: ...
+    reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

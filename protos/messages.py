@@ -42,6 +42,7 @@ __all__ = [
     "NodeInfo",
     "Outcome",
     "PlacementInfo",
+    "Reservation",
     "SchedulerMessage",
     "SubmitRequest",
     "UsageRow",
@@ -231,6 +232,18 @@ class JobUsage:
 
 
 @dataclass(frozen=True)
+class Reservation:
+    """What a placed or running job holds of a shared device: memory, and milli
+    (thousandths) of its compute, on seat ``slice_index``."""
+
+    job_id: str
+    device_id: str
+    slice_index: int
+    memory_bytes: int
+    milli: int
+
+
+@dataclass(frozen=True)
 class Join:
     protocol_version: int
     token: str
@@ -328,6 +341,8 @@ class Launch:
     inputs: bytes = b""
     inputs_digest: str = ""
     timeout_s: float = 0.0
+    #: On a shared device: the job's memory reservation, which its worker caps it at.
+    memory_limit_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -414,6 +429,9 @@ class PlacementInfo:
     runner_up_device: str = ""
     runner_up_seconds: float = 0.0
     runner_up_terms: dict[str, float] = field(default_factory=dict)
+    #: What the job reserves of a shared device (0 on a slice, which owns its share).
+    memory_bytes: int = 0
+    milli: int = 0
 
 
 @dataclass(frozen=True)
@@ -464,6 +482,7 @@ class NodeInfo:
     running_jobs: int = 0
     epoch: int = 0
     job_usage: tuple[JobUsage, ...] = ()  # each running job's own memory, last heartbeat
+    reservations: tuple[Reservation, ...] = ()  # what jobs hold of its shared devices
 
 
 @dataclass(frozen=True)

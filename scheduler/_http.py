@@ -24,7 +24,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,9 +35,10 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from anypu import PROTOCOL_VERSION, __version__
+from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
-from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.protos.messages import JobInfo, NodeInfo, Reservation
 from anypu.scheduler._metrics import (
     NODE_STATES,
     ClusterView,
@@ -103,7 +104,9 @@ def node_view(node: NodeInfo, jobs_on: dict[tuple[str, str], list[JobInfo]], nam
                 "free_memory_bytes": u.free_memory_bytes if u else d.memory_bytes,
                 "busy_slices": u.busy_slices if u else 0,
                 "reserved_slices": sorted({j.placement.slice_index for j in here if j.placement}),
-                "jobs": [{"job_id": j.job_id, "name": j.name, "state": j.state} for j in here],
+                "jobs": [_job_on_device(j) for j in here],
+                "shared": d.shared,
+                **_shares_of(d, node.reservations, u),
             }
         )
     return {
@@ -118,6 +121,40 @@ def node_view(node: NodeInfo, jobs_on: dict[tuple[str, str], list[JobInfo]], nam
         "simulated": any(d.simulated for d in node.devices),
         "warm_models": [{"digest": w, "name": names.get(w, "")} for w in node.warm_digests],
         "devices": devices,
+    }
+
+
+def _job_on_device(job: JobInfo) -> dict:
+    row: dict = {"job_id": job.job_id, "name": job.name, "state": job.state}
+    if job.placement is not None and job.placement.milli:
+        row["reserved_memory_bytes"] = job.placement.memory_bytes
+        row["reserved_milli"] = job.placement.milli
+    return row
+
+
+def _shares_of(device: Device, reservations: Sequence[Reservation], usage: Any) -> dict:
+    """A shared device's reservations and what is left of it (nothing for a sliced one)."""
+    if not device.shared:
+        return {}
+    mine = [r for r in reservations if r.device_id == device.device_id]
+    memory = sum(r.memory_bytes for r in mine)
+    milli = sum(r.milli for r in mine)
+    return {
+        "seats": device.slices,
+        "reserved_memory_bytes": memory,
+        "reserved_milli": milli,
+        "unreserved_memory_bytes": max(0, device.memory_bytes - memory),
+        "unreserved_milli": max(0, 1000 - milli),
+        "measured_memory_used_bytes": usage.memory_used_bytes if usage and usage.measured else None,
+        "reservations": [
+            {
+                "job_id": r.job_id,
+                "seat": r.slice_index,
+                "memory_bytes": r.memory_bytes,
+                "milli": r.milli,
+            }
+            for r in mine
+        ],
     }
 
 

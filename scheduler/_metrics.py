@@ -25,6 +25,7 @@ import prometheus_client as prom
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from anypu.devices import Device
 from anypu.placement import TIERS
 from anypu.protos.messages import (
     ClusterUsage,
@@ -60,26 +61,53 @@ def reserved_slices(active: Iterable[PlacementInfo | None]) -> set[SlotKey]:
     return {(p.node_id, p.device_id, p.slice_index) for p in active if p is not None}
 
 
+def shares_held(active: Iterable[PlacementInfo | None]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (node, device): the memory and milli live jobs reserve of it (shared devices)."""
+    held: dict[tuple[str, str], tuple[int, int]] = {}
+    for p in active:
+        if p is not None and p.milli:
+            memory, milli = held.get((p.node_id, p.device_id), (0, 0))
+            held[(p.node_id, p.device_id)] = (memory + p.memory_bytes, milli + p.milli)
+    return held
+
+
+def _reserved(
+    node_id: str,
+    d: Device,
+    taken: set[SlotKey],
+    held: dict[tuple[str, str], tuple[int, int]],
+) -> tuple[int, int, float]:
+    """A device's busy slices (seats), and the memory and throughput reserved of it:
+    busy slices' shares, or a shared device's reservations."""
+    busy = sum((node_id, d.device_id, i) in taken for i in range(d.slices))
+    if d.shared:
+        memory, milli = held.get((node_id, d.device_id), (0, 0))
+        return busy, memory, d.tflops * milli / 1000
+    return busy, d.slice_memory_bytes * busy, d.slice_tflops * busy
+
+
 def usage_by_tier_kind(
     nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | None]
 ) -> list[UsageRow]:
     """One row per (tier, device kind) present on ready nodes, tiers in network order."""
+    active = list(active)
     taken = reserved_slices(active)
+    held = shares_held(active)
     rows: dict[tuple[str, str], list[float]] = {}
     for node in nodes:
         if node.state != "ready":
             continue
         for d in node.devices:
-            busy = sum((node.node_id, d.device_id, i) in taken for i in range(d.slices))
+            busy, memory, tflops = _reserved(node.node_id, d, taken, held)
             acc = rows.setdefault((node.tier, d.kind), [0] * 8)
             acc[0] += 1
             acc[1] += d.simulated
             acc[2] += d.slices
             acc[3] += busy
             acc[4] += d.memory_bytes
-            acc[5] += d.slice_memory_bytes * busy
+            acc[5] += memory
             acc[6] += d.tflops
-            acc[7] += d.slice_tflops * busy
+            acc[7] += tflops
     order = {t: i for i, t in enumerate(TIERS)}
     return [
         UsageRow(
@@ -105,14 +133,18 @@ def fragmentation(nodes: Sequence[NodeInfo], active: Iterable[PlacementInfo | No
     whole device; 0 means every free byte sits on a wholly free device, 1 means none does.
     With no free memory at all there is nothing to fragment: 0.
     """
+    active = list(active)
     taken = reserved_slices(active)
+    held = shares_held(active)
     free = stranded = 0
     for node in nodes:
         if node.state != "ready":
             continue
         for d in node.devices:
-            busy = sum((node.node_id, d.device_id, i) in taken for i in range(d.slices))
-            free_here = d.slice_memory_bytes * (d.slices - busy)
+            busy, memory, _ = _reserved(node.node_id, d, taken, held)
+            free_here = (
+                d.memory_bytes - memory if d.shared else d.slice_memory_bytes * (d.slices - busy)
+            )
             free += free_here
             if busy:
                 stranded += free_here
@@ -162,10 +194,11 @@ class ClusterView:
 def _read(state: SchedulerState, now: float) -> ClusterView:
     live = [state.jobs[j] for j in (*state.pending, *state.active)]
     live.sort(key=lambda j: j.submitted_at)
+    held = state.reservations()
     last = state.last_plan
     return ClusterView(
         now=now,
-        nodes=tuple(n.info(now) for n in state.nodes.values()),
+        nodes=tuple(n.info(now, held.get(n.node_id, ())) for n in state.nodes.values()),
         live_jobs=tuple(j.info() for j in live),
         decisions=dict(state.decisions),
         solver=last.solver if last else "",

@@ -13,6 +13,7 @@ from anypu.protos.messages import (
     NodeInfo,
     Outcome,
     PlacementInfo,
+    Reservation,
     SubmitRequest,
 )
 
@@ -41,7 +42,7 @@ class NodeRecord:
     #: Each running job's own memory, as the last heartbeat measured it.
     job_usage: tuple[JobUsage, ...] = ()
 
-    def info(self, now: float) -> NodeInfo:
+    def info(self, now: float, reservations: tuple[Reservation, ...] = ()) -> NodeInfo:
         return NodeInfo(
             node_id=self.node_id,
             tier=self.tier,
@@ -53,6 +54,7 @@ class NodeRecord:
             devices=self.devices,
             usage=self.usage,
             job_usage=self.job_usage,
+            reservations=reservations,
             warm_digests=tuple(sorted(self.warm_digests)),
             last_heartbeat_age_s=max(0.0, now - self.last_heartbeat),
             running_jobs=self.running_jobs,

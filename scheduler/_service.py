@@ -499,7 +499,9 @@ class SchedulerService:
     def list_nodes(self) -> list[m.NodeInfo]:
         now = self.clock()
         with self._lock:
-            return [n.info(now) for n in sorted(self.state.nodes.values(), key=_node_order)]
+            held = self.state.reservations()
+            nodes = sorted(self.state.nodes.values(), key=_node_order)
+            return [n.info(now, held.get(n.node_id, ())) for n in nodes]
 
     def _job(self, job_id: str) -> JobRecord:
         job = self.state.jobs.get(job_id) or self.store.load_job(job_id)

@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 
+#: How many models' measured memory peaks the scheduler keeps.
+_MODELS_REMEMBERED = 10_000
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     heartbeat_interval_s: float = 1.0
@@ -254,6 +258,9 @@ class SchedulerState:
         self.finished: deque[str] = deque()  # terminal jobs kept in memory, oldest first
         self.keep_finished = 2000  # older ones live only in the store
         self.measured: dict[tuple[str, str], float] = {}  # (digest, device model) -> seconds
+        #: digest -> the most memory one of its runs was measured using (heartbeats): what
+        #: its later jobs reserve of a shared device when the estimate said less.
+        self.memory_peak: dict[str, int] = {}
         #: digest -> {(kind, vendor): what a run found}: backends lacking its operators.
         self.unsupported: dict[str, dict[tuple[str, str], str]] = {}
         self.last_plan: Plan | None = None
@@ -296,7 +303,7 @@ class SchedulerState:
                 continue
             device = next((d for d in known.devices if d.device_id == p.device_id), None)
             if device is not None:
-                self.workload.append(workload_shape(device))
+                self.workload.append(workload_shape(device, p.milli))
 
     # -------------------------------------------------------------- dispatch
 
@@ -404,6 +411,8 @@ class SchedulerState:
         if isinstance(message, m.Heartbeat):
             node.usage = message.usage
             node.job_usage = message.jobs
+            for usage in message.jobs:
+                self._learn_memory(usage)
             node.warm_digests = frozenset(message.warm_digests)
             node.running_jobs = message.running_jobs
             return []
@@ -579,24 +588,45 @@ class SchedulerState:
 
     # -------------------------------------------------------------- placement
 
+    def reservations(self) -> dict[str, tuple[m.Reservation, ...]]:
+        """By node: what each live job holds of a shared device, in placement order."""
+        held: dict[str, list[m.Reservation]] = {}
+        for job_id in self.active:
+            p = self.jobs[job_id].placement
+            if p is not None and p.milli:
+                held.setdefault(p.node_id, []).append(
+                    m.Reservation(job_id, p.device_id, p.slice_index, p.memory_bytes, p.milli)
+                )
+        return {node_id: tuple(rows) for node_id, rows in held.items()}
+
     def snapshot(self, now: float) -> ClusterSnapshot:
         busy: dict[tuple[str, str, int], float] = {}
+        reserved: dict[tuple[str, str], tuple[int, int]] = {}
         for job_id in self.active:
             job = self.jobs[job_id]
             if job.placement is not None:
                 p = job.placement
                 key = (p.node_id, p.device_id, p.slice_index)
                 busy[key] = busy.get(key, 0.0) + p.predicted_seconds
+                if p.milli:
+                    memory, milli = reserved.get((p.node_id, p.device_id), (0, 0))
+                    reserved[(p.node_id, p.device_id)] = (memory + p.memory_bytes, milli + p.milli)
         views = []
         for node in self.nodes.values():
             quarantined = self.quarantine.quarantined(node.node_id, now)
+            measured = {u.device_id: u.memory_used_bytes for u in node.usage if u.measured}
             devices = tuple(
                 DeviceView(
                     node_id=node.node_id,
                     device=d,
                     slice_busy_seconds=tuple(
-                        busy.get((node.node_id, d.device_id, i), 0.0) for i in range(d.slices)
+                        # A seat of a shared device is taken while a job is on it.
+                        max(busy.get((node.node_id, d.device_id, i), 0.0), 0.0)
+                        for i in range(d.slices)
                     ),
+                    reserved_memory_bytes=reserved.get((node.node_id, d.device_id), (0, 0))[0],
+                    reserved_milli=reserved.get((node.node_id, d.device_id), (0, 0))[1],
+                    measured_memory_bytes=measured.get(d.device_id, 0) if d.shared else 0,
                 )
                 for d in node.devices
             )
@@ -626,7 +656,8 @@ class SchedulerState:
             job_id=job.job_id,
             artifact_digest=digest,
             flops=r.flops,
-            memory_bytes=r.memory_bytes,
+            # Corrected by what a run of the model was measured using, where that is more.
+            memory_bytes=max(r.memory_bytes, self.memory_peak.get(digest, 0)),
             input_bytes=r.input_bytes,
             output_bytes=r.output_bytes,
             artifact_bytes=r.param_bytes,
@@ -670,13 +701,15 @@ class SchedulerState:
                 tier=node.tier,
                 device_description=device.describe(),
                 simulated=device.simulated,
+                memory_bytes=p.memory_bytes,
+                milli=p.milli,
                 **_runner_up_fields(p.runner_up),
             )
             job.attempt += 1
             job.pending_reasons, job.unschedulable_since = {}, None
             self._set_state(job, "placed")
             self.decisions["placed"] += 1
-            self.workload.append(workload_shape(device))
+            self.workload.append(workload_shape(device, p.milli))
             actions.append(PersistJob(job, "placed", f"{p.node_id}/{p.device_id}"))
             actions.append(Send(node.node_id, node.epoch, self._launch(job)))
         for job_id, reasons in result.unschedulable.items():
@@ -770,8 +803,8 @@ class SchedulerState:
                 self._set_state(job, "failed")
             self.decisions["leased"] = self.decisions.get("leased", 0) + 1
             device = self._device(node, job)
-            if device is not None:
-                self.workload.append(workload_shape(device))
+            if device is not None and job.placement is not None:
+                self.workload.append(workload_shape(device, job.placement.milli))
             detail = f"{node.node_id} (lease {run.lease_id})"
             actions.append(PersistJob(job, job.state, detail, leased=True))
         return actions
@@ -788,6 +821,18 @@ class SchedulerState:
             old = self.measured.get(key)
             run = job.outcome.run_seconds
             self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
+
+    def _learn_memory(self, usage: m.JobUsage) -> None:
+        """A running job's measured memory: the peak of its model so far, kept for as many
+        models as the timings are (the newest first out of mind)."""
+        job = self.jobs.get(usage.job_id)
+        if job is None or job.attempt != usage.attempt:
+            return
+        digest = job.request.artifact_digest
+        peak = self.memory_peak.pop(digest, 0)
+        self.memory_peak[digest] = max(peak, usage.memory_used_bytes)  # now the newest
+        while len(self.memory_peak) > _MODELS_REMEMBERED:
+            del self.memory_peak[next(iter(self.memory_peak))]
 
     def _lacks_operator(self, node: NodeRecord, job: JobRecord, message: str) -> None:
         """Remember that this model's operators are not all on that backend (kind and
@@ -831,6 +876,7 @@ class SchedulerState:
             inputs=r.inputs,
             inputs_digest=r.inputs_digest,
             timeout_s=r.timeout_s or self.config.default_timeout_s,
+            memory_limit_bytes=job.placement.memory_bytes,
         )
 
     def _jobs_on(self, node_id: str) -> list[JobRecord]:

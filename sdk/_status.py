@@ -96,10 +96,26 @@ def format_status(
                     if reading is not None
                     else ""
                 )
+                if not d.shared:
+                    lines.append(
+                        f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices"
+                        f" reserved{now}]"
+                    )
+                    continue
+                shares = [r for r in node.reservations if r.device_id == d.device_id]
+                memory = sum(r.memory_bytes for r in shares)
+                milli = sum(r.milli for r in shares)
                 lines.append(
-                    f"     {d.device_id:<6} {d.describe()}  [{taken}/{d.slices} slices reserved"
-                    f"{now}]"
+                    f"     {d.device_id:<6} {d.describe()}  [{len(shares)}/{d.slices} seats,"
+                    f" {format_bytes(memory)} of {format_bytes(d.memory_bytes)} and"
+                    f" {milli / 10:.0f}% of compute reserved,"
+                    f" {format_bytes(max(0, d.memory_bytes - memory))} free{now}]"
                 )
+                for r in shares:
+                    lines.append(
+                        f"       seat {r.slice_index}: job {r.job_id}"
+                        f" {format_bytes(r.memory_bytes)}, {r.milli / 10:.1f}% of compute"
+                    )
     rows = usage.rows
     lines += ["", "Usage (ready nodes: reserved / total)", _RULE]
     if not rows:

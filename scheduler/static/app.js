@@ -272,14 +272,25 @@ function renderNodes(nodes) {
       const taken = new Set(d.reserved_slices);
       const slices = h("span", { class: "slices", title: `${taken.size} of ${d.slices} slices reserved` },
         Array.from({ length: d.slices }, (_, i) => h("i", { class: taken.has(i) ? "taken" : "" })));
+      // A shared device: its reservations (memory, compute) instead of fixed slices.
+      const reserved = d.shared
+        ? h("div", { class: "shares", "data-shared": d.device_id },
+          h("div", {}, [bar(d.reserved_memory_bytes / d.memory_bytes),
+            `${bytes(d.reserved_memory_bytes)} of ${bytes(d.memory_bytes)} memory`]),
+          h("div", {}, [bar(d.reserved_milli / 1000), `${(d.reserved_milli / 10).toFixed(0)}% of compute`]),
+          h("div", { class: "muted" }, `${d.reservations.length}/${d.seats} seats`))
+        : [slices, ` ${taken.size}/${d.slices}`];
+      const share = (j) => (j.reserved_milli
+        ? ` ${bytes(j.reserved_memory_bytes)}, ${(j.reserved_milli / 10).toFixed(1)}% `
+        : " ");
       return h("tr", {},
         td(h("span", { class: "mono" }, d.device_id)),
-        td([`${d.kind} ${d.vendor} ${d.model}`, d.simulated ? simBadge() : null]),
+        td([`${d.kind} ${d.vendor} ${d.model}`, d.simulated ? simBadge() : null, d.shared ? h("span", { class: "badge" }, "shared") : null]),
         num(bytes(d.memory_bytes)), num(d.tflops),
-        td([slices, ` ${taken.size}/${d.slices}`]),
+        td(reserved),
         td([bar(d.utilisation), `${(d.utilisation * 100).toFixed(0)}%`]),
-        num(bytes(d.free_memory_bytes)),
-        td(d.jobs.length ? d.jobs.map((j) => h("div", {}, h("span", { class: "mono" }, j.job_id), ` ${j.name} `, stateText(j.state))) : h("span", { class: "muted" }, "idle")));
+        num(bytes(d.shared ? d.unreserved_memory_bytes : d.free_memory_bytes)),
+        td(d.jobs.length ? d.jobs.map((j) => h("div", {}, h("span", { class: "mono" }, j.job_id), ` ${j.name}`, share(j), stateText(j.state))) : h("span", { class: "muted" }, "idle")));
     });
     const warm = n.warm_models.length
       ? n.warm_models.map((w) => `${w.name || "model"} (${w.digest.slice(0, 10)})`).join(", ")
@@ -295,7 +306,7 @@ function renderNodes(nodes) {
         h("span", { class: "meta" }, `${n.running_jobs} running`),
         Object.keys(n.labels).length ? h("span", { class: "meta mono" }, Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
       h("table", {},
-        h("thead", {}, h("tr", {}, ["device", "model", "memory", "TFLOPS", "slices reserved", "utilisation", "free memory", "jobs"].map((x) => h("th", {}, x)))),
+        h("thead", {}, h("tr", {}, ["device", "model", "memory", "TFLOPS", "reserved", "utilisation", "free memory", "jobs"].map((x) => h("th", {}, x)))),
         h("tbody", {}, rows)),
       h("div", { class: "warm" }, `warm models: ${warm}`));
   });

@@ -1,4 +1,5 @@
-"""``anypu agent --slices``: real accelerators cut into slices that run jobs side by side."""
+"""``anypu agent --slices`` and ``--seats``: real accelerators shared by demand-sized
+reservations (the default) or cut into fixed slices."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from anypu.agents._commands import apply_slicing
+from anypu.agents._commands import DEFAULT_SEATS, apply_slicing
 from anypu.devices import Device
 from anypu.errors import AnypuError
 
@@ -22,8 +23,34 @@ def test_a_kind_is_sliced_and_a_device_named_by_id_wins() -> None:
     by_id = {d.device_id: d for d in sliced}
     assert by_id["gpu0"].slices == 4 and by_id["gpu0"].slice_memory_bytes == 10 * GIB
     assert by_id["gpu0"].sharing == "mps"  # NVIDIA slices share through MPS
-    assert by_id["gpu1"].slices == 2 and by_id["npu0"].slices == 1
+    assert by_id["gpu1"].slices == 2 and not by_id["gpu1"].shared
     assert by_id["cpu0"] is CPU  # untouched
+    # An accelerator neither flag names is offered whole, shared by reservations.
+    assert by_id["npu0"].shared and by_id["npu0"].slices == DEFAULT_SEATS
+    assert by_id["npu0"].slice_memory_bytes == 64 * GIB
+
+
+def test_seats_share_a_device_whole_and_simulated_devices_keep_their_declaration() -> None:
+    simulated = dataclasses.replace(GPU1, simulated=True)
+    (gpu0, gpu1) = apply_slicing([GPU0, simulated], [], ["gpu0=8"])
+    assert gpu0.shared and gpu0.slices == 8 and gpu0.slice_memory_bytes == 40 * GIB
+    assert gpu1 is simulated
+    assert "shared (8 seats)" in gpu0.describe()
+
+
+@pytest.mark.parametrize(
+    ("slices", "seats", "message"),
+    [
+        (["gpu=2"], ["gpu=4"], "named by both --slices and --seats"),
+        ([], ["cpu=2"], "a CPU is shared by its threads; cut it with --slices cpu=N"),
+        ([], ["gpu=x"], "--seats 'gpu=x' must look like KIND=N or DEVICE=N"),
+    ],
+)
+def test_conflicting_or_malformed_seats_say_what_to_do(
+    slices: list[str], seats: list[str], message: str
+) -> None:
+    with pytest.raises(AnypuError, match=message):
+        apply_slicing([CPU, GPU0], slices, seats)
 
 
 def test_cpu_threads_are_divided_among_its_slices() -> None:

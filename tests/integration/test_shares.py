@@ -1,0 +1,96 @@
+"""A shared device, live: jobs reserve the memory their model needs and run on it side by
+side, each in its own worker process (seat), while their reservations fit; the next one
+waits for a reservation to end; a job over its reservation is stopped while its
+neighbours finish. Real scheduler and agent processes; the GPU is simulated (it runs on
+this machine's CPU), so its memory is host memory, capped in the worker (RLIMIT_DATA)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+from typing import Any
+
+import torch
+
+from anypu.protos.messages import FailureCode
+from anypu.sdk import RunOptions
+from anypu.sdk.models import mlp
+from tests.cluster import Cluster
+from tests.integration.test_readings import ONE_MIB, Hog
+
+MIB = 1 << 20
+SHARED_GPU = """devices:
+  - {kind: gpu, vendor: nvidia, model: A10, memory: 1GiB, tflops: 31, seats: 3}
+include_host: false
+"""
+
+
+def _submit(client: Any, model: torch.nn.Module, x: torch.Tensor, memory: int) -> str:
+    """Submit with the estimate set to ``memory`` (what the reservation is sized from)."""
+    request, args = client._describe(model, x, RunOptions())
+    request = dataclasses.replace(client._with_inputs(request, args), memory_bytes=memory)
+    info, _ = client.transport.submit(request)
+    return str(info.job_id)
+
+
+def test_jobs_share_a_device_at_once_and_the_next_waits_for_room(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_agent("gpu-1", "edge", SHARED_GPU)
+        with cluster.connected_client(1) as client:
+            slow, x = Hog(copies=8, steps=400), torch.randn(*ONE_MIB)
+            # 300 MiB each of 1 GiB: three fit (one per seat), a fourth does not yet.
+            jobs = [_submit(client, slow, x, 300 * MIB) for _ in range(3)]
+            last = _submit(client, slow, x, 300 * MIB)
+            deadline, seen = time.monotonic() + 60, 0
+            while time.monotonic() < deadline and seen < 3:
+                (node,) = client.transport.list_nodes()
+                seen = sum(1 for r in node.reservations if r.device_id == "gpu0")
+                time.sleep(0.1)
+            assert seen == 3, "three jobs never held the device at once"
+            assert {r.slice_index for r in node.reservations} == {0, 1, 2}
+            assert {r.job_id for r in node.reservations} == set(jobs)
+            assert all((r.memory_bytes, r.milli) == (300 * MIB, 293) for r in node.reservations)
+            states = {client.transport.job(j).state for j in jobs}
+            assert client.transport.job(last).state == "pending"
+            assert "running" in states
+            status = _status(cluster)
+            assert "[3/3 seats, 900 MiB of 1.0 GiB and 88% of compute reserved" in status
+            for job_id in [*jobs, last]:
+                info, _, timed_out = client.transport.wait(job_id, 120)
+                assert not timed_out and info.state == "succeeded", info.outcome.message
+            # The fourth ran once a reservation ended, on the seat that freed.
+            assert client.transport.job(last).placement.milli == 293
+    finally:
+        cluster.close()
+
+
+def test_a_job_over_its_reservation_is_stopped_and_its_neighbour_finishes(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.add_agent("gpu-1", "edge", SHARED_GPU)
+        with cluster.connected_client(1) as client:
+            # An estimate that was wrong (64 MiB) is what the cap is for: the hog then holds
+            # over 1 GiB.
+            hog = _submit(client, Hog(copies=1100, steps=60), torch.randn(*ONE_MIB), 64 * MIB)
+            neighbour, y = mlp(width=32, depth=2), torch.randn(2, 32)
+            small = client.submit(neighbour, y)
+            torch.testing.assert_close(small.result(timeout=120), neighbour(y))
+            info, _, timed_out = client.transport.wait(hog, 120)
+            assert not timed_out and info.state == "failed"  # its own doing: not retried
+            assert info.outcome.code is FailureCode.OUT_OF_MEMORY
+            assert "its reservation is 64 MiB" in info.outcome.message
+            assert info.placement.memory_bytes == 64 * MIB
+            assert small.info().placement.slice_index != info.placement.slice_index
+    finally:
+        cluster.close()
+
+
+def _status(cluster: Cluster) -> str:
+    command = [sys.executable, "-m", "anypu", "status", "--scheduler", cluster.address]
+    command += ["--token", cluster.token]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
