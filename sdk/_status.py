@@ -111,10 +111,10 @@ def format_status(
                     f" {milli / 10:.0f}% of compute reserved,"
                     f" {format_bytes(max(0, d.memory_bytes - memory))} free{now}]"
                 )
-                for r in shares:
+                for share in shares:
                     lines.append(
-                        f"       seat {r.slice_index}: job {r.job_id}"
-                        f" {format_bytes(r.memory_bytes)}, {r.milli / 10:.1f}% of compute"
+                        f"       seat {share.slice_index}: job {share.job_id}"
+                        f" {format_bytes(share.memory_bytes)}, {share.milli / 10:.1f}% of compute"
                     )
     rows = usage.rows
     lines += ["", "Usage (ready nodes: reserved / total)", _RULE]
