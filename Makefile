@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-tools lint typecheck bench protos clean setup ray
+.PHONY: demo test test-tools lint typecheck bench protos clean setup ray gpu-check
 
 setup: $(STAMP)
 
@@ -22,7 +22,12 @@ test: $(STAMP) test-tools
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) scripts/typecheck.py
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not gpu"
+
+# The NVIDIA paths on a real GPU (tests/gpu): detection, two jobs sharing one GPU, the cap.
+# Fails, never skips, where no GPU answers NVML.
+gpu-check: $(STAMP)
+	$(PY) -m pytest tests/gpu -m gpu -s -p no:cacheprovider
 
 # mypy over the installed layout (strict for placement, devices, protos, sdk).
 typecheck: $(STAMP)

@@ -410,6 +410,9 @@ class SubmitRequest:
     wait_timeout_s: float = 0.0
     #: With ``wait``: keep the slice for the caller's further calls like this one.
     lease: bool = False
+    #: The compute share (thousandths of a device) to reserve on a shared device; 0: the
+    #: scheduler derives it from the predicted time and the SLO.
+    compute_milli: int = 0
 
 
 @dataclass(frozen=True)

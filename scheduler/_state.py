@@ -600,36 +600,46 @@ class SchedulerState:
         return {node_id: tuple(rows) for node_id, rows in held.items()}
 
     def snapshot(self, now: float) -> ClusterSnapshot:
-        busy: dict[tuple[str, str, int], float] = {}
+        # Per device with work on it: predicted busy seconds per slice, and what its jobs
+        # reserve of it. Devices without work share one tuple of zeros per slice count.
+        busy: dict[tuple[str, str], dict[int, float]] = {}
         reserved: dict[tuple[str, str], tuple[int, int]] = {}
         for job_id in self.active:
-            job = self.jobs[job_id]
-            if job.placement is not None:
-                p = job.placement
-                key = (p.node_id, p.device_id, p.slice_index)
-                busy[key] = busy.get(key, 0.0) + p.predicted_seconds
+            p = self.jobs[job_id].placement
+            if p is not None:
+                on = busy.setdefault((p.node_id, p.device_id), {})
+                on[p.slice_index] = on.get(p.slice_index, 0.0) + p.predicted_seconds
                 if p.milli:
                     memory, milli = reserved.get((p.node_id, p.device_id), (0, 0))
                     reserved[(p.node_id, p.device_id)] = (memory + p.memory_bytes, milli + p.milli)
+        idle: dict[int, tuple[float, ...]] = {}
         views = []
         for node in self.nodes.values():
             quarantined = self.quarantine.quarantined(node.node_id, now)
             measured = {u.device_id: u.memory_used_bytes for u in node.usage if u.measured}
-            devices = tuple(
-                DeviceView(
-                    node_id=node.node_id,
-                    device=d,
-                    slice_busy_seconds=tuple(
-                        # A seat of a shared device is taken while a job is on it.
-                        max(busy.get((node.node_id, d.device_id, i), 0.0), 0.0)
-                        for i in range(d.slices)
-                    ),
-                    reserved_memory_bytes=reserved.get((node.node_id, d.device_id), (0, 0))[0],
-                    reserved_milli=reserved.get((node.node_id, d.device_id), (0, 0))[1],
-                    measured_memory_bytes=measured.get(d.device_id, 0) if d.shared else 0,
+            devices = []
+            for d in node.devices:
+                key = (node.node_id, d.device_id)
+                work = busy.get(key)
+                if work is None:
+                    seconds = idle.get(d.slices) or idle.setdefault(d.slices, (0.0,) * d.slices)
+                else:
+                    loads = [0.0] * d.slices
+                    for i, s in work.items():
+                        if 0 <= i < d.slices:
+                            loads[i] += s
+                    seconds = tuple(loads)
+                memory, milli = reserved.get(key, (0, 0))
+                devices.append(
+                    DeviceView(
+                        node_id=node.node_id,
+                        device=d,
+                        slice_busy_seconds=seconds,
+                        reserved_memory_bytes=memory,
+                        reserved_milli=milli,
+                        measured_memory_bytes=measured.get(d.device_id, 0) if d.shared else 0,
+                    )
                 )
-                for d in node.devices
-            )
             views.append(
                 NodeView(
                     node_id=node.node_id,
@@ -640,7 +650,7 @@ class SchedulerState:
                     if quarantined
                     else (node.state if node.connected else "disconnected"),
                     labels=node.labels,
-                    devices=devices,
+                    devices=tuple(devices),
                     warm_digests=node.warm_digests,
                 )
             )
@@ -669,6 +679,7 @@ class SchedulerState:
             sites=frozenset(r.sites),
             nodes=frozenset(r.nodes),
             measured_seconds=measured,
+            compute_milli=r.compute_milli,
             unsupported_on=self.unsupported.get(digest, {}),
         )
 

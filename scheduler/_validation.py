@@ -45,6 +45,11 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
+    if r.compute_milli > 1000:
+        raise ConfigError(
+            f"compute_milli must be at most 1000 (a whole device), got {r.compute_milli}:"
+            " ask for a share from 0 (derived from the SLO) to 1000"
+        )
     if r.max_retries > 100:
         raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
     for name, limit in (("name", 200), ("origin", 128)):

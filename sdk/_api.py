@@ -91,7 +91,9 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
 
     ``inputs`` is a tensor or a tuple of positional tensors. Keyword options (all
     optional): ``device_kinds``, ``tiers``, ``sites``, ``nodes``, ``priority``,
-    ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``. ``timeout_s`` bounds
+    ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``, ``compute_share`` (0–1: the
+    share of a shared device's compute to reserve; by default sized from the model's
+    predicted time and the SLO). ``timeout_s`` bounds
     preparing the call (exporting and estimating a model the first time it is called with
     these input shapes; 600 s when not given) and each attempt's run.
     """

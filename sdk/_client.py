@@ -18,6 +18,7 @@ from anypu import _codec
 from anypu.comm import MissingBlobError
 from anypu.errors import (
     AnypuError,
+    InputError,
     JobCancelledError,
     JobFailedError,
     JobTimeoutError,
@@ -47,6 +48,9 @@ class RunOptions:
     timeout_s: float = 0.0
     max_retries: int = 3
     name: str = ""
+    #: The share of a shared device's compute to reserve, 0 to 1 (like a fractional GPU
+    #: request); 0: the scheduler derives it from the model's predicted time and the SLO.
+    compute_share: float = 0.0
 
 
 class JobHandle(Future[Any]):
@@ -88,6 +92,7 @@ _LeaseKey = tuple[
     int,
     float,
     str,
+    int,
 ]
 
 
@@ -107,6 +112,7 @@ def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
         r.priority,
         r.slo_seconds,
         r.name,
+        r.compute_milli,
     )
 
 
@@ -172,6 +178,12 @@ class Client:
         if request is not None:
             return request, args
         kinds = options.device_kinds or tuple(sorted(artifact.device_kinds))
+        share = options.compute_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise InputError(
+                f"compute_share must be a number from 0 to 1 (the share of a device's"
+                f" compute to reserve; 0 lets the scheduler size it), got {share!r}"
+            )
         request = m.SubmitRequest(
             artifact_digest=artifact.digest,
             flops=profile.flops,
@@ -189,6 +201,7 @@ class Client:
             name=name,
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,
+            compute_milli=round(share * 1000),
         )
         if len(self._requests) >= 256:
             self._requests.clear()

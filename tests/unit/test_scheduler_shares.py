@@ -1,0 +1,97 @@
+"""The scheduler keeps what jobs reserve of shared devices: placements carry it, the
+next round's snapshot counts it, the agent is told the cap, nodes list it, and a model
+measured using more than its estimate reserves that from then on."""
+
+from __future__ import annotations
+
+import pytest
+
+from anypu.devices import Device, with_shares
+from anypu.errors import ConfigError, InputError
+from anypu.protos import convert
+from anypu.protos import messages as m
+from anypu.scheduler import (
+    AgentConnected,
+    AgentSaid,
+    JobSubmitted,
+    SchedulerConfig,
+    SchedulerService,
+    SchedulerState,
+)
+from anypu.scheduler._store import BlobStore
+from anypu.scheduler._validation import validate_submit
+from anypu.sdk import Client, RunOptions
+from anypu.sdk._embedded import InProcessTransport
+from tests.builders import DIGEST, GIB, join, submit_request
+
+GPU = with_shares(Device("gpu0", "gpu", "nvidia", "A10", 4 * GIB, 31.0, "cpu", simulated=True), 3)
+MIB = 1 << 20
+
+
+def _state() -> SchedulerState:
+    state = SchedulerState(SchedulerConfig(lost_after_s=60.0))
+    state.handle(AgentConnected(join("n1", devices=(GPU,)), now=0.0))
+    return state
+
+
+def _launches(actions: list) -> list[m.Launch]:
+    return [a.message for a in actions if isinstance(getattr(a, "message", None), m.Launch)]
+
+
+def test_reservations_are_placed_counted_launched_and_listed() -> None:
+    state = _state()
+    first = state.handle(JobSubmitted("a", submit_request(memory_bytes=GIB), now=1.0))
+    (launch,) = _launches(first)
+    assert launch.memory_limit_bytes == GIB  # the worker caps the job at it
+    placement = state.jobs["a"].placement
+    assert (placement.memory_bytes, placement.milli) == (GIB, 250)
+    state.handle(JobSubmitted("b", submit_request(memory_bytes=2 * GIB), now=1.1))
+    (view,) = state.snapshot(1.2).nodes[0].devices
+    assert (view.reserved_memory_bytes, view.reserved_milli) == (3 * GIB, 750)
+    # A third does not fit beside them: it waits, and is placed once one ends.
+    state.handle(JobSubmitted("c", submit_request(memory_bytes=2 * GIB), now=1.3))
+    assert state.jobs["c"].state == "pending"
+    reserved = state.reservations()["n1"]
+    assert [(r.job_id, r.memory_bytes, r.milli) for r in reserved] == [
+        ("a", GIB, 250),
+        ("b", 2 * GIB, 500),
+    ]
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("b", 1, outputs=b"x"), now=2.0))
+    (launch,) = _launches(actions)
+    assert launch.job_id == "c" and state.jobs["c"].state == "placed"
+    info = state.nodes["n1"].info(2.0, state.reservations()["n1"])
+    assert (
+        convert.node_info_from_pb(convert.node_info_to_pb(info)).reservations == info.reservations
+    )
+
+
+def test_a_model_measured_using_more_reserves_that_from_then_on() -> None:
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=256 * MIB), now=1.0))
+    usage = m.JobUsage("a", 1, "gpu0", 900 * MIB)
+    state.handle(AgentSaid("n1", 1, m.Heartbeat(1.5, jobs=(usage,)), now=1.5))
+    state.handle(JobSubmitted("b", submit_request(memory_bytes=256 * MIB), now=2.0))
+    assert state.jobs["b"].placement.memory_bytes == 900 * MIB
+
+
+def test_a_named_compute_share_is_reserved_and_checked() -> None:
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(compute_milli=600), now=1.0))
+    assert state.jobs["a"].placement.milli == 600
+    blobs = BlobStore.__new__(BlobStore)
+    blobs.has = lambda digest: True  # type: ignore[method-assign]
+    with pytest.raises(ConfigError, match="compute_milli must be at most 1000"):
+        validate_submit(submit_request(artifact_digest=DIGEST, compute_milli=1001), blobs)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half", True])
+def test_a_compute_share_out_of_range_says_what_is_accepted(share: object, tmp_path) -> None:
+    import torch
+
+    service = SchedulerService(str(tmp_path), token=None)
+    client = Client(InProcessTransport(service))
+    try:
+        with pytest.raises(InputError, match="compute_share must be a number from 0 to 1"):
+            client.submit(torch.nn.Linear(4, 2), torch.randn(1, 4), RunOptions(compute_share=share))  # type: ignore[arg-type]
+    finally:
+        service.close()
