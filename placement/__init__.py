@@ -18,6 +18,7 @@ from anypu.placement._filters import (
 )
 from anypu.placement._framework import (
     DEFAULT_EFFICIENCY,
+    PRECISION_RELATIVE,
     TERMS,
     ClusterTable,
     FilterPlugin,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_FILTERS",
     "DEFAULT_SCORES",
     "POLICY_NAMES",
+    "PRECISION_RELATIVE",
     "SCHEDULER_VERTEX",
     "STRATEGIES",
     "TERMS",

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EFFICIENCY",
+    "PRECISION_RELATIVE",
     "TERMS",
     "ClusterTable",
     "DeviceIndex",
@@ -123,6 +124,7 @@ class _Layout:
             out=np.zeros(n_dev),
             where=self.dev_slice_memory > 0,
         )
+        self._precision_scale: dict[str, NDArray[np.float64]] = {}
         n_slices = int(self.dev_slices.sum())
         self.slice_dev = np.repeat(np.arange(n_dev, dtype=np.int64), self.dev_slices)
         self.dev_first_slice = np.cumsum(self.dev_slices) - self.dev_slices
@@ -130,6 +132,44 @@ class _Layout:
         for array in vars(self).values():
             if isinstance(array, np.ndarray):
                 array.flags.writeable = False  # shared by every table built from it
+
+    def precision_scale(self, precision: str) -> NDArray[np.float64]:
+        """Per device: its throughput at ``precision`` over ``Device.tflops`` (the
+        figure of its own ``tflops_precision``). Computed once per layout and precision:
+        the devices are the layout's."""
+        hit = self._precision_scale.get(precision)
+        if hit is None:
+            hit = np.fromiter(
+                (_scale(d, precision) for d in self.device_objects), float, len(self.device_objects)
+            )
+            hit.flags.writeable = False
+            self._precision_scale[precision] = hit
+        return hit
+
+
+#: Dense throughput at each precision relative to fp32, for a device that publishes no
+#: figure at the precision a model runs in: what accelerators without matrix engines
+#: give (half precision twice fp32, int8 twice that). A device's own figures
+#: (``extra["tflops_<precision>"]``) always win; a CPU is taken at its measured fp32
+#: rate for every precision (half precision is emulated or no faster on most).
+PRECISION_RELATIVE: Mapping[str, float] = MappingProxyType(
+    {"fp64": 0.5, "fp32": 1.0, "tf32": 1.0, "fp16": 2.0, "bf16": 2.0, "fp8": 4.0, "int8": 4.0}
+)
+
+
+def _scale(device: Device, precision: str) -> float:
+    own = device.extra.get("tflops_precision", "fp32")
+    if precision == own or device.tflops <= 0:
+        return 1.0
+    figure = device.extra.get(f"tflops_{precision}")
+    if figure is not None:
+        try:
+            return max(0.0, float(figure)) / device.tflops
+        except ValueError:
+            pass  # a malformed figure: estimate as for a device without one
+    if device.kind == "cpu":
+        return 1.0
+    return PRECISION_RELATIVE.get(precision, 1.0) / PRECISION_RELATIVE.get(own, 1.0)
 
 
 def _layout_key(nodes: tuple[NodeView, ...]) -> tuple[object, ...]:
@@ -204,6 +244,7 @@ class ClusterTable:
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         nodes = snapshot.nodes
         layout = _layout(nodes)
+        self.layout = layout
         self.nodes: tuple[NodeView, ...] = nodes
         for name in _LAYOUT_COLUMNS:
             setattr(self, name, getattr(layout, name))
@@ -267,20 +308,34 @@ class PlanContext:
         self.table = ClusterTable(snapshot)
         self.network = NetworkCosts(snapshot.network)
         kind_efficiency = np.array([config.efficiency_of(k) for k in self.table.kinds], float)
-        #: Effective FLOP/s of one slice; 0 for a device that declares no throughput.
+        #: Effective FLOP/s of one slice at the device's own precision; 0 for a device
+        #: that declares no throughput.
         self.dev_flops_per_s = np.maximum(
             self.table.dev_slice_tflops * 1e12 * kind_efficiency[self.table.dev_kind], 0.0
         )
+        self._flops_at: dict[str, NDArray[np.float64]] = {}
         self._runtime_overhead: NDArray[np.float64] | None = None
         self._site_vectors: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
         self._warm: dict[str, NDArray[np.bool_]] = {}
         self._reachable: dict[str, NDArray[np.bool_]] = {}
 
+    def flops_per_s(self, precision: str) -> NDArray[np.float64]:
+        """Effective FLOP/s of one slice for a model running in ``precision`` (``fp32``,
+        ``fp16``, ``bf16``, ``int8``…): each device's figure at that precision, so
+        devices are compared like with like (``PRECISION_RELATIVE`` where a device
+        publishes none)."""
+        hit = self._flops_at.get(precision)
+        if hit is None:
+            hit = self._flops_at[precision] = (
+                self.dev_flops_per_s * self.table.layout.precision_scale(precision)
+            )
+        return hit
+
     @property
     def runtime_overhead(self) -> NDArray[np.float64]:
         """Per device: memory its runtime holds besides a job's tensors, by
-        ``PlacementConfig.runtime_overhead`` (0 for a simulated device, which runs on the
-        CPU). Built on first use: only shared devices need it."""
+        ``PlacementConfig.runtime_overhead``. Built on first use: only shared devices
+        need it."""
         if self._runtime_overhead is None:
             self._runtime_overhead = np.fromiter(
                 (self.overhead_of(dv.device) for dv in self.table.devices),
@@ -290,10 +345,11 @@ class PlanContext:
         return self._runtime_overhead
 
     def overhead_of(self, device: Device) -> int:
-        """One device's entry of ``runtime_overhead``."""
-        if device.simulated:
-            return 0
+        """One device's entry of ``runtime_overhead``: its ``host`` entry for a device
+        whose jobs use host memory (a CPU, or a simulated device, which runs on the CPU)."""
         table = self.config.runtime_overhead
+        if device.simulated or device.kind == "cpu":
+            return int(table.get("host", 0))
         return int(table.get(f"{device.kind}/{device.vendor}", table.get(device.kind, 0)))
 
     def warm_devices(self, digest: str) -> NDArray[np.bool_]:

@@ -84,6 +84,9 @@ class JobRequest:
     nodes: frozenset[str] = frozenset()
     measured_seconds: dict[str, float] = field(default_factory=dict)
     """Measured run time by device model name, from earlier runs of the same artifact."""
+    precision: str = "fp32"
+    """What the model computes in (``fp32``, ``fp16``, ``bf16``, ``int8``…): which of a
+    device's throughput figures its compute is costed with."""
     compute_milli: int = 0
     """The compute share (thousandths of a device) to reserve on a shared device; 0:
     derived from the predicted time and the SLO (``_shares``)."""

@@ -24,7 +24,7 @@ __all__ = [
 
 class ComputeScore:
     """Run time on one slice: measured on that device model if we have it, else FLOPs
-    over effective throughput plus a launch overhead."""
+    over effective throughput at the model's precision plus a launch overhead."""
 
     name = "compute"
 
@@ -32,7 +32,7 @@ class ComputeScore:
         self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
         t = ctx.table
-        rate = ctx.dev_flops_per_s[idx]
+        rate = ctx.flops_per_s(job.precision)[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
             secs = job.flops / rate + ctx.config.launch_overhead_s
         secs[rate <= 0] = np.inf  # no throughput: only a measurement can cost it

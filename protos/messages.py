@@ -413,6 +413,9 @@ class SubmitRequest:
     #: The compute share (thousandths of a device) to reserve on a shared device; 0: the
     #: scheduler derives it from the predicted time and the SLO.
     compute_milli: int = 0
+    #: What the model computes in (fp32, fp16, bf16, int8…): which throughput figure of
+    #: a device its compute is costed with. "" means fp32.
+    precision: str = ""
 
 
 @dataclass(frozen=True)

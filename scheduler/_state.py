@@ -680,6 +680,7 @@ class SchedulerState:
             nodes=frozenset(r.nodes),
             measured_seconds=measured,
             compute_milli=r.compute_milli,
+            precision=r.precision or "fp32",
             unsupported_on=self.unsupported.get(digest, {}),
         )
 

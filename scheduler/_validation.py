@@ -10,7 +10,7 @@ from anypu import PROTOCOL_VERSION
 from anypu.comm import MissingBlobError
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ConfigError
-from anypu.placement import TIERS
+from anypu.placement import PRECISION_RELATIVE, TIERS
 from anypu.protos import messages as m
 from anypu.scheduler._store import BlobStore
 
@@ -49,6 +49,11 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
         raise ConfigError(
             f"compute_milli must be at most 1000 (a whole device), got {r.compute_milli}:"
             " ask for a share from 0 (derived from the SLO) to 1000"
+        )
+    if r.precision and r.precision not in PRECISION_RELATIVE:
+        raise ConfigError(
+            f"precision {r.precision[:20]!r} is unknown: choose one of"
+            f" {sorted(PRECISION_RELATIVE)} (or leave it empty for fp32)"
         )
     if r.max_retries > 100:
         raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")

@@ -93,6 +93,7 @@ _LeaseKey = tuple[
     float,
     str,
     int,
+    str,
 ]
 
 
@@ -113,6 +114,7 @@ def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
         r.slo_seconds,
         r.name,
         r.compute_milli,
+        r.precision,
     )
 
 
@@ -202,6 +204,7 @@ class Client:
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,
             compute_milli=round(share * 1000),
+            precision=profile.precision,
         )
         if len(self._requests) >= 256:
             self._requests.clear()

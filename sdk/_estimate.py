@@ -47,6 +47,43 @@ class Profile:
     param_bytes: int
     buffer_bytes: int = 0
     activation_bytes: int = 0
+    #: What the model computes in (``fp32``, ``fp16``, ``bf16``, ``int8``…): the dtype
+    #: holding most of its weights, else of its inputs (``precision_of``).
+    precision: str = "fp32"
+
+
+#: torch dtypes by the precision names devices' throughput figures are quoted in.
+_PRECISIONS = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+    torch.int8: "int8",
+    torch.uint8: "int8",
+    torch.qint8: "int8",
+    torch.quint8: "int8",
+}
+for _name in ("float8_e4m3fn", "float8_e5m2"):
+    if hasattr(torch, _name):
+        _PRECISIONS[getattr(torch, _name)] = "fp8"
+
+
+def precision_of(model: torch.nn.Module, args: tuple[Any, ...]) -> str:
+    """The precision holding most of ``model``'s weight bytes (its inputs' when it has
+    no weights); ``fp32`` when none of them is floating point or int8."""
+    counts: dict[str, int] = {}
+    for tensor in _unique([*model.parameters(), *model.buffers()]):
+        name = _PRECISIONS.get(tensor.dtype)
+        if name is not None:
+            counts[name] = counts.get(name, 0) + _nbytes(tensor)
+    if not counts:
+        inputs: list[torch.Tensor] = []
+        map_tensors(args, inputs.append)
+        for tensor in inputs:
+            name = _PRECISIONS.get(tensor.dtype)
+            if name is not None:
+                counts[name] = counts.get(name, 0) + _nbytes(tensor)
+    return max(counts, key=lambda k: counts[k]) if counts else "fp32"
 
 
 def _attention_flops(
@@ -145,6 +182,7 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
         activation_bytes=activation,
+        precision=precision_of(model, args),
     )
 
 
@@ -179,6 +217,7 @@ def measured_profile(
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
         activation_bytes=peak.peak,
+        precision=precision_of(model, args),
     )
 
 

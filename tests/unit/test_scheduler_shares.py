@@ -26,6 +26,7 @@ from tests.builders import DIGEST, GIB, join, submit_request
 
 GPU = with_shares(Device("gpu0", "gpu", "nvidia", "A10", 4 * GIB, 31.0, "cpu", simulated=True), 3)
 MIB = 1 << 20
+HOST = 64 * MIB  # what a job on host memory (a simulated device) reserves above its estimate
 
 
 def _state() -> SchedulerState:
@@ -42,19 +43,19 @@ def test_reservations_are_placed_counted_launched_and_listed() -> None:
     state = _state()
     first = state.handle(JobSubmitted("a", submit_request(memory_bytes=GIB), now=1.0))
     (launch,) = _launches(first)
-    assert launch.memory_limit_bytes == GIB  # the worker caps the job at it
+    assert launch.memory_limit_bytes == GIB + HOST  # the worker caps the job at it
     placement = state.jobs["a"].placement
-    assert (placement.memory_bytes, placement.milli) == (GIB, 250)
+    assert (placement.memory_bytes, placement.milli) == (GIB + HOST, 266)
     state.handle(JobSubmitted("b", submit_request(memory_bytes=2 * GIB), now=1.1))
     (view,) = state.snapshot(1.2).nodes[0].devices
-    assert (view.reserved_memory_bytes, view.reserved_milli) == (3 * GIB, 750)
+    assert (view.reserved_memory_bytes, view.reserved_milli) == (3 * GIB + 2 * HOST, 782)
     # A third does not fit beside them: it waits, and is placed once one ends.
     state.handle(JobSubmitted("c", submit_request(memory_bytes=2 * GIB), now=1.3))
     assert state.jobs["c"].state == "pending"
     reserved = state.reservations()["n1"]
     assert [(r.job_id, r.memory_bytes, r.milli) for r in reserved] == [
-        ("a", GIB, 250),
-        ("b", 2 * GIB, 500),
+        ("a", GIB + HOST, 266),
+        ("b", 2 * GIB + HOST, 516),
     ]
     actions = state.handle(AgentSaid("n1", 1, m.JobResult("b", 1, outputs=b"x"), now=2.0))
     (launch,) = _launches(actions)
@@ -71,7 +72,7 @@ def test_a_model_measured_using_more_reserves_that_from_then_on() -> None:
     usage = m.JobUsage("a", 1, "gpu0", 900 * MIB)
     state.handle(AgentSaid("n1", 1, m.Heartbeat(1.5, jobs=(usage,)), now=1.5))
     state.handle(JobSubmitted("b", submit_request(memory_bytes=256 * MIB), now=2.0))
-    assert state.jobs["b"].placement.memory_bytes == 900 * MIB
+    assert state.jobs["b"].placement.memory_bytes == 900 * MIB + HOST
 
 
 def test_a_named_compute_share_is_reserved_and_checked() -> None:
