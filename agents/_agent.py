@@ -555,13 +555,17 @@ class Agent:
             self._handle(tick)
 
     def _read_loop(self) -> None:
-        """The probes' readings once a second; each running job's own memory, and the
-        memory watchdog, four times a second."""
+        """The probes' readings once a second (those whose reading is a cheap library
+        call, ``Probe.quick_readings``, four times a second); each running job's own
+        memory, and the memory watchdog, four times a second."""
         rounds = itertools.count()
         idle: dict[tuple[str, int], int] = {}  # a slice's worker memory while it is idle
+        quick = tuple(probe for probe in self.config.probes if probe.quick_readings)
         while not self._stop.wait(_WATCH_EVERY_S):
             if next(rounds) % round(_READ_EVERY_S / _WATCH_EVERY_S) == 0 and self.config.probes:
                 self._readings = collect_readings(self.config.probes)
+            elif quick:
+                self._readings = {**self._readings, **collect_readings(quick)}
             readings = self._readings
             jobs = []
             for key, worker in self.workers.items():

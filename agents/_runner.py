@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from anypu.agents._operators import graph_operators, lacking_operators
+from anypu.devices import Device
 from anypu.protos.messages import FailureCode, Outcome
 
 __all__ = ["ModelRunner"]
@@ -33,12 +35,20 @@ class ModelRunner:
     """
 
     def __init__(
-        self, torch_device: str, max_warm: int = 8, memory_limit_bytes: int = 0, where: str = ""
+        self,
+        torch_device: str,
+        max_warm: int = 8,
+        memory_limit_bytes: int = 0,
+        where: str = "",
+        device: Device | None = None,
     ) -> None:
         self.torch_device = torch_device
         self.max_warm = max_warm
         self.memory_limit_bytes = memory_limit_bytes
         self.where = where or torch_device
+        #: The device this runner serves: whose backend a model's operators are checked
+        #: against before it first runs (``_operators``); None checks nothing.
+        self.device = device
         self.models: OrderedDict[str, Any] = OrderedDict()
 
     @property
@@ -55,6 +65,11 @@ class ModelRunner:
         started = time.perf_counter()
         with open(artifact_path, "rb") as artifact:
             module = load_artifact(artifact.read(), self.torch_device)
+        program = getattr(module, "program", None)
+        if self.device is not None and program is not None:
+            lacking = lacking_operators(graph_operators(program), self.device, self.torch_device)
+            if lacking:
+                raise BackendLacksOperators(lacking)
         self.models[digest] = module
         while len(self.models) > self.max_warm:
             self.models.popitem(last=False)
@@ -97,6 +112,16 @@ class ModelRunner:
                     # Out of inference mode, as the codec's copies would be: a caller may
                     # change them in place, which an inference tensor refuses.
                     outputs = _codec.map_tensors(result, lambda t: t.clone())
+        except BackendLacksOperators as lacking:  # found before the model ran
+            message = (
+                f"{self.where} ({self.torch_device}) lacks operator(s) the model needs:"
+                f" {', '.join(lacking.operators)} (its backend has no kernel for them;"
+                " found before running)"
+            )
+            outcome = Outcome.failed(
+                FailureCode.OPERATOR_UNSUPPORTED, message, error_type="BackendLacksOperators"
+            )
+            return outcome, b""
         except Exception as error:  # the model's own failure: report it, keep serving
             if _out_of_memory(error):
                 message = (
@@ -149,6 +174,14 @@ _MISSING_OPERATOR = (
     re.compile(r"\"(\w+)\" not implemented for '\w+'"),
     re.compile(r"operator '([\w:.]+)' is not currently implemented for the \w+ device"),
 )
+
+
+class BackendLacksOperators(Exception):
+    """A model's graph calls operators the runner's backend has no kernel for."""
+
+    def __init__(self, operators: list[str]) -> None:
+        super().__init__(", ".join(operators))
+        self.operators = operators
 
 
 def missing_operator(error: BaseException) -> str | None:

@@ -114,6 +114,7 @@ def _serve(
         worker_torch_device(device),
         memory_limit_bytes=device.slice_memory_bytes if host_memory else 0,
         where=f"{device.device_id} slice {os.environ.get('ANYPU_SLICE_INDEX', '0')}",
+        device=device,
     )
     leases = _Leases(runner, device.device_id, out_fd)
     server = None

@@ -394,7 +394,7 @@ class ThreadSliceWorker(_Slice):
 
         self._inbox: queue.SimpleQueue[SliceJob | None] = queue.SimpleQueue()
         self._executing = threading.Lock()
-        self._runner = ModelRunner(worker_torch_device(self.device))
+        self._runner = ModelRunner(worker_torch_device(self.device), device=self.device)
         threading.Thread(
             target=self._serve,
             name=f"anypu-worker-{self.device.device_id}.{self.slice_index}",

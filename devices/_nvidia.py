@@ -103,6 +103,7 @@ class NvidiaProbe(Probe):
     kind: ClassVar[str] = "gpu"
     vendor: ClassVar[str] = "nvidia"
     shared_sharing: ClassVar[str] = "mps"
+    quick_readings: ClassVar[bool] = True  # NVML calls, a few microseconds each
 
     @classmethod
     def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:

@@ -73,6 +73,10 @@ class Probe(ABC):
     kind: ClassVar[str] = ""
     vendor: ClassVar[str] = ""
     shared_sharing: ClassVar[str] = "time"
+    #: Whether reading this probe is a cheap library call (NVML), not a vendor tool: the
+    #: agent then reads it four times a second, so its memory watchdog acts within half
+    #: a second of a job crossing its share, instead of once a second.
+    quick_readings: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.unavailable_reason: str = ""

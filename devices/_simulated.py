@@ -13,7 +13,9 @@ Required keys per entry: ``kind`` (one of ``DEVICE_KINDS``), ``vendor``, ``model
 ``slices`` (≥ 1), ``count`` (repeat the entry), ``threads`` (CPU threads per slice of
 the worker that runs its jobs), ``seats`` (≥ 1: offer the device whole, shared by jobs
 that reserve the memory and compute they need, up to ``seats`` of them at once; not
-together with ``slices``).
+together with ``slices``), ``lacks`` (a list of operators its backend is to lack, such as
+``[aten::tanh]``: a model calling one is refused there before it runs, and placed on
+another kind, as on a real backend missing a kernel).
 
 Simulated devices have ``simulated=True`` and torch device ``cpu``.  The host's real
 devices (its CPU, and any GPU/NPU the probes find) are offered alongside them unless the
@@ -59,7 +61,7 @@ _MAX_TFLOPS = 1_000_000.0
 _MAX_INT = {"slices": 1024, "count": 4096, "threads": 1024, "seats": 1024}
 
 _REQUIRED = ("kind", "vendor", "model", "memory", "tflops")
-_OPTIONAL = ("slices", "count", "threads", "seats")
+_OPTIONAL = ("slices", "count", "threads", "seats", "lacks")
 _TOP_LEVEL = ("devices", "include_host")
 _EXAMPLE = "{kind: gpu, vendor: nvidia, model: A100-SXM4-40GB, memory: 40GiB, tflops: 156}"
 
@@ -173,8 +175,20 @@ def _parse_entry(source: str, index: int, entry: Any) -> tuple[dict[str, Any], i
             f"must be a number above 0 and at most {_MAX_TFLOPS:g} (e.g. 156), got {tflops!r}",
         )
     optional = {
-        key: _positive_int(source, index, key, entry[key]) for key in _OPTIONAL if key in entry
+        key: _positive_int(source, index, key, entry[key])
+        for key in _OPTIONAL
+        if key in entry and key != "lacks"
     }
+    lacks = entry.get("lacks", [])
+    if not isinstance(lacks, list) or not all(
+        isinstance(op, str) and "::" in op and "," not in op for op in lacks
+    ):
+        raise _entry_error(
+            source,
+            index,
+            "lacks",
+            f"must be a list of operator names like [aten::tanh, aten::linear], got {lacks!r}",
+        )
     if "seats" in optional and "slices" in optional:
         raise _entry_error(
             source,
@@ -192,6 +206,7 @@ def _parse_entry(source: str, index: int, entry: Any) -> tuple[dict[str, Any], i
         "slices": optional.get("seats", optional.get("slices", 1)),
         "threads": optional.get("threads", 1),
         "shared": "seats" in optional,
+        "lacks": ",".join(op.strip() for op in lacks),
     }
     return fields, optional.get("count", 1)
 
@@ -226,6 +241,10 @@ def parse_devices(data: Any, source: str = "<devices>") -> SimulatedDevices:
     per_kind: dict[str, int] = {}
     for index, entry in enumerate(entries):
         fields, count = _parse_entry(source, index, entry)
+        lacks = fields.pop("lacks")
+        extra = {"declared_in": source, "tflops_source": "declared"}
+        if lacks:
+            extra["lacks_operators"] = lacks
         for _ in range(count):
             number = per_kind.get(fields["kind"], 0)
             per_kind[fields["kind"]] = number + 1
@@ -237,7 +256,7 @@ def parse_devices(data: Any, source: str = "<devices>") -> SimulatedDevices:
                     sharing="exclusive"
                     if fields["slices"] == 1 and not fields["shared"]
                     else "time",
-                    extra={"declared_in": source, "tflops_source": "declared"},
+                    extra=dict(extra),
                     **fields,
                 )
             )

@@ -1,0 +1,74 @@
+"""Operators a backend lacks, asked of the right authority before a model runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from anypu.agents._operators import graph_operators, has_kernel, lacking_operators
+from anypu.agents._runner import ModelRunner
+from anypu.devices import Device, parse_devices
+from anypu.protos.messages import FailureCode
+from anypu.sdk._export import export_model
+
+GIB = 1 << 30
+CUDA_GPU = Device("gpu0", "gpu", "nvidia", "A100", 40 * GIB, 19.5, "cuda:0")
+ASCEND = Device("npu0", "npu", "huawei", "Ascend910B", 64 * GIB, 320.0, "npu:0")
+
+
+def _program() -> torch.export.ExportedProgram:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    return torch.export.export(model, (torch.randn(2, 4),))
+
+
+def test_the_graph_s_operators_are_named_as_the_dispatcher_names_them():
+    assert graph_operators(_program()) == {"aten::linear", "aten::tanh"}
+    assert has_kernel("aten::tanh", "CPU") and not has_kernel("aten::no_such_op", "CPU")
+
+
+def test_cuda_s_dispatcher_is_asked_and_composite_operators_run_everywhere():
+    def kernel(op: str, key: str) -> bool:  # a CUDA build without a tanh kernel
+        if key == "CompositeImplicitAutograd":
+            return op == "aten::linear"
+        return key == "CUDA" and op != "aten::tanh"
+
+    ops = graph_operators(_program())
+    assert lacking_operators(ops, CUDA_GPU, "cuda:0", kernel) == ["aten::tanh"]
+    # A torch without CUDA kernels at all knows nothing of CUDA: nothing is refused.
+    assert lacking_operators(ops, CUDA_GPU, "cuda:0", lambda op, key: False) == []
+    # Out-of-tree backends may serve operators through a fallback: not asked.
+    assert lacking_operators(ops, ASCEND, "npu:0", lambda op, key: False) == []
+
+
+def test_a_simulated_backend_lacks_what_its_file_declares_and_the_runner_refuses_it(tmp_path):
+    (npu,) = parse_devices(
+        {
+            "devices": [
+                {
+                    "kind": "npu", "vendor": "huawei", "model": "Ascend910B",
+                    "memory": "4GiB", "tflops": 300, "lacks": ["aten::tanh"],
+                }
+            ],
+            "include_host": False,
+        }
+    ).devices  # fmt: skip
+    assert npu.extra["lacks_operators"] == "aten::tanh"
+    assert lacking_operators({"aten::tanh", "aten::relu"}, npu, "cpu") == ["aten::tanh"]
+    artifact = export_model(
+        torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh()), (torch.randn(2, 4),)
+    )
+    path = tmp_path / "model.anypu"
+    path.write_bytes(artifact.data)
+    from anypu import _codec
+
+    runner = ModelRunner("cpu", device=npu, where="npu0 slice 0")
+    outcome, _ = runner.execute(artifact.digest, str(path), _codec.encode((torch.randn(2, 4),)))
+    assert outcome.code is FailureCode.OPERATOR_UNSUPPORTED and outcome.retryable
+    assert "lacks operator(s) the model needs: aten::tanh" in outcome.message
+    assert runner.warm == []  # not kept: it cannot run here
+    plain = dataclasses.replace(npu, extra={})
+    outcome, _ = ModelRunner("cpu", device=plain).execute(
+        artifact.digest, str(path), _codec.encode((torch.randn(2, 4),))
+    )
+    assert outcome.ok
