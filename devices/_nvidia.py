@@ -72,6 +72,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _visible_as(device: Device) -> str:
+    """What a worker's ``CUDA_VISIBLE_DEVICES`` names ``device`` by: a MIG device by its
+    ``MIG-…`` UUID (CUDA knows no index for it), a GPU by its NVML index."""
+    if "mig_index" in device.extra and device.extra.get("uuid", "").startswith("MIG-"):
+        return device.extra["uuid"]
+    return str(physical_index(device))
+
+
 def _visible_selector() -> list[str] | None:
     """The agent's own ``CUDA_VISIBLE_DEVICES`` entries, or None when it is unset."""
     raw = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -109,7 +117,7 @@ class NvidiaProbe(Probe):
     def slice_environment(cls, device: Device, slice_index: int) -> dict[str, str]:
         env = {
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-            "CUDA_VISIBLE_DEVICES": str(physical_index(device)),
+            "CUDA_VISIBLE_DEVICES": _visible_as(device),
             # A seat of a shared GPU is capped per job (apply_job_limit), not per worker.
             "ANYPU_MEMORY_FRACTION": repr(1.0 if device.shared else 1.0 / device.slices),
         }
@@ -131,7 +139,7 @@ class NvidiaProbe(Probe):
         fraction = float(environ.get("ANYPU_MEMORY_FRACTION", 1.0 / device.slices))
         if fraction < 1.0:
             # A worker started with slice_environment sees only its GPU, as cuda:0.
-            narrowed = environ.get("CUDA_VISIBLE_DEVICES") == str(physical_index(device))
+            narrowed = environ.get("CUDA_VISIBLE_DEVICES") == _visible_as(device)
             target = cls.worker_torch_device(device) if narrowed else device.torch_device
             torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device(target))
         return fraction
@@ -156,8 +164,9 @@ class NvidiaProbe(Probe):
             raise ValueError(f"NvidiaProbe slices must be at least 1, got {slices}")
         self._slices = slices
         self._nvml: ModuleType | None = None
-        # device_id -> NVML index, filled by probe() so utilisation() keys match.
-        self._ids: dict[str, int] = {}
+        # device_id -> (NVML index, MIG device index or None), filled by probe() so the
+        # readings' keys match.
+        self._ids: dict[str, tuple[int, int | None]] = {}
 
     def _init(self) -> ModuleType:
         """NVML, initialised once per probe; raises ImportError or NVMLError."""
@@ -234,24 +243,81 @@ class NvidiaProbe(Probe):
             if mig is not None:
                 extra["mig_mode"] = "enabled" if mig[0] == _NVML_DEVICE_MIG_ENABLE else "disabled"
             tflops = self._tflops(name, handle, extra)
-            device_id = f"gpu{ordinal}"
-            self._ids[device_id] = index
-            devices.append(
+            device = Device(
+                device_id=f"gpu{ordinal}",
+                kind="gpu",
+                vendor="nvidia",
+                model=name.removeprefix("NVIDIA ").strip() or name,
+                memory_bytes=int(memory.total),
+                tflops=tflops,
+                torch_device=f"cuda:{ordinal}",
+                slices=self._slices,
+                threads=1,
+                sharing="exclusive" if self._slices == 1 else "mps",
+                extra=extra,
+            )
+            if extra.get("mig_mode") == "enabled":
+                devices += self._mig_devices(device, handle, index)
+                continue
+            self._ids[device.device_id] = (index, None)
+            devices.append(device)
+        return devices
+
+    def _mig_devices(self, parent: Device, handle: Any, index: int) -> list[Device]:
+        """A GPU in MIG mode offers its MIG devices, each a device of its own (the GPU
+        itself runs no CUDA context then): memory as NVML reads it, compute the share of
+        the GPU's compute slices its profile names (``3g.20gb``: 3 of 7)."""
+        assert self._nvml is not None
+        nvml = self._nvml
+        count = self._optional(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+        found: list[Device] = []
+        for mig_index in range(int(count)):
+            try:  # indices without a MIG device raise NOT_FOUND: they are simply skipped
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index)
+                name = _text(nvml.nvmlDeviceGetName(mig)).strip()
+                memory = nvml.nvmlDeviceGetMemoryInfo(mig)
+                uuid = _text(nvml.nvmlDeviceGetUUID(mig))
+            except nvml.NVMLError as exc:
+                log.debug("MIG device %d of GPU %d: %s", mig_index, index, exc)
+                continue
+            profile = re.search(r"(\d+)g\.\d+gb", name)
+            slices = 4 if re.search(r"\bA30\b", name) else 7
+            share = min(1.0, int(profile.group(1)) / slices) if profile else 1.0 / slices
+            extra = {
+                **parent.extra,
+                "uuid": uuid,
+                "mig_index": str(mig_index),
+                "mig_parent": parent.device_id,
+                "mig_profile": profile.group(0) if profile else "unknown",
+                "memory_free_bytes": str(int(memory.free)),
+            }
+            if "tflops_fp16" in parent.extra:
+                extra["tflops_fp16"] = f"{float(parent.extra['tflops_fp16']) * share:.4g}"
+            device_id = f"{parent.device_id}-mig{mig_index}"
+            self._ids[device_id] = (index, mig_index)
+            found.append(
                 Device(
                     device_id=device_id,
                     kind="gpu",
                     vendor="nvidia",
                     model=name.removeprefix("NVIDIA ").strip() or name,
                     memory_bytes=int(memory.total),
-                    tflops=tflops,
-                    torch_device=f"cuda:{ordinal}",
+                    tflops=round(parent.tflops * share, 4),
+                    torch_device=parent.torch_device,
                     slices=self._slices,
                     threads=1,
                     sharing="exclusive" if self._slices == 1 else "mps",
                     extra=extra,
                 )
             )
-        return devices
+        if not found:
+            log.warning(
+                "GPU %d (%s) is in MIG mode with no MIG device created: it offers nothing"
+                " until an operator creates instances (nvidia-smi mig -cgi … -C)",
+                index,
+                parent.model,
+            )
+        return found
 
     def _tflops(self, name: str, handle: Any, extra: dict[str, str]) -> float:
         """fp32 TFLOPS from the table, else CUDA cores × 2 FLOP × max SM clock."""
@@ -288,13 +354,16 @@ class NvidiaProbe(Probe):
         except Exception:  # the driver went away; report nothing rather than fail a heartbeat
             return {}
         found: dict[str, Reading] = {}
-        for device_id, index in self._ids.items():
+        for device_id, (index, mig_index) in self._ids.items():
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+                if mig_index is not None:
+                    handle = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index)
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             except nvml.NVMLError:
                 continue
+            # A MIG device has no utilisation of its own in NVML (NOT_SUPPORTED).
+            rates = self._optional(nvml.nvmlDeviceGetUtilizationRates, handle)
             processes: dict[int, int] = {}
             try:
                 for process in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
@@ -303,7 +372,7 @@ class NvidiaProbe(Probe):
             except nvml.NVMLError:
                 pass
             found[device_id] = Reading(
-                utilisation=min(1.0, max(0.0, rates.gpu / 100.0)),
+                utilisation=None if rates is None else min(1.0, max(0.0, rates.gpu / 100.0)),
                 memory_used_bytes=int(memory.used),
                 process_memory=processes,
             )

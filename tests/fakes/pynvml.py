@@ -26,6 +26,7 @@ _MESSAGES = {
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
     NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    6: "Not Found",
 }
 
 
@@ -46,6 +47,11 @@ class FakeGpu:
     lost: bool = False
     #: pid -> device memory of each compute process (``nvmlDeviceGetComputeRunningProcesses``)
     processes: dict[int, int] = field(default_factory=dict)
+    #: MIG devices by MIG index (``None``: an index with no device); set ``mig_mode`` too.
+    #: Each is a FakeGpu of its own: name as NVML gives it (``NVIDIA A100-SXM4-40GB MIG
+    #: 1g.5gb``), memory, ``MIG-…`` UUID, processes; NVML has no utilisation for it.
+    mig_devices: list[FakeGpu | None] = field(default_factory=list)
+    max_mig_devices: int = 7
 
 
 def make_fake_pynvml(
@@ -138,6 +144,17 @@ def make_fake_pynvml(
 
     def nvmlDeviceGetMigMode(handle: Any) -> list[int]:
         return list(_gpu(handle, "nvmlDeviceGetMigMode").mig_mode)
+
+    def nvmlDeviceGetMaxMigDeviceCount(handle: Any) -> int:
+        gpu = _gpu(handle, "nvmlDeviceGetMaxMigDeviceCount")
+        return gpu.max_mig_devices if gpu.mig_mode[0] == 1 else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(handle: Any, index: int) -> SimpleNamespace:
+        gpu = _gpu(handle, "nvmlDeviceGetMigDeviceHandleByIndex")
+        mig = gpu.mig_devices[index] if 0 <= index < len(gpu.mig_devices) else None
+        if mig is None:
+            _raise(6)  # NVML_ERROR_NOT_FOUND
+        return SimpleNamespace(gpu=mig, index=index)
 
     def nvmlDeviceGetNumGpuCores(handle: Any) -> int:
         return _gpu(handle, "nvmlDeviceGetNumGpuCores").cuda_cores

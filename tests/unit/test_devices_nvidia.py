@@ -35,7 +35,7 @@ def _two_gpus() -> list[FakeGpu]:
             utilisation_percent=0,
             uuid=A100_UUID,
             compute_capability=(8, 0),
-            mig_mode=(1, 1),
+            mig_mode=(0, 1),  # MIG pending (after a reset): still a whole GPU now
         ),
     ]
 
@@ -71,7 +71,7 @@ def test_two_gpus_are_described(fake_nvml: ModuleType) -> None:
     assert (a100.device_id, a100.torch_device, a100.extra["index"]) == ("gpu1", "cuda:1", "1")
     assert a100.model == "A100-SXM4-40GB"
     assert a100.tflops == 19.5
-    assert a100.extra["mig_mode"] == "enabled"
+    assert a100.extra["mig_mode"] == "disabled"  # a GPU in MIG mode: test_devices_nvidia_mig
     assert not h100.simulated and h100.slices == 1 and h100.sharing == "exclusive"
 
 
