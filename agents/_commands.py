@@ -7,6 +7,7 @@ an ``AnypuError``, which the command line prints as one line.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import tempfile
@@ -16,10 +17,20 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.comm import serves_tls
-from anypu.devices import Device, discover, make_probes, parse_size, with_shares, with_slices
+from anypu.devices import (
+    Device,
+    discover,
+    make_probes,
+    parse_size,
+    start_mps,
+    with_shares,
+    with_slices,
+)
 from anypu.errors import AnypuError
 
 __all__ = ["DEFAULT_SEATS", "agent_command", "apply_slicing", "direct_tls_files"]
+
+log = logging.getLogger("anypu.agent")
 
 
 def direct_tls_files(tls: NodeTLS, name: str, tier: str, devices: list[Device]) -> tuple[str, str]:
@@ -132,6 +143,8 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """Run an agent until ``stop`` is set (SIGINT/SIGTERM) or it fails for good."""
     labels = _labels(args.label, args.site)
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
+    if args.start_mps:
+        log.info("%s", start_mps())
     probes = make_probes()
     devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
     name = args.name or socket.gethostname().split(".")[0]

@@ -145,6 +145,12 @@ def _agent_parser(commands: Any) -> None:
         " accelerator not named by --slices",
     )
     a.add_argument(
+        "--start-mps",
+        action="store_true",
+        help="start an NVIDIA MPS control daemon if none runs, so fixed GPU slices share the"
+        " SMs by thread percentage instead of by time",
+    )
+    a.add_argument(
         "--cache-size",
         default="10GiB",
         help="model artifacts kept at most; least recently used deleted first (10GiB)",

@@ -29,7 +29,14 @@ from anypu.devices._kunlunxin import KunlunxinProbe
 from anypu.devices._metax import MetaxProbe
 from anypu.devices._model import DEVICE_KINDS, Device, format_bytes
 from anypu.devices._mthreads import MooreThreadsProbe
-from anypu.devices._nvidia import NVIDIA_TFLOPS, NvidiaProbe, nvidia_tflops
+from anypu.devices._nvidia import (
+    NVIDIA_TFLOPS,
+    NvidiaProbe,
+    mps_pipe_directory,
+    mps_running,
+    nvidia_tflops,
+    start_mps,
+)
 from anypu.devices._probe import Probe, Reading, physical_index
 from anypu.devices._simulated import (
     SimulatedDevices,
@@ -83,12 +90,15 @@ __all__ = [
     "load_devices_file",
     "make_probes",
     "measure_cpu_tflops_per_thread",
+    "mps_pipe_directory",
+    "mps_running",
     "nvidia_tflops",
     "parse_devices",
     "parse_npu_smi_info",
     "parse_size",
     "physical_index",
     "slice_environment",
+    "start_mps",
     "vendor_of",
     "with_shares",
     "with_slices",

@@ -11,13 +11,22 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, ClassVar
 
 from anypu.devices._model import Device
 from anypu.devices._probe import Probe, Reading, physical_index, utilisation_of
+from anypu.errors import ConfigError
 
-__all__ = ["NVIDIA_TFLOPS", "NvidiaProbe", "nvidia_tflops"]
+__all__ = [
+    "NVIDIA_TFLOPS",
+    "NvidiaProbe",
+    "mps_pipe_directory",
+    "mps_running",
+    "nvidia_tflops",
+    "start_mps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,40 @@ def nvidia_tflops(name: str) -> tuple[float, float] | None:
 def _text(value: Any) -> str:
     # pynvml before 11.5 returned bytes for names and versions.
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def mps_pipe_directory() -> str:
+    """Where MPS clients find the control daemon: ``CUDA_MPS_PIPE_DIRECTORY``, else the
+    driver's default ``/tmp/nvidia-mps``."""
+    return os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps"
+
+
+def mps_running(pipe_directory: str | None = None) -> bool:
+    """Whether an MPS control daemon serves this machine: its ``control`` pipe exists."""
+    return os.path.exists(os.path.join(pipe_directory or mps_pipe_directory(), "control"))
+
+
+def start_mps(binary: str = "nvidia-cuda-mps-control", timeout: float = 30.0) -> str:
+    """Start an MPS control daemon (``nvidia-cuda-mps-control -d``) unless one runs; what
+    happened, for the agent's log. Raises ``ConfigError`` saying why it could not."""
+    import shutil
+    import subprocess
+
+    if mps_running():
+        return f"MPS control daemon already running (pipes in {mps_pipe_directory()})"
+    path = shutil.which(binary)
+    if path is None:
+        raise ConfigError(
+            f"--start-mps: {binary} is not on PATH; install the NVIDIA driver's MPS tools"
+            " or start the daemon yourself (nvidia-cuda-mps-control -d)"
+        )
+    result = subprocess.run([path, "-d"], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise ConfigError(
+            f"--start-mps: {binary} -d failed ({result.returncode}):"
+            f" {(result.stderr or result.stdout).strip()[:300]}"
+        )
+    return f"started the MPS control daemon (pipes in {mps_pipe_directory()})"
 
 
 def _visible_as(device: Device) -> str:
@@ -128,6 +171,14 @@ class NvidiaProbe(Probe):
     @classmethod
     def worker_torch_device(cls, device: Device) -> str:
         return "cuda:0"
+
+    @classmethod
+    def sharing(cls, device: Device, slices: int) -> str:
+        """Slices of a GPU share it through MPS when a control daemon runs (each worker
+        then gets ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` of the SMs), else by time."""
+        if slices == 1:
+            return "exclusive"
+        return "mps" if device.extra.get("mps") == "running" else "time"
 
     @classmethod
     def apply_limits(cls, device: Device, environ: Mapping[str, str]) -> float | None:
@@ -239,6 +290,7 @@ class NvidiaProbe(Probe):
             capability = self._optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
             if capability is not None:
                 extra["compute_capability"] = f"{capability[0]}.{capability[1]}"
+            extra["mps"] = "running" if mps_running() else "not running"
             mig = self._optional(nvml.nvmlDeviceGetMigMode, handle)
             if mig is not None:
                 extra["mig_mode"] = "enabled" if mig[0] == _NVML_DEVICE_MIG_ENABLE else "disabled"
@@ -253,9 +305,10 @@ class NvidiaProbe(Probe):
                 torch_device=f"cuda:{ordinal}",
                 slices=self._slices,
                 threads=1,
-                sharing="exclusive" if self._slices == 1 else "mps",
+                sharing="exclusive",
                 extra=extra,
             )
+            device = replace(device, sharing=self.sharing(device, self._slices))
             if extra.get("mig_mode") == "enabled":
                 devices += self._mig_devices(device, handle, index)
                 continue
@@ -306,7 +359,7 @@ class NvidiaProbe(Probe):
                     torch_device=parent.torch_device,
                     slices=self._slices,
                     threads=1,
-                    sharing="exclusive" if self._slices == 1 else "mps",
+                    sharing=parent.sharing,
                     extra=extra,
                 )
             )

@@ -22,7 +22,7 @@ def test_a_kind_is_sliced_and_a_device_named_by_id_wins() -> None:
     sliced = apply_slicing([CPU, GPU0, GPU1, NPU], ["gpu=4", "gpu1=2"])
     by_id = {d.device_id: d for d in sliced}
     assert by_id["gpu0"].slices == 4 and by_id["gpu0"].slice_memory_bytes == 10 * GIB
-    assert by_id["gpu0"].sharing == "mps"  # NVIDIA slices share through MPS
+    assert by_id["gpu0"].sharing == "time"  # through MPS only where a daemon runs
     assert by_id["gpu1"].slices == 2 and not by_id["gpu1"].shared
     assert by_id["cpu0"] is CPU  # untouched
     # An accelerator neither flag names is offered whole, shared by reservations.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -190,9 +191,15 @@ def test_agent_cuda_visible_devices_is_respected(
     assert [d.torch_device for d in devices] == [f"cuda:{i}" for i in range(len(expected))]
 
 
-def test_slices_mark_sharing(fake_nvml: ModuleType) -> None:
+def test_slices_mark_sharing(
+    fake_nvml: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
     h100, _ = NvidiaProbe(slices=4).probe()
-    assert (h100.slices, h100.sharing) == (4, "mps")
+    assert (h100.slices, h100.sharing, h100.extra["mps"]) == (4, "time", "not running")
+    (tmp_path / "control").touch()  # an MPS control daemon's pipe
+    h100, _ = NvidiaProbe(slices=4).probe()
+    assert (h100.slices, h100.sharing, h100.extra["mps"]) == (4, "mps", "running")
     assert h100.slice_memory_bytes == 85520809984 // 4
     with pytest.raises(ValueError, match="at least 1"):
         NvidiaProbe(slices=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_slice_index_out_of_range(index: int) -> None:
 
 def test_with_slices_recuts_a_device() -> None:
     cut = with_slices(_gpu(), 4)
-    assert (cut.slices, cut.sharing, cut.threads) == (4, "mps", 2)
+    assert (cut.slices, cut.sharing, cut.threads) == (4, "time", 2)  # no MPS daemon: by time
     assert cut.slice_memory_bytes == 20 * 2**30
     assert with_slices(cut, 1).sharing == "exclusive"
     assert with_slices(CPU, 2, threads=1).sharing == "threads"
@@ -246,4 +247,6 @@ def test_only_nvidia_gpus_share_through_mps() -> None:
     # MPS is NVIDIA's; a real GPU of a vendor without a probe class shares by time.
     amd = Device("gpu0", "gpu", "amd", "MI300X", 2**30, 1.0, "cuda:0")
     assert with_slices(amd, 2).sharing == "time"
-    assert with_slices(_gpu(), 2).sharing == "mps"
+    assert with_slices(_gpu(), 2).sharing == "time"  # no MPS daemon seen by its probe
+    served = dataclasses.replace(_gpu(), extra={**_gpu().extra, "mps": "running"})
+    assert with_slices(served, 2).sharing == "mps"
