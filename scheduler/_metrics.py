@@ -319,6 +319,21 @@ def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
         " its worker process's resident memory on CPU and simulated devices.",
         labels=["job", "node", "device"],
     )
+    reserved = GaugeMetricFamily(
+        "anypu_device_reserved_memory_bytes",
+        "Memory the placed and running jobs reserve of each shared device.",
+        labels=["node", "device"],
+    )
+    reserved_milli = GaugeMetricFamily(
+        "anypu_device_reserved_milli",
+        "Thousandths of each shared device's compute its placed and running jobs reserve.",
+        labels=["node", "device"],
+    )
+    per_job_reserved = GaugeMetricFamily(
+        "anypu_job_reserved_memory_bytes",
+        "What each placed or running job reserves of its shared device.",
+        labels=["job", "node", "device"],
+    )
     for n in nodes:
         if n.state != "ready":
             continue
@@ -328,9 +343,20 @@ def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
                 used.add_metric([n.node_id, u.device_id], u.memory_used_bytes)
         for j in n.job_usage:
             per_job.add_metric([j.job_id, n.node_id, j.device_id], j.memory_used_bytes)
+        held: dict[str, tuple[int, int]] = {d.device_id: (0, 0) for d in n.devices if d.shared}
+        for r in n.reservations:
+            memory, milli = held.get(r.device_id, (0, 0))
+            held[r.device_id] = (memory + r.memory_bytes, milli + r.milli)
+            per_job_reserved.add_metric([r.job_id, n.node_id, r.device_id], r.memory_bytes)
+        for device_id, (memory, milli) in held.items():
+            reserved.add_metric([n.node_id, device_id], memory)
+            reserved_milli.add_metric([n.node_id, device_id], milli)
     yield busy
     yield used
     yield per_job
+    yield reserved
+    yield reserved_milli
+    yield per_job_reserved
 
 
 def _usage_families(rows: list[UsageRow]) -> Iterator[Metric]:

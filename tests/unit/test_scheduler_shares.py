@@ -96,3 +96,21 @@ def test_a_compute_share_out_of_range_says_what_is_accepted(share: object, tmp_p
             client.submit(torch.nn.Linear(4, 2), torch.randn(1, 4), RunOptions(compute_share=share))  # type: ignore[arg-type]
     finally:
         service.close()
+
+
+def test_reservations_are_exported_per_device_and_job() -> None:
+    from anypu.scheduler._metrics import _readings_families
+
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=GIB), now=1.0))
+    node = state.nodes["n1"].info(1.0, state.reservations()["n1"])
+    samples = {
+        (family.name, tuple(sorted(s.labels.items()))): s.value
+        for family in _readings_families([node])
+        for s in family.samples
+    }
+    device = (("device", "gpu0"), ("node", "n1"))
+    assert samples["anypu_device_reserved_memory_bytes", device] == GIB + HOST
+    assert samples["anypu_device_reserved_milli", device] == 266
+    job = (("device", "gpu0"), ("job", "a"), ("node", "n1"))
+    assert samples["anypu_job_reserved_memory_bytes", job] == GIB + HOST
