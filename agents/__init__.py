@@ -20,6 +20,7 @@ from anypu.agents._artifact import (
 from anypu.agents._commands import agent_command, direct_tls_files
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink, InProcessLink, SchedulerLink
+from anypu.agents._operators import graph_operators
 from anypu.agents._state import AgentIdentity, AgentState, AgentStateConfig
 from anypu.agents._workers import run_dispatched_here
 
@@ -38,6 +39,7 @@ __all__ = [
     "agent_command",
     "check_export_archive",
     "direct_tls_files",
+    "graph_operators",
     "load_artifact",
     "run_dispatched_here",
     "run_model",

@@ -238,8 +238,10 @@ class ThroughputFilter:
 
 
 class OperatorFilter:
-    """A backend (device kind and vendor) that lacked an operator the model needs, as a
-    run found out, is not tried again for that model: the job goes to another kind."""
+    """A device whose backend lacks an operator the model calls is skipped: one its agent
+    says it lacks (``Device.extra["lacks_operators"]``, checked against the model's
+    operators recorded at export, ``JobRequest.operators``), or a backend (device kind
+    and vendor) a run of this model found lacking one; the job goes to another kind."""
 
     name = "operators"
     node_level = False
@@ -248,19 +250,36 @@ class OperatorFilter:
     def check(
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
     ) -> str | None:
-        if device is None or not job.unsupported_on:
+        if device is None:
             return None
+        declared = _lacks(device.device.extra) & job.operators
+        if declared:
+            return (
+                f"lacks {', '.join(sorted(declared))}, which the model calls (its agent says"
+                " the backend has no kernel for it)"
+            )
         found = job.unsupported_on.get((device.device.kind, device.device.vendor))
         return None if found is None else f"lacks an operator the model needs ({found})"
 
     def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
         t = ctx.table
-        if not job.unsupported_on:
-            return np.ones(t.n_devices, dtype=bool)
-        lacking = job.unsupported_on
-        return np.fromiter(
-            ((v.device.kind, v.device.vendor) not in lacking for v in t.devices), bool, t.n_devices
-        )
+        ok = np.ones(t.n_devices, dtype=bool)
+        if job.operators:
+            for d, lacks in t.layout.lacking_operators():
+                if lacks & job.operators:
+                    ok[d] = False
+        if job.unsupported_on:
+            lacking = job.unsupported_on
+            ok &= np.fromiter(
+                ((v.device.kind, v.device.vendor) not in lacking for v in t.devices),
+                bool,
+                t.n_devices,
+            )
+        return ok
+
+
+def _lacks(extra: dict[str, str]) -> frozenset[str]:
+    return frozenset(op for op in extra.get("lacks_operators", "").split(",") if op)
 
 
 #: Cheap, node-level rules first: their reason is what a rejected node reports.

@@ -125,6 +125,7 @@ class _Layout:
             where=self.dev_slice_memory > 0,
         )
         self._precision_scale: dict[str, NDArray[np.float64]] = {}
+        self._lacking: list[tuple[int, frozenset[str]]] | None = None
         n_slices = int(self.dev_slices.sum())
         self.slice_dev = np.repeat(np.arange(n_dev, dtype=np.int64), self.dev_slices)
         self.dev_first_slice = np.cumsum(self.dev_slices) - self.dev_slices
@@ -132,6 +133,17 @@ class _Layout:
         for array in vars(self).values():
             if isinstance(array, np.ndarray):
                 array.flags.writeable = False  # shared by every table built from it
+
+    def lacking_operators(self) -> list[tuple[int, frozenset[str]]]:
+        """``(device index, operators its backend lacks)`` for the devices whose agent
+        says so (``extra["lacks_operators"]``); computed once per layout."""
+        if self._lacking is None:
+            self._lacking = [
+                (d, frozenset(op for op in device.extra["lacks_operators"].split(",") if op))
+                for d, device in enumerate(self.device_objects)
+                if device.extra.get("lacks_operators")
+            ]
+        return self._lacking
 
     def precision_scale(self, precision: str) -> NDArray[np.float64]:
         """Per device: its throughput at ``precision`` over ``Device.tflops`` (the

@@ -90,6 +90,9 @@ class JobRequest:
     compute_milli: int = 0
     """The compute share (thousandths of a device) to reserve on a shared device; 0:
     derived from the predicted time and the SLO (``_shares``)."""
+    operators: frozenset[str] = frozenset()
+    """The operators the model's graph calls (``aten::linear``…), recorded at export:
+    devices whose backend says it lacks one are skipped (``OperatorFilter``)."""
     unsupported_on: dict[tuple[str, str], str] = field(default_factory=dict)
     """``(kind, vendor)`` backends a run of this artifact found lacking an operator it
     needs, with what was found: they are skipped (``OperatorFilter``)."""

@@ -343,7 +343,7 @@ class Constraints(_message.Message):
     def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision")
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators")
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -360,6 +360,7 @@ class SubmitRequest(_message.Message):
     LEASE_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_MILLI_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
     artifact_digest: str
     inputs: bytes
     inputs_digest: str
@@ -376,7 +377,8 @@ class SubmitRequest(_message.Message):
     lease: bool
     compute_milli: int
     precision: str
-    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    operators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Term(_message.Message):
     __slots__ = ("name", "seconds")

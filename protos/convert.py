@@ -210,6 +210,7 @@ def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
         setattr(out.profile, name, getattr(request, name))
     for name in ("device_kinds", "tiers", "sites", "nodes"):
         getattr(out.constraints, name).extend(getattr(request, name))
+    out.operators.extend(request.operators)
     return out
 
 
@@ -227,6 +228,7 @@ def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
         tiers=tuple(c.tiers),
         sites=tuple(c.sites),
         nodes=tuple(c.nodes),
+        operators=tuple(message.operators),
     )
 
 

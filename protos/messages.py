@@ -416,6 +416,8 @@ class SubmitRequest:
     #: What the model computes in (fp32, fp16, bf16, int8…): which throughput figure of
     #: a device its compute is costed with. "" means fp32.
     precision: str = ""
+    #: The operators the model's graph calls (``aten::linear``…), recorded at export.
+    operators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

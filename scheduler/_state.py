@@ -681,6 +681,7 @@ class SchedulerState:
             measured_seconds=measured,
             compute_milli=r.compute_milli,
             precision=r.precision or "fp32",
+            operators=frozenset(r.operators),
             unsupported_on=self.unsupported.get(digest, {}),
         )
 

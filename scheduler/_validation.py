@@ -55,6 +55,10 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
             f"precision {r.precision[:20]!r} is unknown: choose one of"
             f" {sorted(PRECISION_RELATIVE)} (or leave it empty for fp32)"
         )
+    if len(r.operators) > 2048 or any(len(op) > 200 for op in r.operators):
+        raise ConfigError(
+            f"operators: at most 2048 names of at most 200 characters, got {len(r.operators)}"
+        )
     if r.max_retries > 100:
         raise ConfigError(f"max_retries must be ≤ 100, got {r.max_retries}")
     for name, limit in (("name", 200), ("origin", 128)):

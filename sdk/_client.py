@@ -205,6 +205,7 @@ class Client:
             max_retries=options.max_retries,
             compute_milli=round(share * 1000),
             precision=profile.precision,
+            operators=tuple(sorted(artifact.operators)),
         )
         if len(self._requests) >= 256:
             self._requests.clear()

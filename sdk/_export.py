@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from anypu._codec import Tree, pack_envelope, signature, validate
-from anypu.agents import check_export_archive
+from anypu.agents import check_export_archive, graph_operators
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ExportError, InputError
 
@@ -67,12 +67,20 @@ class Artifact:
     data: bytes
     format: str
     device_kinds: frozenset[str]
+    #: The operators the exported graph calls (``aten::linear``…); empty for TorchScript.
+    operators: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, fmt: str, device_kinds: frozenset[str], payload: bytes) -> Artifact:
+    def build(
+        cls,
+        fmt: str,
+        device_kinds: frozenset[str],
+        payload: bytes,
+        operators: frozenset[str] = frozenset(),
+    ) -> Artifact:
         header = {"format": fmt, "device_kinds": sorted(device_kinds), "torch": torch.__version__}
         data = pack_envelope(header, payload)
-        return cls(hashlib.sha256(data).hexdigest(), data, fmt, device_kinds)
+        return cls(hashlib.sha256(data).hexdigest(), data, fmt, device_kinds, operators)
 
     @property
     def nbytes(self) -> int:
@@ -131,8 +139,8 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Art
     failures: list[tuple[str, BaseException]] = []
     try:
         with quiet_torch():
-            artifact = _via_export(model, args)
-        return Artifact.build("torch.export", frozenset(DEVICE_KINDS), artifact)
+            artifact, operators = _via_export(model, args)
+        return Artifact.build("torch.export", frozenset(DEVICE_KINDS), artifact, operators)
     except Exception as exc:
         failures.append(("torch.export", exc))
     for route, build in (("torch.jit.script", _script), ("torch.jit.trace", _trace)):
@@ -184,15 +192,17 @@ def call_args(model: Any, example_inputs: Any) -> tuple[Any, ...]:
     return args
 
 
-def _via_export(model: torch.nn.Module, args: tuple[Any, ...]) -> bytes:
+def _via_export(model: torch.nn.Module, args: tuple[Any, ...]) -> tuple[bytes, frozenset[str]]:
+    """The saved program, and the operators its graph calls."""
     program = torch.export.export(model, args, strict=False)
+    operators = frozenset(graph_operators(program))
     # Sample inputs are saved pickled; the agent refuses any pickle, and they are not needed.
     program.example_inputs = None
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     payload = buffer.getvalue()
     check_export_archive(payload)
-    return payload
+    return payload, operators
 
 
 def _script(model: torch.nn.Module, args: tuple[Any, ...]) -> torch.jit.ScriptModule:

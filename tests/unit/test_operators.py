@@ -72,3 +72,38 @@ def test_a_simulated_backend_lacks_what_its_file_declares_and_the_runner_refuses
         artifact.digest, str(path), _codec.encode((torch.randn(2, 4),))
     )
     assert outcome.ok
+
+
+def test_the_export_records_the_operators_and_placement_skips_a_backend_lacking_one():
+    from anypu.placement import (
+        ClusterSnapshot,
+        DeviceView,
+        JobRequest,
+        NodeView,
+        PlacementConfig,
+        plan,
+    )
+    from anypu.protos import convert
+    from anypu.protos import messages as m
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    artifact = export_model(model, (torch.randn(2, 4),))
+    assert artifact.operators == {"aten::linear", "aten::tanh"}
+    request = m.SubmitRequest("d" * 64, operators=tuple(sorted(artifact.operators)))
+    assert convert.submit_request_from_pb(convert.submit_request_to_pb(request)) == request
+    npu = dataclasses.replace(ASCEND, extra={"lacks_operators": "aten::tanh,aten::erf"})
+    snapshot = ClusterSnapshot(
+        nodes=(
+            NodeView("npu-1", "cloud", "", devices=(DeviceView("npu-1", npu, (0.0,)),)),
+            NodeView("gpu-1", "cloud", "", devices=(DeviceView("gpu-1", CUDA_GPU, (0.0,)),)),
+        )
+    )
+    job = JobRequest("j", "d" * 64, 1e12, GIB, 0, 0, operators=frozenset(artifact.operators))
+    (placed,) = plan(snapshot, [job], config=PlacementConfig()).placements
+    assert placed.node_id == "gpu-1"  # the NPU is faster, but lacks tanh
+    pinned = dataclasses.replace(job, nodes=frozenset({"npu-1"}))
+    reasons = plan(snapshot, [pinned], config=PlacementConfig()).unschedulable["j"]
+    assert "lacks aten::tanh, which the model calls" in reasons["npu-1"]
+    plain = dataclasses.replace(job, operators=frozenset({"aten::linear"}))
+    (placed,) = plan(snapshot, [plain], config=PlacementConfig()).placements
+    assert placed.node_id == "npu-1"
