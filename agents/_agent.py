@@ -11,6 +11,7 @@ the scheduler keeps them), and sends results it finished while disconnected.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -621,6 +622,9 @@ class Agent:
         )
         failure = worker.stop_over_memory(job_id, attempt, message)
         if failure is not None:
+            # What it used goes with the failure: the scheduler sizes a retry from it.
+            outcome = dataclasses.replace(failure.outcome, memory_used_bytes=used)
+            failure = dataclasses.replace(failure, outcome=outcome)
             log.warning(
                 "job %s attempt %d %s [memory-%s-%d]", job_id, attempt, message, job_id, attempt
             )

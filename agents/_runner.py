@@ -7,6 +7,7 @@ stay loaded by artifact digest, least recently used out first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import resource
@@ -82,6 +83,7 @@ class ModelRunner:
         payload: bytes,
         args: tuple[Any, ...] | None = None,
         memory_limit_bytes: int = 0,
+        host_memory: bool = True,
     ) -> tuple[Outcome, Any]:
         """Run the model ``digest`` (loaded from ``artifact_path`` unless warm) on ``payload``.
 
@@ -90,7 +92,9 @@ class ModelRunner:
         artifact itself was refused; the runner keeps serving either way. ``args``: the
         inputs themselves (a call from this process): nothing is decoded, and the outputs
         come back as tensors, not encoded. ``memory_limit_bytes``: this job's reservation
-        on a shared device, in place of the runner's own limit.
+        on a shared device, in place of the runner's own limit; the data limit applies it
+        where the job's memory is host memory (``host_memory``), else the vendor's cap
+        does and it is only named when the job runs out.
         """
         from anypu import _codec
         from anypu.agents._artifact import ArtifactError, run_model
@@ -104,7 +108,7 @@ class ModelRunner:
             if not isinstance(inputs, tuple):
                 inputs = (inputs,)
             code = FailureCode.MODEL_RAISED
-            with _data_limit(limit):
+            with _data_limit(limit if host_memory else 0):
                 result, run_seconds = run_model(module, inputs, self.torch_device)
                 if args is None:
                     outputs = _codec.encode(result, "outputs")
@@ -130,7 +134,8 @@ class ModelRunner:
                     f"larger device ({str(error).splitlines()[0][:200]})"
                 )
                 oom = Outcome.failed(FailureCode.OUT_OF_MEMORY, message, load_seconds=load_seconds)
-                return oom, b""
+                # It needed more than its share (how much more, the refusal does not say).
+                return dataclasses.replace(oom, memory_used_bytes=limit), b""
             missing = missing_operator(error)
             if missing is not None:
                 message = (

@@ -507,7 +507,7 @@ class AgentState:
                         if reading is not None and reading.utilisation is not None
                         else busy / max(1, device.slices)
                     ),
-                    free_memory_bytes=device.slice_memory_bytes * (device.slices - busy),
+                    free_memory_bytes=_free_memory(device, busy, reading),
                     busy_slices=busy,
                     memory_used_bytes=(reading.memory_used_bytes or 0) if reading else 0,
                     measured=measured,
@@ -520,3 +520,12 @@ class AgentState:
             running_jobs=len(tick.busy),
             jobs=tick.job_memory,
         )
+
+
+def _free_memory(device: Device, busy: int, reading: Reading | None) -> int:
+    """A device's free memory for a heartbeat: its vendor's reading where there is one on
+    a shared device (whose seats own no fixed share), else the free slices' shares."""
+    if device.shared:
+        used = reading.memory_used_bytes if reading is not None else None
+        return max(0, device.memory_bytes - (used or 0))
+    return device.slice_memory_bytes * (device.slices - busy)

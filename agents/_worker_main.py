@@ -146,7 +146,8 @@ def _serve(
                     request["digest"],
                     request["artifact_path"],
                     payload,
-                    memory_limit_bytes=limit if host_memory else 0,
+                    memory_limit_bytes=limit,
+                    host_memory=host_memory,
                 )
                 warm = runner.warm
             result = JobResult(request["job_id"], request["attempt"], outcome, outputs)

@@ -169,15 +169,18 @@ class AscendProbe(Probe):
 
     @classmethod
     def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
-        """``torch_npu``'s allocator cap at the job's reservation (its twin of CUDA's
-        ``set_per_process_memory_fraction``); without ``torch_npu``, nothing."""
+        """``torch_npu``'s allocator cap at what the seat holds plus the job's reservation
+        (its twin of CUDA's ``set_per_process_memory_fraction``); without ``torch_npu``,
+        nothing."""
         import torch
 
         npu = getattr(torch, "npu", None)
         setter = getattr(npu, "set_per_process_memory_fraction", None)
         if setter is None:
             return ""
-        fraction = min(1.0, memory_bytes / device.memory_bytes)
+        allocated = getattr(npu, "memory_allocated", None)
+        held = int(allocated(0)) if allocated is not None else 0  # the seat's warm models
+        fraction = min(1.0, (held + memory_bytes) / device.memory_bytes)
         setter(fraction, device="npu:0")
         return f"memory fraction {fraction:.4f}"
 

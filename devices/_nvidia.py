@@ -106,7 +106,10 @@ def start_mps(binary: str = "nvidia-cuda-mps-control", timeout: float = 30.0) ->
             f"--start-mps: {binary} is not on PATH; install the NVIDIA driver's MPS tools"
             " or start the daemon yourself (nvidia-cuda-mps-control -d)"
         )
-    result = subprocess.run([path, "-d"], capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run([path, "-d"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"--start-mps: {binary} -d could not run: {exc}") from None
     if result.returncode != 0:
         raise ConfigError(
             f"--start-mps: {binary} -d failed ({result.returncode}):"
@@ -197,15 +200,17 @@ class NvidiaProbe(Probe):
 
     @classmethod
     def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
-        """The caching allocator's cap at the job's reservation, set anew before each job
+        """The caching allocator's cap at what the seat already holds (its warm models'
+        tensors) plus the job's reservation, set anew before each job
         (``set_per_process_memory_fraction`` may change between allocations). It refuses
-        what the job itself allocates past it; the CUDA context and other libraries'
-        allocations are the NVML watchdog's to catch."""
+        what the job itself allocates past its share; the CUDA context and other
+        libraries' allocations are the NVML watchdog's to catch."""
         import torch
 
         if not torch.cuda.is_available():
             return ""
-        fraction = min(1.0, memory_bytes / device.memory_bytes)
+        held = int(torch.cuda.memory_allocated(0))
+        fraction = min(1.0, (held + memory_bytes) / device.memory_bytes)
         torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device("cuda:0"))
         return f"memory fraction {fraction:.4f}"
 
@@ -215,6 +220,7 @@ class NvidiaProbe(Probe):
             raise ValueError(f"NvidiaProbe slices must be at least 1, got {slices}")
         self._slices = slices
         self._nvml: ModuleType | None = None
+        self._mig_selected: set[str] | None = None
         # device_id -> (NVML index, MIG device index or None), filled by probe() so the
         # readings' keys match.
         self._ids: dict[str, tuple[int, int | None]] = {}
@@ -245,23 +251,48 @@ class NvidiaProbe(Probe):
         return True
 
     def _selected_indices(self, nvml: ModuleType, count: int) -> list[int]:
+        """The GPUs the agent's own ``CUDA_VISIBLE_DEVICES`` lets it see (indices, ``GPU-…``
+        UUIDs, or ``MIG-…`` UUIDs, which select their GPU and then only those MIG
+        devices of it, ``self._mig_selected``)."""
         selector = _visible_selector()
+        self._mig_selected = None
         if selector is None:
             return list(range(count))
         uuids: dict[str, int] = {}
         for index in range(count):
             try:
-                uuids[_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index)))] = index
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuids[_text(nvml.nvmlDeviceGetUUID(handle))] = index
             except nvml.NVMLError:
                 continue
+            if any(entry.startswith("MIG-") for entry in selector):
+                for mig in self._mig_handles(handle):
+                    uuids[_text(nvml.nvmlDeviceGetUUID(mig))] = index
         chosen: list[int] = []
         for entry in selector:
             picked = int(entry) if entry.isdigit() else uuids.get(entry)
             if picked is None or not 0 <= picked < count:
                 # CUDA stops at the first invalid entry; matching that keeps cuda:N aligned.
                 break
-            chosen.append(picked)
+            if picked not in chosen:
+                chosen.append(picked)
+            if entry.startswith("MIG-"):
+                self._mig_selected = (self._mig_selected or set()) | {entry}
         return chosen
+
+    def _mig_handles(self, handle: Any) -> list[Any]:
+        """The MIG devices of a GPU in MIG mode (none otherwise)."""
+        assert self._nvml is not None
+        nvml = self._nvml
+        found = []
+        for mig_index in range(
+            int(self._optional(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0)
+        ):
+            try:
+                found.append(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index))
+            except nvml.NVMLError:
+                continue
+        return found
 
     def _optional(self, call: Any, *args: Any) -> Any:
         """A query some GPUs or drivers do not support; None instead of an error."""
@@ -324,6 +355,7 @@ class NvidiaProbe(Probe):
         nvml = self._nvml
         count = self._optional(nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
         found: list[Device] = []
+        instances: dict[object, str] = {}  # GPU instance id -> the MIG device offered for it
         for mig_index in range(int(count)):
             try:  # indices without a MIG device raise NOT_FOUND: they are simply skipped
                 mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index)
@@ -333,9 +365,26 @@ class NvidiaProbe(Probe):
             except nvml.NVMLError as exc:
                 log.debug("MIG device %d of GPU %d: %s", mig_index, index, exc)
                 continue
-            profile = re.search(r"(\d+)g\.\d+gb", name)
+            if self._mig_selected is not None and uuid not in self._mig_selected:
+                continue  # the agent's CUDA_VISIBLE_DEVICES names other MIG devices
+            # "3g.20gb" is a whole GPU instance; "1c.3g.20gb" one compute instance of it,
+            # 1 of its 3 compute slices, sharing its memory with its sibling instances.
+            profile = re.search(r"(?:(\d+)c\.)?(\d+)g\.\d+gb", name)
             slices = 4 if re.search(r"\bA30\b", name) else 7
-            share = min(1.0, int(profile.group(1)) / slices) if profile else 1.0 / slices
+            compute = int(profile.group(1) or profile.group(2)) if profile else 1
+            share = min(1.0, compute / slices)
+            get_instance = getattr(nvml, "nvmlDeviceGetGpuInstanceId", None)
+            instance = self._optional(get_instance, mig) if get_instance else None
+            if profile and profile.group(1) and instance is not None:
+                if instance in instances:  # its memory is offered once, with the first
+                    log.info(
+                        "MIG device %s shares GPU instance %s's memory with %s: not offered",
+                        uuid,
+                        instance,
+                        instances[instance],
+                    )
+                    continue
+                instances[instance] = uuid
             extra = {
                 **parent.extra,
                 "uuid": uuid,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -124,8 +124,9 @@ class _Layout:
             out=np.zeros(n_dev),
             where=self.dev_slice_memory > 0,
         )
-        self._precision_scale: dict[str, NDArray[np.float64]] = {}
         self._lacking: list[tuple[int, frozenset[str]]] | None = None
+        self._columns: dict[object, NDArray[np.float64]] = {}
+        self._memo: dict[str, Any] = {}
         n_slices = int(self.dev_slices.sum())
         self.slice_dev = np.repeat(np.arange(n_dev, dtype=np.int64), self.dev_slices)
         self.dev_first_slice = np.cumsum(self.dev_slices) - self.dev_slices
@@ -133,6 +134,23 @@ class _Layout:
         for array in vars(self).values():
             if isinstance(array, np.ndarray):
                 array.flags.writeable = False  # shared by every table built from it
+
+    def memo(self, key: str, build: Callable[[], Any]) -> Any:
+        """What ``build()`` makes of this layout, built once (a strategy's own per-layout
+        structures; they must not change afterwards)."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = build()
+        return hit
+
+    def column(self, key: object, of: Callable[[Device], float]) -> NDArray[np.float64]:
+        """``of(device)`` for every device, computed once per layout and ``key`` (read-only)."""
+        hit = self._columns.get(key)
+        if hit is None:
+            hit = np.fromiter((of(d) for d in self.device_objects), float, len(self.device_objects))
+            hit.flags.writeable = False
+            self._columns[key] = hit
+        return hit
 
     def lacking_operators(self) -> list[tuple[int, frozenset[str]]]:
         """``(device index, operators its backend lacks)`` for the devices whose agent
@@ -149,14 +167,7 @@ class _Layout:
         """Per device: its throughput at ``precision`` over ``Device.tflops`` (the
         figure of its own ``tflops_precision``). Computed once per layout and precision:
         the devices are the layout's."""
-        hit = self._precision_scale.get(precision)
-        if hit is None:
-            hit = np.fromiter(
-                (_scale(d, precision) for d in self.device_objects), float, len(self.device_objects)
-            )
-            hit.flags.writeable = False
-            self._precision_scale[precision] = hit
-        return hit
+        return self.column(("precision", precision), lambda d: _scale(d, precision))
 
 
 #: Dense throughput at each precision relative to fp32, for a device that publishes no
@@ -176,9 +187,12 @@ def _scale(device: Device, precision: str) -> float:
     figure = device.extra.get(f"tflops_{precision}")
     if figure is not None:
         try:
-            return max(0.0, float(figure)) / device.tflops
+            value = float(figure)
         except ValueError:
-            pass  # a malformed figure: estimate as for a device without one
+            value = 0.0
+        if value > 0 and math.isfinite(value):
+            return value / device.tflops
+        # A malformed or zero figure: estimate as for a device without one.
     if device.kind == "cpu":
         return 1.0
     return PRECISION_RELATIVE.get(precision, 1.0) / PRECISION_RELATIVE.get(own, 1.0)
@@ -294,10 +308,9 @@ class ClusterTable:
         # What a shared device has left for new reservations (``_shares``); a slice owns
         # its share, so the rest have no such bound (inf).
         reserved = np.fromiter((dv.reserved_memory_bytes for dv in devices), float, len(devices))
-        measured = np.fromiter((dv.measured_memory_bytes for dv in devices), float, len(devices))
-        in_use = np.maximum(reserved, measured)  # a reading lags; a reservation is not yet used
+        other = np.fromiter((dv.unexplained_memory_bytes for dv in devices), float, len(devices))
         self.dev_free_memory = np.where(
-            self.dev_shared, np.maximum(self.dev_memory - in_use, 0.0), np.inf
+            self.dev_shared, np.maximum(self.dev_memory - reserved - other, 0.0), np.inf
         )
         milli = np.fromiter((dv.reserved_milli for dv in devices), np.int64, len(devices))
         self.dev_free_milli = np.where(self.dev_shared, np.maximum(1000 - milli, 0), 1 << 40)
@@ -349,10 +362,9 @@ class PlanContext:
         ``PlacementConfig.runtime_overhead``. Built on first use: only shared devices
         need it."""
         if self._runtime_overhead is None:
-            self._runtime_overhead = np.fromiter(
-                (self.overhead_of(dv.device) for dv in self.table.devices),
-                float,
-                self.table.n_devices,
+            self._runtime_overhead = self.table.layout.column(
+                ("runtime_overhead", tuple(sorted(self.config.runtime_overhead.items()))),
+                self.overhead_of,
             )
         return self._runtime_overhead
 

@@ -69,7 +69,7 @@ from numpy.typing import NDArray
 from anypu.devices import Device
 from anypu.placement._config import PlacementConfig
 from anypu.placement._filters import allowed_devices
-from anypu.placement._framework import PlanContext, in_report_order
+from anypu.placement._framework import ClusterTable, PlanContext, in_report_order
 from anypu.placement._model import (
     ClusterSnapshot,
     JobRequest,
@@ -126,69 +126,30 @@ class LiveCluster:
     def __init__(self, ctx: PlanContext) -> None:
         t = ctx.table
         self.ctx = ctx
+        shape = t.layout.memo("live-policy", lambda: _LiveShape(t))
         n_dev = t.n_devices
-        is_cpu = np.array([k == "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
-        self.accelerator: NDArray[np.bool_] = ~is_cpu
+        self.accelerator = shape.accelerator
         taken = t.slice_busy > 0.0
         busy = np.bincount(t.slice_dev[taken], minlength=n_dev)
-        self._first_slice = np.cumsum(t.dev_slices) - t.dev_slices
+        self._first_slice = shape.first_slice
         self._taken = taken.copy()
-
-        # The host of each live node, from its CPU devices.
-        threads = np.fromiter((dv.device.threads for dv in t.devices), np.int64, n_dev)
-        memory_mib = np.fromiter((dv.device.memory_bytes // _MIB for dv in t.devices), float, n_dev)
-        n_nodes = len(t.nodes)
+        is_cpu = ~shape.accelerator
         node = t.dev_node[is_cpu]
 
         def per_node(values: np.ndarray) -> np.ndarray:
-            return np.bincount(node, weights=values[is_cpu], minlength=n_nodes).astype(np.int64)
+            return np.bincount(node, weights=values[is_cpu], minlength=len(t.nodes)).astype(
+                np.int64
+            )
 
-        host_cpu = per_node(t.dev_slices * threads * MILLI)
-        host_mem = per_node(memory_mib)
-        cpu_left = host_cpu - per_node(busy * threads * MILLI)
-        mem_left = host_mem - per_node(busy * np.floor(t.dev_slice_memory / _MIB))
-
-        # Identical accelerators of one live node, 8 to a gpushare node.
-        groups: dict[tuple[object, ...], list[int]] = {}
-        for d in np.flatnonzero(self.accelerator).tolist():
-            dev = t.devices[d].device
-            key = (int(t.dev_node[d]), dev.kind, dev.model, dev.memory_bytes, dev.tflops)
-            groups.setdefault((*key, int(t.dev_slices[d]), dev.shared), []).append(d)
-        self.devs: list[np.ndarray] = [
-            np.asarray(members[i : i + MAX_GPUS], dtype=np.int64)
-            for members in groups.values()
-            for i in range(0, len(members), MAX_GPUS)
-        ]
-        models = tuple(sorted({t.devices[int(g[0])].device.model for g in self.devs}))
-        model_index = {name: i for i, name in enumerate(models)}
-        live_node = np.fromiter((t.dev_node[g[0]] for g in self.devs), np.int64, len(self.devs))
-        self.nodes = NodeTable(
-            names=tuple(
-                f"{t.nodes[int(n)].node_id}/{t.devices[int(g[0])].device.device_id}"
-                for n, g in zip(live_node, self.devs, strict=True)
-            ),
-            cpu=host_cpu[live_node],
-            mem=host_mem[live_node],
-            gpus=np.fromiter((len(g) for g in self.devs), np.int64, len(self.devs)),
-            model=np.fromiter(
-                (model_index[t.devices[int(g[0])].device.model] for g in self.devs),
-                np.int64,
-                len(self.devs),
-            ),
-            models=models,
-        )
-        self.dev_node = np.full(n_dev, -1, dtype=np.int64)
-        self.dev_slot = np.full(n_dev, -1, dtype=np.int64)
-        for n, g in enumerate(self.devs):
-            self.dev_node[g] = n
-            self.dev_slot[g] = np.arange(len(g))
-        slices = self.slices = np.minimum(t.dev_slices, MILLI)  # modelled slices per device
-        self.dev_milli = MILLI // slices
-        self.remainder = MILLI - slices * self.dev_milli
+        cpu_left = shape.host_cpu - per_node(busy * shape.threads * MILLI)
+        mem_left = shape.host_mem - per_node(busy * np.floor(t.dev_slice_memory / _MIB))
+        self.devs = shape.devs
+        self.nodes = shape.nodes
+        self.dev_node, self.dev_slot = shape.dev_node, shape.dev_slot
+        slices = self.slices = shape.slices
+        self.dev_milli, self.remainder, self.milli = shape.dev_milli, shape.remainder, shape.milli
         self.free = slices - np.minimum(busy, slices)  # modelled free slices per device
-        self.milli = np.fromiter(
-            (self.dev_milli[g[0]] for g in self.devs), np.int64, len(self.devs)
-        )
+        live_node = shape.live_node
 
         # A fresh state set to the snapshot's occupancy before any cache has read it.
         state = ClusterState(self.nodes)
@@ -283,6 +244,75 @@ class LiveCluster:
             milli = int(self.dev_milli[d]) + (int(self.remainder[d]) if self.free[d] == 0 else 0)
         self.state.bind(int(self.dev_node[d]), (int(self.dev_slot[d]),), 0, 0, milli)
         return pos
+
+
+class _LiveShape:
+    """What of a ``LiveCluster`` depends on the devices alone, not on the work on them:
+    built once per layout (``_Layout.memo``), as the table's own layout columns are."""
+
+    def __init__(self, t: ClusterTable) -> None:
+        n_dev = t.n_devices
+        is_cpu = np.array([k == "cpu" for k in t.kinds], dtype=bool)[t.dev_kind]
+        self.accelerator: NDArray[np.bool_] = ~is_cpu
+        self.first_slice = np.cumsum(t.dev_slices) - t.dev_slices
+        devices = t.layout.device_objects
+        # The host of each live node, from its CPU devices.
+        self.threads = np.fromiter((d.threads for d in devices), np.int64, n_dev)
+        memory_mib = np.fromiter((d.memory_bytes // _MIB for d in devices), float, n_dev)
+        node = t.dev_node[is_cpu]
+
+        def per_node(values: np.ndarray) -> np.ndarray:
+            return np.bincount(node, weights=values[is_cpu], minlength=len(t.nodes)).astype(
+                np.int64
+            )
+
+        self.host_cpu = per_node(t.dev_slices * self.threads * MILLI)
+        self.host_mem = per_node(memory_mib)
+        # Identical accelerators of one live node, 8 to a gpushare node.
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for d in np.flatnonzero(self.accelerator).tolist():
+            dev = devices[d]
+            key = (int(t.dev_node[d]), dev.kind, dev.model, dev.memory_bytes, dev.tflops)
+            groups.setdefault((*key, int(t.dev_slices[d]), dev.shared), []).append(d)
+        self.devs: list[np.ndarray] = [
+            np.asarray(members[i : i + MAX_GPUS], dtype=np.int64)
+            for members in groups.values()
+            for i in range(0, len(members), MAX_GPUS)
+        ]
+        models = tuple(sorted({devices[int(g[0])].model for g in self.devs}))
+        model_index = {name: i for i, name in enumerate(models)}
+        self.live_node = np.fromiter(
+            (t.dev_node[g[0]] for g in self.devs), np.int64, len(self.devs)
+        )
+        self.nodes = NodeTable(
+            names=tuple(
+                f"{t.nodes[int(n)].node_id}/{devices[int(g[0])].device_id}"
+                for n, g in zip(self.live_node, self.devs, strict=True)
+            ),
+            cpu=self.host_cpu[self.live_node],
+            mem=self.host_mem[self.live_node],
+            gpus=np.fromiter((len(g) for g in self.devs), np.int64, len(self.devs)),
+            model=np.fromiter(
+                (model_index[devices[int(g[0])].model] for g in self.devs),
+                np.int64,
+                len(self.devs),
+            ),
+            models=models,
+        )
+        self.dev_node = np.full(n_dev, -1, dtype=np.int64)
+        self.dev_slot = np.full(n_dev, -1, dtype=np.int64)
+        for n, g in enumerate(self.devs):
+            self.dev_node[g] = n
+            self.dev_slot[g] = np.arange(len(g))
+        self.slices = np.minimum(t.dev_slices, MILLI)  # modelled slices per device
+        self.dev_milli = MILLI // self.slices
+        self.remainder = MILLI - self.slices * self.dev_milli
+        self.milli = np.fromiter(
+            (self.dev_milli[g[0]] for g in self.devs), np.int64, len(self.devs)
+        )
+        for array in (*vars(self).values(), *self.devs):
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False  # shared by every round of this layout
 
 
 def typical_workload(workload: Sequence[WorkloadShape], live: LiveCluster) -> TypicalPods:

@@ -37,10 +37,11 @@ class DeviceView:
     device: Device
     slice_busy_seconds: tuple[float, ...]
     #: On a shared device: what the jobs already on it reserved (bytes, and milli of
-    #: its compute), and, where the vendor measures it, the memory in use now.
+    #: its compute), and, where the vendor measures it, memory in use that no job on it
+    #: accounts for (idle seats' runtimes and warm models, other processes).
     reserved_memory_bytes: int = 0
     reserved_milli: int = 0
-    measured_memory_bytes: int = 0
+    unexplained_memory_bytes: int = 0
 
     @property
     def key(self) -> tuple[str, str]:

@@ -16,11 +16,13 @@ so the compute share is at least the memory share: the one number ``milli_jd`` i
 the GPU-sharing policies place (their ``Request.milli``) and what fills a device, and the
 memory follows. A job fits device :math:`d` now when a seat is free and::
 
-    Σ_{k on d} mem_kd + mem_jd ≤ M_d − max(0, measured_d − Σ_{k on d} mem_kd)
+    Σ_{k on d} mem_kd + mem_jd ≤ M_d − max(0, measured_d − Σ_{k on d} used_k)
     Σ_{k on d} milli_kd + milli_jd ≤ 1000
 
-(``ClusterTable.dev_free_memory`` / ``dev_free_milli``: a device's vendor reading, where
-there is one, counts memory no reservation explains). A job that fits nowhere now waits
+where ``measured_d`` is the device's memory in use as its vendor reads it and ``used_k``
+each of its jobs' own measured use (``ClusterTable.dev_free_memory`` / ``dev_free_milli``):
+memory no job accounts for — idle seats' runtimes and warm models, other processes — is
+not there to reserve, however little the jobs have allocated yet. A job that fits nowhere now waits
 for a reservation to end (``Plan.deferred``), as Kubernetes keeps a pod pending; one that
 needs more memory than a device has is unschedulable there (``MemoryFilter``).
 

@@ -149,7 +149,7 @@ class JobStarted(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("ok", "failure_code", "error_type", "error_message", "error_traceback", "load_seconds", "run_seconds")
+    __slots__ = ("ok", "failure_code", "error_type", "error_message", "error_traceback", "load_seconds", "run_seconds", "memory_used_bytes")
     OK_FIELD_NUMBER: _ClassVar[int]
     FAILURE_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class Outcome(_message.Message):
     ERROR_TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     failure_code: str
     error_type: str
@@ -164,7 +165,8 @@ class Outcome(_message.Message):
     error_traceback: str
     load_seconds: float
     run_seconds: float
-    def __init__(self, ok: _Optional[bool] = ..., failure_code: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ...) -> None: ...
+    memory_used_bytes: int
+    def __init__(self, ok: _Optional[bool] = ..., failure_code: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., error_traceback: _Optional[str] = ..., load_seconds: _Optional[float] = ..., run_seconds: _Optional[float] = ..., memory_used_bytes: _Optional[int] = ...) -> None: ...
 
 class JobResult(_message.Message):
     __slots__ = ("job_id", "attempt", "outputs", "node_id", "device_id", "outcome", "outputs_digest")

@@ -144,6 +144,9 @@ class Outcome:
     traceback: str = ""
     load_seconds: float = 0.0  # 0 when the model was warm
     run_seconds: float = 0.0
+    #: A job stopped over its memory share: what it was measured using (its share when
+    #: the allocation past it was refused); 0 otherwise.
+    memory_used_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -181,6 +184,7 @@ class Outcome:
             "user_error": self.user_error,
             "load_seconds": self.load_seconds,
             "run_seconds": self.run_seconds,
+            "memory_used_bytes": self.memory_used_bytes,
         }
 
     @classmethod
@@ -203,6 +207,7 @@ class Outcome:
             str(fields.get("error_traceback") or ""),
             load_seconds=load_seconds,
             run_seconds=run_seconds,
+            memory_used_bytes=int(fields.get("memory_used_bytes") or 0),
         )
 
 

@@ -83,6 +83,8 @@ class JobRecord:
     outcome: Outcome = NO_FAILURE
     lost_nodes: list[str] = field(default_factory=list)
     lease_id: str = ""  # the lease it granted, or ran under
+    #: Placed again once after going over a memory share its estimate had sized.
+    memory_retried: bool = False
 
     @property
     def terminal(self) -> bool:

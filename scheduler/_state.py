@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anypu import PROTOCOL_VERSION
-from anypu.devices import Device
+from anypu.devices import Device, format_bytes
 from anypu.placement import (
     WORKLOAD_WINDOW,
     ClusterSnapshot,
@@ -472,6 +472,9 @@ class SchedulerState:
             job.outputs_digest = result.outputs_digest
             self._learn(node, job)
         else:
+            retry = self._retry_larger(node, job, outcome, now)
+            if retry is not None:
+                return actions + retry
             unsupported = outcome.code is m.FailureCode.OPERATOR_UNSUPPORTED
             if unsupported:
                 self._lacks_operator(node, job, outcome.message)
@@ -608,7 +611,8 @@ class SchedulerState:
             p = self.jobs[job_id].placement
             if p is not None:
                 on = busy.setdefault((p.node_id, p.device_id), {})
-                on[p.slice_index] = on.get(p.slice_index, 0.0) + p.predicted_seconds
+                # At least a nanosecond: a job predicted to take no time still holds its seat.
+                on[p.slice_index] = on.get(p.slice_index, 0.0) + max(p.predicted_seconds, 1e-9)
                 if p.milli:
                     memory, milli = reserved.get((p.node_id, p.device_id), (0, 0))
                     reserved[(p.node_id, p.device_id)] = (memory + p.memory_bytes, milli + p.milli)
@@ -616,7 +620,7 @@ class SchedulerState:
         views = []
         for node in self.nodes.values():
             quarantined = self.quarantine.quarantined(node.node_id, now)
-            measured = {u.device_id: u.memory_used_bytes for u in node.usage if u.measured}
+            unexplained = _unexplained_memory(node)
             devices = []
             for d in node.devices:
                 key = (node.node_id, d.device_id)
@@ -637,7 +641,7 @@ class SchedulerState:
                         slice_busy_seconds=seconds,
                         reserved_memory_bytes=memory,
                         reserved_milli=milli,
-                        measured_memory_bytes=measured.get(d.device_id, 0) if d.shared else 0,
+                        unexplained_memory_bytes=unexplained.get(d.device_id, 0) if d.shared else 0,
                     )
                 )
             views.append(
@@ -729,6 +733,17 @@ class SchedulerState:
             stuck = job_id in result.unresolvable
             actions += self._unschedulable(self.jobs[job_id], reasons, stuck, now)
         self.decisions["deferred"] += len(result.deferred)
+        for job_id in result.deferred:
+            job = self.jobs[job_id]
+            memory = format_bytes(self._job_request(job).memory_bytes)
+            reasons = {
+                "all nodes": "no room now on the devices it may use (every slice taken, or no"
+                f" shared device with {memory} and its compute share unreserved); it is"
+                " placed when a job ends"
+            }
+            if reasons != job.pending_reasons:
+                job.pending_reasons = reasons
+                actions.append(PersistJob(job, "", "waiting for room"))
         return actions
 
     def _unschedulable(
@@ -836,16 +851,46 @@ class SchedulerState:
             self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
 
     def _learn_memory(self, usage: m.JobUsage) -> None:
-        """A running job's measured memory: the peak of its model so far, kept for as many
-        models as the timings are (the newest first out of mind)."""
+        """A running job's measured memory on a seat of a shared device (what it added
+        above its seat's idle process): the peak of its model so far. Readings of a
+        slice's whole worker (its runtime, other warm models) are not the job's."""
         job = self.jobs.get(usage.job_id)
-        if job is None or job.attempt != usage.attempt:
+        if job is None or job.attempt != usage.attempt or job.placement is None:
             return
-        digest = job.request.artifact_digest
+        if not job.placement.milli:  # not on a shared device
+            return
+        self._raise_peak(job.request.artifact_digest, usage.memory_used_bytes)
+
+    def _raise_peak(self, digest: str, used: int) -> None:
+        """Remember ``used`` as the model's peak if it is more, for as many models as the
+        timings are (the least recently raised first out of mind)."""
         peak = self.memory_peak.pop(digest, 0)
-        self.memory_peak[digest] = max(peak, usage.memory_used_bytes)  # now the newest
+        self.memory_peak[digest] = max(peak, used)  # now the newest
         while len(self.memory_peak) > _MODELS_REMEMBERED:
             del self.memory_peak[next(iter(self.memory_peak))]
+
+    def _retry_larger(
+        self, node: NodeRecord, job: JobRecord, outcome: m.Outcome, now: float
+    ) -> list[Action] | None:
+        """A job stopped over a share of a shared device that its estimate had sized is
+        placed again, once, reserving half as much again as it was found using: the
+        estimate was ours, not the user's. None when that does not apply."""
+        p = job.placement
+        codes = (m.FailureCode.MEMORY_EXCEEDED, m.FailureCode.OUT_OF_MEMORY)
+        if outcome.code not in codes or p is None or not p.milli or job.memory_retried:
+            return None
+        used = max(outcome.memory_used_bytes, p.memory_bytes)
+        self._raise_peak(job.request.artifact_digest, used + used // 2)
+        job.memory_retried = True
+        why = (
+            f"went over the {format_bytes(p.memory_bytes)} its estimate reserved on"
+            f" {node.node_id}/{p.device_id} (used {format_bytes(used)}): placed again"
+            f" reserving {format_bytes(used + used // 2)} ({outcome.message})"
+        )
+        job.retries -= 1  # not one of the node's failures: max_retries is untouched
+        actions = self._requeue(job, now, why, crashed=False)
+        job.not_before = now  # nothing to wait out: no node did anything wrong
+        return actions + self._schedule(now)
 
     def _lacks_operator(self, node: NodeRecord, job: JobRecord, message: str) -> None:
         """Remember that this model's operators are not all on that backend (kind and
@@ -912,6 +957,19 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
+
+
+def _unexplained_memory(node: NodeRecord) -> dict[str, int]:
+    """Per device: memory in use, as its vendor read it on the last heartbeat, that no
+    running job's own measured use accounts for."""
+    jobs: dict[str, int] = {}
+    for usage in node.job_usage:
+        jobs[usage.device_id] = jobs.get(usage.device_id, 0) + usage.memory_used_bytes
+    return {
+        u.device_id: max(0, u.memory_used_bytes - jobs.get(u.device_id, 0))
+        for u in node.usage
+        if u.memory_used_bytes
+    }
 
 
 def _runner_up_fields(runner_up: RunnerUp | None) -> dict[str, Any]:

@@ -45,9 +45,9 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
-    if r.compute_milli > 1000:
+    if not 0 <= r.compute_milli <= 1000:
         raise ConfigError(
-            f"compute_milli must be at most 1000 (a whole device), got {r.compute_milli}:"
+            f"compute_milli must be from 0 to 1000 (a whole device), got {r.compute_milli}:"
             " ask for a share from 0 (derived from the SLO) to 1000"
         )
     if r.precision and r.precision not in PRECISION_RELATIVE:

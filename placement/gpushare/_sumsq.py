@@ -26,6 +26,7 @@ made outside the policy (moves, a trial copy) are counted too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,14 +50,7 @@ class GapRule:
     """
 
     def __init__(self, sizes: Sequence[int] = (), smallest: int = 1) -> None:
-        self.effective = np.arange(MILLI + 1, dtype=np.int64)
-        self.effective[:smallest] = 0
-        if len(sizes):
-            reach = np.zeros(MILLI + 1, dtype=bool)
-            reach[0] = True
-            for total in range(1, MILLI + 1):
-                reach[total] = any(0 < s <= total and reach[total - s] for s in sizes)
-            self.effective = np.maximum.accumulate(np.where(reach, np.arange(MILLI + 1), 0))
+        self.effective = _effective_gaps(tuple(int(s) for s in sizes), smallest)
 
     def terms(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per raw gap ``h``, the change of ``Σ_e N(e)²`` when one GPU leaves gap ``h`` and
@@ -101,6 +95,23 @@ class GapRule:
         before = np.where(fits, free - reserved, 0)
         after = np.maximum(np.where(fits, free - milli, 0) - reserved, 0)
         return np.where(fits, self.change(terms, before, after).astype(np.float64), np.inf)
+
+
+@functools.lru_cache(maxsize=64)
+def _effective_gaps(sizes: tuple[int, ...], smallest: int) -> NDArray[np.int64]:
+    """``GapRule.effective`` (read-only, shared): the reachability sweep is a thousand
+    Python steps, and the live scheduler builds a rule every round for the same few
+    workloads."""
+    effective = np.arange(MILLI + 1, dtype=np.int64)
+    effective[:smallest] = 0
+    if sizes:
+        reach = np.zeros(MILLI + 1, dtype=bool)
+        reach[0] = True
+        for total in range(1, MILLI + 1):
+            reach[total] = any(0 < s <= total and reach[total - s] for s in sizes)
+        effective = np.maximum.accumulate(np.where(reach, np.arange(MILLI + 1), 0))
+    effective.flags.writeable = False
+    return effective
 
 
 class GapCounts:

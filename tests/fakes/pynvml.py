@@ -52,6 +52,8 @@ class FakeGpu:
     #: 1g.5gb``), memory, ``MIG-…`` UUID, processes; NVML has no utilisation for it.
     mig_devices: list[FakeGpu | None] = field(default_factory=list)
     max_mig_devices: int = 7
+    #: A MIG device's GPU instance (compute instances of one GPU instance share it).
+    gpu_instance_id: int = 0
 
 
 def make_fake_pynvml(
@@ -155,6 +157,9 @@ def make_fake_pynvml(
         if mig is None:
             _raise(6)  # NVML_ERROR_NOT_FOUND
         return SimpleNamespace(gpu=mig, index=index)
+
+    def nvmlDeviceGetGpuInstanceId(handle: Any) -> int:
+        return _gpu(handle, "nvmlDeviceGetGpuInstanceId").gpu_instance_id
 
     def nvmlDeviceGetNumGpuCores(handle: Any) -> int:
         return _gpu(handle, "nvmlDeviceGetNumGpuCores").cuda_cores

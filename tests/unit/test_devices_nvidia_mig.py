@@ -88,3 +88,35 @@ def test_a_gpu_in_mig_mode_without_instances_offers_nothing_and_says_so(
     with caplog.at_level("WARNING"):
         assert NvidiaProbe().probe() == []
     assert "MIG mode with no MIG device created" in caplog.text
+
+
+def test_compute_instances_share_their_gpu_instance_s_memory_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def ci(uuid: str) -> FakeGpu:
+        gpu = _mig(0, "1c.3g.20gb", 19968 * MIB, uuid)
+        gpu.gpu_instance_id = 1
+        return gpu
+
+    cut = FakeGpu(
+        "NVIDIA A100-SXM4-40GB",
+        40 * GIB,
+        mig_mode=(1, 1),
+        mig_devices=[
+            ci("MIG-aaaaaaaa-0000-0000-0000-000000000001"),
+            ci("MIG-aaaaaaaa-0000-0000-0000-000000000002"),
+        ],
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake_pynvml([cut]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    (only,) = NvidiaProbe().probe()
+    assert only.extra["uuid"].endswith("0001") and only.extra["mig_profile"] == "1c.3g.20gb"
+    assert only.tflops == pytest.approx(19.5 / 7, rel=1e-3)  # 1 compute slice of 7
+
+
+def test_an_agent_limited_to_one_mig_device_offers_that_one(
+    probe: NvidiaProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-1d89abd8-d10a-5361-bd06-77a807048472")
+    (only,) = probe.probe()
+    assert only.device_id == "gpu0-mig2" and only.extra["mig_profile"] == "1g.5gb"

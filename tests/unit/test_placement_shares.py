@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from anypu.devices import Device, with_shares
@@ -79,8 +80,8 @@ def test_a_real_device_reserves_its_runtime_overhead_and_a_reading_counts() -> N
     real = dataclasses.replace(A100, simulated=False)
     result = plan(_snapshot(_view(real)), [_job("a", 4 * GIB)], config=PlacementConfig())
     assert result.placements[0].memory_bytes == 4 * GIB + OVERHEAD
-    # Memory in use that no reservation explains (another process) leaves less room.
-    crowded = _view(real, measured_memory_bytes=37 * GIB)
+    # Memory in use that no job accounts for (another process) leaves less room.
+    crowded = _view(real, unexplained_memory_bytes=37 * GIB)
     result = plan(_snapshot(crowded), [_job("a", 4 * GIB)], config=PlacementConfig())
     assert result.placements == () and result.deferred == ("a",)
 
@@ -105,3 +106,35 @@ def test_cp_sat_keeps_reservations_within_each_device() -> None:
     assert len(result.placements) + len(result.deferred) == 12
     seats = [(p.device_id, p.slice_index) for p in result.placements]
     assert len(seats) == len(set(seats))
+
+
+def test_cp_sat_s_own_solution_respects_each_shared_device_s_capacity() -> None:
+    """Straight at the model: every job would rather be on the fast device, which holds
+    only four of them; without its capacity constraints CP-SAT would put all six there."""
+    from anypu.placement._framework import PlanContext
+    from anypu.placement._solver import _classes, _cpsat, _greedy
+
+    fast = dataclasses.replace(A100, tflops=1000.0)
+    slow = dataclasses.replace(A100, tflops=10.0)
+    snapshot = ClusterSnapshot(
+        nodes=(
+            NodeView("fast", "cloud", "", devices=(_view_on("fast", fast),)),
+            NodeView("slow", "cloud", "", devices=(_view_on("slow", slow),)),
+        )
+    )
+    config = PlacementConfig()
+    ctx = PlanContext(snapshot, config)
+    jobs = [_job(f"j{i}", 8 * GIB, flops=1e13) for i in range(6)]
+    allowed = {j.job_id: np.ones(ctx.table.n_devices, dtype=bool) for j in jobs}
+    weights = {j.job_id: 1.0 for j in jobs}
+    classes = _classes(ctx, jobs)
+    greedy, candidates, held = _greedy(ctx, jobs, allowed, weights, classes)
+    assert held == [] and len(candidates) == 6
+    status, chosen = _cpsat(ctx, jobs, weights, classes, candidates, greedy)
+    assert chosen is not None, status
+    on_fast = sum(int(classes.rep_dev[c]) == 0 for c in chosen)
+    assert on_fast == 4  # 4 × (8 GiB + 64 MiB) fit 40 GiB; a fifth does not
+
+
+def _view_on(node: str, device: Device) -> DeviceView:
+    return DeviceView(node, device, (0.0,) * device.slices)

@@ -4,6 +4,8 @@ measured using more than its estimate reserves that from then on."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from anypu.devices import Device, with_shares
@@ -52,6 +54,7 @@ def test_reservations_are_placed_counted_launched_and_listed() -> None:
     # A third does not fit beside them: it waits, and is placed once one ends.
     state.handle(JobSubmitted("c", submit_request(memory_bytes=2 * GIB), now=1.3))
     assert state.jobs["c"].state == "pending"
+    assert "no room now on the devices it may use" in state.jobs["c"].pending_reasons["all nodes"]
     reserved = state.reservations()["n1"]
     assert [(r.job_id, r.memory_bytes, r.milli) for r in reserved] == [
         ("a", GIB + HOST, 266),
@@ -81,7 +84,7 @@ def test_a_named_compute_share_is_reserved_and_checked() -> None:
     assert state.jobs["a"].placement.milli == 600
     blobs = BlobStore.__new__(BlobStore)
     blobs.has = lambda digest: True  # type: ignore[method-assign]
-    with pytest.raises(ConfigError, match="compute_milli must be at most 1000"):
+    with pytest.raises(ConfigError, match="compute_milli must be from 0 to 1000"):
         validate_submit(submit_request(artifact_digest=DIGEST, compute_milli=1001), blobs)
 
 
@@ -114,3 +117,51 @@ def test_reservations_are_exported_per_device_and_job() -> None:
     assert samples["anypu_device_reserved_milli", device] == 266
     job = (("device", "gpu0"), ("job", "a"), ("node", "n1"))
     assert samples["anypu_job_reserved_memory_bytes", job] == GIB + HOST
+
+
+def test_memory_no_job_accounts_for_is_not_there_to_reserve() -> None:
+    # An idle seat's runtime and warm models hold 2 GiB; a job reserved 1 GiB and has
+    # allocated nothing yet: 4 - 1 - 2 leaves 1 GiB, so a 1.5 GiB job waits.
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=GIB - HOST), now=1.0))
+    usage = m.DeviceUsage("gpu0", memory_used_bytes=2 * GIB + 100 * MIB, measured=True)
+    job = m.JobUsage("a", 1, "gpu0", 100 * MIB)
+    state.handle(AgentSaid("n1", 1, m.Heartbeat(1.5, usage=(usage,), jobs=(job,)), now=1.5))
+    (view,) = state.snapshot(1.6).nodes[0].devices
+    assert view.unexplained_memory_bytes == 2 * GIB
+    state.handle(JobSubmitted("b", submit_request(memory_bytes=1536 * MIB), now=2.0))
+    assert state.jobs["b"].state == "pending"
+    state.handle(JobSubmitted("c", submit_request(memory_bytes=512 * MIB), now=2.1))
+    assert state.jobs["c"].state == "placed"
+
+
+def test_a_job_over_the_share_its_estimate_sized_is_placed_again_once_larger() -> None:
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=256 * MIB), now=1.0))
+    over = m.Outcome.failed(m.FailureCode.MEMORY_EXCEEDED, "used 900 MiB of a 320 MiB share")
+    over = m.Outcome(over.code, over.error_type, over.message, memory_used_bytes=900 * MIB)
+    state.handle(AgentSaid("n1", 1, m.JobResult("a", 1, over), now=1.5))
+    job = state.jobs["a"]
+    assert job.state == "placed" and job.attempt == 2 and job.retries == 0
+    assert job.placement.memory_bytes == 1350 * MIB + HOST  # 1.5 × what it used
+    state.handle(AgentSaid("n1", 1, m.JobResult("a", 2, over), now=2.0))
+    assert job.state == "failed" and job.outcome.code is m.FailureCode.MEMORY_EXCEEDED
+
+
+def test_only_a_seat_s_own_job_memory_is_learnt() -> None:
+    sliced = Device("gpu0", "gpu", "nvidia", "A10", 4 * GIB, 31.0, "cpu", simulated=True)
+    state = SchedulerState(SchedulerConfig(lost_after_s=60.0))
+    state.handle(AgentConnected(join("n1", devices=(sliced,)), now=0.0))
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=256 * MIB), now=1.0))
+    usage = m.JobUsage("a", 1, "gpu0", 3 * GIB)  # a whole worker: runtime, warm models
+    state.handle(AgentSaid("n1", 1, m.Heartbeat(1.5, jobs=(usage,)), now=1.5))
+    assert state.memory_peak == {}
+
+
+def test_a_job_predicted_to_take_no_time_still_holds_its_seat() -> None:
+    state = _state()
+    state.handle(JobSubmitted("a", submit_request(memory_bytes=256 * MIB), now=1.0))
+    placement = state.jobs["a"].placement
+    state.jobs["a"].placement = dataclasses.replace(placement, predicted_seconds=0.0)
+    (view,) = state.snapshot(1.1).nodes[0].devices
+    assert view.slice_busy_seconds[placement.slice_index] > 0
