@@ -12,7 +12,6 @@ from a node that was declared lost is discarded.
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -23,9 +22,7 @@ from anypu.devices import Device, format_bytes
 from anypu.placement import (
     WORKLOAD_WINDOW,
     ClusterSnapshot,
-    DeviceView,
     JobRequest,
-    NodeView,
     PlacementConfig,
     Plan,
     RunnerUp,
@@ -34,9 +31,31 @@ from anypu.placement import (
     workload_shape,
 )
 from anypu.protos import messages as m
+from anypu.scheduler._events import (
+    Action,
+    AgentConnected,
+    AgentDisconnected,
+    AgentSaid,
+    CancelRequested,
+    Drop,
+    Event,
+    ForgetNode,
+    JobsSubmitted,
+    JobSubmitted,
+    NodeRemoved,
+    Notify,
+    PersistJob,
+    PersistNode,
+    Send,
+    Tick,
+    new_job_id,
+    stimulus_of,
+)
+from anypu.scheduler._learned import Learned
 from anypu.scheduler._leases import HeldLease, LeaseBook
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
+from anypu.scheduler._snapshot import reservations_of, snapshot_of
 
 __all__ = [
     "Action",
@@ -56,12 +75,9 @@ __all__ = [
     "SchedulerState",
     "Send",
     "Tick",
+    "new_job_id",
     "stimulus_of",
 ]
-
-
-#: How many models' measured memory peaks the scheduler keeps.
-_MODELS_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,171 +96,6 @@ class SchedulerConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class AgentConnected:
-    join: m.Join
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class AgentDisconnected:
-    node_id: str
-    epoch: int
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class AgentSaid:
-    node_id: str
-    epoch: int
-    message: m.AgentMessage
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class JobSubmitted:
-    job_id: str
-    request: m.SubmitRequest
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class JobsSubmitted:
-    """Submissions that arrived while a placement round ran: placed in one round, so a
-    burst is planned together (CP-SAT) rather than one job at a time."""
-
-    jobs: tuple[JobSubmitted, ...]
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class CancelRequested:
-    job_id: str
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class NodeRemoved:
-    """An operator removes a node that is not connected (``anypu node remove``)."""
-
-    node_id: str
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class Tick:
-    now: float
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-Event = (
-    AgentConnected
-    | AgentDisconnected
-    | AgentSaid
-    | JobSubmitted
-    | JobsSubmitted
-    | CancelRequested
-    | NodeRemoved
-    | Tick
-)
-
-# ---------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True)
-class Send:
-    node_id: str
-    epoch: int
-    message: m.SchedulerMessage
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class PersistJob:
-    job: JobRecord
-    transition: str  # the state it moved to, or "" for an update within a state
-    detail: str = ""
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-    #: A call under a lease, recorded after its caller had the answer: many a second,
-    #: so the log keeps it at DEBUG whatever its outcome.
-    leased: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Close a node's stream: it was declared lost and must re-join to be trusted again."""
-
-    node_id: str
-    epoch: int
-    reason: str
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class PersistNode:
-    node: NodeRecord
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class ForgetNode:
-    """Delete the node's persisted record."""
-
-    node_id: str
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-@dataclass(frozen=True)
-class Notify:
-    job_id: str
-    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
-
-
-Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop
-
-
-def stimulus_of(event: Event) -> str:
-    """A stimulus id naming what caused ``event``, for events that came without one.
-
-    The agent derives its own the same way (``launch-<job>-<attempt>``…), so one job's
-    lines on both sides share its id.
-    """
-    if isinstance(event, AgentSaid):
-        message = event.message
-        if isinstance(message, (m.JobResult, m.JobStarted)):
-            kind = "result" if isinstance(message, m.JobResult) else "started"
-            return f"{kind}-{message.job_id}-{message.attempt}"
-        return f"{type(message).__name__.lower()}-{event.node_id}"
-    if isinstance(event, JobSubmitted):
-        return f"submit-{event.job_id}"
-    if isinstance(event, JobsSubmitted):
-        first = event.jobs[0].job_id if event.jobs else "none"
-        return f"submit-{first}+{len(event.jobs) - 1}"
-    if isinstance(event, CancelRequested):
-        return f"cancel-{event.job_id}"
-    if isinstance(event, AgentConnected):
-        return f"join-{event.join.name}"
-    if isinstance(event, AgentDisconnected):
-        return f"leave-{event.node_id}-{event.epoch}"
-    if isinstance(event, NodeRemoved):
-        return f"remove-{event.node_id}"
-    return f"tick-{event.now:.3f}"
-
-
-def new_job_id() -> str:
-    return "job-" + secrets.token_hex(6)
-
-
 class SchedulerState:
     """All nodes and jobs, and the rules for how they change."""
 
@@ -257,12 +108,7 @@ class SchedulerState:
         self.active: dict[str, None] = {}  # placed or running
         self.finished: deque[str] = deque()  # terminal jobs kept in memory, oldest first
         self.keep_finished = 2000  # older ones live only in the store
-        self.measured: dict[tuple[str, str], float] = {}  # (digest, device model) -> seconds
-        #: digest -> the most memory one of its runs was measured using (heartbeats): what
-        #: its later jobs reserve of a shared device when the estimate said less.
-        self.memory_peak: dict[str, int] = {}
-        #: digest -> {(kind, vendor): what a run found}: backends lacking its operators.
-        self.unsupported: dict[str, dict[tuple[str, str], str]] = {}
+        self.learned = Learned()  # run times, memory peaks, backends lacking operators
         self.last_plan: Plan | None = None
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
@@ -593,85 +439,29 @@ class SchedulerState:
 
     def reservations(self) -> dict[str, tuple[m.Reservation, ...]]:
         """By node: what each live job holds of a shared device, in placement order."""
-        held: dict[str, list[m.Reservation]] = {}
-        for job_id in self.active:
-            p = self.jobs[job_id].placement
-            if p is not None and p.milli:
-                held.setdefault(p.node_id, []).append(
-                    m.Reservation(job_id, p.device_id, p.slice_index, p.memory_bytes, p.milli)
-                )
-        return {node_id: tuple(rows) for node_id, rows in held.items()}
+        return reservations_of(self.jobs[j] for j in self.active)
 
     def snapshot(self, now: float) -> ClusterSnapshot:
-        # Per device with work on it: predicted busy seconds per slice, and what its jobs
-        # reserve of it. Devices without work share one tuple of zeros per slice count.
-        busy: dict[tuple[str, str], dict[int, float]] = {}
-        reserved: dict[tuple[str, str], tuple[int, int]] = {}
-        for job_id in self.active:
-            p = self.jobs[job_id].placement
-            if p is not None:
-                on = busy.setdefault((p.node_id, p.device_id), {})
-                # At least a nanosecond: a job predicted to take no time still holds its seat.
-                on[p.slice_index] = on.get(p.slice_index, 0.0) + max(p.predicted_seconds, 1e-9)
-                if p.milli:
-                    memory, milli = reserved.get((p.node_id, p.device_id), (0, 0))
-                    reserved[(p.node_id, p.device_id)] = (memory + p.memory_bytes, milli + p.milli)
-        idle: dict[int, tuple[float, ...]] = {}
-        views = []
-        for node in self.nodes.values():
-            quarantined = self.quarantine.quarantined(node.node_id, now)
-            unexplained = _unexplained_memory(node)
-            devices = []
-            for d in node.devices:
-                key = (node.node_id, d.device_id)
-                work = busy.get(key)
-                if work is None:
-                    seconds = idle.get(d.slices) or idle.setdefault(d.slices, (0.0,) * d.slices)
-                else:
-                    loads = [0.0] * d.slices
-                    for i, s in work.items():
-                        if 0 <= i < d.slices:
-                            loads[i] += s
-                    seconds = tuple(loads)
-                memory, milli = reserved.get(key, (0, 0))
-                devices.append(
-                    DeviceView(
-                        node_id=node.node_id,
-                        device=d,
-                        slice_busy_seconds=seconds,
-                        reserved_memory_bytes=memory,
-                        reserved_milli=milli,
-                        unexplained_memory_bytes=unexplained.get(d.device_id, 0) if d.shared else 0,
-                    )
-                )
-            views.append(
-                NodeView(
-                    node_id=node.node_id,
-                    tier=node.tier,
-                    site=node.site,
-                    healthy=node.state == "ready" and node.connected and not quarantined,
-                    unhealthy_reason=self.quarantine.reason(node.node_id, now)
-                    if quarantined
-                    else (node.state if node.connected else "disconnected"),
-                    labels=node.labels,
-                    devices=tuple(devices),
-                    warm_digests=node.warm_digests,
-                )
-            )
-        return ClusterSnapshot(
-            nodes=tuple(views), network=self.network, now=now, workload=tuple(self.workload)
+        """The cluster as placement sees it now (``_snapshot.snapshot_of``)."""
+        return snapshot_of(
+            self.nodes.values(),
+            [self.jobs[j] for j in self.active],
+            self.quarantine,
+            self.network,
+            tuple(self.workload),
+            now,
         )
 
     def _job_request(self, job: JobRecord) -> JobRequest:
         r = job.request
         digest = r.artifact_digest
-        measured = {model: s for (d, model), s in self.measured.items() if d == digest}
+        measured = self.learned.timings_of(digest)
         return JobRequest(
             job_id=job.job_id,
             artifact_digest=digest,
             flops=r.flops,
             # Corrected by what a run of the model was measured using, where that is more.
-            memory_bytes=max(r.memory_bytes, self.memory_peak.get(digest, 0)),
+            memory_bytes=max(r.memory_bytes, self.learned.peak_of(digest)),
             input_bytes=r.input_bytes,
             output_bytes=r.output_bytes,
             artifact_bytes=r.param_bytes,
@@ -686,7 +476,7 @@ class SchedulerState:
             compute_milli=r.compute_milli,
             precision=r.precision or "fp32",
             operators=frozenset(r.operators),
-            unsupported_on=self.unsupported.get(digest, {}),
+            unsupported_on=self.learned.lacking_for(digest),
         )
 
     def _schedule(self, now: float) -> list[Action]:
@@ -845,10 +635,7 @@ class SchedulerState:
         device = self._device(node, job)
         # A simulated device runs on the host CPU: its timings say nothing about it.
         if device is not None and not device.simulated:
-            key = (job.request.artifact_digest, device.model)
-            old = self.measured.get(key)
-            run = job.outcome.run_seconds
-            self.measured[key] = run if old is None else 0.7 * old + 0.3 * run
+            self.learned.ran(job.request.artifact_digest, device.model, job.outcome.run_seconds)
 
     def _learn_memory(self, usage: m.JobUsage) -> None:
         """A running job's measured memory on a seat of a shared device (what it added
@@ -859,15 +646,7 @@ class SchedulerState:
             return
         if not job.placement.milli:  # not on a shared device
             return
-        self._raise_peak(job.request.artifact_digest, usage.memory_used_bytes)
-
-    def _raise_peak(self, digest: str, used: int) -> None:
-        """Remember ``used`` as the model's peak if it is more, for as many models as the
-        timings are (the least recently raised first out of mind)."""
-        peak = self.memory_peak.pop(digest, 0)
-        self.memory_peak[digest] = max(peak, used)  # now the newest
-        while len(self.memory_peak) > _MODELS_REMEMBERED:
-            del self.memory_peak[next(iter(self.memory_peak))]
+        self.learned.used(job.request.artifact_digest, usage.memory_used_bytes)
 
     def _retry_larger(
         self, node: NodeRecord, job: JobRecord, outcome: m.Outcome, now: float
@@ -880,7 +659,7 @@ class SchedulerState:
         if outcome.code not in codes or p is None or not p.milli or job.memory_retried:
             return None
         used = max(outcome.memory_used_bytes, p.memory_bytes)
-        self._raise_peak(job.request.artifact_digest, used + used // 2)
+        self.learned.used(job.request.artifact_digest, used + used // 2)
         job.memory_retried = True
         why = (
             f"went over the {format_bytes(p.memory_bytes)} its estimate reserved on"
@@ -898,12 +677,8 @@ class SchedulerState:
         device = self._device(node, job)
         if device is None:
             return
-        digest = job.request.artifact_digest
-        backends = self.unsupported.pop(digest, {})
-        backends[(device.kind, device.vendor)] = f"{message[:300]}; found on {node.node_id}"
-        self.unsupported[digest] = backends  # most recently learnt last
-        while len(self.unsupported) > 1000:
-            self.unsupported.pop(next(iter(self.unsupported)))
+        what = f"{message[:300]}; found on {node.node_id}"
+        self.learned.lacks(job.request.artifact_digest, device.kind, device.vendor, what)
 
     def _set_state(self, job: JobRecord, state: str) -> None:
         job.state = state
@@ -957,19 +732,6 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
-
-
-def _unexplained_memory(node: NodeRecord) -> dict[str, int]:
-    """Per device: memory in use, as its vendor read it on the last heartbeat, that no
-    running job's own measured use accounts for."""
-    jobs: dict[str, int] = {}
-    for usage in node.job_usage:
-        jobs[usage.device_id] = jobs.get(usage.device_id, 0) + usage.memory_used_bytes
-    return {
-        u.device_id: max(0, u.memory_used_bytes - jobs.get(u.device_id, 0))
-        for u in node.usage
-        if u.memory_used_bytes
-    }
 
 
 def _runner_up_fields(runner_up: RunnerUp | None) -> dict[str, Any]:

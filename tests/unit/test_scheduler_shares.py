@@ -155,7 +155,7 @@ def test_only_a_seat_s_own_job_memory_is_learnt() -> None:
     state.handle(JobSubmitted("a", submit_request(memory_bytes=256 * MIB), now=1.0))
     usage = m.JobUsage("a", 1, "gpu0", 3 * GIB)  # a whole worker: runtime, warm models
     state.handle(AgentSaid("n1", 1, m.Heartbeat(1.5, jobs=(usage,)), now=1.5))
-    assert state.memory_peak == {}
+    assert state.learned.memory_peak == {}
 
 
 def test_a_job_predicted_to_take_no_time_still_holds_its_seat() -> None:

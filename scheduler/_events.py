@@ -1,0 +1,199 @@
+"""What the scheduler's state machine takes (events) and gives (actions): plain data.
+
+``SchedulerState.handle(event) -> actions``; every action carries the ``stimulus_id`` of
+the event that caused it, so one job's lines share an id in every log.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from anypu.protos import messages as m
+from anypu.scheduler._records import JobRecord, NodeRecord
+
+__all__ = [
+    "Action",
+    "AgentConnected",
+    "AgentDisconnected",
+    "AgentSaid",
+    "CancelRequested",
+    "Drop",
+    "Event",
+    "ForgetNode",
+    "JobSubmitted",
+    "JobsSubmitted",
+    "NodeRemoved",
+    "Notify",
+    "PersistJob",
+    "PersistNode",
+    "Send",
+    "Tick",
+    "new_job_id",
+    "stimulus_of",
+]
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class AgentConnected:
+    join: m.Join
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class AgentDisconnected:
+    node_id: str
+    epoch: int
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class AgentSaid:
+    node_id: str
+    epoch: int
+    message: m.AgentMessage
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class JobSubmitted:
+    job_id: str
+    request: m.SubmitRequest
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class JobsSubmitted:
+    """Submissions that arrived while a placement round ran: placed in one round, so a
+    burst is planned together (CP-SAT) rather than one job at a time."""
+
+    jobs: tuple[JobSubmitted, ...]
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    job_id: str
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class NodeRemoved:
+    """An operator removes a node that is not connected (``anypu node remove``)."""
+
+    node_id: str
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+Event = (
+    AgentConnected
+    | AgentDisconnected
+    | AgentSaid
+    | JobSubmitted
+    | JobsSubmitted
+    | CancelRequested
+    | NodeRemoved
+    | Tick
+)
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Send:
+    node_id: str
+    epoch: int
+    message: m.SchedulerMessage
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class PersistJob:
+    job: JobRecord
+    transition: str  # the state it moved to, or "" for an update within a state
+    detail: str = ""
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+    #: A call under a lease, recorded after its caller had the answer: many a second,
+    #: so the log keeps it at DEBUG whatever its outcome.
+    leased: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close a node's stream: it was declared lost and must re-join to be trusted again."""
+
+    node_id: str
+    epoch: int
+    reason: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class PersistNode:
+    node: NodeRecord
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class ForgetNode:
+    """Delete the node's persisted record."""
+
+    node_id: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class Notify:
+    job_id: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop
+
+
+def stimulus_of(event: Event) -> str:
+    """A stimulus id naming what caused ``event``, for events that came without one.
+
+    The agent derives its own the same way (``launch-<job>-<attempt>``…), so one job's
+    lines on both sides share its id.
+    """
+    if isinstance(event, AgentSaid):
+        message = event.message
+        if isinstance(message, (m.JobResult, m.JobStarted)):
+            kind = "result" if isinstance(message, m.JobResult) else "started"
+            return f"{kind}-{message.job_id}-{message.attempt}"
+        return f"{type(message).__name__.lower()}-{event.node_id}"
+    if isinstance(event, JobSubmitted):
+        return f"submit-{event.job_id}"
+    if isinstance(event, JobsSubmitted):
+        first = event.jobs[0].job_id if event.jobs else "none"
+        return f"submit-{first}+{len(event.jobs) - 1}"
+    if isinstance(event, CancelRequested):
+        return f"cancel-{event.job_id}"
+    if isinstance(event, AgentConnected):
+        return f"join-{event.join.name}"
+    if isinstance(event, AgentDisconnected):
+        return f"leave-{event.node_id}-{event.epoch}"
+    if isinstance(event, NodeRemoved):
+        return f"remove-{event.node_id}"
+    return f"tick-{event.now:.3f}"
+
+
+def new_job_id() -> str:
+    return "job-" + secrets.token_hex(6)
