@@ -74,3 +74,21 @@ def test_json_document_has_usage_and_pending_and_is_serialisable():
     assert [j["job_id"] for j in doc["pending"]] == ["job-stuck"]
     assert doc["pending"][0]["pending_reasons"]["edge-1"] == "kind npu"
     assert 0 < doc["fragmentation"] < 1
+
+
+def test_status_shows_a_shared_device_s_reservations_seat_by_seat():
+    from anypu.devices import with_shares
+
+    gib = 1 << 30
+    shared = with_shares(GPU, 4)
+    held = (
+        m.Reservation("job-a", shared.device_id, 0, 6 * gib, 150),
+        m.Reservation("job-b", shared.device_id, 2, 2 * gib, 400),
+    )
+    node = m.NodeInfo("cloud-1", "cloud", "dc", "ready", devices=(shared,), reservations=held)
+    text = format_status("h:1", [node], [])
+    free = (shared.memory_bytes - 8 * gib) / gib
+    assert f"[2/4 seats, 8.0 GiB of {shared.memory_bytes / gib:.1f} GiB and 55% of compute" in text
+    assert f"{free:.1f} GiB free" in text
+    assert "seat 0: job job-a 6.0 GiB, 15.0% of compute" in text
+    assert "seat 2: job job-b 2.0 GiB, 40.0% of compute" in text
