@@ -97,7 +97,7 @@ class ModelRunner:
         does and it is only named when the job runs out.
         """
         from anypu import _codec
-        from anypu.agents._artifact import ArtifactError, run_model
+        from anypu.agents._artifact import ArtifactError, _first_line, run_model
 
         load_seconds, code = 0.0, FailureCode.LOAD_FAILED
         limit = memory_limit_bytes or self.memory_limit_bytes
@@ -131,7 +131,7 @@ class ModelRunner:
                 message = (
                     f"the job ran out of memory on {self.where}: its reservation is "
                     f"{_gib(limit)}; reduce the batch or ask for a "
-                    f"larger device ({str(error).splitlines()[0][:200]})"
+                    f"larger device ({_first_line(error)[:200]})"
                 )
                 oom = Outcome.failed(FailureCode.OUT_OF_MEMORY, message, load_seconds=load_seconds)
                 # It needed more than its share (how much more, the refusal does not say).
@@ -140,7 +140,7 @@ class ModelRunner:
             if missing is not None:
                 message = (
                     f"{self.where} ({self.torch_device}) lacks an operator the model needs:"
-                    f" {missing} ({str(error).splitlines()[0][:200]})"
+                    f" {missing} ({_first_line(error)[:200]})"
                 )
                 return (
                     Outcome.failed(

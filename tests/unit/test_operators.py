@@ -107,3 +107,25 @@ def test_the_export_records_the_operators_and_placement_skips_a_backend_lacking_
     plain = dataclasses.replace(job, operators=frozenset({"aten::linear"}))
     (placed,) = plan(snapshot, [plain], config=PlacementConfig()).placements
     assert placed.node_id == "npu-1"
+
+
+def test_an_allocation_refused_without_words_is_still_reported_as_out_of_memory(
+    tmp_path, monkeypatch
+):
+    """``MemoryError()`` says nothing: the report must not fail on its empty text."""
+    import anypu.agents._artifact as artifact_module
+    from anypu import _codec
+
+    artifact = export_model(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
+    path = tmp_path / "model.anypu"
+    path.write_bytes(artifact.data)
+
+    def refuse(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(artifact_module, "run_model", refuse)
+    runner = ModelRunner("cpu", memory_limit_bytes=1 << 20)
+    outcome, _ = runner.execute(artifact.digest, str(path), _codec.encode((torch.randn(2, 4),)))
+    assert outcome.code is FailureCode.OUT_OF_MEMORY
+    assert outcome.message.endswith("(MemoryError)")
+    assert outcome.memory_used_bytes == 1 << 20
