@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from anypu.protos import messages as m
+from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NodeRemoved",
     "Notify",
     "PersistJob",
+    "PersistLearned",
     "PersistNode",
     "Send",
     "Tick",
@@ -159,12 +161,20 @@ class ForgetNode:
 
 
 @dataclass(frozen=True)
+class PersistLearned:
+    """Keep what a run taught about a model (``_learned.Lesson``) across restarts."""
+
+    lesson: Lesson
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
 class Notify:
     job_id: str
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
-Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop
+Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop | PersistLearned
 
 
 def stimulus_of(event: Event) -> str:

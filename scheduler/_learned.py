@@ -10,16 +10,29 @@
 
 Each table keeps the models most recently learnt about (``models``, 10,000 by default):
 the oldest lesson goes first, so a scheduler that has seen millions of models holds a
-bounded amount. All of it is in memory: a restarted scheduler learns it again.
+bounded amount. Every lesson is also a ``Lesson`` row the scheduler persists (the state
+store's ``learned`` table), read back by ``restore`` after a restart.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Iterable
+from typing import NamedTuple, TypeVar
 
-__all__ = ["Learned"]
+__all__ = ["Learned", "Lesson"]
 
 V = TypeVar("V")
+
+
+class Lesson(NamedTuple):
+    """One learnt fact as stored: ``what`` is ``timing`` (``key`` a device model, value
+    seconds), ``peak`` (value bytes) or ``lacks`` (``key`` ``kind/vendor``, value what
+    was found where)."""
+
+    digest: str
+    what: str
+    key: str
+    value: str
 
 
 class Learned:
@@ -29,20 +42,41 @@ class Learned:
         self.memory_peak: dict[str, int] = {}
         self.unsupported: dict[str, dict[tuple[str, str], str]] = {}
 
-    def ran(self, digest: str, device_model: str, seconds: float) -> None:
+    def ran(self, digest: str, device_model: str, seconds: float) -> Lesson:
         """A run of ``digest`` on ``device_model`` took ``seconds``."""
         timings = self._take(self.timings, digest, {})
         old = timings.get(device_model)
         timings[device_model] = seconds if old is None else 0.7 * old + 0.3 * seconds
+        return Lesson(digest, "timing", device_model, repr(timings[device_model]))
 
-    def used(self, digest: str, nbytes: int) -> None:
-        """A run of ``digest`` was measured using ``nbytes``: its peak if that is more."""
-        self._take(self.memory_peak, digest, 0)
-        self.memory_peak[digest] = max(self.memory_peak[digest], nbytes)
+    def used(self, digest: str, nbytes: int) -> Lesson | None:
+        """A run of ``digest`` was measured using ``nbytes``: its peak if that is more
+        (the lesson to keep then, else None)."""
+        before = self._take(self.memory_peak, digest, 0)
+        if nbytes <= before:
+            return None
+        self.memory_peak[digest] = nbytes
+        return Lesson(digest, "peak", "", str(nbytes))
 
-    def lacks(self, digest: str, kind: str, vendor: str, what: str) -> None:
+    def lacks(self, digest: str, kind: str, vendor: str, what: str) -> Lesson:
         """``digest`` needs an operator the ``(kind, vendor)`` backend lacks (``what``)."""
         self._take(self.unsupported, digest, {})[(kind, vendor)] = what
+        return Lesson(digest, "lacks", f"{kind}/{vendor}", what)
+
+    def restore(self, lessons: Iterable[Lesson]) -> None:
+        """Lessons read back after a restart, oldest first (the newest stay in mind)."""
+        for lesson in lessons:
+            try:
+                if lesson.what == "timing":
+                    self._take(self.timings, lesson.digest, {})[lesson.key] = float(lesson.value)
+                elif lesson.what == "peak":
+                    self._take(self.memory_peak, lesson.digest, 0)
+                    self.memory_peak[lesson.digest] = int(lesson.value)
+                elif lesson.what == "lacks":
+                    kind, _, vendor = lesson.key.partition("/")
+                    self._take(self.unsupported, lesson.digest, {})[(kind, vendor)] = lesson.value
+            except ValueError:
+                continue  # a row this version cannot read: learnt again by the next run
 
     def timings_of(self, digest: str) -> dict[str, float]:
         return dict(self.timings.get(digest, {}))

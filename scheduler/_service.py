@@ -35,6 +35,7 @@ from anypu.scheduler._state import (
     NodeRemoved,
     Notify,
     PersistJob,
+    PersistLearned,
     PersistNode,
     SchedulerConfig,
     SchedulerState,
@@ -123,6 +124,7 @@ class SchedulerService:
         self.state.restore(
             self.store.load_unfinished_jobs(), self.store.load_nodes(), clock(), placed=recent
         )
+        self.state.learned.restore(self.store.load_learned(self.state.learned.models))
         self.started_at = clock()
         self._lock = threading.RLock()
         self._arrivals: list[JobSubmitted] = []  # submitted, not yet handed to the state
@@ -219,6 +221,8 @@ class SchedulerService:
                         action.stimulus_id,
                     )
                 self._writes.put(self.store.node_write(action.node))
+            elif isinstance(action, PersistLearned):
+                self._writes.put(self.store.learned_write(action.lesson, now))
             elif isinstance(action, ForgetNode):
                 self._node_states.pop(action.node_id, None)
                 self._writes.put(self.store.node_forget(action.node_id))
@@ -237,7 +241,7 @@ class SchedulerService:
                     batch.append(self._writes.get_nowait())
                 except queue.Empty:
                     break
-            writes = [w for w in batch if w[0] in ("job", "node", "forget_node")]
+            writes = [w for w in batch if w[0] in ("job", "node", "forget_node", "learned")]
             if writes:
                 try:
                     self.store.commit(writes)

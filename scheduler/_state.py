@@ -45,6 +45,7 @@ from anypu.scheduler._events import (
     NodeRemoved,
     Notify,
     PersistJob,
+    PersistLearned,
     PersistNode,
     Send,
     Tick,
@@ -70,6 +71,7 @@ __all__ = [
     "NodeRemoved",
     "Notify",
     "PersistJob",
+    "PersistLearned",
     "PersistNode",
     "SchedulerConfig",
     "SchedulerState",
@@ -257,11 +259,10 @@ class SchedulerState:
         if isinstance(message, m.Heartbeat):
             node.usage = message.usage
             node.job_usage = message.jobs
-            for usage in message.jobs:
-                self._learn_memory(usage)
+            learnt = [a for usage in message.jobs for a in self._learn_memory(usage)]
             node.warm_digests = frozenset(message.warm_digests)
             node.running_jobs = message.running_jobs
-            return []
+            return learnt
         if isinstance(message, m.JobStarted):
             job = self._current(message.job_id, message.attempt, node.node_id)
             if job is None or job.state != "placed":
@@ -316,14 +317,14 @@ class SchedulerState:
             self._set_state(job, "succeeded")
             job.outputs = result.outputs
             job.outputs_digest = result.outputs_digest
-            self._learn(node, job)
+            actions += self._learn(node, job)
         else:
             retry = self._retry_larger(node, job, outcome, now)
             if retry is not None:
                 return actions + retry
             unsupported = outcome.code is m.FailureCode.OPERATOR_UNSUPPORTED
             if unsupported:
-                self._lacks_operator(node, job, outcome.message)
+                actions += self._lacks_operator(node, job, outcome.message)
             if (
                 outcome.retryable
                 and not unsupported  # the backend's gap, not the node's fault
@@ -616,7 +617,7 @@ class SchedulerState:
             self.jobs[job.job_id] = job
             if run.outcome.ok:
                 self._set_state(job, "succeeded")
-                self._learn(node, job)
+                actions += self._learn(node, job)
             else:
                 self._set_state(job, "failed")
             self.decisions["leased"] = self.decisions.get("leased", 0) + 1
@@ -629,24 +630,27 @@ class SchedulerState:
 
     # -------------------------------------------------------------- helpers
 
-    def _learn(self, node: NodeRecord, job: JobRecord) -> None:
+    def _learn(self, node: NodeRecord, job: JobRecord) -> list[Action]:
         """A job succeeded on ``node``: its model is warm there, and its time is known."""
         node.warm_digests = node.warm_digests | {job.request.artifact_digest}
         device = self._device(node, job)
         # A simulated device runs on the host CPU: its timings say nothing about it.
-        if device is not None and not device.simulated:
-            self.learned.ran(job.request.artifact_digest, device.model, job.outcome.run_seconds)
+        if device is None or device.simulated:
+            return []
+        digest, seconds = job.request.artifact_digest, job.outcome.run_seconds
+        return [PersistLearned(self.learned.ran(digest, device.model, seconds))]
 
-    def _learn_memory(self, usage: m.JobUsage) -> None:
+    def _learn_memory(self, usage: m.JobUsage) -> list[Action]:
         """A running job's measured memory on a seat of a shared device (what it added
         above its seat's idle process): the peak of its model so far. Readings of a
         slice's whole worker (its runtime, other warm models) are not the job's."""
         job = self.jobs.get(usage.job_id)
         if job is None or job.attempt != usage.attempt or job.placement is None:
-            return
+            return []
         if not job.placement.milli:  # not on a shared device
-            return
-        self.learned.used(job.request.artifact_digest, usage.memory_used_bytes)
+            return []
+        lesson = self.learned.used(job.request.artifact_digest, usage.memory_used_bytes)
+        return [PersistLearned(lesson)] if lesson is not None else []
 
     def _retry_larger(
         self, node: NodeRecord, job: JobRecord, outcome: m.Outcome, now: float
@@ -659,7 +663,7 @@ class SchedulerState:
         if outcome.code not in codes or p is None or not p.milli or job.memory_retried:
             return None
         used = max(outcome.memory_used_bytes, p.memory_bytes)
-        self.learned.used(job.request.artifact_digest, used + used // 2)
+        lesson = self.learned.used(job.request.artifact_digest, used + used // 2)
         job.memory_retried = True
         why = (
             f"went over the {format_bytes(p.memory_bytes)} its estimate reserved on"
@@ -667,18 +671,20 @@ class SchedulerState:
             f" reserving {format_bytes(used + used // 2)} ({outcome.message})"
         )
         job.retries -= 1  # not one of the node's failures: max_retries is untouched
-        actions = self._requeue(job, now, why, crashed=False)
+        actions: list[Action] = [PersistLearned(lesson)] if lesson is not None else []
+        actions += self._requeue(job, now, why, crashed=False)
         job.not_before = now  # nothing to wait out: no node did anything wrong
         return actions + self._schedule(now)
 
-    def _lacks_operator(self, node: NodeRecord, job: JobRecord, message: str) -> None:
+    def _lacks_operator(self, node: NodeRecord, job: JobRecord, message: str) -> list[Action]:
         """Remember that this model's operators are not all on that backend (kind and
         vendor): placement skips it for the model from now on, saying why."""
         device = self._device(node, job)
         if device is None:
-            return
+            return []
         what = f"{message[:300]}; found on {node.node_id}"
-        self.learned.lacks(job.request.artifact_digest, device.kind, device.vendor, what)
+        digest = job.request.artifact_digest
+        return [PersistLearned(self.learned.lacks(digest, device.kind, device.vendor, what))]
 
     def _set_state(self, job: JobRecord, state: str) -> None:
         job.state = state

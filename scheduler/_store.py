@@ -25,6 +25,7 @@ from typing import Any
 
 from anypu.devices import Device
 from anypu.protos.messages import Outcome, PlacementInfo, SubmitRequest
+from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
 
 __all__ = ["BlobStore", "StateStore", "open_state_db"]
@@ -80,7 +81,20 @@ CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS learned (
+    digest TEXT NOT NULL,
+    what TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (digest, what, key)
+);
 """
+_UPSERT_LEARNED = (
+    "INSERT INTO learned (digest, what, key, value, updated_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(digest, what, key) DO UPDATE SET value=excluded.value,"
+    " updated_at=excluded.updated_at"
+)
 
 # What the collector reads, beside the record; added to databases written before it
 # (ALTER TABLE, then filled from the records once).
@@ -280,6 +294,8 @@ class StateStore:
                             self._db.execute(_DROP_INPUTS, row[:1])
                     elif kind == "forget_node":
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
+                    elif kind == "learned":
+                        self._db.execute(_UPSERT_LEARNED, row)
                     else:
                         self._db.execute(_UPSERT_NODE, row)
                 self._db.execute("COMMIT")
@@ -302,6 +318,24 @@ class StateStore:
                 " ORDER BY j.rowid"
             ).fetchall()
         return [_job_from_row(json.loads(r[0]), r[1], r[2]) for r in rows]
+
+    @staticmethod
+    def learned_write(lesson: Lesson, now: float) -> tuple:
+        return ("learned", (*lesson, now), None)
+
+    def load_learned(self, models: int = 10_000) -> list[Lesson]:
+        """The lessons of the ``models`` models most recently learnt about, oldest first;
+        older ones are deleted (what the scheduler keeps in mind is bounded the same)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM learned WHERE digest NOT IN (SELECT digest FROM learned"
+                " GROUP BY digest ORDER BY max(updated_at) DESC LIMIT ?)",
+                (models,),
+            )
+            rows = self._db.execute(
+                "SELECT digest, what, key, value FROM learned ORDER BY updated_at"
+            ).fetchall()
+        return [Lesson(*row) for row in rows]
 
     def load_nodes(self) -> list[NodeRecord]:
         with self._lock:

@@ -234,6 +234,7 @@ class FakeCluster:
         self.store = scheduler.StateStore(self.state_dir)
         self.scheduler = scheduler.SchedulerState(self.config)
         self.scheduler.restore(self.store.load_unfinished_jobs(), self.store.load_nodes(), self.now)
+        self.scheduler.learned.restore(self.store.load_learned())
         for agent in self.agents.values():
             agent.stream_broke("the scheduler went away")
         for agent in self.agents.values():
@@ -293,6 +294,8 @@ class FakeCluster:
                 )
             elif isinstance(action, scheduler.PersistNode):
                 self._writes.append(self.store.node_write(action.node))
+            elif isinstance(action, scheduler.PersistLearned):
+                self._writes.append(self.store.learned_write(action.lesson, self.now))
             elif isinstance(action, scheduler.Notify):
                 self.notified.append(action.job_id)
 
