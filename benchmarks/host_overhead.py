@@ -42,7 +42,16 @@ def _cases() -> list[tuple[str, Any, tuple[torch.Tensor, ...]]]:
         ("cnn 3ch, batch 256", small_cnn().eval(), (torch.randn(256, 3, 32, 32),)),
         ("transformer d64, 4x128", transformer_block().eval(), (torch.randn(4, 128, 64),)),
         ("transformer d256, 8x512", transformer_block(256, 8).eval(), (torch.randn(8, 512, 256),)),
+        # benchmarks.density's model: 600 tanh in a row over 4 MiB; its first run failed
+        # under a data limit of its bare estimate.
+        ("tanh chain 4 MiB x600", _chain(), (torch.randn(256, 1024),)),
     ]
+
+
+def _chain() -> torch.nn.Module:
+    from benchmarks.density import Busy
+
+    return Busy().eval()
 
 
 def _run_under(

@@ -58,8 +58,8 @@ MIN_SHARE_MILLI = 10
 #: was lent to the machines this was built on): a run measured using more raises what
 #: the model's later jobs reserve (the scheduler's ``memory_peak``). ``host`` is for jobs
 #: on host memory (a simulated device): the allocator's slack above the tensors, which
-#: the worker's data limit counts (a 9 MiB estimate with no slack failed its first run:
-#: a freed 4 MiB tensor's heap is not handed back at once).
+#: the worker's data limit counts; ``benchmarks.host_overhead`` measured at most 4 MiB
+#: over the estimate on 8 models (a 9 MiB estimate with no slack failed its first run).
 DEFAULT_RUNTIME_OVERHEAD: Mapping[str, int] = MappingProxyType(
     {
         "gpu/nvidia": 512 << 20,
