@@ -73,8 +73,7 @@ def lacking_operators(
     """The operators of ``operators`` that ``device``'s backend lacks, sorted; empty
     when it has them all or cannot say (the module docstring)."""
     if device.simulated:
-        declared = {op.strip() for op in device.extra.get("lacks_operators", "").split(",")}
-        return sorted(set(operators) & (declared - {""}))
+        return sorted(set(operators) & device.lacking_operators)
     key = _AUTHORITATIVE.get(torch_device.split(":")[0])
     if key is None or not kernel(_PROBE_OPERATOR, key):
         return []

@@ -57,6 +57,12 @@ class Device:
     def slice_tflops(self) -> float:
         return self.tflops / self.share_divisor
 
+    @property
+    def lacking_operators(self) -> frozenset[str]:
+        """Operators its backend is said to lack (``extra["lacks_operators"]``, comma
+        separated: what ``devices.yaml`` declares for a simulated device)."""
+        return frozenset(op for op in self.extra.get("lacks_operators", "").split(",") if op)
+
     def describe(self) -> str:
         """One line for people: ``gpu nvidia A100-SXM4-40GB 40.0 GiB 156 TFLOPS (simulated on cpu)``."""
         text = (

@@ -252,7 +252,7 @@ class OperatorFilter:
     ) -> str | None:
         if device is None:
             return None
-        declared = _lacks(device.device.extra) & job.operators
+        declared = device.device.lacking_operators & job.operators
         if declared:
             return (
                 f"lacks {', '.join(sorted(declared))}, which the model calls (its agent says"
@@ -276,10 +276,6 @@ class OperatorFilter:
                 t.n_devices,
             )
         return ok
-
-
-def _lacks(extra: dict[str, str]) -> frozenset[str]:
-    return frozenset(op for op in extra.get("lacks_operators", "").split(",") if op)
 
 
 #: Cheap, node-level rules first: their reason is what a rejected node reports.

@@ -157,9 +157,9 @@ class _Layout:
         says so (``extra["lacks_operators"]``); computed once per layout."""
         if self._lacking is None:
             self._lacking = [
-                (d, frozenset(op for op in device.extra["lacks_operators"].split(",") if op))
+                (d, device.lacking_operators)
                 for d, device in enumerate(self.device_objects)
-                if device.extra.get("lacks_operators")
+                if device.lacking_operators
             ]
         return self._lacking
 
