@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
-__all__ = ["machine"]
+__all__ = ["machine", "percentile"]
 
 
 def machine() -> str:
@@ -16,3 +16,9 @@ def machine() -> str:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python"
         f" {platform.python_version()}, torch {torch.__version__}"
     )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank: what the tables call p99."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

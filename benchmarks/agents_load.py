@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks import percentile
+
 HEARTBEAT_S = 1.0
 
 
@@ -93,11 +95,6 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -194,13 +191,13 @@ def main() -> None:
     print(f"all joined in {join_seconds:.1f} s")
     print(
         f"heartbeat age seen by the scheduler: median {statistics.median(ages):.3f} s,"
-        f" p99 {_percentile(ages, 0.99):.3f} s, max {max(ages):.3f} s ({len(ages)} samples)"
+        f" p99 {percentile(ages, 0.99):.3f} s, max {max(ages):.3f} s ({len(ages)} samples)"
     )
     print(f"nodes seen not ready during the steady phase: {len(lost_seen)} (must be 0)")
     if latencies:
         print(
             f"placement + dispatch + result, {len(latencies)} jobs: median"
-            f" {statistics.median(latencies) * 1e3:.2f} ms, p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms"
+            f" {statistics.median(latencies) * 1e3:.2f} ms, p99 {percentile(latencies, 0.99) * 1e3:.2f} ms"
         )
     print(
         f"after a scheduler SIGKILL + restart: {ready}/{args.agents} re-joined in {rejoin_seconds:.1f} s"

@@ -69,7 +69,7 @@ from anypu.scheduler import (
 )
 from anypu.simulations import by_arrival, inflate, replay, shuffle_nodes
 from anypu.simulations.openb import NODE_LIST, parse_seeds, resolve_pod_list, trace_dir
-from benchmarks import machine
+from benchmarks import machine, percentile
 
 GiB = 2**30
 SEATS = 20  # the trace's smallest share is 50 milli: 20 fit one GPU
@@ -235,11 +235,6 @@ def _sim_with_departures(
 # ---------------------------------------------------------------- report
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=40)
@@ -291,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{policy:<10} alloc@100 {statistics.mean(gap):+.2f}  alloc@130"
             f" {statistics.mean(gap130):+.2f}  steady {statistics.mean(steady):+.2f}"
             f"   decision median {statistics.median(decisions):.2f} ms,"
-            f" p99 {_p(decisions, 0.99):.2f} ms ({len(decisions)} decisions)"
+            f" p99 {percentile(decisions, 0.99):.2f} ms ({len(decisions)} decisions)"
         )
     return 0
 

@@ -497,6 +497,11 @@ class NodeInfo:
     job_usage: tuple[JobUsage, ...] = ()  # each running job's own memory, last heartbeat
     reservations: tuple[Reservation, ...] = ()  # what jobs hold of its shared devices
 
+    def reserved_on(self, device_id: str) -> tuple[int, int]:
+        """(memory bytes, milli) its live jobs reserve of shared device ``device_id``."""
+        mine = [r for r in self.reservations if r.device_id == device_id]
+        return sum(r.memory_bytes for r in mine), sum(r.milli for r in mine)
+
 
 @dataclass(frozen=True)
 class UsageRow:

@@ -24,7 +24,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +38,7 @@ from anypu import PROTOCOL_VERSION, __version__
 from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
-from anypu.protos.messages import JobInfo, NodeInfo, Reservation
+from anypu.protos.messages import JobInfo, NodeInfo
 from anypu.scheduler._metrics import (
     NODE_STATES,
     ClusterView,
@@ -106,7 +106,7 @@ def node_view(node: NodeInfo, jobs_on: dict[tuple[str, str], list[JobInfo]], nam
                 "reserved_slices": sorted({j.placement.slice_index for j in here if j.placement}),
                 "jobs": [_job_on_device(j) for j in here],
                 "shared": d.shared,
-                **_shares_of(d, node.reservations, u),
+                **_shares_of(d, node, u),
             }
         )
     return {
@@ -132,13 +132,12 @@ def _job_on_device(job: JobInfo) -> dict:
     return row
 
 
-def _shares_of(device: Device, reservations: Sequence[Reservation], usage: Any) -> dict:
+def _shares_of(device: Device, node: NodeInfo, usage: Any) -> dict:
     """A shared device's reservations and what is left of it (nothing for a sliced one)."""
     if not device.shared:
         return {}
-    mine = [r for r in reservations if r.device_id == device.device_id]
-    memory = sum(r.memory_bytes for r in mine)
-    milli = sum(r.milli for r in mine)
+    mine = [r for r in node.reservations if r.device_id == device.device_id]
+    memory, milli = node.reserved_on(device.device_id)
     return {
         "seats": device.slices,
         "reserved_memory_bytes": memory,

@@ -343,14 +343,13 @@ def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
                 used.add_metric([n.node_id, u.device_id], u.memory_used_bytes)
         for j in n.job_usage:
             per_job.add_metric([j.job_id, n.node_id, j.device_id], j.memory_used_bytes)
-        held: dict[str, tuple[int, int]] = {d.device_id: (0, 0) for d in n.devices if d.shared}
         for r in n.reservations:
-            memory, milli = held.get(r.device_id, (0, 0))
-            held[r.device_id] = (memory + r.memory_bytes, milli + r.milli)
             per_job_reserved.add_metric([r.job_id, n.node_id, r.device_id], r.memory_bytes)
-        for device_id, (memory, milli) in held.items():
-            reserved.add_metric([n.node_id, device_id], memory)
-            reserved_milli.add_metric([n.node_id, device_id], milli)
+        for d in n.devices:
+            if d.shared:
+                memory, milli = n.reserved_on(d.device_id)
+                reserved.add_metric([n.node_id, d.device_id], memory)
+                reserved_milli.add_metric([n.node_id, d.device_id], milli)
     yield busy
     yield used
     yield per_job

@@ -386,13 +386,15 @@ class SchedulerState:
         job.outcome = m.Outcome.failed(m.FailureCode.CANCELLED, "cancelled by user")
         return [*actions, PersistJob(job, "cancelled"), Notify(job.job_id)]
 
-    def _requeue(self, job: JobRecord, now: float, why: str, crashed: bool) -> list[Action]:
+    def _requeue(
+        self, job: JobRecord, now: float, why: str, crashed: bool, counts: bool = True
+    ) -> list[Action]:
         """Send a job back to pending after its node failed it; give up past max_retries.
 
         ``crashed``: the node or its worker died while running this job. After
         ``poison_after`` such deaths the job is poison and is not placed again.
         """
-        job.retries += 1
+        job.retries += counts  # ``counts``: a failure of the node's, towards max_retries
         if crashed and job.placement is not None:
             job.lost_nodes.append(job.placement.node_id)
         if len(job.lost_nodes) >= self.config.poison_after:
@@ -670,9 +672,9 @@ class SchedulerState:
             f" {node.node_id}/{p.device_id} (used {format_bytes(used)}): placed again"
             f" reserving {format_bytes(used + used // 2)} ({outcome.message})"
         )
-        job.retries -= 1  # not one of the node's failures: max_retries is untouched
         actions: list[Action] = [PersistLearned(lesson)] if lesson is not None else []
-        actions += self._requeue(job, now, why, crashed=False)
+        # Not one of the node's failures: max_retries is untouched.
+        actions += self._requeue(job, now, why, crashed=False, counts=False)
         job.not_before = now  # nothing to wait out: no node did anything wrong
         return actions + self._schedule(now)
 

@@ -103,8 +103,7 @@ def format_status(
                     )
                     continue
                 shares = [r for r in node.reservations if r.device_id == d.device_id]
-                memory = sum(r.memory_bytes for r in shares)
-                milli = sum(r.milli for r in shares)
+                memory, milli = node.reserved_on(d.device_id)
                 lines.append(
                     f"     {d.device_id:<6} {d.describe()}  [{len(shares)}/{d.slices} seats,"
                     f" {format_bytes(memory)} of {format_bytes(d.memory_bytes)} and"

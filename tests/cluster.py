@@ -184,3 +184,18 @@ class Cluster:
                 except ProcessLookupError:
                     pass
                 proc.wait(5)
+
+
+def submit_estimated(
+    client: Any, model: Any, inputs: Any, memory_bytes: int, options: Any = None
+) -> str:
+    """Submit ``model(inputs)`` as if its estimate said ``memory_bytes`` (what a slice
+    must hold and a share reserves): how tests make an estimate wrong on purpose."""
+    import dataclasses
+
+    from anypu.sdk import RunOptions
+
+    request, args = client._describe(model, inputs, options or RunOptions())
+    request = dataclasses.replace(client._with_inputs(request, args), memory_bytes=memory_bytes)
+    info, _ = client.transport.submit(request)
+    return str(info.job_id)

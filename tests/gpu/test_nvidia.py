@@ -4,18 +4,16 @@ Real scheduler and agent processes; the agent offers the machine's own devices."
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import time
-from typing import Any
 
 import torch
 
 from anypu.devices import NvidiaProbe, collect_readings
 from anypu.protos.messages import FailureCode
 from anypu.sdk import RunOptions
-from tests.cluster import Cluster
+from tests.cluster import Cluster, submit_estimated
 
 GIB = 1 << 30
 ON_GPU = RunOptions(device_kinds=("gpu",))
@@ -35,13 +33,6 @@ class Hold(torch.nn.Module):
         return y[:1]
 
 
-def _submit(client: Any, model: torch.nn.Module, memory: int) -> str:
-    x = torch.randn(256, 1024)
-    request, args = client._describe(model, x, ON_GPU)
-    request = dataclasses.replace(client._with_inputs(request, args), memory_bytes=memory)
-    return str(client.transport.submit(request)[0].job_id)
-
-
 def test_the_gpu_is_found_and_read():
     probe = NvidiaProbe()
     assert probe.available(), probe.unavailable_reason
@@ -59,7 +50,9 @@ def test_two_jobs_share_one_gpu_and_the_cap_stops_the_one_over_its_share(tmp_pat
         cluster.add_agent("gpu-1", "cloud")  # the machine's own GPU(s), shared (4 seats)
         with cluster.connected_client(1) as client:
             slow = Hold(mib=256, steps=20000)
-            a, b = _submit(client, slow, GIB), _submit(client, slow, GIB)
+            x = torch.randn(256, 1024)  # 1 MiB of float32
+            a = submit_estimated(client, slow, x, GIB, ON_GPU)
+            b = submit_estimated(client, slow, x, GIB, ON_GPU)
             deadline, together = time.monotonic() + 120, 0
             while time.monotonic() < deadline and together < 2:
                 (node,) = client.transport.list_nodes()
@@ -71,7 +64,7 @@ def test_two_jobs_share_one_gpu_and_the_cap_stops_the_one_over_its_share(tmp_pat
             assert together == 2, "the two jobs never ran on gpu0 at once"
             # The hog's estimate says 64 MiB; it takes 4 GiB: the allocator's cap or the
             # NVML watchdog stops it, and its neighbour on another seat finishes.
-            hog = _submit(client, Hold(mib=4096, steps=200), 64 << 20)
+            hog = submit_estimated(client, Hold(mib=4096, steps=200), x, 64 << 20, ON_GPU)
             for job_id in (a, b):
                 info, _, timed_out = client.transport.wait(job_id, 300)
                 assert not timed_out and info.state == "succeeded", info.outcome.message

@@ -6,16 +6,14 @@ caller told, while the job on the other slice finishes."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import urllib.request
 
 import torch
 
 from anypu.protos.messages import FailureCode
-from anypu.sdk import RunOptions
 from anypu.sdk.models import mlp
-from tests.cluster import Cluster
+from tests.cluster import Cluster, submit_estimated
 
 
 class Hog(torch.nn.Module):
@@ -93,13 +91,11 @@ def test_a_job_over_its_share_is_stopped_and_its_neighbour_finishes(tmp_path):
             # An estimate that was wrong (64 MiB) is what the watchdog exists for: the
             # hog is placed on a 512 MiB slice and then holds 1-2 GiB.
             model, x = Hog(copies=1024, steps=60), torch.randn(*ONE_MIB)
-            request, args = client._describe(model, x, RunOptions())
-            request = dataclasses.replace(client._with_inputs(request, args), memory_bytes=64 << 20)
-            hog, _ = client.transport.submit(request)
+            hog = submit_estimated(client, model, x, 64 << 20)
             neighbour, y = mlp(width=32, depth=2), torch.randn(2, 32)
             small = client.submit(neighbour, y)
             torch.testing.assert_close(small.result(timeout=120), neighbour(y))
-            info, _, timed_out = client.transport.wait(hog.job_id, 120)
+            info, _, timed_out = client.transport.wait(hog, 120)
             assert not timed_out and info.state == "failed"  # not retried: its own doing
             # Host memory is capped in the worker (RLIMIT_DATA: the allocation is refused at
             # once); the agent's watchdog is the guard behind it, and the only one for an

@@ -6,18 +6,15 @@ this machine's CPU), so its memory is host memory, capped in the worker (RLIMIT_
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
-from typing import Any
 
 import torch
 
 from anypu.protos.messages import FailureCode
-from anypu.sdk import RunOptions
 from anypu.sdk.models import mlp
-from tests.cluster import Cluster
+from tests.cluster import Cluster, submit_estimated
 from tests.integration.test_readings import ONE_MIB, Hog
 
 MIB = 1 << 20
@@ -25,14 +22,6 @@ SHARED_GPU = """devices:
   - {kind: gpu, vendor: nvidia, model: A10, memory: 1GiB, tflops: 31, seats: 3}
 include_host: false
 """
-
-
-def _submit(client: Any, model: torch.nn.Module, x: torch.Tensor, memory: int) -> str:
-    """Submit with the estimate set to ``memory`` (what the reservation is sized from)."""
-    request, args = client._describe(model, x, RunOptions())
-    request = dataclasses.replace(client._with_inputs(request, args), memory_bytes=memory)
-    info, _ = client.transport.submit(request)
-    return str(info.job_id)
 
 
 def test_jobs_share_a_device_at_once_and_the_next_waits_for_room(tmp_path):
@@ -43,8 +32,8 @@ def test_jobs_share_a_device_at_once_and_the_next_waits_for_room(tmp_path):
             slow, x = Hog(copies=8, steps=400), torch.randn(*ONE_MIB)
             # 250 MiB each (314 MiB with the allocator's slack) of 1 GiB: three fit, one
             # per seat; a fourth does not yet.
-            jobs = [_submit(client, slow, x, 250 * MIB) for _ in range(3)]
-            last = _submit(client, slow, x, 250 * MIB)
+            jobs = [submit_estimated(client, slow, x, 250 * MIB) for _ in range(3)]
+            last = submit_estimated(client, slow, x, 250 * MIB)
             deadline, full, most_running = time.monotonic() + 90, None, 0
             while time.monotonic() < deadline and (full is None or most_running < 2):
                 (node,) = client.transport.list_nodes()
@@ -79,7 +68,9 @@ def test_a_job_over_its_reservation_is_stopped_and_its_neighbour_finishes(tmp_pa
         with cluster.connected_client(1) as client:
             # An estimate that was wrong (64 MiB, 128 MiB with the slack) is what the cap is
             # for: the hog then holds over 1 GiB.
-            hog = _submit(client, Hog(copies=1100, steps=60), torch.randn(*ONE_MIB), 64 * MIB)
+            hog = submit_estimated(
+                client, Hog(copies=1100, steps=60), torch.randn(*ONE_MIB), 64 * MIB
+            )
             neighbour, y = mlp(width=32, depth=2), torch.randn(2, 32)
             small = client.submit(neighbour, y)
             torch.testing.assert_close(small.result(timeout=120), neighbour(y))
