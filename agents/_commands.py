@@ -16,6 +16,7 @@ import threading
 from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
+from anypu.agents._selftest import with_self_tested_operators
 from anypu.comm import serves_tls
 from anypu.devices import (
     Device,
@@ -147,6 +148,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
         log.info("%s", start_mps())
     probes = make_probes()
     devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
+    devices = with_self_tested_operators(devices)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
     tls = None

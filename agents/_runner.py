@@ -173,11 +173,14 @@ def _gib(n: int) -> str:
 #: How backends say an operator is missing, each with the operator's name in group 1:
 #: PyTorch's dispatcher ("Could not run 'aten::x' with arguments from the 'PrivateUse1'
 #: backend"), a kernel without a dtype ('"addmm_impl_cpu_" not implemented for 'Half''),
-#: MPS ("The operator 'aten::x' is not currently implemented for the MPS device").
+#: MPS ("The operator 'aten::x' is not currently implemented for the MPS device"), a
+#: backend without a kernel where torch looks for one by name ("aten::x: attempted to run
+#: this operator with Meta tensors, but there was no fake impl or Meta kernel registered").
 _MISSING_OPERATOR = (
     re.compile(r"Could not run '([\w:.]+)' with arguments from the '[\w]+' backend"),
     re.compile(r"\"(\w+)\" not implemented for '\w+'"),
     re.compile(r"operator '([\w:.]+)' is not currently implemented for the \w+ device"),
+    re.compile(r"([\w:.]+): attempted to run this operator with \w+ tensors, but there was no"),
 )
 
 
