@@ -55,7 +55,8 @@ class PlacementConfig:
     places the accelerator jobs (``_live_policy``); ``seed`` feeds CP-SAT and ``random``.
     ``runtime_overhead`` is the device memory a worker's runtime holds besides a job's
     tensors, by ``kind/vendor`` or ``kind``, added to what a job reserves of a shared
-    device (``_shares``). ``filters`` and ``scores`` are the plugins every strategy runs (each checked against
+    device (``_shares``). A job held back for room ``earmark_after_s`` seconds has a shared
+    device set aside until it fits there (``_earmarks``). ``filters`` and ``scores`` are the plugins every strategy runs (each checked against
     ``FilterPlugin`` / ``ScorePlugin``): add a rule or a term here, not in a strategy.
     """
 
@@ -75,6 +76,7 @@ class PlacementConfig:
     policy: str = "cost"
     seed: int = 0
     runtime_overhead: Mapping[str, int] = field(default_factory=lambda: DEFAULT_RUNTIME_OVERHEAD)
+    earmark_after_s: float = 5.0
     filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
     scores: tuple[ScorePlugin, ...] = DEFAULT_SCORES
 
@@ -89,6 +91,7 @@ class PlacementConfig:
 
         positive("time_limit_s", self.time_limit_s)
         positive("load_bytes_per_s", self.load_bytes_per_s)
+        non_negative("earmark_after_s", self.earmark_after_s)
         positive("default_efficiency", self.default_efficiency)
         for name in ("launch_overhead_s", "load_overhead_s", "fragmentation_s", "priority_weight"):
             non_negative(name, getattr(self, name))

@@ -6,6 +6,7 @@ Everything here is plain data. Placement never does I/O: the scheduler builds a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -97,6 +98,10 @@ class JobRequest:
     unsupported_on: dict[tuple[str, str], str] = field(default_factory=dict)
     """``(kind, vendor)`` backends a run of this artifact found lacking an operator it
     needs, with what was found: they are skipped (``OperatorFilter``)."""
+    held_s: float = 0.0
+    """How long it has waited for room (held back, ``Plan.deferred``) since it last ran or
+    was submitted; past ``PlacementConfig.earmark_after_s`` it earmarks a device
+    (``_earmarks``)."""
 
 
 class WorkloadShape(NamedTuple):
@@ -126,6 +131,9 @@ class ClusterSnapshot:
     network: object | None = None
     now: float = 0.0
     workload: tuple[WorkloadShape, ...] = ()
+    #: Devices set aside for jobs that waited long for room: job id -> (node id, device
+    #: id), as the last round's ``Plan.earmarks`` left them (``_earmarks``).
+    earmarks: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -175,3 +183,6 @@ class Plan:
     solver: str = "greedy"
     solve_seconds: float = 0.0
     objective: float = 0.0
+    #: Jobs still held that have a device set aside (``_earmarks``): job id -> (node id,
+    #: device id). The next round's snapshot carries them.
+    earmarks: Mapping[str, tuple[str, str]] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from anypu.placement._config import POLICY_NAMES, PlacementConfig
+from anypu.placement._earmarks import plan_with_earmarks
 from anypu.placement._framework import Strategy
 from anypu.placement._live_policy import TracePolicyStrategy
 from anypu.placement._model import ClusterSnapshot, JobRequest, Plan
@@ -58,7 +59,9 @@ def plan(
     (and in ``Plan.unresolvable`` when waiting cannot help); it is never an exception.
     ``Plan.solver`` says who placed: ``single``, ``greedy``, ``cp-sat:…`` (the cost
     model, ``_solver``) or ``policy:NAME`` (a GPU-sharing policy, ``_live_policy``).
+    A job held back for room long enough has a device set aside for it (``_earmarks``;
+    ``Plan.earmarks``, which the next round's snapshot is to carry).
     """
     config = config or PlacementConfig()
     _validate(jobs)
-    return STRATEGIES[config.policy].plan(snapshot, jobs, config)
+    return plan_with_earmarks(snapshot, jobs, config, STRATEGIES[config.policy].plan)

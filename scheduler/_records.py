@@ -75,6 +75,8 @@ class JobRecord:
     placement: PlacementInfo | None = None
     pending_reasons: dict[str, str] = field(default_factory=dict)
     unschedulable_since: float | None = None
+    #: Since when it has been held back for room (``Plan.deferred``); None once placed.
+    held_since: float | None = None
     outputs: bytes = b""
     outputs_digest: str = ""  # or the outputs are this blob (too large for a message)
     #: The outputs were kept their retention time after the job and then discarded.

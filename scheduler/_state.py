@@ -112,6 +112,8 @@ class SchedulerState:
         self.keep_finished = 2000  # older ones live only in the store
         self.learned = Learned()  # run times, memory peaks, backends lacking operators
         self.last_plan: Plan | None = None
+        #: Devices set aside for jobs held back long (``Plan.earmarks``): job -> (node, device).
+        self.earmarks: dict[str, tuple[str, str]] = {}
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
         self.leases = LeaseBook()
@@ -445,8 +447,9 @@ class SchedulerState:
         return reservations_of(self.jobs[j] for j in self.active)
 
     def snapshot(self, now: float) -> ClusterSnapshot:
-        """The cluster as placement sees it now (``_snapshot.snapshot_of``)."""
-        return snapshot_of(
+        """The cluster as placement sees it now (``_snapshot.snapshot_of``), with the
+        devices set aside for jobs that waited long (``placement._earmarks``)."""
+        snapshot = snapshot_of(
             self.nodes.values(),
             [self.jobs[j] for j in self.active],
             self.quarantine,
@@ -454,8 +457,10 @@ class SchedulerState:
             tuple(self.workload),
             now,
         )
+        earmarks = {job: key for job, key in self.earmarks.items() if job in self.pending}
+        return replace(snapshot, earmarks=earmarks)
 
-    def _job_request(self, job: JobRecord) -> JobRequest:
+    def _job_request(self, job: JobRecord, now: float) -> JobRequest:
         r = job.request
         digest = r.artifact_digest
         measured = self.learned.timings_of(digest)
@@ -480,6 +485,7 @@ class SchedulerState:
             precision=r.precision or "fp32",
             operators=frozenset(r.operators),
             unsupported_on=self.learned.lacking_for(digest),
+            held_s=0.0 if job.held_since is None else max(0.0, now - job.held_since),
         )
 
     def _schedule(self, now: float) -> list[Action]:
@@ -493,7 +499,7 @@ class SchedulerState:
         )
         result = plan(
             self.snapshot(now),
-            [self._job_request(j) for j in ready],
+            [self._job_request(j, now) for j in ready],
             config=self.config.placement,
         )
         self.last_plan = result
@@ -516,7 +522,7 @@ class SchedulerState:
                 **_runner_up_fields(p.runner_up),
             )
             job.attempt += 1
-            job.pending_reasons, job.unschedulable_since = {}, None
+            job.pending_reasons, job.unschedulable_since, job.held_since = {}, None, None
             self._set_state(job, "placed")
             self.decisions["placed"] += 1
             self.workload.append(workload_shape(device, p.milli))
@@ -526,14 +532,29 @@ class SchedulerState:
             stuck = job_id in result.unresolvable
             actions += self._unschedulable(self.jobs[job_id], reasons, stuck, now)
         self.decisions["deferred"] += len(result.deferred)
+        waiting = {j.job_id for j in ready}
+        self.earmarks = {
+            job_id: key
+            for job_id, key in self.earmarks.items()
+            if job_id not in waiting and job_id in self.pending
+        } | dict(result.earmarks)
         for job_id in result.deferred:
             job = self.jobs[job_id]
-            memory = format_bytes(self._job_request(job).memory_bytes)
-            reasons = {
-                "all nodes": "no room now on the devices it may use (every slice taken, or no"
-                f" shared device with {memory} and its compute share unreserved); it is"
-                " placed when a job ends"
-            }
+            if job.held_since is None:
+                job.held_since = now
+            memory = format_bytes(self._job_request(job, now).memory_bytes)
+            reason = (
+                "no room now on the devices it may use (every slice taken, or no shared"
+                f" device with {memory} and its compute share unreserved); it is placed when"
+                " a job ends"
+            )
+            if job_id in result.earmarks:
+                node_id, device_id = result.earmarks[job_id]
+                reason += (
+                    f"; {node_id}/{device_id} is set aside for it (it waited"
+                    f" {now - job.held_since:.0f} s): new jobs go there only beside its share"
+                )
+            reasons = {"all nodes": reason}
             if reasons != job.pending_reasons:
                 job.pending_reasons = reasons
                 actions.append(PersistJob(job, "", "waiting for room"))

@@ -10,6 +10,7 @@ import pytest
 
 from anypu.devices import Device, with_shares
 from anypu.errors import ConfigError, InputError
+from anypu.placement import PlacementConfig
 from anypu.protos import convert
 from anypu.protos import messages as m
 from anypu.scheduler import (
@@ -165,3 +166,27 @@ def test_a_job_predicted_to_take_no_time_still_holds_its_seat() -> None:
     state.jobs["a"].placement = dataclasses.replace(placement, predicted_seconds=0.0)
     (view,) = state.snapshot(1.1).nodes[0].devices
     assert view.slice_busy_seconds[placement.slice_index] > 0
+
+
+def test_a_job_held_long_has_its_device_set_aside_until_it_fits() -> None:
+    config = SchedulerConfig(lost_after_s=60.0, placement=PlacementConfig(earmark_after_s=1.0))
+    state = SchedulerState(config)
+    state.handle(AgentConnected(join("n1", devices=(GPU,)), now=0.0))
+    for job_id in ("a", "b"):
+        state.handle(JobSubmitted(job_id, submit_request(memory_bytes=GIB), now=1.0))
+    state.handle(JobSubmitted("big", submit_request(memory_bytes=5 * GIB // 2), now=1.2))
+    assert state.jobs["big"].state == "pending"
+    # Not yet waiting long: a small job passes it.
+    state.handle(JobSubmitted("c", submit_request(memory_bytes=GIB), now=2.0))
+    assert state.jobs["c"].state == "placed"
+    # When a ends, big has waited over a second: gpu0 is set aside, and d waits behind it.
+    state.handle(AgentSaid("n1", 1, m.JobResult("a", 1, outputs=b"x"), now=2.5))
+    assert state.jobs["big"].state == "pending"
+    assert state.earmarks == {"big": ("n1", "gpu0")}
+    assert "n1/gpu0 is set aside for it" in state.jobs["big"].pending_reasons["all nodes"]
+    state.handle(JobSubmitted("d", submit_request(memory_bytes=GIB), now=2.6))
+    assert state.jobs["d"].state == "pending"  # it would fit, but in big's room
+    actions = state.handle(AgentSaid("n1", 1, m.JobResult("b", 1, outputs=b"x"), now=3.0))
+    assert [launch.job_id for launch in _launches(actions)] == ["big"]
+    assert state.earmarks == {} and state.jobs["big"].held_since is None
+    assert state.jobs["d"].state == "pending"
