@@ -27,6 +27,7 @@ from pathlib import Path
 
 from anypu import _codec
 from anypu.agents._cache import DEFAULT_CACHE_BYTES, ArtifactCache
+from anypu.agents._cgroups import HostCgroups, WorkerCgroup, host_cgroups
 from anypu.agents._link import SchedulerLink
 from anypu.agents._state import (
     AgentIdentity,
@@ -94,6 +95,9 @@ class AgentConfig:
     #: "process" (one worker process per slice) or "thread" (the embedded mode only: the
     #: user's own process already runs their model, so isolation buys nothing there).
     isolation: str = "process"
+    #: Give each host-memory worker process a cgroup v2 of its own where the agent may
+    #: create one (``_cgroups``), on top of its rlimits.
+    cgroups: bool = True
     #: Take calls directly under leases the scheduler grants (see ``scheduler._leases``)
     #: in this process: needs the embedded mode's in-process link.
     direct_runs: bool = False
@@ -127,6 +131,26 @@ def job_memory(device: Device, pid: int, reading: Reading | None) -> int | None:
         except (OSError, ValueError, IndexError):
             return None
     return None
+
+
+def _host_memory(device: Device) -> bool:
+    """Whether a device's jobs hold host memory (a CPU, or a device simulated on it)."""
+    return device.kind == "cpu" or device.simulated
+
+
+def _worker_cgroup(cgroups: HostCgroups | None, device: Device, index: int) -> WorkerCgroup | None:
+    if cgroups is None or not _host_memory(device):
+        return None
+    try:
+        return cgroups.worker(device.device_id, index)
+    except OSError as error:
+        log.warning(
+            "no cgroup for %s slice %d (%s): its jobs are capped by RLIMIT_DATA only",
+            device.device_id,
+            index,
+            error,
+        )
+        return None
 
 
 def _stimulus(message: m.SchedulerMessage) -> str:
@@ -183,6 +207,7 @@ class Agent:
             config.state,
         )
         self.workers: dict[tuple[str, int], Worker] = {}
+        cgroups = self._host_cgroups(config)
         for device in config.devices:
             for index in range(device.slices):
                 if config.isolation == "thread":
@@ -197,6 +222,7 @@ class Agent:
                         direct_host=host,
                         direct_tls=config.direct_tls,
                         on_leased_run=self._on_leased_run,
+                        cgroup=_worker_cgroup(cgroups, device, index),
                     )
                 self.workers[(device.device_id, index)] = worker
         if hasattr(link, "handler"):
@@ -504,6 +530,16 @@ class Agent:
             m.Outcome.from_fields(run),
         )
         self._handle(LeasedRunDone(record, f"leased-run-{record.job_id}"))
+
+    @staticmethod
+    def _host_cgroups(config: AgentConfig) -> HostCgroups | None:
+        if not config.cgroups or config.isolation != "process":
+            return None
+        if not any(_host_memory(d) for d in config.devices):
+            return None
+        cgroups, line = host_cgroups()
+        log.info("%s", line)
+        return cgroups
 
     def _on_answer(self, result: m.JobResult) -> None:
         sid = f"result-{result.job_id}-{result.attempt}"

@@ -36,9 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from anypu.agents._cgroups import WorkerCgroup
 from anypu.agents._runner import ModelRunner
 from anypu.comm import read_frame, result_from_frame, write_frame
-from anypu.devices import Device, slice_environment
+from anypu.devices import Device, format_bytes, slice_environment
 from anypu.protos.messages import FailureCode, JobResult, Outcome
 
 __all__ = ["SliceJob", "SliceWorker", "ThreadSliceWorker", "run_dispatched_here"]
@@ -207,7 +208,8 @@ class SliceWorker(_Slice):
     ``direct_host``: the process also serves calls under leases itself, on a port of that
     host (see ``_worker_main``); ``direct_address`` says where once it is ready. Runs it
     reports go to ``on_leased_run``. ``direct_tls``: (certificate file, key file) of the
-    node, to serve those calls over TLS.
+    node, to serve those calls over TLS. ``cgroup``: the process's own cgroup, which caps
+    its memory and CPU on top of its rlimits (``_cgroups``; host-memory slices only).
     """
 
     def __init__(
@@ -216,9 +218,11 @@ class SliceWorker(_Slice):
         direct_host: str = "",
         direct_tls: tuple[str, str] | None = None,
         on_leased_run: Callable[[dict], None] | None = None,
+        cgroup: WorkerCgroup | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.cgroup = cgroup
         self.direct_host = direct_host
         self.direct_tls = direct_tls
         self.direct_address = ""
@@ -246,6 +250,8 @@ class SliceWorker(_Slice):
             pass  # the process died; its successor gets the leases when ready
 
     def _dispatch(self, job: SliceJob) -> bool:
+        if job.memory_limit_bytes and self.cgroup is not None:
+            self._cgroup_step("cap", self.cgroup.limit_memory_above_current, job.memory_limit_bytes)
         try:
             write_frame(self._write_fd, _request(job), job.inputs)
         except OSError:
@@ -258,6 +264,24 @@ class SliceWorker(_Slice):
     def close(self) -> None:
         super().close()
         self._kill()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+    def _cgroup_step(self, what: str, step: Callable[..., object], *args: object) -> None:
+        """One write to the worker's cgroup; a refusal leaves the rlimits as its cap."""
+        assert self.cgroup is not None
+        try:
+            step(*args)
+        except OSError as error:
+            log.warning(
+                "worker for %s slice %d: cgroup %s refused (%s); its jobs are capped by"
+                " RLIMIT_DATA only",
+                self.device.device_id,
+                self.slice_index,
+                what,
+                error,
+            )
+            self.cgroup = None
 
     def _spawn(self) -> None:
         to_worker_r, to_worker_w = os.pipe()
@@ -284,6 +308,10 @@ class SliceWorker(_Slice):
         )
         os.close(to_worker_r)
         os.close(from_worker_w)
+        if self.cgroup is not None:
+            self._cgroup_step("join", self.cgroup.add, self.process.pid)
+        if self.cgroup is not None:
+            self._cgroup_step("cpu.max", self.cgroup.limit_cpu, self.device.threads)
         self._write_fd, self._read_fd = to_worker_w, from_worker_r
         self._ready = threading.Event()
         self._generation += 1
@@ -321,6 +349,10 @@ class SliceWorker(_Slice):
             while True:
                 header, payload = read_frame(fd)
                 if header.get("ready"):
+                    if self.cgroup is not None and not self.device.shared:
+                        # A fixed slice owns its memory above what the worker holds now.
+                        memory = self.device.slice_memory_bytes
+                        self._cgroup_step("cap", self.cgroup.limit_memory_above_current, memory)
                     with self._lock:
                         self.direct_address = header.get("direct_address", "")
                         for lease in self._leases.values():
@@ -354,7 +386,23 @@ class SliceWorker(_Slice):
             job, self.running = self.running, None
             self._kill()
             code = self.process.returncode
+            over = self.cgroup is not None and self.cgroup.killed_for_memory()
+            cap = self.cgroup.memory_max() if self.cgroup is not None else 0
+            peak = self.cgroup.peak() if self.cgroup is not None else 0
             self._spawn()
+        if over and job is not None:
+            share = job.memory_limit_bytes or self.device.slice_memory_bytes
+            message = (
+                f"went over its {format_bytes(share)} share on {self.device.device_id}"
+                f" ({'seat' if self.device.shared else 'slice'} {self.slice_index}): the"
+                f" kernel stopped it at its cgroup's memory.max ({format_bytes(cap)} with"
+                " what the worker held before), so the device's other jobs keep theirs"
+            )
+            log.warning("job %s attempt %d %s", job.job_id, job.attempt, message)
+            failure = self._failure(job, FailureCode.MEMORY_EXCEEDED, message)
+            outcome = dataclasses.replace(failure.outcome, memory_used_bytes=peak)
+            self.on_answer(dataclasses.replace(failure, outcome=outcome))
+            return
         log.warning("worker for %s slice %d died", self.device.device_id, self.slice_index)
         if job is not None:
             message = f"the worker process died while running the job (exit {code})"

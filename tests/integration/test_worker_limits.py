@@ -51,3 +51,52 @@ def test_a_job_over_its_memory_reservation_fails_naming_it(tmp_path):
         torch.testing.assert_close(_codec.decode(ok.outputs), x * 2)
     finally:
         worker.close()
+
+
+class Grind(torch.nn.Module):
+    """A second or so of matrix products: still running when the kernel steps in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(40):
+            x = torch.tanh(x @ x)
+        return x
+
+
+def test_a_worker_killed_at_its_cgroup_cap_fails_its_job_as_memory_exceeded(tmp_path):
+    import os
+    import signal
+    import time
+
+    from anypu.agents._cgroups import WorkerCgroup
+
+    cgroup_dir = tmp_path / "anypu-cpu0-0"  # as the agent's delegated hierarchy lays out
+    cgroup_dir.mkdir()
+    (cgroup_dir / "memory.events").write_text("oom 0\noom_kill 0\n")
+    device = Device("cpu0", "cpu", "intel", "Xeon", 2 << 30, 1.0, "cpu", threads=2)
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    worker = SliceWorker(device, 0, answers.put, cgroup=WorkerCgroup(cgroup_dir))
+    try:
+        assert worker.wait_ready(60)
+        assert (cgroup_dir / "cgroup.procs").read_text() == str(worker.pid)
+        assert (cgroup_dir / "cpu.max").read_text() == "200000 100000"
+        assert (cgroup_dir / "memory.max").read_text() == str(2 << 30)  # the slice's memory
+        worker.submit(_job(tmp_path, "grind", Grind(), torch.rand(1024, 1024)))
+        deadline = time.monotonic() + 30
+        while worker.running is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The kernel's OOM killer, as the cgroup's files and the process see it.
+        (cgroup_dir / "memory.events").write_text("oom 1\noom_kill 1\n")
+        os.kill(worker.pid, signal.SIGKILL)
+        failed = answers.get(timeout=60)
+        assert failed.outcome.code is m.FailureCode.MEMORY_EXCEEDED
+        assert "went over its 2.0 GiB share on cpu0 (slice 0)" in failed.outcome.message
+        assert "cgroup's memory.max" in failed.outcome.message
+        assert failed.outcome.memory_used_bytes == 2 << 30
+        # Its successor joins the cgroup and serves the next job.
+        assert worker.wait_ready(60)
+        x = torch.arange(4.0)
+        worker.submit(_job(tmp_path, "double", Double(), x))
+        assert answers.get(timeout=60).ok
+        assert (cgroup_dir / "cgroup.procs").read_text() == str(worker.pid)
+    finally:
+        worker.close()
