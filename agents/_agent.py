@@ -465,6 +465,7 @@ class Agent:
                 inputs=inputs,
                 timeout_s=launch.timeout_s,
                 memory_limit_bytes=launch.memory_limit_bytes,
+                compute_milli=launch.compute_milli,
             )
         )
 

@@ -39,7 +39,7 @@ from typing import Any
 from anypu.agents._cgroups import WorkerCgroup
 from anypu.agents._runner import ModelRunner
 from anypu.comm import read_frame, result_from_frame, write_frame
-from anypu.devices import Device, format_bytes, slice_environment
+from anypu.devices import Device, format_bytes, job_environment, slice_environment
 from anypu.protos.messages import FailureCode, JobResult, Outcome
 
 __all__ = ["SliceJob", "SliceWorker", "ThreadSliceWorker", "run_dispatched_here"]
@@ -62,6 +62,8 @@ class SliceJob:
     args: tuple[Any, ...] | None = None
     #: On a shared device: the job's memory reservation, which the worker caps it at.
     memory_limit_bytes: int = 0
+    #: ... and its compute share in milli, where the vendor caps a process's compute.
+    compute_milli: int = 0
 
 
 class _Slice:
@@ -223,6 +225,8 @@ class SliceWorker(_Slice):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.cgroup = cgroup
+        #: What the process was started with for its jobs' compute shares (``job_environment``).
+        self._job_env: dict[str, str] = {}
         self.direct_host = direct_host
         self.direct_tls = direct_tls
         self.direct_address = ""
@@ -250,6 +254,20 @@ class SliceWorker(_Slice):
             pass  # the process died; its successor gets the leases when ready
 
     def _dispatch(self, job: SliceJob) -> bool:
+        wanted = job_environment(self.device, job.compute_milli)
+        if wanted and wanted != self._job_env:
+            # The share is read when the process makes its context: a fresh process takes
+            # the job once ready (its queue waits for it, as after a crash).
+            log.info(
+                "worker for %s seat %d restarts with %s for job %s's compute share",
+                self.device.device_id,
+                self.slice_index,
+                " ".join(f"{k}={v}" for k, v in sorted(wanted.items())),
+                job.job_id,
+            )
+            self._job_env = wanted
+            self._restart()
+            return False
         if job.memory_limit_bytes and self.cgroup is not None:
             self._cgroup_step("cap", self.cgroup.limit_memory_above_current, job.memory_limit_bytes)
         try:
@@ -288,6 +306,7 @@ class SliceWorker(_Slice):
         from_worker_r, from_worker_w = os.pipe()
         env = dict(os.environ)
         env.update(slice_environment(self.device, self.slice_index))
+        env.update(self._job_env)
         device_json = json.dumps(dataclasses.asdict(self.device))
         self.direct_address = ""
         self.process = subprocess.Popen(

@@ -47,6 +47,7 @@ from anypu.devices._simulated import (
 from anypu.devices._slices import (
     apply_job_limit,
     apply_slice_limits,
+    job_environment,
     slice_environment,
     vendor_of,
     with_shares,
@@ -87,6 +88,7 @@ __all__ = [
     "default_cpu_slicing",
     "discover",
     "format_bytes",
+    "job_environment",
     "load_devices_file",
     "make_probes",
     "measure_cpu_tflops_per_thread",

@@ -176,6 +176,15 @@ class NvidiaProbe(Probe):
         return "cuda:0"
 
     @classmethod
+    def job_environment(cls, device: Device, compute_milli: int) -> dict[str, str]:
+        """On a shared GPU that an MPS daemon serves: the job's compute share as the
+        worker's ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` (MPS reads it when the process
+        makes its CUDA context, so it takes a fresh worker to change)."""
+        if not device.shared or device.extra.get("mps") != "running" or compute_milli <= 0:
+            return {}
+        return {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(min(100, max(1, -(-compute_milli // 10))))}
+
+    @classmethod
     def sharing(cls, device: Device, slices: int) -> str:
         """Slices of a GPU share it through MPS when a control daemon runs (each worker
         then gets ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` of the SMs), else by time."""

@@ -129,6 +129,13 @@ class Probe(ABC):
         return device.torch_device
 
     @classmethod
+    def job_environment(cls, device: Device, compute_milli: int) -> dict[str, str]:
+        """What a seat's worker must be started with to hold a job to ``compute_milli``
+        of ``device`` (a seat whose worker has other values is restarted with these
+        before the job); ``{}`` where the vendor caps no process's compute."""
+        return {}
+
+    @classmethod
     def apply_limits(cls, device: Device, environ: Mapping[str, str]) -> float | None:
         """Apply the vendor's limits inside the worker (torch imported); the memory fraction."""
         return None

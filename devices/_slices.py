@@ -27,6 +27,7 @@ from anypu.devices._probe import Probe
 __all__ = [
     "apply_job_limit",
     "apply_slice_limits",
+    "job_environment",
     "slice_environment",
     "vendor_of",
     "with_shares",
@@ -96,6 +97,11 @@ def slice_environment(device: Device, slice_index: int) -> dict[str, str]:
         "ANYPU_TORCH_DEVICE": vendor.worker_torch_device(device),
         **vendor.slice_environment(device, slice_index),
     }
+
+
+def job_environment(device: Device, compute_milli: int) -> dict[str, str]:
+    """What a seat's worker is started with for a job's compute share (``Probe``)."""
+    return vendor_of(device).job_environment(device, compute_milli)
 
 
 def worker_torch_device(device: Device) -> str:

@@ -243,7 +243,7 @@ class JoinAck(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., lost_after_s: _Optional[float] = ..., epoch: _Optional[int] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class Launch(_message.Message):
-    __slots__ = ("job_id", "attempt", "artifact_digest", "device_id", "slice_index", "inputs", "inputs_digest", "timeout_s", "memory_limit_bytes")
+    __slots__ = ("job_id", "attempt", "artifact_digest", "device_id", "slice_index", "inputs", "inputs_digest", "timeout_s", "memory_limit_bytes", "compute_milli")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +253,7 @@ class Launch(_message.Message):
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MILLI_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     attempt: int
     artifact_digest: str
@@ -262,7 +263,8 @@ class Launch(_message.Message):
     inputs_digest: str
     timeout_s: float
     memory_limit_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., timeout_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ...) -> None: ...
+    compute_milli: int
+    def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., artifact_digest: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., timeout_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ..., compute_milli: _Optional[int] = ...) -> None: ...
 
 class Cancel(_message.Message):
     __slots__ = ("job_id", "attempt", "reason")

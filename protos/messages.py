@@ -348,6 +348,8 @@ class Launch:
     timeout_s: float = 0.0
     #: On a shared device: the job's memory reservation, which its worker caps it at.
     memory_limit_bytes: int = 0
+    #: ... and its compute share in milli, which MPS enforces where a daemon runs.
+    compute_milli: int = 0
 
 
 @dataclass(frozen=True)

@@ -739,6 +739,7 @@ class SchedulerState:
             inputs_digest=r.inputs_digest,
             timeout_s=r.timeout_s or self.config.default_timeout_s,
             memory_limit_bytes=job.placement.memory_bytes,
+            compute_milli=job.placement.milli,
         )
 
     def _jobs_on(self, node_id: str) -> list[JobRecord]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 
 import torch
@@ -98,5 +99,36 @@ def test_a_worker_killed_at_its_cgroup_cap_fails_its_job_as_memory_exceeded(tmp_
         worker.submit(_job(tmp_path, "double", Double(), x))
         assert answers.get(timeout=60).ok
         assert (cgroup_dir / "cgroup.procs").read_text() == str(worker.pid)
+    finally:
+        worker.close()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.decode().partition("=") for item in f.read().split(b"\0") if item]
+    return {key: value for key, _, value in pairs}
+
+
+def test_a_seat_of_an_mps_gpu_runs_each_job_at_its_compute_share(tmp_path):
+    from anypu.devices import with_shares
+
+    gpu = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 19.5, "cuda:0")
+    gpu = with_shares(dataclasses.replace(gpu, extra={"index": "0", "mps": "running"}), 2)
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    worker = SliceWorker(gpu, 0, answers.put)
+    try:
+        assert worker.wait_ready(60)
+        first = worker.pid
+        assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in _environ(first)
+        pids = []
+        for name, milli, percent in (("a", 250, "25"), ("b", 250, "25"), ("c", 501, "51")):
+            job = dataclasses.replace(
+                _job(tmp_path, name, Double(), torch.arange(4.0)), compute_milli=milli
+            )
+            worker.submit(job)
+            answers.get(timeout=60)  # no CUDA here: it fails, but in the right process
+            pids.append(worker.pid)
+            assert _environ(worker.pid)["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == percent
+        assert pids[0] != first and pids[1] == pids[0] and pids[2] != pids[1]
     finally:
         worker.close()

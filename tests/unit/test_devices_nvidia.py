@@ -241,3 +241,17 @@ def test_readings_carry_utilisation_memory_and_each_process(fake_nvml: ModuleTyp
     assert h100.memory_used_bytes == 1048576 * 600
     assert dict(h100.process_memory) == {4242: 3 << 30, 4343: 1 << 30}
     assert readings["gpu1"].process_memory == {}
+
+
+def test_a_seat_is_held_to_its_job_s_compute_share_only_where_mps_runs() -> None:
+    import dataclasses
+
+    from anypu.devices import Device, job_environment, with_shares
+
+    gpu = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 19.5, "cuda:0", extra={"index": "0"})
+    mps = dataclasses.replace(gpu, extra={**gpu.extra, "mps": "running"})
+    assert job_environment(with_shares(mps, 4), 333) == {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "34"}
+    assert job_environment(with_shares(mps, 4), 1) == {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "1"}
+    assert job_environment(with_shares(gpu, 4), 333) == {}  # no daemon: shared by time
+    assert job_environment(mps, 333) == {}  # a whole or sliced GPU: set per slice at start
+    assert job_environment(with_shares(mps, 4), 0) == {}
