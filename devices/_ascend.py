@@ -25,7 +25,14 @@ from anypu.devices._model import Device
 from anypu.devices._probe import Probe, Reading, physical_index
 from anypu.devices._tool import RunTool, run_tool
 
-__all__ = ["ASCEND_TFLOPS", "AscendProbe", "NpuChip", "ascend_tflops", "parse_npu_smi_info"]
+__all__ = [
+    "ASCEND_TFLOPS",
+    "AscendProbe",
+    "NpuChip",
+    "ascend_tflops",
+    "parse_npu_smi_info",
+    "parse_npu_smi_processes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +133,29 @@ def parse_npu_smi_info(text: str) -> list[NpuChip]:
     return chips
 
 
+def parse_npu_smi_processes(text: str) -> dict[tuple[int, int], dict[int, int]]:
+    """The process table of ``npu-smi info``: ``(npu id, chip id)`` -> process id -> bytes
+    of device memory it holds ("Process memory(MB)", MiB in fact). Chips without
+    processes ("No running processes found in NPU 1") are absent."""
+    processes: dict[tuple[int, int], dict[int, int]] = {}
+    in_table = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        if "Process id" in line:
+            in_table = True
+            continue
+        cells = _cells(line)
+        if not in_table or len(cells) < 4:
+            continue
+        where, pid, memory = cells[0].split(), cells[1], cells[3]
+        if len(where) == 2 and all(w.isdigit() for w in where) and pid.isdigit():
+            if memory.isdigit():
+                chip = processes.setdefault((int(where[0]), int(where[1])), {})
+                chip[int(pid)] = chip.get(int(pid), 0) + int(memory) * 1024 * 1024
+    return processes
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
@@ -200,11 +230,14 @@ class AscendProbe(Probe):
         self._slices = slices
         self._run_tool = run_tool
 
-    def _chips(self) -> list[NpuChip]:
+    def _info(self) -> str:
         path = shutil.which(self._binary)
         if path is None:
             raise FileNotFoundError(f"{self._binary} is not on PATH")
-        return parse_npu_smi_info(self._run_tool([path, "info"], self._timeout))
+        return self._run_tool([path, "info"], self._timeout)
+
+    def _chips(self) -> list[NpuChip]:
+        return parse_npu_smi_info(self._info())
 
     def available(self) -> bool:
         try:
@@ -258,13 +291,15 @@ class AscendProbe(Probe):
         return devices
 
     def readings(self) -> dict[str, Reading]:
-        """AI Core busy percentage and memory used per chip, from one ``npu-smi info``
-        (its process table is not read: per-process memory is not reported here)."""
+        """AI Core busy percentage, memory used and memory per process for each chip,
+        from one ``npu-smi info`` (its device table and its process table)."""
         try:
-            chips = self._chips()
+            text = self._info()
+            chips = parse_npu_smi_info(text)
         except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as exc:
             log.debug("npu-smi failed during a reading: %s", exc)
             return {}
+        processes = parse_npu_smi_processes(text)
         return {
             f"npu{chip.logical_id}": Reading(
                 utilisation=(
@@ -273,6 +308,7 @@ class AscendProbe(Probe):
                     else None
                 ),
                 memory_used_bytes=chip.memory_used_bytes if chip.memory_total_bytes else None,
+                process_memory=processes.get((chip.npu_id, chip.chip_id), {}),
             )
             for chip in chips
         }

@@ -154,3 +154,20 @@ def test_readings_carry_aicore_and_hbm_in_use(tmp_path: Path) -> None:
     assert readings["npu0"].utilisation == pytest.approx(0.37)
     assert readings["npu0"].memory_used_bytes == 31420 * 1024 * 1024
     assert readings["npu4"].memory_used_bytes == 60122 * 1024 * 1024
+
+
+def test_readings_carry_each_process_s_memory_from_the_process_table(tmp_path: Path) -> None:
+    readings = AscendProbe(binary=_printing(tmp_path, "npu_smi_910b.txt")).readings()
+    assert readings["npu0"].process_memory == {1652339: 28026 * 1024 * 1024}
+    assert readings["npu4"].process_memory == {1652871: 56730 * 1024 * 1024}
+    assert readings["npu1"].process_memory == {}  # "No running processes found in NPU 1"
+
+
+def test_the_process_table_is_keyed_by_npu_and_chip() -> None:
+    from anypu.devices._ascend import parse_npu_smi_processes
+
+    text = recorded("npu_smi_310p.txt")
+    assert parse_npu_smi_processes(text) == {}  # its process table lists none
+    # Two processes on chip 1 of NPU 2, in the rows the 910B recording prints them in.
+    rows = "| 2       1       | 4242   | python3.10   | 1024   |\n| 2  1  | 4243  | python3.10  | 512  |\n"
+    assert parse_npu_smi_processes(text + rows) == {(2, 1): {4242: 1 << 30, 4243: 512 << 20}}
