@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, Reading, physical_index
+from anypu.devices._probe import Probe, Reading, allocator_cap, physical_index
 from anypu.devices._tool import RunTool, run_tool
 
 __all__ = [
@@ -202,17 +202,7 @@ class AscendProbe(Probe):
         """``torch_npu``'s allocator cap at what the seat holds plus the job's reservation
         (its twin of CUDA's ``set_per_process_memory_fraction``); without ``torch_npu``,
         nothing."""
-        import torch
-
-        npu = getattr(torch, "npu", None)
-        setter = getattr(npu, "set_per_process_memory_fraction", None)
-        if setter is None:
-            return ""
-        allocated = getattr(npu, "memory_allocated", None)
-        held = int(allocated(0)) if allocated is not None else 0  # the seat's warm models
-        fraction = min(1.0, (held + memory_bytes) / device.memory_bytes)
-        setter(fraction, device="npu:0")
-        return f"memory fraction {fraction:.4f}"
+        return allocator_cap("npu", device, memory_bytes)
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, Reading, physical_index, utilisation_of
+from anypu.devices._probe import Probe, Reading, allocator_cap, physical_index, utilisation_of
 from anypu.errors import ConfigError
 
 __all__ = [
@@ -214,14 +214,7 @@ class NvidiaProbe(Probe):
         (``set_per_process_memory_fraction`` may change between allocations). It refuses
         what the job itself allocates past its share; the CUDA context and other
         libraries' allocations are the NVML watchdog's to catch."""
-        import torch
-
-        if not torch.cuda.is_available():
-            return ""
-        held = int(torch.cuda.memory_allocated(0))
-        fraction = min(1.0, (held + memory_bytes) / device.memory_bytes)
-        torch.cuda.set_per_process_memory_fraction(fraction, device=torch.device("cuda:0"))
-        return f"memory fraction {fraction:.4f}"
+        return allocator_cap("cuda", device, memory_bytes)
 
     def __init__(self, *, slices: int = 1) -> None:
         super().__init__()

@@ -46,6 +46,25 @@ def utilisation_of(readings: Mapping[str, Reading]) -> dict[str, float]:
     return {d: r.utilisation for d, r in readings.items() if r.utilisation is not None}
 
 
+def allocator_cap(backend: str, device: Device, memory_bytes: int) -> str:
+    """Cap torch's caching allocator for ``torch.<backend>`` (``cuda``, ``npu``, ``mlu``,
+    ``xpu``…) at what the worker already holds there (a seat's warm models) plus
+    ``memory_bytes``, through the backend's ``set_per_process_memory_fraction``; what was
+    set, or ``""`` where the backend is missing, unavailable or offers no such cap."""
+    import torch
+
+    module = getattr(torch, backend, None)
+    setter = getattr(module, "set_per_process_memory_fraction", None)
+    available = getattr(module, "is_available", None)
+    if setter is None or (available is not None and not available()):
+        return ""
+    allocated = getattr(module, "memory_allocated", None)
+    held = int(allocated(0)) if allocated is not None else 0
+    fraction = min(1.0, (held + memory_bytes) / device.memory_bytes)
+    setter(fraction, f"{backend}:0")
+    return f"memory fraction {fraction:.4f}"
+
+
 def physical_index(device: Device) -> int:
     """The index the vendor runtime knows the device by (``extra["index"]``, else ``cuda:N``)."""
     if "index" in device.extra:

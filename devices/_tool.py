@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from anypu.devices._model import Device
-from anypu.devices._probe import Probe, Reading, physical_index, utilisation_of
+from anypu.devices._probe import Probe, Reading, allocator_cap, physical_index, utilisation_of
 
 __all__ = [
     "RunTool",
@@ -275,3 +275,10 @@ class ToolProbe(Probe):
     @classmethod
     def worker_torch_device(cls, device: Device) -> str:
         return f"{cls.torch_type}:0"
+
+    @classmethod
+    def apply_job_limit(cls, device: Device, memory_bytes: int) -> str:
+        """The vendor's torch backend's allocator cap (``torch.<torch_type>``: ROCm's
+        ``cuda``, ``mlu``, ``musa``, ``xpu``…) at what the seat holds plus the job's
+        reservation, where the backend offers ``set_per_process_memory_fraction``."""
+        return allocator_cap(cls.torch_type, device, memory_bytes)
