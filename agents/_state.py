@@ -273,6 +273,8 @@ class AgentState:
         self.epoch = 0
         self.heartbeat_interval_s = 1.0
         self.connected = False
+        #: The last heartbeat echo's round trip (seconds; 0.0 before the first).
+        self.rtt_s = 0.0
         self.leases: dict[str, m.Lease] = {}
         self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
         self._recent: deque[tuple[float, m.JobResult]] = deque()
@@ -356,6 +358,10 @@ class AgentState:
             return [RevokeAtWorker(lease, sid)] if lease is not None else []
         if isinstance(message, m.JoinAck):
             return self._joined(message, sid)
+        if isinstance(message, m.HeartbeatEcho):
+            # Both ends of the round trip on this clock: the two clocks need not agree.
+            self.rtt_s = max(0.0, event.now - message.sent_at)
+            return []
         raise TypeError(f"AgentState cannot handle a {type(message).__name__} message")
 
     def _joined(self, ack: m.JoinAck, sid: str) -> list[Instruction]:
@@ -519,6 +525,8 @@ class AgentState:
             warm_digests=tick.warm,
             running_jobs=len(tick.busy),
             jobs=tick.job_memory,
+            rtt_s=self.rtt_s,
+            wants_echo=True,
         )
 
 

@@ -127,18 +127,22 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs")
+    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs", "rtt_s", "wants_echo")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    RTT_S_FIELD_NUMBER: _ClassVar[int]
+    WANTS_ECHO_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
     warm_digests: _containers.RepeatedScalarFieldContainer[str]
     running_jobs: int
     jobs: _containers.RepeatedCompositeFieldContainer[JobUsage]
-    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ...) -> None: ...
+    rtt_s: float
+    wants_echo: bool
+    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., rtt_s: _Optional[float] = ..., wants_echo: _Optional[bool] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -306,19 +310,27 @@ class LeaseRevoked(_message.Message):
     reason: str
     def __init__(self, lease_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class HeartbeatEcho(_message.Message):
+    __slots__ = ("sent_at",)
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    sent_at: float
+    def __init__(self, sent_at: _Optional[float] = ...) -> None: ...
+
 class SchedulerMessage(_message.Message):
-    __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked")
+    __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked", "echo")
     ACK_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     LEASE_GRANTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    ECHO_FIELD_NUMBER: _ClassVar[int]
     ack: JoinAck
     launch: Launch
     cancel: Cancel
     lease_granted: LeaseGranted
     lease_revoked: LeaseRevoked
-    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ...) -> None: ...
+    echo: HeartbeatEcho
+    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ..., echo: _Optional[_Union[HeartbeatEcho, _Mapping]] = ...) -> None: ...
 
 class Profile(_message.Message):
     __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes")
@@ -521,7 +533,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -542,6 +554,9 @@ class NodeInfo(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     JOB_USAGE_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RTT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    RTT_P95_S_FIELD_NUMBER: _ClassVar[int]
+    RTT_AGE_S_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -555,7 +570,10 @@ class NodeInfo(_message.Message):
     epoch: int
     job_usage: _containers.RepeatedCompositeFieldContainer[JobUsage]
     reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ...) -> None: ...
+    rtt_p50_s: float
+    rtt_p95_s: float
+    rtt_age_s: float
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -181,6 +181,8 @@ def scheduler_message_to_pb(message: m.SchedulerMessage) -> pb.SchedulerMessage:
         _scalars_to_pb(message.lease, out.lease_granted.lease)
     elif isinstance(message, m.LeaseRevoked):
         _scalars_to_pb(message, out.lease_revoked)
+    elif isinstance(message, m.HeartbeatEcho):
+        _scalars_to_pb(message, out.echo)
     else:
         raise TypeError(f"not a scheduler message: {type(message).__name__}")
     return out
@@ -198,6 +200,8 @@ def scheduler_message_from_pb(message: pb.SchedulerMessage) -> m.SchedulerMessag
         return m.LeaseGranted(_scalars_from_pb(message.lease_granted.lease, m.Lease))
     if kind == "lease_revoked":
         return _scalars_from_pb(message.lease_revoked, m.LeaseRevoked)
+    if kind == "echo":
+        return _scalars_from_pb(message.echo, m.HeartbeatEcho)
     raise ValueError("empty scheduler message")
 
 

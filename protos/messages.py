@@ -26,6 +26,7 @@ __all__ = [
     "DeviceUsage",
     "FailureCode",
     "Heartbeat",
+    "HeartbeatEcho",
     "JobInfo",
     "JobResult",
     "JobStarted",
@@ -273,6 +274,10 @@ class Heartbeat:
     warm_digests: tuple[str, ...] = ()
     running_jobs: int = 0
     jobs: tuple[JobUsage, ...] = ()
+    #: The last echo's round trip, on the agent's own clock; 0.0: none measured yet.
+    rtt_s: float = 0.0
+    #: Answer with a ``HeartbeatEcho`` (an agent that measures round trips).
+    wants_echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -390,7 +395,14 @@ class LeaseRevoked:
     reason: str = ""
 
 
-SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked
+@dataclass(frozen=True)
+class HeartbeatEcho:
+    """A heartbeat's ``sent_at``, returned at once: the agent times the round trip."""
+
+    sent_at: float
+
+
+SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked | HeartbeatEcho
 
 
 @dataclass(frozen=True)
@@ -498,6 +510,11 @@ class NodeInfo:
     epoch: int = 0
     job_usage: tuple[JobUsage, ...] = ()  # each running job's own memory, last heartbeat
     reservations: tuple[Reservation, ...] = ()  # what jobs hold of its shared devices
+    #: Round trips on its stream (heartbeat echoes) over the last 64: median and 95th
+    #: percentile (0.0: none measured), and the newest's age (-1.0: none).
+    rtt_p50_s: float = 0.0
+    rtt_p95_s: float = 0.0
+    rtt_age_s: float = -1.0
 
     def reserved_on(self, device_id: str) -> tuple[int, int]:
         """(memory bytes, milli) its live jobs reserve of shared device ``device_id``."""

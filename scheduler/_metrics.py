@@ -291,6 +291,17 @@ class _StateCollector(Collector):
         for n in view.nodes:
             age.add_metric([n.node_id, n.tier], n.last_heartbeat_age_s)
         yield age
+        rtt = GaugeMetricFamily(
+            "anypu_node_rtt_seconds",
+            "Round trip on each node's agent stream (heartbeat echoes, last 64): median"
+            " and 95th percentile; absent until its agent has measured one.",
+            labels=["node", "tier", "quantile"],
+        )
+        for n in view.nodes:
+            if n.rtt_age_s >= 0:
+                rtt.add_metric([n.node_id, n.tier, "0.5"], n.rtt_p50_s)
+                rtt.add_metric([n.node_id, n.tier, "0.95"], n.rtt_p95_s)
+        yield rtt
         yield from _readings_families(view.nodes)
         yield GaugeMetricFamily(
             "anypu_placement_rate",

@@ -16,6 +16,7 @@ from anypu.protos.messages import (
     Reservation,
     SubmitRequest,
 )
+from anypu.scheduler._round_trips import RoundTrips
 
 __all__ = ["JOB_STATES", "TERMINAL", "JobRecord", "NodeRecord"]
 
@@ -41,6 +42,8 @@ class NodeRecord:
     direct_address: str = ""  # takes them over gRPC at this host:port
     #: Each running job's own memory, as the last heartbeat measured it.
     job_usage: tuple[JobUsage, ...] = ()
+    #: Round trips on its stream, measured by its agent (``_round_trips``).
+    round_trips: RoundTrips = field(default_factory=RoundTrips)
 
     def info(self, now: float, reservations: tuple[Reservation, ...] = ()) -> NodeInfo:
         return NodeInfo(
@@ -57,6 +60,9 @@ class NodeRecord:
             reservations=reservations,
             warm_digests=tuple(sorted(self.warm_digests)),
             last_heartbeat_age_s=max(0.0, now - self.last_heartbeat),
+            rtt_p50_s=self.round_trips.quantile(0.5),
+            rtt_p95_s=self.round_trips.quantile(0.95),
+            rtt_age_s=self.round_trips.age(now),
             running_jobs=self.running_jobs,
             epoch=self.epoch,
         )

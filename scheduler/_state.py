@@ -264,6 +264,10 @@ class SchedulerState:
             learnt = [a for usage in message.jobs for a in self._learn_memory(usage)]
             node.warm_digests = frozenset(message.warm_digests)
             node.running_jobs = message.running_jobs
+            if message.rtt_s > 0:
+                node.round_trips.add(message.rtt_s, now)
+            if message.wants_echo:
+                learnt.append(Send(node.node_id, node.epoch, m.HeartbeatEcho(message.sent_at)))
             return learnt
         if isinstance(message, m.JobStarted):
             job = self._current(message.job_id, message.attempt, node.node_id)

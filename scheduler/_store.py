@@ -213,8 +213,9 @@ def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobR
 def _node_to_row(node: NodeRecord) -> dict[str, Any]:
     record = dataclasses.asdict(node)
     record["warm_digests"] = sorted(node.warm_digests)
-    record.pop("usage")
+    record.pop("usage")  # readings and round trips are measured afresh, not kept
     record.pop("job_usage")
+    record.pop("round_trips")
     return record
 
 

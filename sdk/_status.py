@@ -81,9 +81,14 @@ def format_status(
         for node in in_tier:
             site = f" site={node.site}" if node.site else ""
             warm = len(node.warm_digests)
+            rtt = (
+                f", rtt {node.rtt_p50_s * 1e3:.1f} ms (p95 {node.rtt_p95_s * 1e3:.1f})"
+                if node.rtt_age_s >= 0
+                else ""
+            )
             lines.append(
                 f"   {node.node_id:<14} {node.state:<12}{site}  heartbeat"
-                f" {node.last_heartbeat_age_s:.1f}s ago, {node.running_jobs} running,"
+                f" {node.last_heartbeat_age_s:.1f}s ago{rtt}, {node.running_jobs} running,"
                 f" {warm} warm model{'s' if warm != 1 else ''}"
             )
             measured = {u.device_id: u for u in node.usage if u.measured}

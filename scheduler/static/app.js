@@ -303,6 +303,7 @@ function renderNodes(nodes) {
         n.simulated ? simBadge() : null,
         h("span", { class: "meta" }, `site ${n.site || "–"}`),
         h("span", { class: "meta", style: stale ? "color:#c8372d" : "" }, `heartbeat ${ago(n.last_heartbeat_age_s)}`),
+        n.rtt_age_s >= 0 ? h("span", { class: "meta", title: "round trip on its agent stream, median of the last 64 heartbeat echoes (95th percentile in brackets)" }, `rtt ${(n.rtt_p50_s * 1e3).toFixed(1)} ms (${(n.rtt_p95_s * 1e3).toFixed(1)})`) : null,
         h("span", { class: "meta" }, `${n.running_jobs} running`),
         Object.keys(n.labels).length ? h("span", { class: "meta mono" }, Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(" ")) : null),
       h("table", {},

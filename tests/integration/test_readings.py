@@ -2,7 +2,8 @@
 this machine's CPU reports the CPU's utilisation and memory in use, and a running job's
 own memory (its worker's resident set above what the idle worker holds), which the
 scheduler lists and exports; a job going over its slice's memory is stopped and its
-caller told, while the job on the other slice finishes."""
+caller told, while the job on the other slice finishes. Each heartbeat's echo gives the
+round trip on the agent's stream."""
 
 from __future__ import annotations
 
@@ -60,6 +61,14 @@ def test_a_running_job_s_memory_and_the_cpu_s_readings_reach_the_scheduler(tmp_p
             assert usage.memory_used_bytes > 0
             assert 'anypu_device_utilisation{device="cpu0",measured="true",node="cpu-1"}' in metrics
             handle.cancel()
+            # Each heartbeat is echoed, and the agent reports what the round trip took.
+            while time.monotonic() < deadline and node.rtt_age_s < 0:
+                (node,) = client.transport.list_nodes()
+                time.sleep(0.2)
+            assert 0 < node.rtt_p50_s <= node.rtt_p95_s < 1.0, node  # loopback
+            assert 'anypu_node_rtt_seconds{node="cpu-1",quantile="0.5",tier="edge"}' in _metrics(
+                cluster
+            )
     finally:
         cluster.close()
 

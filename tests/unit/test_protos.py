@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -84,6 +85,7 @@ DEVICE = Device("gpu0", "gpu", "nvidia", "A100", 40 << 30, 156.0, "cuda:0", Fals
             1, "T", "edge-1", "edge", "shop", {"zone": "a"}, (DEVICE,), ("d1",), "0.1", (("j", 2),)
         ),
         m.Heartbeat(1.5, (m.DeviceUsage("gpu0", 0.5, 10, 1),), ("d",), 1),
+        m.Heartbeat(2.5, rtt_s=0.004, wants_echo=True),
         m.JobStarted("j", 1),
         m.JobResult("j", 1, failed(traceback="tb"), b"", "n", "gpu0"),
         m.Join(1, "T", "edge-2", "edge", devices=(DEVICE,), direct_address="10.0.0.7:7080"),
@@ -107,6 +109,7 @@ def test_agent_messages_round_trip(message):
         m.Cancel("j", 2, "r"),
         m.LeaseGranted(m.Lease("lease-1", "n", "gpu0", 1, "d" * 64, "10.0.0.7:7080")),
         m.LeaseRevoked("lease-1", "idle"),
+        m.HeartbeatEcho(2.5),
     ],
 )
 def test_scheduler_messages_round_trip(message):
@@ -123,6 +126,8 @@ def test_job_and_node_info_round_trip():
     assert convert.job_info_from_pb(convert.job_info_to_pb(job)) == job
     node = m.NodeInfo("n", "cloud", "dc", "ready", {"a": "b"}, (DEVICE,), (), ("d",), 0.5, 1, 2)
     assert convert.node_info_from_pb(convert.node_info_to_pb(node)) == node
+    measured = dataclasses.replace(node, rtt_p50_s=0.002, rtt_p95_s=0.009, rtt_age_s=0.4)
+    assert convert.node_info_from_pb(convert.node_info_to_pb(measured)) == measured
     submit = m.SubmitRequest("d", b"in", flops=5.0, tiers=("edge",), wait=True, max_retries=2)
     assert convert.submit_request_from_pb(convert.submit_request_to_pb(submit)) == submit
     leasing = m.SubmitRequest("d", b"in", wait=True, lease=True)

@@ -1,0 +1,51 @@
+"""Round trips on the agent stream: the agent times each heartbeat's echo on its own
+clock, and the scheduler keeps the last 64 per node."""
+
+from __future__ import annotations
+
+import math
+
+from anypu.agents._state import AgentIdentity, AgentState, SchedulerSaid, Tick
+from anypu.protos import messages as m
+from anypu.scheduler import AgentConnected, AgentSaid, SchedulerConfig, SchedulerState
+from anypu.scheduler._round_trips import WINDOW, RoundTrips
+from tests.builders import cpu_device, join, messages_sent
+
+
+def test_quantiles_over_the_last_window_and_the_newest_s_age() -> None:
+    trips = RoundTrips()
+    assert (trips.quantile(0.5), trips.age(5.0), len(trips)) == (0.0, -1.0, 0)
+    for i in range(WINDOW + 36):  # the first 36 fall out of the window
+        trips.add(1.0 if i < 36 else 0.001 * (i - 35), now=float(i))
+    assert len(trips) == WINDOW
+    assert trips.quantile(0.5) == 0.032 and trips.quantile(0.95) == 0.061
+    assert trips.age(100.5) == 1.5
+    trips.add(-0.2, now=200.0)  # a clock stepped back: dropped
+    trips.add(math.nan, now=200.0)
+    assert len(trips) == WINDOW and trips.age(100.5) == 1.5
+
+
+def test_the_agent_asks_for_an_echo_and_reports_what_it_took() -> None:
+    state = AgentState(AgentIdentity("edge-1", "edge", (cpu_device(),), token="t"))
+    state.handle(SchedulerSaid(m.JoinAck("n1", 1.0, 5.0, 3, 2), 0.0, "join"))
+    (first,) = messages_sent(state.handle(Tick(1.0, "t")), m.Heartbeat)
+    assert first.wants_echo and first.rtt_s == 0.0
+    state.handle(SchedulerSaid(m.HeartbeatEcho(first.sent_at), 1.0042, "echo"))
+    (second,) = messages_sent(state.handle(Tick(2.5, "t")), m.Heartbeat)
+    assert abs(second.rtt_s - 0.0042) < 1e-9
+
+
+def test_the_scheduler_echoes_and_keeps_each_node_s_round_trips() -> None:
+    state = SchedulerState(SchedulerConfig(lost_after_s=60.0))
+    state.handle(AgentConnected(join("n1"), now=0.0))
+    actions = state.handle(AgentSaid("n1", 1, m.Heartbeat(7.25, wants_echo=True), now=1.0))
+    (echo,) = [
+        a.message for a in actions if isinstance(getattr(a, "message", None), m.HeartbeatEcho)
+    ]
+    assert echo == m.HeartbeatEcho(7.25)
+    older = state.handle(AgentSaid("n1", 1, m.Heartbeat(8.0), now=1.5))  # an older agent
+    assert not [a for a in older if isinstance(getattr(a, "message", None), m.HeartbeatEcho)]
+    for i, rtt in enumerate((0.002, 0.004, 0.003, 0.010)):
+        state.handle(AgentSaid("n1", 1, m.Heartbeat(9.0 + i, rtt_s=rtt), now=2.0 + i))
+    info = state.nodes["n1"].info(6.0)
+    assert (info.rtt_p50_s, info.rtt_p95_s, info.rtt_age_s) == (0.003, 0.010, 1.0)
