@@ -50,6 +50,7 @@ from anypu.scheduler._metrics import (
 from anypu.scheduler._records import JOB_STATES
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer
+from anypu.scheduler._topology import topology_layout, topology_view
 
 __all__ = ["ApiError", "DashboardServer", "is_loopback", "serve_http", "topology_layout"]
 
@@ -63,7 +64,6 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-_CLIENT_RANK = len(TIERS)  # sites where no node sits (clients' origins) go below devices
 
 
 class ApiError(Exception):
@@ -240,79 +240,6 @@ def overview_view(view: ClusterView, finished: dict[str, int], rate: float, star
         "placement_rate_per_s": rate,
         "decisions": view.decisions,
         "last_solve": {"solver": view.solver, "seconds": view.solve_seconds},
-    }
-
-
-def topology_layout(sites: dict[str, int], edges: list[tuple[str, str]]) -> dict[str, list]:
-    """Positions in the unit square: one row per rank (cloud on top), few crossings.
-
-    ``sites`` maps each site to its rank. A row's order is the mean position of each
-    site's neighbours in rows already placed (the barycentre heuristic), names breaking
-    ties, so the same network always draws the same way.
-    """
-    neighbours: dict[str, set[str]] = {s: set() for s in sites}
-    for a, b in edges:
-        if a in neighbours and b in neighbours:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-    ranks = sorted(set(sites.values()))
-    x: dict[str, float] = {}
-    out: dict[str, list] = {}
-    for row, rank in enumerate(ranks):
-        members = [s for s in sites if sites[s] == rank]
-
-        def key(site: str) -> tuple[float, str]:
-            placed = [x[n] for n in neighbours[site] if n in x]
-            return (sum(placed) / len(placed) if placed else 0.5, site)
-
-        members.sort(key=key)
-        for i, site in enumerate(members):
-            x[site] = (i + 1) / (len(members) + 1)
-            out[site] = [round(x[site], 4), round((row + 0.5) / len(ranks), 4)]
-    return out
-
-
-def topology_view(view: ClusterView, recent: list[JobInfo]) -> dict:
-    graph = view.network
-    rank: dict[str, int] = {}
-    for n in view.nodes:
-        rank[n.site] = min(rank.get(n.site, _CLIENT_RANK), TIERS.index(n.tier))
-    links = []
-    if graph is not None:
-        for site in graph.nodes:  # type: ignore[attr-defined]
-            rank.setdefault(str(site), _CLIENT_RANK)
-        for a, b, data in graph.edges(data=True):  # type: ignore[attr-defined]
-            links.append(
-                {
-                    "a": str(a),
-                    "b": str(b),
-                    "latency_ms": data["latency_s"] * 1e3,
-                    "bandwidth_mbps": data["bandwidth_bps"] * 8 / 1e6,
-                }
-            )
-    flows: dict[tuple[str, str], dict] = {}
-    for job in recent:
-        if job.placement is None:
-            continue
-        flow = flows.setdefault(
-            (job.origin, job.placement.node_id),
-            {"origin": job.origin, "node_id": job.placement.node_id, "jobs": 0, "last": {}},
-        )
-        flow["jobs"] += 1
-        if not flow["last"]:  # recent is newest first
-            flow["last"] = {"job_id": job.job_id, "name": job.name, "state": job.state}
-    return {
-        "sites": [
-            {"site": s, "rank": r, "tier": TIERS[r] if r < len(TIERS) else "client"}
-            for s, r in sorted(rank.items())
-        ],
-        "links": links,
-        "nodes": [
-            {"node_id": n.node_id, "tier": n.tier, "site": n.site, "state": n.state}
-            for n in view.nodes
-        ],
-        "flows": list(flows.values()),
-        "layout": topology_layout(rank, [(lk["a"], lk["b"]) for lk in links]),
     }
 
 

@@ -253,10 +253,17 @@ function renderTopology(t) {
   const flows = t.flows.map((f) => h("tr", {},
     td(f.origin || h("span", { class: "muted" }, "(co-located)")), td(f.node_id), num(f.jobs),
     td([h("span", { class: "mono" }, f.last.job_id), " ", f.last.name || "", " ", stateText(f.last.state)])));
+  const ms = (v) => (v === null || v === undefined ? h("span", { class: "muted" }, "not declared") : `${v.toFixed(1)} ms`);
+  const trips = (t.measured || []).map((r) => h("tr", { "data-site": r.site },
+    td(r.site || h("span", { class: "muted" }, "(no site)")), td(r.nodes.join(", ")),
+    td(`${r.measured_rtt_p50_ms.toFixed(1)} ms`), td(`${r.measured_rtt_p95_ms.toFixed(1)} ms`),
+    td(ms(r.declared_rtt_ms)), td(ago(r.age_s))));
   return [
     legend, svg,
     h("h2", {}, "Recent job flows"),
     table(["origin", "node", "#jobs", "latest"], flows, "no job has been placed yet"),
+    h("h2", {}, "Round trips to the scheduler: measured on the agent streams vs declared"),
+    table(["site", "nodes", "median", "p95", "declared", "newest"], trips, "no agent has measured a round trip yet"),
   ];
 }
 

@@ -89,3 +89,5 @@ def test_the_topology_draws_sites_links_and_the_job_flow(network, browser):
         assert browser.find_elements(By.CSS_SELECTOR, f"#topology g[data-tier={tier}]")
     flows = browser.find_elements(By.CSS_SELECTOR, "#topology path[data-flow^='home->']")
     assert flows, "the finished job's flow from its origin is drawn"
+    # Each site's round trip to the scheduler, as its agents measured it on their streams.
+    wait_for(browser, "#topology tr[data-site='shop-7']", "edge-1", " ms", timeout=15)

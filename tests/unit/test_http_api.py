@@ -336,3 +336,41 @@ def test_static_files_are_served_with_their_types(world):
         assert r.headers["Content-Type"].startswith("text/html") and b"app.js" in r.read()
     with urllib.request.urlopen(server.url + "/static/app.js", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/javascript")
+
+
+def test_topology_sets_measured_round_trips_beside_the_declared_path():
+    from anypu.placement import build_network
+    from anypu.scheduler._metrics import ClusterView
+    from anypu.scheduler._topology import measured_round_trips
+
+    network = build_network(
+        {
+            "sites": ["dc", "shop", "scheduler"],
+            "links": [
+                {"a": "shop", "b": "dc", "latency_ms": 18, "bandwidth_mbps": 1000},
+                {"a": "dc", "b": "scheduler", "latency_ms": 1, "bandwidth_mbps": 10000},
+            ],
+        }
+    )
+    nodes = (
+        m.NodeInfo(
+            "edge-1", "edge", "shop", "ready", rtt_p50_s=0.041, rtt_p95_s=0.05, rtt_age_s=0.7
+        ),
+        m.NodeInfo(
+            "edge-2", "edge", "shop", "ready", rtt_p50_s=0.039, rtt_p95_s=0.09, rtt_age_s=0.2
+        ),
+        m.NodeInfo("cloud-1", "cloud", "dc", "ready"),  # its agent measured nothing yet
+        m.NodeInfo("phone", "device", "home", "ready", rtt_p50_s=0.08, rtt_p95_s=0.1, rtt_age_s=1),
+    )
+    view = ClusterView(0.0, nodes, (), {}, "", 0.0, network)
+    home, shop = measured_round_trips(view)
+    assert shop == {
+        "site": "shop",
+        "to": "scheduler",
+        "nodes": ["edge-1", "edge-2"],
+        "measured_rtt_p50_ms": pytest.approx(39.0),
+        "measured_rtt_p95_ms": pytest.approx(90.0),
+        "age_s": 0.2,
+        "declared_rtt_ms": pytest.approx(38.0),  # 2 × (18 + 1) ms
+    }
+    assert home["site"] == "home" and home["declared_rtt_ms"] is None  # not in network.yaml
