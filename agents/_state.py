@@ -27,6 +27,7 @@ carries the same id, so an operator can follow one cause through the log.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Mapping
@@ -61,6 +62,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("anypu.agent")
+
+#: One heartbeat in this many asks for an echo (the first always does): at 1,000 agents,
+#: an echo on every heartbeat doubled the median placement latency on 2 cores
+#: (``benchmarks.agents_load``), and a round trip every few seconds is enough to follow.
+ECHO_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,7 @@ class AgentState:
         self.connected = False
         #: The last heartbeat echo's round trip (seconds; 0.0 before the first).
         self.rtt_s = 0.0
+        self._beats = itertools.count()
         self.leases: dict[str, m.Lease] = {}
         self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
         self._recent: deque[tuple[float, m.JobResult]] = deque()
@@ -526,7 +533,7 @@ class AgentState:
             running_jobs=len(tick.busy),
             jobs=tick.job_memory,
             rtt_s=self.rtt_s,
-            wants_echo=True,
+            wants_echo=next(self._beats) % ECHO_EVERY == 0,
         )
 
 

@@ -12,13 +12,17 @@ control plane. The run reports:
 - false "lost": nodes the scheduler declared lost while their agent was alive (must be 0);
 - placement latency: submit → result for jobs submitted while all agents heartbeat;
 - re-join time: SIGKILL the scheduler, start it again on the same port and state,
-  and time until every agent is ready again (target ≤ 10 s).
+  and time until every agent is ready again (target ≤ 10 s);
+- round trips: one heartbeat in ``ECHO_EVERY`` asks for an echo, as real agents' do, and
+  each reports the last one's round trip; the scheduler's per-node medians and 95th percentiles at the end of
+  the steady phase. ``--no-echo`` runs the same without, to compare what echoes cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import os
 import platform
@@ -34,10 +38,13 @@ from benchmarks import percentile
 HEARTBEAT_S = 1.0
 
 
-def _agent_process(address: str, token: str, names: list[str], stop: object) -> None:
+def _agent_process(
+    address: str, token: str, names: list[str], stop: object, echo: bool = True
+) -> None:
     import grpc
 
     from anypu import PROTOCOL_VERSION
+    from anypu.agents._state import ECHO_EVERY
     from anypu.devices import Device
     from anypu.protos import anypu_v1_pb2_grpc as rpc
     from anypu.protos import convert
@@ -59,10 +66,13 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
                 async def __anext__(self, outbox: asyncio.Queue = outbox):
                     return await outbox.get()
 
-            async def beat(outbox: asyncio.Queue = outbox) -> None:
+            rtt = [0.0]  # the last echo's round trip
+
+            async def beat(outbox: asyncio.Queue = outbox, rtt: list[float] = rtt) -> None:
                 await asyncio.sleep(random.random() * HEARTBEAT_S)
-                while True:
-                    message = m.Heartbeat(sent_at=time.time())
+                for beat in itertools.count():
+                    asks = echo and beat % ECHO_EVERY == 0
+                    message = m.Heartbeat(sent_at=time.time(), rtt_s=rtt[0], wants_echo=asks)
                     await outbox.put(convert.agent_message_to_pb(message))
                     await asyncio.sleep(HEARTBEAT_S * (0.9 + 0.2 * random.random()))
 
@@ -75,8 +85,10 @@ def _agent_process(address: str, token: str, names: list[str], stop: object) -> 
                         if isinstance(message, m.JoinAck):
                             backoff = 0.1
                             beating = beating or asyncio.ensure_future(beat())
+                        elif isinstance(message, m.HeartbeatEcho):
+                            rtt[0] = max(0.0, time.time() - message.sent_at)
                         elif isinstance(message, m.Launch):
-                            result = m.JobResult(message.job_id, message.attempt, True, b"")
+                            result = m.JobResult(message.job_id, message.attempt, outputs=b"")
                             await outbox.put(convert.agent_message_to_pb(result))
             except grpc.aio.AioRpcError:
                 pass
@@ -103,6 +115,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0, help="steady-state phase")
     parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--no-echo", action="store_true", help="heartbeats ask for no echo")
     args = parser.parse_args()
 
     from anypu.protos import messages as m
@@ -116,7 +129,8 @@ def main() -> None:
     shares = [names[i :: args.processes] for i in range(args.processes)]
     procs = [
         multiprocessing.Process(
-            target=_agent_process, args=(cluster.address, cluster.token, s, stop)
+            target=_agent_process,
+            args=(cluster.address, cluster.token, s, stop, not args.no_echo),
         )
         for s in shares
     ]
@@ -139,6 +153,7 @@ def main() -> None:
 
         ages: list[float] = []
         lost_seen: set[str] = set()
+        measured: list = []
         latencies: list[float] = []
         done = threading.Event()
 
@@ -160,6 +175,7 @@ def main() -> None:
             nodes = transport.list_nodes()
             ages += [n.last_heartbeat_age_s for n in nodes]
             lost_seen |= {n.node_id for n in nodes if n.state != "ready"}
+            measured = [n for n in nodes if n.rtt_age_s >= 0]
             time.sleep(1.0)
         thread.join()
 
@@ -199,6 +215,16 @@ def main() -> None:
             f"placement + dispatch + result, {len(latencies)} jobs: median"
             f" {statistics.median(latencies) * 1e3:.2f} ms, p99 {percentile(latencies, 0.99) * 1e3:.2f} ms"
         )
+    if measured:
+        medians = [n.rtt_p50_s for n in measured]
+        p95s = [n.rtt_p95_s for n in measured]
+        print(
+            f"round trip on the streams, {len(measured)} nodes: their medians' median"
+            f" {statistics.median(medians) * 1e3:.2f} ms, their p95s' p99"
+            f" {percentile(p95s, 0.99) * 1e3:.2f} ms"
+        )
+    else:
+        print("round trip on the streams: not measured (--no-echo)")
     print(
         f"after a scheduler SIGKILL + restart: {ready}/{args.agents} re-joined in {rejoin_seconds:.1f} s"
     )

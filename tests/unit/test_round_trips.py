@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from anypu.agents._state import AgentIdentity, AgentState, SchedulerSaid, Tick
+from anypu.agents._state import ECHO_EVERY, AgentIdentity, AgentState, SchedulerSaid, Tick
 from anypu.protos import messages as m
 from anypu.scheduler import AgentConnected, AgentSaid, SchedulerConfig, SchedulerState
 from anypu.scheduler._round_trips import WINDOW, RoundTrips
@@ -33,6 +33,11 @@ def test_the_agent_asks_for_an_echo_and_reports_what_it_took() -> None:
     state.handle(SchedulerSaid(m.HeartbeatEcho(first.sent_at), 1.0042, "echo"))
     (second,) = messages_sent(state.handle(Tick(2.5, "t")), m.Heartbeat)
     assert abs(second.rtt_s - 0.0042) < 1e-9
+    asks = [first.wants_echo, second.wants_echo]
+    for i in range(3, 12):
+        (beat,) = messages_sent(state.handle(Tick(1.5 * i, "t")), m.Heartbeat)
+        asks.append(beat.wants_echo)
+    assert asks == [i % ECHO_EVERY == 0 for i in range(11)]  # one in ECHO_EVERY asks
 
 
 def test_the_scheduler_echoes_and_keeps_each_node_s_round_trips() -> None:
