@@ -124,7 +124,7 @@ def job_memory(device: Device, pid: int, reading: Reading | None) -> int | None:
     device), the worker process's resident set; None when neither is known."""
     if reading is not None and pid in reading.process_memory:
         return reading.process_memory[pid]
-    if device.kind == "cpu" or device.simulated:
+    if device.holds_host_memory:
         try:
             with open(f"/proc/{pid}/statm") as statm:
                 return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -133,13 +133,8 @@ def job_memory(device: Device, pid: int, reading: Reading | None) -> int | None:
     return None
 
 
-def _host_memory(device: Device) -> bool:
-    """Whether a device's jobs hold host memory (a CPU, or a device simulated on it)."""
-    return device.kind == "cpu" or device.simulated
-
-
 def _worker_cgroup(cgroups: HostCgroups | None, device: Device, index: int) -> WorkerCgroup | None:
-    if cgroups is None or not _host_memory(device):
+    if cgroups is None or not device.holds_host_memory:
         return None
     try:
         return cgroups.worker(device.device_id, index)
@@ -536,7 +531,7 @@ class Agent:
     def _host_cgroups(config: AgentConfig) -> HostCgroups | None:
         if not config.cgroups or config.isolation != "process":
             return None
-        if not any(_host_memory(d) for d in config.devices):
+        if not any(d.holds_host_memory for d in config.devices):
             return None
         cgroups, line = host_cgroups()
         log.info("%s", line)

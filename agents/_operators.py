@@ -29,7 +29,7 @@ from typing import Any
 
 from anypu.devices import Device
 
-__all__ = ["graph_operators", "has_kernel", "lacking_operators"]
+__all__ = ["authoritative_key", "graph_operators", "has_kernel", "lacking_operators", "runs_on"]
 
 #: torch device types whose dispatcher registrations say what runs there, by dispatch key.
 _AUTHORITATIVE = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
@@ -74,13 +74,25 @@ def lacking_operators(
     when it has them all or cannot say (the module docstring)."""
     if device.simulated:
         return sorted(set(operators) & device.lacking_operators)
+    key = authoritative_key(torch_device, kernel)
+    if key is None:
+        return []
+    return sorted(op for op in operators if not runs_on(op, key, kernel))
+
+
+def authoritative_key(
+    torch_device: str, kernel: Callable[[str, str], bool] = has_kernel
+) -> str | None:
+    """The dispatch key whose registrations say what runs on ``torch_device``, or None
+    where the dispatcher cannot say (the module docstring)."""
     key = _AUTHORITATIVE.get(torch_device.split(":")[0])
     if key is None or not kernel(_PROBE_OPERATOR, key):
-        return []
+        return None
     if key == "MPS" and os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1":
-        return []
-    return sorted(
-        op
-        for op in operators
-        if not kernel(op, key) and not any(kernel(op, composite) for composite in _COMPOSITE)
-    )
+        return None
+    return key
+
+
+def runs_on(operator: str, key: str, kernel: Callable[[str, str], bool] = has_kernel) -> bool:
+    """Whether ``operator`` has a kernel under ``key`` or a composite one."""
+    return kernel(operator, key) or any(kernel(operator, c) for c in _COMPOSITE)

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from anypu.agents._operators import _AUTHORITATIVE, _COMPOSITE, _PROBE_OPERATOR, has_kernel
+from anypu.agents._operators import authoritative_key, has_kernel, runs_on
 from anypu.devices import Device, slice_environment, worker_torch_device
 
 __all__ = ["CATALOGUE", "backend_gaps", "run_catalogue", "with_self_tested_operators"]
@@ -159,8 +159,8 @@ def backend_gaps(
     run: Callable[[str], list[str]] = run_catalogue,
 ) -> list[str]:
     """The operators ``torch_device``'s backend lacks, sorted (the module docstring)."""
-    key = _AUTHORITATIVE.get(torch_device.split(":")[0])
-    if key is None or not kernel(_PROBE_OPERATOR, key):
+    key = authoritative_key(torch_device, kernel)
+    if key is None:
         return run(torch_device)
     if operator_names is None:
         import torch
@@ -169,10 +169,7 @@ def backend_gaps(
     return sorted(
         name
         for name in operator_names()
-        if name.startswith("aten::")
-        and kernel(name, "CPU")
-        and not kernel(name, key)
-        and not any(kernel(name, composite) for composite in _COMPOSITE)
+        if name.startswith("aten::") and kernel(name, "CPU") and not runs_on(name, key, kernel)
     )
 
 

@@ -109,7 +109,7 @@ def _serve(
     apply_slice_limits(device)
     # A CPU slice (or a simulated device, which runs on the CPU) owns its share of memory;
     # a real accelerator's memory is capped by apply_slice_limits instead.
-    host_memory = device.kind == "cpu" or device.simulated
+    host_memory = device.holds_host_memory
     runner = ModelRunner(
         worker_torch_device(device),
         memory_limit_bytes=device.slice_memory_bytes if host_memory else 0,

@@ -58,6 +58,11 @@ class Device:
         return self.tflops / self.share_divisor
 
     @property
+    def holds_host_memory(self) -> bool:
+        """Whether its jobs' memory is the host's: a CPU, or a device simulated on it."""
+        return self.kind == "cpu" or self.simulated
+
+    @property
     def lacking_operators(self) -> frozenset[str]:
         """Operators its backend is said to lack (``extra["lacks_operators"]``, comma
         separated: what ``devices.yaml`` declares for a simulated device)."""

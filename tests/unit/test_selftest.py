@@ -104,3 +104,15 @@ def test_a_failed_self_test_is_logged_and_changes_nothing(caplog: pytest.LogCapt
 def test_the_self_test_runs_in_a_child_process() -> None:
     # CPU-only torch: nothing on cuda:0 runs, and nothing is said to be missing either.
     assert _self_test(GPU0, 120.0) == []
+
+
+def test_mps_with_its_cpu_fallback_is_run_not_read_from_the_dispatcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Missing operators then run on the CPU: the registrations would report gaps that are not.
+    monkeypatch.setenv("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    assert backend_gaps(
+        "mps",
+        kernel=lambda op, key: key != "MPS" or op == "aten::add.Tensor",
+        run=lambda device: [f"ran on {device}"],
+    ) == ["ran on mps"]
