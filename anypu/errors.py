@@ -9,6 +9,7 @@
     ├── SchedulerUnavailableError   no scheduler answers at the configured address
     ├── AuthenticationError         the token was refused
     ├── UnschedulableError          no device in the network can hold the job (per-node reasons)
+    │   └── DeadlineUnreachableError  none is predicted to finish it within its deadline_ms
     ├── JobFailedError              the model raised while running; carries the remote text
     │   └── MemoryExceededError     it used more memory than its share; its agent stopped it
     ├── JobCancelledError           the job was cancelled before it finished
@@ -24,6 +25,7 @@ __all__ = [
     "AnypuError",
     "AuthenticationError",
     "ConfigError",
+    "DeadlineUnreachableError",
     "ExportError",
     "InputError",
     "JobCancelledError",
@@ -68,6 +70,15 @@ class UnschedulableError(AnypuError):
     def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.reasons = dict(reasons or {})
+
+
+class DeadlineUnreachableError(UnschedulableError):
+    """No device is predicted to finish the job within its ``deadline_ms``: it failed at
+    once instead of running late. The message names the best prediction and its parts
+    (``best is edge-1/cpu0 (edge) at 84 ms: 31 ms network from home, 53 ms compute``);
+    ``reasons`` maps that node to the same. Pass ``best_effort=True`` to run such a job
+    where it finishes first anyway.
+    """
 
 
 class JobFailedError(AnypuError):

@@ -10,6 +10,7 @@ device cannot take a job, and whether that may clear by itself) and ``.scores``
 
 from anypu.devices import format_bytes
 from anypu.placement._config import POLICY_NAMES, PlacementConfig
+from anypu.placement._deadlines import DeadlineFilter, completion_seconds
 from anypu.placement._filters import (
     DEFAULT_FILTERS,
     allowed_devices,
@@ -30,6 +31,7 @@ from anypu.placement._live_policy import WORKLOAD_WINDOW, workload_shape
 from anypu.placement._model import (
     TIERS,
     ClusterSnapshot,
+    DeadlineMiss,
     DeviceView,
     JobRequest,
     NodeView,
@@ -61,6 +63,8 @@ __all__ = [
     "WORKLOAD_WINDOW",
     "ClusterSnapshot",
     "ClusterTable",
+    "DeadlineFilter",
+    "DeadlineMiss",
     "DeviceView",
     "FilterPlugin",
     "JobRequest",
@@ -77,6 +81,7 @@ __all__ = [
     "WorkloadShape",
     "allowed_devices",
     "build_network",
+    "completion_seconds",
     "explain_unschedulable",
     "format_bytes",
     "plan",

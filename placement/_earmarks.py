@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from anypu.placement._config import PlacementConfig
+from anypu.placement._deadlines import with_placed
 from anypu.placement._filters import allowed_devices
 from anypu.placement._framework import PlanContext
 from anypu.placement._model import ClusterSnapshot, DeviceView, JobRequest, Plan
@@ -55,17 +56,15 @@ def _reserve(
     key: Key,
     memory: int,
     milli: int,
-    seat: int | None,
-    seconds: float,
 ) -> ClusterSnapshot:
-    """``snapshot`` with ``memory`` and ``milli`` more reserved on device ``key`` and
-    ``seconds`` more work on its slice ``seat`` (None: the first free one, if any)."""
+    """``snapshot`` with ``memory`` and ``milli`` more reserved on device ``key`` and its
+    first free seat, if any, taken."""
 
     def changed(dv: DeviceView) -> DeviceView:
         busy = list(dv.slice_busy_seconds)
-        index = seat if seat is not None else next((i for i, b in enumerate(busy) if b <= 0), None)
-        if index is not None and index < len(busy):
-            busy[index] += max(seconds, 1e-6)
+        index = next((i for i, b in enumerate(busy) if b <= 0), None)
+        if index is not None:
+            busy[index] = 1e-6
         return dataclasses.replace(
             dv,
             slice_busy_seconds=tuple(busy),
@@ -80,19 +79,6 @@ def _reserve(
             node = dataclasses.replace(node, devices=devices)
         nodes.append(node)
     return dataclasses.replace(snapshot, nodes=tuple(nodes))
-
-
-def _with_placed(snapshot: ClusterSnapshot, placed: Plan) -> ClusterSnapshot:
-    for p in placed.placements:
-        snapshot = _reserve(
-            snapshot,
-            (p.node_id, p.device_id),
-            p.memory_bytes,
-            p.milli,
-            p.slice_index,
-            p.predicted_seconds,
-        )
-    return snapshot
 
 
 class _Shares:
@@ -140,6 +126,7 @@ def _merge(first: Plan, rest: Plan, earmarks: Mapping[str, Key]) -> Plan:
         solve_seconds=first.solve_seconds + rest.solve_seconds,
         objective=first.objective + rest.objective,
         earmarks=dict(earmarks),
+        deadline_unreachable={**first.deadline_unreachable, **rest.deadline_unreachable},
     )
 
 
@@ -160,7 +147,7 @@ def plan_with_earmarks(
         return plan(snapshot, jobs, config)
     first = [j for j in jobs if j.job_id in first_ids]
     placed = plan(snapshot, first, config)
-    snapshot = _with_placed(snapshot, placed)
+    snapshot = with_placed(snapshot, placed.placements)
     still_held = set(placed.deferred)
     shares = _Shares(snapshot, config)
     earmarks: dict[str, Key] = {}
@@ -177,6 +164,6 @@ def plan_with_earmarks(
             continue
         key = shares.keys[index]
         earmarks[job.job_id] = key
-        snapshot = _reserve(snapshot, key, int(memory[index]), int(milli[index]), None, 0.0)
+        snapshot = _reserve(snapshot, key, int(memory[index]), int(milli[index]))
     rest = plan(snapshot, [j for j in jobs if j.job_id not in first_ids], config)
     return _merge(placed, rest, earmarks)

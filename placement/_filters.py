@@ -14,11 +14,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from anypu.devices import format_bytes
+from anypu.placement._deadlines import DeadlineFilter
 from anypu.placement._framework import FilterPlugin, PlanContext
 from anypu.placement._model import DeviceView, JobRequest, NodeView
 
 __all__ = [
     "DEFAULT_FILTERS",
+    "DeadlineFilter",
     "DeviceKindFilter",
     "HealthFilter",
     "MemoryFilter",
@@ -289,6 +291,7 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     MemoryFilter(),
     ThroughputFilter(),
     OperatorFilter(),
+    DeadlineFilter(),  # last: it costs the job on every device
 )
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EFFICIENCY",
     "PRECISION_RELATIVE",
+    "PREDICTED_TERMS",
     "TERMS",
     "ClusterTable",
     "DeviceIndex",
@@ -39,6 +40,7 @@ __all__ = [
     "ScorePlugin",
     "Strategy",
     "in_report_order",
+    "predicted_seconds",
 ]
 
 #: Fraction of peak throughput a typical model reaches, by device kind. Data, not code:
@@ -49,6 +51,15 @@ DEFAULT_EFFICIENCY: Mapping[str, float] = MappingProxyType(
 
 #: The objective's terms, in the order they are reported.
 TERMS = ("compute", "transfer", "warm", "queue", "fragmentation")
+
+#: The terms that are time the job takes, from submission to outputs back: what a
+#: placement's ``predicted_seconds`` sums (the fragmentation tie-breaker is not).
+PREDICTED_TERMS = ("compute", "transfer", "warm", "queue")
+
+
+def predicted_seconds(terms: Mapping[str, float]) -> float:
+    """Predicted completion of a placement with these terms (``PREDICTED_TERMS``)."""
+    return sum(terms.get(k, 0.0) for k in PREDICTED_TERMS)
 
 
 def in_report_order(terms: Mapping[str, float]) -> dict[str, float]:

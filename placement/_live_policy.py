@@ -69,7 +69,12 @@ from numpy.typing import NDArray
 from anypu.devices import Device
 from anypu.placement._config import PlacementConfig
 from anypu.placement._filters import allowed_devices
-from anypu.placement._framework import ClusterTable, PlanContext, in_report_order
+from anypu.placement._framework import (
+    ClusterTable,
+    PlanContext,
+    in_report_order,
+    predicted_seconds,
+)
 from anypu.placement._model import (
     ClusterSnapshot,
     JobRequest,
@@ -426,7 +431,7 @@ def plan_with_policy(
             pos = live.take(d, reserved[1])
             # A free slice: nothing to wait behind.
             chosen = {k: float(v[d]) for k, v in terms.items()} | {"queue": 0.0}
-            predicted = sum(chosen.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
+            predicted = predicted_seconds(chosen)
             weight = 1.0 + config.priority_weight * (job.priority - lowest)
             objective += weight * sum(config.weight(k) * v for k, v in chosen.items())
             if job.slo_seconds is not None and predicted > job.slo_seconds:

@@ -16,6 +16,7 @@ from anypu.protos.messages import TIERS
 __all__ = [
     "TIERS",
     "ClusterSnapshot",
+    "DeadlineMiss",
     "DeviceView",
     "JobRequest",
     "NodeView",
@@ -102,6 +103,14 @@ class JobRequest:
     """How long it has waited for room (held back, ``Plan.deferred``) since it last ran or
     was submitted; past ``PlacementConfig.earmark_after_s`` it earmarks a device
     (``_earmarks``)."""
+    deadline_s: float | None = None
+    """Seconds left, as the round runs, until the job must be done (its caller's
+    ``deadline_ms`` less what it has waited); None: no deadline. Only devices predicted
+    to finish it in time are used; where none is, it is ``Plan.deadline_unreachable``
+    (``_deadlines``)."""
+    best_effort: bool = False
+    """With a deadline: place it where it is predicted to finish first even when that
+    misses the deadline, instead of failing it."""
 
 
 class WorkloadShape(NamedTuple):
@@ -165,6 +174,49 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class DeadlineMiss:
+    """A job no device is predicted to finish within its deadline: the best there was.
+
+    ``terms`` are the best device's predicted seconds by term (``compute``, ``transfer``,
+    ``warm``, ``queue``); ``predicted_seconds`` their sum.
+    """
+
+    job_id: str
+    deadline_s: float
+    node_id: str
+    device_id: str
+    tier: str
+    predicted_seconds: float
+    terms: dict[str, float]
+    origin: str = ""
+
+    def describe(self) -> str:
+        """``best is edge-1/gpu0 (edge) at 84 ms: 31 ms network from home, 53 ms compute``."""
+        network = f"network from {self.origin}" if self.origin else "network"
+        words = (
+            ("transfer", network),
+            ("queue", "waiting behind queued jobs"),
+            ("warm", "fetching and loading the model"),
+            ("compute", "compute"),
+        )
+        parts = [
+            f"{_ms(self.terms[term])} {what}"
+            for term, what in words
+            if self.terms.get(term, 0.0) >= 0.0005
+        ]
+        return (
+            f"best is {self.node_id}/{self.device_id} ({self.tier}) at"
+            f" {_ms(self.predicted_seconds)}: {', '.join(parts) or 'nothing measurable'}"
+        )
+
+
+def _ms(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "forever"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.2g} ms"
+
+
+@dataclass(frozen=True)
 class Plan:
     """The result of one placement round.
 
@@ -186,3 +238,6 @@ class Plan:
     #: Jobs still held that have a device set aside (``_earmarks``): job id -> (node id,
     #: device id). The next round's snapshot carries them.
     earmarks: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    #: Jobs with a deadline no device is predicted to meet (not best effort): the best
+    #: prediction there was, for the caller's error (``_deadlines``). Not placed.
+    deadline_unreachable: Mapping[str, DeadlineMiss] = field(default_factory=dict)

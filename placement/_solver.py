@@ -73,7 +73,7 @@ from ortools.sat.python import cp_model
 
 from anypu.placement._config import PlacementConfig
 from anypu.placement._filters import allowed_devices, explain_unschedulable, unresolvable
-from anypu.placement._framework import PlanContext, in_report_order
+from anypu.placement._framework import PlanContext, in_report_order, predicted_seconds
 from anypu.placement._model import ClusterSnapshot, JobRequest, Placement, Plan, RunnerUp
 from anypu.placement._scores import score_terms
 from anypu.placement._shares import fits_now, share_memory, share_milli
@@ -142,7 +142,7 @@ class _Round:
         else:
             terms = {name: float(v[d]) for name, v in scored.items()}
         terms["queue"] = float(self.slice_load[s])
-        predicted = _predicted(terms)
+        predicted = predicted_seconds(terms)
         cost = sum(cfg.weight(k) * v for k, v in terms.items())
         if job.slo_seconds is not None and predicted > job.slo_seconds:
             terms["slo_violation"] = predicted - job.slo_seconds
@@ -185,11 +185,9 @@ class _Round:
         terms = {name: float(v[d]) for name, v in scored.items()}
         terms["queue"] = float(self.slice_load[r])
         dv = t.devices[d]
-        return RunnerUp(dv.node_id, dv.device.device_id, _predicted(terms), in_report_order(terms))
-
-
-def _predicted(terms: dict[str, float]) -> float:
-    return sum(terms.get(k, 0.0) for k in ("compute", "transfer", "warm", "queue"))
+        return RunnerUp(
+            dv.node_id, dv.device.device_id, predicted_seconds(terms), in_report_order(terms)
+        )
 
 
 def _static_cost(

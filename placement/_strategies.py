@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from anypu.placement._config import POLICY_NAMES, PlacementConfig
+from anypu.placement._deadlines import plan_with_deadlines
 from anypu.placement._earmarks import plan_with_earmarks
 from anypu.placement._framework import Strategy
 from anypu.placement._live_policy import TracePolicyStrategy
@@ -39,6 +40,8 @@ def _validate(jobs: Sequence[JobRequest]) -> None:
             value = getattr(job, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"job {job.job_id!r}: {name} must be finite and >= 0, got {value}")
+        if job.deadline_s is not None and math.isnan(job.deadline_s):
+            raise ValueError(f"job {job.job_id!r}: deadline_s must be a number, got nan")
         for model, secs in job.measured_seconds.items():
             if not (secs >= 0 and math.isfinite(secs)):
                 raise ValueError(
@@ -60,8 +63,17 @@ def plan(
     ``Plan.solver`` says who placed: ``single``, ``greedy``, ``cp-sat:…`` (the cost
     model, ``_solver``) or ``policy:NAME`` (a GPU-sharing policy, ``_live_policy``).
     A job held back for room long enough has a device set aside for it (``_earmarks``;
-    ``Plan.earmarks``, which the next round's snapshot is to carry).
+    ``Plan.earmarks``, which the next round's snapshot is to carry). A job with a
+    deadline goes only where it is predicted to meet it, or is ``Plan.deadline_unreachable``
+    (``_deadlines``).
     """
     config = config or PlacementConfig()
     _validate(jobs)
-    return plan_with_earmarks(snapshot, jobs, config, STRATEGIES[config.policy].plan)
+    strategy = STRATEGIES[config.policy].plan
+
+    def within_deadlines(
+        snapshot: ClusterSnapshot, jobs: Sequence[JobRequest], config: PlacementConfig
+    ) -> Plan:
+        return plan_with_deadlines(snapshot, jobs, config, strategy)
+
+    return plan_with_earmarks(snapshot, jobs, config, within_deadlines)

@@ -359,7 +359,7 @@ class Constraints(_message.Message):
     def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators")
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort")
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +377,8 @@ class SubmitRequest(_message.Message):
     COMPUTE_MILLI_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
     artifact_digest: str
     inputs: bytes
     inputs_digest: str
@@ -394,7 +396,9 @@ class SubmitRequest(_message.Message):
     compute_milli: int
     precision: str
     operators: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ...) -> None: ...
+    deadline_ms: float
+    best_effort: bool
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[float] = ..., best_effort: _Optional[bool] = ...) -> None: ...
 
 class Term(_message.Message):
     __slots__ = ("name", "seconds")
@@ -447,7 +451,7 @@ class NodeReason(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest")
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest", "deadline_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -462,6 +466,7 @@ class JobInfo(_message.Message):
     LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     name: str
@@ -476,7 +481,8 @@ class JobInfo(_message.Message):
     latency_seconds: float
     outcome: Outcome
     outputs_digest: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ...) -> None: ...
+    deadline_ms: float
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ..., deadline_ms: _Optional[float] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "outputs", "lease")

@@ -91,6 +91,9 @@ class FailureCode(str, Enum):
     OPERATOR_UNSUPPORTED = "OperatorUnsupported"
     CANCELLED = "Cancelled"
     UNSCHEDULABLE = "Unschedulable"
+    #: No device is predicted to finish the job within its deadline (the message says the
+    #: best there was); not retried: waiting only makes it later.
+    DEADLINE_UNREACHABLE = "DeadlineUnreachable"
     RETRIES_EXHAUSTED = "RetriesExhausted"
     POISON = "Poison"
 
@@ -437,6 +440,11 @@ class SubmitRequest:
     precision: str = ""
     #: The operators the model's graph calls (``aten::linear``…), recorded at export.
     operators: tuple[str, ...] = ()
+    #: Milliseconds from submission by which the outputs are wanted; 0: no deadline.
+    #: Only placements predicted to meet it are chosen; where none is, the job fails at
+    #: once (``FailureCode.DEADLINE_UNREACHABLE``) unless ``best_effort``.
+    deadline_ms: float = 0.0
+    best_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -480,16 +488,27 @@ class JobInfo:
     latency_seconds: float = 0.0
     #: The outputs are in this blob, not inline (too large for one message).
     outputs_digest: str = ""
+    #: As submitted (0: none); ``deadline_met`` says how it went.
+    deadline_ms: float = 0.0
 
     @property
     def terminal(self) -> bool:
         return self.state in ("succeeded", "failed", "cancelled")
+
+    @property
+    def deadline_met(self) -> bool | None:
+        """Whether a succeeded job with a deadline ended within it, as the scheduler saw
+        it (submit to result); None without a deadline or before it succeeded."""
+        if not self.deadline_ms or self.state != "succeeded":
+            return None
+        return self.latency_seconds * 1000 <= self.deadline_ms
 
     def as_dict(self) -> dict[str, Any]:
         """The job as the JSON API and ``anypu status --json`` show it: the outcome's
         fields inline (``failure_code``, ``error_type``, …, ``run_seconds``)."""
         document = {k: v for k, v in vars(self).items() if k not in ("outcome", "placement")}
         document["placement"] = vars(self.placement) if self.placement is not None else None
+        document["deadline_met"] = self.deadline_met
         outcome = self.outcome.fields()
         del outcome["ok"]  # ``state`` says it
         return document | outcome

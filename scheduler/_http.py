@@ -191,6 +191,8 @@ def placement_view(job: JobInfo) -> dict:
         "run_seconds": job.outcome.run_seconds,
         "load_seconds": job.outcome.load_seconds,
         "latency_seconds": job.latency_seconds,
+        "deadline_ms": job.deadline_ms,
+        "deadline_met": job.deadline_met,
         "submitted_at": job.submitted_at,
         "finished_at": job.finished_at,
         "error": f"{job.outcome.error_type}: {job.outcome.message}" if not job.outcome.ok else "",
@@ -239,6 +241,10 @@ def overview_view(view: ClusterView, finished: dict[str, int], rate: float, star
         "unschedulable": sum(j.unschedulable for j in pending),
         "placement_rate_per_s": rate,
         "decisions": view.decisions,
+        "deadlines": [
+            {"tier": tier, "outcome": outcome, "jobs": count}
+            for (tier, outcome), count in sorted(view.deadlines.items())
+        ],
         "last_solve": {"solver": view.solver, "seconds": view.solve_seconds},
     }
 

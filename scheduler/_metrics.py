@@ -38,6 +38,7 @@ from anypu.protos.messages import (
 from anypu.scheduler._state import PersistJob, SchedulerState
 
 __all__ = [
+    "DEADLINE_OUTCOMES",
     "NODE_STATES",
     "ClusterView",
     "SchedulerMetrics",
@@ -49,6 +50,7 @@ __all__ = [
 ]
 
 NODE_STATES = ("ready", "lost", "left", "disconnected")
+DEADLINE_OUTCOMES = ("met", "missed", "unreachable")
 LIVE_STATES = ("pending", "placed", "running")
 SlotKey = tuple[str, str, int]  # (node_id, device_id, slice_index)
 
@@ -174,6 +176,8 @@ class ClusterView:
     nodes: tuple[NodeInfo, ...]
     live_jobs: tuple[JobInfo, ...]  # pending, placed and running, oldest first
     decisions: dict[str, int]
+    #: Jobs with a deadline since start by (tier, met | missed | unreachable).
+    deadlines: dict[tuple[str, str], int]
     solver: str
     solve_seconds: float
     network: object | None
@@ -201,6 +205,7 @@ def _read(state: SchedulerState, now: float) -> ClusterView:
         nodes=tuple(n.info(now, held.get(n.node_id, ())) for n in state.nodes.values()),
         live_jobs=tuple(j.info() for j in live),
         decisions=dict(state.decisions),
+        deadlines=dict(state.deadlines),
         solver=last.solver if last else "",
         solve_seconds=last.solve_seconds if last else 0.0,
         network=state.network,
@@ -282,6 +287,17 @@ class _StateCollector(Collector):
         for outcome, count in sorted(view.decisions.items()):
             decisions.add_metric([outcome], count)
         yield decisions
+        deadlines = CounterMetricFamily(
+            "anypu_deadline_jobs",
+            "Jobs with a deadline: met or missed (submit to result, by the tier they ran"
+            " on) and unreachable (failed at once: no device predicted in time; by the tier"
+            " of the best prediction).",
+            labels=["tier", "outcome"],
+        )
+        for tier in TIERS:
+            for outcome in DEADLINE_OUTCOMES:
+                deadlines.add_metric([tier, outcome], view.deadlines.get((tier, outcome), 0))
+        yield deadlines
 
         age = GaugeMetricFamily(
             "anypu_node_heartbeat_age_seconds",

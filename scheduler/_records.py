@@ -114,4 +114,5 @@ class JobRecord:
             artifact_digest=self.request.artifact_digest,
             latency_seconds=(self.finished_at - self.submitted_at) if self.finished_at else 0.0,
             outputs_digest=self.outputs_digest,
+            deadline_ms=self.request.deadline_ms,
         )

@@ -12,7 +12,7 @@ from a node that was declared lost is discarded.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +22,7 @@ from anypu.devices import Device, format_bytes
 from anypu.placement import (
     WORKLOAD_WINDOW,
     ClusterSnapshot,
+    DeadlineMiss,
     JobRequest,
     PlacementConfig,
     Plan,
@@ -116,6 +117,9 @@ class SchedulerState:
         self.earmarks: dict[str, tuple[str, str]] = {}
         self.quarantine = NodeQuarantine()
         self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
+        #: Jobs with a deadline since start, by (tier, outcome): ``met`` and ``missed``
+        #: by the tier they ran on, ``unreachable`` by the tier of the best prediction.
+        self.deadlines: Counter[tuple[str, str]] = Counter()
         self.leases = LeaseBook()
         # What recent placements took: the typical workload that fragmentation-aware
         # placement policies plan for (rebuilt from the store's recent jobs on restart; they
@@ -321,6 +325,7 @@ class SchedulerState:
         if outcome.ok:
             self.quarantine.succeeded(node.node_id)
             self._set_state(job, "succeeded")
+            self._count_deadline(job, node.tier, now - job.submitted_at)
             job.outputs = result.outputs
             job.outputs_digest = result.outputs_digest
             actions += self._learn(node, job)
@@ -490,6 +495,10 @@ class SchedulerState:
             operators=frozenset(r.operators),
             unsupported_on=self.learned.lacking_for(digest),
             held_s=0.0 if job.held_since is None else max(0.0, now - job.held_since),
+            deadline_s=(
+                r.deadline_ms / 1000 - max(0.0, now - job.submitted_at) if r.deadline_ms else None
+            ),
+            best_effort=r.best_effort,
         )
 
     def _schedule(self, now: float) -> list[Action]:
@@ -535,6 +544,8 @@ class SchedulerState:
         for job_id, reasons in result.unschedulable.items():
             stuck = job_id in result.unresolvable
             actions += self._unschedulable(self.jobs[job_id], reasons, stuck, now)
+        for job_id, miss in result.deadline_unreachable.items():
+            actions += self._deadline_unreachable(self.jobs[job_id], miss, now)
         self.decisions["deferred"] += len(result.deferred)
         waiting = {j.job_id for j in ready}
         self.earmarks = {
@@ -591,6 +602,26 @@ class SchedulerState:
         job.outcome = m.Outcome.failed(m.FailureCode.UNSCHEDULABLE, message)
         return [PersistJob(job, "failed", "unschedulable"), Notify(job.job_id)]
 
+    def _deadline_unreachable(self, job: JobRecord, miss: DeadlineMiss, now: float) -> list[Action]:
+        """No device is predicted to finish ``job`` in time: it fails now, saying the best."""
+        self.decisions["deadline_unreachable"] = self.decisions.get("deadline_unreachable", 0) + 1
+        self.deadlines[(miss.tier, "unreachable")] += 1
+        waited = max(0.0, now - job.submitted_at)
+        deadline = f"{job.request.deadline_ms:g} ms"
+        if waited >= 0.001:
+            deadline += f", {max(miss.deadline_s, 0.0) * 1000:.0f} ms left after waiting"
+            deadline += f" {waited * 1000:.0f} ms"
+        message = (
+            f"DeadlineUnreachable: no device is predicted to finish it within its deadline"
+            f" ({deadline}): {miss.describe()}. Give a later deadline_ms, or pass"
+            " best_effort=True to run it where it finishes first anyway."
+        )
+        job.pending_reasons = {miss.node_id: miss.describe()}
+        job.finished_at = now
+        self._set_state(job, "failed")
+        job.outcome = m.Outcome.failed(m.FailureCode.DEADLINE_UNREACHABLE, message)
+        return [PersistJob(job, "failed", "deadline unreachable"), Notify(job.job_id)]
+
     # -------------------------------------------------------------- leases
 
     def _grant_lease(self, node: NodeRecord, job: JobRecord, now: float) -> list[Action]:
@@ -644,6 +675,7 @@ class SchedulerState:
             self.jobs[job.job_id] = job
             if run.outcome.ok:
                 self._set_state(job, "succeeded")
+                self._count_deadline(job, node.tier, run.finished_at - run.started_at)
                 actions += self._learn(node, job)
             else:
                 self._set_state(job, "failed")
@@ -656,6 +688,12 @@ class SchedulerState:
         return actions
 
     # -------------------------------------------------------------- helpers
+
+    def _count_deadline(self, job: JobRecord, tier: str, took_s: float) -> None:
+        """A succeeded job with a deadline met it or missed it (``deadlines``)."""
+        if job.request.deadline_ms:
+            late = took_s * 1000 > job.request.deadline_ms
+            self.deadlines[(tier, "missed" if late else "met")] += 1
 
     def _learn(self, node: NodeRecord, job: JobRecord) -> list[Action]:
         """A job succeeded on ``node``: its model is warm there, and its time is known."""

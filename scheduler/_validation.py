@@ -41,6 +41,7 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
         "slo_seconds": r.slo_seconds,
         "timeout_s": r.timeout_s,
         "wait_timeout_s": r.wait_timeout_s,
+        "deadline_ms": r.deadline_ms,
     }
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:

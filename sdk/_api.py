@@ -93,9 +93,15 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
     optional): ``device_kinds``, ``tiers``, ``sites``, ``nodes``, ``priority``,
     ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``, ``compute_share`` (0–1: the
     share of a shared device's compute to reserve; by default sized from the model's
-    predicted time and the SLO). ``timeout_s`` bounds
+    predicted time and the SLO), ``deadline_ms`` and ``best_effort``. ``timeout_s`` bounds
     preparing the call (exporting and estimating a model the first time it is called with
     these input shapes; 600 s when not given) and each attempt's run.
+
+    ``deadline_ms`` (milliseconds from when the scheduler receives the call): only
+    devices predicted to finish it in time (inputs in, queue, loading the model, compute,
+    outputs back) are used; where none is, ``DeadlineUnreachableError`` is raised at once
+    with the best prediction, unless ``best_effort=True`` (then it runs where it is
+    predicted to finish first). Met and missed deadlines are counted per tier.
     """
     return _default().run(model, inputs, _options(options))
 

@@ -8,6 +8,7 @@ artifact digest, and the set of digests the scheduler already holds is remembere
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -18,6 +19,7 @@ from anypu import _codec
 from anypu.comm import MissingBlobError
 from anypu.errors import (
     AnypuError,
+    DeadlineUnreachableError,
     InputError,
     JobCancelledError,
     JobFailedError,
@@ -51,6 +53,12 @@ class RunOptions:
     #: The share of a shared device's compute to reserve, 0 to 1 (like a fractional GPU
     #: request); 0: the scheduler derives it from the model's predicted time and the SLO.
     compute_share: float = 0.0
+    #: Milliseconds from submission by which the outputs are wanted (None: no deadline).
+    #: Only devices predicted to meet it are used; where none is,
+    #: ``DeadlineUnreachableError`` at once, unless ``best_effort``.
+    deadline_ms: float | None = None
+    #: With ``deadline_ms``: run where it is predicted to finish first even if late.
+    best_effort: bool = False
 
 
 class JobHandle(Future[Any]):
@@ -94,6 +102,8 @@ _LeaseKey = tuple[
     str,
     int,
     str,
+    float,
+    bool,
 ]
 
 
@@ -115,7 +125,34 @@ def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
         r.name,
         r.compute_milli,
         r.precision,
+        r.deadline_ms,
+        r.best_effort,
     )
+
+
+def _checked_deadline(options: RunOptions) -> tuple[float, bool]:
+    """``deadline_ms`` and ``best_effort`` checked: a user's mistake is an ``InputError``."""
+    deadline, best_effort = options.deadline_ms, options.best_effort
+    if not isinstance(best_effort, bool):
+        raise InputError(f"best_effort must be True or False, got {best_effort!r}")
+    if deadline is None:
+        deadline = 0.0
+    elif isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        raise InputError(
+            f"deadline_ms must be a number of milliseconds, such as deadline_ms=100, got"
+            f" {deadline!r}"
+        )
+    elif not math.isfinite(deadline) or deadline <= 0:
+        raise InputError(
+            f"deadline_ms must be more than 0 milliseconds (from the call), got {deadline!r}:"
+            " a deadline of zero or less can never be met; leave it out for no deadline"
+        )
+    if best_effort and not deadline:
+        raise InputError(
+            "best_effort=True only means something with a deadline: add deadline_ms=…,"
+            " or leave best_effort out"
+        )
+    return float(deadline), best_effort
 
 
 #: How long exporting and estimating a model may take when the call sets no timeout_s
@@ -186,6 +223,7 @@ class Client:
                 f"compute_share must be a number from 0 to 1 (the share of a device's"
                 f" compute to reserve; 0 lets the scheduler size it), got {share!r}"
             )
+        deadline_ms, best_effort = _checked_deadline(options)
         request = m.SubmitRequest(
             artifact_digest=artifact.digest,
             flops=profile.flops,
@@ -206,6 +244,8 @@ class Client:
             compute_milli=round(share * 1000),
             precision=profile.precision,
             operators=tuple(sorted(artifact.operators)),
+            deadline_ms=deadline_ms,
+            best_effort=best_effort,
         )
         if len(self._requests) >= 256:
             self._requests.clear()
@@ -295,6 +335,8 @@ class Client:
             return JobCancelledError(f"job {job_id} was cancelled")
         if code is m.FailureCode.UNSCHEDULABLE:
             return UnschedulableError(outcome.message, reasons)
+        if code is m.FailureCode.DEADLINE_UNREACHABLE:
+            return DeadlineUnreachableError(outcome.message, reasons)
         if code is m.FailureCode.JOB_TIMEOUT:
             return JobTimeoutError(outcome.message)
         if code is m.FailureCode.MEMORY_EXCEEDED:

@@ -13,6 +13,8 @@ import torch
 
 from anypu.errors import (
     AuthenticationError,
+    DeadlineUnreachableError,
+    InputError,
     JobFailedError,
     SchedulerUnavailableError,
     UnschedulableError,
@@ -145,6 +147,41 @@ def test_a_job_no_device_can_hold_lists_each_nodes_reason(client):
     assert set(reasons) == {"cloud-1", "edge-1"}
     assert "gpu" in reasons["cloud-1"] and "npu" in reasons["cloud-1"]
     assert "MiB" in reasons["edge-1"] or "GiB" in reasons["edge-1"]
+
+
+def test_a_deadline_is_met_where_it_can_be_and_fails_fast_where_it_cannot(client):
+    model = mlp(width=64, depth=2)
+    x = torch.randn(8, 64)
+    future = client.submit(model, x, RunOptions(deadline_ms=60_000))
+    torch.testing.assert_close(future.result(timeout=60), model(x))
+    info = future.info()
+    assert info.deadline_ms == 60_000 and info.deadline_met is True
+    started = time.monotonic()
+    with pytest.raises(DeadlineUnreachableError) as caught:
+        client.run(model, x, RunOptions(deadline_ms=0.001))
+    assert time.monotonic() - started < 5  # at once, not after waiting
+    message = str(caught.value)
+    assert message.startswith("DeadlineUnreachable: no device is predicted to finish it")
+    assert re.search(r"best is (cloud-1|edge-1)/\w+ \((cloud|edge)\) at [\d.]+ ms: ", message)
+    assert "compute" in message and "best_effort=True" in message
+    assert len(caught.value.reasons) == 1
+    late = client.submit(model, x, RunOptions(deadline_ms=0.001, best_effort=True))
+    torch.testing.assert_close(late.result(timeout=60), model(x))
+    assert late.info().deadline_met is False
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (RunOptions(deadline_ms=0), "more than 0 milliseconds"),
+        (RunOptions(deadline_ms=-5), "more than 0 milliseconds"),
+        (RunOptions(deadline_ms="soon"), "number of milliseconds"),  # type: ignore[arg-type]
+        (RunOptions(best_effort=True), "only means something with a deadline"),
+    ],
+)
+def test_a_deadline_a_user_got_wrong_says_what_to_give(client, options, message):
+    with pytest.raises(InputError, match=message):
+        client.run(mlp(width=64, depth=2), torch.randn(8, 64), options)
 
 
 def test_a_model_that_raises_reports_its_error_and_the_agent_keeps_serving(client):

@@ -362,7 +362,7 @@ def test_topology_sets_measured_round_trips_beside_the_declared_path():
         m.NodeInfo("cloud-1", "cloud", "dc", "ready"),  # its agent measured nothing yet
         m.NodeInfo("phone", "device", "home", "ready", rtt_p50_s=0.08, rtt_p95_s=0.1, rtt_age_s=1),
     )
-    view = ClusterView(0.0, nodes, (), {}, "", 0.0, network)
+    view = ClusterView(0.0, nodes, (), {}, {}, "", 0.0, network)
     home, shop = measured_round_trips(view)
     assert shop == {
         "site": "shop",

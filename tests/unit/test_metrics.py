@@ -140,3 +140,23 @@ def test_the_grafana_dashboard_queries_only_metrics_the_scheduler_exports(live):
     used = {name for e in exprs for name in re.findall(r"\banypu_[a-z_]+", e)}
     assert len(used) >= 12
     assert used <= exported, f"not exported: {sorted(used - exported)}"
+
+
+def test_deadlines_met_missed_and_unreachable_are_counted_per_tier(live):
+    service, metrics, agents, digest = live
+    met = run_one(service, agents, digest, tiers=("edge",), deadline_ms=60_000)
+    assert met.deadline_ms == 60_000 and met.deadline_met is True
+    late = submit(service, digest, tiers=("cloud",), deadline_ms=60_000)
+    launch = next(x for x in agents["cloud-1"].launches() if x.job_id == late.job_id)
+    service.state.jobs[late.job_id].submitted_at -= 61.0  # it took 61 s, by the record
+    agents["cloud-1"].finish(launch)
+    assert service.job_info(late.job_id).deadline_met is False
+    never = submit(service, digest, tiers=("edge",), deadline_ms=1e-3)  # 1 µs: nowhere
+    info = service.job_info(never.job_id)
+    assert info.state == "failed" and info.outcome.code is m.FailureCode.DEADLINE_UNREACHABLE
+    assert info.outcome.message.startswith("DeadlineUnreachable: no device is predicted")
+    assert "best is edge-1/npu0 (edge) at" in info.outcome.message
+    got = samples(metrics)
+    for tier, outcome in (("edge", "met"), ("cloud", "missed"), ("edge", "unreachable")):
+        assert got["anypu_deadline_jobs_total", (("outcome", outcome), ("tier", tier))] == 1
+    assert got["anypu_deadline_jobs_total", (("outcome", "met"), ("tier", "cloud"))] == 0
