@@ -279,8 +279,10 @@ class AgentState:
         self.epoch = 0
         self.heartbeat_interval_s = 1.0
         self.connected = False
-        #: The last heartbeat echo's round trip (seconds; 0.0 before the first).
+        #: The last heartbeat echo's round trip not yet reported (seconds; 0.0: none).
         self.rtt_s = 0.0
+        #: The last one measured, reported or not (what a bandwidth probe subtracts).
+        self.last_rtt_s = 0.0
         self._beats = itertools.count()
         self.leases: dict[str, m.Lease] = {}
         self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
@@ -367,7 +369,7 @@ class AgentState:
             return self._joined(message, sid)
         if isinstance(message, m.HeartbeatEcho):
             # Both ends of the round trip on this clock: the two clocks need not agree.
-            self.rtt_s = max(0.0, event.now - message.sent_at)
+            self.rtt_s = self.last_rtt_s = max(0.0, event.now - message.sent_at)
             return []
         raise TypeError(f"AgentState cannot handle a {type(message).__name__} message")
 
@@ -526,13 +528,15 @@ class AgentState:
                     measured=measured,
                 )
             )
+        # Each measurement travels once: the scheduler counts every rtt_s it is sent.
+        rtt, self.rtt_s = self.rtt_s, 0.0
         return m.Heartbeat(
             sent_at=tick.now,
             usage=tuple(usage),
             warm_digests=tick.warm,
             running_jobs=len(tick.busy),
             jobs=tick.job_memory,
-            rtt_s=self.rtt_s,
+            rtt_s=rtt,
             wants_echo=next(self._beats) % ECHO_EVERY == 0,
         )
 

@@ -63,6 +63,12 @@ def _scheduler_parser(commands: Any) -> None:
     s.add_argument("--ca-key", default="", help="CA private key PEM, with --ca-cert")
     s.add_argument("--node-cert-days", type=float, default=365.0, help="node certificate life")
     s.add_argument("--network", default="", help="network.yaml: sites and links")
+    s.add_argument(
+        "--declared-network-only",
+        action="store_true",
+        help="cost transfers with network.yaml as written, not refitted to the round trips"
+        " agents measure to the scheduler vertex",
+    )
     s.add_argument("--heartbeat-interval", type=float, default=1.0)
     s.add_argument("--lost-after", type=float, default=5.0, help="seconds without heartbeat")
     s.add_argument("--unschedulable-timeout", type=float, default=5.0)

@@ -28,6 +28,7 @@ from anypu.placement._framework import (
     Strategy,
 )
 from anypu.placement._live_policy import WORKLOAD_WINDOW, workload_shape
+from anypu.placement._measured import PathSample, fit_network
 from anypu.placement._model import (
     TIERS,
     ClusterSnapshot,
@@ -71,6 +72,7 @@ __all__ = [
     "NetworkCosts",
     "NodeView",
     "PathMetrics",
+    "PathSample",
     "Placement",
     "PlacementConfig",
     "Plan",
@@ -83,6 +85,7 @@ __all__ = [
     "build_network",
     "completion_seconds",
     "explain_unschedulable",
+    "fit_network",
     "format_bytes",
     "plan",
     "score_terms",

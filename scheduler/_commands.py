@@ -130,6 +130,7 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         heartbeat_interval_s=args.heartbeat_interval,
         lost_after_s=args.lost_after,
         unschedulable_timeout_s=args.unschedulable_timeout,
+        measured_network=not args.declared_network_only,
         placement=PlacementConfig(time_limit_s=args.solver_time_limit, policy=args.policy),
     )
     service = SchedulerService(

@@ -180,7 +180,10 @@ class ClusterView:
     deadlines: dict[tuple[str, str], int]
     solver: str
     solve_seconds: float
+    #: The network placement costs with: declared, refitted to measured round trips
+    #: (``_measured_network``; its edges say what was declared and how old the sample).
     network: object | None
+    declared_network: object | None = None
 
     @property
     def active(self) -> list[PlacementInfo | None]:
@@ -208,7 +211,8 @@ def _read(state: SchedulerState, now: float) -> ClusterView:
         deadlines=dict(state.deadlines),
         solver=last.solver if last else "",
         solve_seconds=last.solve_seconds if last else 0.0,
-        network=state.network,
+        network=state.measured.fit(state.nodes.values(), now),
+        declared_network=state.network,
     )
 
 

@@ -4,7 +4,9 @@ The scheduler echoes every heartbeat that asks for it (``Heartbeat.wants_echo``)
 its ``sent_at`` (``HeartbeatEcho``); the agent subtracts that from the time the echo
 arrives, on its own clock (so the two clocks need not agree), and reports the result in
 its next heartbeat (``Heartbeat.rtt_s``). Here the scheduler keeps each node's last
-``WINDOW`` samples: the median and 95th percentile over them, and how old the newest is.
+``WINDOW`` samples: the median and 95th percentile over them, how old the newest is, and
+an exponentially weighted mean (``EWMA_WEIGHT`` on the newest) that follows a change
+within a few samples, which the measured network is fitted to (``_measured_network``).
 A round trip on the stream includes the time either side takes to read the message, so
 it is an upper bound on the network's; on a busy scheduler it grows, which is also what
 a call routed there meets.
@@ -15,10 +17,12 @@ from __future__ import annotations
 import math
 from collections import deque
 
-__all__ = ["WINDOW", "RoundTrips"]
+__all__ = ["EWMA_WEIGHT", "WINDOW", "RoundTrips"]
 
 #: Samples kept per node: a minute of heartbeats at the default interval.
 WINDOW = 64
+#: The newest sample's weight in ``RoundTrips.ewma``.
+EWMA_WEIGHT = 0.3
 
 
 class RoundTrips:
@@ -27,13 +31,16 @@ class RoundTrips:
     def __init__(self) -> None:
         self._samples: deque[float] = deque(maxlen=WINDOW)
         self.last_at: float | None = None
+        self.ewma = 0.0
 
     def add(self, seconds: float, now: float) -> None:
         """One measured round trip; a negative or non-finite one (a clock stepped back
         between send and echo) is dropped."""
         if math.isfinite(seconds) and seconds >= 0:
+            first = not self._samples
             self._samples.append(seconds)
             self.last_at = now
+            self.ewma = seconds if first else self.ewma + EWMA_WEIGHT * (seconds - self.ewma)
 
     def __len__(self) -> int:
         return len(self._samples)

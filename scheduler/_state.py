@@ -55,6 +55,7 @@ from anypu.scheduler._events import (
 )
 from anypu.scheduler._learned import Learned
 from anypu.scheduler._leases import HeldLease, LeaseBook
+from anypu.scheduler._measured_network import MeasuredNetwork
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
 from anypu.scheduler._snapshot import reservations_of, snapshot_of
@@ -96,6 +97,9 @@ class SchedulerConfig:
     poison_after: int = 3
     #: A lease (see ``_leases``) unused this long is revoked; 0: grant none.
     lease_idle_s: float = 2.0
+    #: Cost transfers on the declared network refitted to the round trips agents measure
+    #: (``_measured_network``); False: as declared.
+    measured_network: bool = True
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
@@ -105,6 +109,7 @@ class SchedulerState:
     def __init__(self, config: SchedulerConfig | None = None, network: object | None = None):
         self.config = config or SchedulerConfig()
         self.network = network
+        self.measured = MeasuredNetwork(network, enabled=self.config.measured_network)
         self.nodes: dict[str, NodeRecord] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.pending: dict[str, None] = {}  # insertion-ordered set of pending job ids
@@ -462,7 +467,7 @@ class SchedulerState:
             self.nodes.values(),
             [self.jobs[j] for j in self.active],
             self.quarantine,
-            self.network,
+            self.measured.graph(self.nodes.values(), now),
             tuple(self.workload),
             now,
         )

@@ -1,5 +1,6 @@
-"""The dashboard's topology: sites ranked by tier, declared links, recent job flows, and
-round trips measured on the agent streams beside what ``network.yaml`` declares."""
+"""The dashboard's topology: sites ranked by tier, links as declared and as fitted to
+measurements (with the age of the newest sample on each), recent job flows, and round
+trips measured on the agent streams beside what ``network.yaml`` declares."""
 
 from __future__ import annotations
 
@@ -51,14 +52,7 @@ def topology_view(view: ClusterView, recent: list[JobInfo]) -> dict:
         for site in graph.nodes:  # type: ignore[attr-defined]
             rank.setdefault(str(site), _CLIENT_RANK)
         for a, b, data in graph.edges(data=True):  # type: ignore[attr-defined]
-            links.append(
-                {
-                    "a": str(a),
-                    "b": str(b),
-                    "latency_ms": data["latency_s"] * 1e3,
-                    "bandwidth_mbps": data["bandwidth_bps"] * 8 / 1e6,
-                }
-            )
+            links.append(_link(str(a), str(b), data))
     flows: dict[tuple[str, str], dict] = {}
     for job in recent:
         if job.placement is None:
@@ -86,12 +80,32 @@ def topology_view(view: ClusterView, recent: list[JobInfo]) -> dict:
     }
 
 
+def _link(a: str, b: str, data: dict) -> dict:
+    """A link as declared and, where a sample touched it, as fitted to measurements."""
+    declared_s = data.get("declared_latency_s", data["latency_s"])
+    declared_bps = data.get("declared_bandwidth_bps", data["bandwidth_bps"])
+    age = data.get("measured_age_s")
+    return {
+        "a": a,
+        "b": b,
+        "latency_ms": declared_s * 1e3,
+        "bandwidth_mbps": declared_bps * 8 / 1e6,
+        "measured_latency_ms": None if age is None else data["latency_s"] * 1e3,
+        "measured_bandwidth_mbps": (
+            None if data["bandwidth_bps"] == declared_bps else data["bandwidth_bps"] * 8 / 1e6
+        ),
+        "measured_age_s": age,
+    }
+
+
 def measured_round_trips(view: ClusterView) -> list[dict]:
     """Per site, the round trip to the scheduler as its nodes' agents measure it on their
     streams (the lowest median among them, the highest 95th percentile, the newest
     sample's age), beside what ``network.yaml`` declares for the same path (twice the
     least-latency path to its ``scheduler`` vertex; None where it declares none)."""
-    costs = NetworkCosts(view.network)
+    costs = NetworkCosts(
+        view.declared_network if view.declared_network is not None else view.network
+    )
     by_site: dict[str, list[NodeInfo]] = {}
     for n in view.nodes:
         if n.rtt_age_s >= 0:

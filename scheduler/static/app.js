@@ -197,9 +197,13 @@ function renderTopology(t) {
     const [x1, y1] = pos[link.a], [x2, y2] = pos[link.b];
     const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
     svg.append(s("line", { x1, y1, x2, y2, stroke: "#9aa4b2", "stroke-width": 2 }));
-    const label = `${link.latency_ms.toFixed(link.latency_ms < 10 ? 1 : 0)} ms · ${mbps(link.bandwidth_mbps)}`;
-    svg.append(s("rect", { x: mx - 58, y: my - 10, width: 116, height: 18, rx: 4, fill: "#fff", stroke: "#e3e6ea" }));
-    svg.append(s("text", { x: mx, y: my + 3, "text-anchor": "middle", "font-size": 11, fill: "#445" }, label));
+    const measured = link.measured_latency_ms !== null && link.measured_latency_ms !== undefined;
+    // what placement costs with: the measured latency where a sample touched the link
+    const shown = measured ? link.measured_latency_ms : link.latency_ms;
+    const label = `${shown.toFixed(shown < 10 ? 1 : 0)} ms${measured ? " (measured)" : ""} · ${mbps(link.measured_bandwidth_mbps || link.bandwidth_mbps)}`;
+    const wide = measured ? 160 : 116;
+    svg.append(s("rect", { x: mx - wide / 2, y: my - 10, width: wide, height: 18, rx: 4, fill: "#fff", stroke: measured ? "#8a5cc2" : "#e3e6ea" }));
+    svg.append(s("text", { x: mx, y: my + 3, "text-anchor": "middle", "font-size": 11, fill: "#445", "data-link": `${link.a}-${link.b}` }, label));
   }
   const nodePos = {};
   const bySite = {};
@@ -258,8 +262,15 @@ function renderTopology(t) {
     td(r.site || h("span", { class: "muted" }, "(no site)")), td(r.nodes.join(", ")),
     td(`${r.measured_rtt_p50_ms.toFixed(1)} ms`), td(`${r.measured_rtt_p95_ms.toFixed(1)} ms`),
     td(ms(r.declared_rtt_ms)), td(ago(r.age_s))));
+  const fixed = (v) => (v === null || v === undefined ? h("span", { class: "muted" }, "not measured") : `${v.toFixed(1)} ms`);
+  const links = t.links.map((l) => h("tr", { "data-link": `${l.a}-${l.b}` },
+    td(`${l.a} – ${l.b}`), td(`${l.latency_ms.toFixed(1)} ms`), td(fixed(l.measured_latency_ms)),
+    td(mbps(l.bandwidth_mbps)), td(l.measured_bandwidth_mbps ? mbps(l.measured_bandwidth_mbps) : h("span", { class: "muted" }, "as declared")),
+    td(l.measured_age_s === null || l.measured_age_s === undefined ? "–" : ago(l.measured_age_s))));
   return [
     legend, svg,
+    h("h2", {}, "Links: declared and as measured (what placement costs with)"),
+    table(["link", "declared", "measured", "bandwidth", "measured bandwidth", "newest sample"], links, "network.yaml declares no links"),
     h("h2", {}, "Recent job flows"),
     table(["origin", "node", "#jobs", "latest"], flows, "no job has been placed yet"),
     h("h2", {}, "Round trips to the scheduler: measured on the agent streams vs declared"),

@@ -374,3 +374,28 @@ def test_topology_sets_measured_round_trips_beside_the_declared_path():
         "declared_rtt_ms": pytest.approx(38.0),  # 2 × (18 + 1) ms
     }
     assert home["site"] == "home" and home["declared_rtt_ms"] is None  # not in network.yaml
+
+
+def test_topology_links_show_declared_beside_measured_with_the_sample_s_age():
+    from anypu.placement import PathSample, build_network, fit_network
+    from anypu.scheduler._metrics import ClusterView
+    from anypu.scheduler._topology import topology_view
+
+    declared = build_network(
+        {
+            "sites": ["dc", "shop", "scheduler"],
+            "links": [
+                {"a": "shop", "b": "dc", "latency_ms": 18, "bandwidth_mbps": 1000},
+                {"a": "dc", "b": "scheduler", "latency_ms": 1, "bandwidth_mbps": 10000},
+            ],
+        }
+    )
+    fitted = fit_network(declared, [PathSample("dc", "scheduler", 0.004, age_s=3.0)])
+    view = ClusterView(0.0, (), (), {}, {}, "", 0.0, fitted, declared)
+    links = {frozenset((lk["a"], lk["b"])): lk for lk in topology_view(view, [])["links"]}
+    measured = links[frozenset(("dc", "scheduler"))]
+    unmeasured = links[frozenset(("shop", "dc"))]
+    assert measured["latency_ms"] == pytest.approx(1.0)  # as declared
+    assert measured["measured_latency_ms"] == pytest.approx(4.0, rel=0.01)
+    assert measured["measured_age_s"] == 3.0 and measured["measured_bandwidth_mbps"] is None
+    assert unmeasured["measured_latency_ms"] is None and unmeasured["measured_age_s"] is None
