@@ -29,11 +29,13 @@ from anypu import _codec
 from anypu.agents._cache import DEFAULT_CACHE_BYTES, ArtifactCache
 from anypu.agents._cgroups import HostCgroups, WorkerCgroup, host_cgroups
 from anypu.agents._link import SchedulerLink
+from anypu.agents._probes import BandwidthProber, ProbeConfig
 from anypu.agents._state import (
     AgentIdentity,
     AgentState,
     AgentStateConfig,
     AnswerCall,
+    BandwidthMeasured,
     CallArrived,
     CancelAtWorker,
     Fetch,
@@ -107,6 +109,9 @@ class AgentConfig:
     #: (certificate file, key file) of this node: serve those calls over TLS, as a node
     #: enrolled with a TLS scheduler must (clients check the certificate names this node).
     direct_tls: tuple[str, str] | None = None
+    #: Bandwidth probes to the scheduler (``_probes``): how often and within what budget.
+    #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
+    bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
     state: AgentStateConfig = field(default_factory=AgentStateConfig)
 
 
@@ -237,6 +242,19 @@ class Agent:
             target=self._read_loop, name="anypu-agent-readings", daemon=True
         )
         self._reader.start()
+        self._prober: BandwidthProber | None = None
+        probe = getattr(link, "probe", None)
+        if probe is not None and config.bandwidth_probes.enabled:
+            self._prober = BandwidthProber(
+                config.bandwidth_probes,
+                probe,
+                lambda: self.state.base_rtt_s,
+                self._bandwidth_measured,
+            )
+            self._prober.start()
+
+    def _bandwidth_measured(self, bps: float) -> None:
+        self._handle(BandwidthMeasured(bps, time.time()))
 
     @property
     def node_id(self) -> str:
@@ -268,6 +286,8 @@ class Agent:
             except Exception:  # going anyway: the scheduler then finds it lost
                 log.info("could not say goodbye to the scheduler", exc_info=True)
         self._stop.set()
+        if self._prober is not None:
+            self._prober.stop()
         if self._direct_server is not None:
             self._direct_server.stop()
         self.link.close()

@@ -16,6 +16,7 @@ import threading
 from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
+from anypu.agents._probes import ProbeConfig
 from anypu.agents._selftest import with_self_tested_operators
 from anypu.comm import serves_tls
 from anypu.devices import (
@@ -179,6 +180,11 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             probes=tuple(probe for probe in probes if probe.found),
             direct_address=args.direct_address,
             direct_tls=direct_tls,
+            bandwidth_probes=ProbeConfig(
+                interval_s=0.0 if args.no_bandwidth_probes else args.probe_interval,
+                budget_bytes_per_hour=int(args.probe_budget * (1 << 20)),
+                link_share=args.probe_share,
+            ),
         ),
         GrpcLink(args.scheduler, token, tls),
     )

@@ -124,6 +124,18 @@ class GrpcLink:
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
 
+    def probe(self, payload: bytes) -> None:
+        """Send a bandwidth probe; returns once the scheduler has all of it."""
+        if self._channel is None:
+            raise SchedulerUnavailableError(f"not connected to {self.address}")
+        stub = rpc.AgentServiceStub(self._channel)
+        try:
+            stub.Probe(
+                convert.pb.ProbeRequest(payload=payload), metadata=self._metadata(), timeout=60
+            )
+        except grpc.RpcError as error:
+            raise_for_rpc(error, self.address)
+
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)
 

@@ -42,6 +42,7 @@ __all__ = [
     "AgentState",
     "AgentStateConfig",
     "AnswerCall",
+    "BandwidthMeasured",
     "CallArrived",
     "CancelAtWorker",
     "Fetch",
@@ -67,6 +68,8 @@ log = logging.getLogger("anypu.agent")
 #: an echo on every heartbeat doubled the median placement latency on 2 cores
 #: (``benchmarks.agents_load``), and a round trip every few seconds is enough to follow.
 ECHO_EVERY = 5
+#: Echoes over which the least round trip is the path's own (``AgentState.base_rtt_s``).
+BASE_RTT_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,18 @@ class Tick:
     job_memory: tuple[m.JobUsage, ...] = ()
 
 
+@dataclass(frozen=True)
+class BandwidthMeasured:
+    """A bandwidth probe to the scheduler carried ``bps`` bytes per second (``_probes``)."""
+
+    bps: float
+    now: float
+    stimulus_id: str = "probe"
+
+
 Event = (
     SchedulerSaid
+    | BandwidthMeasured
     | StreamBroke
     | Fetched
     | WorkerAnswered
@@ -281,8 +294,12 @@ class AgentState:
         self.connected = False
         #: The last heartbeat echo's round trip not yet reported (seconds; 0.0: none).
         self.rtt_s = 0.0
-        #: The last one measured, reported or not (what a bandwidth probe subtracts).
-        self.last_rtt_s = 0.0
+        #: The last ``BASE_RTT_SAMPLES`` measured, reported or not: their least is the
+        #: path's own round trip, without queueing (what a bandwidth probe subtracts; a
+        #: round trip timed while a probe filled the link would inflate it).
+        self._recent_rtts: deque[float] = deque(maxlen=BASE_RTT_SAMPLES)
+        #: The last bandwidth probe's bytes per second, not yet reported (0.0: none).
+        self.bandwidth_bps = 0.0
         self._beats = itertools.count()
         self.leases: dict[str, m.Lease] = {}
         self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
@@ -322,6 +339,11 @@ class AgentState:
             direct_address=direct_address or identity.direct_address,
         )
 
+    @property
+    def base_rtt_s(self) -> float:
+        """The least of the recent round trips (0.0 before the first)."""
+        return min(self._recent_rtts, default=0.0)
+
     def unreported_leased_runs(self) -> int:
         return len(self._leased_runs)
 
@@ -344,6 +366,9 @@ class AgentState:
         if isinstance(event, LeasedRunsUnsent):
             self._leased_runs[:0] = event.runs
             del self._leased_runs[: -self.config.leased_runs_kept]
+            return []
+        if isinstance(event, BandwidthMeasured):
+            self.bandwidth_bps = event.bps
             return []
         if isinstance(event, StreamBroke):
             what = "scheduler stream broke" if self.connected else "could not reach the scheduler"
@@ -369,7 +394,8 @@ class AgentState:
             return self._joined(message, sid)
         if isinstance(message, m.HeartbeatEcho):
             # Both ends of the round trip on this clock: the two clocks need not agree.
-            self.rtt_s = self.last_rtt_s = max(0.0, event.now - message.sent_at)
+            self.rtt_s = max(0.0, event.now - message.sent_at)
+            self._recent_rtts.append(self.rtt_s)
             return []
         raise TypeError(f"AgentState cannot handle a {type(message).__name__} message")
 
@@ -530,6 +556,7 @@ class AgentState:
             )
         # Each measurement travels once: the scheduler counts every rtt_s it is sent.
         rtt, self.rtt_s = self.rtt_s, 0.0
+        bandwidth, self.bandwidth_bps = self.bandwidth_bps, 0.0
         return m.Heartbeat(
             sent_at=tick.now,
             usage=tuple(usage),
@@ -538,6 +565,7 @@ class AgentState:
             jobs=tick.job_memory,
             rtt_s=rtt,
             wants_echo=next(self._beats) % ECHO_EVERY == 0,
+            bandwidth_bps=bandwidth,
         )
 
 

@@ -169,6 +169,31 @@ def _agent_parser(commands: Any) -> None:
         " node's certificate when the scheduler uses TLS; clients must reach it; port 0"
         " picks one); default: none",
     )
+    a.add_argument(
+        "--probe-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between bandwidth probes to the scheduler (jittered ±20%%; 30)",
+    )
+    a.add_argument(
+        "--probe-budget",
+        type=float,
+        default=64.0,
+        metavar="MIB",
+        help="bandwidth probes send at most this many MiB an hour (64)",
+    )
+    a.add_argument(
+        "--probe-share",
+        type=float,
+        default=0.01,
+        help="bandwidth probes take at most this share of the measured link (0.01)",
+    )
+    a.add_argument(
+        "--no-bandwidth-probes",
+        action="store_true",
+        help="send no bandwidth probes (round trips are still timed on heartbeats)",
+    )
 
 
 def _scheduler_options(parser: argparse.ArgumentParser) -> None:

@@ -127,7 +127,7 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs", "rtt_s", "wants_echo")
+    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs", "rtt_s", "wants_echo", "bandwidth_bps")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class Heartbeat(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     RTT_S_FIELD_NUMBER: _ClassVar[int]
     WANTS_ECHO_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
     warm_digests: _containers.RepeatedScalarFieldContainer[str]
@@ -142,7 +143,8 @@ class Heartbeat(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[JobUsage]
     rtt_s: float
     wants_echo: bool
-    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., rtt_s: _Optional[float] = ..., wants_echo: _Optional[bool] = ...) -> None: ...
+    bandwidth_bps: float
+    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., rtt_s: _Optional[float] = ..., wants_echo: _Optional[bool] = ..., bandwidth_bps: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -331,6 +333,18 @@ class SchedulerMessage(_message.Message):
     lease_revoked: LeaseRevoked
     echo: HeartbeatEcho
     def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ..., echo: _Optional[_Union[HeartbeatEcho, _Mapping]] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("received_bytes",)
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    received_bytes: int
+    def __init__(self, received_bytes: _Optional[int] = ...) -> None: ...
 
 class Profile(_message.Message):
     __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes")
@@ -539,7 +553,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s", "bandwidth_bps", "bandwidth_age_s")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -563,6 +577,8 @@ class NodeInfo(_message.Message):
     RTT_P50_S_FIELD_NUMBER: _ClassVar[int]
     RTT_P95_S_FIELD_NUMBER: _ClassVar[int]
     RTT_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_AGE_S_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -579,7 +595,9 @@ class NodeInfo(_message.Message):
     rtt_p50_s: float
     rtt_p95_s: float
     rtt_age_s: float
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ...) -> None: ...
+    bandwidth_bps: float
+    bandwidth_age_s: float
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ..., bandwidth_age_s: _Optional[float] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

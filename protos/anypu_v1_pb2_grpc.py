@@ -39,6 +39,11 @@ class AgentServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.AgentMessage.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.SchedulerMessage.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/anypu.v1.AgentService/Probe',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -50,6 +55,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """A bandwidth probe: the scheduler only counts the bytes (the agent times the call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.AgentMessage.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.SchedulerMessage.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class AgentService:
             '/anypu.v1.AgentService/Connect',
             anypu_dot_protos_dot_anypu__v1__pb2.AgentMessage.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.SchedulerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.AgentService/Probe',
+            anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -281,6 +281,9 @@ class Heartbeat:
     rtt_s: float = 0.0
     #: Answer with a ``HeartbeatEcho`` (an agent that measures round trips).
     wants_echo: bool = False
+    #: Bytes per second the agent's last bandwidth probe carried to the scheduler (sent
+    #: once per probe); 0.0: none since the last heartbeat.
+    bandwidth_bps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -534,6 +537,10 @@ class NodeInfo:
     rtt_p50_s: float = 0.0
     rtt_p95_s: float = 0.0
     rtt_age_s: float = -1.0
+    #: Its agent's last bandwidth probe to the scheduler (bytes per second; 0.0: none),
+    #: and its age (-1.0: none).
+    bandwidth_bps: float = 0.0
+    bandwidth_age_s: float = -1.0
 
     def reserved_on(self, device_id: str) -> tuple[int, int]:
         """(memory bytes, milli) its live jobs reserve of shared device ``device_id``."""

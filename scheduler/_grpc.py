@@ -46,6 +46,8 @@ __all__ = ["serve"]
 log = logging.getLogger("anypu.scheduler")
 
 MAX_HANDLER_THREADS = 4096
+#: The largest bandwidth probe taken (``agents._probes.MAX_BYTES``).
+PROBE_LIMIT_BYTES = 8 << 20
 _CLOSED = object()
 
 
@@ -122,6 +124,8 @@ class _Authenticated:
 
 
 class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
+    _probe_lock = threading.Lock()
+
     def _credential(self, context: grpc.ServicerContext) -> Any:
         """With TLS on, the node's enrolment from its certificate (None: plaintext mode)."""
         try:
@@ -178,6 +182,19 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
             yield convert.scheduler_message_to_pb(item)
         if failure:
             _fail(context, failure[0])
+
+    def Probe(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """A bandwidth probe (``agents._probes``): counted, nothing kept."""
+        self._check(context, nodes_may=True)
+        size = len(request.payload)
+        if size > PROBE_LIMIT_BYTES:
+            _fail(
+                context,
+                ConfigError(f"a probe carries at most {PROBE_LIMIT_BYTES} bytes, got {size}"),
+            )
+        with self._probe_lock:
+            self.service.probe_bytes += size
+        return convert.pb.ProbeReply(received_bytes=size)
 
 
 class JobServicer(_Authenticated, rpc.JobServiceServicer):

@@ -119,6 +119,8 @@ def node_view(node: NodeInfo, jobs_on: dict[tuple[str, str], list[JobInfo]], nam
         "rtt_p50_s": node.rtt_p50_s,
         "rtt_p95_s": node.rtt_p95_s,
         "rtt_age_s": node.rtt_age_s,
+        "bandwidth_bps": node.bandwidth_bps,
+        "bandwidth_age_s": node.bandwidth_age_s,
         "running_jobs": node.running_jobs,
         "epoch": node.epoch,
         "simulated": any(d.simulated for d in node.devices),

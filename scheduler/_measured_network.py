@@ -3,7 +3,9 @@ agents measure (``placement.fit_network``).
 
 Each site's round trip to the scheduler is the lowest ``RoundTrips.ewma`` among its
 connected nodes' agents (the least loaded of them says most about the network); half of
-it is a sample of the declared path from the site to the ``scheduler`` vertex. A network
+it is a sample of the declared path from the site to the ``scheduler`` vertex, with the
+widest bandwidth its agents' probes measured in the last ``BANDWIDTH_FRESH_HALF_LIVES``
+half-lives (``agents._probes``). A network
 without that vertex, or a site it does not list, gives no sample: those paths stay as
 declared. The fit runs at most once per ``refresh_s``, and its graph replaces the last
 one only when some link moved by more than ``CHANGE`` of its latency, so placement's
@@ -21,8 +23,11 @@ from anypu.scheduler._records import NodeRecord
 
 __all__ = ["CHANGE", "MeasuredNetwork"]
 
-#: A refit replaces the graph placement uses when a link's latency moved by this share.
+#: A refit replaces the graph placement uses when a link's latency or bandwidth moved by
+#: this share.
 CHANGE = 0.05
+#: A bandwidth probe counts for this many half-lives (then the declared value is back).
+BANDWIDTH_FRESH_HALF_LIVES = 2.0
 
 
 class MeasuredNetwork:
@@ -46,6 +51,7 @@ class MeasuredNetwork:
     def samples(self, nodes: Iterable[NodeRecord], now: float) -> list[PathSample]:
         """One sample per site whose connected agents have measured a round trip."""
         best: dict[str, tuple[float, float]] = {}
+        widest: dict[str, float] = {}
         for node in nodes:
             trips = node.round_trips
             if not node.connected or not len(trips) or node.site == SCHEDULER_VERTEX:
@@ -53,8 +59,11 @@ class MeasuredNetwork:
             age = trips.age(now)
             if node.site not in best or trips.ewma < best[node.site][0]:
                 best[node.site] = (trips.ewma, age)
+            fresh = 0 <= trips.bandwidth_age(now) <= BANDWIDTH_FRESH_HALF_LIVES * self.half_life_s
+            if fresh:
+                widest[node.site] = max(widest.get(node.site, 0.0), trips.bandwidth_bps)
         return [
-            PathSample(site, SCHEDULER_VERTEX, rtt / 2, age_s=age)
+            PathSample(site, SCHEDULER_VERTEX, rtt / 2, age_s=age, bandwidth_bps=widest.get(site))
             for site, (rtt, age) in sorted(best.items())
         ]
 
@@ -85,6 +94,7 @@ def _moved(old: nx.Graph[str], new: nx.Graph[str]) -> bool:
         was, now = float(before["latency_s"]), float(data["latency_s"])
         if abs(now - was) > CHANGE * max(was, 1e-6):
             return True
-        if before["bandwidth_bps"] != data["bandwidth_bps"]:
+        was, now = float(before["bandwidth_bps"]), float(data["bandwidth_bps"])
+        if abs(now - was) > CHANGE * was:
             return True
     return False

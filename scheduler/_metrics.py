@@ -521,6 +521,11 @@ class _StateFolderCollector(Collector):
             collected.add_metric([what], count)
         yield collected
         yield CounterMetricFamily(
+            "anypu_probe_bytes",
+            "Bytes of agents' bandwidth probes received (what measuring the network cost).",
+            value=self.service.probe_bytes,
+        )
+        yield CounterMetricFamily(
             "anypu_state_collected_blob_bytes",
             "Bytes of blobs retention deleted.",
             value=collector.collected_bytes,

@@ -63,6 +63,8 @@ class NodeRecord:
             rtt_p50_s=self.round_trips.quantile(0.5),
             rtt_p95_s=self.round_trips.quantile(0.95),
             rtt_age_s=self.round_trips.age(now),
+            bandwidth_bps=self.round_trips.bandwidth_bps,
+            bandwidth_age_s=self.round_trips.bandwidth_age(now),
             running_jobs=self.running_jobs,
             epoch=self.epoch,
         )

@@ -26,12 +26,24 @@ EWMA_WEIGHT = 0.3
 
 
 class RoundTrips:
-    """The last ``WINDOW`` round trips to one node, with when the newest arrived."""
+    """The last ``WINDOW`` round trips to one node, with when the newest arrived; and the
+    bandwidth its agent's last probe measured to the scheduler (``agents._probes``)."""
 
     def __init__(self) -> None:
         self._samples: deque[float] = deque(maxlen=WINDOW)
         self.last_at: float | None = None
         self.ewma = 0.0
+        self.bandwidth_bps = 0.0
+        self.bandwidth_at: float | None = None
+
+    def add_bandwidth(self, bps: float, now: float) -> None:
+        """One probe's bytes per second; one not finite or not above 0 is dropped."""
+        if math.isfinite(bps) and bps > 0:
+            self.bandwidth_bps, self.bandwidth_at = bps, now
+
+    def bandwidth_age(self, now: float) -> float:
+        """Seconds since the last probe's measurement; -1.0 with none."""
+        return -1.0 if self.bandwidth_at is None else max(0.0, now - self.bandwidth_at)
 
     def add(self, seconds: float, now: float) -> None:
         """One measured round trip; a negative or non-finite one (a clock stepped back

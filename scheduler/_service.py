@@ -116,6 +116,8 @@ class SchedulerService:
     ) -> None:
         self.token = token
         self.clock = clock
+        #: Bytes of agents' bandwidth probes received (``AgentService.Probe``).
+        self.probe_bytes = 0
         self.store = StateStore(state_dir)
         self.blobs = BlobStore(Path(state_dir) / "blobs")
         self.collector = Collector(self.store, self.blobs, retention or Retention())

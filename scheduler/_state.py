@@ -275,6 +275,8 @@ class SchedulerState:
             node.running_jobs = message.running_jobs
             if message.rtt_s > 0:
                 node.round_trips.add(message.rtt_s, now)
+            if message.bandwidth_bps > 0:
+                node.round_trips.add_bandwidth(message.bandwidth_bps, now)
             if message.wants_echo:
                 learnt.append(Send(node.node_id, node.epoch, m.HeartbeatEcho(message.sent_at)))
             return learnt

@@ -86,6 +86,8 @@ def format_status(
                 if node.rtt_age_s >= 0
                 else ""
             )
+            if node.bandwidth_age_s >= 0:
+                rtt += f", {node.bandwidth_bps * 8 / 1e6:.0f} Mbit/s up"
             lines.append(
                 f"   {node.node_id:<14} {node.state:<12}{site}  heartbeat"
                 f" {node.last_heartbeat_age_s:.1f}s ago{rtt}, {node.running_jobs} running,"

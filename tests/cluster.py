@@ -104,10 +104,12 @@ class Cluster:
         address: str | None = None,
         token: str | None = None,
         direct: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
         """Start an agent; ``address`` overrides the scheduler's (e.g. a proxy in front);
         ``token`` what it presents (default the scheduler's token; e.g. a join token);
-        ``direct``: it takes calls under leases on a loopback port of its own."""
+        ``direct``: it takes calls under leases on a loopback port of its own; ``extra``:
+        more ``anypu agent`` flags."""
         token = self.token if token is None else token
         args = ["agent", "--scheduler", address or self.address, "--token", token]
         args += ["--tier", tier]
@@ -122,7 +124,7 @@ class Cluster:
             path = self.workdir / f"{name}.yaml"
             path.write_text(devices_yaml)
             args += ["--devices", str(path)]
-        return self._spawn(name, args)
+        return self._spawn(name, [*args, *extra])
 
     def stop(self, name: str) -> None:
         """Stop a process as an operator does (SIGTERM) and wait for it to exit."""

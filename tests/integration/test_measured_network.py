@@ -82,6 +82,44 @@ def test_round_trips_measured_through_the_proxy_are_within_20_percent(shaped):
         assert 0 <= age < 5
 
 
+def test_bandwidth_probed_through_a_narrow_proxy_is_within_20_percent(shaped):
+    cluster, _, client = shaped
+    narrow = Proxy(cluster.port)
+    narrow.shape(delay_s=0.005, bandwidth_bps=4e6)  # 32 Mbit/s, 10 ms round trips
+    probes = ("--probe-interval", "1", "--probe-budget", "3600", "--probe-share", "0.25")
+    try:
+        cluster.add_agent(
+            "narrow", "edge", CPU_NODE, site="edge-b", address=narrow.address, extra=probes
+        )
+        deadline = time.monotonic() + 40
+        readings: list[float] = []
+        while len(readings) < 4:  # the first probes are small; later ones fill the link
+            assert time.monotonic() < deadline, f"too few bandwidth probes: {readings}"
+            info = next((n for n in client.transport.list_nodes() if n.node_id == "narrow"), None)
+            if (
+                info is not None
+                and info.bandwidth_age_s >= 0
+                and info.bandwidth_bps not in readings
+            ):
+                readings.append(info.bandwidth_bps)
+            time.sleep(0.3)
+        assert 4e6 * 0.8 <= readings[-1] <= 4e6 * 1.2, readings
+        assert "Mbit/s up" in _status(cluster)
+    finally:
+        cluster.stop("narrow")
+        narrow.close()
+
+
+def _status(cluster: Cluster) -> str:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "anypu", "status", "--scheduler", cluster.address]
+    return subprocess.run(
+        [*command, "--token", cluster.token], capture_output=True, text=True, timeout=60
+    ).stdout
+
+
 def test_placement_follows_the_measured_link_as_it_degrades_and_heals(shaped):
     _, proxies, client = shaped
     model, x = mlp(width=16, depth=1), torch.randn(2, 16)

@@ -48,6 +48,8 @@ def test_the_agent_asks_for_an_echo_and_reports_what_it_took() -> None:
         asks.append(beat.wants_echo)
         assert beat.rtt_s == 0.0  # reported once: the scheduler counts each one it is sent
     assert asks == [i % ECHO_EVERY == 0 for i in range(11)]  # one in ECHO_EVERY asks
+    state.handle(SchedulerSaid(m.HeartbeatEcho(17.0), 17.4, "echo"))  # queued behind a probe
+    assert abs(state.base_rtt_s - 0.0042) < 1e-9  # the path's own round trip
 
 
 def test_the_scheduler_echoes_and_keeps_each_node_s_round_trips() -> None:
