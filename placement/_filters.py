@@ -222,6 +222,7 @@ class ThroughputFilter:
             device is None
             or device.device.tflops > 0
             or device.device.model in job.measured_seconds
+            or device.device.model in job.learned_seconds
         ):
             return None
         return (
@@ -232,7 +233,7 @@ class ThroughputFilter:
     def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
         t = ctx.table
         ok = t.dev_slice_tflops > 0
-        for model in job.measured_seconds:
+        for model in (*job.measured_seconds, *job.learned_seconds):
             code = t.model_index.get(model)
             if code is not None:
                 ok |= t.dev_model == code

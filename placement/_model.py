@@ -87,6 +87,9 @@ class JobRequest:
     nodes: frozenset[str] = frozenset()
     measured_seconds: dict[str, float] = field(default_factory=dict)
     """Measured run time by device model name, from earlier runs of the same artifact."""
+    learned_seconds: dict[str, float] = field(default_factory=dict)
+    """Predicted run time by device model name from what other models' runs there taught
+    the scheduler (its throughput model): used where ``measured_seconds`` has none."""
     precision: str = "fp32"
     """What the model computes in (``fp32``, ``fp16``, ``bf16``, ``int8``…): which of a
     device's throughput figures its compute is costed with."""

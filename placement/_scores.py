@@ -23,8 +23,9 @@ __all__ = [
 
 
 class ComputeScore:
-    """Run time on one slice: measured on that device model if we have it, else FLOPs
-    over effective throughput at the model's precision plus a launch overhead."""
+    """Run time on one slice: measured on that device model if we have it, else what the
+    device model's runs of other models predict (``JobRequest.learned_seconds``), else
+    FLOPs over effective throughput at the model's precision plus a launch overhead."""
 
     name = "compute"
 
@@ -36,9 +37,10 @@ class ComputeScore:
         with np.errstate(divide="ignore", invalid="ignore"):
             secs = job.flops / rate + ctx.config.launch_overhead_s
         secs[rate <= 0] = np.inf  # no throughput: only a measurement can cost it
-        if job.measured_seconds:
+        if job.measured_seconds or job.learned_seconds:
             models = t.dev_model[idx]
-            for model, measured in job.measured_seconds.items():
+            known = {**job.learned_seconds, **job.measured_seconds}  # measured wins
+            for model, measured in known.items():
                 code = t.model_index.get(model)
                 if code is not None:
                     # A measurement is of the whole device; a slice has 1/n of its compute

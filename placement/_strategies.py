@@ -42,11 +42,12 @@ def _validate(jobs: Sequence[JobRequest]) -> None:
                 raise ValueError(f"job {job.job_id!r}: {name} must be finite and >= 0, got {value}")
         if job.deadline_s is not None and math.isnan(job.deadline_s):
             raise ValueError(f"job {job.job_id!r}: deadline_s must be a number, got nan")
-        for model, secs in job.measured_seconds.items():
-            if not (secs >= 0 and math.isfinite(secs)):
-                raise ValueError(
-                    f"job {job.job_id!r}: measured_seconds[{model!r}] must be >= 0, got {secs}"
-                )
+        for name in ("measured_seconds", "learned_seconds"):
+            for model, secs in getattr(job, name).items():
+                if not (secs >= 0 and math.isfinite(secs)):
+                    raise ValueError(
+                        f"job {job.job_id!r}: {name}[{model!r}] must be >= 0, got {secs}"
+                    )
 
 
 def plan(

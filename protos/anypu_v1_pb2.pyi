@@ -347,18 +347,28 @@ class ProbeReply(_message.Message):
     def __init__(self, received_bytes: _Optional[int] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes")
+    __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes", "operator_calls", "matmul_flops", "conv_flops", "attention_flops", "bytes_moved")
     FLOPS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     PARAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MATMUL_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    CONV_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_FLOPS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
     flops: float
     memory_bytes: int
     input_bytes: int
     output_bytes: int
     param_bytes: int
-    def __init__(self, flops: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., param_bytes: _Optional[int] = ...) -> None: ...
+    operator_calls: int
+    matmul_flops: float
+    conv_flops: float
+    attention_flops: float
+    bytes_moved: int
+    def __init__(self, flops: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., param_bytes: _Optional[int] = ..., operator_calls: _Optional[int] = ..., matmul_flops: _Optional[float] = ..., conv_flops: _Optional[float] = ..., attention_flops: _Optional[float] = ..., bytes_moved: _Optional[int] = ...) -> None: ...
 
 class Constraints(_message.Message):
     __slots__ = ("device_kinds", "tiers", "sites", "nodes")
@@ -423,7 +433,7 @@ class Term(_message.Message):
     def __init__(self, name: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class PlacementInfo(_message.Message):
-    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated", "runner_up_node", "runner_up_device", "runner_up_seconds", "runner_up_terms", "memory_bytes", "milli")
+    __slots__ = ("node_id", "device_id", "slice_index", "predicted_seconds", "terms", "solver", "tier", "device_description", "simulated", "runner_up_node", "runner_up_device", "runner_up_seconds", "runner_up_terms", "memory_bytes", "milli", "compute_from")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -439,6 +449,7 @@ class PlacementInfo(_message.Message):
     RUNNER_UP_TERMS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     MILLI_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FROM_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     device_id: str
     slice_index: int
@@ -454,7 +465,8 @@ class PlacementInfo(_message.Message):
     runner_up_terms: _containers.RepeatedCompositeFieldContainer[Term]
     memory_bytes: int
     milli: int
-    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ..., runner_up_node: _Optional[str] = ..., runner_up_device: _Optional[str] = ..., runner_up_seconds: _Optional[float] = ..., runner_up_terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., milli: _Optional[int] = ...) -> None: ...
+    compute_from: str
+    def __init__(self, node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., predicted_seconds: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., solver: _Optional[str] = ..., tier: _Optional[str] = ..., device_description: _Optional[str] = ..., simulated: _Optional[bool] = ..., runner_up_node: _Optional[str] = ..., runner_up_device: _Optional[str] = ..., runner_up_seconds: _Optional[float] = ..., runner_up_terms: _Optional[_Iterable[_Union[Term, _Mapping]]] = ..., memory_bytes: _Optional[int] = ..., milli: _Optional[int] = ..., compute_from: _Optional[str] = ...) -> None: ...
 
 class NodeReason(_message.Message):
     __slots__ = ("node_id", "reason")

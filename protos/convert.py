@@ -208,9 +208,23 @@ def scheduler_message_from_pb(message: pb.SchedulerMessage) -> m.SchedulerMessag
 # ---------------------------------------------------------------- jobs
 
 
+_PROFILE_FIELDS = (
+    "flops",
+    "memory_bytes",
+    "input_bytes",
+    "output_bytes",
+    "param_bytes",
+    "operator_calls",
+    "matmul_flops",
+    "conv_flops",
+    "attention_flops",
+    "bytes_moved",
+)
+
+
 def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
     out = _scalars_to_pb(request, pb.SubmitRequest())
-    for name in ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes"):
+    for name in _PROFILE_FIELDS:
         setattr(out.profile, name, getattr(request, name))
     for name in ("device_kinds", "tiers", "sites", "nodes"):
         getattr(out.constraints, name).extend(getattr(request, name))
@@ -223,11 +237,7 @@ def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
     return _scalars_from_pb(
         message,
         m.SubmitRequest,
-        flops=p.flops,
-        memory_bytes=p.memory_bytes,
-        input_bytes=p.input_bytes,
-        output_bytes=p.output_bytes,
-        param_bytes=p.param_bytes,
+        **{name: getattr(p, name) for name in _PROFILE_FIELDS},
         device_kinds=tuple(c.device_kinds),
         tiers=tuple(c.tiers),
         sites=tuple(c.sites),

@@ -448,6 +448,13 @@ class SubmitRequest:
     #: once (``FailureCode.DEADLINE_UNREACHABLE``) unless ``best_effort``.
     deadline_ms: float = 0.0
     best_effort: bool = False
+    #: The work of one call (``sdk._estimate``): what run time is learnt from per device
+    #: model (``scheduler._compute_model``); 0 from clients that do not say.
+    operator_calls: int = 0
+    matmul_flops: float = 0.0
+    conv_flops: float = 0.0
+    attention_flops: float = 0.0
+    bytes_moved: int = 0
 
 
 @dataclass(frozen=True)
@@ -470,6 +477,10 @@ class PlacementInfo:
     #: What the job reserves of a shared device (0 on a slice, which owns its share).
     memory_bytes: int = 0
     milli: int = 0
+    #: Where its compute term came from: ``measured`` (this model's runs on that device
+    #: model), ``learned`` (other models' runs there, the throughput model) or
+    #: ``estimate`` (FLOPs over the device's declared throughput).
+    compute_from: str = ""
 
 
 @dataclass(frozen=True)

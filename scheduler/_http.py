@@ -180,6 +180,7 @@ def placement_view(job: JobInfo) -> dict:
         "solver": p.solver,
         "terms": p.terms,
         "predicted_seconds": p.predicted_seconds,
+        "compute_from": p.compute_from,
         "runner_up": (
             {
                 "node_id": p.runner_up_node,

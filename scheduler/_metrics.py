@@ -225,6 +225,7 @@ def read_view(service: Any) -> ClusterView:
 
 _SOLVE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_ERROR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 100)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
 
 
@@ -431,6 +432,16 @@ class _Transitions:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.prediction_error = prom.Histogram(
+            "anypu_compute_prediction_error_ratio",
+            "|predicted − measured| / measured run time of succeeded placed jobs, by where"
+            " the prediction came from (measured: this model's runs on that device model;"
+            " learned: other models' runs there; estimate: FLOPs over declared throughput)"
+            " and the tier.",
+            ["source", "tier"],
+            buckets=_ERROR_BUCKETS,
+            registry=registry,
+        )
         self.finished = prom.Counter(
             "anypu_jobs_finished",
             "Jobs that reached a terminal state, by state and the tier they last ran on.",
@@ -474,6 +485,15 @@ class _Transitions:
                 self.finished_counts[to] += 1
                 if to == "succeeded":
                     self.latency.labels(tier).observe(max(0.0, job.finished_at - job.submitted_at))
+                    if not action.leased:  # a call under a lease reuses a prediction
+                        self._prediction(job, tier)
+
+    def _prediction(self, job: Any, tier: str) -> None:
+        p, run = job.placement, job.outcome.run_seconds
+        if p is None or run <= 0 or "compute" not in p.terms:
+            return
+        error = abs(p.terms["compute"] - run) / run
+        self.prediction_error.labels(p.compute_from or "estimate", tier).observe(error)
 
 
 class _ThrottleCollector(Collector):

@@ -32,6 +32,7 @@ from anypu.placement import (
     workload_shape,
 )
 from anypu.protos import messages as m
+from anypu.scheduler._compute_model import work_of
 from anypu.scheduler._events import (
     Action,
     AgentConnected,
@@ -480,6 +481,11 @@ class SchedulerState:
         r = job.request
         digest = r.artifact_digest
         measured = self.learned.timings_of(digest)
+        learned = {
+            model: seconds
+            for model, seconds in self.learned.predicted(work_of(r)).items()
+            if model not in measured
+        }
         return JobRequest(
             job_id=job.job_id,
             artifact_digest=digest,
@@ -497,6 +503,7 @@ class SchedulerState:
             sites=frozenset(r.sites),
             nodes=frozenset(r.nodes),
             measured_seconds=measured,
+            learned_seconds=learned,
             compute_milli=r.compute_milli,
             precision=r.precision or "fp32",
             operators=frozenset(r.operators),
@@ -517,11 +524,8 @@ class SchedulerState:
         actions: list[Action] = self._revoke_leases(
             list(self.leases.active.values()), "other jobs are waiting"
         )
-        result = plan(
-            self.snapshot(now),
-            [self._job_request(j, now) for j in ready],
-            config=self.config.placement,
-        )
+        requests = {j.job_id: self._job_request(j, now) for j in ready}
+        result = plan(self.snapshot(now), list(requests.values()), config=self.config.placement)
         self.last_plan = result
         for p in result.placements:
             job = self.jobs[p.job_id]
@@ -539,6 +543,7 @@ class SchedulerState:
                 simulated=device.simulated,
                 memory_bytes=p.memory_bytes,
                 milli=p.milli,
+                compute_from=_compute_from(requests[p.job_id], device),
                 **_runner_up_fields(p.runner_up),
             )
             job.attempt += 1
@@ -710,7 +715,13 @@ class SchedulerState:
         if device is None or device.simulated:
             return []
         digest, seconds = job.request.artifact_digest, job.outcome.run_seconds
-        return [PersistLearned(self.learned.ran(digest, device.model, seconds))]
+        cold = job.outcome.load_seconds > 0
+        lesson = self.learned.ran(digest, device.model, seconds, cold=cold)
+        actions: list[Action] = [PersistLearned(lesson)]
+        work = self.learned.worked(digest, work_of(job.request))
+        if work is not None:
+            actions.append(PersistLearned(work))
+        return actions
 
     def _learn_memory(self, usage: m.JobUsage) -> list[Action]:
         """A running job's measured memory on a seat of a shared device (what it added
@@ -811,6 +822,13 @@ class SchedulerState:
         if job.placement is None:
             return None
         return next((d for d in node.devices if d.device_id == job.placement.device_id), None)
+
+
+def _compute_from(request: JobRequest, device: Device) -> str:
+    """Which of placement's sources costed the job's compute on ``device``."""
+    if device.model in request.measured_seconds:
+        return "measured"
+    return "learned" if device.model in request.learned_seconds else "estimate"
 
 
 def _runner_up_fields(runner_up: RunnerUp | None) -> dict[str, Any]:

@@ -244,6 +244,11 @@ class Client:
             compute_milli=round(share * 1000),
             precision=profile.precision,
             operators=tuple(sorted(artifact.operators)),
+            operator_calls=profile.operator_calls,
+            matmul_flops=profile.matmul_flops,
+            conv_flops=profile.conv_flops,
+            attention_flops=profile.attention_flops,
+            bytes_moved=profile.bytes_moved,
             deadline_ms=deadline_ms,
             best_effort=best_effort,
         )

@@ -17,6 +17,9 @@ model's running statistics).
   above weights and inputs, but ignores allocator rounding and caching, kernel workspaces
   and fused-kernel temporaries, so treat it as a lower bound within tens of percent.
 * ``memory_bytes`` = parameters + buffers + inputs + that peak (which includes outputs).
+* The work, for the scheduler's throughput model (``scheduler._compute_model``): operator
+  calls dispatched, FLOPs by class (matrix products, convolutions, attention) and bytes
+  moved (weights, buffers and inputs read once, every operator's fresh output written).
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ class Profile:
     #: What the model computes in (``fp32``, ``fp16``, ``bf16``, ``int8``…): the dtype
     #: holding most of its weights, else of its inputs (``precision_of``).
     precision: str = "fp32"
+    #: The work of one call (the module docstring): what run time is learnt from.
+    operator_calls: int = 0
+    matmul_flops: float = 0.0
+    conv_flops: float = 0.0
+    attention_flops: float = 0.0
+    bytes_moved: int = 0
 
 
 #: torch dtypes by the precision names devices' throughput figures are quoted in.
@@ -109,11 +118,14 @@ class _PeakLiveBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
         super().__init__()  # type: ignore[no-untyped-call]  # unannotated in torch
         self.live = 0
         self.peak = 0
+        self.calls = 0  # operators dispatched
+        self.produced = 0  # bytes of fresh outputs, all told
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
         out = func(*args, **(kwargs or {}))
+        self.calls += 1
         returns = func._schema.returns
         results = out if isinstance(out, (tuple, list)) else (out,)
         for index, result in enumerate(results):
@@ -125,6 +137,7 @@ class _PeakLiveBytes(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
     def _hold(self, tensor: torch.Tensor) -> None:
         nbytes = tensor.untyped_storage().nbytes()
+        self.produced += nbytes
         self.live += nbytes
         self.peak = max(self.peak, self.live)
         weakref.finalize(tensor, self._release, nbytes)
@@ -183,7 +196,27 @@ def estimate_profile(model: torch.nn.Module, example_inputs: tuple[Any, ...]) ->
         buffer_bytes=buffer_bytes,
         activation_bytes=activation,
         precision=precision_of(model, args),
+        **_work(counter, peak, param_bytes + buffer_bytes + input_bytes),
     )
+
+
+def _flop_class(op: Any) -> str:
+    name = str(op)
+    if "convolution" in name:
+        return "conv_flops"
+    if "attention" in name:
+        return "attention_flops"
+    return "matmul_flops"  # mm, addmm, bmm, baddbmm: what else the counter counts
+
+
+def _work(counter: FlopCounterMode, peak: _PeakLiveBytes, read_bytes: int) -> dict[str, Any]:
+    """``Profile``'s work fields from one counted forward."""
+    work: dict[str, Any] = {"matmul_flops": 0.0, "conv_flops": 0.0, "attention_flops": 0.0}
+    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+        work[_flop_class(op)] += float(flops)
+    work["operator_calls"] = peak.calls
+    work["bytes_moved"] = read_bytes + peak.produced
+    return work
 
 
 def measured_profile(
@@ -218,6 +251,7 @@ def measured_profile(
         buffer_bytes=buffer_bytes,
         activation_bytes=peak.peak,
         precision=precision_of(model, args),
+        **_work(counter, peak, param_bytes + buffer_bytes + input_bytes),
     )
 
 
