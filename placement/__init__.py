@@ -49,6 +49,7 @@ from anypu.placement._network import (
     transfer_seconds,
 )
 from anypu.placement._scores import DEFAULT_SCORES, score_terms
+from anypu.placement._split import SPLIT_MARGIN, SplitCandidate, SplitChoice, choose_split
 from anypu.placement._strategies import STRATEGIES, plan
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "POLICY_NAMES",
     "PRECISION_RELATIVE",
     "SCHEDULER_VERTEX",
+    "SPLIT_MARGIN",
     "STRATEGIES",
     "TERMS",
     "TIERS",
@@ -79,10 +81,13 @@ __all__ = [
     "PlanContext",
     "RunnerUp",
     "ScorePlugin",
+    "SplitCandidate",
+    "SplitChoice",
     "Strategy",
     "WorkloadShape",
     "allowed_devices",
     "build_network",
+    "choose_split",
     "completion_seconds",
     "explain_unschedulable",
     "fit_network",

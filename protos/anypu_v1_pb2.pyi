@@ -383,7 +383,7 @@ class Constraints(_message.Message):
     def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort")
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort", "splits")
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -403,6 +403,7 @@ class SubmitRequest(_message.Message):
     OPERATORS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
+    SPLITS_FIELD_NUMBER: _ClassVar[int]
     artifact_digest: str
     inputs: bytes
     inputs_digest: str
@@ -422,7 +423,20 @@ class SubmitRequest(_message.Message):
     operators: _containers.RepeatedScalarFieldContainer[str]
     deadline_ms: float
     best_effort: bool
-    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[float] = ..., best_effort: _Optional[bool] = ...) -> None: ...
+    splits: _containers.RepeatedCompositeFieldContainer[SplitOption]
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[float] = ..., best_effort: _Optional[bool] = ..., splits: _Optional[_Iterable[_Union[SplitOption, _Mapping]]] = ...) -> None: ...
+
+class SplitOption(_message.Message):
+    __slots__ = ("label", "activation_bytes", "head", "tail")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    activation_bytes: int
+    head: SubmitRequest
+    tail: SubmitRequest
+    def __init__(self, label: _Optional[str] = ..., activation_bytes: _Optional[int] = ..., head: _Optional[_Union[SubmitRequest, _Mapping]] = ..., tail: _Optional[_Union[SubmitRequest, _Mapping]] = ...) -> None: ...
 
 class Term(_message.Message):
     __slots__ = ("name", "seconds")
@@ -477,7 +491,7 @@ class NodeReason(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest", "deadline_ms")
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest", "deadline_ms", "split", "head_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -493,6 +507,8 @@ class JobInfo(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     name: str
@@ -508,7 +524,9 @@ class JobInfo(_message.Message):
     outcome: Outcome
     outputs_digest: str
     deadline_ms: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ..., deadline_ms: _Optional[float] = ...) -> None: ...
+    split: str
+    head_job_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., split: _Optional[str] = ..., head_job_id: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "outputs", "lease")

@@ -229,6 +229,10 @@ def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
     for name in ("device_kinds", "tiers", "sites", "nodes"):
         getattr(out.constraints, name).extend(getattr(request, name))
     out.operators.extend(request.operators)
+    for split in request.splits:
+        option = out.splits.add(label=split.label, activation_bytes=split.activation_bytes)
+        option.head.CopyFrom(submit_request_to_pb(split.head))
+        option.tail.CopyFrom(submit_request_to_pb(split.tail))
     return out
 
 
@@ -243,6 +247,15 @@ def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
         sites=tuple(c.sites),
         nodes=tuple(c.nodes),
         operators=tuple(message.operators),
+        splits=tuple(
+            m.SplitOption(
+                label=s.label,
+                activation_bytes=s.activation_bytes,
+                head=submit_request_from_pb(s.head),
+                tail=submit_request_from_pb(s.tail),
+            )
+            for s in message.splits
+        ),
     )
 
 

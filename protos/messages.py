@@ -45,6 +45,7 @@ __all__ = [
     "PlacementInfo",
     "Reservation",
     "SchedulerMessage",
+    "SplitOption",
     "SubmitRequest",
     "UsageRow",
     "node_name_problem",
@@ -455,6 +456,19 @@ class SubmitRequest:
     conv_flops: float = 0.0
     attention_flops: float = 0.0
     bytes_moved: int = 0
+    #: Cuts of the model the scheduler may split the call at (``sdk._split``).
+    splits: tuple[SplitOption, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitOption:
+    """One cut: the head (the model's inputs to the activation) and the tail (it to the
+    outputs) as requests of their own; only their artifacts and work are read."""
+
+    label: str
+    activation_bytes: int
+    head: SubmitRequest
+    tail: SubmitRequest
 
 
 @dataclass(frozen=True)
@@ -504,6 +518,10 @@ class JobInfo:
     outputs_digest: str = ""
     #: As submitted (0: none); ``deadline_met`` says how it went.
     deadline_ms: float = 0.0
+    #: Split across two devices: the cut and both devices ("" when it ran whole), and
+    #: the head's own job.
+    split: str = ""
+    head_job_id: str = ""
 
     @property
     def terminal(self) -> bool:

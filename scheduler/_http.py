@@ -196,6 +196,7 @@ def placement_view(job: JobInfo) -> dict:
         "latency_seconds": job.latency_seconds,
         "deadline_ms": job.deadline_ms,
         "deadline_met": job.deadline_met,
+        "split": job.split,
         "submitted_at": job.submitted_at,
         "finished_at": job.finished_at,
         "error": f"{job.outcome.error_type}: {job.outcome.message}" if not job.outcome.ok else "",

@@ -22,7 +22,9 @@ from anypu.placement import (
     JobRequest,
     Plan,
     RunnerUp,
+    SplitCandidate,
     WorkloadShape,
+    choose_split,
     plan,
     workload_shape,
 )
@@ -132,6 +134,10 @@ class PlacementRounds:
         actions: list[Action] = self._revoke_leases(
             list(self.leases.active.values()), "other jobs are waiting"
         )
+        if any(j.request.splits for j in ready):
+            ready = self._split_stages(ready, now, actions)
+            if not ready:
+                return actions
         requests = {j.job_id: self._job_request(j, now) for j in ready}
         result = plan(self.snapshot(now), list(requests.values()), config=self.config.placement)
         self.last_plan = result
@@ -195,6 +201,96 @@ class PlacementRounds:
                 actions.append(PersistJob(job, "", "waiting for room"))
         return actions
 
+    # -------------------------------------------------------------- splits
+
+    def _split_stages(
+        self, ready: list[JobRecord], now: float, actions: list[Action]
+    ) -> list[JobRecord]:
+        """``ready`` with each job offering cuts decided (``placement._split``): placed
+        whole, or its head job made and placed first while it waits, then its tail once
+        the head's activation is in (a failed head: the job runs whole)."""
+        out: list[JobRecord] = []
+        for job in ready:
+            if not job.request.splits or job.split_stage in ("whole", "tail"):
+                out.append(job)
+            elif job.split_stage == "head":
+                head = self.jobs.get(job.head_job_id)
+                if head is None or (head.terminal and head.state != "succeeded"):
+                    self.decisions["split_fell_back"] += 1
+                    job.split_stage, job.split = "whole", ""
+                    job.pending_reasons = {}
+                    actions.append(PersistJob(job, "", "its head failed: running it whole"))
+                    out.append(job)
+                elif head.state == "succeeded":
+                    self._to_tail(job, head)
+                    actions.append(PersistJob(job, "pending", "the tail, on the activation"))
+                    out.append(job)
+            else:
+                head = self._split_or_whole(job, now, actions)
+                out.append(job if head is None else head)
+        return out
+
+    def _split_or_whole(
+        self, job: JobRecord, now: float, actions: list[Action]
+    ) -> JobRecord | None:
+        """The head job when ``job`` is best split, else None (it runs whole)."""
+        r = job.request
+        candidates = [
+            SplitCandidate(
+                option.label,
+                self._job_request(_stage(job, option.head, option.activation_bytes, 0), now),
+                self._job_request(_stage(job, option.tail, 0, option.activation_bytes), now),
+            )
+            for option in r.splits
+        ]
+        whole = self._job_request(job, now)
+        choice = choose_split(self.snapshot(now), whole, candidates, self.config.placement)
+        if choice is None:
+            job.split_stage = "whole"
+            return None
+        option = r.splits[choice.index]
+        head = JobRecord(
+            job_id=f"{job.job_id}.head",
+            request=replace(
+                _stage(job, option.head, option.activation_bytes, 0).request,
+                nodes=(choice.head_node,),
+                name=f"{r.name} (head)",
+                deadline_ms=0.0,
+                best_effort=False,
+                lease=False,
+            ),
+            submitted_at=now,
+            feeds=job.job_id,
+        )
+        self.jobs[head.job_id] = head
+        self._set_state(head, "pending")
+        self.decisions["split"] += 1
+        job.split_stage, job.split_index, job.head_job_id = "head", choice.index, head.job_id
+        job.split = choice.describe()
+        job.pending_reasons = {"all nodes": f"waiting for its head ({head.job_id}): {job.split}"}
+        actions.append(PersistJob(head, "pending", stimulus_id=f"split-{job.job_id}"))
+        actions.append(PersistJob(job, "", f"split: {job.split}"))
+        return head
+
+    def _to_tail(self, job: JobRecord, head: JobRecord) -> None:
+        """``job`` becomes its tail: the chosen cut's tail on the head's outputs, placed
+        from where they were made, by the deadline left (late rather than failed: half
+        of the work is done)."""
+        r = job.request
+        option = r.splits[job.split_index]
+        node = self.nodes.get(head.placement.node_id) if head.placement else None
+        job.request = replace(
+            _stage(job, option.tail, 0, option.activation_bytes).request,
+            inputs=head.outputs,
+            inputs_digest=head.outputs_digest,
+            origin=node.site if node is not None and node.site else r.origin,
+            best_effort=bool(r.deadline_ms),
+            lease=False,
+            splits=r.splits,
+        )
+        job.split_stage = "tail"
+        job.pending_reasons = {}
+
     def _unschedulable(
         self, job: JobRecord, reasons: dict[str, str], unresolvable: bool, now: float
     ) -> list[Action]:
@@ -241,6 +337,31 @@ class PlacementRounds:
         self._set_state(job, "failed")
         job.outcome = m.Outcome.failed(m.FailureCode.DEADLINE_UNREACHABLE, message)
         return [PersistJob(job, "failed", "deadline unreachable"), Notify(job.job_id)]
+
+
+def _stage(job: JobRecord, stage: m.SubmitRequest, outputs: int, inputs: int) -> JobRecord:
+    """A stage of ``job`` as a job of its own, for costing: the stage's model and work,
+    the job's constraints; ``inputs``/``outputs`` the activation's bytes where it
+    crosses (0: the job's own)."""
+    r = job.request
+    request = replace(
+        r,
+        artifact_digest=stage.artifact_digest,
+        flops=stage.flops,
+        memory_bytes=stage.memory_bytes,
+        input_bytes=inputs or r.input_bytes,
+        output_bytes=outputs or r.output_bytes,
+        param_bytes=stage.param_bytes,
+        precision=stage.precision,
+        operators=stage.operators,
+        operator_calls=stage.operator_calls,
+        matmul_flops=stage.matmul_flops,
+        conv_flops=stage.conv_flops,
+        attention_flops=stage.attention_flops,
+        bytes_moved=stage.bytes_moved,
+        splits=(),
+    )
+    return replace(job, request=request)
 
 
 def _compute_from(request: JobRequest, device: Device) -> str:

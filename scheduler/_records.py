@@ -95,6 +95,15 @@ class JobRecord:
     lease_id: str = ""  # the lease it granted, or ran under
     #: Placed again once after going over a memory share its estimate had sized.
     memory_retried: bool = False
+    #: Split across two devices (``request.splits``, ``placement._split``): "" until
+    #: decided, then "whole", "head" (its head job runs), "tail" (it runs the tail).
+    split_stage: str = ""
+    #: Which of ``request.splits`` was chosen, and why (``SplitChoice.describe``).
+    split_index: int = -1
+    split: str = ""
+    head_job_id: str = ""
+    #: On a head job: the job it computes the first layers of.
+    feeds: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -117,4 +126,6 @@ class JobRecord:
             latency_seconds=(self.finished_at - self.submitted_at) if self.finished_at else 0.0,
             outputs_digest=self.outputs_digest,
             deadline_ms=self.request.deadline_ms,
+            split=self.split,
+            head_job_id=self.head_job_id,
         )

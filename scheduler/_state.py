@@ -116,7 +116,13 @@ class SchedulerState(PlacementRounds):
         #: Devices set aside for jobs held back long (``Plan.earmarks``): job -> (node, device).
         self.earmarks: dict[str, tuple[str, str]] = {}
         self.quarantine = NodeQuarantine()
-        self.decisions: dict[str, int] = {"placed": 0, "unschedulable": 0, "deferred": 0}
+        self.decisions: dict[str, int] = {
+            "placed": 0,
+            "unschedulable": 0,
+            "deferred": 0,
+            "split": 0,
+            "split_fell_back": 0,
+        }
         #: Jobs with a deadline since start, by (tier, outcome): ``met`` and ``missed``
         #: by the tier they ran on, ``unreachable`` by the tier of the best prediction.
         self.deadlines: Counter[tuple[str, str]] = Counter()
@@ -397,6 +403,8 @@ class SchedulerState(PlacementRounds):
         job.finished_at = event.now
         self._set_state(job, "cancelled")
         job.outcome = m.Outcome.failed(m.FailureCode.CANCELLED, "cancelled by user")
+        if job.split_stage == "head":  # its head computes for nobody now
+            actions += self._cancel(replace(event, job_id=job.head_job_id))
         return [*actions, PersistJob(job, "cancelled"), Notify(job.job_id)]
 
     def _requeue(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from anypu.devices import Device
-from anypu.protos.messages import Outcome, PlacementInfo, SubmitRequest
+from anypu.protos.messages import Outcome, PlacementInfo, SplitOption, SubmitRequest
 from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
 
@@ -127,7 +127,9 @@ UPDATE jobs SET inputs = NULL, outputs = NULL WHERE inputs IS NOT NULL OR output
 _FINISHED = "('succeeded', 'failed', 'cancelled')"
 
 
-_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(SubmitRequest) if f.name != "inputs")
+_REQUEST_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SubmitRequest) if f.name not in ("inputs", "splits")
+)
 # The outcome is stored flat (``Outcome.fields``), as rows were before it had a type.
 _JOB_FIELDS = tuple(
     f.name for f in dataclasses.fields(JobRecord) if f.name not in ("request", "outputs", "outcome")
@@ -170,9 +172,39 @@ def _record(job: JobRecord) -> dict[str, Any]:
     return record
 
 
+def _request_document(request: SubmitRequest) -> dict[str, Any]:
+    document = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    document["splits"] = [
+        {
+            "label": split.label,
+            "activation_bytes": split.activation_bytes,
+            "head": _request_document(split.head),
+            "tail": _request_document(split.tail),
+        }
+        for split in request.splits
+    ]
+    return document
+
+
+def _request_from(document: dict[str, Any], inputs: bytes = b"") -> SubmitRequest:
+    for key in ("device_kinds", "tiers", "sites", "nodes", "operators"):
+        if key in document:
+            document[key] = tuple(document[key])
+    splits = tuple(
+        SplitOption(
+            label=split["label"],
+            activation_bytes=split["activation_bytes"],
+            head=_request_from(split["head"]),
+            tail=_request_from(split["tail"]),
+        )
+        for split in document.pop("splits", ())
+    )
+    return SubmitRequest(inputs=inputs, splits=splits, **document)
+
+
 def _job_to_row(job: JobRecord) -> dict[str, Any]:
     record = _record(job)
-    record["request"] = {name: getattr(job.request, name) for name in _REQUEST_FIELDS}
+    record["request"] = _request_document(job.request)
     return record
 
 
@@ -187,7 +219,7 @@ def _job_json(job: JobRecord) -> str:
     if hit is not None and hit[0] is request:
         text = hit[1]
     else:
-        text = json.dumps({name: getattr(request, name) for name in _REQUEST_FIELDS})
+        text = json.dumps(_request_document(request))
         if not request.inputs:
             _shared_requests[id(request)] = (request, text)
             while len(_shared_requests) > 256:
@@ -196,13 +228,11 @@ def _job_json(job: JobRecord) -> str:
 
 
 def _job_from_row(record: dict[str, Any], inputs: bytes, outputs: bytes) -> JobRecord:
-    request = record.pop("request")
-    for key in ("device_kinds", "tiers", "sites", "nodes"):
-        request[key] = tuple(request[key])
+    request = _request_from(record.pop("request"), inputs or b"")
     placement = record.pop("placement")
     outcome = Outcome.from_fields(record)
     return JobRecord(
-        request=SubmitRequest(inputs=inputs or b"", **request),
+        request=request,
         placement=PlacementInfo(**placement) if placement else None,
         outputs=outputs or b"",
         outcome=outcome,

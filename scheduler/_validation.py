@@ -69,6 +69,32 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
         values = getattr(r, name)
         if len(values) > 256 or any(len(v) > 128 for v in values):
             raise ConfigError(f"{name}: at most 256 entries of at most 128 characters")
+    _validate_splits(r, blobs)
+
+
+#: The most cuts one submission may offer (the SDK offers ``sdk._split.MAX_CUTS``).
+MAX_SPLITS = 8
+
+
+def _validate_splits(r: m.SubmitRequest, blobs: BlobStore) -> None:
+    if len(r.splits) > MAX_SPLITS:
+        raise ConfigError(f"splits: at most {MAX_SPLITS} cuts of a model, got {len(r.splits)}")
+    for i, split in enumerate(r.splits):
+        if len(split.label) > 200:
+            raise ConfigError(f"splits[{i}].label is longer than 200 characters: shorten it")
+        for part in ("head", "tail"):
+            stage = getattr(split, part)
+            if stage.splits or stage.inputs or stage.inputs_digest:
+                raise ConfigError(
+                    f"splits[{i}].{part} carries cuts or inputs of its own: a stage is a"
+                    " model and its work only (the job's inputs are the head's)"
+                )
+            try:
+                validate_submit(stage, blobs)
+            except MissingBlobError as exc:
+                raise MissingBlobError(f"splits[{i}].{part}: {exc}", exc.digest) from None
+            except ConfigError as exc:
+                raise ConfigError(f"splits[{i}].{part}: {exc}") from None
 
 
 def validate_join(join: m.Join) -> None:

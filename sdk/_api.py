@@ -102,6 +102,12 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
     outputs back) are used; where none is, ``DeadlineUnreachableError`` is raised at once
     with the best prediction, unless ``best_effort=True`` (then it runs where it is
     predicted to finish first). Met and missed deadlines are counted per tier.
+
+    ``split`` (None by default: offered with a deadline; True: always; False: never):
+    the scheduler may run the model's first layers on one device and the rest on
+    another, when the activation between them is small enough that the two finish
+    sooner than any device alone (``info().split`` says where it was cut). The outputs
+    are the same as from one device.
     """
     return _default().run(model, inputs, _options(options))
 

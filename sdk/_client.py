@@ -32,6 +32,7 @@ from anypu.protos import messages as m
 from anypu.sdk._deadline import Phase, within
 from anypu.sdk._estimate import Profile, estimate_profile
 from anypu.sdk._export import Artifact, ModelCache, call_args
+from anypu.sdk._split import Cut, find_cuts
 from anypu.sdk._transport import INLINE_LIMIT, Transport
 
 __all__ = ["Client", "JobHandle", "RunOptions"]
@@ -59,6 +60,9 @@ class RunOptions:
     deadline_ms: float | None = None
     #: With ``deadline_ms``: run where it is predicted to finish first even if late.
     best_effort: bool = False
+    #: Offer the scheduler cuts of the model to split the call across two devices
+    #: (``sdk._split``): None offers them with a deadline, True always, False never.
+    split: bool | None = None
 
 
 class JobHandle(Future[Any]):
@@ -155,6 +159,25 @@ def _checked_deadline(options: RunOptions) -> tuple[float, bool]:
     return float(deadline), best_effort
 
 
+def _work(artifact: Artifact, profile: Profile) -> dict[str, Any]:
+    """A request's fields that say what the model is and the work of one call."""
+    return {
+        "artifact_digest": artifact.digest,
+        "flops": profile.flops,
+        "memory_bytes": profile.memory_bytes,
+        "input_bytes": profile.input_bytes,
+        "output_bytes": profile.output_bytes,
+        "param_bytes": artifact.nbytes,
+        "precision": profile.precision,
+        "operators": tuple(sorted(artifact.operators)),
+        "operator_calls": profile.operator_calls,
+        "matmul_flops": profile.matmul_flops,
+        "conv_flops": profile.conv_flops,
+        "attention_flops": profile.attention_flops,
+        "bytes_moved": profile.bytes_moved,
+    }
+
+
 #: How long exporting and estimating a model may take when the call sets no timeout_s
 #: (the scheduler's default per-attempt timeout too).
 PREPARE_TIMEOUT_S = 600.0
@@ -166,6 +189,7 @@ class Client:
         self.origin = origin
         self.models = ModelCache()
         self._profiles: dict[str, Profile] = {}
+        self._cuts: dict[str, tuple[Cut, ...]] = {}
         self._uploaded: set[str] = set()
         self._leases: dict[_LeaseKey, _HeldLease] = {}
         # (artifact digest, options, job name) -> the request a warm call sends again
@@ -224,13 +248,15 @@ class Client:
                 f" compute to reserve; 0 lets the scheduler size it), got {share!r}"
             )
         deadline_ms, best_effort = _checked_deadline(options)
+        if options.split is not None and not isinstance(options.split, bool):
+            raise InputError(
+                f"split must be True, False or None (offer cuts only with a deadline), got"
+                f" {options.split!r}"
+            )
+        offer = options.split if options.split is not None else bool(deadline_ms)
+        splits = self._splits(model, args, artifact, options) if offer else ()
         request = m.SubmitRequest(
-            artifact_digest=artifact.digest,
-            flops=profile.flops,
-            memory_bytes=profile.memory_bytes,
-            input_bytes=profile.input_bytes,
-            output_bytes=profile.output_bytes,
-            param_bytes=artifact.nbytes,
+            **_work(artifact, profile),
             device_kinds=kinds,
             tiers=options.tiers,
             sites=options.sites,
@@ -242,20 +268,43 @@ class Client:
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,
             compute_milli=round(share * 1000),
-            precision=profile.precision,
-            operators=tuple(sorted(artifact.operators)),
-            operator_calls=profile.operator_calls,
-            matmul_flops=profile.matmul_flops,
-            conv_flops=profile.conv_flops,
-            attention_flops=profile.attention_flops,
-            bytes_moved=profile.bytes_moved,
             deadline_ms=deadline_ms,
             best_effort=best_effort,
+            splits=splits,
         )
         if len(self._requests) >= 256:
             self._requests.clear()
         self._requests[key] = request
         return request, args
+
+    def _splits(
+        self, model: Any, args: tuple[Any, ...], artifact: Artifact, options: RunOptions
+    ) -> tuple[m.SplitOption, ...]:
+        """The cuts of the model offered to the scheduler, found once per artifact and
+        uploaded (their halves are artifacts of their own)."""
+        cuts = self._cuts.get(artifact.digest)
+        if cuts is None:
+            cuts = within(
+                options.timeout_s or PREPARE_TIMEOUT_S,
+                f"cutting {type(model).__name__} into two halves",
+                lambda phase: find_cuts(model, args),
+                "timeout_s"
+                if options.timeout_s
+                else f"timeout_s (default {PREPARE_TIMEOUT_S:g} s)",
+            )
+            self._cuts[artifact.digest] = cuts
+        for cut in cuts:
+            self._upload(cut.head)
+            self._upload(cut.tail)
+        return tuple(
+            m.SplitOption(
+                label=cut.label,
+                activation_bytes=cut.activation_bytes,
+                head=m.SubmitRequest(**_work(cut.head, cut.head_profile)),
+                tail=m.SubmitRequest(**_work(cut.tail, cut.tail_profile)),
+            )
+            for cut in cuts
+        )
 
     def _export_and_profile(
         self, model: Any, args: tuple[Any, ...], phase: Phase
@@ -366,8 +415,15 @@ class Client:
             # or the inputs since they were uploaded: upload them again, once.
             with self._lock:
                 self._uploaded.discard(request.artifact_digest)
+                for split in request.splits:
+                    self._uploaded.discard(split.head.artifact_digest)
+                    self._uploaded.discard(split.tail.artifact_digest)
             with self.models.holding(model):
-                self._upload(self.models.get_or_export(model, args))
+                artifact = self.models.get_or_export(model, args)
+                self._upload(artifact)
+            for cut in self._cuts.get(artifact.digest, ()):
+                self._upload(cut.head)
+                self._upload(cut.tail)
             if request.inputs_digest:
                 request = self._with_inputs(replace(request, inputs_digest=""), args)
             return self.transport.submit(request)

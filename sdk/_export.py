@@ -44,6 +44,7 @@ __all__ = [
     "export_model",
     "model_raised",
     "quiet_torch",
+    "via_export",
 ]
 
 # torch device types as the scheduler's device kinds (ROCm builds also say "cuda").
@@ -139,7 +140,7 @@ def export_model(model: torch.nn.Module, example_inputs: tuple[Any, ...]) -> Art
     failures: list[tuple[str, BaseException]] = []
     try:
         with quiet_torch():
-            artifact, operators = _via_export(model, args)
+            artifact, operators = via_export(model, args)
         return Artifact.build("torch.export", frozenset(DEVICE_KINDS), artifact, operators)
     except Exception as exc:
         failures.append(("torch.export", exc))
@@ -192,7 +193,7 @@ def call_args(model: Any, example_inputs: Any) -> tuple[Any, ...]:
     return args
 
 
-def _via_export(model: torch.nn.Module, args: tuple[Any, ...]) -> tuple[bytes, frozenset[str]]:
+def via_export(model: torch.nn.Module, args: tuple[Any, ...]) -> tuple[bytes, frozenset[str]]:
     """The saved program, and the operators its graph calls."""
     program = torch.export.export(model, args, strict=False)
     operators = frozenset(graph_operators(program))
