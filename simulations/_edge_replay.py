@@ -25,7 +25,12 @@ Policies, each given the cluster as it is at the call's arrival:
   can hold the model, its least busy device;
 - ``ray-hybrid``: Ray's default hybrid scheduling: the local node (the origin's site, else
   the nearest) while under half of its devices are busy, else one of the three least
-  busy nodes at random (seeded) — pack locally, then spread.
+  busy nodes at random (seeded) — pack locally, then spread;
+- ``anypu+split``: ``anypu``, and for a model whose workload entry lists ``cuts``,
+  ``placement.choose_split`` (the live scheduler's code) may run its head on one device
+  and its tail on another. The head queues on its device as any call; the activation
+  leaves when the head ends, crosses :math:`T(σ_h, σ_t, a)`, and the tail queues on its
+  device from then; the outputs return from the tail's site.
 
 A call a policy cannot place anywhere (no device holds the model) is dropped: it misses
 its deadline and has no latency.
@@ -49,7 +54,9 @@ from anypu.placement import (
     NodeView,
     PlacementConfig,
     PlanContext,
+    SplitCandidate,
     allowed_devices,
+    choose_split,
     plan,
 )
 from anypu.simulations._edge_scenario import Scenario
@@ -180,6 +187,36 @@ class _World:
         result.tier.append(self.tier_of[key[0]])
         result.cost += compute * self.scenario.price_per_s.get(key[1], 0.0)
 
+    def run_split(self, call: Call, split: _Split, result: Result) -> None:
+        model = self.scenario.models[call.model]
+        cut = model.cuts[split.cut]
+        (h_site, _), (t_site, _) = split.head, split.tail
+        paths = (
+            self.costs.metrics(call.origin, h_site),
+            self.costs.metrics(h_site, t_site),
+            self.costs.metrics(t_site, call.origin),
+        )
+        if any(p is None for p in paths):
+            self.drop(call, result)
+            return
+        there, across, back = paths
+        assert there is not None and across is not None and back is not None
+        noise = float(self.rng.lognormal(0.0, NOISE))
+        head_s = cut.head_flops / model.flops * self.compute_seconds(call, split.head) * noise
+        tail_s = (1 - cut.head_flops / model.flops) * self.compute_seconds(call, split.tail)
+        tail_s *= noise
+        start = max(call.at + there.seconds(model.input_bytes), self.free_at[split.head])
+        self.free_at[split.head] = start + head_s
+        arrive = start + head_s + across.seconds(cut.activation_bytes)
+        tail_start = max(arrive, self.free_at[split.tail])
+        self.free_at[split.tail] = tail_start + tail_s
+        latency = tail_start + tail_s + back.seconds(model.output_bytes) - call.at
+        result.latency.append(latency)
+        result.met.append(latency <= call.deadline_s)
+        result.tier.append(f"{self.tier_of[h_site]}+{self.tier_of[t_site]}")
+        result.cost += head_s * self.scenario.price_per_s.get(split.head[1], 0.0)
+        result.cost += tail_s * self.scenario.price_per_s.get(split.tail[1], 0.0)
+
     @staticmethod
     def drop(call: Call, result: Result) -> None:
         result.latency.append(math.inf)
@@ -187,7 +224,16 @@ class _World:
         result.tier.append("dropped")
 
 
-Policy = Callable[[_World, Call, int], "tuple[str, str] | None"]
+@dataclass(frozen=True)
+class _Split:
+    """A call split: the cut of its model, the head's and the tail's devices."""
+
+    cut: int
+    head: tuple[str, str]
+    tail: tuple[str, str]
+
+
+Policy = Callable[[_World, Call, int], "tuple[str, str] | _Split | None"]
 
 
 def _placed(world: _World, call: Call, number: int, **fields: Any) -> tuple[str, str] | None:
@@ -202,6 +248,25 @@ def _placed(world: _World, call: Call, number: int, **fields: Any) -> tuple[str,
 
 def _anypu(world: _World, call: Call, number: int) -> tuple[str, str] | None:
     return _placed(world, call, number, deadline_s=call.deadline_s)
+
+
+def _anypu_split(world: _World, call: Call, number: int) -> tuple[str, str] | _Split | None:
+    model = world.scenario.models[call.model]
+    if model.cuts:
+        job = world.job(call, number, deadline_s=call.deadline_s)
+        candidates = [
+            SplitCandidate(
+                cut.after,
+                replace(job, flops=cut.head_flops, output_bytes=cut.activation_bytes),
+                replace(job, flops=model.flops - cut.head_flops, input_bytes=cut.activation_bytes),
+            )
+            for cut in model.cuts
+        ]
+        choice = choose_split(world.snapshot(call.at), job, candidates, _CONFIG)
+        if choice is not None:
+            head = (choice.head_node, choice.head_device)
+            return _Split(choice.index, head, (choice.tail_node, choice.tail_device))
+    return _anypu(world, call, number)
 
 
 def _tier_only(tier: str) -> Policy:
@@ -259,6 +324,7 @@ POLICIES: dict[str, Policy] = {
     "edge-only": _tier_only("edge"),
     "nearest-first": _nearest_first,
     "ray-hybrid": _ray_hybrid,
+    "anypu+split": _anypu_split,
 }
 
 
@@ -277,6 +343,8 @@ def replay(
         key = choose(world, call, number)
         if key is None:
             world.drop(call, result)
+        elif isinstance(key, _Split):
+            world.run_split(call, key, result)
         else:
             world.run(call, key, result)
         if progress is not None and ((number + 1) % 500 == 0 or number + 1 == len(calls)):

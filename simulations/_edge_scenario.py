@@ -26,7 +26,11 @@ Workload (``scenarios/cloud_edge_workload.yaml``)::
     streams:
       - {origin: camera-lyon, model: detector, rate_per_s: 10, deadline_ms: 100}
 
-Calls of a stream arrive as a Poisson process of ``rate_per_s``.
+Calls of a stream arrive as a Poisson process of ``rate_per_s``. A model may list where
+its graph can be cut, for the split policy (``placement.choose_split``)::
+
+      - {name: bottlefit, gflops: 8.2, ..., cuts: [{after: bottleneck, head_gflops: 0.6,
+         activation_kib: 9}]}
 """
 
 from __future__ import annotations
@@ -44,12 +48,29 @@ from anypu.devices import Device
 from anypu.errors import ConfigError
 from anypu.placement import PRECISION_RELATIVE, TIERS
 
-__all__ = ["DEFAULT_TOPOLOGY", "DEFAULT_WORKLOAD", "Model", "Scenario", "Stream", "load_scenario"]
+__all__ = [
+    "DEFAULT_TOPOLOGY",
+    "DEFAULT_WORKLOAD",
+    "Cut",
+    "Model",
+    "Scenario",
+    "Stream",
+    "load_scenario",
+]
 
 _HERE = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_TOPOLOGY = _HERE / "cloud_edge_topology.yaml"
 DEFAULT_WORKLOAD = _HERE / "cloud_edge_workload.yaml"
 _KINDS = ("cpu", "gpu", "npu", "tpu", "xpu")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a model's graph may be cut: the head's FLOPs and what crosses."""
+
+    after: str
+    head_flops: float
+    activation_bytes: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,7 @@ class Model:
     output_bytes: int
     memory_bytes: int
     precision: str = "fp32"
+    cuts: tuple[Cut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,6 +334,7 @@ def load_scenario(topology: Path = DEFAULT_TOPOLOGY, workload: Path = DEFAULT_WO
                 * (1 << 20)
             ),
             str(precision),
+            _cuts(where, entry, name, i),
         )
     for i, entry in enumerate(_entries(data, where, "streams")):
         origin, model = entry.get("origin"), entry.get("model")
@@ -341,3 +364,33 @@ def load_scenario(topology: Path = DEFAULT_TOPOLOGY, workload: Path = DEFAULT_WO
         )
         scenario.streams.append(Stream(str(origin), str(model), rate, deadline / 1e3))
     return scenario
+
+
+def _cuts(where: _Where, entry: dict[str, Any], name: str, i: int) -> tuple[Cut, ...]:
+    """A model's ``cuts``: each ``{after, head_gflops, activation_kib}``, the head less
+    than the whole model."""
+    cuts = entry.get("cuts", [])
+    if not isinstance(cuts, list):
+        raise where.error(f"model {name}: cuts must be a list", "models", i, "cuts")
+    out = []
+    for j, cut in enumerate(cuts):
+        at = ("models", i, "cuts", j)
+        if not isinstance(cut, dict) or not isinstance(cut.get("after"), str):
+            raise where.error(
+                f"model {name}: cuts[{j}] must be a mapping with 'after' (where it is cut),"
+                " head_gflops and activation_kib",
+                *at,
+            )
+        what = f"model {name}: cut after {cut['after']}"
+        head = _number(where, cut.get("head_gflops"), f"{what}: head_gflops", *at, positive=True)
+        if head * 1e9 >= float(entry["gflops"]) * 1e9:
+            raise where.error(
+                f"{what}: head_gflops ({head:g}) must be less than the model's gflops"
+                f" ({entry['gflops']:g})",
+                *at,
+            )
+        kib = _number(
+            where, cut.get("activation_kib"), f"{what}: activation_kib", *at, positive=True
+        )
+        out.append(Cut(cut["after"], head * 1e9, int(kib * 1024)))
+    return tuple(out)

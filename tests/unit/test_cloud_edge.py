@@ -113,7 +113,8 @@ def test_the_default_scenario_loads_with_its_sources() -> None:
     scenario = load_scenario(DEFAULT_TOPOLOGY, DEFAULT_WORKLOAD)
     assert {"cloud", "edge", "device"} == set(scenario.tiers.values())
     assert "Narayanan" in DEFAULT_TOPOLOGY.read_text()  # figures say where they come from
-    assert sum(len(d) for d in scenario.devices.values()) == 15
+    assert sum(len(d) for d in scenario.devices.values()) == 16
+    assert "BottleFit" in DEFAULT_WORKLOAD.read_text() and scenario.models["bottlefit"].cuts
 
 
 def test_the_replay_is_deterministic_and_deadline_aware_placement_leads(tmp_path: Path) -> None:
@@ -123,10 +124,45 @@ def test_the_replay_is_deterministic_and_deadline_aware_placement_leads(tmp_path
     results = {p: replay(scenario, calls, p, seed=3) for p in POLICIES}
     again = replay(scenario, calls, "anypu", seed=3)
     assert again.latency == results["anypu"].latency
-    best_baseline = max(r.attainment() for p, r in results.items() if p != "anypu")
+    best_baseline = max(r.attainment() for p, r in results.items() if not p.startswith("anypu"))
     assert results["anypu"].attainment() >= best_baseline
     # the big model cannot be held by the phone (2 GiB), the small one wants it (30 ms)
     assert "device" in results["anypu"].tier and "device" not in results["cloud-only"].tier
+
+
+# A camera model too heavy for the phone (267 ms) whose 600 KiB frame takes 98 ms up the
+# radio, with a cut after its first layers (1 GFLOP) leaving 8 KiB to send.
+CAMERA = (
+    "  - {name: cam, gflops: 40, input_kib: 600, output_kib: 2, memory_mib: 10,\n"
+    "     cuts: [{after: stem, head_gflops: 1, activation_kib: 8}]}\n"
+)
+
+
+def test_a_split_meets_deadlines_neither_side_alone_can(tmp_path: Path) -> None:
+    workload = WORKLOAD.replace("streams:\n", CAMERA + "streams:\n")
+    workload += "  - {origin: phone, model: cam, rate_per_s: 5, deadline_ms: 80}\n"
+    scenario = load_scenario(*_files(tmp_path, workload=workload))
+    calls = [c for c in calls_of(scenario, seed=1) if c.model == "cam"]
+    whole, split = (replay(scenario, calls, p, seed=1) for p in ("anypu", "anypu+split"))
+    assert whole.attainment() == 0.0 and split.attainment() > 0.9
+    assert set(split.tier) <= {"device+edge", "device+cloud"}  # head on the phone
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        ("{after: stem, head_gflops: 40, activation_kib: 8}", r"w.yaml:6: .*must be less than"),
+        ("{after: stem, head_gflops: 1, activation_kib: 0}", r"w.yaml:6: .*activation_kib must"),
+        ("{head_gflops: 1, activation_kib: 8}", r"w.yaml:6: .*'after'"),
+    ],
+)
+def test_a_cut_that_cannot_be_is_refused_at_its_line(
+    tmp_path: Path, cut: str, message: str
+) -> None:
+    camera = CAMERA.replace("{after: stem, head_gflops: 1, activation_kib: 8}", cut)
+    workload = WORKLOAD.replace("streams:\n", camera + "streams:\n")
+    with pytest.raises(ConfigError, match=message):
+        load_scenario(*_files(tmp_path, workload=workload))
 
 
 def test_the_command_writes_its_table_csv_and_plot(
