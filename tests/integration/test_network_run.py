@@ -289,7 +289,8 @@ def test_agent_dying_mid_job_the_job_finishes_elsewhere_exactly_once(tmp_path):
         cluster.add_agent("a2", "edge", GPU_NODE)
         client = Client(GrpcTransport(cluster.address, cluster.token))
         cluster.wait_nodes(client, 2)
-        model = Slow()
+        # 100 steps can end in 0.1 s on a fast CPU, before the kill: 400 outlast it.
+        model = Slow(steps=400)
         x = torch.randn(256, 512)
         client.run(model, x)  # warm both the export and one node
         future = client.submit(model, x)
