@@ -29,6 +29,7 @@ from anypu.errors import ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
+from anypu.protos.convert import pb
 
 __all__ = ["DirectServer", "FrameServer"]
 
@@ -51,6 +52,9 @@ class _Servicer(rpc.DirectServiceServicer):
             log.exception("direct call under %s failed", request.lease_id[:14])
             context.abort(grpc.StatusCode.INTERNAL, f"the direct call failed: {error}")
         return convert.direct_run_response(result, worker_address)
+
+    def Ping(self, request, context):  # noqa: N802
+        return pb.PingReply()
 
 
 class DirectServer:

@@ -48,6 +48,7 @@ from anypu.placement._network import (
     build_network,
     transfer_seconds,
 )
+from anypu.placement._origin import OriginFit, infer_origin
 from anypu.placement._scores import DEFAULT_SCORES, score_terms
 from anypu.placement._split import SPLIT_MARGIN, SplitCandidate, SplitChoice, choose_split
 from anypu.placement._strategies import STRATEGIES, plan
@@ -73,6 +74,7 @@ __all__ = [
     "JobRequest",
     "NetworkCosts",
     "NodeView",
+    "OriginFit",
     "PathMetrics",
     "PathSample",
     "Placement",
@@ -92,6 +94,7 @@ __all__ = [
     "explain_unschedulable",
     "fit_network",
     "format_bytes",
+    "infer_origin",
     "plan",
     "score_terms",
     "transfer_seconds",

@@ -383,7 +383,7 @@ class Constraints(_message.Message):
     def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort", "splits")
+    __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort", "splits", "round_trips")
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -404,6 +404,7 @@ class SubmitRequest(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
     SPLITS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIPS_FIELD_NUMBER: _ClassVar[int]
     artifact_digest: str
     inputs: bytes
     inputs_digest: str
@@ -424,7 +425,16 @@ class SubmitRequest(_message.Message):
     deadline_ms: float
     best_effort: bool
     splits: _containers.RepeatedCompositeFieldContainer[SplitOption]
-    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[float] = ..., best_effort: _Optional[bool] = ..., splits: _Optional[_Iterable[_Union[SplitOption, _Mapping]]] = ...) -> None: ...
+    round_trips: _containers.RepeatedCompositeFieldContainer[RoundTrip]
+    def __init__(self, artifact_digest: _Optional[str] = ..., inputs: _Optional[bytes] = ..., inputs_digest: _Optional[str] = ..., profile: _Optional[_Union[Profile, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., origin: _Optional[str] = ..., priority: _Optional[int] = ..., slo_seconds: _Optional[float] = ..., name: _Optional[str] = ..., timeout_s: _Optional[float] = ..., max_retries: _Optional[int] = ..., wait: _Optional[bool] = ..., wait_timeout_s: _Optional[float] = ..., lease: _Optional[bool] = ..., compute_milli: _Optional[int] = ..., precision: _Optional[str] = ..., operators: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[float] = ..., best_effort: _Optional[bool] = ..., splits: _Optional[_Iterable[_Union[SplitOption, _Mapping]]] = ..., round_trips: _Optional[_Iterable[_Union[RoundTrip, _Mapping]]] = ...) -> None: ...
+
+class RoundTrip(_message.Message):
+    __slots__ = ("vertex", "rtt_s")
+    VERTEX_FIELD_NUMBER: _ClassVar[int]
+    RTT_S_FIELD_NUMBER: _ClassVar[int]
+    vertex: str
+    rtt_s: float
+    def __init__(self, vertex: _Optional[str] = ..., rtt_s: _Optional[float] = ...) -> None: ...
 
 class SplitOption(_message.Message):
     __slots__ = ("label", "activation_bytes", "head", "tail")
@@ -491,7 +501,7 @@ class NodeReason(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest", "deadline_ms", "split", "head_job_id")
+    __slots__ = ("job_id", "state", "name", "attempt", "placement", "pending_reasons", "submitted_at", "finished_at", "unschedulable", "origin", "artifact_digest", "latency_seconds", "outcome", "outputs_digest", "deadline_ms", "split", "head_job_id", "origin_inferred")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -509,6 +519,7 @@ class JobInfo(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     HEAD_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_INFERRED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     name: str
@@ -526,7 +537,8 @@ class JobInfo(_message.Message):
     deadline_ms: float
     split: str
     head_job_id: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., split: _Optional[str] = ..., head_job_id: _Optional[str] = ...) -> None: ...
+    origin_inferred: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., name: _Optional[str] = ..., attempt: _Optional[int] = ..., placement: _Optional[_Union[PlacementInfo, _Mapping]] = ..., pending_reasons: _Optional[_Iterable[_Union[NodeReason, _Mapping]]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., unschedulable: _Optional[bool] = ..., origin: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., latency_seconds: _Optional[float] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., outputs_digest: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., split: _Optional[str] = ..., head_job_id: _Optional[str] = ..., origin_inferred: _Optional[str] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("job", "outputs", "lease")
@@ -583,7 +595,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s", "bandwidth_bps", "bandwidth_age_s")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s", "bandwidth_bps", "bandwidth_age_s", "direct_address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -609,6 +621,7 @@ class NodeInfo(_message.Message):
     RTT_AGE_S_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -627,7 +640,8 @@ class NodeInfo(_message.Message):
     rtt_age_s: float
     bandwidth_bps: float
     bandwidth_age_s: float
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ..., bandwidth_age_s: _Optional[float] = ...) -> None: ...
+    direct_address: str
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ..., bandwidth_age_s: _Optional[float] = ..., direct_address: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
@@ -812,3 +826,11 @@ class DirectRunResponse(_message.Message):
     result: JobResult
     worker_address: str
     def __init__(self, lease_lost: _Optional[bool] = ..., result: _Optional[_Union[JobResult, _Mapping]] = ..., worker_address: _Optional[str] = ...) -> None: ...
+
+class PingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PingReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -773,6 +773,11 @@ class DirectServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.FromString,
                 _registered_method=True)
+        self.Ping = channel.unary_unary(
+                '/anypu.v1.DirectService/Ping',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.PingReply.FromString,
+                _registered_method=True)
 
 
 class DirectServiceServicer:
@@ -785,6 +790,13 @@ class DirectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ping(self, request, context):
+        """An empty round trip: clients time it to learn how far the agent's site is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -792,6 +804,11 @@ def add_DirectServiceServicer_to_server(servicer, server):
                     servicer.Run,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.SerializeToString,
+            ),
+            'Ping': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ping,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.PingReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -822,6 +839,33 @@ class DirectService:
             '/anypu.v1.DirectService/Run',
             anypu_dot_protos_dot_anypu__v1__pb2.DirectRunRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.DirectRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.DirectService/Ping',
+            anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.PingReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -229,6 +229,7 @@ def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
     for name in ("device_kinds", "tiers", "sites", "nodes"):
         getattr(out.constraints, name).extend(getattr(request, name))
     out.operators.extend(request.operators)
+    out.round_trips.extend(pb.RoundTrip(vertex=v, rtt_s=rtt) for v, rtt in request.round_trips)
     for split in request.splits:
         option = out.splits.add(label=split.label, activation_bytes=split.activation_bytes)
         option.head.CopyFrom(submit_request_to_pb(split.head))
@@ -256,6 +257,7 @@ def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
             )
             for s in message.splits
         ),
+        round_trips=tuple((r.vertex, r.rtt_s) for r in message.round_trips),
     )
 
 

@@ -458,6 +458,9 @@ class SubmitRequest:
     bytes_moved: int = 0
     #: Cuts of the model the scheduler may split the call at (``sdk._split``).
     splits: tuple[SplitOption, ...] = ()
+    #: (vertex, round-trip seconds) the client timed; with no origin, the scheduler
+    #: infers it from them (``placement.infer_origin``).
+    round_trips: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -522,6 +525,8 @@ class JobInfo:
     #: the head's own job.
     split: str = ""
     head_job_id: str = ""
+    #: How ``origin`` was inferred from the client's round trips ("" when named).
+    origin_inferred: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -570,6 +575,9 @@ class NodeInfo:
     #: and its age (-1.0: none).
     bandwidth_bps: float = 0.0
     bandwidth_age_s: float = -1.0
+    #: Where it takes calls under leases straight from clients (HOST:PORT; "" none):
+    #: clients time round trips to it (``DirectService.Ping``).
+    direct_address: str = ""
 
     def reserved_on(self, device_id: str) -> tuple[int, int]:
         """(memory bytes, milli) its live jobs reserve of shared device ``device_id``."""

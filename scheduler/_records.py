@@ -67,6 +67,7 @@ class NodeRecord:
             bandwidth_age_s=self.round_trips.bandwidth_age(now),
             running_jobs=self.running_jobs,
             epoch=self.epoch,
+            direct_address=self.direct_address,
         )
 
 
@@ -104,6 +105,8 @@ class JobRecord:
     head_job_id: str = ""
     #: On a head job: the job it computes the first layers of.
     feeds: str = ""
+    #: How ``request.origin`` was inferred from the client's round trips ("" if named).
+    origin_inferred: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -128,4 +131,5 @@ class JobRecord:
             deadline_ms=self.request.deadline_ms,
             split=self.split,
             head_job_id=self.head_job_id,
+            origin_inferred=self.origin_inferred,
         )

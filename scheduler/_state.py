@@ -23,6 +23,7 @@ from anypu.placement import (
     PlacementConfig,
     Plan,
     WorkloadShape,
+    infer_origin,
     workload_shape,
 )
 from anypu.protos import messages as m
@@ -376,6 +377,8 @@ class SchedulerState(PlacementRounds):
             job = JobRecord(
                 job_id=submitted.job_id, request=submitted.request, submitted_at=submitted.now
             )
+            if not job.request.origin and job.request.round_trips:
+                self._infer_origin(job, submitted.now)
             self.jobs[job.job_id] = job
             self._set_state(job, "pending")
             batch[job.job_id] = f"submit-{job.job_id}"
@@ -389,6 +392,16 @@ class SchedulerState(PlacementRounds):
             own = batch.get(job_id)
             actions.append(replace(action, stimulus_id=own) if own else action)
         return actions
+
+    def _infer_origin(self, job: JobRecord, now: float) -> None:
+        """Where a client that named no origin is, from the round trips it timed
+        (``placement.infer_origin``, on the network as measured)."""
+        fit = infer_origin(
+            self.measured.graph(self.nodes.values(), now), dict(job.request.round_trips)
+        )
+        if fit is not None:
+            job.request = replace(job.request, origin=fit.vertex)
+            job.origin_inferred = fit.describe()
 
     def _cancel(self, event: CancelRequested) -> list[Action]:
         job = self.jobs.get(event.job_id)

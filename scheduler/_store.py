@@ -190,6 +190,9 @@ def _request_from(document: dict[str, Any], inputs: bytes = b"") -> SubmitReques
     for key in ("device_kinds", "tiers", "sites", "nodes", "operators"):
         if key in document:
             document[key] = tuple(document[key])
+    document["round_trips"] = tuple(
+        (str(vertex), float(rtt)) for vertex, rtt in document.get("round_trips", ())
+    )
     splits = tuple(
         SplitOption(
             label=split["label"],

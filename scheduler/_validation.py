@@ -69,6 +69,13 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
         values = getattr(r, name)
         if len(values) > 256 or any(len(v) > 128 for v in values):
             raise ConfigError(f"{name}: at most 256 entries of at most 128 characters")
+    if len(r.round_trips) > 64 or any(
+        len(vertex) > 128 or not math.isfinite(rtt) or rtt < 0 for vertex, rtt in r.round_trips
+    ):
+        raise ConfigError(
+            "round_trips: at most 64 (vertex, seconds) pairs, each vertex at most 128"
+            " characters and each round trip a finite number ≥ 0"
+        )
     _validate_splits(r, blobs)
 
 

@@ -8,6 +8,7 @@ artifact digest, and the set of digests the scheduler already holds is remembere
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -36,6 +37,8 @@ from anypu.sdk._split import Cut, find_cuts
 from anypu.sdk._transport import INLINE_LIMIT, Transport
 
 __all__ = ["Client", "JobHandle", "RunOptions"]
+
+log = logging.getLogger("anypu.sdk")
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,9 @@ def _work(artifact: Artifact, profile: Profile) -> dict[str, Any]:
     }
 
 
+#: How often a client that names no origin times its round trips again (seconds).
+REMEASURE_S = 300.0
+
 #: How long exporting and estimating a model may take when the call sets no timeout_s
 #: (the scheduler's default per-attempt timeout too).
 PREPARE_TIMEOUT_S = 600.0
@@ -195,6 +201,8 @@ class Client:
         # (artifact digest, options, job name) -> the request a warm call sends again
         self._requests: dict[tuple[str, RunOptions, str], m.SubmitRequest] = {}
         self.reconnect_timeout_s = 60.0
+        self._round_trips: tuple[tuple[str, float], ...] | None = None
+        self._round_trips_at = -math.inf
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -405,9 +413,32 @@ class Client:
             job_id=job_id,
         )
 
+    def _timed_round_trips(self) -> tuple[tuple[str, float], ...]:
+        """The round trips this client last timed (``Transport.round_trips``): at its
+        first call, then again in the background every ``REMEASURE_S``."""
+        with self._lock:
+            due = time.monotonic() - self._round_trips_at >= REMEASURE_S
+            if due:
+                self._round_trips_at = time.monotonic()
+            first = due and self._round_trips is None
+        if first:
+            self._measure()
+        elif due:
+            threading.Thread(target=self._measure, name="anypu-rtt", daemon=True).start()
+        return self._round_trips or ()
+
+    def _measure(self) -> None:
+        try:
+            self._round_trips = self.transport.round_trips()
+        except AnypuError as error:  # the call itself will say what is wrong
+            log.debug("round trips not measured: %s", error)
+            self._round_trips = self._round_trips or ()
+
     def _send(
         self, request: m.SubmitRequest, model: Any, args: tuple[Any, ...]
     ) -> tuple[m.JobInfo, bytes | bytearray]:
+        if not request.origin:
+            request = replace(request, round_trips=self._timed_round_trips())
         try:
             return self.transport.submit(request)
         except MissingBlobError:

@@ -124,5 +124,8 @@ class InProcessTransport:
     def remove_node(self, node_id: str) -> m.NodeInfo:
         return self.service.remove_node(node_id)
 
+    def round_trips(self) -> tuple[tuple[str, float], ...]:
+        return ()  # in this process: no network between the caller and the scheduler
+
     def close(self) -> None:
         pass

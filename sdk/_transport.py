@@ -7,10 +7,13 @@ built themselves.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -78,6 +81,7 @@ class _BlobStub(Protocol):
 
 class _DirectStub(Protocol):
     Run: grpc.UnaryUnaryMultiCallable[pb.DirectRunRequest, pb.DirectRunResponse]
+    Ping: grpc.UnaryUnaryMultiCallable[pb.PingRequest, pb.PingReply]
 
 
 _job_stub: Callable[[grpc.Channel], _JobStub] = rpc.JobServiceStub
@@ -102,7 +106,29 @@ class Transport(Protocol):
     def remove_node(self, node_id: str) -> m.NodeInfo: ...
     def lease_of(self, job_id: str) -> m.Lease | None: ...
     def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None: ...
+    def round_trips(self) -> tuple[tuple[str, float], ...]: ...
     def close(self) -> None: ...
+
+
+#: The network vertex of the scheduler (``placement.SCHEDULER_VERTEX``; not imported:
+#: clients do not load the solver).
+SCHEDULER_VERTEX = "scheduler"
+
+
+def _least_of(call: Callable[[], object], samples: int) -> float | None:
+    """The least of ``samples`` timed calls after one that opens the connection; None
+    when a call fails."""
+    try:
+        call()
+        best = math.inf
+        for _ in range(samples):
+            started = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - started)
+    except grpc.RpcError as error:
+        log.debug("round trip not timed: %s", error)
+        return None
+    return best
 
 
 class GrpcTransport:
@@ -154,6 +180,28 @@ class GrpcTransport:
                 " or ANYPU_CA_HASH)"
             ) from None
         raise_for_rpc(error, self.address)
+
+    def round_trips(self, samples: int = 3, timeout: float = 1.0) -> tuple[tuple[str, float], ...]:
+        """Round trips to the scheduler and to one agent per site that takes direct
+        calls (vertex, least of ``samples`` seconds): what the scheduler infers this
+        client's origin from when it names none. An agent that does not answer within
+        ``timeout`` is left out."""
+        request = pb.HasBlobsRequest()
+        found: dict[str, float] = {}
+        rtt = _least_of(
+            lambda: self._blobs.HasBlobs(request, metadata=self._metadata, timeout=timeout),
+            samples,
+        )
+        if rtt is not None:
+            found[SCHEDULER_VERTEX] = rtt
+        for node in self.list_nodes(timeout=timeout):
+            if node.direct_address and node.site and node.site not in found:
+                stub = self._agent(node.direct_address, node.node_id)
+                ping = functools.partial(stub.Ping, pb.PingRequest(), timeout=timeout)
+                rtt = _least_of(ping, samples)
+                if rtt is not None:
+                    found[node.site] = rtt
+        return tuple(found.items())
 
     def check(self, timeout: float = 5.0) -> None:
         """Fail fast, with an actionable message, if no scheduler answers."""
