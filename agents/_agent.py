@@ -29,6 +29,7 @@ from anypu import _codec
 from anypu.agents._cache import DEFAULT_CACHE_BYTES, ArtifactCache
 from anypu.agents._cgroups import HostCgroups, WorkerCgroup, host_cgroups
 from anypu.agents._link import SchedulerLink
+from anypu.agents._peers import PeerProber
 from anypu.agents._probes import BandwidthProber, ProbeConfig
 from anypu.agents._state import (
     AgentIdentity,
@@ -44,6 +45,7 @@ from anypu.agents._state import (
     Instruction,
     LeasedRunDone,
     LeasedRunsUnsent,
+    PeerMeasured,
     RevokeAtWorker,
     RunCall,
     RunningJob,
@@ -252,9 +254,23 @@ class Agent:
                 self._bandwidth_measured,
             )
             self._prober.start()
+        self._peer_prober: PeerProber | None = None
+        ping, upload = getattr(link, "ping_peer", None), getattr(link, "probe_peer", None)
+        if ping is not None and upload is not None and config.bandwidth_probes.enabled:
+            self._peer_prober = PeerProber(
+                config.bandwidth_probes,
+                lambda: self.state.peers,
+                ping,
+                upload,
+                self._peer_measured,
+            )
+            self._peer_prober.start()
 
     def _bandwidth_measured(self, bps: float) -> None:
         self._handle(BandwidthMeasured(bps, time.time()))
+
+    def _peer_measured(self, sample: m.PeerSample) -> None:
+        self._handle(PeerMeasured(sample, time.time()))
 
     @property
     def node_id(self) -> str:
@@ -288,6 +304,8 @@ class Agent:
         self._stop.set()
         if self._prober is not None:
             self._prober.stop()
+        if self._peer_prober is not None:
+            self._peer_prober.stop()
         if self._direct_server is not None:
             self._direct_server.stop()
         self.link.close()

@@ -24,6 +24,7 @@ from concurrent import futures
 
 import grpc
 
+from anypu.agents._probes import MAX_BYTES
 from anypu.comm import read_frame, result_to_frame, server_options, write_frame
 from anypu.errors import ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
@@ -44,6 +45,7 @@ _MAX_MESSAGE = 8 << 20  # inputs above 4 MiB are placed, never sent directly
 class _Servicer(rpc.DirectServiceServicer):
     def __init__(self, run_leased: RunLeased) -> None:
         self.run_leased = run_leased
+        self.probe_bytes = 0
 
     def Run(self, request, context):  # noqa: N802
         try:
@@ -55,6 +57,11 @@ class _Servicer(rpc.DirectServiceServicer):
 
     def Ping(self, request, context):  # noqa: N802
         return pb.PingReply()
+
+    def Probe(self, request, context):  # noqa: N802
+        # Another site's agent timing its upload here: only the bytes are counted.
+        self.probe_bytes += len(request.payload)
+        return pb.ProbeReply(received_bytes=len(request.payload))
 
 
 class DirectServer:
@@ -72,7 +79,8 @@ class DirectServer:
         host, _, _ = address.rpartition(":")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anypu-direct"),
-            options=server_options(_MAX_MESSAGE),
+            # A peer's bandwidth probe may carry up to MAX_BYTES, with its framing.
+            options=server_options(max(_MAX_MESSAGE, MAX_BYTES) + (1 << 20)),
         )
         rpc.add_DirectServiceServicer_to_server(_Servicer(run_leased), self._server)
         try:

@@ -64,6 +64,10 @@ class NodeTLS:
         path.write_bytes(pem)
         return pem
 
+    def ca_pem(self) -> bytes:
+        """The scheduler's CA (pinned by hash): what other nodes' certificates chain to."""
+        return self._ca()
+
     def _call(self, ca: bytes, method: str, request: bytes) -> bytes:
         channel = grpc_channel(self.address, channel_credentials(ca))
         try:

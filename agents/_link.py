@@ -17,6 +17,7 @@ from anypu.comm import (
     BLOB_CHUNK_BYTES,
     INLINE_BYTES,
     MAX_MESSAGE_BYTES,
+    channel_credentials,
     grpc_channel,
     raise_for_rpc,
 )
@@ -58,6 +59,7 @@ class GrpcLink:
         self._channel: grpc.Channel | None = None
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._call: Any = None
+        self._peers: dict[tuple[str, str], Any] = {}
 
     def open(self, join: m.Join) -> Iterator[m.SchedulerMessage]:
         self.close()
@@ -135,6 +137,26 @@ class GrpcLink:
             )
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
+
+    def _peer(self, peer: m.Peer) -> Any:
+        """A DirectService stub for another site's agent: over TLS (the scheduler's CA,
+        the certificate naming that node) when this link speaks TLS."""
+        key = (peer.direct_address, peer.node_id)
+        known = self._peers.get(key)
+        if known is None:
+            if self.tls is None:
+                channel = grpc_channel(peer.direct_address)
+            else:
+                creds = channel_credentials(self.tls.ca_pem())
+                channel = grpc_channel(peer.direct_address, creds, server_name=peer.node_id)
+            known = self._peers[key] = rpc.DirectServiceStub(channel)
+        return known
+
+    def ping_peer(self, peer: m.Peer) -> None:
+        self._peer(peer).Ping(convert.pb.PingRequest(), timeout=5)
+
+    def probe_peer(self, peer: m.Peer, payload: bytes) -> None:
+        self._peer(peer).Probe(convert.pb.ProbeRequest(payload=payload), timeout=60)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),)

@@ -51,6 +51,7 @@ __all__ = [
     "Instruction",
     "LeasedRunDone",
     "LeasedRunsUnsent",
+    "PeerMeasured",
     "RevokeAtWorker",
     "RunCall",
     "RunningJob",
@@ -196,9 +197,19 @@ class BandwidthMeasured:
     stimulus_id: str = "probe"
 
 
+@dataclass(frozen=True)
+class PeerMeasured:
+    """A round trip (and bandwidth) to another site's agent was timed (``_peers``)."""
+
+    sample: m.PeerSample
+    now: float
+    stimulus_id: str = "peer-probe"
+
+
 Event = (
     SchedulerSaid
     | BandwidthMeasured
+    | PeerMeasured
     | StreamBroke
     | Fetched
     | WorkerAnswered
@@ -300,6 +311,9 @@ class AgentState:
         self._recent_rtts: deque[float] = deque(maxlen=BASE_RTT_SAMPLES)
         #: The last bandwidth probe's bytes per second, not yet reported (0.0: none).
         self.bandwidth_bps = 0.0
+        #: Other sites' agents to time (``m.Peers``), and what was timed, not yet reported.
+        self.peers: tuple[m.Peer, ...] = ()
+        self._peer_samples: dict[str, m.PeerSample] = {}
         self._beats = itertools.count()
         self.leases: dict[str, m.Lease] = {}
         self._ended_leases: dict[str, None] = {}  # insertion-ordered, bounded
@@ -370,6 +384,9 @@ class AgentState:
         if isinstance(event, BandwidthMeasured):
             self.bandwidth_bps = event.bps
             return []
+        if isinstance(event, PeerMeasured):
+            self._peer_samples[event.sample.site] = event.sample  # the newest per site
+            return []
         if isinstance(event, StreamBroke):
             what = "scheduler stream broke" if self.connected else "could not reach the scheduler"
             log.info("%s: %s [%s]", what, event.reason, event.stimulus_id)
@@ -396,6 +413,9 @@ class AgentState:
             # Both ends of the round trip on this clock: the two clocks need not agree.
             self.rtt_s = max(0.0, event.now - message.sent_at)
             self._recent_rtts.append(self.rtt_s)
+            return []
+        if isinstance(message, m.Peers):
+            self.peers = message.peers
             return []
         raise TypeError(f"AgentState cannot handle a {type(message).__name__} message")
 
@@ -557,6 +577,7 @@ class AgentState:
         # Each measurement travels once: the scheduler counts every rtt_s it is sent.
         rtt, self.rtt_s = self.rtt_s, 0.0
         bandwidth, self.bandwidth_bps = self.bandwidth_bps, 0.0
+        peers, self._peer_samples = tuple(self._peer_samples.values()), {}
         return m.Heartbeat(
             sent_at=tick.now,
             usage=tuple(usage),
@@ -566,6 +587,7 @@ class AgentState:
             rtt_s=rtt,
             wants_echo=next(self._beats) % ECHO_EVERY == 0,
             bandwidth_bps=bandwidth,
+            peers=peers,
         )
 
 

@@ -127,7 +127,7 @@ class RunningAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs", "rtt_s", "wants_echo", "bandwidth_bps")
+    __slots__ = ("sent_at", "usage", "warm_digests", "running_jobs", "jobs", "rtt_s", "wants_echo", "bandwidth_bps", "peers")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     WARM_DIGESTS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class Heartbeat(_message.Message):
     RTT_S_FIELD_NUMBER: _ClassVar[int]
     WANTS_ECHO_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
     usage: _containers.RepeatedCompositeFieldContainer[DeviceUsage]
     warm_digests: _containers.RepeatedScalarFieldContainer[str]
@@ -144,7 +145,18 @@ class Heartbeat(_message.Message):
     rtt_s: float
     wants_echo: bool
     bandwidth_bps: float
-    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., rtt_s: _Optional[float] = ..., wants_echo: _Optional[bool] = ..., bandwidth_bps: _Optional[float] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[PeerSample]
+    def __init__(self, sent_at: _Optional[float] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., running_jobs: _Optional[int] = ..., jobs: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., rtt_s: _Optional[float] = ..., wants_echo: _Optional[bool] = ..., bandwidth_bps: _Optional[float] = ..., peers: _Optional[_Iterable[_Union[PeerSample, _Mapping]]] = ...) -> None: ...
+
+class PeerSample(_message.Message):
+    __slots__ = ("site", "rtt_s", "bandwidth_bps")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    RTT_S_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    rtt_s: float
+    bandwidth_bps: float
+    def __init__(self, site: _Optional[str] = ..., rtt_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("job_id", "attempt")
@@ -319,20 +331,38 @@ class HeartbeatEcho(_message.Message):
     def __init__(self, sent_at: _Optional[float] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
-    __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked", "echo")
+    __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked", "echo", "peers")
     ACK_FIELD_NUMBER: _ClassVar[int]
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     LEASE_GRANTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_REVOKED_FIELD_NUMBER: _ClassVar[int]
     ECHO_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     ack: JoinAck
     launch: Launch
     cancel: Cancel
     lease_granted: LeaseGranted
     lease_revoked: LeaseRevoked
     echo: HeartbeatEcho
-    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ..., echo: _Optional[_Union[HeartbeatEcho, _Mapping]] = ...) -> None: ...
+    peers: Peers
+    def __init__(self, ack: _Optional[_Union[JoinAck, _Mapping]] = ..., launch: _Optional[_Union[Launch, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., lease_granted: _Optional[_Union[LeaseGranted, _Mapping]] = ..., lease_revoked: _Optional[_Union[LeaseRevoked, _Mapping]] = ..., echo: _Optional[_Union[HeartbeatEcho, _Mapping]] = ..., peers: _Optional[_Union[Peers, _Mapping]] = ...) -> None: ...
+
+class Peers(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[Peer]
+    def __init__(self, peers: _Optional[_Iterable[_Union[Peer, _Mapping]]] = ...) -> None: ...
+
+class Peer(_message.Message):
+    __slots__ = ("node_id", "site", "direct_address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    site: str
+    direct_address: str
+    def __init__(self, node_id: _Optional[str] = ..., site: _Optional[str] = ..., direct_address: _Optional[str] = ...) -> None: ...
 
 class ProbeRequest(_message.Message):
     __slots__ = ("payload",)

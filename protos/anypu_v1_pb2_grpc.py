@@ -778,6 +778,11 @@ class DirectServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.PingReply.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/anypu.v1.DirectService/Probe',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
+                _registered_method=True)
 
 
 class DirectServiceServicer:
@@ -797,6 +802,13 @@ class DirectServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """A bandwidth probe from an agent of another site: only the bytes are counted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -809,6 +821,11 @@ def add_DirectServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.PingReply.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -866,6 +883,33 @@ class DirectService:
             '/anypu.v1.DirectService/Ping',
             anypu_dot_protos_dot_anypu__v1__pb2.PingRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.PingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.DirectService/Probe',
+            anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,6 +122,7 @@ def agent_message_to_pb(message: m.AgentMessage) -> pb.AgentMessage:
         beat.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in message.usage)
         beat.warm_digests.extend(message.warm_digests)
         beat.jobs.extend(_scalars_to_pb(j, pb.JobUsage()) for j in message.jobs)
+        beat.peers.extend(_scalars_to_pb(p, pb.PeerSample()) for p in message.peers)
     elif isinstance(message, m.JobStarted):
         _scalars_to_pb(message, out.started)
     elif isinstance(message, m.JobResult):
@@ -154,6 +155,7 @@ def agent_message_from_pb(message: pb.AgentMessage) -> m.AgentMessage:
             usage=_usage_from_pb(h.usage),
             warm_digests=tuple(h.warm_digests),
             jobs=tuple(_scalars_from_pb(j, m.JobUsage) for j in h.jobs),
+            peers=tuple(_scalars_from_pb(p, m.PeerSample) for p in h.peers),
         )
     if kind == "started":
         return _scalars_from_pb(message.started, m.JobStarted)
@@ -183,6 +185,9 @@ def scheduler_message_to_pb(message: m.SchedulerMessage) -> pb.SchedulerMessage:
         _scalars_to_pb(message, out.lease_revoked)
     elif isinstance(message, m.HeartbeatEcho):
         _scalars_to_pb(message, out.echo)
+    elif isinstance(message, m.Peers):
+        out.peers.SetInParent()
+        out.peers.peers.extend(_scalars_to_pb(p, pb.Peer()) for p in message.peers)
     else:
         raise TypeError(f"not a scheduler message: {type(message).__name__}")
     return out
@@ -202,6 +207,8 @@ def scheduler_message_from_pb(message: pb.SchedulerMessage) -> m.SchedulerMessag
         return _scalars_from_pb(message.lease_revoked, m.LeaseRevoked)
     if kind == "echo":
         return _scalars_from_pb(message.echo, m.HeartbeatEcho)
+    if kind == "peers":
+        return m.Peers(tuple(_scalars_from_pb(p, m.Peer) for p in message.peers.peers))
     raise ValueError("empty scheduler message")
 
 

@@ -42,6 +42,9 @@ __all__ = [
     "Leave",
     "NodeInfo",
     "Outcome",
+    "Peer",
+    "PeerSample",
+    "Peers",
     "PlacementInfo",
     "Reservation",
     "SchedulerMessage",
@@ -285,6 +288,31 @@ class Heartbeat:
     #: Bytes per second the agent's last bandwidth probe carried to the scheduler (sent
     #: once per probe); 0.0: none since the last heartbeat.
     bandwidth_bps: float = 0.0
+    #: What the agent last timed to agents of other sites (sent once per measurement).
+    peers: tuple[PeerSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeerSample:
+    """A round trip (and, where probed, the bandwidth) from an agent to another site's."""
+
+    site: str
+    rtt_s: float
+    bandwidth_bps: float = 0.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+    site: str
+    direct_address: str
+
+
+@dataclass(frozen=True)
+class Peers:
+    """One agent per other site that takes direct calls: whom to time (``agents._peers``)."""
+
+    peers: tuple[Peer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -409,7 +437,7 @@ class HeartbeatEcho:
     sent_at: float
 
 
-SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked | HeartbeatEcho
+SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked | HeartbeatEcho | Peers
 
 
 @dataclass(frozen=True)

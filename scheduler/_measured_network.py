@@ -7,7 +7,9 @@ it is a sample of the declared path from the site to the ``scheduler`` vertex, w
 widest bandwidth its agents' probes measured in the last ``BANDWIDTH_FRESH_HALF_LIVES``
 half-lives (``agents._probes``). A network
 without that vertex, or a site it does not list, gives no sample: those paths stay as
-declared. The fit runs at most once per ``refresh_s``, and its graph replaces the last
+declared. Agents that time each other's sites (``agents._peers``) add a sample of the
+path between the two sites: the least round trip either way, the widest fresh bandwidth.
+The fit runs at most once per ``refresh_s``, and its graph replaces the last
 one only when some link moved by more than ``CHANGE`` of its latency, so placement's
 cached paths stay warm while nothing changes.
 """
@@ -62,9 +64,30 @@ class MeasuredNetwork:
             fresh = 0 <= trips.bandwidth_age(now) <= BANDWIDTH_FRESH_HALF_LIVES * self.half_life_s
             if fresh:
                 widest[node.site] = max(widest.get(node.site, 0.0), trips.bandwidth_bps)
-        return [
+        to_scheduler = [
             PathSample(site, SCHEDULER_VERTEX, rtt / 2, age_s=age, bandwidth_bps=widest.get(site))
             for site, (rtt, age) in sorted(best.items())
+        ]
+        return to_scheduler + self._between_sites(nodes, now)
+
+    def _between_sites(self, nodes: Iterable[NodeRecord], now: float) -> list[PathSample]:
+        """One sample per pair of sites whose agents timed each other (``agents._peers``):
+        the least round trip either way, the widest fresh bandwidth."""
+        best: dict[tuple[str, str], tuple[float, float]] = {}
+        widest: dict[tuple[str, str], float] = {}
+        fresh_s = BANDWIDTH_FRESH_HALF_LIVES * self.half_life_s
+        for node in nodes:
+            if not node.connected or not node.site:
+                continue
+            for other, (rtt, at, bps, bps_at) in node.peer_trips.items():
+                pair = (min(node.site, other), max(node.site, other))
+                if pair not in best or rtt < best[pair][0]:
+                    best[pair] = (rtt, max(0.0, now - at))
+                if bps > 0 and now - bps_at <= fresh_s:
+                    widest[pair] = max(widest.get(pair, 0.0), bps)
+        return [
+            PathSample(a, b, rtt / 2, age_s=age, bandwidth_bps=widest.get((a, b)))
+            for (a, b), (rtt, age) in sorted(best.items())
         ]
 
     def graph(self, nodes: Iterable[NodeRecord], now: float) -> nx.Graph[str] | None:

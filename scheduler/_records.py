@@ -44,6 +44,9 @@ class NodeRecord:
     job_usage: tuple[JobUsage, ...] = ()
     #: Round trips on its stream, measured by its agent (``_round_trips``).
     round_trips: RoundTrips = field(default_factory=RoundTrips)
+    #: What its agent timed to other sites' agents (``agents._peers``): site ->
+    #: (round trip s, when; bandwidth B/s, when: 0.0 and -inf where none was probed).
+    peer_trips: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
     def info(self, now: float, reservations: tuple[Reservation, ...] = ()) -> NodeInfo:
         return NodeInfo(

@@ -12,6 +12,7 @@ from a node that was declared lost is discarded.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,7 @@ from anypu.scheduler._events import (
 from anypu.scheduler._learned import Learned
 from anypu.scheduler._leases import HeldLease, LeaseBook
 from anypu.scheduler._measured_network import MeasuredNetwork
+from anypu.scheduler._peers import MAX_PEERS, peers_for, representatives
 from anypu.scheduler._placing import PlacementRounds
 from anypu.scheduler._quarantine import NodeQuarantine
 from anypu.scheduler._records import JobRecord, NodeRecord
@@ -127,6 +129,8 @@ class SchedulerState(PlacementRounds):
         #: Jobs with a deadline since start, by (tier, outcome): ``met`` and ``missed``
         #: by the tier they ran on, ``unreachable`` by the tier of the best prediction.
         self.deadlines: Counter[tuple[str, str]] = Counter()
+        #: The sites' agents others time (``_peers``), as last sent.
+        self.peer_representatives: dict[str, m.Peer] = {}
         self.leases = LeaseBook()
         # What recent placements took: the typical workload that fragmentation-aware
         # placement policies plan for (rebuilt from the store's recent jobs on restart; they
@@ -233,6 +237,7 @@ class SchedulerState(PlacementRounds):
                 ),
             ),
         ]
+        actions += self._peer_updates(node, joined=True)
         still_running = set(join.running)
         for job in self._jobs_on(node.node_id):
             if (job.job_id, job.attempt) in still_running:
@@ -257,7 +262,7 @@ class SchedulerState(PlacementRounds):
         node.connected = False
         for held in self.leases.on_node(node.node_id):
             self.leases.retire(held.lease.lease_id)
-        return [PersistNode(node)]
+        return [PersistNode(node), *self._peer_updates(node)]
 
     def _agent_said(self, event: AgentSaid) -> list[Action]:
         node = self.nodes.get(event.node_id)
@@ -279,6 +284,12 @@ class SchedulerState(PlacementRounds):
                 node.round_trips.add(message.rtt_s, now)
             if message.bandwidth_bps > 0:
                 node.round_trips.add_bandwidth(message.bandwidth_bps, now)
+            for sample in message.peers[:MAX_PEERS]:
+                if sample.site != node.site and 0 <= sample.rtt_s < 60:
+                    _, _, bps, bps_at = node.peer_trips.get(sample.site, (0, 0, 0.0, -math.inf))
+                    if sample.bandwidth_bps > 0:
+                        bps, bps_at = sample.bandwidth_bps, now
+                    node.peer_trips[sample.site] = (sample.rtt_s, now, bps, bps_at)
             if message.wants_echo:
                 learnt.append(Send(node.node_id, node.epoch, m.HeartbeatEcho(message.sent_at)))
             return learnt
@@ -318,7 +329,7 @@ class SchedulerState(PlacementRounds):
         for job in self._jobs_on(node.node_id):
             why = f"node {node.node_id} left ({reason or 'its agent stopped'})"
             actions += self._requeue(job, now, why, crashed=False)
-        return actions + self._schedule(now)
+        return actions + self._peer_updates(node) + self._schedule(now)
 
     def _result(self, node: NodeRecord, result: m.JobResult, now: float) -> list[Action]:
         job = self._current(result.job_id, result.attempt, node.node_id)
@@ -392,6 +403,22 @@ class SchedulerState(PlacementRounds):
             own = batch.get(job_id)
             actions.append(replace(action, stimulus_id=own) if own else action)
         return actions
+
+    def _peer_updates(self, node: NodeRecord, joined: bool = False) -> list[Action]:
+        """``m.Peers`` after ``node`` joined or went (``_peers``): to every connected agent
+        when the sites' representatives changed, else to a joining agent alone (when
+        there is anyone to time). Only a node that takes direct calls, or represents its
+        site, can change them: any other costs no more than its own message."""
+        reps = self.peer_representatives
+        if node.direct_address or any(p.node_id == node.node_id for p in reps.values()):
+            fresh = representatives(self.nodes.values())
+            if fresh != reps:
+                self.peer_representatives = fresh
+                ready = [n for n in self.nodes.values() if n.connected and n.state == "ready"]
+                return [Send(n.node_id, n.epoch, peers_for(n.site, fresh)) for n in ready]
+        if joined and any(site != node.site for site in reps):
+            return [Send(node.node_id, node.epoch, peers_for(node.site, reps))]
+        return []
 
     def _infer_origin(self, job: JobRecord, now: float) -> None:
         """Where a client that named no origin is, from the round trips it timed
@@ -470,6 +497,7 @@ class SchedulerState(PlacementRounds):
                     age = now - node.last_heartbeat
                     why = f"node {node.node_id} lost (silent {age:.1f}s)"
                     actions += self._requeue(job, now, why, crashed=job.state == "running")
+                actions += self._peer_updates(node)
         return actions + self._schedule(now)
 
     # -------------------------------------------------------------- leases

@@ -249,6 +249,7 @@ def _node_to_row(node: NodeRecord) -> dict[str, Any]:
     record.pop("usage")  # readings and round trips are measured afresh, not kept
     record.pop("job_usage")
     record.pop("round_trips")
+    record.pop("peer_trips")
     return record
 
 

@@ -20,6 +20,14 @@ _AGENT_PORT = re.compile(r"mutual-TLS port (\d+)")
 _CA_HASH = re.compile(r"CA hash: (sha256:[0-9a-f]{64})")
 
 
+#: A node of one simulated 0.5 TFLOPS CPU, as ``--devices`` takes it.
+SIMULATED_CPU = (
+    "devices:\n"
+    "  - {kind: cpu, vendor: intel, model: Xeon, memory: 4GiB, tflops: 0.5}\n"
+    "include_host: false\n"
+)
+
+
 class Cluster:
     """A scheduler process plus any number of agent processes, all torn down on close.
 

@@ -9,6 +9,7 @@ import torch
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
+from tests.cluster import SIMULATED_CPU as CPU_NODE
 from tests.cluster import Cluster
 from tests.proxy import Proxy
 
@@ -19,11 +20,6 @@ links:
   - {a: office, b: scheduler, latency_ms: 2, bandwidth_mbps: 1000}
   - {a: scheduler, b: edge, latency_ms: 5, bandwidth_mbps: 1000}
 """
-CPU_NODE = (
-    "devices:\n"
-    "  - {kind: cpu, vendor: intel, model: Xeon, memory: 4GiB, tflops: 0.5}\n"
-    "include_host: false\n"
-)
 
 
 def _cluster(tmp_path, direct: bool):

@@ -11,6 +11,7 @@ import torch
 from anypu.sdk import Client, RunOptions
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
+from tests.cluster import SIMULATED_CPU as CPU_NODE
 from tests.cluster import Cluster
 from tests.proxy import Proxy
 
@@ -22,11 +23,6 @@ links:
   - {a: scheduler, b: edge-a, latency_ms: 5, bandwidth_mbps: 1000}
   - {a: scheduler, b: edge-b, latency_ms: 4, bandwidth_mbps: 1000}
 """
-CPU_NODE = (
-    "devices:\n"
-    "  - {kind: cpu, vendor: intel, model: Xeon, memory: 4GiB, tflops: 0.5}\n"
-    "include_host: false\n"
-)
 
 
 @pytest.fixture(scope="module")
