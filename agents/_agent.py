@@ -108,6 +108,9 @@ class AgentConfig:
     #: Or over gRPC: serve DirectService at this HOST:PORT (port 0: any free one), which
     #: clients must be able to reach. "" serves none (an agent behind NAT).
     direct_address: str = ""
+    #: What clients and other agents are told to dial for it (a forwarded port, a NAT's
+    #: public address); "": the address it listens at.
+    direct_advertise: str = ""
     #: (certificate file, key file) of this node: serve those calls over TLS, as a node
     #: enrolled with a TLS scheduler must (clients check the certificate names this node).
     direct_tls: tuple[str, str] | None = None
@@ -204,7 +207,11 @@ class Agent:
                 site=config.site,
                 labels=dict(config.labels),
                 direct_runs=config.direct_runs,
-                direct_address=self._direct_server.address if self._direct_server else "",
+                direct_address=(
+                    (config.direct_advertise or self._direct_server.address)
+                    if self._direct_server
+                    else ""
+                ),
             ),
             config.state,
         )

@@ -164,6 +164,13 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             " clients reach this machine at (it is also what they are told), e.g."
             " 10.0.0.7:7080; port 0 picks a free one"
         )
+    if args.direct_advertise:
+        host, _, port = args.direct_advertise.rpartition(":")
+        if not args.direct_address or not host or not port.isdigit() or port == "0":
+            raise AnypuError(
+                f"--direct-advertise {args.direct_advertise!r} must be HOST:PORT (a port other"
+                " than 0) that reaches this agent's --direct-address, given with it"
+            )
     direct_tls = None
     if tls is not None and args.direct_address:
         direct_tls = direct_tls_files(tls, name, args.tier, devices)
@@ -179,6 +186,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             cache_bytes=_cache_bytes(args.cache_size),
             probes=tuple(probe for probe in probes if probe.found),
             direct_address=args.direct_address,
+            direct_advertise=args.direct_advertise,
             direct_tls=direct_tls,
             bandwidth_probes=ProbeConfig(
                 interval_s=0.0 if args.no_bandwidth_probes else args.probe_interval,

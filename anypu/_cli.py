@@ -170,6 +170,13 @@ def _agent_parser(commands: Any) -> None:
         " picks one); default: none",
     )
     a.add_argument(
+        "--direct-advertise",
+        default="",
+        metavar="HOST:PORT",
+        help="with --direct-address: what clients and other agents are told to dial for it"
+        " (a forwarded port or a NAT's public address); default: the --direct-address",
+    )
+    a.add_argument(
         "--probe-interval",
         type=float,
         default=30.0,

@@ -625,7 +625,7 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s", "bandwidth_bps", "bandwidth_age_s", "direct_address")
+    __slots__ = ("node_id", "tier", "site", "state", "labels", "devices", "usage", "warm_digests", "last_heartbeat_age_s", "running_jobs", "epoch", "job_usage", "reservations", "rtt_p50_s", "rtt_p95_s", "rtt_age_s", "bandwidth_bps", "bandwidth_age_s", "direct_address", "peers")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -652,6 +652,7 @@ class NodeInfo(_message.Message):
     BANDWIDTH_BPS_FIELD_NUMBER: _ClassVar[int]
     BANDWIDTH_AGE_S_FIELD_NUMBER: _ClassVar[int]
     DIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     tier: str
     site: str
@@ -671,7 +672,8 @@ class NodeInfo(_message.Message):
     bandwidth_bps: float
     bandwidth_age_s: float
     direct_address: str
-    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ..., bandwidth_age_s: _Optional[float] = ..., direct_address: _Optional[str] = ...) -> None: ...
+    peers: _containers.RepeatedCompositeFieldContainer[PeerSample]
+    def __init__(self, node_id: _Optional[str] = ..., tier: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., usage: _Optional[_Iterable[_Union[DeviceUsage, _Mapping]]] = ..., warm_digests: _Optional[_Iterable[str]] = ..., last_heartbeat_age_s: _Optional[float] = ..., running_jobs: _Optional[int] = ..., epoch: _Optional[int] = ..., job_usage: _Optional[_Iterable[_Union[JobUsage, _Mapping]]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., rtt_p50_s: _Optional[float] = ..., rtt_p95_s: _Optional[float] = ..., rtt_age_s: _Optional[float] = ..., bandwidth_bps: _Optional[float] = ..., bandwidth_age_s: _Optional[float] = ..., direct_address: _Optional[str] = ..., peers: _Optional[_Iterable[_Union[PeerSample, _Mapping]]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -305,6 +305,7 @@ def node_info_to_pb(info: m.NodeInfo) -> pb.NodeInfo:
     out.devices.extend(device_to_pb(d) for d in info.devices)
     out.usage.extend(_scalars_to_pb(u, pb.DeviceUsage()) for u in info.usage)
     out.job_usage.extend(_scalars_to_pb(j, pb.JobUsage()) for j in info.job_usage)
+    out.peers.extend(_scalars_to_pb(p, pb.PeerSample()) for p in info.peers)
     out.reservations.extend(_scalars_to_pb(r, pb.Reservation()) for r in info.reservations)
     out.warm_digests.extend(info.warm_digests)
     return out
@@ -319,6 +320,7 @@ def node_info_from_pb(message: pb.NodeInfo) -> m.NodeInfo:
         job_usage=tuple(_scalars_from_pb(j, m.JobUsage) for j in message.job_usage),
         reservations=tuple(_scalars_from_pb(r, m.Reservation) for r in message.reservations),
         warm_digests=tuple(message.warm_digests),
+        peers=tuple(_scalars_from_pb(p, m.PeerSample) for p in message.peers),
     )
 
 

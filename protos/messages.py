@@ -606,6 +606,8 @@ class NodeInfo:
     #: Where it takes calls under leases straight from clients (HOST:PORT; "" none):
     #: clients time round trips to it (``DirectService.Ping``).
     direct_address: str = ""
+    #: What its agent last timed to other sites' agents (``agents._peers``).
+    peers: tuple[PeerSample, ...] = ()
 
     def reserved_on(self, device_id: str) -> tuple[int, int]:
         """(memory bytes, milli) its live jobs reserve of shared device ``device_id``."""

@@ -12,6 +12,7 @@ from anypu.protos.messages import (
     JobUsage,
     NodeInfo,
     Outcome,
+    PeerSample,
     PlacementInfo,
     Reservation,
     SubmitRequest,
@@ -71,6 +72,10 @@ class NodeRecord:
             running_jobs=self.running_jobs,
             epoch=self.epoch,
             direct_address=self.direct_address,
+            peers=tuple(
+                PeerSample(site, rtt, bps)
+                for site, (rtt, _, bps, _) in sorted(self.peer_trips.items())
+            ),
         )
 
 

@@ -84,6 +84,7 @@ def test_a_leased_agent_killed_the_call_is_placed_elsewhere_and_answers_once(clu
         # there is said so at once.
         (["--ca-hash", "sha256:" + "0" * 64], "no anypu scheduler answers at 127.0.0.1:9"),
         (["--direct-address", "0.0.0.0:7080"], "the address clients reach this machine at"),
+        (["--direct-advertise", "gateway:0"], "--direct-advertise 'gateway:0' must be HOST:PORT"),
     ],
 )
 def test_a_direct_address_that_cannot_work_is_refused_clearly(flags, message):
