@@ -8,8 +8,8 @@ network predicts :math:`L(v, t)`, the least-latency path's latency. The origin i
     v* = argmin_v  Σ_t  ln²((m_t + ε) / (L(v, t) + ε))        (ε = ``_EPSILON_S``)
 
 the vertex whose predictions fit the measurements best in relative terms (a 2 ms
-sample off by 1 ms weighs as a 40 ms one off by 20 ms); ε keeps a loopback sample and a
-co-located vertex finite. Targets that are not vertices, or that no path from
+sample off by 1 ms weighs as a 40 ms one off by 20 ms); ε (1 ms: below it nothing
+placement costs differs) keeps a loopback sample and a co-located vertex finite. Targets that are not vertices, or that no path from
 :math:`v` reaches, are left out for that :math:`v`; a vertex reaching none of them is
 no candidate. The fit reports its root-mean-square factor, :math:`e^{\sqrt{S/n}}`
 (1.0 is a perfect fit), and the runner-up, so an operator can tell a clear inference
@@ -27,7 +27,7 @@ import networkx as nx
 
 __all__ = ["OriginFit", "infer_origin"]
 
-_EPSILON_S = 0.0005
+_EPSILON_S = 0.001
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ from tests.cluster import SIMULATED_CPU as CPU_NODE
 from tests.cluster import Cluster
 from tests.proxy import Proxy
 
+# Far apart, so a loopback call slowed to a few ms on 2 busy cores still reads as here.
 NETWORK = """\
 sites: [scheduler, home, office, edge]
 links:
   - {a: home, b: scheduler, latency_ms: 20, bandwidth_mbps: 100}
-  - {a: office, b: scheduler, latency_ms: 2, bandwidth_mbps: 1000}
-  - {a: scheduler, b: edge, latency_ms: 5, bandwidth_mbps: 1000}
+  - {a: office, b: scheduler, latency_ms: 50, bandwidth_mbps: 1000}
+  - {a: scheduler, b: edge, latency_ms: 80, bandwidth_mbps: 1000}
 """
 
 
