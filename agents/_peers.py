@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from anypu.agents._probes import ProbeConfig, ProbePlan
+from anypu.agents._probes import ProbeConfig, ProbePlan, timed_upload
 from anypu.protos import messages as m
 
 __all__ = ["PING_SAMPLES", "PeerProber"]
@@ -80,15 +80,11 @@ class PeerProber:
             self._ping(peer)
             rtt = min(rtt, time.monotonic() - started)
         plan = self._plans.setdefault(peer.site, ProbePlan(self.config))
-        size = plan.next_size(rtt, waited_s)
+        sent = timed_upload(plan, rtt, waited_s, lambda payload: self._upload(peer, payload))
         bandwidth = 0.0
-        if size is not None:
-            payload = random.randbytes(size)  # incompressible
-            started = time.monotonic()
-            self._upload(peer, payload)
-            elapsed = time.monotonic() - started
-            self.sent_bytes += size
-            bandwidth = plan.measured(size, elapsed, rtt) or 0.0
+        if sent is not None:
+            self.sent_bytes += sent[0]
+            bandwidth = sent[1] or 0.0
         sample = m.PeerSample(peer.site, rtt, bandwidth)
         if peer.site not in self._timed:
             self._timed.add(peer.site)

@@ -36,6 +36,7 @@ __all__ = [
     "BandwidthProber",
     "ProbeConfig",
     "ProbePlan",
+    "timed_upload",
 ]
 
 log = logging.getLogger("anypu.agent")
@@ -110,6 +111,20 @@ class ProbePlan:
         return self.bandwidth_bps
 
 
+def timed_upload(
+    plan: ProbePlan, rtt_s: float, waited_s: float | None, send: Callable[[bytes], None]
+) -> tuple[int, float | None] | None:
+    """Send the probe ``plan`` sizes now and time it: (bytes sent, bytes per second it
+    measured or None); None when the budget cannot pay for one."""
+    size = plan.next_size(rtt_s, waited_s)
+    if size is None:
+        return None
+    payload = random.randbytes(size)  # incompressible, whatever the link does
+    started = time.monotonic()
+    send(payload)
+    return size, plan.measured(size, time.monotonic() - started, rtt_s)
+
+
 class BandwidthProber:
     """Probes on a thread of its own; ``report(bps)`` hears of each measurement.
 
@@ -143,9 +158,8 @@ class BandwidthProber:
     def probe_once(self, waited_s: float | None = None) -> float | None:
         """Send one probe now, ``waited_s`` after the last (default the interval), and
         return what it measured (None: nothing to say)."""
-        rtt = self._rtt()
-        size = self.plan.next_size(rtt, waited_s)
-        if size is None:
+        sent = timed_upload(self.plan, self._rtt(), waited_s, self._send)
+        if sent is None:
             if not self._said_budget:
                 log.info(
                     "bandwidth probes: a budget of %d bytes an hour cannot pay for a %d-byte"
@@ -156,12 +170,8 @@ class BandwidthProber:
                 )
                 self._said_budget = True
             return None
-        payload = random.randbytes(size)  # incompressible, whatever the link does
-        started = time.monotonic()
-        self._send(payload)
-        elapsed = time.monotonic() - started
+        size, measured = sent
         self.sent_bytes += size
-        measured = self.plan.measured(size, elapsed, rtt)
         if measured is not None:
             self._report(measured)
         return measured

@@ -53,6 +53,7 @@ __all__ = [
     "DeadlineFilter",
     "completion_seconds",
     "completion_terms",
+    "passing_but_the_deadline",
     "plan_with_deadlines",
     "with_placed",
 ]
@@ -131,14 +132,20 @@ class DeadlineFilter:
         return completion_seconds(job, ctx) <= deadline
 
 
-def _unreachable(job: JobRequest, deadline: float, ctx: PlanContext) -> DeadlineMiss | None:
-    """The best prediction for ``job`` when no device that passes the other filters
-    meets its deadline; None when one does, or when none passes them (the strategy then
-    says why, as for any job)."""
+def passing_but_the_deadline(job: JobRequest, ctx: PlanContext) -> NDArray[np.bool_]:
+    """Per device: whether every filter of the config but ``DeadlineFilter`` passes."""
     others = np.ones(ctx.table.n_devices, dtype=bool)
     for f in ctx.config.filters:
         if not isinstance(f, DeadlineFilter):
             others &= f.mask(job, ctx)
+    return others
+
+
+def _unreachable(job: JobRequest, deadline: float, ctx: PlanContext) -> DeadlineMiss | None:
+    """The best prediction for ``job`` when no device that passes the other filters
+    meets its deadline; None when one does, or when none passes them (the strategy then
+    says why, as for any job)."""
+    others = passing_but_the_deadline(job, ctx)
     if not others.any():
         return None
     terms = completion_terms(job, ctx)

@@ -36,7 +36,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from anypu.placement._deadlines import DeadlineFilter, completion_terms
+from anypu.placement._deadlines import (
+    completion_seconds,
+    completion_terms,
+    passing_but_the_deadline,
+)
 from anypu.placement._framework import PlanContext
 from anypu.placement._model import ClusterSnapshot, JobRequest
 
@@ -94,19 +98,11 @@ class SplitChoice:
         )
 
 
-def _passing(job: JobRequest, ctx: PlanContext) -> NDArray[np.bool_]:
-    keep = np.ones(ctx.table.n_devices, dtype=bool)
-    for f in ctx.config.filters:
-        if not isinstance(f, DeadlineFilter):
-            keep &= f.mask(job, ctx)
-    return keep
-
-
 def _rest(job: JobRequest, ctx: PlanContext) -> NDArray[np.float64]:
     """:math:`R(job, d)`: ``C`` less its transfer, ``inf`` where a filter says no."""
     terms = completion_terms(job, ctx)
     rest = terms["warm"] + terms["compute"] + terms["queue"]
-    return np.where(_passing(job, ctx), rest, np.inf)
+    return np.where(passing_but_the_deadline(job, ctx), rest, np.inf)
 
 
 def choose_split(
@@ -123,9 +119,7 @@ def choose_split(
     t = ctx.table
     if not candidates or t.n_devices < 2:
         return None
-    whole = np.where(
-        _passing(job, ctx), sum(completion_terms(job, ctx).values(), np.zeros(t.n_devices)), np.inf
-    )
+    whole = np.where(passing_but_the_deadline(job, ctx), completion_seconds(job, ctx), np.inf)
     w = int(np.argmin(whole))
     if not np.isfinite(whole[w]):
         return None

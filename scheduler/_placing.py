@@ -134,12 +134,13 @@ class PlacementRounds:
         actions: list[Action] = self._revoke_leases(
             list(self.leases.active.values()), "other jobs are waiting"
         )
+        snapshot = self.snapshot(now)
         if any(j.request.splits for j in ready):
-            ready = self._split_stages(ready, now, actions)
+            ready = self._split_stages(ready, snapshot, now, actions)
             if not ready:
                 return actions
         requests = {j.job_id: self._job_request(j, now) for j in ready}
-        result = plan(self.snapshot(now), list(requests.values()), config=self.config.placement)
+        result = plan(snapshot, list(requests.values()), config=self.config.placement)
         self.last_plan = result
         for p in result.placements:
             job = self.jobs[p.job_id]
@@ -204,7 +205,7 @@ class PlacementRounds:
     # -------------------------------------------------------------- splits
 
     def _split_stages(
-        self, ready: list[JobRecord], now: float, actions: list[Action]
+        self, ready: list[JobRecord], snapshot: ClusterSnapshot, now: float, actions: list[Action]
     ) -> list[JobRecord]:
         """``ready`` with each job offering cuts decided (``placement._split``): placed
         whole, or its head job made and placed first while it waits, then its tail once
@@ -226,12 +227,12 @@ class PlacementRounds:
                     actions.append(PersistJob(job, "pending", "the tail, on the activation"))
                     out.append(job)
             else:
-                head = self._split_or_whole(job, now, actions)
+                head = self._split_or_whole(job, snapshot, now, actions)
                 out.append(job if head is None else head)
         return out
 
     def _split_or_whole(
-        self, job: JobRecord, now: float, actions: list[Action]
+        self, job: JobRecord, snapshot: ClusterSnapshot, now: float, actions: list[Action]
     ) -> JobRecord | None:
         """The head job when ``job`` is best split, else None (it runs whole)."""
         r = job.request
@@ -244,7 +245,8 @@ class PlacementRounds:
             for option in r.splits
         ]
         whole = self._job_request(job, now)
-        choice = choose_split(self.snapshot(now), whole, candidates, self.config.placement)
+        # The round's snapshot: heads made earlier in it are placed by the same plan.
+        choice = choose_split(snapshot, whole, candidates, self.config.placement)
         if choice is None:
             job.split_stage = "whole"
             return None
@@ -339,26 +341,33 @@ class PlacementRounds:
         return [PersistJob(job, "failed", "deadline unreachable"), Notify(job.job_id)]
 
 
+#: What a stage of a split job brings of its own: its model and the work of one call
+#: (the job's constraints, priority and limits stay the job's).
+_STAGE_FIELDS = (
+    "artifact_digest",
+    "flops",
+    "memory_bytes",
+    "param_bytes",
+    "precision",
+    "operators",
+    "operator_calls",
+    "matmul_flops",
+    "conv_flops",
+    "attention_flops",
+    "bytes_moved",
+)
+
+
 def _stage(job: JobRecord, stage: m.SubmitRequest, outputs: int, inputs: int) -> JobRecord:
-    """A stage of ``job`` as a job of its own, for costing: the stage's model and work,
-    the job's constraints; ``inputs``/``outputs`` the activation's bytes where it
-    crosses (0: the job's own)."""
+    """A stage of ``job`` as a job of its own: the stage's ``_STAGE_FIELDS``, the job's
+    constraints; ``inputs``/``outputs`` the activation's bytes where it crosses (0: the
+    job's own)."""
     r = job.request
     request = replace(
         r,
-        artifact_digest=stage.artifact_digest,
-        flops=stage.flops,
-        memory_bytes=stage.memory_bytes,
+        **{name: getattr(stage, name) for name in _STAGE_FIELDS},
         input_bytes=inputs or r.input_bytes,
         output_bytes=outputs or r.output_bytes,
-        param_bytes=stage.param_bytes,
-        precision=stage.precision,
-        operators=stage.operators,
-        operator_calls=stage.operator_calls,
-        matmul_flops=stage.matmul_flops,
-        conv_flops=stage.conv_flops,
-        attention_flops=stage.attention_flops,
-        bytes_moved=stage.bytes_moved,
         splits=(),
     )
     return replace(job, request=request)
