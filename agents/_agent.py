@@ -344,10 +344,18 @@ class Agent:
 
     def handle(self, message: m.SchedulerMessage) -> None:
         """One message from the scheduler (the stream's, or the in-process link's)."""
+        now = time.time()
         cached = False
         if isinstance(message, m.Launch):
             cached = self.cache.has(message.artifact_digest)
-        self._handle(SchedulerSaid(message, time.time(), _stimulus(message), cached))
+        if (
+            isinstance(message, m.HeartbeatEcho)
+            and self._prober is not None
+            and self._prober.overlapped(message.sent_at, now)
+        ):
+            log.debug("round trip not kept: a bandwidth probe was on the link meanwhile")
+            return
+        self._handle(SchedulerSaid(message, now, _stimulus(message), cached))
         if isinstance(message, m.JoinAck):
             self.connected.set()
 

@@ -78,6 +78,10 @@ class GrpcLink:
                 item = outbox.get()
                 if item is _END:
                     return
+                if item.WhichOneof("kind") == "heartbeat" and item.heartbeat.wants_echo:
+                    # Timed from the wire, not from the tick that built it: the queue
+                    # and thread hop before gRPC are the agent's, not the network's.
+                    item.heartbeat.sent_at = time.time()
                 yield item
 
         self._call = rpc.AgentServiceStub(self._channel).Connect(requests())

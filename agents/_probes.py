@@ -145,6 +145,15 @@ class BandwidthProber:
         self._thread: threading.Thread | None = None
         self._said_budget = False
         self.sent_bytes = 0
+        #: (started, ended) of the probe in flight or the last one, on ``time.time()``;
+        #: ended is inf while one is in flight; (inf, -inf) before the first.
+        self._window = (math.inf, -math.inf)
+
+    def overlapped(self, since: float, until: float) -> bool:
+        """Whether a probe was on the link at any time between ``since`` and ``until``
+        (a round trip timed then queued behind the probe's bytes: not the link's own)."""
+        started, ended = self._window
+        return started <= until and ended >= since
 
     def start(self) -> None:
         if not self.plan.config.enabled or self._thread is not None:
@@ -158,7 +167,11 @@ class BandwidthProber:
     def probe_once(self, waited_s: float | None = None) -> float | None:
         """Send one probe now, ``waited_s`` after the last (default the interval), and
         return what it measured (None: nothing to say)."""
-        sent = timed_upload(self.plan, self._rtt(), waited_s, self._send)
+        self._window = (time.time(), math.inf)
+        try:
+            sent = timed_upload(self.plan, self._rtt(), waited_s, self._send)
+        finally:
+            self._window = (self._window[0], time.time())
         if sent is None:
             if not self._said_budget:
                 log.info(

@@ -410,8 +410,11 @@ class AgentState:
         if isinstance(message, m.JoinAck):
             return self._joined(message, sid)
         if isinstance(message, m.HeartbeatEcho):
-            # Both ends of the round trip on this clock: the two clocks need not agree.
-            self.rtt_s = max(0.0, event.now - message.sent_at)
+            # Both ends of the round trip on this clock: the two clocks need not agree;
+            # the time the scheduler held the heartbeat is its own, not the network's.
+            elapsed = event.now - message.sent_at
+            held = message.held_s if 0.0 <= message.held_s < elapsed else 0.0
+            self.rtt_s = max(0.0, elapsed - held)
             self._recent_rtts.append(self.rtt_s)
             return []
         if isinstance(message, m.Peers):

@@ -325,10 +325,12 @@ class LeaseRevoked(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class HeartbeatEcho(_message.Message):
-    __slots__ = ("sent_at",)
+    __slots__ = ("sent_at", "held_s")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    HELD_S_FIELD_NUMBER: _ClassVar[int]
     sent_at: float
-    def __init__(self, sent_at: _Optional[float] = ...) -> None: ...
+    held_s: float
+    def __init__(self, sent_at: _Optional[float] = ..., held_s: _Optional[float] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
     __slots__ = ("ack", "launch", "cancel", "lease_granted", "lease_revoked", "echo", "peers")

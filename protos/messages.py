@@ -432,9 +432,12 @@ class LeaseRevoked:
 
 @dataclass(frozen=True)
 class HeartbeatEcho:
-    """A heartbeat's ``sent_at``, returned at once: the agent times the round trip."""
+    """A heartbeat's ``sent_at``, returned at once: the agent times the round trip.
+    ``held_s``: how long the scheduler held it between reading the heartbeat off the
+    stream and writing this echo (stamped by the gRPC adapter; 0.0 in process)."""
 
     sent_at: float
+    held_s: float = 0.0
 
 
 SchedulerMessage = JoinAck | Launch | Cancel | LeaseGranted | LeaseRevoked | HeartbeatEcho | Peers

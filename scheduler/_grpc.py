@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
+from dataclasses import replace
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -49,6 +50,8 @@ MAX_HANDLER_THREADS = 4096
 #: The largest bandwidth probe taken (``agents._probes.MAX_BYTES``).
 PROBE_LIMIT_BYTES = 8 << 20
 _CLOSED = object()
+#: Heartbeat arrival times kept per stream for their echoes (one a second is asked for).
+_ARRIVALS_KEPT = 64
 
 
 def _fail(context: grpc.ServicerContext, error: Exception) -> NoReturn:
@@ -148,12 +151,21 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
         session.credential = credential
         failure: list[Exception] = []
         peer = context.peer()
+        # When each heartbeat that asks for an echo came off the stream, by its sent_at:
+        # the echo says how long the scheduler held it (NTP's and TWAMP's correction).
+        arrived: dict[float, float] = {}
+        arrived_lock = threading.Lock()
 
         def read() -> None:
             said: object = None
             try:
                 for message in request_iterator:
                     said = convert.agent_message_from_pb(message)
+                    if isinstance(said, m.Heartbeat) and said.wants_echo:
+                        with arrived_lock:
+                            arrived[said.sent_at] = time.time()
+                            if len(arrived) > _ARRIVALS_KEPT:  # echoes the state did not send
+                                del arrived[next(iter(arrived))]
                     session.receive(said)
             except AuthenticationError as error:
                 failure.append(error)
@@ -179,6 +191,11 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
             item = outbox.get()
             if item is _CLOSED:
                 break
+            if isinstance(item, m.HeartbeatEcho):
+                with arrived_lock:
+                    at = arrived.pop(item.sent_at, None)
+                if at is not None:
+                    item = replace(item, held_s=max(0.0, time.time() - at))
             yield convert.scheduler_message_to_pb(item)
         if failure:
             _fail(context, failure[0])

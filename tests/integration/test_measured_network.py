@@ -3,14 +3,21 @@ timed on its stream, and placement that moves off the link when it degrades."""
 
 from __future__ import annotations
 
+import queue
 import time
 
 import pytest
 import torch
 
+from anypu import PROTOCOL_VERSION
+from anypu.comm import grpc_channel
+from anypu.protos import anypu_v1_pb2_grpc as rpc
+from anypu.protos import convert
+from anypu.protos import messages as m
 from anypu.sdk import Client, RunOptions
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp
+from tests.builders import XEON
 from tests.cluster import SIMULATED_CPU as CPU_NODE
 from tests.cluster import Cluster
 from tests.proxy import Proxy
@@ -32,7 +39,7 @@ def shaped(tmp_path_factory):
     cluster = Cluster(workdir, network=workdir / "network.yaml")
     proxies = {name: Proxy(cluster.port) for name in ("edge-a", "edge-b")}
     # What the links are, whatever network.yaml says: 20 ms and 40 ms round trips (the
-    # echo's own ~2 ms on 2 busy cores is 10 % of the shorter; of a 10 ms one, all 20 %).
+    # echo's own ~1.5 ms on 2 busy cores is 8 % of the shorter; of a 10 ms one, 15 %).
     proxies["edge-a"].shape(delay_s=0.010)
     proxies["edge-b"].shape(delay_s=0.020)
     try:
@@ -127,3 +134,31 @@ def test_placement_follows_the_measured_link_as_it_degrades_and_heals(shaped):
     _until_placed_on("edge-b", client, model, x)
     proxies["edge-a"].shape(delay_s=0.010)  # and heals
     _until_placed_on("edge-a", client, model, x)
+
+
+def test_the_echo_says_how_long_the_scheduler_held_the_heartbeat(shaped):
+    """Spoken as an agent would, on a raw stream: the echo's ``held_s`` is the scheduler's
+    own time between reading the heartbeat and writing the echo, within the round trip."""
+    cluster, _, _ = shaped
+    join = m.Join(PROTOCOL_VERSION, cluster.token, "raw-echo", "edge", devices=(XEON,))
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    outbox.put(convert.agent_message_to_pb(join))
+    channel = grpc_channel(cluster.address)
+    call = rpc.AgentServiceStub(channel).Connect(iter(outbox.get, None), timeout=30)
+    try:
+        sent_at = 0.0
+        for reply in call:
+            kind = reply.WhichOneof("kind")
+            if kind == "ack":
+                sent_at = time.time()
+                beat = m.Heartbeat(sent_at, wants_echo=True)
+                outbox.put(convert.agent_message_to_pb(beat))
+            elif kind == "echo":
+                elapsed = time.time() - sent_at
+                assert reply.echo.sent_at == sent_at
+                assert 0.0 < reply.echo.held_s < elapsed
+                break
+    finally:
+        outbox.put(None)
+        call.cancel()
+        channel.close()

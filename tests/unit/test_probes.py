@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -76,3 +77,19 @@ def test_the_prober_sends_what_it_planned_and_reports_what_it_measured() -> None
     off = BandwidthProber(ProbeConfig(interval_s=0), send, lambda: 0.0, reports.append)
     off.start()
     assert off._thread is None  # switched off: no thread, no bytes
+
+
+def test_round_trips_timed_while_a_probe_was_on_the_link_are_known() -> None:
+    started = time.time()
+
+    def send(payload: bytes) -> None:
+        time.sleep(0.02)
+
+    prober = BandwidthProber(ProbeConfig(interval_s=60), send, lambda: 0.0, lambda _: None)
+    assert not prober.overlapped(0.0, math.inf)  # no probe yet
+    prober.probe_once()
+    ended = time.time()
+    assert prober.overlapped(started - 1.0, started + 0.01)  # echo in flight as it began
+    assert prober.overlapped(ended - 0.005, ended + 1.0)  # sent before it ended
+    assert not prober.overlapped(ended + 0.001, ended + 1.0)  # wholly after
+    assert not prober.overlapped(started - 2.0, started - 1.0)  # wholly before

@@ -110,6 +110,7 @@ def test_agent_messages_round_trip(message):
         m.LeaseGranted(m.Lease("lease-1", "n", "gpu0", 1, "d" * 64, "10.0.0.7:7080")),
         m.LeaseRevoked("lease-1", "idle"),
         m.HeartbeatEcho(2.5),
+        m.HeartbeatEcho(2.5, held_s=0.0003),
     ],
 )
 def test_scheduler_messages_round_trip(message):

@@ -52,6 +52,17 @@ def test_the_agent_asks_for_an_echo_and_reports_what_it_took() -> None:
     assert abs(state.base_rtt_s - 0.0042) < 1e-9  # the path's own round trip
 
 
+def test_the_time_the_scheduler_held_the_heartbeat_is_not_the_network_s() -> None:
+    state = AgentState(AgentIdentity("edge-1", "edge", (cpu_device(),), token="t"))
+    state.handle(SchedulerSaid(m.JoinAck("n1", 1.0, 5.0, 3, 2), 0.0, "join"))
+    state.handle(SchedulerSaid(m.HeartbeatEcho(1.0, held_s=0.0015), 1.0065, "echo"))
+    assert abs(state.rtt_s - 0.005) < 1e-9
+    # A hold longer than the whole round trip is a clock or a bug, not a measurement:
+    # the round trip is kept as timed rather than made negative.
+    state.handle(SchedulerSaid(m.HeartbeatEcho(2.0, held_s=0.5), 2.004, "echo"))
+    assert abs(state.rtt_s - 0.004) < 1e-9
+
+
 def test_the_scheduler_echoes_and_keeps_each_node_s_round_trips() -> None:
     state = SchedulerState(SchedulerConfig(lost_after_s=60.0))
     state.handle(AgentConnected(join("n1"), now=0.0))
