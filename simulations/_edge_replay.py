@@ -34,6 +34,11 @@ Policies, each given the cluster as it is at the call's arrival:
 
 A call a policy cannot place anywhere (no device holds the model) is dropped: it misses
 its deadline and has no latency.
+
+``whole_call_bound`` is what no policy that runs each call whole on one device can beat:
+the share of calls that some device would finish in time with every queue empty, with
+the same noise draw the replay gives that call (a whole call draws one factor, in
+arrival order, whichever policy places it).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from anypu.placement import (
 )
 from anypu.simulations._edge_scenario import Scenario
 
-__all__ = ["NOISE", "POLICIES", "Call", "Result", "calls_of", "replay"]
+__all__ = ["NOISE", "POLICIES", "Call", "Result", "calls_of", "replay", "whole_call_bound"]
 
 NOISE = 0.15
 _CONFIG = PlacementConfig(use_cpsat=False)
@@ -83,12 +88,17 @@ class Result:
 
     policy: str
     latency: list[float] = field(default_factory=list)
+    stream: list[int] = field(default_factory=list)
     met: list[bool] = field(default_factory=list)
     tier: list[str] = field(default_factory=list)
     cost: float = 0.0
 
     def attainment(self) -> float:
         return sum(self.met) / max(1, len(self.met))
+
+    def attainment_of(self, stream: int) -> float:
+        mine = [met for met, s in zip(self.met, self.stream, strict=True) if s == stream]
+        return sum(mine) / max(1, len(mine))
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latency)
@@ -182,6 +192,7 @@ class _World:
         self.free_at[key] = start + compute
         done = start + compute + back.seconds(model.output_bytes)
         latency = done - call.at
+        result.stream.append(call.stream)
         result.latency.append(latency)
         result.met.append(latency <= call.deadline_s)
         result.tier.append(self.tier_of[key[0]])
@@ -211,6 +222,7 @@ class _World:
         tail_start = max(arrive, self.free_at[split.tail])
         self.free_at[split.tail] = tail_start + tail_s
         latency = tail_start + tail_s + back.seconds(model.output_bytes) - call.at
+        result.stream.append(call.stream)
         result.latency.append(latency)
         result.met.append(latency <= call.deadline_s)
         result.tier.append(f"{self.tier_of[h_site]}+{self.tier_of[t_site]}")
@@ -219,6 +231,7 @@ class _World:
 
     @staticmethod
     def drop(call: Call, result: Result) -> None:
+        result.stream.append(call.stream)
         result.latency.append(math.inf)
         result.met.append(False)
         result.tier.append("dropped")
@@ -349,4 +362,36 @@ def replay(
             world.run(call, key, result)
         if progress is not None and ((number + 1) % 500 == 0 or number + 1 == len(calls)):
             progress(number + 1, len(calls))
+    return result
+
+
+def whole_call_bound(scenario: Scenario, calls: Sequence[Call], seed: int) -> Result:
+    """Each call as if it had the cluster to itself, on the device that would finish it
+    first: the most any whole-call policy can meet (``Result.met``; latency is that
+    device's, no cost counted)."""
+    world = _World(scenario, seed)
+    result = Result("whole-call bound")
+    for call in calls:
+        model = world.scenario.models[call.model]
+        noise = float(world.rng.lognormal(0.0, NOISE))
+        best, tier = math.inf, "dropped"
+        ok = world.allowed(call)
+        for i, dv in enumerate(world.ctx.table.devices):
+            if not ok[i]:
+                continue
+            there = world.costs.metrics(call.origin, dv.node_id)
+            back = world.costs.metrics(dv.node_id, call.origin)
+            if there is None or back is None:
+                continue
+            latency = (
+                there.seconds(model.input_bytes)
+                + world.compute_seconds(call, dv.key) * noise
+                + back.seconds(model.output_bytes)
+            )
+            if latency < best:
+                best, tier = latency, world.tier_of[dv.node_id]
+        result.stream.append(call.stream)
+        result.latency.append(best)
+        result.met.append(best <= call.deadline_s)
+        result.tier.append(tier)
     return result
