@@ -197,6 +197,8 @@ def placement_view(job: JobInfo) -> dict:
         "deadline_ms": job.deadline_ms,
         "deadline_met": job.deadline_met,
         "split": job.split,
+        "head_job_id": job.head_job_id,
+        "origin_inferred": job.origin_inferred,
         "submitted_at": job.submitted_at,
         "finished_at": job.finished_at,
         "error": f"{job.outcome.error_type}: {job.outcome.message}" if not job.outcome.ok else "",

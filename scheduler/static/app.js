@@ -351,6 +351,23 @@ function runnerUp(p) {
     `runner-up ${r.node_id} / ${r.device_id}: ${ms(r.predicted_seconds)} (${text || "all zero"})`);
 }
 
+// A call's deadline, as it went: met, missed, or still to be seen.
+function deadlineBadge(p) {
+  if (!p.deadline_ms) return null;
+  const text = `deadline ${ms(p.deadline_ms / 1000)}`;
+  if (p.deadline_met === true) return h("span", { class: "badge ok", title: "ended within its deadline" }, `${text} met`);
+  if (p.deadline_met === false) return h("span", { class: "badge bad", title: "ended after its deadline" }, `${text} missed`);
+  return h("span", { class: "badge" }, text);
+}
+
+// Where the call came from (and how that was known), and how it was split if it was.
+function jobFacts(p) {
+  const facts = [];
+  if (p.origin) facts.push(`from ${p.origin}${p.origin_inferred ? ` (inferred: ${p.origin_inferred})` : ""}`);
+  if (p.split) facts.push(`split: ${p.split}${p.head_job_id ? ` · head ${p.head_job_id}` : ""}`);
+  return facts.map((f) => h("div", { class: "muted" }, f));
+}
+
 function renderPlacements(pending, placements) {
   const pendingBlocks = pending.map((p) => h("div", { class: "card", "data-pending": p.job_id, style: "margin-bottom:10px" },
     h("div", {},
@@ -362,8 +379,8 @@ function renderPlacements(pending, placements) {
       ? h("ul", { class: "reasons" }, Object.entries(p.reasons).map(([node, why]) => h("li", {}, h("b", {}, node), `: ${why}`)))
       : h("div", { class: "muted" }, "fits somewhere; waiting for capacity in the next round")));
   const rows = placements.map((p) => h("tr", { "data-job": p.job_id },
-    td([h("span", { class: "mono" }, p.job_id), h("br"), p.name]),
-    td(stateText(p.state)),
+    td([h("span", { class: "mono" }, p.job_id), h("br"), p.name, jobFacts(p)]),
+    td([stateText(p.state), deadlineBadge(p)]),
     td([tierBadge(p.tier), ` ${p.node_id} / ${p.device_id}[${p.slice_index}]`, h("br"),
       h("span", { class: "muted" }, p.device_description), p.simulated ? simBadge() : null]),
     td([termsCell(p.terms), h("div", { class: "muted" }, `solver ${p.solver}`), runnerUp(p)]),

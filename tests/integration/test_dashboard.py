@@ -82,6 +82,18 @@ def test_a_new_job_appears_within_two_seconds_without_reloading(network, browser
     assert browser.execute_script("return window.anypuNotReloaded === true")
 
 
+def test_a_call_with_a_deadline_shows_it_met_and_where_it_came_from(network, browser):
+    handle = network.client.submit(
+        mlp(width=64, depth=2),
+        torch.randn(2, 64),
+        RunOptions(name="timed", deadline_ms=60_000, split=False),
+    )
+    handle.result(timeout=60)
+    browser.get(network.url + "/#placements")
+    row = wait_for(browser, f"tr[data-job={handle.job_id}]", "timed", "succeeded", "met")
+    assert "deadline 60000 ms met" in row and "from home" in row
+
+
 def test_the_topology_draws_sites_links_and_the_job_flow(network, browser):
     browser.get(network.url + "/#topology")
     wait_for(browser, "#topology svg", "dc-frankfurt", "shop-7", "home", "18 ms")
