@@ -133,8 +133,9 @@ class ReachableFilter:
         self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
     ) -> str | None:
         code = ctx.table.site_index[node.site]
-        if math.isinf(ctx.site_path(job.origin, code)[0]):
-            return f"site {node.site} unreachable from origin {job.origin}"
+        if math.isinf(ctx.delivery_seconds(job.origin, 0, job.relay)[code]):
+            via = f" by way of {job.relay}" if ctx.network.has(job.relay) else ""
+            return f"site {node.site} unreachable from origin {job.origin}{via}"
         source = ctx.network.artifact_source(job.origin)
         warm = job.artifact_digest in node.warm_digests
         if not warm and math.isinf(ctx.site_path(source, code)[0]):
@@ -145,7 +146,7 @@ class ReachableFilter:
         t = ctx.table
         if ctx.network.graph is None:
             return np.ones(t.n_devices, dtype=bool)
-        from_origin = ctx.reachable_from(job.origin)
+        from_origin = np.isfinite(ctx.delivery_seconds(job.origin, 0, job.relay))[t.dev_site]
         from_source = ctx.reachable_from(ctx.network.artifact_source(job.origin))
         return from_origin & (from_source | ctx.warm_devices(job.artifact_digest))
 

@@ -433,6 +433,17 @@ class PlanContext:
         with np.errstate(divide="ignore"):
             return latency + nbytes / bandwidth
 
+    def delivery_seconds(self, source: str, nbytes: float, relay: str = "") -> NDArray[np.float64]:
+        """Seconds to move ``nbytes`` from ``source`` to each site by way of ``relay``
+        (``JobRequest.relay``: stored there, then fetched), indexed by site code;
+        straight from ``source`` when there is no relay or it is not in the network.
+        Paths are symmetric, so this is also each site's time to send them back."""
+        if not relay or relay == source or not self.network.has(relay):
+            return self.site_seconds(source, nbytes)
+        hop = self.network.metrics(source, relay)
+        first = math.inf if hop is None else hop.seconds(nbytes)
+        return first + self.site_seconds(relay, nbytes)
+
 
 @runtime_checkable
 class FilterPlugin(Protocol):

@@ -114,6 +114,11 @@ class JobRequest:
     best_effort: bool = False
     """With a deadline: place it where it is predicted to finish first even when that
     misses the deadline, instead of failing it."""
+    relay: str = ""
+    """The vertex the job's inputs and outputs pass through between its origin and the
+    device ("" or a vertex the network lacks: straight from the origin). The live
+    scheduler names its own (``SCHEDULER_VERTEX``): a client uploads inputs to it and
+    the agent fetches them from it, and outputs go back the same way."""
 
 
 class WorkloadShape(NamedTuple):

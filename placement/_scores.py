@@ -52,16 +52,18 @@ class ComputeScore:
 
 class TransferScore:
     """Inputs from the origin to the node's site and outputs back, each way
-    ``latency + bytes / bottleneck``."""
+    ``latency + bytes / bottleneck``, by way of the job's relay when it has one (the
+    scheduler, which stores the inputs the agent fetches): origin to relay, then relay
+    to site."""
 
     name = "transfer"
 
     def terms(
         self, job: JobRequest, ctx: PlanContext, idx: DeviceIndex, dev_idle: np.ndarray
     ) -> dict[str, np.ndarray]:
-        per_site = ctx.site_seconds(job.origin, job.input_bytes) + ctx.site_seconds(
-            job.origin, job.output_bytes
-        )
+        per_site = ctx.delivery_seconds(
+            job.origin, job.input_bytes, job.relay
+        ) + ctx.delivery_seconds(job.origin, job.output_bytes, job.relay)
         return {"transfer": per_site[ctx.table.dev_site[idx]]}
 
 

@@ -11,7 +11,10 @@ on :math:`t` are predicted to take
     S(k, h, t) = in(o → h) + R(head_k, h) + move(h → t, a_k) + R(tail_k, t) + out(t → o)
 
 where ``in``/``out``/``move`` are ``latency + bytes / bottleneck`` along the network's
-least-latency path (``_network``) and :math:`R(·, d)` is the rest of
+least-latency path (``_network``), by way of the job's relay where it has one
+(``JobRequest.relay``: in the live system the inputs, the activation and the outputs
+all pass the scheduler, so ``in(o → h) = T(o → relay) + T(relay → h)``, and likewise),
+and :math:`R(·, d)` is the rest of
 :math:`C(·, d)` (``_deadlines``): warm-up, compute and the queue of the least busy slice.
 Every filter of the config but the deadline's keeps devices out of either stage, and
 :math:`h ≠ t`. The best one device alone takes :math:`W = \min_d C(j, d)`.
@@ -22,9 +25,10 @@ stage's risks), else None. Cost: for each cut, each site :math:`s` keeps only it
 best head (the tail sees nothing of the head but its site), so it is
 :math:`O(K · |sites| · |devices|)`.
 
-The head's activation travels through the scheduler in the live system (agents talk
-only to it); ``move`` costs the path between the two sites, as ``in`` costs the path
-from the origin though the inputs pass the scheduler too.
+A split therefore pays off live where the slow link is between the relay and the
+device that would run the whole model (a phone near its site's scheduler, a cloud GPU
+across a narrow uplink); a head beside the caller does not spare the caller's own
+uplink while the inputs go up to the scheduler first.
 """
 
 from __future__ import annotations
@@ -123,8 +127,8 @@ def choose_split(
     w = int(np.argmin(whole))
     if not np.isfinite(whole[w]):
         return None
-    back = ctx.site_seconds(job.origin, job.output_bytes)[t.dev_site]
-    into = ctx.site_seconds(job.origin, job.input_bytes)[t.dev_site]
+    back = ctx.delivery_seconds(job.origin, job.output_bytes, job.relay)[t.dev_site]
+    into = ctx.delivery_seconds(job.origin, job.input_bytes, job.relay)[t.dev_site]
     best: tuple[float, SplitChoice] | None = None
     for index, cut in enumerate(candidates):
         head = replace(cut.head, origin=job.origin, deadline_s=None, best_effort=False)
@@ -136,7 +140,7 @@ def choose_split(
             h = int(in_site[np.argmin(head_cost[in_site])])
             if not np.isfinite(head_cost[h]):
                 continue
-            move = ctx.site_seconds(site, cut.activation_bytes)[t.dev_site]
+            move = ctx.delivery_seconds(site, cut.activation_bytes, job.relay)[t.dev_site]
             total = head_cost[h] + move + tail_rest
             total[h] = np.inf
             d = int(np.argmin(total))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from anypu.devices import Device, format_bytes
 from anypu.placement import (
+    SCHEDULER_VERTEX,
     ClusterSnapshot,
     DeadlineMiss,
     JobRequest,
@@ -123,6 +124,9 @@ class PlacementRounds:
                 r.deadline_ms / 1000 - max(0.0, now - job.submitted_at) if r.deadline_ms else None
             ),
             best_effort=r.best_effort,
+            # Inputs come up to the scheduler and the agent fetches them; outputs go
+            # back the same way (a leased call's later runs go direct, unplaced).
+            relay=SCHEDULER_VERTEX,
         )
 
     def _schedule(self, now: float) -> list[Action]:

@@ -8,7 +8,8 @@ Every device runs one call at a time, first come first served. A call of model
     done  = start + C_jd + T(σ, o, out_j)
 
 with :math:`T` the network cost placement uses (least-latency path: latency sum + bytes
-over the bottleneck) and :math:`C_{jd}` the compute placement predicts (FLOPs over the
+over the bottleneck; straight from the origin, as a leased call's bytes go, with no
+scheduler in between) and :math:`C_{jd}` the compute placement predicts (FLOPs over the
 device's throughput at the model's precision × its kind's efficiency, plus the launch
 overhead) times a log-normal factor (σ = ``NOISE``, seeded): placement knows the network
 exactly and the compute up to that noise. Models are taken to be loaded everywhere

@@ -120,3 +120,56 @@ def test_a_split_barely_sooner_than_one_device_is_not_worth_it() -> None:
     slow_head = _cut(head_gflops=1.9)
     assert choose_split(_snapshot(), JOB, [slow_head], CONFIG) is None
     assert choose_split(_snapshot(), JOB, [slow_head], CONFIG, margin=0.0) is not None
+
+
+def _relayed_snapshot(scheduler_at: str) -> ClusterSnapshot:
+    """The same phone and cloud with a scheduler vertex beside one of them: the phone's
+    8 Mb/s uplink stays the narrow link either way."""
+    near = {"a": "phone", "b": "scheduler", "latency_ms": 1, "bandwidth_mbps": 1000}
+    if scheduler_at == "cloud":
+        near = {"a": "cloud", "b": "scheduler", "latency_ms": 1, "bandwidth_mbps": 1000}
+    network = build_network(
+        {
+            "sites": ["phone", "cloud", "scheduler"],
+            "links": [
+                {"a": "phone", "b": "cloud", "latency_ms": 20, "bandwidth_mbps": 8},
+                near,
+            ],
+        }
+    )
+    return dataclasses.replace(_snapshot(), network=network)
+
+
+def test_through_a_relay_the_inputs_cross_to_it_first_and_a_split_is_costed_so() -> None:
+    relayed = dataclasses.replace(JOB, relay="scheduler")
+    cut = _cut()
+    stages = dataclasses.replace(
+        cut,
+        head=dataclasses.replace(cut.head, relay="scheduler"),
+        tail=dataclasses.replace(cut.tail, relay="scheduler"),
+    )
+    # The scheduler beside the phone: the image reaches the phone at LAN speed and only
+    # the activation crosses the uplink, as without a relay.
+    near = choose_split(_relayed_snapshot("phone"), relayed, [stages], CONFIG)
+    assert near is not None and (near.head_node, near.tail_node) == ("phone-1", "cloud-1")
+    # The scheduler in the cloud: the image goes up the uplink whatever runs the head,
+    # so a head on the phone saves nothing (and costs the image back down): no split.
+    far = _relayed_snapshot("cloud")
+    assert choose_split(far, relayed, [stages], CONFIG) is None
+    assert choose_split(far, JOB, [cut], CONFIG) is not None  # direct, as a lease's calls
+
+
+def test_a_relay_the_network_lacks_is_no_relay() -> None:
+    from anypu.placement import PlanContext
+
+    ctx = PlanContext(_snapshot(), CONFIG)
+    direct = ctx.delivery_seconds("phone", IMAGE)
+    assert (ctx.delivery_seconds("phone", IMAGE, relay="scheduler") == direct).all()
+    relayed = PlanContext(_relayed_snapshot("cloud"), CONFIG)
+    cloud = relayed.table.site_index["cloud"]
+    phone = relayed.table.site_index["phone"]
+    via = relayed.delivery_seconds("phone", IMAGE, relay="scheduler")
+    # 6 MB up the 1 MB/s uplink to the scheduler, then back down for the phone itself.
+    assert via[phone] == pytest.approx(2 * (0.020 + 0.001 + IMAGE / 1e6), rel=1e-6)
+    lan = 0.001 + IMAGE / 125e6  # 1000 Mb/s
+    assert via[cloud] == pytest.approx(0.020 + 0.001 + IMAGE / 1e6 + lan, rel=1e-6)

@@ -22,13 +22,14 @@ from tests.builders import done, failed, join, submit_request
 GIB = 1 << 30
 MB = 1_000_000
 WHOLE, HEAD, TAIL = "w" * 64, "h" * 64, "t" * 64
-# A phone on an 8 Mb/s uplink (1 MB/s), 20 ms from the cloud where models are served.
+# A phone beside its site's scheduler (inputs go up to the scheduler and the agent
+# fetches them), which reaches the cloud over an 8 Mb/s uplink (1 MB/s), 20 ms away.
 NETWORK = build_network(
     {
         "sites": ["scheduler", "phone", "cloud"],
         "links": [
-            {"a": "phone", "b": "scheduler", "latency_ms": 20, "bandwidth_mbps": 8},
-            {"a": "scheduler", "b": "cloud", "latency_ms": 1, "bandwidth_mbps": 10_000},
+            {"a": "phone", "b": "scheduler", "latency_ms": 1, "bandwidth_mbps": 1000},
+            {"a": "scheduler", "b": "cloud", "latency_ms": 20, "bandwidth_mbps": 8},
         ],
     }
 )
