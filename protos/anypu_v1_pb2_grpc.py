@@ -200,6 +200,26 @@ class JobServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.FromString,
                 _registered_method=True)
+        self.Deploy = channel.unary_unary(
+                '/anypu.v1.JobService/Deploy',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeployRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+                _registered_method=True)
+        self.ScaleDeployment = channel.unary_unary(
+                '/anypu.v1.JobService/ScaleDeployment',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ScaleDeploymentRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/anypu.v1.JobService/DeleteDeployment',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeleteDeploymentRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/anypu.v1.JobService/ListDeployments',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -265,6 +285,30 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deploy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +361,26 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJoinTokens,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.SerializeToString,
+            ),
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeployRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.SerializeToString,
+            ),
+            'ScaleDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleDeployment,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ScaleDeploymentRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeleteDeploymentRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +653,114 @@ class JobService:
             '/anypu.v1.JobService/ListJoinTokens',
             anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.ListJoinTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/Deploy',
+            anypu_dot_protos_dot_anypu__v1__pb2.DeployRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/ScaleDeployment',
+            anypu_dot_protos_dot_anypu__v1__pb2.ScaleDeploymentRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/DeleteDeployment',
+            anypu_dot_protos_dot_anypu__v1__pb2.DeleteDeploymentRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/ListDeployments',
+            anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -540,3 +540,66 @@ def join_tokens_response(items: Sequence[dict[str, Any]]) -> pb.ListJoinTokensRe
 
 def join_tokens_from_pb(message: pb.ListJoinTokensResponse) -> list[dict[str, Any]]:
     return [{k: getattr(t, k) for k in _TOKEN_FIELDS} for t in message.tokens]
+
+
+# ---------------------------------------------------------------- deployments
+
+
+def deploy_request(name: str, request: m.SubmitRequest, replicas: int) -> pb.DeployRequest:
+    return pb.DeployRequest(name=name, request=submit_request_to_pb(request), replicas=replicas)
+
+
+def deploy_request_from_pb(message: pb.DeployRequest) -> tuple[str, m.SubmitRequest, int]:
+    return message.name, submit_request_from_pb(message.request), message.replicas
+
+
+def scale_deployment_request(name: str, replicas: int) -> pb.ScaleDeploymentRequest:
+    return pb.ScaleDeploymentRequest(name=name, replicas=replicas)
+
+
+def delete_deployment_request(name: str) -> pb.DeleteDeploymentRequest:
+    return pb.DeleteDeploymentRequest(name=name)
+
+
+def list_deployments_request() -> pb.ListDeploymentsRequest:
+    return pb.ListDeploymentsRequest()
+
+
+def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
+    out = _scalars_to_pb(info, pb.DeploymentInfo())
+    for replica in info.replicas:
+        entry = _scalars_to_pb(replica, out.replicas.add())
+        if replica.lease is not None:
+            _scalars_to_pb(replica.lease, entry.lease)
+    return out
+
+
+def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
+    replicas = tuple(
+        _scalars_from_pb(
+            r,
+            m.Replica,
+            lease=_scalars_from_pb(r.lease, m.Lease) if r.HasField("lease") else None,
+        )
+        for r in message.replicas
+    )
+    return _scalars_from_pb(message, m.DeploymentInfo, replicas=replicas)
+
+
+def deployment_response(info: m.DeploymentInfo) -> pb.DeploymentResponse:
+    return pb.DeploymentResponse(deployment=deployment_info_to_pb(info))
+
+
+def list_deployments_response(infos: list[m.DeploymentInfo]) -> pb.ListDeploymentsResponse:
+    return pb.ListDeploymentsResponse(deployments=[deployment_info_to_pb(i) for i in infos])
+
+
+def submit_request_bytes(request: m.SubmitRequest) -> bytes:
+    """A request as stored bytes (a deployment's template in the state store)."""
+    return submit_request_to_pb(request).SerializeToString()
+
+
+def submit_request_from_bytes(data: bytes) -> m.SubmitRequest:
+    message = pb.SubmitRequest()
+    message.ParseFromString(data)
+    return submit_request_from_pb(message)

@@ -22,6 +22,7 @@ __all__ = [
     "AgentMessage",
     "Cancel",
     "ClusterUsage",
+    "DeploymentInfo",
     "DeviceReservation",
     "DeviceUsage",
     "FailureCode",
@@ -46,6 +47,7 @@ __all__ = [
     "PeerSample",
     "Peers",
     "PlacementInfo",
+    "Replica",
     "Reservation",
     "SchedulerMessage",
     "SplitOption",
@@ -529,6 +531,38 @@ class PlacementInfo:
     #: model), ``learned`` (other models' runs there, the throughput model) or
     #: ``estimate`` (FLOPs over the device's declared throughput).
     compute_from: str = ""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica of a deployment: a warm worker holding its model, on a slice leased
+    to the deployment. ``replica_id`` is the job that placed and warmed it; ``lease``
+    (set once ready) is how a caller reaches it."""
+
+    replica_id: str
+    state: str
+    node_id: str = ""
+    device_id: str = ""
+    tier: str = ""
+    lease: Lease | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """A model published under ``name`` and the replicas serving it; ``message`` says
+    why replicas are missing, when they are."""
+
+    name: str
+    artifact_digest: str
+    replicas_wanted: int
+    replicas: tuple[Replica, ...] = ()
+    created_at: float = 0.0
+    message: str = ""
+    model_name: str = ""
+
+    @property
+    def ready(self) -> tuple[Replica, ...]:
+        return tuple(r for r in self.replicas if r.state == "ready" and r.lease is not None)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,17 @@ __all__ = [
     "AgentDisconnected",
     "AgentSaid",
     "CancelRequested",
+    "DeploymentApplied",
+    "DeploymentDeleted",
     "Drop",
     "Event",
+    "ForgetDeployment",
     "ForgetNode",
     "JobSubmitted",
     "JobsSubmitted",
     "NodeRemoved",
     "Notify",
+    "PersistDeployment",
     "PersistJob",
     "PersistLearned",
     "PersistNode",
@@ -103,6 +107,25 @@ class Tick:
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
+@dataclass(frozen=True)
+class DeploymentApplied:
+    """Publish ``request``'s model as ``name`` with ``replicas`` replicas, or change an
+    existing deployment's count (``request`` None: scale only)."""
+
+    name: str
+    request: m.SubmitRequest | None
+    replicas: int
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class DeploymentDeleted:
+    name: str
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
 Event = (
     AgentConnected
     | AgentDisconnected
@@ -112,6 +135,8 @@ Event = (
     | CancelRequested
     | NodeRemoved
     | Tick
+    | DeploymentApplied
+    | DeploymentDeleted
 )
 
 # ---------------------------------------------------------------- actions
@@ -174,7 +199,34 @@ class Notify:
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
-Action = Send | PersistJob | PersistNode | ForgetNode | Notify | Drop | PersistLearned
+@dataclass(frozen=True)
+class PersistDeployment:
+    """Keep a deployment (its name, template and replica count) across restarts."""
+
+    name: str
+    request: m.SubmitRequest
+    replicas: int
+    created_at: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+@dataclass(frozen=True)
+class ForgetDeployment:
+    name: str
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
+Action = (
+    Send
+    | PersistJob
+    | PersistNode
+    | ForgetNode
+    | Notify
+    | Drop
+    | PersistLearned
+    | PersistDeployment
+    | ForgetDeployment
+)
 
 
 def stimulus_of(event: Event) -> str:
@@ -196,6 +248,8 @@ def stimulus_of(event: Event) -> str:
         return f"submit-{first}+{len(event.jobs) - 1}"
     if isinstance(event, CancelRequested):
         return f"cancel-{event.job_id}"
+    if isinstance(event, (DeploymentApplied, DeploymentDeleted)):
+        return f"deploy-{event.name}"
     if isinstance(event, AgentConnected):
         return f"join-{event.join.name}"
     if isinstance(event, AgentDisconnected):

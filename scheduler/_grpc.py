@@ -268,6 +268,33 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
         except Exception as error:
             _fail(context, error)
 
+    def Deploy(self, request, context):  # noqa: N802
+        self._check(context)
+        try:
+            name, submit, replicas = convert.deploy_request_from_pb(request)
+            return convert.deployment_response(self.service.deploy(name, submit, replicas))
+        except Exception as error:
+            _fail(context, error)
+
+    def ScaleDeployment(self, request, context):  # noqa: N802
+        self._check(context)
+        try:
+            info = self.service.scale(request.name, request.replicas)
+            return convert.deployment_response(info)
+        except Exception as error:
+            _fail(context, error)
+
+    def DeleteDeployment(self, request, context):  # noqa: N802
+        self._check(context)
+        try:
+            return convert.deployment_response(self.service.undeploy(request.name))
+        except Exception as error:
+            _fail(context, error)
+
+    def ListDeployments(self, request, context):  # noqa: N802
+        self._check(context)
+        return convert.list_deployments_response(self.service.deployments())
+
     def CreateJoinToken(self, request, context):  # noqa: N802
         self._check(context)
         tokens = self._join_tokens(context)

@@ -13,6 +13,9 @@ placement (the slice may be what they need, and the client's next call is placed
 with them), when a node joins (a better placement may exist now), when it has been idle
 for ``lease_idle_s``, or with its node. This module only keeps the book; the state
 machine decides when.
+
+A deployment's replicas are leases too (``_deployments``), held by the deployment rather
+than a caller: they end only with their node, a scale-down or the deployment.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class HeldLease:
     template: m.SubmitRequest
     placement: m.PlacementInfo
     last_used: float
+    #: The deployment whose replica this is ("" for a caller's lease), and the job that
+    #: placed and warmed that replica.
+    deployment: str = ""
+    replica_id: str = ""
 
 
 class LeaseBook:
@@ -44,7 +51,13 @@ class LeaseBook:
         self.granted = 0
 
     def grant(
-        self, request: m.SubmitRequest, placement: m.PlacementInfo, address: str, now: float
+        self,
+        request: m.SubmitRequest,
+        placement: m.PlacementInfo,
+        address: str,
+        now: float,
+        deployment: str = "",
+        replica_id: str = "",
     ) -> m.Lease:
         lease = m.Lease(
             # The id is the capability a client shows the agent: unguessable.
@@ -57,7 +70,7 @@ class LeaseBook:
         )
         template = replace(request, inputs=b"", inputs_digest="", wait=False, lease=False)
         self.active[lease.lease_id] = HeldLease(
-            lease, template, replace(placement, solver="lease"), now
+            lease, template, replace(placement, solver="lease"), now, deployment, replica_id
         )
         self.granted += 1
         return lease
@@ -85,4 +98,12 @@ class LeaseBook:
         return [h for h in self.active.values() if h.lease.node_id == node_id]
 
     def idle(self, now: float, idle_s: float) -> list[HeldLease]:
-        return [h for h in self.active.values() if now - h.last_used > idle_s]
+        """Callers' leases unused for ``idle_s`` (a replica waits for calls)."""
+        return [h for h in self.callers() if now - h.last_used > idle_s]
+
+    def callers(self) -> list[HeldLease]:
+        """Leases held by callers, not by deployments: the ones other work may take back."""
+        return [h for h in self.active.values() if not h.deployment]
+
+    def of_deployment(self, name: str) -> list[HeldLease]:
+        return [h for h in self.active.values() if h.deployment == name]

@@ -135,9 +135,7 @@ class PlacementRounds:
             return []
         # Waiting jobs may need a leased slice: place them with every slice free, and let
         # the lease holders' next calls be placed afresh alongside.
-        actions: list[Action] = self._revoke_leases(
-            list(self.leases.active.values()), "other jobs are waiting"
-        )
+        actions: list[Action] = self._revoke_leases(self.leases.callers(), "other jobs are waiting")
         snapshot = self.snapshot(now)
         if any(j.request.splits for j in ready):
             ready = self._split_stages(ready, snapshot, now, actions)

@@ -115,6 +115,8 @@ class JobRecord:
     feeds: str = ""
     #: How ``request.origin`` was inferred from the client's round trips ("" if named).
     origin_inferred: str = ""
+    #: The deployment this job places and warms a replica of ("" for a caller's job).
+    deployment: str = ""
 
     @property
     def terminal(self) -> bool:

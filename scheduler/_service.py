@@ -17,9 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
+from anypu.scheduler._events import (
+    DeploymentApplied,
+    DeploymentDeleted,
+    ForgetDeployment,
+    PersistDeployment,
+)
 from anypu.scheduler._metrics import cluster_usage, read_view
 from anypu.scheduler._records import JobRecord, NodeRecord
 from anypu.scheduler._retention import Collector, Retention, Sweep, duration
@@ -45,7 +52,12 @@ from anypu.scheduler._state import (
 )
 from anypu.scheduler._store import BlobStore, StateStore
 from anypu.scheduler._tokens import Enrolment
-from anypu.scheduler._validation import validate_join, validate_submit
+from anypu.scheduler._validation import (
+    MAX_EXAMPLE_BYTES,
+    validate_deployment,
+    validate_join,
+    validate_submit,
+)
 
 __all__ = ["AgentSession", "NotFoundError", "OutputsGoneError", "SchedulerService"]
 
@@ -55,6 +67,12 @@ DropFn = Callable[[], None]
 DirectFn = Callable[[str, "bytes | tuple"], "m.JobResult | None"]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
+
+
+#: What the writer thread commits (the rest of its queue are barriers and its stop).
+_STORE_WRITES = frozenset(
+    {"job", "node", "forget_node", "learned", "deployment", "forget_deployment"}
+)
 
 
 class NotFoundError(KeyError):
@@ -127,6 +145,7 @@ class SchedulerService:
             self.store.load_unfinished_jobs(), self.store.load_nodes(), clock(), placed=recent
         )
         self.state.learned.restore(self.store.load_learned(self.state.learned.models))
+        self.state.restore_deployments(self.store.load_deployments())
         self.started_at = clock()
         self._lock = threading.RLock()
         self._arrivals: list[JobSubmitted] = []  # submitted, not yet handed to the state
@@ -225,6 +244,21 @@ class SchedulerService:
                 self._writes.put(self.store.node_write(action.node))
             elif isinstance(action, PersistLearned):
                 self._writes.put(self.store.learned_write(action.lesson, now))
+            elif isinstance(action, PersistDeployment):
+                self._writes.put(
+                    self.store.deployment_write(
+                        action.name, action.request, action.replicas, action.created_at
+                    )
+                )
+                log.info(
+                    "deployment %s: %d replica(s) wanted [%s]",
+                    action.name,
+                    action.replicas,
+                    action.stimulus_id,
+                )
+            elif isinstance(action, ForgetDeployment):
+                self._writes.put(self.store.deployment_forget(action.name))
+                log.info("deployment %s deleted [%s]", action.name, action.stimulus_id)
             elif isinstance(action, ForgetNode):
                 self._node_states.pop(action.node_id, None)
                 self._writes.put(self.store.node_forget(action.node_id))
@@ -243,7 +277,7 @@ class SchedulerService:
                     batch.append(self._writes.get_nowait())
                 except queue.Empty:
                     break
-            writes = [w for w in batch if w[0] in ("job", "node", "forget_node", "learned")]
+            writes = [w for w in batch if w[0] in _STORE_WRITES]
             if writes:
                 try:
                     self.store.commit(writes)
@@ -495,6 +529,53 @@ class SchedulerService:
             info = node.info(self.clock())
             self._apply(self.state.handle(NodeRemoved(node_id, self.clock())))
         self.flush()
+        return info
+
+    # -------------------------------------------------------------- deployments
+
+    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
+        """Publish (or replace) ``name``; ``ConfigError`` for what a user got wrong."""
+        validate_deployment(name, replicas)
+        validate_submit(request, self.blobs)
+        if not request.inputs or request.inputs_digest:
+            raise ConfigError(
+                f"deployment {name}: its example inputs must travel inline (at most"
+                f" {format_bytes(MAX_EXAMPLE_BYTES)}): deploy with a smaller example"
+            )
+        return self._deployment_event(DeploymentApplied(name, request, replicas, self.clock()))
+
+    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
+        validate_deployment(name, replicas)
+        self._known_deployment(name)
+        return self._deployment_event(DeploymentApplied(name, None, replicas, self.clock()))
+
+    def undeploy(self, name: str) -> m.DeploymentInfo:
+        """Delete ``name``, releasing its replicas; its listing as it was."""
+        with self._lock:
+            info = self._known_deployment(name)
+            self._apply(self.state.handle(DeploymentDeleted(name, self.clock())))
+        self.flush()
+        return info
+
+    def deployments(self) -> list[m.DeploymentInfo]:
+        with self._lock:
+            infos = [self.state.deployment_info(n) for n in sorted(self.state.deployments)]
+        return [i for i in infos if i is not None]
+
+    def _known_deployment(self, name: str) -> m.DeploymentInfo:
+        with self._lock:
+            info = self.state.deployment_info(name)
+            if info is None:
+                known = ", ".join(sorted(self.state.deployments)) or "none"
+                raise NotFoundError(f"no deployment {name!r} (deployed: {known})")
+        return info
+
+    def _deployment_event(self, event: DeploymentApplied) -> m.DeploymentInfo:
+        with self._lock:
+            self._apply(self.state.handle(event))
+            info = self.state.deployment_info(event.name)
+        self.flush()
+        assert info is not None
         return info
 
     def usage(self) -> m.ClusterUsage:

@@ -29,12 +29,15 @@ from anypu.placement import (
 )
 from anypu.protos import messages as m
 from anypu.scheduler._compute_model import work_of
+from anypu.scheduler._deployments import DeploymentRecord, DeploymentReplicas
 from anypu.scheduler._events import (
     Action,
     AgentConnected,
     AgentDisconnected,
     AgentSaid,
     CancelRequested,
+    DeploymentApplied,
+    DeploymentDeleted,
     Drop,
     Event,
     ForgetNode,
@@ -101,7 +104,7 @@ class SchedulerConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
-class SchedulerState(PlacementRounds):
+class SchedulerState(PlacementRounds, DeploymentReplicas):
     """All nodes and jobs, and the rules for how they change."""
 
     def __init__(self, config: SchedulerConfig | None = None, network: object | None = None):
@@ -132,6 +135,7 @@ class SchedulerState(PlacementRounds):
         #: The sites' agents others time (``_peers``), as last sent.
         self.peer_representatives: dict[str, m.Peer] = {}
         self.leases = LeaseBook()
+        self.deployments: dict[str, DeploymentRecord] = {}
         # What recent placements took: the typical workload that fragmentation-aware
         # placement policies plan for (rebuilt from the store's recent jobs on restart; they
         # have a default until it fills).
@@ -193,6 +197,10 @@ class SchedulerState(PlacementRounds):
             return self._connected(event)
         if isinstance(event, AgentDisconnected):
             return self._disconnected(event)
+        if isinstance(event, DeploymentApplied):
+            return self._deployment_applied(event) + self._schedule(event.now)
+        if isinstance(event, DeploymentDeleted):
+            return self._deployment_deleted(event) + self._schedule(event.now)
         if isinstance(event, CancelRequested):
             return self._cancel(event)
         if isinstance(event, NodeRemoved):
@@ -223,7 +231,7 @@ class SchedulerState(PlacementRounds):
             self.leases.retire(held.lease.lease_id)
         self.nodes[node.node_id] = node
         actions: list[Action] = [
-            *self._revoke_leases(list(self.leases.active.values()), f"{node.node_id} joined"),
+            *self._revoke_leases(self.leases.callers(), f"{node.node_id} joined"),
             PersistNode(node),
             Send(
                 node.node_id,
@@ -498,12 +506,15 @@ class SchedulerState(PlacementRounds):
                     why = f"node {node.node_id} lost (silent {age:.1f}s)"
                     actions += self._requeue(job, now, why, crashed=job.state == "running")
                 actions += self._peer_updates(node)
-        return actions + self._schedule(now)
+        return actions + self._reconcile_deployments(now) + self._schedule(now)
 
     # -------------------------------------------------------------- leases
 
     def _grant_lease(self, node: NodeRecord, job: JobRecord, now: float) -> list[Action]:
-        """Keep a succeeded job's slice for its caller, if it asked and nothing competes."""
+        """Keep a succeeded job's slice for its caller, if it asked and nothing competes
+        (for its deployment, if it warmed a replica)."""
+        if job.deployment:
+            return self._grant_replica(node, job, now)
         p = job.placement
         if (
             not job.request.lease

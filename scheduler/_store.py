@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from anypu.devices import Device
+from anypu.protos import convert
 from anypu.protos.messages import Outcome, PlacementInfo, SplitOption, SubmitRequest
 from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
@@ -80,6 +81,12 @@ CREATE TABLE IF NOT EXISTS job_payloads (
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    request BLOB NOT NULL,
+    replicas INTEGER NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS learned (
     digest TEXT NOT NULL,
@@ -312,6 +319,25 @@ class StateStore:
     def node_forget(node_id: str) -> tuple:
         return ("forget_node", node_id, None)
 
+    @staticmethod
+    def deployment_write(
+        name: str, request: SubmitRequest, replicas: int, created_at: float
+    ) -> tuple:
+        row = (name, convert.submit_request_bytes(request), replicas, created_at)
+        return ("deployment", row, None)
+
+    @staticmethod
+    def deployment_forget(name: str) -> tuple:
+        return ("forget_deployment", name, None)
+
+    def load_deployments(self) -> list[tuple[str, SubmitRequest, int, float]]:
+        """(name, template, replicas, created at) of every deployment, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, request, replicas, created_at FROM deployments ORDER BY created_at"
+            ).fetchall()
+        return [(n, convert.submit_request_from_bytes(r), k, c) for n, r, k, c in rows]
+
     def commit(self, writes: list[tuple]) -> None:
         """Write many jobs, transitions and nodes in one transaction (group commit)."""
         with self._lock:
@@ -329,6 +355,12 @@ class StateStore:
                             self._db.execute(_DROP_INPUTS, row[:1])
                     elif kind == "forget_node":
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
+                    elif kind == "deployment":
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?)", row
+                        )
+                    elif kind == "forget_deployment":
+                        self._db.execute("DELETE FROM deployments WHERE name = ?", (row,))
                     elif kind == "learned":
                         self._db.execute(_UPSERT_LEARNED, row)
                     else:
@@ -466,7 +498,8 @@ class StateStore:
 
     def referenced_blobs(self, models_used_since: float) -> set[str]:
         """Every blob a kept job still needs: the model and inputs of unfinished jobs, the
-        outputs still kept, and the models of jobs finished since ``models_used_since``."""
+        outputs still kept, and the models of jobs finished since ``models_used_since``;
+        and every deployment's model (its replicas are placed again from it)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT artifact, inputs_blob FROM jobs"
@@ -475,7 +508,8 @@ class StateStore:
                 " UNION SELECT DISTINCT artifact, '' FROM jobs WHERE finished_at > ?",
                 (models_used_since,),
             ).fetchall()
-        return {digest for row in rows for digest in row if digest}
+        deployed = {request.artifact_digest for _, request, _, _ in self.load_deployments()}
+        return deployed | {digest for row in rows for digest in row if digest}
 
     def bytes_on_disk(self) -> int:
         """The database with its write-ahead log."""

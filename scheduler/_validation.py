@@ -5,9 +5,10 @@ that says what was wrong and what to do."""
 from __future__ import annotations
 
 import math
+import re
 
 from anypu import PROTOCOL_VERSION
-from anypu.comm import MissingBlobError
+from anypu.comm import INLINE_BYTES, MissingBlobError
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ConfigError
 from anypu.placement import PRECISION_RELATIVE, TIERS
@@ -159,3 +160,29 @@ def validate_join(join: m.Join) -> None:
             raise ConfigError(f"device {d.device_id} claims {d.tflops} TFLOPS: not plausible")
         if not 0 < d.memory_bytes < 1 << 50 or not 1 <= d.slices <= 1024:
             raise ConfigError(f"device {d.device_id} has implausible memory or slice count")
+
+
+#: A deployment's example inputs travel inline with it (and are kept in the store).
+MAX_EXAMPLE_BYTES = INLINE_BYTES
+#: Replicas one deployment may ask for.
+MAX_REPLICAS = 256
+#: A deployment's name: what ``/v2/models/{name}`` and ``anypu scale NAME`` take.
+_DEPLOYMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+
+
+def validate_deployment(name: str, replicas: int) -> None:
+    """Refuse a deployment name or replica count a user got wrong, saying what to give."""
+    if not _DEPLOYMENT_NAME.fullmatch(name):
+        raise ConfigError(
+            f"deployment name {name!r}: use 1 to 63 lower-case letters, digits, '.', '_' or"
+            " '-', starting and ending with a letter or digit (it goes in URLs)"
+        )
+    if (
+        isinstance(replicas, bool)
+        or not isinstance(replicas, int)
+        or not 0 <= replicas <= MAX_REPLICAS
+    ):
+        raise ConfigError(
+            f"deployment {name}: replicas must be a whole number from 0 to {MAX_REPLICAS},"
+            f" got {replicas!r}"
+        )

@@ -19,9 +19,22 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from anypu.sdk._api import connect, disconnect, jobs, nodes, run, submit
+    from anypu.sdk._api import (
+        client,
+        connect,
+        deploy,
+        deployments,
+        disconnect,
+        jobs,
+        nodes,
+        run,
+        scale,
+        submit,
+        undeploy,
+    )
     from anypu.sdk._client import Client, JobHandle, RunOptions
     from anypu.sdk._embedded import Embedded, InProcessTransport
+    from anypu.sdk._services import Service
     from anypu.sdk._status import node_command, status_command
     from anypu.sdk._transport import GrpcTransport, Transport
 
@@ -32,6 +45,12 @@ _HOMES = {
     "InProcessTransport": "anypu.sdk._embedded",
     "JobHandle": "anypu.sdk._client",
     "RunOptions": "anypu.sdk._client",
+    "Service": "anypu.sdk._services",
+    "client": "anypu.sdk._api",
+    "deploy": "anypu.sdk._api",
+    "deployments": "anypu.sdk._api",
+    "scale": "anypu.sdk._api",
+    "undeploy": "anypu.sdk._api",
     "Transport": "anypu.sdk._transport",
     "connect": "anypu.sdk._api",
     "disconnect": "anypu.sdk._api",
@@ -50,15 +69,21 @@ __all__ = [
     "InProcessTransport",
     "JobHandle",
     "RunOptions",
+    "Service",
     "Transport",
+    "client",
     "connect",
+    "deploy",
+    "deployments",
     "disconnect",
     "jobs",
     "node_command",
     "nodes",
     "run",
+    "scale",
     "status_command",
     "submit",
+    "undeploy",
 ]
 
 

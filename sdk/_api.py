@@ -5,13 +5,28 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anypu.errors import InputError
-from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.protos.messages import DeploymentInfo, JobInfo, NodeInfo
 from anypu.sdk._client import Client, JobHandle, RunOptions
 
-__all__ = ["connect", "disconnect", "jobs", "nodes", "run", "submit"]
+if TYPE_CHECKING:
+    from anypu.sdk._services import Service
+
+__all__ = [
+    "client",
+    "connect",
+    "deploy",
+    "deployments",
+    "disconnect",
+    "jobs",
+    "nodes",
+    "run",
+    "scale",
+    "submit",
+    "undeploy",
+]
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -115,6 +130,38 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
 def submit(model: Any, inputs: Any, **options: Any) -> JobHandle:
     """Like ``run`` but returns at once with a future; ``.result()`` gives the outputs."""
     return _default().submit(model, inputs, _options(options))
+
+
+def deploy(
+    model: Any, name: str, *, example_inputs: Any, replicas: int = 1, **options: Any
+) -> DeploymentInfo:
+    """Publish ``model`` under ``name``, served by ``replicas`` warm replicas that the
+    scheduler places like jobs (same options as ``run``: ``tiers``, ``device_kinds``…) and
+    keeps at that count; each warms up on ``example_inputs``. Returns once they are
+    ready (or after 120 s, with what is ready). Call it with ``sdk.client(name)(x)``."""
+    return _default().deploy(
+        model, name, example_inputs=example_inputs, replicas=replicas, options=_options(options)
+    )
+
+
+def client(name: str) -> Service:
+    """Deployment ``name`` as a callable: ``sdk.client("mlp")(x)`` runs it on a replica."""
+    return _default().service(name)
+
+
+def deployments() -> list[DeploymentInfo]:
+    """Every deployment and its replicas."""
+    return _default().deployments()
+
+
+def scale(name: str, replicas: int) -> DeploymentInfo:
+    """Keep ``replicas`` replicas of deployment ``name`` (0: none)."""
+    return _default().scale(name, replicas)
+
+
+def undeploy(name: str) -> DeploymentInfo:
+    """Delete deployment ``name`` and release its replicas."""
+    return _default().undeploy(name)
 
 
 def nodes() -> list[NodeInfo]:

@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anypu import _codec
 from anypu.comm import MissingBlobError
@@ -35,6 +35,9 @@ from anypu.sdk._estimate import Profile, estimate_profile
 from anypu.sdk._export import Artifact, ModelCache, call_args
 from anypu.sdk._split import Cut, find_cuts
 from anypu.sdk._transport import INLINE_LIMIT, Transport
+
+if TYPE_CHECKING:
+    from anypu.sdk._services import Service
 
 __all__ = ["Client", "JobHandle", "RunOptions"]
 
@@ -458,6 +461,39 @@ class Client:
             if request.inputs_digest:
                 request = self._with_inputs(replace(request, inputs_digest=""), args)
             return self.transport.submit(request)
+
+    # -------------------------------------------------------------- deployments
+
+    def deploy(
+        self,
+        model: Any,
+        name: str,
+        *,
+        example_inputs: Any,
+        replicas: int = 1,
+        options: RunOptions | None = None,
+        wait_s: float | None = 120.0,
+    ) -> m.DeploymentInfo:
+        """Publish ``model`` as ``name`` with ``replicas`` warm replicas (``_services``);
+        waits up to ``wait_s`` for them to be ready (None: not at all)."""
+        from anypu.sdk._services import deploy
+
+        return deploy(self, model, name, example_inputs, replicas, options or RunOptions(), wait_s)
+
+    def service(self, name: str) -> Service:
+        """Deployment ``name`` as a callable: ``client.service("mlp")(x)``."""
+        from anypu.sdk._services import Service
+
+        return Service(self, name)
+
+    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
+        return self.transport.scale(name, replicas)
+
+    def undeploy(self, name: str) -> m.DeploymentInfo:
+        return self.transport.undeploy(name)
+
+    def deployments(self) -> list[m.DeploymentInfo]:
+        return self.transport.deployments()
 
     def submit(self, model: Any, inputs: Any, options: RunOptions | None = None) -> JobHandle:
         request, args = self._prepare(model, inputs, options or RunOptions())

@@ -20,6 +20,7 @@ from typing import Any
 
 from anypu.agents import Agent, AgentConfig, InProcessLink, run_dispatched_here
 from anypu.devices import discover, make_probes
+from anypu.errors import AnypuError
 from anypu.protos import messages as m
 from anypu.scheduler import SchedulerConfig, SchedulerService
 
@@ -123,6 +124,24 @@ class InProcessTransport:
 
     def remove_node(self, node_id: str) -> m.NodeInfo:
         return self.service.remove_node(node_id)
+
+    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
+        return self.service.deploy(name, request, replicas)
+
+    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
+        try:
+            return self.service.scale(name, replicas)
+        except KeyError as error:  # the service's NotFoundError, as gRPC's NOT_FOUND reads
+            raise AnypuError(error.args[0]) from None
+
+    def undeploy(self, name: str) -> m.DeploymentInfo:
+        try:
+            return self.service.undeploy(name)
+        except KeyError as error:
+            raise AnypuError(error.args[0]) from None
+
+    def deployments(self) -> list[m.DeploymentInfo]:
+        return self.service.deployments()
 
     def round_trips(self) -> tuple[tuple[str, float], ...]:
         return ()  # in this process: no network between the caller and the scheduler

@@ -71,6 +71,14 @@ class _JobStub(Protocol):
     Explain: grpc.UnaryUnaryMultiCallable[pb.ExplainRequest, pb.ExplainResponse]
     Usage: grpc.UnaryUnaryMultiCallable[pb.UsageRequest, pb.UsageResponse]
     RemoveNode: grpc.UnaryUnaryMultiCallable[pb.RemoveNodeRequest, pb.RemoveNodeResponse]
+    Deploy: grpc.UnaryUnaryMultiCallable[pb.DeployRequest, pb.DeploymentResponse]
+    ScaleDeployment: grpc.UnaryUnaryMultiCallable[pb.ScaleDeploymentRequest, pb.DeploymentResponse]
+    DeleteDeployment: grpc.UnaryUnaryMultiCallable[
+        pb.DeleteDeploymentRequest, pb.DeploymentResponse
+    ]
+    ListDeployments: grpc.UnaryUnaryMultiCallable[
+        pb.ListDeploymentsRequest, pb.ListDeploymentsResponse
+    ]
 
 
 class _BlobStub(Protocol):
@@ -104,6 +112,10 @@ class Transport(Protocol):
     def list_nodes(self) -> list[m.NodeInfo]: ...
     def usage(self) -> m.ClusterUsage: ...
     def remove_node(self, node_id: str) -> m.NodeInfo: ...
+    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo: ...
+    def scale(self, name: str, replicas: int) -> m.DeploymentInfo: ...
+    def undeploy(self, name: str) -> m.DeploymentInfo: ...
+    def deployments(self) -> list[m.DeploymentInfo]: ...
     def lease_of(self, job_id: str) -> m.Lease | None: ...
     def run_leased(self, lease: m.Lease, args: tuple[Any, ...]) -> m.JobResult | None: ...
     def round_trips(self) -> tuple[tuple[str, float], ...]: ...
@@ -328,6 +340,26 @@ class GrpcTransport:
     def remove_node(self, node_id: str) -> m.NodeInfo:
         response = self._call(self._jobs.RemoveNode, convert.remove_node_request(node_id))
         return convert.node_info_from_pb(response.node)
+
+    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
+        response = self._call(self._jobs.Deploy, convert.deploy_request(name, request, replicas))
+        return convert.deployment_info_from_pb(response.deployment)
+
+    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
+        request = convert.scale_deployment_request(name, replicas)
+        return convert.deployment_info_from_pb(
+            self._call(self._jobs.ScaleDeployment, request).deployment
+        )
+
+    def undeploy(self, name: str) -> m.DeploymentInfo:
+        request = convert.delete_deployment_request(name)
+        return convert.deployment_info_from_pb(
+            self._call(self._jobs.DeleteDeployment, request).deployment
+        )
+
+    def deployments(self) -> list[m.DeploymentInfo]:
+        response = self._call(self._jobs.ListDeployments, convert.list_deployments_request())
+        return [convert.deployment_info_from_pb(d) for d in response.deployments]
 
     def close(self) -> None:
         self._channel.close()

@@ -1,0 +1,248 @@
+"""Deployments: a model published under a name, served by replicas across the cluster.
+
+A replica is a warm worker holding the model on one slice, which callers reach directly:
+the scheduler places a replica as it places a job (same filters, costs and network, from
+the deployment's origin), as a job of its own (``<name>.replica-<n>``) that runs the
+deployment's example inputs once, warming the worker; when that job succeeds on an agent
+that takes direct calls, the slice is leased to the deployment (``_leases``: a lease held
+by the deployment, not by a caller, so it is not taken back for waiting jobs, a joining
+node or idleness). Callers ask for the ready replicas' leases and send their calls to
+them, as a leased caller does (``sdk`` ``Client.service``).
+
+Every tick the count is reconciled, as a Kubernetes ReplicaSet is: replicas missing
+(lost with their node, never placed, failed warming) are placed again; replicas over the
+wanted count are released, the newest first. The deployment (name, template, count)
+persists; after a restart its replicas are placed afresh (agents forget leases with
+their stream).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from anypu.protos import messages as m
+from anypu.scheduler._events import (
+    Action,
+    CancelRequested,
+    DeploymentApplied,
+    DeploymentDeleted,
+    ForgetDeployment,
+    PersistDeployment,
+    PersistJob,
+    Send,
+)
+from anypu.scheduler._records import JobRecord
+
+if TYPE_CHECKING:
+    from anypu.scheduler._leases import HeldLease, LeaseBook
+    from anypu.scheduler._records import NodeRecord
+
+__all__ = ["DeploymentRecord", "DeploymentReplicas"]
+
+#: Replicas being placed and warmed at once per deployment, beyond those ready: a
+#: deployment whose warm-ups keep failing does not flood the queue.
+WARMING_AT_ONCE = 4
+
+
+@dataclass
+class DeploymentRecord:
+    name: str
+    #: What each replica is placed and warmed with (example inputs inline).
+    request: m.SubmitRequest
+    replicas: int
+    created_at: float
+    #: Warm-up jobs in flight: job id -> when submitted.
+    warming: dict[str, float] = field(default_factory=dict)
+    #: Why replicas are missing, as last seen ("" when none are).
+    message: str = ""
+    #: A warm-up failed by the model's own doing (it raised on the example inputs):
+    #: no replica is placed again until the deployment is applied anew.
+    stalled: bool = False
+    numbers: itertools.count = field(default_factory=itertools.count)
+
+
+class DeploymentReplicas:
+    """What ``SchedulerState`` keeps and does for deployments (the module docstring)."""
+
+    nodes: dict[str, NodeRecord]
+    jobs: dict[str, JobRecord]
+    leases: LeaseBook
+    deployments: dict[str, DeploymentRecord]
+
+    if TYPE_CHECKING:  # SchedulerState's own, used here
+
+        def _set_state(self, job: JobRecord, state: str) -> None: ...
+        def _revoke_leases(self, held: list[HeldLease], reason: str) -> list[Action]: ...
+        def _cancel(self, event: CancelRequested) -> list[Action]: ...
+
+    def restore_deployments(self, records: list[tuple[str, m.SubmitRequest, int, float]]) -> None:
+        for name, request, replicas, created_at in records:
+            self.deployments[name] = DeploymentRecord(name, request, replicas, created_at)
+
+    def deployment_info(self, name: str) -> m.DeploymentInfo | None:
+        record = self.deployments.get(name)
+        if record is None:
+            return None
+        replicas: list[m.Replica] = []
+        for held in self.leases.of_deployment(name):
+            node = self.nodes.get(held.lease.node_id)
+            replicas.append(
+                m.Replica(
+                    replica_id=held.replica_id or held.lease.lease_id,
+                    state="ready",
+                    node_id=held.lease.node_id,
+                    device_id=held.lease.device_id,
+                    tier=node.tier if node else "",
+                    lease=held.lease,
+                )
+            )
+        for job_id in record.warming:
+            job = self.jobs.get(job_id)
+            p = job.placement if job else None
+            replicas.append(
+                m.Replica(
+                    replica_id=job_id,
+                    state="warming",
+                    node_id=p.node_id if p else "",
+                    device_id=p.device_id if p else "",
+                    tier=p.tier if p else "",
+                )
+            )
+        return m.DeploymentInfo(
+            name=name,
+            artifact_digest=record.request.artifact_digest,
+            replicas_wanted=record.replicas,
+            replicas=tuple(replicas),
+            created_at=record.created_at,
+            message=record.message if len(replicas) < record.replicas else "",
+            model_name=record.request.name,
+        )
+
+    # -------------------------------------------------------------- events
+
+    def _deployment_applied(self, event: DeploymentApplied) -> list[Action]:
+        record = self.deployments.get(event.name)
+        actions: list[Action] = []
+        if record is None:
+            assert event.request is not None  # the service checks a new one has a model
+            record = DeploymentRecord(event.name, event.request, event.replicas, event.now)
+            self.deployments[event.name] = record
+        else:
+            if event.request is not None and event.request != record.request:
+                # A new model (or new constraints): replicas of the old one go.
+                record.request = event.request
+                actions += self._release(record, len(self.leases.of_deployment(record.name)))
+                actions += self._cancel_warming(record, event.now, "the deployment changed")
+            record.replicas = event.replicas
+            record.stalled = False
+        actions.append(
+            PersistDeployment(record.name, record.request, record.replicas, record.created_at)
+        )
+        return actions + self._reconcile(record, event.now)
+
+    def _deployment_deleted(self, event: DeploymentDeleted) -> list[Action]:
+        record = self.deployments.pop(event.name, None)
+        if record is None:
+            return []
+        actions = self._release(record, len(self.leases.of_deployment(record.name)))
+        actions += self._cancel_warming(record, event.now, f"deployment {record.name} deleted")
+        return [*actions, ForgetDeployment(record.name)]
+
+    def _reconcile_deployments(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for record in list(self.deployments.values()):
+            actions += self._reconcile(record, now)
+        return actions
+
+    # -------------------------------------------------------------- replicas
+
+    def _reconcile(self, record: DeploymentRecord, now: float) -> list[Action]:
+        for job_id in list(record.warming):
+            job = self.jobs.get(job_id)
+            if job is None or job.terminal:
+                del record.warming[job_id]
+                if job is not None and job.state != "succeeded":
+                    record.message = f"replica {job_id} {job.state}: {job.outcome.message}"
+                    if job.outcome.user_error:
+                        record.stalled = True
+                        record.message += (
+                            "; the model failed on its example inputs: fix it or them and"
+                            " deploy again"
+                        )
+                elif job is not None and not job.lease_id:
+                    record.message = f"replica {job_id} ran but its node kept no lease"
+        ready = len(self.leases.of_deployment(record.name))
+        if ready > record.replicas:
+            return self._release(record, ready - record.replicas)
+        missing = record.replicas - ready - len(record.warming)
+        if missing <= 0 or record.stalled:
+            return []
+        direct = sorted(
+            n.node_id
+            for n in self.nodes.values()
+            if n.connected and n.state == "ready" and (n.direct_address or n.direct_runs)
+        )
+        if not direct:
+            record.message = (
+                "no connected node takes direct calls: start agents with --direct-address"
+                " HOST:PORT to hold replicas"
+            )
+            return []
+        allowed = set(direct) & set(record.request.nodes) if record.request.nodes else set(direct)
+        actions: list[Action] = []
+        for _ in range(min(missing, WARMING_AT_ONCE - len(record.warming))):
+            job_id = f"{record.name}.replica-{next(record.numbers)}"
+            while job_id in self.jobs:
+                job_id = f"{record.name}.replica-{next(record.numbers)}"
+            request = replace(
+                record.request,
+                name=f"{record.request.name or record.name} (replica of {record.name})",
+                nodes=tuple(sorted(allowed)),
+                lease=True,
+                wait=False,
+            )
+            job = JobRecord(
+                job_id=job_id, request=request, submitted_at=now, deployment=record.name
+            )
+            self.jobs[job_id] = job
+            self._set_state(job, "pending")
+            record.warming[job_id] = now
+            actions.append(PersistJob(job, "pending", f"replica of deployment {record.name}"))
+        return actions
+
+    def _release(self, record: DeploymentRecord, count: int) -> list[Action]:
+        """Revoke ``count`` ready replicas, the newest first."""
+        if count <= 0:
+            return []
+        held = sorted(self.leases.of_deployment(record.name), key=lambda h: -h.last_used)
+        return self._revoke_leases(held[:count], f"deployment {record.name} scaled down")
+
+    def _cancel_warming(self, record: DeploymentRecord, now: float, why: str) -> list[Action]:
+        """Cancel the warm-ups in flight (``why``: kept as the deployment's message)."""
+        record.message = why
+        actions: list[Action] = []
+        for job_id in list(record.warming):
+            job = self.jobs.get(job_id)
+            if job is not None and not job.terminal:
+                actions += self._cancel(CancelRequested(job_id, now))
+        record.warming.clear()
+        return actions
+
+    def _grant_replica(self, node: NodeRecord, job: JobRecord, now: float) -> list[Action]:
+        """A warm-up succeeded: lease its slice to the deployment, if it still wants it."""
+        record = self.deployments.get(job.deployment)
+        p = job.placement
+        if record is None or p is None or job.job_id not in record.warming:
+            return []
+        del record.warming[job.job_id]
+        if not (node.direct_address or node.direct_runs):
+            record.message = f"{node.node_id} takes no direct calls: a replica there cannot serve"
+            return []
+        lease = self.leases.grant(
+            record.request, p, node.direct_address, now, record.name, replica_id=job.job_id
+        )
+        job.lease_id = lease.lease_id
+        record.message = ""
+        return [Send(node.node_id, node.epoch, m.LeaseGranted(lease))]

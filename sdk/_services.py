@@ -1,0 +1,150 @@
+"""Models as services: publish a model under a name, call it by that name.
+
+``Client.deploy`` exports and uploads the model as a call would and hands the scheduler
+a deployment: the model, its constraints and example inputs, and a replica count. The
+scheduler places each replica like a job, warms it with the example inputs and leases
+its slice to the deployment (``scheduler._deployments``). ``Client.service(name)``
+returns a ``Service``: calling it sends the inputs straight to a ready replica, as a
+leased call goes, the least busy first, and moves on to another replica when one has
+gone (its node lost, the deployment scaled down).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from anypu.errors import AnypuError, InputError
+from anypu.protos import messages as m
+
+if TYPE_CHECKING:
+    from anypu.sdk._client import Client, RunOptions
+
+__all__ = ["Service", "deploy"]
+
+#: How long a call waits for a deployment to have a ready replica (placing and warming
+#: one), by default.
+READY_TIMEOUT_S = 120.0
+_POLL_S = 0.1
+
+
+def deploy(
+    client: Client,
+    model: Any,
+    name: str,
+    example_inputs: Any,
+    replicas: int,
+    options: RunOptions,
+    wait_s: float | None,
+) -> m.DeploymentInfo:
+    """The deployment as the scheduler took it; with ``wait_s``, once that many seconds
+    have passed or every replica is ready, whichever is first."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise InputError(f"replicas must be a whole number of 0 or more, got {replicas!r}")
+    request, _ = client._prepare(model, example_inputs, options)
+    if request.inputs_digest:
+        raise InputError(
+            f"deployment {name}: example inputs over 4 MiB: give smaller ones (a replica"
+            " runs them once to warm up; any shape the model takes will do)"
+        )
+    info = client.transport.deploy(name, request, replicas)
+    if not wait_s:
+        return info
+    deadline = time.monotonic() + wait_s
+    while len(info.ready) < replicas and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        info = _find(client, name)
+    return info
+
+
+def _find(client: Client, name: str) -> m.DeploymentInfo:
+    for info in client.transport.deployments():
+        if info.name == name:
+            return info
+    raise AnypuError(f"no deployment {name!r}: deploy it first (sdk.deploy)")
+
+
+class Service:
+    """``service(x)`` runs deployment ``name``'s model on ``x`` on one of its replicas and
+    returns the outputs, as ``sdk.run`` does; thread-safe (concurrent calls go to
+    different replicas while there are free ones)."""
+
+    def __init__(self, client: Client, name: str, ready_timeout_s: float = READY_TIMEOUT_S):
+        self.client = client
+        self.name = name
+        self.ready_timeout_s = ready_timeout_s
+        self._lock = threading.Lock()
+        self._replicas: tuple[m.Replica, ...] = ()
+        self._busy: dict[str, threading.Lock] = {}  # lease id -> held while a call uses it
+        self._turns = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, {len(self._replicas)} ready replica(s) known)"
+
+    def __call__(self, *inputs: Any) -> Any:
+        tried: set[str] = set()
+        while True:
+            replica, busy = self._take(tried)
+            assert replica.lease is not None
+            try:
+                result = self.client.transport.run_leased(replica.lease, inputs)
+            finally:
+                busy.release()
+            if result is not None and (result.ok or result.outcome.user_error):
+                return self.client._direct_outcome(result)
+            # The replica has gone (or its slice failed the call, not the model): the
+            # scheduler places another; try the others meanwhile.
+            tried.add(replica.lease.lease_id)
+            with self._lock:
+                self._replicas = ()
+
+    def info(self) -> m.DeploymentInfo:
+        return _find(self.client, self.name)
+
+    def _take(self, tried: set[str]) -> tuple[m.Replica, threading.Lock]:
+        """A ready replica not yet tried by this call, locked for it: a free one if any,
+        else the next in turn once it is free."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            with self._lock:
+                candidates = [
+                    r for r in self._replicas if r.lease and r.lease.lease_id not in tried
+                ]
+            if not candidates:
+                self._refresh(tried, deadline)
+                continue
+            locks = [self._busy.setdefault(r.lease.lease_id, threading.Lock()) for r in candidates]  # type: ignore[union-attr]
+            start = next(self._turns) % len(candidates)
+            order = list(range(start, len(candidates))) + list(range(start))
+            for i in order:
+                if locks[i].acquire(blocking=False):
+                    return candidates[i], locks[i]
+            locks[start].acquire()
+            return candidates[start], locks[start]
+
+    def _refresh(self, tried: set[str], deadline: float) -> None:
+        """Ask the scheduler for the ready replicas until there is one not yet tried."""
+        while True:
+            info = _find(self.client, self.name)
+            fresh = tuple(
+                r for r in info.ready if r.lease is not None and r.lease.lease_id not in tried
+            )
+            if fresh:
+                with self._lock:
+                    self._replicas = info.ready
+                return
+            if info.replicas_wanted == 0:
+                raise AnypuError(
+                    f"deployment {self.name} has 0 replicas: scale it up to call it"
+                    f" (sdk.scale({self.name!r}, 1))"
+                )
+            if time.monotonic() >= deadline:
+                why = f": {info.message}" if info.message else ""
+                raise AnypuError(
+                    f"deployment {self.name}: no replica ready within"
+                    f" {self.ready_timeout_s:g} s ({len(info.ready)} ready,"
+                    f" {info.replicas_wanted} wanted){why}"
+                )
+            time.sleep(_POLL_S)

@@ -1,0 +1,125 @@
+"""Deployments in the scheduler's state machine (no I/O): replicas placed and warmed as
+jobs, kept as leases held by the deployment, reconciled to the wanted count as nodes come
+and go, released on scale-down and delete."""
+
+from __future__ import annotations
+
+from anypu.protos import messages as m
+from anypu.scheduler import AgentConnected, AgentSaid, SchedulerConfig, SchedulerState, Tick
+from anypu.scheduler._events import (
+    DeploymentApplied,
+    DeploymentDeleted,
+    ForgetDeployment,
+    PersistDeployment,
+)
+from tests.builders import cpu_device, done, join, messages_sent, submit_request
+
+TEMPLATE = submit_request(name="MLP", inputs=b"example")
+
+
+def _state(*direct: str, plain: tuple[str, ...] = ()) -> SchedulerState:
+    state = SchedulerState(SchedulerConfig(lost_after_s=5.0, retry_backoff_s=0.0))
+    for i, name in enumerate(direct):
+        address = f"127.0.0.1:{7000 + i}"
+        state.handle(
+            AgentConnected(join(name, devices=(cpu_device(),), direct_address=address), 0.0)
+        )
+    for name in plain:
+        state.handle(AgentConnected(join(name, devices=(cpu_device(),)), 0.0))
+    return state
+
+
+def _warm_all(state: SchedulerState, actions: list, now: float) -> list:
+    """Answer every Launch in ``actions`` with success; the actions that caused."""
+    out: list = []
+    for send in [a for a in actions if isinstance(getattr(a, "message", None), m.Launch)]:
+        launch = send.message
+        result = done(launch.job_id, launch.attempt)
+        out += state.handle(AgentSaid(send.node_id, send.epoch, result, now))
+    return out
+
+
+def test_a_deployment_places_warms_and_leases_its_replicas() -> None:
+    state = _state("a", "b")
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 2, now=1.0))
+    assert any(isinstance(a, PersistDeployment) and a.replicas == 2 for a in actions)
+    launches = messages_sent(actions, m.Launch)
+    assert len(launches) == 2 and all(launch.inputs == b"example" for launch in launches)
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.state for r in info.replicas] == ["warming", "warming"]
+    granted = messages_sent(_warm_all(state, actions, 2.0), m.LeaseGranted)
+    assert len(granted) == 2
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 2 and info.message == ""
+    assert {r.node_id for r in info.ready} == {"a", "b"}
+    assert {r.lease.address for r in info.ready if r.lease} == {"127.0.0.1:7000", "127.0.0.1:7001"}
+    assert all(r.replica_id.startswith("mlp.replica-") for r in info.ready)
+    # Held by the deployment: idle for an hour, a new node, waiting jobs take none back.
+    for name in ("a", "b"):
+        state.handle(AgentSaid(name, 1, m.Heartbeat(3599.0), now=3599.0))
+    later = state.handle(Tick(3600.0))
+    assert not messages_sent(later, m.LeaseRevoked)
+    joined = state.handle(AgentConnected(join("c", direct_address="127.0.0.1:7009"), 3600.0))
+    assert not messages_sent(joined, m.LeaseRevoked)
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 2
+
+
+def test_a_lost_node_s_replica_is_placed_again_elsewhere() -> None:
+    state = _state("a", "b")
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0))
+    _warm_all(state, actions, 1.5)
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 1
+    lost = info.ready[0].node_id
+    alive = "b" if lost == "a" else "a"
+    state.handle(AgentSaid(alive, 1, m.Heartbeat(8.0), now=8.0))  # only one keeps beating
+    actions = state.handle(Tick(9.0))  # the other is silent past lost_after_s
+    (launch,) = [a for a in actions if isinstance(getattr(a, "message", None), m.Launch)]
+    assert launch.node_id == alive
+    _warm_all(state, [launch], 9.5)
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.node_id for r in info.ready] == [alive]
+
+
+def test_scaling_down_releases_the_newest_and_delete_releases_all() -> None:
+    state = _state("a", "b", "c")
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 3, now=1.0))
+    _warm_all(state, actions, 2.0)
+    down = state.handle(DeploymentApplied("mlp", None, 1, now=3.0))
+    assert len(messages_sent(down, m.LeaseRevoked)) == 2
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 1 and len(info.ready) == 1
+    gone = state.handle(DeploymentDeleted("mlp", now=4.0))
+    assert len(messages_sent(gone, m.LeaseRevoked)) == 1
+    assert any(isinstance(a, ForgetDeployment) for a in gone)
+    assert state.deployment_info("mlp") is None
+
+
+def test_without_a_node_taking_direct_calls_it_says_what_to_start() -> None:
+    state = _state(plain=("a",))
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0))
+    assert not messages_sent(actions, m.Launch)
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas == () and "--direct-address" in info.message
+
+
+def _fail_launch(state: SchedulerState, actions: list, code: m.FailureCode, now: float) -> None:
+    (send,) = [a for a in actions if isinstance(getattr(a, "message", None), m.Launch)]
+    failure = m.JobResult(
+        send.message.job_id, send.message.attempt, m.Outcome.failed(code, "shape mismatch")
+    )
+    state.handle(AgentSaid(send.node_id, send.epoch, failure, now))
+
+
+def test_a_model_that_fails_its_example_stops_until_deployed_again() -> None:
+    state = _state("a")
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0))
+    _fail_launch(state, actions, m.FailureCode.MODEL_RAISED, 2.0)
+    state.handle(AgentSaid("a", 1, m.Heartbeat(2.4), now=2.4))
+    again = state.handle(Tick(2.5))
+    info = state.deployment_info("mlp")
+    assert info is not None and "shape mismatch" in info.message
+    assert "deploy again" in info.message and not messages_sent(again, m.Launch)
+    fixed = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=3.0))
+    assert messages_sent(fixed, m.Launch)
