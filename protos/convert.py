@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -545,12 +546,40 @@ def join_tokens_from_pb(message: pb.ListJoinTokensResponse) -> list[dict[str, An
 # ---------------------------------------------------------------- deployments
 
 
-def deploy_request(name: str, request: m.SubmitRequest, replicas: int) -> pb.DeployRequest:
-    return pb.DeployRequest(name=name, request=submit_request_to_pb(request), replicas=replicas)
+def _spec_to_pb(spec: m.TensorSpec, out: pb.TensorSpec) -> None:
+    out.name, out.datatype = spec.name, spec.datatype
+    out.shape.extend(spec.shape)
 
 
-def deploy_request_from_pb(message: pb.DeployRequest) -> tuple[str, m.SubmitRequest, int]:
-    return message.name, submit_request_from_pb(message.request), message.replicas
+def _specs_from_pb(specs: Any) -> tuple[m.TensorSpec, ...]:
+    return tuple(m.TensorSpec(s.name, s.datatype, tuple(s.shape)) for s in specs)
+
+
+def deploy_request(
+    name: str,
+    request: m.SubmitRequest,
+    replicas: int,
+    inputs: Sequence[m.TensorSpec] = (),
+    outputs: Sequence[m.TensorSpec] = (),
+) -> pb.DeployRequest:
+    out = pb.DeployRequest(name=name, request=submit_request_to_pb(request), replicas=replicas)
+    for spec in inputs:
+        _spec_to_pb(spec, out.inputs.add())
+    for spec in outputs:
+        _spec_to_pb(spec, out.outputs.add())
+    return out
+
+
+def deploy_request_from_pb(
+    message: pb.DeployRequest,
+) -> tuple[str, m.SubmitRequest, int, tuple[m.TensorSpec, ...], tuple[m.TensorSpec, ...]]:
+    return (
+        message.name,
+        submit_request_from_pb(message.request),
+        message.replicas,
+        _specs_from_pb(message.inputs),
+        _specs_from_pb(message.outputs),
+    )
 
 
 def scale_deployment_request(name: str, replicas: int) -> pb.ScaleDeploymentRequest:
@@ -567,6 +596,10 @@ def list_deployments_request() -> pb.ListDeploymentsRequest:
 
 def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
     out = _scalars_to_pb(info, pb.DeploymentInfo())
+    for spec in info.inputs:
+        _spec_to_pb(spec, out.inputs.add())
+    for spec in info.outputs:
+        _spec_to_pb(spec, out.outputs.add())
     for replica in info.replicas:
         entry = _scalars_to_pb(replica, out.replicas.add())
         if replica.lease is not None:
@@ -583,7 +616,22 @@ def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
         )
         for r in message.replicas
     )
-    return _scalars_from_pb(message, m.DeploymentInfo, replicas=replicas)
+    return _scalars_from_pb(
+        message,
+        m.DeploymentInfo,
+        replicas=replicas,
+        inputs=_specs_from_pb(message.inputs),
+        outputs=_specs_from_pb(message.outputs),
+    )
+
+
+def tensor_specs_json(specs: Sequence[m.TensorSpec]) -> str:
+    """Specs as stored (a deployment's signature in the state store)."""
+    return json.dumps([[s.name, s.datatype, list(s.shape)] for s in specs])
+
+
+def tensor_specs_from_json(text: str) -> tuple[m.TensorSpec, ...]:
+    return tuple(m.TensorSpec(n, d, tuple(shape)) for n, d, shape in json.loads(text or "[]"))
 
 
 def deployment_response(info: m.DeploymentInfo) -> pb.DeploymentResponse:

@@ -52,6 +52,7 @@ __all__ = [
     "SchedulerMessage",
     "SplitOption",
     "SubmitRequest",
+    "TensorSpec",
     "UsageRow",
     "node_name_problem",
 ]
@@ -534,6 +535,15 @@ class PlacementInfo:
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as the Open Inference Protocol names it."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Replica:
     """One replica of a deployment: a warm worker holding its model, on a slice leased
     to the deployment. ``replica_id`` is the job that placed and warmed it; ``lease``
@@ -559,6 +569,8 @@ class DeploymentInfo:
     created_at: float = 0.0
     message: str = ""
     model_name: str = ""
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
 
     @property
     def ready(self) -> tuple[Replica, ...]:

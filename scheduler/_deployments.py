@@ -53,6 +53,8 @@ class DeploymentRecord:
     request: m.SubmitRequest
     replicas: int
     created_at: float
+    inputs: tuple[m.TensorSpec, ...] = ()
+    outputs: tuple[m.TensorSpec, ...] = ()
     #: Warm-up jobs in flight: job id -> when submitted.
     warming: dict[str, float] = field(default_factory=dict)
     #: Why replicas are missing, as last seen ("" when none are).
@@ -77,9 +79,9 @@ class DeploymentReplicas:
         def _revoke_leases(self, held: list[HeldLease], reason: str) -> list[Action]: ...
         def _cancel(self, event: CancelRequested) -> list[Action]: ...
 
-    def restore_deployments(self, records: list[tuple[str, m.SubmitRequest, int, float]]) -> None:
-        for name, request, replicas, created_at in records:
-            self.deployments[name] = DeploymentRecord(name, request, replicas, created_at)
+    def restore_deployments(self, records: list[DeploymentRecord]) -> None:
+        for record in records:
+            self.deployments[record.name] = record
 
     def deployment_info(self, name: str) -> m.DeploymentInfo | None:
         record = self.deployments.get(name)
@@ -118,6 +120,8 @@ class DeploymentReplicas:
             created_at=record.created_at,
             message=record.message if len(replicas) < record.replicas else "",
             model_name=record.request.name,
+            inputs=record.inputs,
+            outputs=record.outputs,
         )
 
     # -------------------------------------------------------------- events
@@ -127,18 +131,28 @@ class DeploymentReplicas:
         actions: list[Action] = []
         if record is None:
             assert event.request is not None  # the service checks a new one has a model
-            record = DeploymentRecord(event.name, event.request, event.replicas, event.now)
+            record = DeploymentRecord(
+                event.name, event.request, event.replicas, event.now, event.inputs, event.outputs
+            )
             self.deployments[event.name] = record
         else:
             if event.request is not None and event.request != record.request:
                 # A new model (or new constraints): replicas of the old one go.
                 record.request = event.request
+                record.inputs, record.outputs = event.inputs, event.outputs
                 actions += self._release(record, len(self.leases.of_deployment(record.name)))
                 actions += self._cancel_warming(record, event.now, "the deployment changed")
             record.replicas = event.replicas
             record.stalled = False
         actions.append(
-            PersistDeployment(record.name, record.request, record.replicas, record.created_at)
+            PersistDeployment(
+                record.name,
+                record.request,
+                record.replicas,
+                record.created_at,
+                inputs=record.inputs,
+                outputs=record.outputs,
+            )
         )
         return actions + self._reconcile(record, event.now)
 

@@ -117,6 +117,9 @@ class DeploymentApplied:
     replicas: int
     now: float
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+    #: The model's inputs and outputs as the inference protocol names them.
+    inputs: tuple[m.TensorSpec, ...] = ()
+    outputs: tuple[m.TensorSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ class PersistDeployment:
     replicas: int
     created_at: float
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+    inputs: tuple[m.TensorSpec, ...] = ()
+    outputs: tuple[m.TensorSpec, ...] = ()
 
 
 @dataclass(frozen=True)

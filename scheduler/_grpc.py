@@ -271,8 +271,9 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
     def Deploy(self, request, context):  # noqa: N802
         self._check(context)
         try:
-            name, submit, replicas = convert.deploy_request_from_pb(request)
-            return convert.deployment_response(self.service.deploy(name, submit, replicas))
+            name, submit, replicas, inputs, outputs = convert.deploy_request_from_pb(request)
+            info = self.service.deploy(name, submit, replicas, inputs, outputs)
+            return convert.deployment_response(info)
         except Exception as error:
             _fail(context, error)
 

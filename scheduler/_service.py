@@ -21,6 +21,7 @@ from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
+from anypu.scheduler._deployments import DeploymentRecord
 from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
@@ -245,11 +246,15 @@ class SchedulerService:
             elif isinstance(action, PersistLearned):
                 self._writes.put(self.store.learned_write(action.lesson, now))
             elif isinstance(action, PersistDeployment):
-                self._writes.put(
-                    self.store.deployment_write(
-                        action.name, action.request, action.replicas, action.created_at
-                    )
+                record = DeploymentRecord(
+                    action.name,
+                    action.request,
+                    action.replicas,
+                    action.created_at,
+                    action.inputs,
+                    action.outputs,
                 )
+                self._writes.put(self.store.deployment_write(record))
                 log.info(
                     "deployment %s: %d replica(s) wanted [%s]",
                     action.name,
@@ -533,7 +538,14 @@ class SchedulerService:
 
     # -------------------------------------------------------------- deployments
 
-    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
+    def deploy(
+        self,
+        name: str,
+        request: m.SubmitRequest,
+        replicas: int,
+        inputs: tuple[m.TensorSpec, ...] = (),
+        outputs: tuple[m.TensorSpec, ...] = (),
+    ) -> m.DeploymentInfo:
         """Publish (or replace) ``name``; ``ConfigError`` for what a user got wrong."""
         validate_deployment(name, replicas)
         validate_submit(request, self.blobs)
@@ -542,7 +554,10 @@ class SchedulerService:
                 f"deployment {name}: its example inputs must travel inline (at most"
                 f" {format_bytes(MAX_EXAMPLE_BYTES)}): deploy with a smaller example"
             )
-        return self._deployment_event(DeploymentApplied(name, request, replicas, self.clock()))
+        event = DeploymentApplied(
+            name, request, replicas, self.clock(), inputs=inputs, outputs=outputs
+        )
+        return self._deployment_event(event)
 
     def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
         validate_deployment(name, replicas)

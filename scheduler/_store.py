@@ -26,6 +26,7 @@ from typing import Any
 from anypu.devices import Device
 from anypu.protos import convert
 from anypu.protos.messages import Outcome, PlacementInfo, SplitOption, SubmitRequest
+from anypu.scheduler._deployments import DeploymentRecord
 from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
 
@@ -86,7 +87,9 @@ CREATE TABLE IF NOT EXISTS deployments (
     name TEXT PRIMARY KEY,
     request BLOB NOT NULL,
     replicas INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS learned (
     digest TEXT NOT NULL,
@@ -320,23 +323,39 @@ class StateStore:
         return ("forget_node", node_id, None)
 
     @staticmethod
-    def deployment_write(
-        name: str, request: SubmitRequest, replicas: int, created_at: float
-    ) -> tuple:
-        row = (name, convert.submit_request_bytes(request), replicas, created_at)
+    def deployment_write(record: DeploymentRecord) -> tuple:
+        row = (
+            record.name,
+            convert.submit_request_bytes(record.request),
+            record.replicas,
+            record.created_at,
+            convert.tensor_specs_json(record.inputs),
+            convert.tensor_specs_json(record.outputs),
+        )
         return ("deployment", row, None)
 
     @staticmethod
     def deployment_forget(name: str) -> tuple:
         return ("forget_deployment", name, None)
 
-    def load_deployments(self) -> list[tuple[str, SubmitRequest, int, float]]:
-        """(name, template, replicas, created at) of every deployment, oldest first."""
+    def load_deployments(self) -> list[DeploymentRecord]:
+        """Every deployment, oldest first (without its replicas: they are placed anew)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, request, replicas, created_at FROM deployments ORDER BY created_at"
+                "SELECT name, request, replicas, created_at, inputs, outputs FROM deployments"
+                " ORDER BY created_at"
             ).fetchall()
-        return [(n, convert.submit_request_from_bytes(r), k, c) for n, r, k, c in rows]
+        return [
+            DeploymentRecord(
+                name,
+                convert.submit_request_from_bytes(request),
+                replicas,
+                created_at,
+                convert.tensor_specs_from_json(inputs),
+                convert.tensor_specs_from_json(outputs),
+            )
+            for name, request, replicas, created_at, inputs, outputs in rows
+        ]
 
     def commit(self, writes: list[tuple]) -> None:
         """Write many jobs, transitions and nodes in one transaction (group commit)."""
@@ -357,7 +376,7 @@ class StateStore:
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
                     elif kind == "deployment":
                         self._db.execute(
-                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?)", row
+                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?)", row
                         )
                     elif kind == "forget_deployment":
                         self._db.execute("DELETE FROM deployments WHERE name = ?", (row,))
@@ -508,7 +527,7 @@ class StateStore:
                 " UNION SELECT DISTINCT artifact, '' FROM jobs WHERE finished_at > ?",
                 (models_used_since,),
             ).fetchall()
-        deployed = {request.artifact_digest for _, request, _, _ in self.load_deployments()}
+        deployed = {d.request.artifact_digest for d in self.load_deployments()}
         return deployed | {digest for row in rows for digest in row if digest}
 
     def bytes_on_disk(self) -> int:

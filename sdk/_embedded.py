@@ -125,8 +125,15 @@ class InProcessTransport:
     def remove_node(self, node_id: str) -> m.NodeInfo:
         return self.service.remove_node(node_id)
 
-    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
-        return self.service.deploy(name, request, replicas)
+    def deploy(
+        self,
+        name: str,
+        request: m.SubmitRequest,
+        replicas: int,
+        inputs: tuple[m.TensorSpec, ...] = (),
+        outputs: tuple[m.TensorSpec, ...] = (),
+    ) -> m.DeploymentInfo:
+        return self.service.deploy(name, request, replicas, inputs, outputs)
 
     def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
         try:

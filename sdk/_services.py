@@ -43,13 +43,14 @@ def deploy(
     have passed or every replica is ready, whichever is first."""
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise InputError(f"replicas must be a whole number of 0 or more, got {replicas!r}")
-    request, _ = client._prepare(model, example_inputs, options)
+    request, args = client._prepare(model, example_inputs, options)
+    inputs, outputs = signature(model, args)
     if request.inputs_digest:
         raise InputError(
             f"deployment {name}: example inputs over 4 MiB: give smaller ones (a replica"
             " runs them once to warm up; any shape the model takes will do)"
         )
-    info = client.transport.deploy(name, request, replicas)
+    info = client.transport.deploy(name, request, replicas, inputs, outputs)
     if not wait_s:
         return info
     deadline = time.monotonic() + wait_s
@@ -57,6 +58,49 @@ def deploy(
         time.sleep(_POLL_S)
         info = _find(client, name)
     return info
+
+
+def signature(
+    model: Any, args: tuple[Any, ...]
+) -> tuple[tuple[m.TensorSpec, ...], tuple[m.TensorSpec, ...]]:
+    """The model's inputs (named after ``forward``'s parameters) and outputs (``output0``…
+    for a tensor or a sequence of them, the keys of a dict of them) as the inference
+    protocol names them, from one run on the example; outputs empty when they are not
+    tensors the protocol can carry."""
+    import inspect
+
+    import torch
+
+    from anypu._oip import datatype_of
+
+    try:
+        params = [
+            p.name
+            for p in inspect.signature(model.forward).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    names = params if len(params) == len(args) else [f"input{i}" for i in range(len(args))]
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        raise InputError("a deployment's example inputs must be tensors (one, or a tuple of them)")
+    inputs = tuple(
+        m.TensorSpec(n, datatype_of(a), tuple(a.shape)) for n, a in zip(names, args, strict=True)
+    )
+    with torch.no_grad():
+        out = model(*args)
+    if isinstance(out, torch.Tensor):
+        named: dict[str, Any] = {"output0": out}
+    elif isinstance(out, (tuple, list)):
+        named = {f"output{i}": o for i, o in enumerate(out)}
+    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
+        named = dict(out)
+    else:
+        named = {}
+    if not all(isinstance(v, torch.Tensor) for v in named.values()):
+        return inputs, ()
+    outputs = tuple(m.TensorSpec(n, datatype_of(v), tuple(v.shape)) for n, v in named.items())
+    return inputs, outputs
 
 
 def _find(client: Client, name: str) -> m.DeploymentInfo:

@@ -112,7 +112,14 @@ class Transport(Protocol):
     def list_nodes(self) -> list[m.NodeInfo]: ...
     def usage(self) -> m.ClusterUsage: ...
     def remove_node(self, node_id: str) -> m.NodeInfo: ...
-    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo: ...
+    def deploy(
+        self,
+        name: str,
+        request: m.SubmitRequest,
+        replicas: int,
+        inputs: tuple[m.TensorSpec, ...] = (),
+        outputs: tuple[m.TensorSpec, ...] = (),
+    ) -> m.DeploymentInfo: ...
     def scale(self, name: str, replicas: int) -> m.DeploymentInfo: ...
     def undeploy(self, name: str) -> m.DeploymentInfo: ...
     def deployments(self) -> list[m.DeploymentInfo]: ...
@@ -341,8 +348,16 @@ class GrpcTransport:
         response = self._call(self._jobs.RemoveNode, convert.remove_node_request(node_id))
         return convert.node_info_from_pb(response.node)
 
-    def deploy(self, name: str, request: m.SubmitRequest, replicas: int) -> m.DeploymentInfo:
-        response = self._call(self._jobs.Deploy, convert.deploy_request(name, request, replicas))
+    def deploy(
+        self,
+        name: str,
+        request: m.SubmitRequest,
+        replicas: int,
+        inputs: tuple[m.TensorSpec, ...] = (),
+        outputs: tuple[m.TensorSpec, ...] = (),
+    ) -> m.DeploymentInfo:
+        message = convert.deploy_request(name, request, replicas, inputs, outputs)
+        response = self._call(self._jobs.Deploy, message)
         return convert.deployment_info_from_pb(response.deployment)
 
     def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
