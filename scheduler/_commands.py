@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anypu.comm import CertificateAuthority
+from anypu.comm import CertificateAuthority, channel_credentials
 from anypu.devices import parse_size
 from anypu.errors import AnypuError
 from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
@@ -168,7 +168,11 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         say(f"CA hash: {security.ca.hash}")
     dashboard = None
     if args.http_port is not None:
-        dashboard = serve_http(service, args.http_host, args.http_port, throttle=throttle)
+        # Replicas are called on agents' direct ports, which show the cluster CA's certs.
+        direct = channel_credentials(security.ca.cert_pem) if security is not None else None
+        dashboard = serve_http(
+            service, args.http_host, args.http_port, throttle=throttle, direct_credentials=direct
+        )
         say(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)")
     if kept_in is not None:
         say(f"admin token (pass it to clients and agents): {token}")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import grpc
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from anypu import PROTOCOL_VERSION, __version__
@@ -39,6 +40,7 @@ from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.scheduler._inference import MAX_INFER_BYTES, InferenceGateway
 from anypu.scheduler._metrics import (
     NODE_STATES,
     ClusterView,
@@ -426,6 +428,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         try:
+            if path == "/v2" or path.startswith("/v2/"):
+                return self._inference(method, path)
             if method == "POST":  # the body is unused; read it so keep-alive stays in step
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if path == "/" or path.startswith("/static/"):
@@ -447,6 +451,28 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("%s %s failed", method, self.path)
             self._json(500, {"error": "internal error in the scheduler; see its log"})
+
+    def _inference(self, method: str, path: str) -> None:
+        """The Open Inference Protocol (``_inference``): its errors in its own shape."""
+        try:
+            size = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            size = -1
+        if not 0 <= size <= MAX_INFER_BYTES:
+            self.close_connection = True  # the body is not read: this connection is spent
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"an inference request is at most {MAX_INFER_BYTES} bytes, this one says"
+                f" {self.headers.get('Content-Length')!r}: send smaller inputs",
+            )
+        body = self.rfile.read(size) if size else b""
+        self._check_host()
+        self._authorize(mutating=method == "POST")
+        status, payload, headers = self.server.inference.handle(
+            method, path, dict(self.headers.items()), body
+        )
+        content_type = headers.pop("Content-Type", "application/json")
+        self._send(status, payload, content_type, headers)
 
     def _check_host(self) -> None:
         if not self.server.open_reads:
@@ -520,12 +546,14 @@ class _Server(ThreadingHTTPServer):
         service: SchedulerService,
         open_reads: bool,
         throttle: FailureThrottle,
+        direct_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.service = service
         self.throttle = throttle
         self.metrics = SchedulerMetrics(service, throttle)
         self.api = Api(service, self.metrics)
+        self.inference = InferenceGateway(service, direct_credentials)
         self.open_reads = open_reads
         # Only these names are ever served: a path can never reach outside the folder.
         self.files = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file()}
@@ -541,14 +569,19 @@ class DashboardServer:
         port: int = 0,
         open_reads: bool | None = None,
         throttle: FailureThrottle | None = None,
+        direct_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """``open_reads``: GETs without a token; default only when ``host`` is loopback.
+        ``direct_credentials``: TLS to agents' direct ports (the cluster's CA), for the
+        inference protocol's calls to replicas; None: plaintext.
         ``throttle``: who is refused after failed tokens (share the gRPC server's, so a
         guesser's failures count on both; default: its own, 5 per minute per address)."""
         if open_reads is None:
             open_reads = is_loopback(host)
         try:
-            self._server = _Server((host, port), service, open_reads, throttle or FailureThrottle())
+            self._server = _Server(
+                (host, port), service, open_reads, throttle or FailureThrottle(), direct_credentials
+            )
         except OSError as error:
             raise ConfigError(
                 f"cannot serve the dashboard on {host}:{port}: {error.strerror};"
@@ -584,6 +617,10 @@ def serve_http(
     host: str = "127.0.0.1",
     port: int = 0,
     throttle: FailureThrottle | None = None,
+    direct_credentials: grpc.ChannelCredentials | None = None,
 ) -> DashboardServer:
-    """Start the dashboard, API and ``/metrics`` for ``service``; returns the server."""
-    return DashboardServer(service, host, port, throttle=throttle)
+    """Start the dashboard, API, ``/metrics`` and the inference protocol's ``/v2`` for
+    ``service``; returns the server."""
+    return DashboardServer(
+        service, host, port, throttle=throttle, direct_credentials=direct_credentials
+    )

@@ -1,0 +1,301 @@
+"""The Open Inference Protocol (v2) over HTTP at the scheduler: deployments by name.
+
+KServe's and Triton's clients call ``/v2/...`` here unchanged. The scheduler is the
+gateway: an inference request is checked against the deployment's signature (names,
+datatypes and shapes taken at deploy), sent to one of its ready replicas (the agent's
+direct port, under the replica's lease, as an SDK ``Service`` sends it), and the
+model's outputs are returned as the protocol's response (``anypu._oip`` does the
+encoding both ways). Endpoints:
+
+- ``GET /v2/health/live``, ``GET /v2/health/ready``: the scheduler is serving;
+- ``GET /v2``: server metadata (``binary_tensor_data`` among its extensions);
+- ``GET /v2/models/{name}``: model metadata; ``GET /v2/models/{name}/ready``: 200 with
+  ``"ready": true`` while a replica is ready, else 503;
+- ``POST /v2/models/{name}/infer``.
+
+A path with ``/versions/{v}`` is refused (404): a deployment serves one version. Every
+refusal is the protocol's ``{"error": ...}`` with a message saying what to change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from anypu import __version__
+from anypu.comm import grpc_channel
+from anypu.protos import anypu_v1_pb2_grpc as rpc
+from anypu.protos import convert
+from anypu.protos import messages as m
+
+if TYPE_CHECKING:
+    from anypu.scheduler._service import SchedulerService
+
+__all__ = ["MAX_INFER_BYTES", "InferenceGateway"]
+
+log = logging.getLogger("anypu.scheduler.inference")
+
+#: The largest inference request body taken (a replica's direct call carries at most
+#: this much; larger inputs get 413 and a message).
+MAX_INFER_BYTES = 4 << 20
+_MODEL = re.compile(r"/v2/models/([^/]+)(/versions/([^/]+))?(/ready|/infer)?")
+_CALL_TIMEOUT_S = 600.0
+
+
+class InferenceGateway:
+    """``handle(method, path, headers, body) -> (status, body, headers)``."""
+
+    def __init__(
+        self, service: SchedulerService, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        self.service = service
+        self.credentials = credentials
+        self._stubs: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._turns = itertools.count()
+        #: Requests answered, by status, since start (``/metrics``).
+        self.answered: dict[int, int] = {}
+
+    def handle(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        try:
+            status, payload, extra = self._route(method, path, headers, body)
+        except _Refused as refused:
+            status, payload, extra = refused.status, _error(refused.message), {}
+        except Exception as error:
+            from anypu._oip import InferenceProtocolError
+
+            if not isinstance(error, InferenceProtocolError):
+                raise
+            status, payload, extra = error.status, _error(str(error)), {}
+        self.answered[status] = self.answered.get(status, 0) + 1
+        return status, payload, {"Content-Type": "application/json", **extra}
+
+    # -------------------------------------------------------------- routes
+
+    def _route(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        if path in ("/v2/health/live", "/v2/health/ready", "/v2"):
+            _only(method, "GET", path)
+            if path == "/v2":
+                return 200, _json(_server_metadata()), {}
+            return 200, _json({path.rsplit("/", 1)[1]: True}), {}
+        match = _MODEL.fullmatch(path)
+        if match is None:
+            raise _Refused(
+                HTTPStatus.NOT_FOUND,
+                f"no endpoint {path}: the protocol's are /v2/health/ready, /v2/models/NAME"
+                " and /v2/models/NAME/infer",
+            )
+        name, version, action = match.group(1), match.group(3), match.group(4) or ""
+        info = self._deployment(name)
+        if version:
+            raise _Refused(
+                HTTPStatus.NOT_FOUND,
+                f"model {name} has no version {version!r}: a deployment serves one version;"
+                f" call /v2/models/{name}{action}",
+            )
+        if action == "/infer":
+            _only(method, "POST", path)
+            return self._infer(info, headers, body)
+        _only(method, "GET", path)
+        if action == "/ready":
+            if not info.ready:
+                why = f": {info.message}" if info.message else ""
+                raise _Refused(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"model {name} has no ready replica ({info.replicas_wanted} wanted){why}",
+                )
+            return 200, _json({"name": name, "ready": True}), {}
+        return 200, _json(_model_metadata(info)), {}
+
+    def _deployment(self, name: str) -> m.DeploymentInfo:
+        for info in self.service.deployments():
+            if info.name == name:
+                return info
+        raise _Refused(
+            HTTPStatus.NOT_FOUND,
+            f"no model {name!r} is deployed here (deployed: "
+            f"{', '.join(d.name for d in self.service.deployments()) or 'none'})",
+        )
+
+    # -------------------------------------------------------------- inference
+
+    def _infer(
+        self, info: m.DeploymentInfo, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        from anypu import _oip
+
+        length = _header_length(headers)
+        request = _oip.parse_infer_request(body, length)
+        args = _arguments(info, request)
+        outputs = self._call_replica(info, args)
+        named = _named_outputs(info, outputs)
+        payload, extra = _oip.encode_infer_response(info.name, request, named)
+        return 200, payload, extra
+
+    def _call_replica(self, info: m.DeploymentInfo, args: tuple[Any, ...]) -> Any:
+        from anypu import _codec
+
+        replicas = [r for r in info.ready if r.lease is not None and r.lease.address]
+        if not replicas:
+            why = f": {info.message}" if info.message else ""
+            raise _Refused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"model {info.name} has no ready replica ({info.replicas_wanted} wanted){why};"
+                " try again once /v2/models/{name}/ready says so".replace("{name}", info.name),
+            )
+        payload = b"".join(_codec.encode_parts(args, "inputs"))
+        start = next(self._turns) % len(replicas)
+        for replica in replicas[start:] + replicas[:start]:
+            lease = replica.lease
+            assert lease is not None
+            request = convert.direct_run_request(lease.lease_id, payload)
+            try:
+                response = self._stub(lease.address, lease.node_id).Run(
+                    request, timeout=_CALL_TIMEOUT_S
+                )
+            except grpc.RpcError as error:
+                log.info(
+                    "replica %s of %s did not answer: %s", replica.replica_id, info.name, error
+                )
+                continue
+            result, _ = convert.direct_run_result(response)
+            if result is None:
+                continue  # its lease went (scaled down, node rejoined): the next one
+            if result.ok:
+                return _codec.decode(result.outputs)
+            if result.outcome.user_error:
+                raise _Refused(
+                    HTTPStatus.BAD_REQUEST,
+                    f"model {info.name} raised {result.outcome.error_type}:"
+                    f" {result.outcome.message}",
+                )
+            log.info(
+                "replica %s of %s failed a call: %s",
+                replica.replica_id,
+                info.name,
+                result.outcome.message,
+            )
+        raise _Refused(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"no replica of {info.name} could take the call (the scheduler is placing"
+            " others): try again",
+        )
+
+    def _stub(self, address: str, node_id: str) -> Any:
+        with self._lock:
+            stub = self._stubs.get((address, node_id))
+            if stub is None:
+                channel = grpc_channel(address, self.credentials, server_name=node_id)
+                stub = self._stubs[(address, node_id)] = rpc.DirectServiceStub(channel)
+        return stub
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+
+
+def _only(method: str, allowed: str, path: str) -> None:
+    if method != allowed:
+        raise _Refused(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts {allowed}, not {method}")
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _error(message: str) -> bytes:
+    return _json({"error": message})
+
+
+def _header_length(headers: Mapping[str, str]) -> int | None:
+    from anypu._oip import HEADER_LENGTH
+
+    raw = next((v for k, v in headers.items() if k.lower() == HEADER_LENGTH.lower()), None)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST, f"{HEADER_LENGTH} must be a number of bytes, got {raw!r}"
+        ) from None
+
+
+def _server_metadata() -> dict[str, Any]:
+    return {"name": "anypu", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def _spec(spec: m.TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _model_metadata(info: m.DeploymentInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "versions": [],
+        "platform": "pytorch_torch_export",
+        "inputs": [_spec(s) for s in info.inputs],
+        "outputs": [_spec(s) for s in info.outputs],
+    }
+
+
+def _arguments(info: m.DeploymentInfo, request: Any) -> tuple[Any, ...]:
+    """The model's positional arguments from a parsed request, checked against the
+    deployment's signature."""
+    given = {i.name: i for i in request.inputs}
+    wanted = {s.name for s in info.inputs}
+    unknown = sorted(set(given) - wanted)
+    if unknown:
+        raise _Refused(
+            HTTPStatus.BAD_REQUEST,
+            f"model {info.name} has no input {unknown[0]!r}; its inputs are"
+            f" {[s.name for s in info.inputs]}",
+        )
+    args = []
+    for spec in info.inputs:
+        tensor = given.get(spec.name)
+        if tensor is None:
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"model {info.name} needs input {spec.name!r} ({spec.datatype} {list(spec.shape)})",
+            )
+        if tensor.datatype != spec.datatype or tuple(tensor.shape) != tuple(spec.shape):
+            raise _Refused(
+                HTTPStatus.BAD_REQUEST,
+                f"input {spec.name!r} of model {info.name} is {spec.datatype}"
+                f" {list(spec.shape)} (the shapes it was deployed with), got"
+                f" {tensor.datatype} {list(tensor.shape)}",
+            )
+        args.append(tensor.value)
+    return tuple(args)
+
+
+def _named_outputs(info: m.DeploymentInfo, outputs: Any) -> dict[str, Any]:
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return {"output0": outputs}
+    if isinstance(outputs, (tuple, list)):
+        return {f"output{i}": o for i, o in enumerate(outputs)}
+    if isinstance(outputs, dict):
+        return dict(outputs)
+    raise _Refused(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot carry:"
+        " return a tensor, a tuple or a dict of tensors",
+    )

@@ -1,0 +1,204 @@
+"""The Open Inference Protocol (v2) at the scheduler, spoken by a plain HTTP client written
+from the specification (kserve/open-inference-protocol ``inference_rest.md``, Triton's
+binary tensor extension), not from the server's code. Real processes on loopback: a
+scheduler with its HTTP port and an agent taking direct calls, a deployment made with
+the SDK."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import struct
+
+import pytest
+import torch
+
+from anypu.sdk import Client
+from anypu.sdk._transport import GrpcTransport
+from tests.cluster import Cluster
+
+
+class Scale(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"y": x * 2, "best": x.argmax(dim=-1)}
+
+
+X = torch.tensor([[1.0, 5.0, 2.0, 0.5], [3.0, -1.0, 0.0, 4.0]])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("oip"), **{"http-port": 0})
+    try:
+        cluster.add_agent("direct-1", "edge", direct=True)
+        client = Client(GrpcTransport(cluster.address, cluster.token))
+        cluster.wait_nodes(client, 1)
+        info = client.deploy(Scale().eval(), "scale", example_inputs=X, replicas=1)
+        assert len(info.ready) == 1, info
+        yield cluster, _http_port(cluster)
+        client.close()
+    finally:
+        cluster.close()
+
+
+def _http_port(cluster: Cluster) -> int:
+    found = re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)", cluster.log("scheduler"))
+    assert found, "the scheduler printed no dashboard address"
+    return int(found[-1])
+
+
+def _request(
+    served,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    token: bool = True,
+) -> tuple[int, dict[str, str], bytes]:
+    cluster, port = served
+    sent = dict(headers or {})
+    if token:
+        sent["Authorization"] = f"Bearer {cluster.token}"
+    if body:
+        sent.setdefault("Content-Type", "application/json")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body=body or None, headers=sent)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def test_health_server_and_model_metadata(served):
+    for path, key in (("/v2/health/live", "live"), ("/v2/health/ready", "ready")):
+        status, _, body = _request(served, "GET", path)
+        assert status == 200 and json.loads(body)[key] is True
+    status, _, body = _request(served, "GET", "/v2")
+    server = json.loads(body)
+    assert status == 200 and server["name"] and server["version"]
+    assert "binary_tensor_data" in server["extensions"]
+    status, _, body = _request(served, "GET", "/v2/models/scale")
+    model = json.loads(body)
+    assert status == 200 and model["name"] == "scale" and model["platform"]
+    assert model["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [2, 4]}]
+    assert {o["name"]: (o["datatype"], o["shape"]) for o in model["outputs"]} == {
+        "y": ("FP32", [2, 4]),
+        "best": ("INT64", [2]),
+    }
+    status, _, body = _request(served, "GET", "/v2/models/scale/ready")
+    assert status == 200 and json.loads(body) == {"name": "scale", "ready": True}
+
+
+def test_a_json_inference_request_gets_the_model_s_outputs(served):
+    request = {
+        "id": "42",
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X.tolist()}],
+    }
+    status, headers, body = _request(
+        served, "POST", "/v2/models/scale/infer", json.dumps(request).encode()
+    )
+    assert status == 200, body
+    assert headers["content-type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["model_name"] == "scale" and answer["id"] == "42"
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["y"]["datatype"] == "FP32" and outputs["y"]["shape"] == [2, 4]
+    assert outputs["y"]["data"] == (X * 2).reshape(-1).tolist()
+    assert outputs["best"] == {"name": "best", "datatype": "INT64", "shape": [2], "data": [1, 3]}
+
+    only = dict(request, outputs=[{"name": "best"}])
+    _, _, body = _request(served, "POST", "/v2/models/scale/infer", json.dumps(only).encode())
+    assert [o["name"] for o in json.loads(body)["outputs"]] == ["best"]
+
+
+def test_binary_tensors_in_and_out(served):
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": [2, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ],
+            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    body = header + struct.pack("<8f", *X.reshape(-1).tolist())
+    status, headers, answer = _request(
+        served,
+        "POST",
+        "/v2/models/scale/infer",
+        body,
+        {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+    )
+    assert status == 200, answer
+    length = int(headers["inference-header-content-length"])
+    described = json.loads(answer[:length])["outputs"]
+    assert described[0]["name"] == "y" and described[0]["parameters"]["binary_data_size"] == 32
+    values = struct.unpack("<8f", answer[length:])
+    assert list(values) == (X * 2).reshape(-1).tolist()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "says"),
+    [
+        ("POST", "/v2/models/nope/infer", b"{}", 404, "no model 'nope' is deployed"),
+        ("POST", "/v2/models/scale/versions/3/infer", b"{}", 404, "has no version '3'"),
+        ("GET", "/v2/models/scale/infer", b"", 405, "accepts POST"),
+        ("POST", "/v2/models/scale/infer", b"{not json", 400, "not JSON"),
+        (
+            "POST",
+            "/v2/models/scale/infer",
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+                    ]
+                }
+            ).encode(),
+            400,
+            "FP32 [2, 4] (the shapes it was deployed with), got FP32 [1, 4]",
+        ),
+        (
+            "POST",
+            "/v2/models/scale/infer",
+            json.dumps(
+                {"inputs": [{"name": "z", "shape": [1], "datatype": "FP32", "data": [1]}]}
+            ).encode(),
+            400,
+            "has no input 'z'",
+        ),
+    ],
+)
+def test_bad_requests_get_the_protocol_s_error_shape(served, method, path, body, status, says):
+    got, _, answer = _request(served, method, path, body)
+    assert got == status, answer
+    assert says in json.loads(answer)["error"]
+
+
+def test_an_inference_needs_the_token_and_a_bounded_body(served):
+    request = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X.tolist()}]}
+    status, headers, body = _request(
+        served, "POST", "/v2/models/scale/infer", json.dumps(request).encode(), token=False
+    )
+    assert status == 401 and "Bearer" in json.loads(body)["error"]
+    cluster, port = served
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("POST", "/v2/models/scale/infer")
+        connection.putheader("Authorization", f"Bearer {cluster.token}")
+        connection.putheader("Content-Length", str(64 << 20))
+        connection.endheaders()  # the body is never sent: refused on its length
+        response = connection.getresponse()
+        assert response.status == 413 and "at most" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    # The server keeps serving afterwards.
+    assert _request(served, "GET", "/v2/health/ready")[0] == 200
