@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "agent": ("anypu.agents", "agent_command", True),
     "status": ("anypu.sdk", "status_command", False),
     "node": ("anypu.sdk", "node_command", False),
+    "deploy": ("anypu.sdk", "deploy_command", False),
+    "deployments": ("anypu.sdk", "deployments_command", False),
+    "scale": ("anypu.sdk", "scale_command", False),
+    "undeploy": ("anypu.sdk", "scale_command", False),
 }
 
 
@@ -224,6 +228,35 @@ def _node_parser(commands: Any) -> None:
     _scheduler_options(n)
 
 
+def _deployment_parsers(commands: Any) -> None:
+    d = commands.add_parser("deploy", help="publish a model under a name, served by replicas")
+    d.add_argument("name", help="the deployment's name (lower-case letters, digits, . _ -)")
+    d.add_argument(
+        "--model", required=True, help="MODULE:FACTORY, a callable returning a torch.nn.Module"
+    )
+    d.add_argument(
+        "--example",
+        action="append",
+        required=True,
+        help="an example input's shape, e.g. 4x256 (random floats; repeat for more inputs)",
+    )
+    d.add_argument("--replicas", type=int, default=1, help="warm replicas to keep (1)")
+    d.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for them to be ready (120)"
+    )
+    _scheduler_options(d)
+    ls = commands.add_parser("deployments", help="list deployments and their replicas")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    _scheduler_options(ls)
+    sc = commands.add_parser("scale", help="change how many replicas a deployment keeps")
+    sc.add_argument("name")
+    sc.add_argument("replicas", type=int)
+    _scheduler_options(sc)
+    rm = commands.add_parser("undeploy", help="delete a deployment, releasing its replicas")
+    rm.add_argument("name")
+    _scheduler_options(rm)
+
+
 def _token_parser(commands: Any) -> None:
     t = commands.add_parser("token", help="mint or list join tokens for agents")
     t.add_argument("action", choices=("create", "list"))
@@ -264,7 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="the same as --log-level debug"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_scheduler_parser, _agent_parser, _status_parser, _node_parser, _token_parser):
+    for add in (
+        _scheduler_parser,
+        _agent_parser,
+        _status_parser,
+        _node_parser,
+        _deployment_parsers,
+        _token_parser,
+    ):
         add(commands)
     return parser
 

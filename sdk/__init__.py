@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     )
     from anypu.sdk._client import Client, JobHandle, RunOptions
     from anypu.sdk._embedded import Embedded, InProcessTransport
+    from anypu.sdk._service_commands import (
+        deploy_command,
+        deployments_command,
+        scale_command,
+    )
     from anypu.sdk._services import Service
     from anypu.sdk._status import node_command, status_command
     from anypu.sdk._transport import GrpcTransport, Transport
@@ -47,6 +52,9 @@ _HOMES = {
     "RunOptions": "anypu.sdk._client",
     "Service": "anypu.sdk._services",
     "client": "anypu.sdk._api",
+    "deploy_command": "anypu.sdk._service_commands",
+    "deployments_command": "anypu.sdk._service_commands",
+    "scale_command": "anypu.sdk._service_commands",
     "deploy": "anypu.sdk._api",
     "deployments": "anypu.sdk._api",
     "scale": "anypu.sdk._api",
@@ -74,13 +82,16 @@ __all__ = [
     "client",
     "connect",
     "deploy",
+    "deploy_command",
     "deployments",
+    "deployments_command",
     "disconnect",
     "jobs",
     "node_command",
     "nodes",
     "run",
     "scale",
+    "scale_command",
     "status_command",
     "submit",
     "undeploy",

@@ -7,6 +7,9 @@ A scheduler and two agents started with ``--direct-address`` on loopback.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -87,3 +90,33 @@ def test_bad_deployments_say_what_to_change(cluster):
             client.deploy(model, "mlp", example_inputs=x, replicas=1000)
         with pytest.raises(AnypuError, match="no deployment 'nope'"):
             client.scale("nope", 2)
+
+
+def _anypu(cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--scheduler", cluster.address, "--token", cluster.token]
+    return subprocess.run(
+        [sys.executable, "-m", "anypu", *args, *flags],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_command_line_deploys_lists_scales_and_deletes(cluster):
+    with cluster.connected_client(2):
+        pass
+    made = _anypu(cluster, "deploy", "mlp", "--model", "anypu.sdk.models:mlp", "--example", "4x256")
+    assert made.returncode == 0, made.stderr
+    assert "mlp: MLP, 1/1 replica(s) ready" in made.stdout
+    listed = _anypu(cluster, "deployments", "--json")
+    (document,) = json.loads(listed.stdout)
+    assert document["name"] == "mlp" and document["inputs"][0]["shape"] == [4, 256]
+    assert all("lease" not in r for r in document["replicas"])  # its id is a capability
+    scaled = _anypu(cluster, "scale", "mlp", "0")
+    assert scaled.returncode == 0 and "0/0 replica(s) ready" in scaled.stdout
+    gone = _anypu(cluster, "undeploy", "mlp")
+    assert gone.returncode == 0 and "deleted deployment mlp" in gone.stdout
+    missing = _anypu(cluster, "scale", "mlp", "1")
+    assert missing.returncode == 2 and "no deployment 'mlp'" in missing.stderr
+    bad = _anypu(cluster, "deploy", "x", "--model", "nowhere", "--example", "4x256")
+    assert bad.returncode == 2 and "MODULE:FACTORY" in bad.stderr
