@@ -554,6 +554,7 @@ class _Server(ThreadingHTTPServer):
         self.metrics = SchedulerMetrics(service, throttle)
         self.api = Api(service, self.metrics)
         self.inference = InferenceGateway(service, direct_credentials)
+        self.metrics.watch_inference(self.inference)
         self.open_reads = open_reads
         # Only these names are ever served: a path can never reach outside the folder.
         self.files = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file()}

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -61,8 +62,8 @@ class InferenceGateway:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._turns = itertools.count()
-        #: Requests answered, by status, since start (``/metrics``).
-        self.answered: dict[int, int] = {}
+        #: Requests answered since start, by (model, HTTP status) (``/metrics``).
+        self.answered: Counter[tuple[str, int]] = Counter()
 
     def handle(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes
@@ -77,7 +78,11 @@ class InferenceGateway:
             if not isinstance(error, InferenceProtocolError):
                 raise
             status, payload, extra = error.status, _error(str(error)), {}
-        self.answered[status] = self.answered.get(status, 0) + 1
+        match = _MODEL.fullmatch(path)
+        # Only a deployed model's name is a label: a client's typos must not grow them.
+        model = match.group(1) if match and status != HTTPStatus.NOT_FOUND else ""
+        with self._lock:
+            self.answered[(model, status)] += 1
         return status, payload, {"Content-Type": "application/json", **extra}
 
     # -------------------------------------------------------------- routes

@@ -324,11 +324,45 @@ class _StateCollector(Collector):
                 rtt.add_metric([n.node_id, n.tier, "0.95"], n.rtt_p95_s)
         yield rtt
         yield from _readings_families(view.nodes)
+        yield _replicas_family(self.service.deployments())
         yield GaugeMetricFamily(
             "anypu_placement_rate",
             "Jobs placed per second over the last minute.",
             value=self.transitions.placement_rate(view.now),
         )
+
+
+def _replicas_family(deployments: Sequence[Any]) -> Metric:
+    family = GaugeMetricFamily(
+        "anypu_deployment_replicas",
+        "Replicas of each deployment: wanted, ready (serving calls) and warming (placed"
+        " and loading the model).",
+        labels=["deployment", "state"],
+    )
+    for info in deployments:
+        warming = sum(r.state == "warming" for r in info.replicas)
+        family.add_metric([info.name, "wanted"], info.replicas_wanted)
+        family.add_metric([info.name, "ready"], len(info.ready))
+        family.add_metric([info.name, "warming"], warming)
+    return family
+
+
+class _InferenceCollector(Collector):
+    """The inference protocol's requests at this scheduler, by model and HTTP status."""
+
+    def __init__(self, gateway: Any) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "anypu_inference_requests",
+            'Open Inference Protocol requests answered at the scheduler, by model ("" for'
+            " health and server metadata) and HTTP status.",
+            labels=["model", "code"],
+        )
+        for (model, code), count in sorted(self.gateway.answered.items()):
+            family.add_metric([model, str(code)], count)
+        yield family
 
 
 def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
@@ -564,6 +598,10 @@ class SchedulerMetrics:
             self.registry.register(_ThrottleCollector(throttle))
         state = service.state
         service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
+
+    def watch_inference(self, gateway: Any) -> None:
+        """Count ``gateway``'s requests (``_inference.InferenceGateway.answered``)."""
+        self.registry.register(_InferenceCollector(gateway))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -200,5 +200,9 @@ def test_an_inference_needs_the_token_and_a_bounded_body(served):
         assert response.status == 413 and "at most" in json.loads(response.read())["error"]
     finally:
         connection.close()
-    # The server keeps serving afterwards.
+    # The server keeps serving afterwards, and counted what it answered.
     assert _request(served, "GET", "/v2/health/ready")[0] == 200
+    _, _, metrics = _request(served, "GET", "/metrics")
+    text = metrics.decode()
+    assert 'anypu_deployment_replicas{deployment="scale",state="ready"} 1.0' in text
+    assert 'anypu_inference_requests_total{code="200",model="scale"}' in text
