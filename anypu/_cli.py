@@ -76,6 +76,20 @@ def _scheduler_parser(commands: Any) -> None:
     s.add_argument("--heartbeat-interval", type=float, default=1.0)
     s.add_argument("--lost-after", type=float, default=5.0, help="seconds without heartbeat")
     s.add_argument("--unschedulable-timeout", type=float, default=5.0)
+    s.add_argument(
+        "--scale-down-after",
+        type=float,
+        default=30.0,
+        help="seconds an autoscaled deployment's load must ask for fewer replicas before one"
+        " is released (30)",
+    )
+    s.add_argument(
+        "--scale-to-zero-after",
+        type=float,
+        default=60.0,
+        help="seconds without a call before a deployment with min_replicas 0 goes to zero"
+        " replicas; the next call wakes it (60)",
+    )
     s.add_argument("--solver-time-limit", type=float, default=0.2)
     s.add_argument(
         "--policy",
@@ -241,6 +255,10 @@ def _deployment_parsers(commands: Any) -> None:
         help="an example input's shape, e.g. 4x256 (random floats; repeat for more inputs)",
     )
     d.add_argument("--replicas", type=int, default=1, help="warm replicas to keep (1)")
+    d.add_argument(
+        "--min-replicas", type=int, default=None, help="autoscale from this many (0: to zero)"
+    )
+    d.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     d.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for them to be ready (120)"
     )

@@ -561,8 +561,15 @@ def deploy_request(
     replicas: int,
     inputs: Sequence[m.TensorSpec] = (),
     outputs: Sequence[m.TensorSpec] = (),
+    bounds: tuple[int, int] = (0, 0),
 ) -> pb.DeployRequest:
-    out = pb.DeployRequest(name=name, request=submit_request_to_pb(request), replicas=replicas)
+    out = pb.DeployRequest(
+        name=name,
+        request=submit_request_to_pb(request),
+        replicas=replicas,
+        min_replicas=bounds[0],
+        max_replicas=bounds[1],
+    )
     for spec in inputs:
         _spec_to_pb(spec, out.inputs.add())
     for spec in outputs:
@@ -572,18 +579,28 @@ def deploy_request(
 
 def deploy_request_from_pb(
     message: pb.DeployRequest,
-) -> tuple[str, m.SubmitRequest, int, tuple[m.TensorSpec, ...], tuple[m.TensorSpec, ...]]:
+) -> tuple[
+    str,
+    m.SubmitRequest,
+    int,
+    tuple[m.TensorSpec, ...],
+    tuple[m.TensorSpec, ...],
+    tuple[int, int],
+]:
     return (
         message.name,
         submit_request_from_pb(message.request),
         message.replicas,
         _specs_from_pb(message.inputs),
         _specs_from_pb(message.outputs),
+        (message.min_replicas, message.max_replicas),
     )
 
 
-def scale_deployment_request(name: str, replicas: int) -> pb.ScaleDeploymentRequest:
-    return pb.ScaleDeploymentRequest(name=name, replicas=replicas)
+def scale_deployment_request(
+    name: str, replicas: int, reason: str = ""
+) -> pb.ScaleDeploymentRequest:
+    return pb.ScaleDeploymentRequest(name=name, replicas=replicas, reason=reason)
 
 
 def delete_deployment_request(name: str) -> pb.DeleteDeploymentRequest:
@@ -600,6 +617,7 @@ def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
         _spec_to_pb(spec, out.inputs.add())
     for spec in info.outputs:
         _spec_to_pb(spec, out.outputs.add())
+    out.events.extend(info.events)
     for replica in info.replicas:
         entry = _scalars_to_pb(replica, out.replicas.add())
         if replica.lease is not None:
@@ -622,6 +640,7 @@ def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
         replicas=replicas,
         inputs=_specs_from_pb(message.inputs),
         outputs=_specs_from_pb(message.outputs),
+        events=tuple(message.events),
     )
 
 

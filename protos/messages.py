@@ -571,6 +571,11 @@ class DeploymentInfo:
     model_name: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
+    #: Autoscaling bounds (``max_replicas`` 0: a fixed count).
+    min_replicas: int = 0
+    max_replicas: int = 0
+    #: Recent scale events with their reasons, oldest first.
+    events: tuple[str, ...] = ()
 
     @property
     def ready(self) -> tuple[Replica, ...]:

@@ -131,6 +131,8 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         lost_after_s=args.lost_after,
         unschedulable_timeout_s=args.unschedulable_timeout,
         measured_network=not args.declared_network_only,
+        scale_down_after_s=args.scale_down_after,
+        scale_to_zero_after_s=args.scale_to_zero_after,
         placement=PlacementConfig(time_limit_s=args.solver_time_limit, policy=args.policy),
     )
     service = SchedulerService(

@@ -14,11 +14,25 @@ Every tick the count is reconciled, as a Kubernetes ReplicaSet is: replicas miss
 wanted count are released, the newest first. The deployment (name, template, count)
 persists; after a restart its replicas are placed afresh (agents forget leases with
 their stream).
+
+**Autoscaling** (``max_replicas`` > 0), as Ray Serve scales on ongoing requests and
+KServe's autoscaler on concurrency: the replicas' calls, as agents report them
+(``LeasedRuns``), give the average number in flight over the last ``WINDOW_S``
+seconds, :math:`c = \\sum \text{run seconds} / W`. The wanted count is
+:math:`\\lceil c / T \rceil` (``TARGET_IN_FLIGHT`` per replica), within
+``[max(min_replicas, 1), max_replicas]``: raised at once, lowered one at a time only
+after it has stayed lower for ``SchedulerConfig.scale_down_after_s`` (30 s). With
+``min_replicas`` 0 a deployment with no call for ``scale_to_zero_after_s`` (60 s) goes
+to zero replicas; a call then wakes it (the caller scales
+it to one and waits for the cold start, which the deployment's events record). Every
+change is an event with its reason.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -38,12 +52,18 @@ from anypu.scheduler._records import JobRecord
 if TYPE_CHECKING:
     from anypu.scheduler._leases import HeldLease, LeaseBook
     from anypu.scheduler._records import NodeRecord
+    from anypu.scheduler._state import SchedulerConfig
 
 __all__ = ["DeploymentRecord", "DeploymentReplicas"]
 
 #: Replicas being placed and warmed at once per deployment, beyond those ready: a
 #: deployment whose warm-ups keep failing does not flood the queue.
 WARMING_AT_ONCE = 4
+#: Autoscaling (the module docstring): calls in flight per replica aimed at, and the
+#: window they are averaged over.
+TARGET_IN_FLIGHT = 0.7
+WINDOW_S = 10.0
+_EVENTS_KEPT = 20
 
 
 @dataclass
@@ -55,6 +75,9 @@ class DeploymentRecord:
     created_at: float
     inputs: tuple[m.TensorSpec, ...] = ()
     outputs: tuple[m.TensorSpec, ...] = ()
+    min_replicas: int = 0
+    #: 0: a fixed count (no autoscaling).
+    max_replicas: int = 0
     #: Warm-up jobs in flight: job id -> when submitted.
     warming: dict[str, float] = field(default_factory=dict)
     #: Why replicas are missing, as last seen ("" when none are).
@@ -63,11 +86,28 @@ class DeploymentRecord:
     #: no replica is placed again until the deployment is applied anew.
     stalled: bool = False
     numbers: itertools.count = field(default_factory=itertools.count)
+    #: Recent scale events, "<unix time> <what and why>".
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=_EVENTS_KEPT))
+    #: Calls its replicas ran, as reported: (when it ended, seconds it took).
+    runs: deque[tuple[float, float]] = field(default_factory=deque)
+    last_call: float = 0.0
+    #: Since when the load has asked for fewer replicas than it has (None: it has not).
+    lower_since: float | None = None
+    #: When a call woke it from zero replicas (None: it is not waking).
+    woken_at: float | None = None
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas > 0
+
+    def event(self, now: float, text: str) -> None:
+        self.events.append(f"{now:.3f} {text}")
 
 
 class DeploymentReplicas:
     """What ``SchedulerState`` keeps and does for deployments (the module docstring)."""
 
+    config: SchedulerConfig
     nodes: dict[str, NodeRecord]
     jobs: dict[str, JobRecord]
     leases: LeaseBook
@@ -122,6 +162,9 @@ class DeploymentReplicas:
             model_name=record.request.name,
             inputs=record.inputs,
             outputs=record.outputs,
+            min_replicas=record.min_replicas,
+            max_replicas=record.max_replicas,
+            events=tuple(record.events),
         )
 
     # -------------------------------------------------------------- events
@@ -131,18 +174,38 @@ class DeploymentReplicas:
         actions: list[Action] = []
         if record is None:
             assert event.request is not None  # the service checks a new one has a model
+            low, high = event.bounds
             record = DeploymentRecord(
-                event.name, event.request, event.replicas, event.now, event.inputs, event.outputs
+                event.name,
+                event.request,
+                event.replicas,
+                event.now,
+                event.inputs,
+                event.outputs,
+                min_replicas=low,
+                max_replicas=high,
+                last_call=event.now,
             )
             self.deployments[event.name] = record
+            bounds = f", autoscaling {low}–{high}" if high else ""
+            record.event(event.now, f"deployed: {event.replicas} replica(s){bounds}")
         else:
             if event.request is not None and event.request != record.request:
                 # A new model (or new constraints): replicas of the old one go.
                 record.request = event.request
                 record.inputs, record.outputs = event.inputs, event.outputs
+                record.min_replicas, record.max_replicas = event.bounds
+                record.event(event.now, "deployed anew: its replicas are replaced")
                 actions += self._release(record, len(self.leases.of_deployment(record.name)))
                 actions += self._cancel_warming(record, event.now, "the deployment changed")
+            if record.replicas == 0 and event.replicas > 0 and event.request is None:
+                record.woken_at = event.now  # a call at zero: time the cold start
+            if event.request is None:
+                why = event.reason or "scaled by an operator"
+                record.event(event.now, f"{record.replicas} → {event.replicas} replica(s): {why}")
             record.replicas = event.replicas
+            record.last_call = max(record.last_call, event.now)
+            record.lower_since = None
             record.stalled = False
         actions.append(
             PersistDeployment(
@@ -152,6 +215,7 @@ class DeploymentReplicas:
                 record.created_at,
                 inputs=record.inputs,
                 outputs=record.outputs,
+                bounds=(record.min_replicas, record.max_replicas),
             )
         )
         return actions + self._reconcile(record, event.now)
@@ -167,8 +231,57 @@ class DeploymentReplicas:
     def _reconcile_deployments(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for record in list(self.deployments.values()):
+            if record.autoscaled:
+                actions += self._autoscale(record, now)
             actions += self._reconcile(record, now)
         return actions
+
+    def _deployment_ran(self, name: str, finished_at: float, seconds: float) -> None:
+        """A replica of ``name`` answered a call (an agent's ``LeasedRuns``)."""
+        record = self.deployments.get(name)
+        if record is not None:
+            record.runs.append((finished_at, max(0.0, seconds)))
+            record.last_call = max(record.last_call, finished_at)
+
+    def _autoscale(self, record: DeploymentRecord, now: float) -> list[Action]:
+        while record.runs and record.runs[0][0] < now - WINDOW_S:
+            record.runs.popleft()
+        in_flight = sum(seconds for _, seconds in record.runs) / WINDOW_S
+        floor = max(record.min_replicas, 1)
+        wanted = min(record.max_replicas, max(floor, math.ceil(in_flight / TARGET_IN_FLIGHT)))
+        current = record.replicas
+        if current == 0:
+            return []  # asleep: a call wakes it
+        down_after = self.config.scale_down_after_s
+        if record.min_replicas == 0 and now - record.last_call >= self.config.scale_to_zero_after_s:
+            wanted = 0
+            why = f"no call for {now - record.last_call:.0f} s"
+        elif wanted > current:
+            why = f"{in_flight:.2f} calls in flight over {WINDOW_S:g} s (target {TARGET_IN_FLIGHT:g} a replica)"
+        elif wanted < current:
+            if record.lower_since is None:
+                record.lower_since = now
+            if now - record.lower_since < down_after:
+                return []
+            wanted = max(wanted, current - 1)  # one at a time, as load settles
+            why = f"{in_flight:.2f} calls in flight for {down_after:g} s"
+        else:
+            record.lower_since = None
+            return []
+        record.event(now, f"{current} → {wanted} replica(s): {why}")
+        record.replicas = wanted
+        record.lower_since = None
+        return [
+            PersistDeployment(
+                record.name,
+                record.request,
+                record.replicas,
+                record.created_at,
+                inputs=record.inputs,
+                outputs=record.outputs,
+                bounds=(record.min_replicas, record.max_replicas),
+            )
+        ]
 
     # -------------------------------------------------------------- replicas
 
@@ -259,4 +372,10 @@ class DeploymentReplicas:
         )
         job.lease_id = lease.lease_id
         record.message = ""
+        if record.woken_at is not None:
+            record.event(
+                now,
+                f"cold start: a replica ready {now - record.woken_at:.2f} s after a call woke it",
+            )
+            record.woken_at = None
         return [Send(node.node_id, node.epoch, m.LeaseGranted(lease))]

@@ -120,6 +120,10 @@ class DeploymentApplied:
     #: The model's inputs and outputs as the inference protocol names them.
     inputs: tuple[m.TensorSpec, ...] = ()
     outputs: tuple[m.TensorSpec, ...] = ()
+    #: Autoscaling bounds (min, max); max 0: a fixed count.
+    bounds: tuple[int, int] = (0, 0)
+    #: Why the count changes, for the deployment's events ("" : an operator's scale).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,7 @@ class PersistDeployment:
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
     inputs: tuple[m.TensorSpec, ...] = ()
     outputs: tuple[m.TensorSpec, ...] = ()
+    bounds: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)

@@ -271,8 +271,10 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
     def Deploy(self, request, context):  # noqa: N802
         self._check(context)
         try:
-            name, submit, replicas, inputs, outputs = convert.deploy_request_from_pb(request)
-            info = self.service.deploy(name, submit, replicas, inputs, outputs)
+            name, submit, replicas, inputs, outputs, bounds = convert.deploy_request_from_pb(
+                request
+            )
+            info = self.service.deploy(name, submit, replicas, inputs, outputs, bounds)
             return convert.deployment_response(info)
         except Exception as error:
             _fail(context, error)
@@ -280,7 +282,7 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
     def ScaleDeployment(self, request, context):  # noqa: N802
         self._check(context)
         try:
-            info = self.service.scale(request.name, request.replicas)
+            info = self.service.scale(request.name, request.replicas, request.reason)
             return convert.deployment_response(info)
         except Exception as error:
             _fail(context, error)

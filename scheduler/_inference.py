@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -49,6 +50,8 @@ log = logging.getLogger("anypu.scheduler.inference")
 MAX_INFER_BYTES = 4 << 20
 _MODEL = re.compile(r"/v2/models/([^/]+)(/versions/([^/]+))?(/ready|/infer)?")
 _CALL_TIMEOUT_S = 600.0
+#: How long a request to a deployment at zero replicas waits for its cold start.
+WAKE_TIMEOUT_S = 120.0
 
 
 class InferenceGateway:
@@ -152,6 +155,8 @@ class InferenceGateway:
     def _call_replica(self, info: m.DeploymentInfo, args: tuple[Any, ...]) -> Any:
         from anypu import _codec
 
+        if not info.ready and info.replicas_wanted == 0 and info.max_replicas:
+            info = self._wake(info)
         replicas = [r for r in info.ready if r.lease is not None and r.lease.address]
         if not replicas:
             why = f": {info.message}" if info.message else ""
@@ -197,6 +202,17 @@ class InferenceGateway:
             f"no replica of {info.name} could take the call (the scheduler is placing"
             " others): try again",
         )
+
+    def _wake(self, info: m.DeploymentInfo) -> m.DeploymentInfo:
+        """Scaled to zero while idle: this request wakes it and waits for the cold start."""
+        self.service.scale(info.name, max(1, info.min_replicas), "a call woke it from zero")
+        deadline = time.monotonic() + WAKE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            woken = self._deployment(info.name)
+            if woken.ready:
+                return woken
+            time.sleep(0.05)
+        return self._deployment(info.name)
 
     def _stub(self, address: str, node_id: str) -> Any:
         with self._lock:

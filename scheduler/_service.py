@@ -253,6 +253,8 @@ class SchedulerService:
                     action.created_at,
                     action.inputs,
                     action.outputs,
+                    min_replicas=action.bounds[0],
+                    max_replicas=action.bounds[1],
                 )
                 self._writes.put(self.store.deployment_write(record))
                 log.info(
@@ -545,9 +547,11 @@ class SchedulerService:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
+        bounds: tuple[int, int] = (0, 0),
     ) -> m.DeploymentInfo:
-        """Publish (or replace) ``name``; ``ConfigError`` for what a user got wrong."""
-        validate_deployment(name, replicas)
+        """Publish (or replace) ``name``; ``ConfigError`` for what a user got wrong.
+        ``bounds``: autoscale between (min, max) replicas; max 0: keep ``replicas``."""
+        validate_deployment(name, replicas, bounds)
         validate_submit(request, self.blobs)
         if not request.inputs or request.inputs_digest:
             raise ConfigError(
@@ -555,14 +559,16 @@ class SchedulerService:
                 f" {format_bytes(MAX_EXAMPLE_BYTES)}): deploy with a smaller example"
             )
         event = DeploymentApplied(
-            name, request, replicas, self.clock(), inputs=inputs, outputs=outputs
+            name, request, replicas, self.clock(), inputs=inputs, outputs=outputs, bounds=bounds
         )
         return self._deployment_event(event)
 
-    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
-        validate_deployment(name, replicas)
-        self._known_deployment(name)
-        return self._deployment_event(DeploymentApplied(name, None, replicas, self.clock()))
+    def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
+        """Keep ``replicas`` (an autoscaled deployment: from now, within its bounds)."""
+        info = self._known_deployment(name)
+        validate_deployment(name, replicas, (info.min_replicas, info.max_replicas))
+        event = DeploymentApplied(name, None, replicas, self.clock(), reason=reason)
+        return self._deployment_event(event)
 
     def undeploy(self, name: str) -> m.DeploymentInfo:
         """Delete ``name``, releasing its replicas; its listing as it was."""

@@ -101,6 +101,11 @@ class SchedulerConfig:
     #: Cost transfers on the declared network refitted to the round trips agents measure
     #: (``_measured_network``); False: as declared.
     measured_network: bool = True
+    #: Autoscaled deployments (``_deployments``): how long the load must ask for fewer
+    #: replicas before one is released, and how long without a call before one with no
+    #: minimum goes to zero replicas.
+    scale_down_after_s: float = 30.0
+    scale_to_zero_after_s: float = 60.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
@@ -551,6 +556,8 @@ class SchedulerState(PlacementRounds, DeploymentReplicas):
             if held is None or held.lease.node_id != node.node_id or run.job_id in self.jobs:
                 continue  # not granted, someone else's, or reported again after a re-join
             held.last_used = max(held.last_used, now)
+            if held.deployment:  # on the scheduler's clock: the agent's may differ
+                self._deployment_ran(held.deployment, now, run.finished_at - run.started_at)
             job = JobRecord(
                 job_id=run.job_id,
                 request=held.template,

@@ -89,7 +89,9 @@ CREATE TABLE IF NOT EXISTS deployments (
     replicas INTEGER NOT NULL,
     created_at REAL NOT NULL,
     inputs TEXT NOT NULL,
-    outputs TEXT NOT NULL
+    outputs TEXT NOT NULL,
+    min_replicas INTEGER NOT NULL,
+    max_replicas INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS learned (
     digest TEXT NOT NULL,
@@ -331,6 +333,8 @@ class StateStore:
             record.created_at,
             convert.tensor_specs_json(record.inputs),
             convert.tensor_specs_json(record.outputs),
+            record.min_replicas,
+            record.max_replicas,
         )
         return ("deployment", row, None)
 
@@ -342,8 +346,8 @@ class StateStore:
         """Every deployment, oldest first (without its replicas: they are placed anew)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, request, replicas, created_at, inputs, outputs FROM deployments"
-                " ORDER BY created_at"
+                "SELECT name, request, replicas, created_at, inputs, outputs, min_replicas,"
+                " max_replicas FROM deployments ORDER BY created_at"
             ).fetchall()
         return [
             DeploymentRecord(
@@ -353,8 +357,10 @@ class StateStore:
                 created_at,
                 convert.tensor_specs_from_json(inputs),
                 convert.tensor_specs_from_json(outputs),
+                min_replicas=low,
+                max_replicas=high,
             )
-            for name, request, replicas, created_at, inputs, outputs in rows
+            for name, request, replicas, created_at, inputs, outputs, low, high in rows
         ]
 
     def commit(self, writes: list[tuple]) -> None:
@@ -376,7 +382,8 @@ class StateStore:
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
                     elif kind == "deployment":
                         self._db.execute(
-                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?)", row
+                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            row,
                         )
                     elif kind == "forget_deployment":
                         self._db.execute("DELETE FROM deployments WHERE name = ?", (row,))

@@ -170,8 +170,9 @@ MAX_REPLICAS = 256
 _DEPLOYMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 
 
-def validate_deployment(name: str, replicas: int) -> None:
-    """Refuse a deployment name or replica count a user got wrong, saying what to give."""
+def validate_deployment(name: str, replicas: int, bounds: tuple[int, int] = (0, 0)) -> None:
+    """Refuse a deployment name, replica count or autoscaling bounds (min, max; max 0:
+    none) a user got wrong, saying what to give."""
     if not _DEPLOYMENT_NAME.fullmatch(name):
         raise ConfigError(
             f"deployment name {name!r}: use 1 to 63 lower-case letters, digits, '.', '_' or"
@@ -185,4 +186,10 @@ def validate_deployment(name: str, replicas: int) -> None:
         raise ConfigError(
             f"deployment {name}: replicas must be a whole number from 0 to {MAX_REPLICAS},"
             f" got {replicas!r}"
+        )
+    low, high = bounds
+    if high and not (0 <= low <= high <= MAX_REPLICAS and low <= replicas <= high):
+        raise ConfigError(
+            f"deployment {name}: autoscaling needs 0 ≤ min_replicas ≤ replicas ≤ max_replicas"
+            f" ≤ {MAX_REPLICAS}, got min {low}, replicas {replicas}, max {high}"
         )

@@ -133,14 +133,29 @@ def submit(model: Any, inputs: Any, **options: Any) -> JobHandle:
 
 
 def deploy(
-    model: Any, name: str, *, example_inputs: Any, replicas: int = 1, **options: Any
+    model: Any,
+    name: str,
+    *,
+    example_inputs: Any,
+    replicas: int = 1,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    **options: Any,
 ) -> DeploymentInfo:
     """Publish ``model`` under ``name``, served by ``replicas`` warm replicas that the
     scheduler places like jobs (same options as ``run``: ``tiers``, ``device_kinds``…) and
-    keeps at that count; each warms up on ``example_inputs``. Returns once they are
-    ready (or after 120 s, with what is ready). Call it with ``sdk.client(name)(x)``."""
+    keeps at that count; each warms up on ``example_inputs``. With ``max_replicas`` the
+    count follows the calls in flight between ``min_replicas`` (default 0: scaled to zero
+    when idle, woken by the next call) and ``max_replicas``. Returns once they are ready
+    (or after 120 s, with what is ready). Call it with ``sdk.client(name)(x)``."""
     return _default().deploy(
-        model, name, example_inputs=example_inputs, replicas=replicas, options=_options(options)
+        model,
+        name,
+        example_inputs=example_inputs,
+        replicas=replicas,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        options=_options(options),
     )
 
 

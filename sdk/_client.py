@@ -471,14 +471,23 @@ class Client:
         *,
         example_inputs: Any,
         replicas: int = 1,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
         options: RunOptions | None = None,
         wait_s: float | None = 120.0,
     ) -> m.DeploymentInfo:
         """Publish ``model`` as ``name`` with ``replicas`` warm replicas (``_services``);
-        waits up to ``wait_s`` for them to be ready (None: not at all)."""
+        with ``max_replicas``, autoscaled between ``min_replicas`` (default 0: to zero
+        when idle) and it, starting at ``replicas``. Waits up to ``wait_s`` for them to
+        be ready (None: not at all)."""
         from anypu.sdk._services import deploy
 
-        return deploy(self, model, name, example_inputs, replicas, options or RunOptions(), wait_s)
+        bounds = (0, 0)
+        if max_replicas is not None or min_replicas is not None:
+            low = min_replicas or 0
+            bounds = (low, max_replicas if max_replicas is not None else max(low, replicas))
+        run = options or RunOptions()
+        return deploy(self, model, name, example_inputs, replicas, run, wait_s, bounds)
 
     def service(self, name: str) -> Service:
         """Deployment ``name`` as a callable: ``client.service("mlp")(x)``."""

@@ -132,12 +132,13 @@ class InProcessTransport:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
+        bounds: tuple[int, int] = (0, 0),
     ) -> m.DeploymentInfo:
-        return self.service.deploy(name, request, replicas, inputs, outputs)
+        return self.service.deploy(name, request, replicas, inputs, outputs, bounds)
 
-    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
+    def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
         try:
-            return self.service.scale(name, replicas)
+            return self.service.scale(name, replicas, reason)
         except KeyError as error:  # the service's NotFoundError, as gRPC's NOT_FOUND reads
             raise AnypuError(error.args[0]) from None
 

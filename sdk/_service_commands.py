@@ -56,6 +56,8 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
             args.name,
             example_inputs=examples[0] if len(examples) == 1 else examples,
             replicas=args.replicas,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
             wait_s=args.wait,
         )
     finally:
@@ -104,9 +106,12 @@ def _document(info: m.DeploymentInfo) -> dict[str, Any]:
 def format_deployments(infos: list[m.DeploymentInfo]) -> str:
     lines = []
     for info in infos:
+        scaling = (
+            f", autoscaled {info.min_replicas}–{info.max_replicas}" if info.max_replicas else ""
+        )
         lines.append(
             f"{info.name}: {info.model_name or info.artifact_digest[:12]},"
-            f" {len(info.ready)}/{info.replicas_wanted} replica(s) ready"
+            f" {len(info.ready)}/{info.replicas_wanted} replica(s) ready{scaling}"
             + (f" — {info.message}" if info.message else "")
         )
         for r in info.replicas:

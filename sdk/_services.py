@@ -38,11 +38,17 @@ def deploy(
     replicas: int,
     options: RunOptions,
     wait_s: float | None,
+    bounds: tuple[int, int] = (0, 0),
 ) -> m.DeploymentInfo:
     """The deployment as the scheduler took it; with ``wait_s``, once that many seconds
-    have passed or every replica is ready, whichever is first."""
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
-        raise InputError(f"replicas must be a whole number of 0 or more, got {replicas!r}")
+    have passed or every replica is ready, whichever is first. ``bounds``: autoscale
+    between (min, max) replicas (max 0: keep ``replicas``)."""
+    for what, value in (
+        ("replicas", replicas),
+        *zip(("min_replicas", "max_replicas"), bounds, strict=True),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(f"{what} must be a whole number of 0 or more, got {value!r}")
     request, args = client._prepare(model, example_inputs, options)
     inputs, outputs = signature(model, args)
     if request.inputs_digest:
@@ -50,7 +56,7 @@ def deploy(
             f"deployment {name}: example inputs over 4 MiB: give smaller ones (a replica"
             " runs them once to warm up; any shape the model takes will do)"
         )
-    info = client.transport.deploy(name, request, replicas, inputs, outputs)
+    info = client.transport.deploy(name, request, replicas, inputs, outputs, bounds)
     if not wait_s:
         return info
     deadline = time.monotonic() + wait_s
@@ -180,9 +186,14 @@ class Service:
                     self._replicas = info.ready
                 return
             if info.replicas_wanted == 0:
-                raise AnypuError(
-                    f"deployment {self.name} has 0 replicas: scale it up to call it"
-                    f" (sdk.scale({self.name!r}, 1))"
+                if not info.max_replicas:
+                    raise AnypuError(
+                        f"deployment {self.name} has 0 replicas: scale it up to call it"
+                        f" (sdk.scale({self.name!r}, 1))"
+                    )
+                # Scaled to zero while idle: this call wakes it and waits the cold start.
+                self.client.transport.scale(
+                    self.name, max(1, info.min_replicas), "a call woke it from zero"
                 )
             if time.monotonic() >= deadline:
                 why = f": {info.message}" if info.message else ""

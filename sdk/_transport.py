@@ -119,8 +119,9 @@ class Transport(Protocol):
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
+        bounds: tuple[int, int] = (0, 0),
     ) -> m.DeploymentInfo: ...
-    def scale(self, name: str, replicas: int) -> m.DeploymentInfo: ...
+    def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo: ...
     def undeploy(self, name: str) -> m.DeploymentInfo: ...
     def deployments(self) -> list[m.DeploymentInfo]: ...
     def lease_of(self, job_id: str) -> m.Lease | None: ...
@@ -355,13 +356,14 @@ class GrpcTransport:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
+        bounds: tuple[int, int] = (0, 0),
     ) -> m.DeploymentInfo:
-        message = convert.deploy_request(name, request, replicas, inputs, outputs)
+        message = convert.deploy_request(name, request, replicas, inputs, outputs, bounds)
         response = self._call(self._jobs.Deploy, message)
         return convert.deployment_info_from_pb(response.deployment)
 
-    def scale(self, name: str, replicas: int) -> m.DeploymentInfo:
-        request = convert.scale_deployment_request(name, replicas)
+    def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
+        request = convert.scale_deployment_request(name, replicas, reason)
         return convert.deployment_info_from_pb(
             self._call(self._jobs.ScaleDeployment, request).deployment
         )

@@ -8,9 +8,11 @@ A scheduler and two agents started with ``--direct-address`` on loopback.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import torch
@@ -120,3 +122,57 @@ def test_the_command_line_deploys_lists_scales_and_deletes(cluster):
     assert missing.returncode == 2 and "no deployment 'mlp'" in missing.stderr
     bad = _anypu(cluster, "deploy", "x", "--model", "nowhere", "--example", "4x256")
     assert bad.returncode == 2 and "MODULE:FACTORY" in bad.stderr
+
+
+def test_an_idle_deployment_sleeps_at_zero_and_a_call_wakes_it(tmp_path):
+    flags = {"heartbeat-interval": 0.5, "http-port": 0, "scale-to-zero-after": 2.0}
+    cluster = Cluster(tmp_path, **flags)
+    try:
+        cluster.add_agent("direct-1", "edge", direct=True)
+        model, x = mlp(width=64, depth=2).eval(), torch.randn(4, 64)
+        with cluster.connected_client(1) as client:
+            info = client.deploy(
+                model, "mlp", example_inputs=x, replicas=1, min_replicas=0, max_replicas=2
+            )
+            assert (info.min_replicas, info.max_replicas, len(info.ready)) == (0, 2, 1)
+            service = client.service("mlp")
+            torch.testing.assert_close(service(x), model(x))
+            asleep = _until(client, "mlp", lambda d: d.replicas_wanted == 0)
+            assert asleep.ready == () and "no call for" in asleep.events[-1]
+            # The next call waits for a cold start instead of failing.
+            torch.testing.assert_close(service(x), model(x))
+            woken = _until(client, "mlp", lambda d: any("cold start" in e for e in d.events))
+            assert any("a call woke it from zero" in e for e in woken.events)
+
+            # Asleep again, and woken by a client of the inference protocol this time.
+            _until(client, "mlp", lambda d: d.replicas_wanted == 0)
+            port = int(
+                re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)", cluster.log("scheduler"))[-1]
+            )
+            body = {
+                "inputs": [{"name": "x", "shape": [4, 64], "datatype": "FP32", "data": x.tolist()}]
+            }
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v2/models/mlp/infer",
+                data=json.dumps(body).encode(),
+                headers={
+                    "Authorization": f"Bearer {cluster.token}",
+                    "Content-Type": "application/json",
+                },
+            )
+            with urllib.request.urlopen(request, timeout=120) as response:
+                (output,) = json.loads(response.read())["outputs"]
+            assert output["shape"] == [4, 64]
+            torch.testing.assert_close(torch.tensor(output["data"]).reshape(4, 64), model(x))
+    finally:
+        cluster.close()
+
+
+def _until(client, name: str, condition, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        (info,) = [d for d in client.deployments() if d.name == name]
+        if condition(info):
+            return info
+        assert time.monotonic() < deadline, f"{name}: {info}"
+        time.sleep(0.1)

@@ -123,3 +123,52 @@ def test_a_model_that_fails_its_example_stops_until_deployed_again() -> None:
     assert "deploy again" in info.message and not messages_sent(again, m.Launch)
     fixed = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=3.0))
     assert messages_sent(fixed, m.Launch)
+
+
+def _busy(state: SchedulerState, lease: m.Lease, now: float, seconds: float, calls: int) -> None:
+    """The agent reports ``calls`` calls of ``seconds`` each under ``lease``."""
+    runs = tuple(
+        m.LeasedRun(lease.lease_id, f"call-{now}-{i}", now - seconds, now) for i in range(calls)
+    )
+    state.handle(AgentSaid(lease.node_id, 1, m.LeasedRuns(runs), now))
+
+
+def _beat(state: SchedulerState, now: float, *names: str) -> None:
+    for name in names:
+        state.handle(AgentSaid(name, 1, m.Heartbeat(now), now=now))
+
+
+def test_replicas_follow_the_calls_in_flight_and_sleep_at_zero_when_idle() -> None:
+    state = _state("a", "b", "c")
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0, bounds=(0, 3)))
+    (granted,) = messages_sent(_warm_all(state, actions, 1.5), m.LeaseGranted)
+    lease = granted.lease
+    # 20 calls of 0.5 s over the 10 s window: 1 in flight on average, over 0.7 a replica.
+    _busy(state, lease, 5.0, 0.5, 20)
+    _beat(state, 5.0, "a", "b", "c")
+    up = state.handle(Tick(5.1))
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 2
+    assert "1 → 2 replica(s): 1.00 calls in flight" in info.events[-1]
+    _warm_all(state, up, 5.5)
+    # Quiet: down one at a time only after 30 s lower, then to zero 60 s after the last call.
+    for now in (20.0, 34.0):
+        _beat(state, now, "a", "b", "c")
+        state.handle(Tick(now))
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 2  # lower for 14 s only
+    for now in (45.0, 50.0, 60.0, 66.0):
+        _beat(state, now, "a", "b", "c")
+        revoked = messages_sent(state.handle(Tick(now)), m.LeaseRevoked)
+        if now == 66.0:
+            assert len(revoked) == 1  # no call since 5 s: asleep
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 0 and info.ready == ()
+    assert "no call for 61 s" in info.events[-1]
+    # A call wakes it: the caller scales it to one; the cold start is an event.
+    woken = state.handle(DeploymentApplied("mlp", None, 1, now=70.0, reason="a call woke it"))
+    _warm_all(state, woken, 71.25)
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 1
+    assert "0 → 1 replica(s): a call woke it" in info.events[-2]
+    assert "cold start: a replica ready 1.25 s after a call woke it" in info.events[-1]
