@@ -84,6 +84,7 @@ class PlacementRounds:
             self.measured.graph(self.nodes.values(), now),
             tuple(self.workload),
             now,
+            held=[h.placement for h in self.leases.active.values() if h.deployment],
         )
         earmarks = {job: key for job, key in self.earmarks.items() if job in self.pending}
         return replace(snapshot, earmarks=earmarks)

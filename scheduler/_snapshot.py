@@ -3,6 +3,7 @@ nodes and live jobs, and what those jobs reserve of shared devices. Pure: no I/O
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 from anypu.placement import ClusterSnapshot, DeviceView, NodeView, WorkloadShape
@@ -33,16 +34,18 @@ def snapshot_of(
     network: object | None,
     workload: tuple[WorkloadShape, ...],
     now: float,
+    held: Iterable[m.PlacementInfo] = (),
 ) -> ClusterSnapshot:
     """Every node and device with the work on it: predicted busy seconds per slice (a
     seat of a shared device is taken while a job holds it), what the jobs reserve of
-    shared devices, and the memory their vendor reads that no job accounts for."""
+    shared devices, and the memory their vendor reads that no job accounts for.
+    ``held``: slices deployments' replicas hold (``_deployments``), counted as one call
+    of their model each, so other work and further replicas go to free slices first."""
     # Per device with work on it: predicted busy seconds per slice, and what its jobs
     # reserve of it. Devices without work share one tuple of zeros per slice count.
     busy: dict[tuple[str, str], dict[int, float]] = {}
     reserved: dict[tuple[str, str], tuple[int, int]] = {}
-    for job in live:
-        p = job.placement
+    for p in itertools.chain((job.placement for job in live), held):
         if p is not None:
             on = busy.setdefault((p.node_id, p.device_id), {})
             # At least a nanosecond: a job predicted to take no time still holds its seat.

@@ -172,3 +172,17 @@ def test_replicas_follow_the_calls_in_flight_and_sleep_at_zero_when_idle() -> No
     assert info is not None and len(info.ready) == 1
     assert "0 → 1 replica(s): a call woke it" in info.events[-2]
     assert "cold start: a replica ready 1.25 s after a call woke it" in info.events[-1]
+
+
+def test_a_replica_s_slice_counts_as_taken_so_the_next_one_goes_to_a_free_slice() -> None:
+    state = SchedulerState(SchedulerConfig(lost_after_s=5.0, retry_backoff_s=0.0))
+    node = join("a", devices=(cpu_device(slices=2),), direct_address="127.0.0.1:7000")
+    state.handle(AgentConnected(node, 0.0))
+    first = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0))
+    _warm_all(state, first, 1.5)
+    second = state.handle(DeploymentApplied("mlp", None, 2, now=2.0))
+    _warm_all(state, second, 2.5)
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 2
+    slices = {r.lease.slice_index for r in info.ready if r.lease}
+    assert slices == {0, 1}

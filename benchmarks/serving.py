@@ -1,0 +1,204 @@
+"""Models as services against Ray Serve: the same model, the same replicas, open-loop load.
+
+``python -m benchmarks.serving [--rates 50,100,200,400] [--seconds 8]`` (Ray Serve is
+installed with ``pip install 'ray[serve]'``; without it only anypu's rows print). On this
+machine, one run:
+
+- **anypu**: a scheduler and one agent (``--direct-address``) in their own processes on
+  loopback, the agent declaring one CPU device of two slices; ``Client.deploy`` with two
+  replicas (one worker process per slice), called through ``Client.service``;
+- **Ray Serve**: a local Ray cluster (2 CPUs), ``@serve.deployment(num_replicas=2,
+  ray_actor_options={"num_cpus": 1})``, called through its ``DeploymentHandle``.
+
+Both replicas run ``torch.set_num_threads(1)`` and the model in inference mode. For each
+model — a small MLP (3×256, batch 32) and a transformer encoder layer (d 256, 4 heads,
+64 tokens) — and each rate, requests are sent at Poisson arrival times for ``--seconds``
+from a pool of 64 threads (open loop: a request's latency runs from when it was due,
+so time it waited for a free thread counts); median and p99 of the requests after the
+first second, and the highest rate held with p99 ≤ 100 ms. Then, for anypu, the cold
+start: a deployment with ``min_replicas=0`` asleep at zero, time from a call to its
+answer.
+
+Not measured yet: requests lost during a rolling update (anypu has no rolling update).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anypu.sdk import Client
+from anypu.sdk._transport import GrpcTransport
+from anypu.sdk.models import mlp
+from benchmarks import machine, percentile
+from tests.cluster import Cluster
+
+TWO_SLICES = (
+    "devices:\n"
+    "  - {kind: cpu, vendor: intel, model: Xeon, memory: 8GiB, tflops: 0.5, slices: 2}\n"
+    "include_host: false\n"
+)
+P99_TARGET_S = 0.100
+
+
+class Transformer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(256, 4, 512, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)
+
+
+def _models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    torch.manual_seed(0)
+    return {
+        "MLP 3×256, batch 32": (mlp(width=256, depth=3).eval(), torch.randn(32, 256)),
+        "transformer layer, 64 tokens": (Transformer().eval(), torch.randn(1, 64, 256)),
+    }
+
+
+def _open_loop(call: Callable[[], object], rate: float, seconds: float) -> list[float]:
+    """Latencies (from each request's due time) of Poisson arrivals at ``rate`` a second."""
+    rng = random.Random(int(rate))
+    due, t = [], 0.0
+    while t < seconds:
+        t += rng.expovariate(rate)
+        due.append(t)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+
+    def one(at: float) -> None:
+        wait = start + at - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        call()
+        took = time.perf_counter() - (start + at)
+        if at >= 1.0:  # the first second warms the pool
+            with lock:
+                latencies.append(took)
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        for future in [pool.submit(one, at) for at in due]:
+            future.result()
+    return latencies
+
+
+def _report(system: str, model: str, rows: list[tuple[float, list[float]]]) -> None:
+    held = [rate for rate, lat in rows if lat and percentile(lat, 0.99) <= P99_TARGET_S]
+    for rate, latencies in rows:
+        p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+        print(
+            f"| {system} | {model} | {rate:g}/s | {p50 * 1e3:.1f} ms | {p99 * 1e3:.1f} ms |"
+            f" {len(latencies)} |",
+            flush=True,
+        )
+    best = f"{max(held):g}/s" if held else "none"
+    print(f"| {system} | {model} | highest rate with p99 ≤ 100 ms: {best} | | | |", flush=True)
+
+
+def _anypu(rates: list[float], seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        cluster = Cluster(Path(work), **{"scale-to-zero-after": 2.0})
+        try:
+            cluster.add_agent("serving-1", "edge", TWO_SLICES, direct=True)
+            client = Client(GrpcTransport(cluster.address, cluster.token))
+            cluster.wait_nodes(client, 1)
+            for i, (name, (model, x)) in enumerate(_models().items()):
+                deployment = f"model-{i}"
+                info = client.deploy(model, deployment, example_inputs=x, replicas=2)
+                assert len(info.ready) == 2, info
+                service = client.service(deployment)
+                for _ in range(50):
+                    service(x)
+                rows = [(rate, _open_loop(lambda: service(x), rate, seconds)) for rate in rates]
+                _report("anypu", name, rows)
+                client.undeploy(deployment)
+            model, x = next(iter(_models().values()))
+            client.deploy(
+                model, "cold", example_inputs=x, replicas=1, min_replicas=0, max_replicas=1
+            )
+            service = client.service("cold")
+            service(x)
+            colds = []
+            for _ in range(3):
+                deadline = time.monotonic() + 60
+                while [d for d in client.deployments() if d.name == "cold"][0].replicas_wanted:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                started = time.perf_counter()
+                service(x)
+                colds.append(time.perf_counter() - started)
+            print(
+                f"anypu cold start (a call at zero replicas to its answer, MLP):"
+                f" median {statistics.median(colds):.2f} s of {[round(c, 2) for c in colds]}"
+            )
+            client.close()
+        finally:
+            cluster.close()
+
+
+def _ray_serve(rates: list[float], seconds: float) -> None:
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        print("Ray Serve is not installed (pip install 'ray[serve]'): its rows are not run")
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        for i, (name, (model, x)) in enumerate(_models().items()):
+
+            @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 1})
+            class Replica:
+                def __init__(self, module: Any) -> None:
+                    torch.set_num_threads(1)
+                    self.module = module.eval()
+
+                def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+                    with torch.inference_mode():
+                        return self.module(inputs)
+
+            handle = serve.run(Replica.bind(model), name=f"model-{i}", route_prefix=None)
+            for _ in range(50):
+                handle.remote(x).result()
+            rows = [
+                (rate, _open_loop(lambda: handle.remote(x).result(), rate, seconds))
+                for rate in rates
+            ]
+            _report("Ray Serve", name, rows)
+            serve.delete(f"model-{i}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="50,100,200,400", help="requests a second")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per rate (8)")
+    parser.add_argument("--only", choices=("anypu", "ray"), default=None)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    print(machine())
+    print("| system | model | rate | p50 | p99 | requests |")
+    print("|---|---|---|---|---|---|")
+    if args.only != "ray":
+        _anypu(rates, args.seconds)
+    if args.only != "anypu":
+        _ray_serve(rates, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
