@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import random
 import statistics
 import tempfile
@@ -122,7 +123,8 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 service = client.service(deployment)
                 for _ in range(50):
                     service(x)
-                rows = [(rate, _open_loop(lambda: service(x), rate, seconds)) for rate in rates]
+                call = functools.partial(service, x)
+                rows = [(rate, _open_loop(call, rate, seconds)) for rate in rates]
                 _report("anypu", name, rows)
                 client.undeploy(deployment)
             model, x = next(iter(_models().values()))
@@ -149,6 +151,10 @@ def _anypu(rates: list[float], seconds: float) -> None:
             cluster.close()
 
 
+def _ray_call(handle: Any, x: torch.Tensor) -> object:
+    return handle.remote(x).result()
+
+
 def _ray_serve(rates: list[float], seconds: float) -> None:
     try:
         import ray
@@ -173,10 +179,8 @@ def _ray_serve(rates: list[float], seconds: float) -> None:
             handle = serve.run(Replica.bind(model), name=f"model-{i}", route_prefix=None)
             for _ in range(50):
                 handle.remote(x).result()
-            rows = [
-                (rate, _open_loop(lambda: handle.remote(x).result(), rate, seconds))
-                for rate in rates
-            ]
+            call = functools.partial(_ray_call, handle, x)
+            rows = [(rate, _open_loop(call, rate, seconds)) for rate in rates]
             _report("Ray Serve", name, rows)
             serve.delete(f"model-{i}")
     finally:
