@@ -19,7 +19,8 @@ first second, and the highest rate held with p99 ≤ 100 ms. Then, for anypu, th
 start: a deployment with ``min_replicas=0`` asleep at zero, time from a call to its
 answer.
 
-Not measured yet: requests lost during a rolling update (anypu has no rolling update).
+Then requests lost while a deployment is deployed anew (a rolling update) under 100
+requests a second (Ray Serve's rolling update is not run here).
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 _report("anypu", name, rows)
                 client.undeploy(deployment)
             model, x = next(iter(_models().values()))
+            _rolling_update(client, model, x, seconds)
             client.deploy(
                 model, "cold", example_inputs=x, replicas=1, min_replicas=0, max_replicas=1
             )
@@ -149,6 +151,42 @@ def _anypu(rates: list[float], seconds: float) -> None:
             client.close()
         finally:
             cluster.close()
+
+
+def _rolling_update(
+    client: Client, model: torch.nn.Module, x: torch.Tensor, seconds: float
+) -> None:
+    """Requests lost while a deployment of two replicas is deployed anew, under 100/s."""
+    import copy
+
+    client.deploy(model, "rolling", example_inputs=x, replicas=2)
+    service = client.service("rolling")
+    newer = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in newer.parameters():
+            parameter.add_(0.5)
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            service(x)
+        except Exception as error:  # the count is the finding
+            failed.append(error)
+
+    started = time.monotonic()
+    threading.Timer(
+        1.0, lambda: client.deploy(newer, "rolling", example_inputs=x, replicas=2, wait_s=None)
+    ).start()
+    latencies = _open_loop(call, 100.0, max(seconds, 6.0))
+    info = next(d for d in client.deployments() if d.name == "rolling")
+    rolled = [e for e in info.events if "older version released" in e]
+    print(
+        f"anypu rolling update under 100/s: {len(failed)} request(s) failed of"
+        f" {len(latencies)} timed; p99 {percentile(latencies, 0.99) * 1e3:.1f} ms;"
+        f" version {info.version}, {'rolled over' if rolled else 'NOT rolled over'} within"
+        f" {time.monotonic() - started:.0f} s"
+    )
+    client.undeploy("rolling")
 
 
 def _ray_call(handle: Any, x: torch.Tensor) -> object:

@@ -555,6 +555,8 @@ class Replica:
     device_id: str = ""
     tier: str = ""
     lease: Lease | None = None
+    #: The deployment's version it serves (older ones serve until the new are ready).
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -576,6 +578,8 @@ class DeploymentInfo:
     max_replicas: int = 0
     #: Recent scale events with their reasons, oldest first.
     events: tuple[str, ...] = ()
+    #: 1, then one more each time it is deployed anew (a rolling update).
+    version: int = 0
 
     @property
     def ready(self) -> tuple[Replica, ...]:

@@ -9,6 +9,11 @@ by the deployment, not by a caller, so it is not taken back for waiting jobs, a 
 node or idleness). Callers ask for the ready replicas' leases and send their calls to
 them, as a leased caller does (``sdk`` ``Client.service``).
 
+Deploying anew under the same name is a **rolling update** without loss, as a Kubernetes
+Deployment's surge: the version goes up, replicas of the new one are placed and warmed
+while the old ones keep serving, and the old are released only once as many new ones
+are ready as are wanted. Rolling back is deploying the old model again.
+
 Every tick the count is reconciled, as a Kubernetes ReplicaSet is: replicas missing
 (lost with their node, never placed, failed warming) are placed again; replicas over the
 wanted count are released, the newest first. The deployment (name, template, count)
@@ -95,6 +100,8 @@ class DeploymentRecord:
     lower_since: float | None = None
     #: When a call woke it from zero replicas (None: it is not waking).
     woken_at: float | None = None
+    #: 1, then one more each time it is deployed anew (its replicas carry theirs).
+    version: int = 1
 
     @property
     def autoscaled(self) -> bool:
@@ -138,6 +145,7 @@ class DeploymentReplicas:
                     device_id=held.lease.device_id,
                     tier=node.tier if node else "",
                     lease=held.lease,
+                    version=held.version,
                 )
             )
         for job_id in record.warming:
@@ -150,6 +158,7 @@ class DeploymentReplicas:
                     node_id=p.node_id if p else "",
                     device_id=p.device_id if p else "",
                     tier=p.tier if p else "",
+                    version=record.version,
                 )
             )
         return m.DeploymentInfo(
@@ -165,6 +174,7 @@ class DeploymentReplicas:
             min_replicas=record.min_replicas,
             max_replicas=record.max_replicas,
             events=tuple(record.events),
+            version=record.version,
         )
 
     # -------------------------------------------------------------- events
@@ -191,13 +201,18 @@ class DeploymentReplicas:
             record.event(event.now, f"deployed: {event.replicas} replica(s){bounds}")
         else:
             if event.request is not None and event.request != record.request:
-                # A new model (or new constraints): replicas of the old one go.
+                # A new model (or new constraints): a rolling update. The old replicas
+                # serve until enough new ones are ready (``_reconcile``).
+                actions += self._cancel_warming(record, event.now, "deployed anew")
                 record.request = event.request
                 record.inputs, record.outputs = event.inputs, event.outputs
                 record.min_replicas, record.max_replicas = event.bounds
-                record.event(event.now, "deployed anew: its replicas are replaced")
-                actions += self._release(record, len(self.leases.of_deployment(record.name)))
-                actions += self._cancel_warming(record, event.now, "the deployment changed")
+                record.version += 1
+                record.event(
+                    event.now,
+                    f"rolling update to version {record.version}: its replicas warm while"
+                    f" {len(self._replicas_of(record, current=False))} of the last serve",
+                )
             if record.replicas == 0 and event.replicas > 0 and event.request is None:
                 record.woken_at = event.now  # a call at zero: time the cold start
             if event.request is None:
@@ -224,7 +239,8 @@ class DeploymentReplicas:
         record = self.deployments.pop(event.name, None)
         if record is None:
             return []
-        actions = self._release(record, len(self.leases.of_deployment(record.name)))
+        held = self.leases.of_deployment(record.name)
+        actions = self._revoke_leases(held, f"deployment {record.name} deleted")
         actions += self._cancel_warming(record, event.now, f"deployment {record.name} deleted")
         return [*actions, ForgetDeployment(record.name)]
 
@@ -300,7 +316,15 @@ class DeploymentReplicas:
                         )
                 elif job is not None and not job.lease_id:
                     record.message = f"replica {job_id} ran but its node kept no lease"
-        ready = len(self.leases.of_deployment(record.name))
+        ready = len(self._replicas_of(record))
+        old = self._replicas_of(record, current=False)
+        if old and (ready >= record.replicas or record.replicas == 0):
+            record.event(
+                now,
+                f"version {record.version} ready on {ready} replica(s): {len(old)} of an"
+                " older version released",
+            )
+            return self._revoke_leases(old, f"deployment {record.name} updated")
         if ready > record.replicas:
             return self._release(record, ready - record.replicas)
         missing = record.replicas - ready - len(record.warming)
@@ -343,8 +367,16 @@ class DeploymentReplicas:
         """Revoke ``count`` ready replicas, the newest first."""
         if count <= 0:
             return []
-        held = sorted(self.leases.of_deployment(record.name), key=lambda h: -h.last_used)
+        held = sorted(self._replicas_of(record), key=lambda h: -h.last_used)
         return self._revoke_leases(held[:count], f"deployment {record.name} scaled down")
+
+    def _replicas_of(self, record: DeploymentRecord, current: bool = True) -> list[HeldLease]:
+        """Its ready replicas of the current version (``current``), or of older ones."""
+        return [
+            h
+            for h in self.leases.of_deployment(record.name)
+            if (h.version == record.version) == current
+        ]
 
     def _cancel_warming(self, record: DeploymentRecord, now: float, why: str) -> list[Action]:
         """Cancel the warm-ups in flight (``why``: kept as the deployment's message)."""
@@ -368,7 +400,13 @@ class DeploymentReplicas:
             record.message = f"{node.node_id} takes no direct calls: a replica there cannot serve"
             return []
         lease = self.leases.grant(
-            record.request, p, node.direct_address, now, record.name, replica_id=job.job_id
+            record.request,
+            p,
+            node.direct_address,
+            now,
+            record.name,
+            replica_id=job.job_id,
+            version=record.version,
         )
         job.lease_id = lease.lease_id
         record.message = ""
@@ -378,4 +416,8 @@ class DeploymentReplicas:
                 f"cold start: a replica ready {now - record.woken_at:.2f} s after a call woke it",
             )
             record.woken_at = None
-        return [Send(node.node_id, node.epoch, m.LeaseGranted(lease))]
+        # Enough of a new version ready: the old are released now, not a tick later.
+        return [
+            Send(node.node_id, node.epoch, m.LeaseGranted(lease)),
+            *self._reconcile(record, now),
+        ]

@@ -42,6 +42,7 @@ class HeldLease:
     #: placed and warmed that replica.
     deployment: str = ""
     replica_id: str = ""
+    version: int = 0
 
 
 class LeaseBook:
@@ -58,6 +59,7 @@ class LeaseBook:
         now: float,
         deployment: str = "",
         replica_id: str = "",
+        version: int = 0,
     ) -> m.Lease:
         lease = m.Lease(
             # The id is the capability a client shows the agent: unguessable.
@@ -70,7 +72,13 @@ class LeaseBook:
         )
         template = replace(request, inputs=b"", inputs_digest="", wait=False, lease=False)
         self.active[lease.lease_id] = HeldLease(
-            lease, template, replace(placement, solver="lease"), now, deployment, replica_id
+            lease,
+            template,
+            replace(placement, solver="lease"),
+            now,
+            deployment,
+            replica_id,
+            version,
         )
         self.granted += 1
         return lease

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -176,3 +177,67 @@ def _until(client, name: str, condition, timeout: float = 30.0):
             return info
         assert time.monotonic() < deadline, f"{name}: {info}"
         time.sleep(0.1)
+
+
+class _Caller:
+    """Calls ``service(x)`` in a loop on threads of its own, keeping every answer and
+    every error."""
+
+    def __init__(self, service, x: torch.Tensor, threads: int = 2) -> None:
+        self.service, self.x = service, x
+        self.answers: list[torch.Tensor] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.answers.append(self.service(self.x))
+            except BaseException as error:  # noqa: BLE001 - every failure is the finding
+                self.errors.append(error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def test_a_rolling_update_under_load_fails_no_call(cluster):
+    x = torch.randn(4, 64)
+    old, new = mlp(width=64, depth=2).eval(), mlp(width=64, depth=2).eval()
+    with torch.no_grad():
+        for parameter in new.parameters():
+            parameter.add_(0.5)  # another version: other weights, the same signature
+    with cluster.connected_client(2) as client:
+        client.deploy(old, "mlp", example_inputs=x, replicas=2)
+        caller = _Caller(client.service("mlp"), x)
+        time.sleep(1.0)
+        info = client.deploy(new, "mlp", example_inputs=x, replicas=2, wait_s=None)
+        assert info.version == 2
+        _until(client, "mlp", lambda d: [r.version for r in d.ready] == [2, 2], timeout=60)
+        time.sleep(1.0)
+        caller.stop()
+        assert caller.errors == []
+        assert any(torch.allclose(a, old(x)) for a in caller.answers)
+        torch.testing.assert_close(caller.answers[-1], new(x))
+        torch.testing.assert_close(client.service("mlp")(x), new(x))
+
+
+def test_a_node_killed_under_load_loses_no_call(cluster):
+    model, x = mlp(width=64, depth=2).eval(), torch.randn(4, 64)
+    with cluster.connected_client(2) as client:
+        info = client.deploy(model, "mlp", example_inputs=x, replicas=2)
+        assert {r.node_id for r in info.ready} == {"direct-1", "direct-2"}
+        caller = _Caller(client.service("mlp"), x)
+        time.sleep(1.0)
+        cluster.kill("direct-1")  # SIGKILL: calls in flight there break
+        _until(client, "mlp", lambda d: {r.node_id for r in d.ready} == {"direct-2"}, timeout=30)
+        _until(client, "mlp", lambda d: len(d.ready) == 2, timeout=30)
+        time.sleep(1.0)
+        caller.stop()
+        assert caller.errors == []  # each broken call was sent again to the other replica
+        assert len(caller.answers) > 20
+        assert all(torch.allclose(a, model(x)) for a in caller.answers)

@@ -186,3 +186,30 @@ def test_a_replica_s_slice_counts_as_taken_so_the_next_one_goes_to_a_free_slice(
     assert info is not None and len(info.ready) == 2
     slices = {r.lease.slice_index for r in info.ready if r.lease}
     assert slices == {0, 1}
+
+
+def test_deploying_anew_rolls_over_old_replicas_only_once_new_ones_are_ready() -> None:
+    state = _state("a", "b")
+    first = state.handle(DeploymentApplied("mlp", TEMPLATE, 2, now=1.0))
+    _warm_all(state, first, 1.5)
+    v2 = submit_request(name="MLP", inputs=b"example", artifact_digest="b" * 64)
+    update = state.handle(DeploymentApplied("mlp", v2, 2, now=2.0))
+    assert not messages_sent(update, m.LeaseRevoked)  # the old ones keep serving
+    launches = messages_sent(update, m.Launch)
+    assert len(launches) == 2 and {x.artifact_digest for x in launches} == {"b" * 64}
+    info = state.deployment_info("mlp")
+    assert info is not None and info.version == 2
+    assert sorted((r.state, r.version) for r in info.replicas) == [
+        ("ready", 1),
+        ("ready", 1),
+        ("warming", 2),
+        ("warming", 2),
+    ]
+    assert "rolling update to version 2" in info.events[-1]
+    done_actions = _warm_all(state, update, 2.5)
+    assert len(messages_sent(done_actions, m.LeaseRevoked)) == 2  # now, and not before
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.version for r in info.ready] == [2, 2]
+    assert "version 2 ready on 2 replica(s): 2 of an older version released" in info.events[-1]
+    gone = state.handle(DeploymentDeleted("mlp", now=3.0))
+    assert len(messages_sent(gone, m.LeaseRevoked)) == 2
