@@ -814,7 +814,7 @@ class Replica(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., tier: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version")
+    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
@@ -828,6 +828,9 @@ class DeploymentInfo(_message.Message):
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    CALLS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    RUN_P50_S_FIELD_NUMBER: _ClassVar[int]
+    RUN_P99_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     artifact_digest: str
     replicas_wanted: int
@@ -841,7 +844,10 @@ class DeploymentInfo(_message.Message):
     max_replicas: int
     events: _containers.RepeatedScalarFieldContainer[str]
     version: int
-    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+    calls_per_s: float
+    run_p50_s: float
+    run_p99_s: float
+    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ...) -> None: ...
 
 class DeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

@@ -580,6 +580,11 @@ class DeploymentInfo:
     events: tuple[str, ...] = ()
     #: 1, then one more each time it is deployed anew (a rolling update).
     version: int = 0
+    #: Over the last 10 s of its replicas' reported calls: calls a second, and the
+    #: median and 99th percentile of their run time on the replica.
+    calls_per_s: float = 0.0
+    run_p50_s: float = 0.0
+    run_p99_s: float = 0.0
 
     @property
     def ready(self) -> tuple[Replica, ...]:

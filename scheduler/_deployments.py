@@ -130,10 +130,13 @@ class DeploymentReplicas:
         for record in records:
             self.deployments[record.name] = record
 
-    def deployment_info(self, name: str) -> m.DeploymentInfo | None:
+    def deployment_info(self, name: str, now: float | None = None) -> m.DeploymentInfo | None:
+        """Its listing; ``now`` (default: its last reported call) dates the call rate."""
         record = self.deployments.get(name)
         if record is None:
             return None
+        last = record.runs[-1][0] if record.runs else 0.0
+        recent = sorted(s for at, s in record.runs if at >= (now or last) - WINDOW_S)
         replicas: list[m.Replica] = []
         for held in self.leases.of_deployment(name):
             node = self.nodes.get(held.lease.node_id)
@@ -175,6 +178,9 @@ class DeploymentReplicas:
             max_replicas=record.max_replicas,
             events=tuple(record.events),
             version=record.version,
+            calls_per_s=len(recent) / WINDOW_S,
+            run_p50_s=recent[len(recent) // 2] if recent else 0.0,
+            run_p99_s=recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else 0.0,
         )
 
     # -------------------------------------------------------------- events
@@ -258,6 +264,8 @@ class DeploymentReplicas:
         if record is not None:
             record.runs.append((finished_at, max(0.0, seconds)))
             record.last_call = max(record.last_call, finished_at)
+            while record.runs[0][0] < finished_at - WINDOW_S:  # what the window holds only
+                record.runs.popleft()
 
     def _autoscale(self, record: DeploymentRecord, now: float) -> list[Action]:
         while record.runs and record.runs[0][0] < now - WINDOW_S:

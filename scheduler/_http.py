@@ -39,7 +39,7 @@ from anypu import PROTOCOL_VERSION, __version__
 from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
-from anypu.protos.messages import JobInfo, NodeInfo
+from anypu.protos.messages import DeploymentInfo, JobInfo, NodeInfo
 from anypu.scheduler._inference import MAX_INFER_BYTES, InferenceGateway
 from anypu.scheduler._metrics import (
     NODE_STATES,
@@ -207,6 +207,39 @@ def placement_view(job: JobInfo) -> dict:
     }
 
 
+def deployment_view(info: DeploymentInfo) -> dict:
+    """A deployment as the API shows it: never its replicas' lease ids (capabilities)."""
+    events = []
+    for line in info.events:
+        at, _, text = line.partition(" ")
+        events.append({"at": float(at), "event": text})
+    return {
+        "name": info.name,
+        "model_name": info.model_name,
+        "version": info.version,
+        "replicas_wanted": info.replicas_wanted,
+        "replicas_ready": len(info.ready),
+        "min_replicas": info.min_replicas,
+        "max_replicas": info.max_replicas,
+        "message": info.message,
+        "calls_per_s": info.calls_per_s,
+        "run_p50_s": info.run_p50_s,
+        "run_p99_s": info.run_p99_s,
+        "replicas": [
+            {
+                "replica_id": r.replica_id,
+                "state": r.state,
+                "node_id": r.node_id,
+                "device_id": r.device_id,
+                "tier": r.tier,
+                "version": r.version,
+            }
+            for r in info.replicas
+        ],
+        "events": events,
+    }
+
+
 def pending_view(job: JobInfo, now: float) -> dict:
     return {
         "job_id": job.job_id,
@@ -315,6 +348,7 @@ class Api:
             _Route("GET", re.compile(r"/api/v1/placements"), self.placements),
             _Route("GET", re.compile(r"/api/v1/pending"), self.pending),
             _Route("GET", re.compile(r"/api/v1/topology"), self.topology),
+            _Route("GET", re.compile(r"/api/v1/deployments"), self.deployments),
         ]
 
     def route(self, method: str, path: str) -> tuple[_Route, tuple[str, ...]]:
@@ -391,6 +425,9 @@ class Api:
     def pending(self, query: dict) -> list[dict]:
         view = read_view(self.service)
         return [pending_view(j, view.now) for j in view.pending]
+
+    def deployments(self, query: dict) -> list[dict]:
+        return [deployment_view(d) for d in self.service.deployments()]
 
     def topology(self, query: dict) -> dict:
         limit = _int(query, "limit", 50, 1, 1000)

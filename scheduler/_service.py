@@ -580,7 +580,8 @@ class SchedulerService:
 
     def deployments(self) -> list[m.DeploymentInfo]:
         with self._lock:
-            infos = [self.state.deployment_info(n) for n in sorted(self.state.deployments)]
+            now = self.clock()
+            infos = [self.state.deployment_info(n, now) for n in sorted(self.state.deployments)]
         return [i for i in infos if i is not None]
 
     def _known_deployment(self, name: str) -> m.DeploymentInfo:

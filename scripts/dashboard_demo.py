@@ -115,7 +115,7 @@ def start_demo_network(workdir: Path, burst: int = 0) -> DemoNetwork:
     cluster = Cluster(workdir, **flags)
     try:
         for name, tier, site, devices in AGENTS:
-            cluster.add_agent(name, tier, devices, site=site)
+            cluster.add_agent(name, tier, devices, site=site, direct=True)
         url = dashboard_url(cluster)
         client = Client(GrpcTransport(cluster.address, cluster.token), origin="home")
         cluster.wait_nodes(client, len(AGENTS))

@@ -399,12 +399,30 @@ function renderPlacements(pending, placements) {
   ];
 }
 
+// ------------------------------------------------------------------ deployments
+
+function renderDeployments(deployments) {
+  if (!deployments.length) return [h("h2", {}, "Deployments"), h("div", { class: "empty" }, "nothing is deployed (sdk.deploy or anypu deploy)")];
+  return [h("h2", {}, `Deployments (${deployments.length})`), deployments.map((d) => h("div", { class: "card", "data-deployment": d.name, style: "margin-bottom:10px" },
+    h("div", {},
+      h("b", {}, d.name), ` ${d.model_name} · version ${d.version} · `,
+      h("span", { class: d.replicas_ready < d.replicas_wanted ? "state-failed" : "state-succeeded" }, `${d.replicas_ready}/${d.replicas_wanted} ready`),
+      d.max_replicas ? h("span", { class: "badge" }, `autoscaled ${d.min_replicas}–${d.max_replicas}`) : null,
+      h("span", { class: "muted" }, ` · ${d.calls_per_s.toFixed(1)} calls/s · run p50 ${ms(d.run_p50_s)}, p99 ${ms(d.run_p99_s)}`)),
+    d.message ? h("div", { class: "state-failed" }, d.message) : null,
+    table(["replica", "state", "node / device", "tier", "version"], d.replicas.map((r) => h("tr", { "data-replica": r.replica_id },
+      td(h("span", { class: "mono" }, r.replica_id)), td(r.state), td(r.node_id ? `${r.node_id} / ${r.device_id}` : h("span", { class: "muted" }, "not placed yet")),
+      td(r.tier ? tierBadge(r.tier) : ""), num(r.version))), "no replica"),
+    h("ul", { class: "reasons" }, d.events.slice(-6).reverse().map((e) => h("li", {}, h("span", { class: "muted" }, new Date(e.at * 1000).toLocaleTimeString()), ` ${e.event}`)))))];
+}
+
 // ------------------------------------------------------------------ loop
 
 const PAGES = {
   overview: async () => renderOverview(await api("/api/v1/overview")),
   topology: async () => renderTopology(await api("/api/v1/topology")),
   nodes: async () => renderNodes(await api("/api/v1/nodes")),
+  deployments: async () => renderDeployments(await api("/api/v1/deployments")),
   placements: async () => {
     const [pending, placements] = await Promise.all([api("/api/v1/pending"), api("/api/v1/placements")]);
     return renderPlacements(pending, placements);

@@ -94,6 +94,16 @@ def test_a_call_with_a_deadline_shows_it_met_and_where_it_came_from(network, bro
     assert "deadline 60000 ms met" in row and "from home" in row
 
 
+def test_deployments_show_their_replicas_and_scale_events(network, browser):
+    model = mlp(width=64, depth=2).eval()
+    network.client.deploy(model, "mlp-service", example_inputs=torch.randn(8, 64), replicas=1)
+    network.client.service("mlp-service")(torch.randn(8, 64))
+    browser.get(network.url + "/#deployments")
+    card = wait_for(browser, "[data-deployment=mlp-service]", "1/1 ready", "version 1")
+    assert "deployed: 1 replica(s)" in card and "mlp-service.replica-0" in card
+    network.client.undeploy("mlp-service")
+
+
 def test_the_topology_draws_sites_links_and_the_job_flow(network, browser):
     browser.get(network.url + "/#topology")
     wait_for(browser, "#topology svg", "dc-frankfurt", "shop-7", "home", "18 ms")
