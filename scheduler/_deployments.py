@@ -110,6 +110,18 @@ class DeploymentRecord:
     def event(self, now: float, text: str) -> None:
         self.events.append(f"{now:.3f} {text}")
 
+    def persisted(self) -> PersistDeployment:
+        """What the store keeps of it (its replicas are placed afresh after a restart)."""
+        return PersistDeployment(
+            self.name,
+            self.request,
+            self.replicas,
+            self.created_at,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            bounds=(self.min_replicas, self.max_replicas),
+        )
+
 
 class DeploymentReplicas:
     """What ``SchedulerState`` keeps and does for deployments (the module docstring)."""
@@ -228,17 +240,7 @@ class DeploymentReplicas:
             record.last_call = max(record.last_call, event.now)
             record.lower_since = None
             record.stalled = False
-        actions.append(
-            PersistDeployment(
-                record.name,
-                record.request,
-                record.replicas,
-                record.created_at,
-                inputs=record.inputs,
-                outputs=record.outputs,
-                bounds=(record.min_replicas, record.max_replicas),
-            )
-        )
+        actions.append(record.persisted())
         return actions + self._reconcile(record, event.now)
 
     def _deployment_deleted(self, event: DeploymentDeleted) -> list[Action]:
@@ -295,17 +297,7 @@ class DeploymentReplicas:
         record.event(now, f"{current} → {wanted} replica(s): {why}")
         record.replicas = wanted
         record.lower_since = None
-        return [
-            PersistDeployment(
-                record.name,
-                record.request,
-                record.replicas,
-                record.created_at,
-                inputs=record.inputs,
-                outputs=record.outputs,
-                bounds=(record.min_replicas, record.max_replicas),
-            )
-        ]
+        return [record.persisted()]
 
     # -------------------------------------------------------------- replicas
 
