@@ -51,6 +51,7 @@ __all__ = [
     "datatype_of",
     "encode_infer_response",
     "error_body",
+    "named_outputs",
     "parse_infer_request",
 ]
 
@@ -139,6 +140,21 @@ def datatype_of(value: torch.Tensor | Sequence[bytes]) -> str:
             status=500,
         )
     return name
+
+
+def named_outputs(value: Any) -> dict[str, torch.Tensor] | None:
+    """A model's outputs by the names the protocol gives them: ``output0``… for a tensor
+    or a tuple or list of them, a dict's own keys; None when they are not tensors the
+    protocol can carry."""
+    if isinstance(value, torch.Tensor):
+        named: dict[str, Any] = {"output0": value}
+    elif isinstance(value, (tuple, list)):
+        named = {f"output{i}": v for i, v in enumerate(value)}
+    elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        named = dict(value)
+    else:
+        return None
+    return named if all(isinstance(v, torch.Tensor) for v in named.values()) else None
 
 
 # ---------------------------------------------------------------------- requests

@@ -16,7 +16,7 @@ are ready as are wanted. Rolling back is deploying the old model again.
 
 Every tick the count is reconciled, as a Kubernetes ReplicaSet is: replicas missing
 (lost with their node, never placed, failed warming) are placed again; replicas over the
-wanted count are released, the newest first. The deployment (name, template, count)
+wanted count are released, the one idle longest first. The deployment (name, template, count)
 persists; after a restart its replicas are placed afresh (agents forget leases with
 their stream).
 
@@ -279,7 +279,9 @@ class DeploymentReplicas:
         if current == 0:
             return []  # asleep: a call wakes it
         down_after = self.config.scale_down_after_s
-        if record.min_replicas == 0 and now - record.last_call >= self.config.scale_to_zero_after_s:
+        idle = now - record.last_call >= self.config.scale_to_zero_after_s
+        # A replica still warming is not idleness: it has not had the chance of a call.
+        if record.min_replicas == 0 and idle and not record.warming:
             wanted = 0
             why = f"no call for {now - record.last_call:.0f} s"
         elif wanted > current:
@@ -364,10 +366,10 @@ class DeploymentReplicas:
         return actions
 
     def _release(self, record: DeploymentRecord, count: int) -> list[Action]:
-        """Revoke ``count`` ready replicas, the newest first."""
+        """Revoke ``count`` ready replicas, those idle longest first (the busy keep serving)."""
         if count <= 0:
             return []
-        held = sorted(self._replicas_of(record), key=lambda h: -h.last_used)
+        held = sorted(self._replicas_of(record), key=lambda h: h.last_used)
         return self._revoke_leases(held[:count], f"deployment {record.name} scaled down")
 
     def _replicas_of(self, record: DeploymentRecord, current: bool = True) -> list[HeldLease]:
@@ -410,6 +412,7 @@ class DeploymentReplicas:
         )
         job.lease_id = lease.lease_id
         record.message = ""
+        record.last_call = max(record.last_call, now)  # idle from when it can serve
         if record.woken_at is not None:
             record.event(
                 now,

@@ -34,6 +34,7 @@ import grpc
 
 from anypu import __version__
 from anypu.comm import grpc_channel
+from anypu.errors import InputError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
@@ -75,12 +76,8 @@ class InferenceGateway:
             status, payload, extra = self._route(method, path, headers, body)
         except _Refused as refused:
             status, payload, extra = refused.status, _error(refused.message), {}
-        except Exception as error:
-            from anypu._oip import InferenceProtocolError
-
-            if not isinstance(error, InferenceProtocolError):
-                raise
-            status, payload, extra = error.status, _error(str(error)), {}
+        except InputError as error:  # the codec's InferenceProtocolError, with its status
+            status, payload, extra = getattr(error, "status", 400), _error(str(error)), {}
         match = _MODEL.fullmatch(path)
         # Only a deployed model's name is a label: a client's typos must not grow them.
         model = match.group(1) if match and status != HTTPStatus.NOT_FOUND else ""
@@ -148,7 +145,13 @@ class InferenceGateway:
         request = _oip.parse_infer_request(body, length)
         args = _arguments(info, request)
         outputs = self._call_replica(info, args)
-        named = _named_outputs(info, outputs)
+        named = _oip.named_outputs(outputs)
+        if named is None:
+            raise _Refused(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot"
+                " carry: return a tensor, a tuple or a dict of tensors",
+            )
         payload, extra = _oip.encode_infer_response(info.name, request, named)
         return 200, payload, extra
 
@@ -163,7 +166,7 @@ class InferenceGateway:
             raise _Refused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 f"model {info.name} has no ready replica ({info.replicas_wanted} wanted){why};"
-                " try again once /v2/models/{name}/ready says so".replace("{name}", info.name),
+                f" try again once /v2/models/{info.name}/ready says so",
             )
         payload = b"".join(_codec.encode_parts(args, "inputs"))
         start = next(self._turns) % len(replicas)
@@ -304,19 +307,3 @@ def _arguments(info: m.DeploymentInfo, request: Any) -> tuple[Any, ...]:
             )
         args.append(tensor.value)
     return tuple(args)
-
-
-def _named_outputs(info: m.DeploymentInfo, outputs: Any) -> dict[str, Any]:
-    import torch
-
-    if isinstance(outputs, torch.Tensor):
-        return {"output0": outputs}
-    if isinstance(outputs, (tuple, list)):
-        return {f"output{i}": o for i, o in enumerate(outputs)}
-    if isinstance(outputs, dict):
-        return dict(outputs)
-    raise _Refused(
-        HTTPStatus.INTERNAL_SERVER_ERROR,
-        f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot carry:"
-        " return a tensor, a tuple or a dict of tensors",
-    )

@@ -77,7 +77,7 @@ def signature(
 
     import torch
 
-    from anypu._oip import datatype_of
+    from anypu._oip import datatype_of, named_outputs
 
     try:
         params = [
@@ -94,16 +94,8 @@ def signature(
         m.TensorSpec(n, datatype_of(a), tuple(a.shape)) for n, a in zip(names, args, strict=True)
     )
     with torch.no_grad():
-        out = model(*args)
-    if isinstance(out, torch.Tensor):
-        named: dict[str, Any] = {"output0": out}
-    elif isinstance(out, (tuple, list)):
-        named = {f"output{i}": o for i, o in enumerate(out)}
-    elif isinstance(out, dict) and all(isinstance(k, str) for k in out):
-        named = dict(out)
-    else:
-        named = {}
-    if not all(isinstance(v, torch.Tensor) for v in named.values()):
+        named = named_outputs(model(*args))
+    if named is None:
         return inputs, ()
     outputs = tuple(m.TensorSpec(n, datatype_of(v), tuple(v.shape)) for n, v in named.items())
     return inputs, outputs

@@ -164,7 +164,7 @@ def test_replicas_follow_the_calls_in_flight_and_sleep_at_zero_when_idle() -> No
             assert len(revoked) == 1  # no call since 5 s: asleep
     info = state.deployment_info("mlp")
     assert info is not None and info.replicas_wanted == 0 and info.ready == ()
-    assert "no call for 61 s" in info.events[-1]
+    assert "no call for 60 s" in info.events[-1]  # since the second replica was ready, 5.5
     # A call wakes it: the caller scales it to one; the cold start is an event.
     woken = state.handle(DeploymentApplied("mlp", None, 1, now=70.0, reason="a call woke it"))
     _warm_all(state, woken, 71.25)
@@ -213,3 +213,20 @@ def test_deploying_anew_rolls_over_old_replicas_only_once_new_ones_are_ready() -
     assert "version 2 ready on 2 replica(s): 2 of an older version released" in info.events[-1]
     gone = state.handle(DeploymentDeleted("mlp", now=3.0))
     assert len(messages_sent(gone, m.LeaseRevoked)) == 2
+
+
+def test_a_deployment_is_not_idle_while_its_first_replica_still_warms() -> None:
+    config = SchedulerConfig(lost_after_s=600.0, scale_to_zero_after_s=2.0)
+    state = SchedulerState(config)
+    state.handle(AgentConnected(join("a", devices=(cpu_device(),), direct_address="h:1"), 0.0))
+    actions = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0, bounds=(0, 2)))
+    state.handle(Tick(10.0))  # a slow cold start: 9 s warming, no call yet
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 1
+    _warm_all(state, actions, 10.5)
+    state.handle(Tick(11.0))
+    info = state.deployment_info("mlp")
+    assert info is not None and len(info.ready) == 1  # idle counts from when it was ready
+    state.handle(Tick(13.0))
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 0
