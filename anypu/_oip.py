@@ -51,8 +51,10 @@ __all__ = [
     "datatype_of",
     "encode_infer_response",
     "error_body",
+    "from_raw",
     "named_outputs",
     "parse_infer_request",
+    "to_raw",
 ]
 
 #: The request and response header that gives the JSON's length when binary data follows.
@@ -77,7 +79,7 @@ DATATYPES: dict[str, torch.dtype | None] = {
     "BYTES": None,
 }
 _NAMES = {dtype: name for name, dtype in DATATYPES.items() if dtype is not None}
-_INT_RANGES = {
+INT_RANGES = {
     "UINT8": (0, 2**8 - 1),
     "UINT16": (0, 2**16 - 1),
     "UINT32": (0, 2**32 - 1),
@@ -271,7 +273,7 @@ def _input(
                 f"input '{name}': binary_data_size {size!r} must be a whole number of bytes"
                 f" no more than the {len(binary)} left after the JSON"
             )
-        value = _from_binary(name, datatype, shape, count, bytes(binary[:size]))
+        value = from_raw(name, datatype, shape, count, bytes(binary[:size]))
         return InferInput(name, datatype, shape, value), size
     if "data" not in raw:
         raise InferenceProtocolError(
@@ -324,8 +326,8 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], flat: list[obje
     if datatype == "BOOL":
         if not all(isinstance(e, bool) for e in flat):
             raise InferenceProtocolError(f"input '{name}': BOOL data must be true or false")
-    elif datatype in _INT_RANGES:
-        low, high = _INT_RANGES[datatype]
+    elif datatype in INT_RANGES:
+        low, high = INT_RANGES[datatype]
         for e in flat:
             if isinstance(e, bool) or not isinstance(e, int) or not low <= e <= high:
                 raise InferenceProtocolError(
@@ -342,7 +344,9 @@ def _from_json(name: str, datatype: str, shape: tuple[int, ...], flat: list[obje
     return torch.tensor(flat, dtype=dtype).reshape(shape)
 
 
-def _from_binary(name: str, datatype: str, shape: tuple[int, ...], count: int, data: bytes) -> Any:
+def from_raw(name: str, datatype: str, shape: tuple[int, ...], count: int, data: bytes) -> Any:
+    """A tensor (a list of ``bytes`` for BYTES) from its raw little-endian bytes, as the
+    binary extension and gRPC's raw contents carry it."""
     dtype = DATATYPES[datatype]
     if dtype is None:
         return _unpack_bytes(name, count, data)
@@ -432,9 +436,7 @@ def _output(
         tensor = value.detach().to("cpu").contiguous()
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(tensor.shape)}
         if binary:
-            raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
-            if sys.byteorder == "big" and tensor.element_size() > 1:
-                raw = _swap(raw, tensor.element_size())
+            raw = to_raw(tensor)
             entry["parameters"] = {"binary_data_size": len(raw)}
             return entry, raw
         flat = tensor.reshape(-1)
@@ -447,7 +449,7 @@ def _output(
     elements = [bytes(e) for e in value]
     entry = {"name": name, "datatype": "BYTES", "shape": [len(elements)]}
     if binary:
-        raw = b"".join(struct.pack("<I", len(e)) + e for e in elements)
+        raw = to_raw(elements)
         entry["parameters"] = {"binary_data_size": len(raw)}
         return entry, raw
     try:
@@ -458,6 +460,17 @@ def _output(
             ' "parameters": {"binary_data": true}'
         ) from None
     return entry, None
+
+
+def to_raw(value: torch.Tensor | Sequence[bytes]) -> bytes:
+    """A tensor's (or BYTES elements') raw little-endian bytes, row-major."""
+    if not isinstance(value, torch.Tensor):
+        return b"".join(struct.pack("<I", len(e)) + bytes(e) for e in value)
+    tensor = value.detach().to("cpu").contiguous()
+    raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    if sys.byteorder == "big" and tensor.element_size() > 1:
+        raw = _swap(raw, tensor.element_size())
+    return raw
 
 
 def _uint64(flat: torch.Tensor) -> list[int]:

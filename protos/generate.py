@@ -1,8 +1,10 @@
-"""Regenerate the committed Python code from ``anypu_v1.proto``.
+"""Regenerate the committed Python code from ``anypu_v1.proto`` and ``inference_v2.proto``.
 
-Run ``make protos`` (or ``python -m anypu.protos.generate``). The proto is compiled from
-a staging tree laid out as ``anypu/protos/…`` so the generated gRPC module imports its
-messages as ``anypu.protos.anypu_v1_pb2`` instead of a bare top-level name.
+Run ``make protos`` (or ``python -m anypu.protos.generate``). The protos are compiled
+from a staging tree laid out as ``anypu/protos/…`` so the generated gRPC module imports
+its messages as ``anypu.protos.anypu_v1_pb2`` instead of a bare top-level name.
+``inference_v2.proto`` has messages only (its service is served by name, see the proto),
+so no gRPC module is kept for it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROTO = "anypu_v1.proto"
-GENERATED = ("anypu_v1_pb2.py", "anypu_v1_pb2.pyi", "anypu_v1_pb2_grpc.py")
+PROTOS = ("anypu_v1.proto", "inference_v2.proto")
+GENERATED = (
+    "anypu_v1_pb2.py",
+    "anypu_v1_pb2.pyi",
+    "anypu_v1_pb2_grpc.py",
+    "inference_v2_pb2.py",
+    "inference_v2_pb2.pyi",
+)
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -24,7 +32,8 @@ def generate(out_dir: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as staging:
         package = Path(staging) / "anypu" / "protos"
         package.mkdir(parents=True)
-        shutil.copy(HERE / PROTO, package / PROTO)
+        for proto in PROTOS:
+            shutil.copy(HERE / proto, package / proto)
         include = str(Path(protoc.__file__).parent / "_proto")
         args = [
             "grpc_tools.protoc",
@@ -33,10 +42,10 @@ def generate(out_dir: Path) -> list[Path]:
             f"--python_out={staging}",
             f"--pyi_out={staging}",
             f"--grpc_python_out={staging}",
-            str(package / PROTO),
+            *(str(package / proto) for proto in PROTOS),
         ]
         if protoc.main(args) != 0:
-            raise SystemExit(f"protoc failed on {HERE / PROTO}")
+            raise SystemExit(f"protoc failed on {', '.join(PROTOS)} in {HERE}")
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name in GENERATED:

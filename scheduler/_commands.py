@@ -24,6 +24,7 @@ from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
 from anypu.protos import convert
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import is_loopback, serve_http
+from anypu.scheduler._inference import InferenceGateway
 from anypu.scheduler._retention import Retention, duration
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import SchedulerService
@@ -146,7 +147,13 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     agent_port = args.agent_port if args.agent_port is not None else args.port and args.port + 1
     # One throttle for gRPC and HTTP: a token guesser is counted on both surfaces.
     throttle = security.throttle if security is not None else FailureThrottle()
-    server, port = serve(service, args.host, args.port, security, agent_port, throttle=throttle)
+    # Replicas are called on agents' direct ports, which show the cluster CA's certs; one
+    # gateway serves the inference protocol over gRPC and HTTP.
+    direct = channel_credentials(security.ca.cert_pem) if security is not None else None
+    inference = InferenceGateway(service, direct, throttle)
+    server, port = serve(
+        service, args.host, args.port, security, agent_port, throttle=throttle, inference=inference
+    )
     mode = (
         "plaintext" if security is None else f"TLS; agents on mutual-TLS port {security.agent_port}"
     )
@@ -170,10 +177,8 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         say(f"CA hash: {security.ca.hash}")
     dashboard = None
     if args.http_port is not None:
-        # Replicas are called on agents' direct ports, which show the cluster CA's certs.
-        direct = channel_credentials(security.ca.cert_pem) if security is not None else None
         dashboard = serve_http(
-            service, args.http_host, args.http_port, throttle=throttle, direct_credentials=direct
+            service, args.http_host, args.http_port, throttle=throttle, inference=inference
         )
         say(f"dashboard on {dashboard.url} (metrics at {dashboard.url}/metrics)")
     if kept_in is not None:

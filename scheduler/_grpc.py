@@ -28,6 +28,7 @@ from anypu.comm import (
     MISSING_BLOB_KEY,
     EnrolRequest,
     MissingBlobError,
+    channel_credentials,
     server_credentials,
     server_options,
 )
@@ -37,6 +38,8 @@ from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 from anypu.scheduler._guard import DecodeGuard
+from anypu.scheduler._inference import InferenceGateway
+from anypu.scheduler._inference_grpc import inference_handler
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._throttle import FailureThrottle, ThrottledError
@@ -429,6 +432,7 @@ def serve(
     security: ServerSecurity | None = None,
     agent_port: int = 0,
     throttle: FailureThrottle | None = None,
+    inference: InferenceGateway | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the gRPC server; return it and the bound (client) port.
 
@@ -436,6 +440,8 @@ def serve(
     (0: a free one; recorded in ``security.agent_port``), mutual TLS; without it the
     one port is plaintext (``--insecure``). ``throttle``: how failed authentications
     are rate-limited (default ``security.throttle``, else 5 per minute per peer).
+    The Open Inference Protocol's gRPC service is served beside the SDK's, through
+    ``inference`` (default: a gateway of its own that calls replicas over the CA's TLS).
     """
     server = grpc.server(
         # Every agent's stream holds one handler thread for its lifetime (sync gRPC), so
@@ -451,6 +457,10 @@ def serve(
     rpc.add_AgentServiceServicer_to_server(AgentServicer(service, throttle, security), server)
     rpc.add_JobServiceServicer_to_server(JobServicer(service, throttle, security), server)
     rpc.add_BlobServiceServicer_to_server(BlobServicer(service, throttle, security), server)
+    if inference is None:
+        direct = channel_credentials(security.ca.cert_pem) if security is not None else None
+        inference = InferenceGateway(service, direct, throttle)
+    server.add_generic_rpc_handlers((inference_handler(inference),))
     if security is None:
         bound = server.add_insecure_port(f"{host}:{port}")
     else:

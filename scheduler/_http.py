@@ -504,9 +504,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(size) if size else b""
         self._check_host()
-        self._authorize(mutating=method == "POST")
         status, payload, headers = self.server.inference.handle(
-            method, path, dict(self.headers.items()), body
+            method,
+            path,
+            dict(self.headers.items()),
+            body,
+            peer=http_peer(*self.client_address[:2]),
+            open_reads=self.server.open_reads,
         )
         content_type = headers.pop("Content-Type", "application/json")
         self._send(status, payload, content_type, headers)
@@ -583,14 +587,14 @@ class _Server(ThreadingHTTPServer):
         service: SchedulerService,
         open_reads: bool,
         throttle: FailureThrottle,
-        direct_credentials: grpc.ChannelCredentials | None = None,
+        inference: InferenceGateway,
     ) -> None:
         super().__init__(address, _Handler)
         self.service = service
         self.throttle = throttle
         self.metrics = SchedulerMetrics(service, throttle)
         self.api = Api(service, self.metrics)
-        self.inference = InferenceGateway(service, direct_credentials)
+        self.inference = inference
         self.metrics.watch_inference(self.inference)
         self.open_reads = open_reads
         # Only these names are ever served: a path can never reach outside the folder.
@@ -608,18 +612,22 @@ class DashboardServer:
         open_reads: bool | None = None,
         throttle: FailureThrottle | None = None,
         direct_credentials: grpc.ChannelCredentials | None = None,
+        inference: InferenceGateway | None = None,
     ) -> None:
         """``open_reads``: GETs without a token; default only when ``host`` is loopback.
         ``direct_credentials``: TLS to agents' direct ports (the cluster's CA), for the
         inference protocol's calls to replicas; None: plaintext.
         ``throttle``: who is refused after failed tokens (share the gRPC server's, so a
-        guesser's failures count on both; default: its own, 5 per minute per address)."""
+        guesser's failures count on both; default: its own, 5 per minute per address).
+        ``inference``: the protocol's gateway, when the gRPC server shares it (default:
+        one of its own, with ``direct_credentials`` and ``throttle``)."""
         if open_reads is None:
             open_reads = is_loopback(host)
+        throttle = throttle or FailureThrottle()
+        if inference is None:
+            inference = InferenceGateway(service, direct_credentials, throttle)
         try:
-            self._server = _Server(
-                (host, port), service, open_reads, throttle or FailureThrottle(), direct_credentials
-            )
+            self._server = _Server((host, port), service, open_reads, throttle, inference)
         except OSError as error:
             raise ConfigError(
                 f"cannot serve the dashboard on {host}:{port}: {error.strerror};"
@@ -656,9 +664,15 @@ def serve_http(
     port: int = 0,
     throttle: FailureThrottle | None = None,
     direct_credentials: grpc.ChannelCredentials | None = None,
+    inference: InferenceGateway | None = None,
 ) -> DashboardServer:
     """Start the dashboard, API, ``/metrics`` and the inference protocol's ``/v2`` for
     ``service``; returns the server."""
     return DashboardServer(
-        service, host, port, throttle=throttle, direct_credentials=direct_credentials
+        service,
+        host,
+        port,
+        throttle=throttle,
+        direct_credentials=direct_credentials,
+        inference=inference,
     )

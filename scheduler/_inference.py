@@ -13,8 +13,10 @@ encoding both ways). Endpoints:
   ``"ready": true`` while a replica is ready, else 503;
 - ``POST /v2/models/{name}/infer``.
 
-A path with ``/versions/{v}`` is refused (404): a deployment serves one version. Every
-refusal is the protocol's ``{"error": ...}`` with a message saying what to change.
+A path with ``/versions/{v}`` is served when ``v`` is the deployment's current version
+(404 otherwise). Every refusal is the protocol's ``{"error": ...}`` with a message saying
+what to change. The gRPC adapter (``_inference_grpc``) shares the core: ``deployment``,
+``authorize``, ``infer``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -34,15 +37,23 @@ import grpc
 
 from anypu import __version__
 from anypu.comm import grpc_channel
-from anypu.errors import InputError
+from anypu.errors import AuthenticationError, InputError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
+from anypu.scheduler._throttle import FailureThrottle, ThrottledError
 
 if TYPE_CHECKING:
     from anypu.scheduler._service import SchedulerService
 
-__all__ = ["MAX_INFER_BYTES", "InferenceGateway"]
+__all__ = [
+    "MAX_INFER_BYTES",
+    "GatewayRefusal",
+    "InferenceGateway",
+    "model_metadata",
+    "not_ready",
+    "server_metadata",
+]
 
 log = logging.getLogger("anypu.scheduler.inference")
 
@@ -56,104 +67,153 @@ WAKE_TIMEOUT_S = 120.0
 
 
 class InferenceGateway:
-    """``handle(method, path, headers, body) -> (status, body, headers)``."""
+    """The protocol's calls to deployments, for its HTTP (``handle``) and gRPC
+    (``_inference_grpc``) adapters: ``deployment``, ``authorize``, ``infer``, ``record``."""
 
     def __init__(
-        self, service: SchedulerService, credentials: grpc.ChannelCredentials | None = None
+        self,
+        service: SchedulerService,
+        credentials: grpc.ChannelCredentials | None = None,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self.service = service
         self.credentials = credentials
+        self.throttle = throttle or FailureThrottle()
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._turns = itertools.count()
-        #: Requests answered since start, by (model, HTTP status) (``/metrics``).
-        self.answered: Counter[tuple[str, int]] = Counter()
+        #: Requests answered since start, by (protocol, model, HTTP status; gRPC's
+        #: answers counted by the HTTP status they stand for) (``/metrics``).
+        self.answered: Counter[tuple[str, str, int]] = Counter()
+
+    # -------------------------------------------------------------- the core
+
+    def deployment(self, name: str, version: str = "") -> m.DeploymentInfo:
+        """The deployment ``name`` serves (a ``version`` must be its current one)."""
+        for info in self.service.deployments():
+            if info.name == name:
+                break
+        else:
+            raise GatewayRefusal(
+                HTTPStatus.NOT_FOUND,
+                f"no model {name!r} is deployed here (deployed: "
+                f"{', '.join(d.name for d in self.service.deployments()) or 'none'})",
+            )
+        if version and version != str(info.version):
+            raise GatewayRefusal(
+                HTTPStatus.NOT_FOUND,
+                f"model {name} has no version {version!r}: it serves version {info.version};"
+                " name that one or none",
+            )
+        return info
+
+    def authorize(self, token: str, peer: str) -> None:
+        """Let a request through or refuse it (401, or 429 once ``peer`` failed too often)."""
+        if not token:
+            raise GatewayRefusal(
+                HTTPStatus.UNAUTHORIZED,
+                "send 'Authorization: Bearer <token>' with the scheduler's token",
+            )
+        try:
+            self.service.authenticate(token)
+        except AuthenticationError as error:
+            try:
+                self.throttle.failed(peer, token)
+            except ThrottledError as throttled:
+                retry = str(max(1, math.ceil(throttled.retry_after_s)))
+                raise GatewayRefusal(
+                    HTTPStatus.TOO_MANY_REQUESTS, str(throttled), {"Retry-After": retry}
+                ) from None
+            raise GatewayRefusal(HTTPStatus.UNAUTHORIZED, str(error)) from None
+
+    def infer(self, info: m.DeploymentInfo, request: Any) -> dict[str, Any]:
+        """Run a parsed request (``anypu._oip.InferRequest``) on a replica: the model's
+        outputs by the protocol's names."""
+        from anypu import _oip
+
+        outputs = self._call_replica(info, _arguments(info, request))
+        named = _oip.named_outputs(outputs)
+        if named is None:
+            raise GatewayRefusal(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot"
+                " carry: return a tensor, a tuple or a dict of tensors",
+            )
+        return named
+
+    def record(self, protocol: str, model: str, status: int) -> None:
+        with self._lock:
+            self.answered[(protocol, model, int(status))] += 1
+
+    # -------------------------------------------------------------- over HTTP
 
     def handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        peer: str = "",
+        open_reads: bool = False,
     ) -> tuple[int, bytes, dict[str, str]]:
+        """One HTTP request: ``(status, body, headers)``. ``open_reads``: GETs need no
+        token (the dashboard on loopback)."""
         try:
-            status, payload, extra = self._route(method, path, headers, body)
-        except _Refused as refused:
-            status, payload, extra = refused.status, _error(refused.message), {}
+            status, payload, extra = self._route(method, path, headers, body, peer, open_reads)
+        except GatewayRefusal as refused:
+            status, payload, extra = refused.status, _error(refused.message), refused.headers
         except InputError as error:  # the codec's InferenceProtocolError, with its status
             status, payload, extra = getattr(error, "status", 400), _error(str(error)), {}
         match = _MODEL.fullmatch(path)
         # Only a deployed model's name is a label: a client's typos must not grow them.
         model = match.group(1) if match and status != HTTPStatus.NOT_FOUND else ""
-        with self._lock:
-            self.answered[(model, status)] += 1
+        self.record("http", model, status)
         return status, payload, {"Content-Type": "application/json", **extra}
 
-    # -------------------------------------------------------------- routes
-
     def _route(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        peer: str,
+        open_reads: bool,
     ) -> tuple[int, bytes, dict[str, str]]:
-        if path in ("/v2/health/live", "/v2/health/ready", "/v2"):
+        if path in ("/v2/health/live", "/v2/health/ready"):
             _only(method, "GET", path)
-            if path == "/v2":
-                return 200, _json(_server_metadata()), {}
             return 200, _json({path.rsplit("/", 1)[1]: True}), {}
+        if method == "POST" or not open_reads:
+            self.authorize(_bearer(headers), peer)
+        if path in ("/v2", "/v2/"):
+            _only(method, "GET", path)
+            return 200, _json(server_metadata()), {}
         match = _MODEL.fullmatch(path)
         if match is None:
-            raise _Refused(
+            raise GatewayRefusal(
                 HTTPStatus.NOT_FOUND,
                 f"no endpoint {path}: the protocol's are /v2/health/ready, /v2/models/NAME"
                 " and /v2/models/NAME/infer",
             )
-        name, version, action = match.group(1), match.group(3), match.group(4) or ""
-        info = self._deployment(name)
-        if version:
-            raise _Refused(
-                HTTPStatus.NOT_FOUND,
-                f"model {name} has no version {version!r}: a deployment serves one version;"
-                f" call /v2/models/{name}{action}",
-            )
+        name, version, action = match.group(1), match.group(3) or "", match.group(4) or ""
+        info = self.deployment(name, version)
         if action == "/infer":
             _only(method, "POST", path)
-            return self._infer(info, headers, body)
+            from anypu import _oip
+
+            request = _oip.parse_infer_request(body, _header_length(headers))
+            named = self.infer(info, request)
+            payload, extra = _oip.encode_infer_response(
+                info.name, request, named, model_version=str(info.version)
+            )
+            return 200, payload, extra
         _only(method, "GET", path)
         if action == "/ready":
             if not info.ready:
-                why = f": {info.message}" if info.message else ""
-                raise _Refused(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    f"model {name} has no ready replica ({info.replicas_wanted} wanted){why}",
-                )
+                raise GatewayRefusal(HTTPStatus.SERVICE_UNAVAILABLE, not_ready(info))
             return 200, _json({"name": name, "ready": True}), {}
-        return 200, _json(_model_metadata(info)), {}
+        return 200, _json(model_metadata(info)), {}
 
-    def _deployment(self, name: str) -> m.DeploymentInfo:
-        for info in self.service.deployments():
-            if info.name == name:
-                return info
-        raise _Refused(
-            HTTPStatus.NOT_FOUND,
-            f"no model {name!r} is deployed here (deployed: "
-            f"{', '.join(d.name for d in self.service.deployments()) or 'none'})",
-        )
-
-    # -------------------------------------------------------------- inference
-
-    def _infer(
-        self, info: m.DeploymentInfo, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, bytes, dict[str, str]]:
-        from anypu import _oip
-
-        length = _header_length(headers)
-        request = _oip.parse_infer_request(body, length)
-        args = _arguments(info, request)
-        outputs = self._call_replica(info, args)
-        named = _oip.named_outputs(outputs)
-        if named is None:
-            raise _Refused(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot"
-                " carry: return a tensor, a tuple or a dict of tensors",
-            )
-        payload, extra = _oip.encode_infer_response(info.name, request, named)
-        return 200, payload, extra
+    # -------------------------------------------------------------- replicas
 
     def _call_replica(self, info: m.DeploymentInfo, args: tuple[Any, ...]) -> Any:
         from anypu import _codec
@@ -163,7 +223,7 @@ class InferenceGateway:
         replicas = [r for r in info.ready if r.lease is not None and r.lease.address]
         if not replicas:
             why = f": {info.message}" if info.message else ""
-            raise _Refused(
+            raise GatewayRefusal(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 f"model {info.name} has no ready replica ({info.replicas_wanted} wanted){why};"
                 f" try again once /v2/models/{info.name}/ready says so",
@@ -189,7 +249,7 @@ class InferenceGateway:
             if result.ok:
                 return _codec.decode(result.outputs)
             if result.outcome.user_error:
-                raise _Refused(
+                raise GatewayRefusal(
                     HTTPStatus.BAD_REQUEST,
                     f"model {info.name} raised {result.outcome.error_type}:"
                     f" {result.outcome.message}",
@@ -200,7 +260,7 @@ class InferenceGateway:
                 info.name,
                 result.outcome.message,
             )
-        raise _Refused(
+        raise GatewayRefusal(
             HTTPStatus.SERVICE_UNAVAILABLE,
             f"no replica of {info.name} could take the call (the scheduler is placing"
             " others): try again",
@@ -211,11 +271,11 @@ class InferenceGateway:
         self.service.scale(info.name, max(1, info.min_replicas), "a call woke it from zero")
         deadline = time.monotonic() + WAKE_TIMEOUT_S
         while time.monotonic() < deadline:
-            woken = self._deployment(info.name)
+            woken = self.deployment(info.name)
             if woken.ready:
                 return woken
             time.sleep(0.05)
-        return self._deployment(info.name)
+        return self.deployment(info.name)
 
     def _stub(self, address: str, node_id: str) -> Any:
         with self._lock:
@@ -226,16 +286,32 @@ class InferenceGateway:
         return stub
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
+class GatewayRefusal(Exception):
+    """A request refused: ``status`` (HTTP; the gRPC adapter maps it), ``message``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = int(status)
         self.message = message
+        self.headers = headers or {}
+
+
+def not_ready(info: m.DeploymentInfo) -> str:
+    why = f": {info.message}" if info.message else ""
+    return f"model {info.name} has no ready replica ({info.replicas_wanted} wanted){why}"
+
+
+def _bearer(headers: Mapping[str, str]) -> str:
+    header = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _only(method: str, allowed: str, path: str) -> None:
     if method != allowed:
-        raise _Refused(HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts {allowed}, not {method}")
+        raise GatewayRefusal(
+            HTTPStatus.METHOD_NOT_ALLOWED, f"{path} accepts {allowed}, not {method}"
+        )
 
 
 def _json(payload: Any) -> bytes:
@@ -255,12 +331,12 @@ def _header_length(headers: Mapping[str, str]) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise _Refused(
+        raise GatewayRefusal(
             HTTPStatus.BAD_REQUEST, f"{HEADER_LENGTH} must be a number of bytes, got {raw!r}"
         ) from None
 
 
-def _server_metadata() -> dict[str, Any]:
+def server_metadata() -> dict[str, Any]:
     return {"name": "anypu", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
@@ -268,10 +344,10 @@ def _spec(spec: m.TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
-def _model_metadata(info: m.DeploymentInfo) -> dict[str, Any]:
+def model_metadata(info: m.DeploymentInfo) -> dict[str, Any]:
     return {
         "name": info.name,
-        "versions": [],
+        "versions": [str(info.version)],
         "platform": "pytorch_torch_export",
         "inputs": [_spec(s) for s in info.inputs],
         "outputs": [_spec(s) for s in info.outputs],
@@ -285,7 +361,7 @@ def _arguments(info: m.DeploymentInfo, request: Any) -> tuple[Any, ...]:
     wanted = {s.name for s in info.inputs}
     unknown = sorted(set(given) - wanted)
     if unknown:
-        raise _Refused(
+        raise GatewayRefusal(
             HTTPStatus.BAD_REQUEST,
             f"model {info.name} has no input {unknown[0]!r}; its inputs are"
             f" {[s.name for s in info.inputs]}",
@@ -294,12 +370,12 @@ def _arguments(info: m.DeploymentInfo, request: Any) -> tuple[Any, ...]:
     for spec in info.inputs:
         tensor = given.get(spec.name)
         if tensor is None:
-            raise _Refused(
+            raise GatewayRefusal(
                 HTTPStatus.BAD_REQUEST,
                 f"model {info.name} needs input {spec.name!r} ({spec.datatype} {list(spec.shape)})",
             )
         if tensor.datatype != spec.datatype or tuple(tensor.shape) != tuple(spec.shape):
-            raise _Refused(
+            raise GatewayRefusal(
                 HTTPStatus.BAD_REQUEST,
                 f"input {spec.name!r} of model {info.name} is {spec.datatype}"
                 f" {list(spec.shape)} (the shapes it was deployed with), got"

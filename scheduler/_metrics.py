@@ -348,7 +348,7 @@ def _replicas_family(deployments: Sequence[Any]) -> Metric:
 
 
 class _InferenceCollector(Collector):
-    """The inference protocol's requests at this scheduler, by model and HTTP status."""
+    """The inference protocol's requests at this scheduler, by protocol, model and status."""
 
     def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
@@ -356,12 +356,14 @@ class _InferenceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "anypu_inference_requests",
-            'Open Inference Protocol requests answered at the scheduler, by model ("" for'
-            " health and server metadata) and HTTP status.",
-            labels=["model", "code"],
+            "Open Inference Protocol requests answered at the scheduler, by protocol (http,"
+            ' grpc), model ("" for health, server metadata and unknown models) and HTTP'
+            " status (a gRPC answer by the HTTP status its code stands for: 200 OK, 400"
+            " INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE...).",
+            labels=["protocol", "model", "code"],
         )
-        for (model, code), count in sorted(self.gateway.answered.items()):
-            family.add_metric([model, str(code)], count)
+        for (protocol, model, code), count in sorted(self.gateway.answered.items()):
+            family.add_metric([protocol, model, str(code)], count)
         yield family
 
 

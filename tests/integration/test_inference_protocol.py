@@ -205,4 +205,99 @@ def test_an_inference_needs_the_token_and_a_bounded_body(served):
     _, _, metrics = _request(served, "GET", "/metrics")
     text = metrics.decode()
     assert 'anypu_deployment_replicas{deployment="scale",state="ready"} 1.0' in text
-    assert 'anypu_inference_requests_total{code="200",model="scale"}' in text
+    assert 'anypu_inference_requests_total{code="200",model="scale",protocol="http"}' in text
+
+
+# ---------------------------------------------------------------------- over gRPC
+# Triton's own gRPC client (tritonclient, generated from Triton's grpc_service.proto),
+# so the requests come from the protocol's published messages, not from ours.
+
+
+def _triton(served):
+    import tritonclient.grpc as triton
+
+    cluster, _ = served
+    return triton, triton.InferenceServerClient(cluster.address)
+
+
+def _bearer(served) -> dict[str, str]:
+    return {"authorization": f"Bearer {served[0].token}"}
+
+
+def test_a_triton_grpc_client_reads_health_and_metadata(served):
+    triton, client = _triton(served)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # probes: no token
+        server = client.get_server_metadata(headers=_bearer(served))
+        assert server.name == "anypu" and "binary_tensor_data" in server.extensions
+        assert client.is_model_ready("scale", headers=_bearer(served))
+        model = client.get_model_metadata("scale", headers=_bearer(served))
+        assert model.name == "scale" and list(model.versions) == ["1"]
+        assert [(i.name, i.datatype, list(i.shape)) for i in model.inputs] == [
+            ("x", "FP32", [2, 4])
+        ]
+        assert {o.name: o.datatype for o in model.outputs} == {"y": "FP32", "best": "INT64"}
+        assert client.is_model_ready("scale", "1", headers=_bearer(served))
+    finally:
+        client.close()
+
+
+def test_a_triton_grpc_client_infers_with_raw_tensors(served):
+    triton, client = _triton(served)
+    try:
+        x = triton.InferInput("x", [2, 4], "FP32")
+        x.set_data_from_numpy(X.numpy())
+        result = client.infer(
+            "scale",
+            [x],
+            request_id="7",
+            outputs=[triton.InferRequestedOutput("best")],
+            headers=_bearer(served),
+        )
+        assert result.get_response().id == "7"
+        assert result.as_numpy("best").tolist() == [1, 3]
+        assert result.as_numpy("y") is None  # only the output asked for
+        everything = client.infer("scale", [x], headers=_bearer(served))
+        assert everything.as_numpy("y").tolist() == (X * 2).tolist()
+    finally:
+        client.close()
+
+
+def test_typed_contents_get_typed_contents_back(served):
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    cluster, _ = served
+    with grpc.insecure_channel(cluster.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="scale", id="typed")
+        tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 4])
+        tensor.contents.fp32_contents.extend(X.reshape(-1).tolist())
+        response = stub.ModelInfer(request, metadata=tuple(_bearer(served).items()), timeout=60)
+    assert not response.raw_output_contents and response.id == "typed"
+    outputs = {o.name: o for o in response.outputs}
+    assert list(outputs["y"].contents.fp32_contents) == (X * 2).reshape(-1).tolist()
+    assert list(outputs["best"].contents.int64_contents) == [1, 3]
+    assert list(outputs["best"].shape) == [2]
+
+
+@pytest.mark.parametrize(
+    ("model", "shape", "metadata", "code", "says"),
+    [
+        ("nope", [2, 4], True, "NOT_FOUND", "no model 'nope' is deployed"),
+        ("scale", [4, 2], True, "INVALID_ARGUMENT", "the shapes it was deployed with"),
+        ("scale", [2, 4], False, "UNAUTHENTICATED", "Bearer"),
+    ],
+)
+def test_grpc_refusals_carry_the_protocol_s_codes(served, model, shape, metadata, code, says):
+    triton, client = _triton(served)
+    try:
+        x = triton.InferInput("x", shape, "FP32")
+        x.set_data_from_numpy(X.reshape(shape).numpy())
+        with pytest.raises(triton.InferenceServerException) as refused:
+            client.infer(model, [x], headers=_bearer(served) if metadata else None)
+        assert refused.value.status() == f"StatusCode.{code}"
+        assert says in refused.value.message()
+        assert client.is_server_ready()  # and it keeps serving
+    finally:
+        client.close()

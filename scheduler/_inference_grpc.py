@@ -1,0 +1,163 @@
+"""The Open Inference Protocol (v2) over gRPC at the scheduler's client port.
+
+``inference.GRPCInferenceService`` as KServe's and Triton's gRPC clients call it
+(``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata``,
+``ModelInfer``), on the same port and TLS as the SDK's ``JobService``. A thin adapter:
+the gateway (``_inference.InferenceGateway``) finds the deployment, checks the token and
+calls a replica, as for HTTP; ``anypu._oip_grpc`` turns the messages into tensors and
+back.
+
+- ``ServerLive`` and ``ServerReady`` need no token (probes call them); every other
+  method needs ``authorization: Bearer <token>`` metadata.
+- ``ModelReady`` answers ``ready: false`` (not an error) while no replica is ready; an
+  unknown model is NOT_FOUND.
+- Refusals carry the gRPC code KServe and Triton use (INVALID_ARGUMENT for a bad
+  tensor, NOT_FOUND, UNAVAILABLE while no replica can answer, UNAUTHENTICATED,
+  RESOURCE_EXHAUSTED for an oversized request) and a message saying what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+
+from anypu import _oip_grpc
+from anypu._oip import InferenceProtocolError
+from anypu._oip_grpc import pb
+from anypu.scheduler._inference import (
+    MAX_INFER_BYTES,
+    GatewayRefusal,
+    InferenceGateway,
+    model_metadata,
+    server_metadata,
+)
+
+__all__ = ["inference_handler"]
+
+log = logging.getLogger("anypu.scheduler.inference")
+
+
+def inference_handler(gateway: InferenceGateway) -> grpc.GenericRpcHandler:
+    """The protocol's service for a ``grpc.Server`` (``add_generic_rpc_handlers``)."""
+    servicer = _Servicer(gateway)
+    methods: dict[str, tuple[Callable[..., Any], Any, Any]] = {
+        "ServerLive": (servicer.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+        "ServerReady": (servicer.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+        "ModelReady": (servicer.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+        "ServerMetadata": (
+            servicer.server_metadata,
+            pb.ServerMetadataRequest,
+            pb.ServerMetadataResponse,
+        ),
+        "ModelMetadata": (
+            servicer.model_metadata,
+            pb.ModelMetadataRequest,
+            pb.ModelMetadataResponse,
+        ),
+        "ModelInfer": (servicer.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+    }
+    return grpc.method_handlers_generic_handler(
+        _oip_grpc.SERVICE,
+        {
+            name: grpc.unary_unary_rpc_method_handler(
+                _answered(gateway, name, method),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            for name, (method, request, response) in methods.items()
+        },
+    )
+
+
+def _answered(
+    gateway: InferenceGateway, name: str, method: Callable[[Any, grpc.ServicerContext], Any]
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """``method`` with its refusals as gRPC statuses, each answer counted."""
+
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        try:
+            response = method(request, context)
+        except GatewayRefusal as refused:
+            status, message = refused.status, refused.message
+            for key, value in refused.headers.items():
+                context.set_trailing_metadata(((key.lower(), value),))
+        except InferenceProtocolError as error:
+            status, message = error.status, str(error)
+        except Exception:
+            log.exception("%s of the inference protocol failed", name)
+            status, message = 500, "internal error in the scheduler; see its log"
+        else:
+            gateway.record("grpc", model, 200)
+            return response
+        gateway.record("grpc", model if status != HTTPStatus.NOT_FOUND else "", status)
+        context.abort(_oip_grpc.grpc_code(status), message)
+
+    return handler
+
+
+class _Servicer:
+    def __init__(self, gateway: InferenceGateway) -> None:
+        self.gateway = gateway
+
+    def _authorize(self, context: grpc.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata())
+        header = metadata.get("authorization", "")
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        self.gateway.authorize(token.strip() if scheme.lower() == "bearer" else "", context.peer())
+
+    def server_live(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    def server_ready(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=True)
+
+    def server_metadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self._authorize(context)
+        return pb.ServerMetadataResponse(**server_metadata())
+
+    def model_ready(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> Any:
+        self._authorize(context)
+        info = self.gateway.deployment(request.name, request.version)
+        return pb.ModelReadyResponse(ready=bool(info.ready))
+
+    def model_metadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self._authorize(context)
+        described = model_metadata(self.gateway.deployment(request.name, request.version))
+        return pb.ModelMetadataResponse(
+            name=described["name"],
+            versions=described["versions"],
+            platform=described["platform"],
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in described["inputs"]],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in described["outputs"]],
+        )
+
+    def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> Any:
+        self._authorize(context)
+        size = request.ByteSize()
+        if size > MAX_INFER_BYTES:
+            raise GatewayRefusal(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"an inference request is at most {MAX_INFER_BYTES} bytes, this one is {size}:"
+                " send smaller inputs",
+            )
+        info = self.gateway.deployment(request.model_name, request.model_version)
+        parsed = _oip_grpc.parse_model_infer(request)
+        named = self.gateway.infer(info, parsed)
+        return _oip_grpc.encode_model_infer(
+            info.name,
+            parsed,
+            named,
+            raw=bool(request.raw_input_contents),
+            model_version=str(info.version),
+        )
