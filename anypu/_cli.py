@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "deployments": ("anypu.sdk", "deployments_command", False),
     "scale": ("anypu.sdk", "scale_command", False),
     "undeploy": ("anypu.sdk", "scale_command", False),
+    "promote": ("anypu.sdk", "scale_command", False),
+    "rollback": ("anypu.sdk", "scale_command", False),
 }
 
 
@@ -260,6 +262,26 @@ def _deployment_parsers(commands: Any) -> None:
     )
     d.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     d.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        metavar="PERCENT",
+        help="a new model under a serving name takes this percent of calls (1-99) until"
+        " `anypu promote` or `anypu rollback`; default: a rolling update",
+    )
+    token = d.add_mutually_exclusive_group()
+    token.add_argument(
+        "--caller-token",
+        default=None,
+        help="a token (16+ characters) that may call this deployment by the inference"
+        ' protocol and nothing else ("": remove it; default: keep the one set)',
+    )
+    token.add_argument(
+        "--new-caller-token",
+        action="store_true",
+        help="make a caller token, print it once (only its hash is kept)",
+    )
+    d.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for them to be ready (120)"
     )
     _scheduler_options(d)
@@ -273,6 +295,14 @@ def _deployment_parsers(commands: Any) -> None:
     rm = commands.add_parser("undeploy", help="delete a deployment, releasing its replicas")
     rm.add_argument("name")
     _scheduler_options(rm)
+    pr = commands.add_parser("promote", help="a deployment's canary takes every call")
+    pr.add_argument("name")
+    _scheduler_options(pr)
+    rb = commands.add_parser(
+        "rollback", help="the version before a deployment's last deploy serves again"
+    )
+    rb.add_argument("name")
+    _scheduler_options(rb)
 
 
 def _token_parser(commands: Any) -> None:

@@ -748,7 +748,7 @@ class UsageResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., fragmentation: _Optional[float] = ..., reserved: _Optional[_Iterable[_Union[DeviceReservation, _Mapping]]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("name", "request", "replicas", "inputs", "outputs", "min_replicas", "max_replicas")
+    __slots__ = ("name", "request", "replicas", "inputs", "outputs", "min_replicas", "max_replicas", "canary_percent", "caller_token_sha256")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -756,6 +756,8 @@ class DeployRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     MIN_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_TOKEN_SHA256_FIELD_NUMBER: _ClassVar[int]
     name: str
     request: SubmitRequest
     replicas: int
@@ -763,7 +765,9 @@ class DeployRequest(_message.Message):
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     min_replicas: int
     max_replicas: int
-    def __init__(self, name: _Optional[str] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ..., replicas: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ...) -> None: ...
+    canary_percent: int
+    caller_token_sha256: str
+    def __init__(self, name: _Optional[str] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ..., replicas: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., canary_percent: _Optional[int] = ..., caller_token_sha256: _Optional[str] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "datatype", "shape")
@@ -795,6 +799,14 @@ class ListDeploymentsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RolloutDeploymentRequest(_message.Message):
+    __slots__ = ("name", "action")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    action: str
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
 class Replica(_message.Message):
     __slots__ = ("replica_id", "state", "node_id", "device_id", "tier", "lease", "version")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
@@ -814,7 +826,7 @@ class Replica(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., tier: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s")
+    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
@@ -831,6 +843,9 @@ class DeploymentInfo(_message.Message):
     CALLS_PER_S_FIELD_NUMBER: _ClassVar[int]
     RUN_P50_S_FIELD_NUMBER: _ClassVar[int]
     RUN_P99_S_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    STABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     artifact_digest: str
     replicas_wanted: int
@@ -847,7 +862,10 @@ class DeploymentInfo(_message.Message):
     calls_per_s: float
     run_p50_s: float
     run_p99_s: float
-    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ...) -> None: ...
+    canary_percent: int
+    stable_version: int
+    caller_token: bool
+    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ...) -> None: ...
 
 class DeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

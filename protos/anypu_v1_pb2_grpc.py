@@ -220,6 +220,11 @@ class JobServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.RolloutDeployment = channel.unary_unary(
+                '/anypu.v1.JobService/RolloutDeployment',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.RolloutDeploymentRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -309,6 +314,12 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RolloutDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -381,6 +392,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListDeployments,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'RolloutDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RolloutDeployment,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.RolloutDeploymentRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -761,6 +777,33 @@ class JobService:
             '/anypu.v1.JobService/ListDeployments',
             anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RolloutDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.JobService/RolloutDeployment',
+            anypu_dot_protos_dot_anypu__v1__pb2.RolloutDeploymentRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.DeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

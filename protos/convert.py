@@ -561,15 +561,18 @@ def deploy_request(
     replicas: int,
     inputs: Sequence[m.TensorSpec] = (),
     outputs: Sequence[m.TensorSpec] = (),
-    bounds: tuple[int, int] = (0, 0),
+    options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
 ) -> pb.DeployRequest:
     out = pb.DeployRequest(
         name=name,
         request=submit_request_to_pb(request),
         replicas=replicas,
-        min_replicas=bounds[0],
-        max_replicas=bounds[1],
+        min_replicas=options.bounds[0],
+        max_replicas=options.bounds[1],
+        canary_percent=options.canary_percent,
     )
+    if options.caller_token_sha256 is not None:
+        out.caller_token_sha256 = options.caller_token_sha256
     for spec in inputs:
         _spec_to_pb(spec, out.inputs.add())
     for spec in outputs:
@@ -585,16 +588,27 @@ def deploy_request_from_pb(
     int,
     tuple[m.TensorSpec, ...],
     tuple[m.TensorSpec, ...],
-    tuple[int, int],
+    m.DeployOptions,
 ]:
+    options = m.DeployOptions(
+        bounds=(message.min_replicas, message.max_replicas),
+        canary_percent=message.canary_percent,
+        caller_token_sha256=(
+            message.caller_token_sha256 if message.HasField("caller_token_sha256") else None
+        ),
+    )
     return (
         message.name,
         submit_request_from_pb(message.request),
         message.replicas,
         _specs_from_pb(message.inputs),
         _specs_from_pb(message.outputs),
-        (message.min_replicas, message.max_replicas),
+        options,
     )
+
+
+def rollout_deployment_request(name: str, action: str) -> pb.RolloutDeploymentRequest:
+    return pb.RolloutDeploymentRequest(name=name, action=action)
 
 
 def scale_deployment_request(

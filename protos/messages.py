@@ -16,12 +16,14 @@ from typing import Any
 from anypu.devices import Device
 
 __all__ = [
+    "DEFAULT_DEPLOY_OPTIONS",
     "NODE_NAME",
     "NO_FAILURE",
     "TIERS",
     "AgentMessage",
     "Cancel",
     "ClusterUsage",
+    "DeployOptions",
     "DeploymentInfo",
     "DeviceReservation",
     "DeviceUsage",
@@ -585,10 +587,45 @@ class DeploymentInfo:
     calls_per_s: float = 0.0
     run_p50_s: float = 0.0
     run_p99_s: float = 0.0
+    #: While a canary runs: the percent of calls to ``version``; the rest go to
+    #: ``stable_version`` (which a rollback restores; 0: none).
+    canary_percent: int = 0
+    stable_version: int = 0
+    #: A caller token may call it (by the inference protocol); never shown itself.
+    caller_token: bool = False
 
     @property
     def ready(self) -> tuple[Replica, ...]:
         return tuple(r for r in self.replicas if r.state == "ready" and r.lease is not None)
+
+    def serving(self, draw: float) -> tuple[Replica, ...]:
+        """The ready replicas one call may go to, for ``draw`` uniform in [0, 1): during
+        a canary, the canary's with probability ``canary_percent`` / 100, else the
+        stable version's (either side alone when the other has none ready)."""
+        ready = self.ready
+        if not self.canary_percent:
+            return ready
+        canary = tuple(r for r in ready if r.version == self.version)
+        stable = tuple(r for r in ready if r.version != self.version)
+        if not canary or not stable:
+            return canary or stable
+        return canary if draw * 100 < self.canary_percent else stable
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How a deployment scales, rolls out a new model and who may call it."""
+
+    #: Autoscale between (min, max) replicas; max 0: a fixed count.
+    bounds: tuple[int, int] = (0, 0)
+    #: A new model as a canary taking this percent of calls (1-99); 0: a rolling update.
+    canary_percent: int = 0
+    #: SHA-256 (hex) of the token that may call it by the inference protocol; "": none;
+    #: None: keep the one it has.
+    caller_token_sha256: str | None = None
+
+
+DEFAULT_DEPLOY_OPTIONS = DeployOptions()
 
 
 @dataclass(frozen=True)

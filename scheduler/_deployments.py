@@ -12,7 +12,15 @@ them, as a leased caller does (``sdk`` ``Client.service``).
 Deploying anew under the same name is a **rolling update** without loss, as a Kubernetes
 Deployment's surge: the version goes up, replicas of the new one are placed and warmed
 while the old ones keep serving, and the old are released only once as many new ones
-are ready as are wanted. Rolling back is deploying the old model again.
+are ready as are wanted. The version before is kept: **rollback** makes it the one
+served again (a rolling update back to it, keeping its number).
+
+A **canary** (deployed with ``canary_percent`` p, as KServe's canaryTrafficPercent):
+the new version gets :math:`\\max(1, \\mathrm{round}(n p / 100))` of the ``n`` wanted
+replicas and p % of the calls (callers draw per call, ``DeploymentInfo.serving``);
+the stable version keeps the rest (at least one replica), each side re-placed if
+lost. **Promote** ends it as a rolling update to the canary; **rollback** releases the
+canary's replicas at once, the stable version never having stopped serving.
 
 Every tick the count is reconciled, as a Kubernetes ReplicaSet is: replicas missing
 (lost with their node, never placed, failed warming) are placed again; replicas over the
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -47,6 +55,7 @@ from anypu.scheduler._events import (
     CancelRequested,
     DeploymentApplied,
     DeploymentDeleted,
+    DeploymentRolledOut,
     ForgetDeployment,
     PersistDeployment,
     PersistJob,
@@ -59,7 +68,7 @@ if TYPE_CHECKING:
     from anypu.scheduler._records import NodeRecord
     from anypu.scheduler._state import SchedulerConfig
 
-__all__ = ["DeploymentRecord", "DeploymentReplicas"]
+__all__ = ["DeploymentRecord", "DeploymentReplicas", "DeploymentVersion", "rollout_refusal"]
 
 #: Replicas being placed and warmed at once per deployment, beyond those ready: a
 #: deployment whose warm-ups keep failing does not flood the queue.
@@ -69,6 +78,34 @@ WARMING_AT_ONCE = 4
 TARGET_IN_FLIGHT = 0.7
 WINDOW_S = 10.0
 _EVENTS_KEPT = 20
+
+
+def rollout_refusal(record: DeploymentRecord, action: str) -> str:
+    """Why ``action`` ("promote", "rollback") cannot be done now ("": it can)."""
+    if action == "promote":
+        if not record.canary_percent:
+            return (
+                f"deployment {record.name} runs no canary (version {record.version} serves"
+                " every call): deploy a new model with a canary percent first"
+            )
+        return ""
+    if action == "rollback":
+        if record.previous is None:
+            return (
+                f"deployment {record.name} has no version before {record.version} to roll back to"
+            )
+        return ""
+    return f"no rollout action {action!r}: use 'promote' or 'rollback'"
+
+
+@dataclass(frozen=True)
+class DeploymentVersion:
+    """One version of a deployment's model: what its replicas are placed and warmed with."""
+
+    number: int
+    request: m.SubmitRequest
+    inputs: tuple[m.TensorSpec, ...] = ()
+    outputs: tuple[m.TensorSpec, ...] = ()
 
 
 @dataclass
@@ -102,10 +139,41 @@ class DeploymentRecord:
     woken_at: float | None = None
     #: 1, then one more each time it is deployed anew (its replicas carry theirs).
     version: int = 1
+    #: The highest version number given (a rollback serves an older number again).
+    latest_version: int = 1
+    #: The version before (a canary's stable side; what a rollback restores).
+    previous: DeploymentVersion | None = None
+    #: Percent of calls to ``version`` while a canary runs; 0: none runs.
+    canary_percent: int = 0
+    #: SHA-256 (hex) of the token that may call it by the inference protocol ("": none).
+    caller_token_sha256: str = ""
+    #: Warm-ups of a version other than ``version`` (a canary's stable side): job -> number.
+    warming_versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def autoscaled(self) -> bool:
         return self.max_replicas > 0
+
+    @property
+    def current(self) -> DeploymentVersion:
+        return DeploymentVersion(self.version, self.request, self.inputs, self.outputs)
+
+    @property
+    def stable(self) -> DeploymentVersion | None:
+        """The version the calls not sent to a running canary go to (None: no canary)."""
+        return self.previous if self.canary_percent else None
+
+    def wanted_by_version(self) -> dict[int, int]:
+        """How many ready replicas each served version wants (the module docstring)."""
+        stable = self.stable
+        if stable is None or self.replicas == 0:
+            return {self.version: self.replicas}
+        canary = min(self.replicas, max(1, round(self.replicas * self.canary_percent / 100)))
+        return {self.version: canary, stable.number: max(1, self.replicas - canary)}
+
+    def version_of(self, number: int) -> DeploymentVersion:
+        previous = self.previous
+        return previous if previous is not None and previous.number == number else self.current
 
     def event(self, now: float, text: str) -> None:
         self.events.append(f"{now:.3f} {text}")
@@ -120,6 +188,31 @@ class DeploymentRecord:
             inputs=self.inputs,
             outputs=self.outputs,
             bounds=(self.min_replicas, self.max_replicas),
+            version=self.version,
+            latest_version=self.latest_version,
+            previous=self.previous,
+            canary_percent=self.canary_percent,
+            caller_token_sha256=self.caller_token_sha256,
+        )
+
+    @classmethod
+    def restored(cls, kept: PersistDeployment) -> DeploymentRecord:
+        """A deployment as the store kept it (``persisted``), without replicas."""
+        return cls(
+            kept.name,
+            kept.request,
+            kept.replicas,
+            kept.created_at,
+            kept.inputs,
+            kept.outputs,
+            min_replicas=kept.bounds[0],
+            max_replicas=kept.bounds[1],
+            last_call=kept.created_at,
+            version=kept.version,
+            latest_version=max(kept.latest_version, kept.version),
+            previous=kept.previous,
+            canary_percent=kept.canary_percent,
+            caller_token_sha256=kept.caller_token_sha256,
         )
 
 
@@ -173,7 +266,7 @@ class DeploymentReplicas:
                     node_id=p.node_id if p else "",
                     device_id=p.device_id if p else "",
                     tier=p.tier if p else "",
-                    version=record.version,
+                    version=record.warming_versions.get(job_id, record.version),
                 )
             )
         return m.DeploymentInfo(
@@ -193,6 +286,9 @@ class DeploymentReplicas:
             calls_per_s=len(recent) / WINDOW_S,
             run_p50_s=recent[len(recent) // 2] if recent else 0.0,
             run_p99_s=recent[min(len(recent) - 1, int(0.99 * len(recent)))] if recent else 0.0,
+            canary_percent=record.canary_percent,
+            stable_version=record.previous.number if record.previous else 0,
+            caller_token=bool(record.caller_token_sha256),
         )
 
     # -------------------------------------------------------------- events
@@ -213,24 +309,40 @@ class DeploymentReplicas:
                 min_replicas=low,
                 max_replicas=high,
                 last_call=event.now,
+                caller_token_sha256=event.caller_token_sha256 or "",
             )
             self.deployments[event.name] = record
             bounds = f", autoscaling {low}–{high}" if high else ""
             record.event(event.now, f"deployed: {event.replicas} replica(s){bounds}")
         else:
+            if event.caller_token_sha256 is not None:
+                record.caller_token_sha256 = event.caller_token_sha256
             if event.request is not None and event.request != record.request:
-                # A new model (or new constraints): a rolling update. The old replicas
-                # serve until enough new ones are ready (``_reconcile``).
+                # A new model (or new constraints): a rolling update, or a canary. The
+                # old replicas serve until enough new ones are ready (``_reconcile``).
                 actions += self._cancel_warming(record, event.now, "deployed anew")
+                serving = len(self.leases.of_deployment(record.name))
+                if record.stable is None:  # a canary replacing a canary keeps its stable side
+                    record.previous = record.current
                 record.request = event.request
                 record.inputs, record.outputs = event.inputs, event.outputs
                 record.min_replicas, record.max_replicas = event.bounds
-                record.version += 1
-                record.event(
-                    event.now,
-                    f"rolling update to version {record.version}: its replicas warm while"
-                    f" {len(self._replicas_of(record, current=False))} of the last serve",
-                )
+                record.latest_version += 1
+                record.version = record.latest_version
+                record.canary_percent = event.canary_percent
+                stable = record.stable
+                if stable is not None:
+                    record.event(
+                        event.now,
+                        f"canary: version {record.version} takes {record.canary_percent} % of"
+                        f" calls, version {stable.number} the rest",
+                    )
+                else:
+                    record.event(
+                        event.now,
+                        f"rolling update to version {record.version}: its replicas warm while"
+                        f" {serving} of the last serve",
+                    )
             if record.replicas == 0 and event.replicas > 0 and event.request is None:
                 record.woken_at = event.now  # a call at zero: time the cold start
             if event.request is None:
@@ -242,6 +354,37 @@ class DeploymentReplicas:
             record.stalled = False
         actions.append(record.persisted())
         return actions + self._reconcile(record, event.now)
+
+    def _deployment_rolled_out(self, event: DeploymentRolledOut) -> list[Action]:
+        """Promote a canary, or roll back to the version before (the module docstring);
+        the service has checked the deployment can (``rollout_refusal``)."""
+        record = self.deployments[event.name]
+        if event.action == "promote":
+            record.event(
+                event.now,
+                f"canary promoted: version {record.version} takes every call once its"
+                f" {record.replicas} replica(s) are ready",
+            )
+            record.canary_percent = 0
+        else:
+            back = record.previous
+            assert back is not None
+            record.event(
+                event.now,
+                f"rolled back from version {record.version} to version {back.number}"
+                + (" (the canary's calls go to it at once)" if record.canary_percent else ""),
+            )
+            actions = self._cancel_warming(record, event.now, "rolled back")
+            if record.canary_percent:  # the stable version never stopped: the canary goes now
+                canary = self._replicas_of(record, record.version)
+                actions += self._revoke_leases(canary, f"deployment {record.name} rolled back")
+            record.previous = record.current
+            record.request, record.inputs, record.outputs = back.request, back.inputs, back.outputs
+            record.version = back.number
+            record.canary_percent = 0
+            record.stalled = False
+            return [*actions, record.persisted(), *self._reconcile(record, event.now)]
+        return [record.persisted(), *self._reconcile(record, event.now)]
 
     def _deployment_deleted(self, event: DeploymentDeleted) -> list[Action]:
         record = self.deployments.pop(event.name, None)
@@ -308,6 +451,7 @@ class DeploymentReplicas:
             job = self.jobs.get(job_id)
             if job is None or job.terminal:
                 del record.warming[job_id]
+                record.warming_versions.pop(job_id, None)
                 if job is not None and job.state != "succeeded":
                     record.message = f"replica {job_id} {job.state}: {job.outcome.message}"
                     if job.outcome.user_error:
@@ -318,20 +462,35 @@ class DeploymentReplicas:
                         )
                 elif job is not None and not job.lease_id:
                     record.message = f"replica {job_id} ran but its node kept no lease"
-        ready = len(self._replicas_of(record))
-        old = self._replicas_of(record, current=False)
-        if old and (ready >= record.replicas or record.replicas == 0):
+        wanted = record.wanted_by_version()
+        serving = {number: self._replicas_of(record, number) for number in wanted}
+        stale = [h for h in self.leases.of_deployment(record.name) if h.version not in wanted]
+        ready = len(serving[record.version])
+        if stale and (ready >= wanted[record.version] or record.replicas == 0):
             record.event(
                 now,
-                f"version {record.version} ready on {ready} replica(s): {len(old)} of an"
-                " older version released",
+                f"version {record.version} ready on {ready} replica(s): {len(stale)} of"
+                f" version {', '.join(str(v) for v in sorted({h.version for h in stale}))}"
+                " released",
             )
-            return self._revoke_leases(old, f"deployment {record.name} updated")
-        if ready > record.replicas:
-            return self._release(record, ready - record.replicas)
-        missing = record.replicas - ready - len(record.warming)
-        if missing <= 0 or record.stalled:
-            return []
+            return self._revoke_leases(stale, f"deployment {record.name} updated")
+        actions: list[Action] = []
+        for number, count in wanted.items():
+            # The stable side gives up replicas to a canary only once the canary's are
+            # ready (a surge, as a rolling update): capacity never dips meanwhile.
+            if len(serving[number]) > count and (
+                number == record.version or ready >= wanted[record.version]
+            ):
+                actions += self._release(serving[number], count, record.name)
+        warming = Counter(
+            record.warming_versions.get(job_id, record.version) for job_id in record.warming
+        )
+        missing = {
+            number: count - len(serving[number]) - warming[number]
+            for number, count in wanted.items()
+        }
+        if all(n <= 0 for n in missing.values()) or record.stalled:
+            return actions
         direct = sorted(
             n.node_id
             for n in self.nodes.values()
@@ -342,16 +501,33 @@ class DeploymentReplicas:
                 "no connected node takes direct calls: start agents with --direct-address"
                 " HOST:PORT to hold replicas"
             )
-            return []
-        allowed = set(direct) & set(record.request.nodes) if record.request.nodes else set(direct)
+            return actions
+        room = WARMING_AT_ONCE - len(record.warming)
+        for number, count in sorted(missing.items(), key=lambda item: item[0] != record.version):
+            take = min(count, room)
+            actions += self._warm(record, record.version_of(number), take, direct, now)
+            room -= max(0, take)
+        return actions
+
+    def _warm(
+        self,
+        record: DeploymentRecord,
+        version: DeploymentVersion,
+        count: int,
+        direct: list[str],
+        now: float,
+    ) -> list[Action]:
+        """Place ``count`` replicas of ``version``: warm-up jobs on nodes taking direct calls."""
+        template = version.request
+        allowed = set(direct) & set(template.nodes) if template.nodes else set(direct)
         actions: list[Action] = []
-        for _ in range(min(missing, WARMING_AT_ONCE - len(record.warming))):
+        for _ in range(count):
             job_id = f"{record.name}.replica-{next(record.numbers)}"
             while job_id in self.jobs:
                 job_id = f"{record.name}.replica-{next(record.numbers)}"
             request = replace(
-                record.request,
-                name=f"{record.request.name or record.name} (replica of {record.name})",
+                template,
+                name=f"{template.name or record.name} (replica of {record.name})",
                 nodes=tuple(sorted(allowed)),
                 lease=True,
                 wait=False,
@@ -362,23 +538,20 @@ class DeploymentReplicas:
             self.jobs[job_id] = job
             self._set_state(job, "pending")
             record.warming[job_id] = now
+            if version.number != record.version:
+                record.warming_versions[job_id] = version.number
             actions.append(PersistJob(job, "pending", f"replica of deployment {record.name}"))
         return actions
 
-    def _release(self, record: DeploymentRecord, count: int) -> list[Action]:
-        """Revoke ``count`` ready replicas, those idle longest first (the busy keep serving)."""
-        if count <= 0:
-            return []
-        held = sorted(self._replicas_of(record), key=lambda h: h.last_used)
-        return self._revoke_leases(held[:count], f"deployment {record.name} scaled down")
+    def _release(self, replicas: list[HeldLease], keep: int, name: str) -> list[Action]:
+        """Revoke all but ``keep`` of ``replicas``, those idle longest first (the busy
+        keep serving)."""
+        held = sorted(replicas, key=lambda h: h.last_used)
+        return self._revoke_leases(held[: len(held) - keep], f"deployment {name} scaled down")
 
-    def _replicas_of(self, record: DeploymentRecord, current: bool = True) -> list[HeldLease]:
-        """Its ready replicas of the current version (``current``), or of older ones."""
-        return [
-            h
-            for h in self.leases.of_deployment(record.name)
-            if (h.version == record.version) == current
-        ]
+    def _replicas_of(self, record: DeploymentRecord, number: int) -> list[HeldLease]:
+        """Its ready replicas of version ``number``."""
+        return [h for h in self.leases.of_deployment(record.name) if h.version == number]
 
     def _cancel_warming(self, record: DeploymentRecord, now: float, why: str) -> list[Action]:
         """Cancel the warm-ups in flight (``why``: kept as the deployment's message)."""
@@ -389,6 +562,7 @@ class DeploymentReplicas:
             if job is not None and not job.terminal:
                 actions += self._cancel(CancelRequested(job_id, now))
         record.warming.clear()
+        record.warming_versions.clear()
         return actions
 
     def _grant_replica(self, node: NodeRecord, job: JobRecord, now: float) -> list[Action]:
@@ -398,17 +572,18 @@ class DeploymentReplicas:
         if record is None or p is None or job.job_id not in record.warming:
             return []
         del record.warming[job.job_id]
+        version = record.version_of(record.warming_versions.pop(job.job_id, record.version))
         if not (node.direct_address or node.direct_runs):
             record.message = f"{node.node_id} takes no direct calls: a replica there cannot serve"
             return []
         lease = self.leases.grant(
-            record.request,
+            version.request,
             p,
             node.direct_address,
             now,
             record.name,
             replica_id=job.job_id,
-            version=record.version,
+            version=version.number,
         )
         job.lease_id = lease.lease_id
         record.message = ""

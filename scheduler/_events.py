@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from anypu.protos import messages as m
 from anypu.scheduler._learned import Lesson
@@ -21,6 +22,7 @@ __all__ = [
     "CancelRequested",
     "DeploymentApplied",
     "DeploymentDeleted",
+    "DeploymentRolledOut",
     "Drop",
     "Event",
     "ForgetDeployment",
@@ -124,6 +126,21 @@ class DeploymentApplied:
     bounds: tuple[int, int] = (0, 0)
     #: Why the count changes, for the deployment's events ("" : an operator's scale).
     reason: str = ""
+    #: A new model as a canary taking this percent of calls; 0: a rolling update.
+    canary_percent: int = 0
+    #: SHA-256 (hex) of the caller token; "": none; None: keep the one it has.
+    caller_token_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentRolledOut:
+    """``action`` "promote" (a canary serves every call) or "rollback" (the version
+    before serves again)."""
+
+    name: str
+    action: str
+    now: float
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,7 @@ Event = (
     | Tick
     | DeploymentApplied
     | DeploymentDeleted
+    | DeploymentRolledOut
 )
 
 # ---------------------------------------------------------------- actions
@@ -218,6 +236,12 @@ class PersistDeployment:
     inputs: tuple[m.TensorSpec, ...] = ()
     outputs: tuple[m.TensorSpec, ...] = ()
     bounds: tuple[int, int] = (0, 0)
+    version: int = 1
+    latest_version: int = 1
+    #: The version before (``_deployments.DeploymentVersion``), kept for a rollback.
+    previous: Any = None
+    canary_percent: int = 0
+    caller_token_sha256: str = ""
 
 
 @dataclass(frozen=True)

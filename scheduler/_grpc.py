@@ -274,10 +274,18 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
     def Deploy(self, request, context):  # noqa: N802
         self._check(context)
         try:
-            name, submit, replicas, inputs, outputs, bounds = convert.deploy_request_from_pb(
+            name, submit, replicas, inputs, outputs, options = convert.deploy_request_from_pb(
                 request
             )
-            info = self.service.deploy(name, submit, replicas, inputs, outputs, bounds)
+            info = self.service.deploy(name, submit, replicas, inputs, outputs, options)
+            return convert.deployment_response(info)
+        except Exception as error:
+            _fail(context, error)
+
+    def RolloutDeployment(self, request, context):  # noqa: N802
+        self._check(context)
+        try:
+            info = self.service.rollout(request.name, request.action)
             return convert.deployment_response(info)
         except Exception as error:
             _fail(context, error)

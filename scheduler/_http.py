@@ -225,6 +225,9 @@ def deployment_view(info: DeploymentInfo) -> dict:
         "calls_per_s": info.calls_per_s,
         "run_p50_s": info.run_p50_s,
         "run_p99_s": info.run_p99_s,
+        "canary_percent": info.canary_percent,
+        "stable_version": info.stable_version,
+        "caller_token": info.caller_token,
         "replicas": [
             {
                 "replica_id": r.replica_id,

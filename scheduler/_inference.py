@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import math
+import random
 import re
 import threading
 import time
@@ -82,6 +83,7 @@ class InferenceGateway:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._turns = itertools.count()
+        self._draws = random.Random()  # a canary's share of calls (``DeploymentInfo.serving``)
         #: Requests answered since start, by (protocol, model, HTTP status; gRPC's
         #: answers counted by the HTTP status they stand for) (``/metrics``).
         self.answered: Counter[tuple[str, str, int]] = Counter()
@@ -107,13 +109,17 @@ class InferenceGateway:
             )
         return info
 
-    def authorize(self, token: str, peer: str) -> None:
-        """Let a request through or refuse it (401, or 429 once ``peer`` failed too often)."""
+    def authorize(self, token: str, peer: str, model: str = "") -> None:
+        """Let a request through or refuse it (401, or 429 once ``peer`` failed too often):
+        the scheduler's token, or for a request to ``model`` that deployment's caller token."""
         if not token:
             raise GatewayRefusal(
                 HTTPStatus.UNAUTHORIZED,
-                "send 'Authorization: Bearer <token>' with the scheduler's token",
+                "send 'Authorization: Bearer <token>' with the scheduler's token or the"
+                " model's caller token",
             )
+        if model and self.service.may_call(model, token):
+            return
         try:
             self.service.authenticate(token)
         except AuthenticationError as error:
@@ -182,12 +188,12 @@ class InferenceGateway:
         if path in ("/v2/health/live", "/v2/health/ready"):
             _only(method, "GET", path)
             return 200, _json({path.rsplit("/", 1)[1]: True}), {}
+        match = _MODEL.fullmatch(path)
         if method == "POST" or not open_reads:
-            self.authorize(_bearer(headers), peer)
+            self.authorize(_bearer(headers), peer, match.group(1) if match else "")
         if path in ("/v2", "/v2/"):
             _only(method, "GET", path)
             return 200, _json(server_metadata()), {}
-        match = _MODEL.fullmatch(path)
         if match is None:
             raise GatewayRefusal(
                 HTTPStatus.NOT_FOUND,
@@ -220,7 +226,7 @@ class InferenceGateway:
 
         if not info.ready and info.replicas_wanted == 0 and info.max_replicas:
             info = self._wake(info)
-        replicas = [r for r in info.ready if r.lease is not None and r.lease.address]
+        replicas = [r for r in info.serving(self._draws.random()) if r.lease and r.lease.address]
         if not replicas:
             why = f": {info.message}" if info.message else ""
             raise GatewayRefusal(

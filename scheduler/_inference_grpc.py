@@ -8,7 +8,8 @@ calls a replica, as for HTTP; ``anypu._oip_grpc`` turns the messages into tensor
 back.
 
 - ``ServerLive`` and ``ServerReady`` need no token (probes call them); every other
-  method needs ``authorization: Bearer <token>`` metadata.
+  method needs ``authorization: Bearer <token>`` metadata: the scheduler's token, or
+  for a model's methods that deployment's caller token.
 - ``ModelReady`` answers ``ready: false`` (not an error) while no replica is ready; an
   unknown model is NOT_FOUND.
 - Refusals carry the gRPC code KServe and Triton use (INVALID_ARGUMENT for a bad
@@ -104,13 +105,14 @@ class _Servicer:
     def __init__(self, gateway: InferenceGateway) -> None:
         self.gateway = gateway
 
-    def _authorize(self, context: grpc.ServicerContext) -> None:
+    def _authorize(self, context: grpc.ServicerContext, model: str = "") -> None:
         metadata = dict(context.invocation_metadata())
         header = metadata.get("authorization", "")
         if isinstance(header, bytes):
             header = header.decode("latin-1")
         scheme, _, token = header.partition(" ")
-        self.gateway.authorize(token.strip() if scheme.lower() == "bearer" else "", context.peer())
+        bearer = token.strip() if scheme.lower() == "bearer" else ""
+        self.gateway.authorize(bearer, context.peer(), model)
 
     def server_live(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -125,14 +127,14 @@ class _Servicer:
         return pb.ServerMetadataResponse(**server_metadata())
 
     def model_ready(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> Any:
-        self._authorize(context)
+        self._authorize(context, request.name)
         info = self.gateway.deployment(request.name, request.version)
         return pb.ModelReadyResponse(ready=bool(info.ready))
 
     def model_metadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> Any:
-        self._authorize(context)
+        self._authorize(context, request.name)
         described = model_metadata(self.gateway.deployment(request.name, request.version))
         return pb.ModelMetadataResponse(
             name=described["name"],
@@ -143,7 +145,7 @@ class _Servicer:
         )
 
     def model_infer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> Any:
-        self._authorize(context)
+        self._authorize(context, request.model_name)
         size = request.ByteSize()
         if size > MAX_INFER_BYTES:
             raise GatewayRefusal(

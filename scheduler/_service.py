@@ -7,6 +7,7 @@ gRPC servicers (``_grpc``) and the embedded mode call the same methods.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import queue
@@ -21,10 +22,11 @@ from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
-from anypu.scheduler._deployments import DeploymentRecord
+from anypu.scheduler._deployments import DeploymentRecord, rollout_refusal
 from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
+    DeploymentRolledOut,
     ForgetDeployment,
     PersistDeployment,
 )
@@ -246,16 +248,7 @@ class SchedulerService:
             elif isinstance(action, PersistLearned):
                 self._writes.put(self.store.learned_write(action.lesson, now))
             elif isinstance(action, PersistDeployment):
-                record = DeploymentRecord(
-                    action.name,
-                    action.request,
-                    action.replicas,
-                    action.created_at,
-                    action.inputs,
-                    action.outputs,
-                    min_replicas=action.bounds[0],
-                    max_replicas=action.bounds[1],
-                )
+                record = DeploymentRecord.restored(action)
                 self._writes.put(self.store.deployment_write(record))
                 log.info(
                     "deployment %s: %d replica(s) wanted [%s]",
@@ -547,26 +540,67 @@ class SchedulerService:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
-        bounds: tuple[int, int] = (0, 0),
+        options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
     ) -> m.DeploymentInfo:
         """Publish (or replace) ``name``; ``ConfigError`` for what a user got wrong.
-        ``bounds``: autoscale between (min, max) replicas; max 0: keep ``replicas``."""
-        validate_deployment(name, replicas, bounds)
+        ``options``: autoscaling bounds, a canary, the caller token's hash."""
+        validate_deployment(name, replicas, options)
         validate_submit(request, self.blobs)
         if not request.inputs or request.inputs_digest:
             raise ConfigError(
                 f"deployment {name}: its example inputs must travel inline (at most"
                 f" {format_bytes(MAX_EXAMPLE_BYTES)}): deploy with a smaller example"
             )
+        with self._lock:
+            serving = self.state.deployments.get(name)
+        if options.canary_percent and serving is None:
+            raise ConfigError(
+                f"deployment {name} is new: a canary splits calls with a version already"
+                " serving; deploy it without a canary percent first"
+            )
         event = DeploymentApplied(
-            name, request, replicas, self.clock(), inputs=inputs, outputs=outputs, bounds=bounds
+            name,
+            request,
+            replicas,
+            self.clock(),
+            inputs=inputs,
+            outputs=outputs,
+            bounds=options.bounds,
+            canary_percent=options.canary_percent,
+            caller_token_sha256=options.caller_token_sha256,
         )
         return self._deployment_event(event)
+
+    def rollout(self, name: str, action: str) -> m.DeploymentInfo:
+        """Promote ``name``'s canary or roll it back (``ConfigError`` when it cannot)."""
+        with self._lock:
+            self._known_deployment(name)
+            refusal = rollout_refusal(self.state.deployments[name], action)
+            if refusal:
+                raise ConfigError(refusal)
+            self._apply(self.state.handle(DeploymentRolledOut(name, action, self.clock())))
+            info = self.state.deployment_info(name)
+        self.flush()
+        assert info is not None
+        return info
+
+    def may_call(self, name: str, token: str) -> bool:
+        """Whether ``token`` is ``name``'s caller token (it may call that deployment by
+        the inference protocol, and nothing else)."""
+        with self._lock:
+            record = self.state.deployments.get(name)
+            wanted = record.caller_token_sha256 if record is not None else ""
+        if not wanted or not token:
+            return False
+        given = hashlib.sha256(token.encode()).hexdigest()
+        return hmac.compare_digest(given, wanted)
 
     def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
         """Keep ``replicas`` (an autoscaled deployment: from now, within its bounds)."""
         info = self._known_deployment(name)
-        validate_deployment(name, replicas, (info.min_replicas, info.max_replicas))
+        validate_deployment(
+            name, replicas, m.DeployOptions(bounds=(info.min_replicas, info.max_replicas))
+        )
         event = DeploymentApplied(name, None, replicas, self.clock(), reason=reason)
         return self._deployment_event(event)
 

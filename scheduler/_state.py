@@ -38,6 +38,7 @@ from anypu.scheduler._events import (
     CancelRequested,
     DeploymentApplied,
     DeploymentDeleted,
+    DeploymentRolledOut,
     Drop,
     Event,
     ForgetNode,
@@ -206,6 +207,8 @@ class SchedulerState(PlacementRounds, DeploymentReplicas):
             return self._deployment_applied(event) + self._schedule(event.now)
         if isinstance(event, DeploymentDeleted):
             return self._deployment_deleted(event) + self._schedule(event.now)
+        if isinstance(event, DeploymentRolledOut):
+            return self._deployment_rolled_out(event) + self._schedule(event.now)
         if isinstance(event, CancelRequested):
             return self._cancel(event)
         if isinstance(event, NodeRemoved):

@@ -11,6 +11,7 @@ outputs_kept) are what the collector reads, so it never parses a record.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,8 @@ from typing import Any
 from anypu.devices import Device
 from anypu.protos import convert
 from anypu.protos.messages import Outcome, PlacementInfo, SplitOption, SubmitRequest
-from anypu.scheduler._deployments import DeploymentRecord
+from anypu.scheduler._deployments import DeploymentRecord, DeploymentVersion
+from anypu.scheduler._events import PersistDeployment
 from anypu.scheduler._learned import Lesson
 from anypu.scheduler._records import JobRecord, NodeRecord
 
@@ -91,7 +93,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     inputs TEXT NOT NULL,
     outputs TEXT NOT NULL,
     min_replicas INTEGER NOT NULL,
-    max_replicas INTEGER NOT NULL
+    max_replicas INTEGER NOT NULL,
+    rollout TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS learned (
     digest TEXT NOT NULL,
@@ -271,6 +274,35 @@ def _node_from_row(record: dict[str, Any]) -> NodeRecord:
     return NodeRecord(**record)
 
 
+def _rollout(record: DeploymentRecord) -> dict[str, Any]:
+    """A deployment's versions, canary and caller token hash as stored."""
+    kept: dict[str, Any] = {
+        "version": record.version,
+        "latest_version": record.latest_version,
+        "canary_percent": record.canary_percent,
+        "caller_token_sha256": record.caller_token_sha256,
+    }
+    if record.previous is not None:
+        kept["previous"] = {
+            "number": record.previous.number,
+            "request": base64.b64encode(
+                convert.submit_request_bytes(record.previous.request)
+            ).decode(),
+            "inputs": convert.tensor_specs_json(record.previous.inputs),
+            "outputs": convert.tensor_specs_json(record.previous.outputs),
+        }
+    return kept
+
+
+def _version_from(kept: dict[str, Any]) -> DeploymentVersion:
+    return DeploymentVersion(
+        kept["number"],
+        convert.submit_request_from_bytes(base64.b64decode(kept["request"])),
+        convert.tensor_specs_from_json(kept["inputs"]),
+        convert.tensor_specs_from_json(kept["outputs"]),
+    )
+
+
 class StateStore:
     """Jobs, transitions and nodes in ``<state_dir>/anypu.db``."""
 
@@ -284,6 +316,11 @@ class StateStore:
         if missing:
             self._db.executescript("BEGIN;" + _BACKFILL + "COMMIT;")
         self._db.executescript(_RETENTION_INDEXES)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(deployments)")}
+        if "rollout" not in columns:  # written before versions were kept
+            self._db.execute(
+                "ALTER TABLE deployments ADD COLUMN rollout TEXT NOT NULL DEFAULT '{}'"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -335,6 +372,7 @@ class StateStore:
             convert.tensor_specs_json(record.outputs),
             record.min_replicas,
             record.max_replicas,
+            json.dumps(_rollout(record), separators=(",", ":")),
         )
         return ("deployment", row, None)
 
@@ -347,21 +385,31 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT name, request, replicas, created_at, inputs, outputs, min_replicas,"
-                " max_replicas FROM deployments ORDER BY created_at"
+                " max_replicas, rollout FROM deployments ORDER BY created_at"
             ).fetchall()
-        return [
-            DeploymentRecord(
-                name,
-                convert.submit_request_from_bytes(request),
-                replicas,
-                created_at,
-                convert.tensor_specs_from_json(inputs),
-                convert.tensor_specs_from_json(outputs),
-                min_replicas=low,
-                max_replicas=high,
+        found = []
+        for name, request, replicas, created_at, inputs, outputs, low, high, rollout in rows:
+            kept = json.loads(rollout or "{}")
+            previous = kept.get("previous")
+            found.append(
+                DeploymentRecord.restored(
+                    PersistDeployment(
+                        name,
+                        convert.submit_request_from_bytes(request),
+                        replicas,
+                        created_at,
+                        inputs=convert.tensor_specs_from_json(inputs),
+                        outputs=convert.tensor_specs_from_json(outputs),
+                        bounds=(low, high),
+                        version=kept.get("version", 1),
+                        latest_version=kept.get("latest_version", 1),
+                        previous=None if previous is None else _version_from(previous),
+                        canary_percent=kept.get("canary_percent", 0),
+                        caller_token_sha256=kept.get("caller_token_sha256", ""),
+                    )
+                )
             )
-            for name, request, replicas, created_at, inputs, outputs, low, high in rows
-        ]
+        return found
 
     def commit(self, writes: list[tuple]) -> None:
         """Write many jobs, transitions and nodes in one transaction (group commit)."""
@@ -382,7 +430,7 @@ class StateStore:
                         self._db.execute("DELETE FROM nodes WHERE node_id = ?", (row,))
                     elif kind == "deployment":
                         self._db.execute(
-                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             row,
                         )
                     elif kind == "forget_deployment":

@@ -170,9 +170,11 @@ MAX_REPLICAS = 256
 _DEPLOYMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 
 
-def validate_deployment(name: str, replicas: int, bounds: tuple[int, int] = (0, 0)) -> None:
-    """Refuse a deployment name, replica count or autoscaling bounds (min, max; max 0:
-    none) a user got wrong, saying what to give."""
+def validate_deployment(
+    name: str, replicas: int, options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS
+) -> None:
+    """Refuse a deployment name, replica count, autoscaling bounds (min, max; max 0:
+    none), canary percent or caller token hash a user got wrong, saying what to give."""
     if not _DEPLOYMENT_NAME.fullmatch(name):
         raise ConfigError(
             f"deployment name {name!r}: use 1 to 63 lower-case letters, digits, '.', '_' or"
@@ -187,9 +189,21 @@ def validate_deployment(name: str, replicas: int, bounds: tuple[int, int] = (0, 
             f"deployment {name}: replicas must be a whole number from 0 to {MAX_REPLICAS},"
             f" got {replicas!r}"
         )
-    low, high = bounds
+    low, high = options.bounds
     if high and not (0 <= low <= high <= MAX_REPLICAS and low <= replicas <= high):
         raise ConfigError(
             f"deployment {name}: autoscaling needs 0 ≤ min_replicas ≤ replicas ≤ max_replicas"
             f" ≤ {MAX_REPLICAS}, got min {low}, replicas {replicas}, max {high}"
+        )
+    if not 0 <= options.canary_percent <= 99:
+        raise ConfigError(
+            f"deployment {name}: a canary takes 1 to 99 percent of calls, got"
+            f" {options.canary_percent}; to send it every call, deploy without a canary"
+            " (a rolling update) or promote it"
+        )
+    token_hash = options.caller_token_sha256
+    if token_hash and not re.fullmatch(r"[0-9a-f]{64}", token_hash):
+        raise ConfigError(
+            f"deployment {name}: caller_token_sha256 must be a SHA-256 in lower-case hex"
+            " (64 characters); the SDK and CLI hash the token for you"
         )

@@ -140,14 +140,20 @@ def deploy(
     replicas: int = 1,
     min_replicas: int | None = None,
     max_replicas: int | None = None,
+    canary_percent: int = 0,
+    caller_token: str | None = None,
     **options: Any,
 ) -> DeploymentInfo:
     """Publish ``model`` under ``name``, served by ``replicas`` warm replicas that the
     scheduler places like jobs (same options as ``run``: ``tiers``, ``device_kinds``…) and
     keeps at that count; each warms up on ``example_inputs``. With ``max_replicas`` the
     count follows the calls in flight between ``min_replicas`` (default 0: scaled to zero
-    when idle, woken by the next call) and ``max_replicas``. Returns once they are ready
-    (or after 120 s, with what is ready). Call it with ``sdk.client(name)(x)``."""
+    when idle, woken by the next call) and ``max_replicas``. Deploying anew under the
+    same name is a rolling update without loss, or with ``canary_percent`` a canary
+    taking that percent of calls until ``promote`` or ``rollback``. ``caller_token``: a
+    token (16+ characters) that may call this deployment by the inference protocol and
+    nothing else. Returns once its replicas are ready (or after 120 s, with what is
+    ready). Call it with ``sdk.client(name)(x)``."""
     return _default().deploy(
         model,
         name,
@@ -155,8 +161,20 @@ def deploy(
         replicas=replicas,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        canary_percent=canary_percent,
+        caller_token=caller_token,
         options=_options(options),
     )
+
+
+def promote(name: str) -> DeploymentInfo:
+    """Deployment ``name``'s canary takes every call (a rolling update to it)."""
+    return _default().promote(name)
+
+
+def rollback(name: str) -> DeploymentInfo:
+    """The version before the last deploy of ``name`` serves again."""
+    return _default().rollback(name)
 
 
 def client(name: str) -> Service:

@@ -473,21 +473,36 @@ class Client:
         replicas: int = 1,
         min_replicas: int | None = None,
         max_replicas: int | None = None,
+        canary_percent: int = 0,
+        caller_token: str | None = None,
         options: RunOptions | None = None,
         wait_s: float | None = 120.0,
     ) -> m.DeploymentInfo:
         """Publish ``model`` as ``name`` with ``replicas`` warm replicas (``_services``);
         with ``max_replicas``, autoscaled between ``min_replicas`` (default 0: to zero
-        when idle) and it, starting at ``replicas``. Waits up to ``wait_s`` for them to
-        be ready (None: not at all)."""
-        from anypu.sdk._services import deploy
+        when idle) and it, starting at ``replicas``. Deployed anew under a name that
+        serves: a rolling update, or with ``canary_percent`` a canary taking that percent
+        of calls (``promote``/``rollback`` end it). ``caller_token``: a token that may
+        call it by the inference protocol and nothing else ("": none; None: keep the
+        one set). Waits up to ``wait_s`` for its replicas to be ready (None: not at all)."""
+        from anypu.sdk._services import caller_token_hash, deploy
 
         bounds = (0, 0)
         if max_replicas is not None or min_replicas is not None:
             low = min_replicas or 0
             bounds = (low, max_replicas if max_replicas is not None else max(low, replicas))
+        rollout = m.DeployOptions(bounds, canary_percent, caller_token_hash(caller_token))
         run = options or RunOptions()
-        return deploy(self, model, name, example_inputs, replicas, run, wait_s, bounds)
+        return deploy(self, model, name, example_inputs, replicas, run, wait_s, rollout)
+
+    def promote(self, name: str) -> m.DeploymentInfo:
+        """Deployment ``name``'s canary takes every call (a rolling update to it)."""
+        return self.transport.rollout(name, "promote")
+
+    def rollback(self, name: str) -> m.DeploymentInfo:
+        """The version before the last deploy of ``name`` serves again (a canary's
+        stable version, at once)."""
+        return self.transport.rollout(name, "rollback")
 
     def service(self, name: str) -> Service:
         """Deployment ``name`` as a callable: ``client.service("mlp")(x)``."""

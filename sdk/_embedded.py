@@ -132,9 +132,15 @@ class InProcessTransport:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
-        bounds: tuple[int, int] = (0, 0),
+        options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
     ) -> m.DeploymentInfo:
-        return self.service.deploy(name, request, replicas, inputs, outputs, bounds)
+        return self.service.deploy(name, request, replicas, inputs, outputs, options)
+
+    def rollout(self, name: str, action: str) -> m.DeploymentInfo:
+        try:
+            return self.service.rollout(name, action)
+        except KeyError as error:  # the service's NotFoundError, as gRPC's NOT_FOUND reads
+            raise AnypuError(error.args[0]) from None
 
     def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
         try:

@@ -1,4 +1,5 @@
-"""``anypu deploy``, ``anypu deployments``, ``anypu scale`` and ``anypu undeploy``."""
+"""``anypu deploy``, ``anypu deployments``, ``anypu scale``, ``anypu undeploy``,
+``anypu promote`` and ``anypu rollback``."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
 
     model = _model(args.model)
     examples = tuple(torch.randn(*_shape(s)) for s in args.example)
+    caller_token = args.caller_token
+    if args.new_caller_token:
+        import secrets
+
+        caller_token = secrets.token_urlsafe(24)
     _, transport = _connect(args)
     client = Client(transport)
     try:
@@ -58,11 +64,15 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
             replicas=args.replicas,
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
+            canary_percent=args.canary,
+            caller_token=caller_token,
             wait_s=args.wait,
         )
     finally:
         client.close()
     print(format_deployments([info]))
+    if args.new_caller_token:
+        print(f"caller token (shown once; it may call {info.name} only): {caller_token}")
     return 0
 
 
@@ -81,14 +91,18 @@ def deployments_command(args: argparse.Namespace, stop: threading.Event) -> int:
 
 
 def scale_command(args: argparse.Namespace, stop: threading.Event) -> int:
-    """``anypu scale NAME REPLICAS`` and ``anypu undeploy NAME``."""
+    """``anypu scale NAME REPLICAS``, ``anypu undeploy NAME``, ``anypu promote NAME`` and
+    ``anypu rollback NAME``."""
     _, transport = _connect(args)
     try:
         if args.command == "undeploy":
             info = transport.undeploy(args.name)
             print(f"deleted deployment {info.name} ({len(info.ready)} replica(s) released)")
             return 0
-        info = transport.scale(args.name, args.replicas)
+        if args.command in ("promote", "rollback"):
+            info = transport.rollout(args.name, args.command)
+        else:
+            info = transport.scale(args.name, args.replicas)
     finally:
         transport.close()
     print(format_deployments([info]))
@@ -109,12 +123,18 @@ def format_deployments(infos: list[m.DeploymentInfo]) -> str:
         scaling = (
             f", autoscaled {info.min_replicas}–{info.max_replicas}" if info.max_replicas else ""
         )
+        canary = (
+            f", canary: {info.canary_percent} % of calls to it, the rest to version"
+            f" {info.stable_version}"
+            if info.canary_percent
+            else ""
+        )
         lines.append(
-            f"{info.name}: {info.model_name or info.artifact_digest[:12]},"
-            f" {len(info.ready)}/{info.replicas_wanted} replica(s) ready{scaling}"
-            + (f" — {info.message}" if info.message else "")
+            f"{info.name}: {info.model_name or info.artifact_digest[:12]} version"
+            f" {info.version}, {len(info.ready)}/{info.replicas_wanted} replica(s)"
+            f" ready{scaling}{canary}" + (f" — {info.message}" if info.message else "")
         )
         for r in info.replicas:
             where = f"{r.node_id}/{r.device_id}" if r.node_id else "(not placed yet)"
-            lines.append(f"  {r.replica_id:<28} {r.state:<8} {where} {r.tier}")
+            lines.append(f"  {r.replica_id:<28} {r.state:<8} v{r.version:<3} {where} {r.tier}")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ gone (its node lost, the deployment scaled down).
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ __all__ = ["Service", "deploy"]
 #: How long a call waits for a deployment to have a ready replica (placing and warming
 #: one), by default.
 READY_TIMEOUT_S = 120.0
+#: How old the replicas a Service knows may get before it asks again (a canary started,
+#: promoted or rolled back, replicas added, show within this).
+REFRESH_S = 2.0
 _POLL_S = 0.1
 
 
@@ -38,14 +42,15 @@ def deploy(
     replicas: int,
     options: RunOptions,
     wait_s: float | None,
-    bounds: tuple[int, int] = (0, 0),
+    rollout: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
 ) -> m.DeploymentInfo:
     """The deployment as the scheduler took it; with ``wait_s``, once that many seconds
-    have passed or every replica is ready, whichever is first. ``bounds``: autoscale
-    between (min, max) replicas (max 0: keep ``replicas``)."""
+    have passed or every replica of its version is ready, whichever is first.
+    ``rollout``: autoscaling bounds, a canary, the caller token's hash."""
     for what, value in (
         ("replicas", replicas),
-        *zip(("min_replicas", "max_replicas"), bounds, strict=True),
+        *zip(("min_replicas", "max_replicas"), rollout.bounds, strict=True),
+        ("canary_percent", rollout.canary_percent),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InputError(f"{what} must be a whole number of 0 or more, got {value!r}")
@@ -56,14 +61,37 @@ def deploy(
             f"deployment {name}: example inputs over 4 MiB: give smaller ones (a replica"
             " runs them once to warm up; any shape the model takes will do)"
         )
-    info = client.transport.deploy(name, request, replicas, inputs, outputs, bounds)
+    info = client.transport.deploy(name, request, replicas, inputs, outputs, rollout)
     if not wait_s:
         return info
     deadline = time.monotonic() + wait_s
-    while len(info.ready) < replicas and time.monotonic() < deadline:
+    while not _settled(info) and time.monotonic() < deadline:
         time.sleep(_POLL_S)
         info = _find(client, name)
     return info
+
+
+def _settled(info: m.DeploymentInfo) -> bool:
+    """Every replica it wants ready, of the versions it serves (a canary: both)."""
+    if info.canary_percent:
+        return len(info.ready) >= info.replicas_wanted and any(
+            r.version == info.version for r in info.ready
+        )
+    return sum(r.version == info.version for r in info.ready) >= info.replicas_wanted
+
+
+def caller_token_hash(token: str | None) -> str | None:
+    """What the scheduler keeps of a caller token: its SHA-256 (None: keep the one set)."""
+    import hashlib
+
+    if token is None:
+        return None
+    if token and len(token) < 16:
+        raise InputError(
+            'a caller token must be at least 16 characters (or "" for none): anyone who'
+            " guesses it may call the deployment; secrets.token_urlsafe() makes one"
+        )
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
 
 
 def signature(
@@ -118,12 +146,15 @@ class Service:
         self.name = name
         self.ready_timeout_s = ready_timeout_s
         self._lock = threading.Lock()
-        self._replicas: tuple[m.Replica, ...] = ()
+        self._info: m.DeploymentInfo | None = None
+        self._fetched_at = 0.0
+        self._draws = random.Random()
         self._busy: dict[str, threading.Lock] = {}  # lease id -> held while a call uses it
         self._turns = itertools.count()
 
     def __repr__(self) -> str:
-        return f"Service({self.name!r}, {len(self._replicas)} ready replica(s) known)"
+        known = len(self._info.ready) if self._info else 0
+        return f"Service({self.name!r}, {known} ready replica(s) known)"
 
     def __call__(self, *inputs: Any) -> Any:
         tried: set[str] = set()
@@ -140,20 +171,25 @@ class Service:
             # scheduler places another; try the others meanwhile.
             tried.add(replica.lease.lease_id)
             with self._lock:
-                self._replicas = ()
+                self._info = None
 
     def info(self) -> m.DeploymentInfo:
         return _find(self.client, self.name)
 
     def _take(self, tried: set[str]) -> tuple[m.Replica, threading.Lock]:
         """A ready replica not yet tried by this call, locked for it: a free one if any,
-        else the next in turn once it is free."""
+        else the next in turn once it is free. During a canary the call draws its side
+        first (``DeploymentInfo.serving``)."""
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             with self._lock:
-                candidates = [
-                    r for r in self._replicas if r.lease and r.lease.lease_id not in tried
-                ]
+                if self._info is not None and time.monotonic() - self._fetched_at > REFRESH_S:
+                    self._info = None  # refreshed below, as for a replica gone
+                info, draw = self._info, self._draws.random()
+            serving = info.serving(draw) if info is not None else ()
+            candidates = [r for r in serving if r.lease and r.lease.lease_id not in tried]
+            if not candidates and info is not None:  # that side all tried: the other
+                candidates = [r for r in info.ready if r.lease and r.lease.lease_id not in tried]
             if not candidates:
                 self._refresh(tried, deadline)
                 continue
@@ -175,7 +211,7 @@ class Service:
             )
             if fresh:
                 with self._lock:
-                    self._replicas = info.ready
+                    self._info, self._fetched_at = info, time.monotonic()
                 return
             if info.replicas_wanted == 0:
                 if not info.max_replicas:

@@ -79,6 +79,9 @@ class _JobStub(Protocol):
     ListDeployments: grpc.UnaryUnaryMultiCallable[
         pb.ListDeploymentsRequest, pb.ListDeploymentsResponse
     ]
+    RolloutDeployment: grpc.UnaryUnaryMultiCallable[
+        pb.RolloutDeploymentRequest, pb.DeploymentResponse
+    ]
 
 
 class _BlobStub(Protocol):
@@ -119,8 +122,9 @@ class Transport(Protocol):
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
-        bounds: tuple[int, int] = (0, 0),
+        options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
     ) -> m.DeploymentInfo: ...
+    def rollout(self, name: str, action: str) -> m.DeploymentInfo: ...
     def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo: ...
     def undeploy(self, name: str) -> m.DeploymentInfo: ...
     def deployments(self) -> list[m.DeploymentInfo]: ...
@@ -356,11 +360,17 @@ class GrpcTransport:
         replicas: int,
         inputs: tuple[m.TensorSpec, ...] = (),
         outputs: tuple[m.TensorSpec, ...] = (),
-        bounds: tuple[int, int] = (0, 0),
+        options: m.DeployOptions = m.DEFAULT_DEPLOY_OPTIONS,
     ) -> m.DeploymentInfo:
-        message = convert.deploy_request(name, request, replicas, inputs, outputs, bounds)
+        message = convert.deploy_request(name, request, replicas, inputs, outputs, options)
         response = self._call(self._jobs.Deploy, message)
         return convert.deployment_info_from_pb(response.deployment)
+
+    def rollout(self, name: str, action: str) -> m.DeploymentInfo:
+        request = convert.rollout_deployment_request(name, action)
+        return convert.deployment_info_from_pb(
+            self._call(self._jobs.RolloutDeployment, request).deployment
+        )
 
     def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
         request = convert.scale_deployment_request(name, replicas, reason)

@@ -408,6 +408,8 @@ function renderDeployments(deployments) {
       h("b", {}, d.name), ` ${d.model_name} · version ${d.version} · `,
       h("span", { class: d.replicas_ready < d.replicas_wanted ? "state-failed" : "state-succeeded" }, `${d.replicas_ready}/${d.replicas_wanted} ready`),
       d.max_replicas ? h("span", { class: "badge" }, `autoscaled ${d.min_replicas}–${d.max_replicas}`) : null,
+      d.canary_percent ? h("span", { class: "badge", "data-canary": d.canary_percent }, `canary: ${d.canary_percent} % to v${d.version}, the rest to v${d.stable_version}`) : null,
+      d.caller_token ? h("span", { class: "badge" }, "caller token") : null,
       h("span", { class: "muted" }, ` · ${d.calls_per_s.toFixed(1)} calls/s · run p50 ${ms(d.run_p50_s)}, p99 ${ms(d.run_p99_s)}`)),
     d.message ? h("div", { class: "state-failed" }, d.message) : null,
     table(["replica", "state", "node / device", "tier", "version"], d.replicas.map((r) => h("tr", { "data-replica": r.replica_id },

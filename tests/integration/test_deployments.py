@@ -110,7 +110,7 @@ def test_the_command_line_deploys_lists_scales_and_deletes(cluster):
         pass
     made = _anypu(cluster, "deploy", "mlp", "--model", "anypu.sdk.models:mlp", "--example", "4x256")
     assert made.returncode == 0, made.stderr
-    assert "mlp: MLP, 1/1 replica(s) ready" in made.stdout
+    assert "mlp: MLP version 1, 1/1 replica(s) ready" in made.stdout
     listed = _anypu(cluster, "deployments", "--json")
     (document,) = json.loads(listed.stdout)
     assert document["name"] == "mlp" and document["inputs"][0]["shape"] == [4, 256]
@@ -241,3 +241,33 @@ def test_a_node_killed_under_load_loses_no_call(cluster):
         assert caller.errors == []  # each broken call was sent again to the other replica
         assert len(caller.answers) > 20
         assert all(torch.allclose(a, model(x)) for a in caller.answers)
+
+
+def test_a_canary_takes_its_share_and_a_rollback_under_load_fails_no_call(cluster):
+    x = torch.randn(4, 64)
+    stable, canary = mlp(width=64, depth=2).eval(), mlp(width=64, depth=2).eval()
+    with torch.no_grad():
+        for parameter in canary.parameters():
+            parameter.add_(0.5)
+        want_stable, want_canary = stable(x), canary(x)
+    with cluster.connected_client(2) as client:
+        client.deploy(stable, "mlp", example_inputs=x, replicas=2)
+        info = client.deploy(canary, "mlp", example_inputs=x, replicas=2, canary_percent=50)
+        assert (info.version, info.stable_version, info.canary_percent) == (2, 1, 50)
+        _until(client, "mlp", lambda d: sorted(r.version for r in d.ready) == [1, 2], 60)
+        caller = _Caller(client.service("mlp"), x)
+        time.sleep(4.0)  # the SDK's Service sees the canary within its refresh (2 s)
+        seen = len(caller.answers)
+        from_canary = sum(torch.allclose(a, want_canary) for a in caller.answers[:seen])
+        from_stable = sum(torch.allclose(a, want_stable) for a in caller.answers[:seen])
+        assert from_canary + from_stable == seen and seen > 40
+        assert 0.15 < from_canary / seen < 0.85, (from_canary, from_stable)
+        back = client.rollback("mlp")
+        assert back.version == 1 and back.canary_percent == 0
+        _until(client, "mlp", lambda d: [r.version for r in d.ready] == [1, 1], timeout=60)
+        time.sleep(3.0)
+        caller.stop()
+        assert caller.errors == []
+        assert all(torch.allclose(a, want_stable) for a in caller.answers[-10:])
+        with pytest.raises(AnypuError, match="runs no canary"):
+            client.promote("mlp")

@@ -14,6 +14,7 @@ import struct
 import pytest
 import torch
 
+from anypu.errors import AnypuError
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
 from tests.cluster import Cluster
@@ -301,3 +302,65 @@ def test_grpc_refusals_carry_the_protocol_s_codes(served, model, shape, metadata
         assert client.is_server_ready()  # and it keeps serving
     finally:
         client.close()
+
+
+def test_a_caller_token_calls_its_deployment_and_nothing_else(served):
+    import tritonclient.grpc as triton
+
+    cluster, _ = served
+    secret = "caller-token-for-guarded-only"
+    admin = Client(GrpcTransport(cluster.address, cluster.token))
+    info = admin.deploy(Scale().eval(), "guarded", example_inputs=X, caller_token=secret)
+    try:
+        assert info.caller_token and len(info.ready) == 1
+        body = json.dumps(
+            {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X.tolist()}]}
+        ).encode()
+        bearer = {"Authorization": f"Bearer {secret}"}
+        ok = _request(served, "POST", "/v2/models/guarded/infer", body, bearer, token=False)
+        assert ok[0] == 200, ok
+        other = _request(served, "POST", "/v2/models/scale/infer", body, bearer, token=False)
+        assert other[0] == 401 and "refused the token" in json.loads(other[2])["error"]
+        client = triton.InferenceServerClient(cluster.address)
+        try:
+            x = triton.InferInput("x", [2, 4], "FP32")
+            x.set_data_from_numpy(X.numpy())
+            answer = client.infer("guarded", [x], headers={"authorization": f"Bearer {secret}"})
+            assert answer.as_numpy("best").tolist() == [1, 3]
+        finally:
+            client.close()
+        # It is not the scheduler's token: the SDK's API refuses it.
+        stranger = Client(GrpcTransport(cluster.address, secret))
+        with pytest.raises(AnypuError, match="refused the token"):
+            stranger.deployments()
+        stranger.close()
+    finally:
+        admin.undeploy("guarded")
+        admin.close()
+
+
+def test_over_tls_a_triton_client_trusting_the_cluster_ca_infers(tmp_path):
+    import tritonclient.grpc as triton
+
+    cluster = Cluster(tmp_path, tls=True)
+    try:
+        cluster.add_agent("direct-tls", "edge", direct=True)
+        with cluster.connected_client(1) as admin:
+            admin.deploy(Scale().eval(), "scale", example_inputs=X)
+        client = triton.InferenceServerClient(
+            cluster.address,
+            ssl=True,
+            root_certificates=str(cluster.state_dir / "tls" / "ca.pem"),
+            channel_args=[("grpc.ssl_target_name_override", "anypu-scheduler")],
+        )
+        try:
+            x = triton.InferInput("x", [2, 4], "FP32")
+            x.set_data_from_numpy(X.numpy())
+            answer = client.infer(
+                "scale", [x], headers={"authorization": f"Bearer {cluster.token}"}
+            )
+            assert answer.as_numpy("y").tolist() == (X * 2).tolist()
+        finally:
+            client.close()
+    finally:
+        cluster.close()

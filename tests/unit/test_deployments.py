@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from anypu.protos import messages as m
 from anypu.scheduler import AgentConnected, AgentSaid, SchedulerConfig, SchedulerState, Tick
+from anypu.scheduler._deployments import rollout_refusal
 from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
+    DeploymentRolledOut,
     ForgetDeployment,
     PersistDeployment,
 )
@@ -210,7 +212,7 @@ def test_deploying_anew_rolls_over_old_replicas_only_once_new_ones_are_ready() -
     assert len(messages_sent(done_actions, m.LeaseRevoked)) == 2  # now, and not before
     info = state.deployment_info("mlp")
     assert info is not None and [r.version for r in info.ready] == [2, 2]
-    assert "version 2 ready on 2 replica(s): 2 of an older version released" in info.events[-1]
+    assert "version 2 ready on 2 replica(s): 2 of version 1 released" in info.events[-1]
     gone = state.handle(DeploymentDeleted("mlp", now=3.0))
     assert len(messages_sent(gone, m.LeaseRevoked)) == 2
 
@@ -230,3 +232,89 @@ def test_a_deployment_is_not_idle_while_its_first_replica_still_warms() -> None:
     state.handle(Tick(13.0))
     info = state.deployment_info("mlp")
     assert info is not None and info.replicas_wanted == 0
+
+
+V2 = submit_request(name="MLP", inputs=b"example", artifact_digest="b" * 64)
+
+
+def _canary(state: SchedulerState, replicas: int = 4, percent: int = 25) -> list:
+    _warm_all(state, state.handle(DeploymentApplied("mlp", TEMPLATE, replicas, now=1.0)), 1.5)
+    return state.handle(DeploymentApplied("mlp", V2, replicas, now=2.0, canary_percent=percent))
+
+
+def test_a_canary_takes_its_share_of_replicas_and_calls_beside_the_stable_version() -> None:
+    state = _state("a", "b", "c", "d")
+    update = _canary(state)
+    launches = messages_sent(update, m.Launch)
+    assert [x.artifact_digest for x in launches] == ["b" * 64]  # round(4 × 25 %) = 1
+    revoked = messages_sent(_warm_all(state, update, 2.5), m.LeaseRevoked)
+    assert len(revoked) == 1  # the stable side keeps 3 of its 4
+    info = state.deployment_info("mlp")
+    assert info is not None and (info.version, info.stable_version, info.canary_percent) == (
+        2,
+        1,
+        25,
+    )
+    assert sorted(r.version for r in info.ready) == [1, 1, 1, 2]
+    assert "canary: version 2 takes 25 % of calls" in info.events[-1]
+    # Calls draw their side: 25 % to the canary.
+    assert {r.version for r in info.serving(0.2)} == {2}
+    assert {r.version for r in info.serving(0.3)} == {1}
+
+
+def test_a_lost_stable_replica_is_placed_again_with_the_stable_model() -> None:
+    state = _state("a", "b")
+    update = _canary(state, replicas=2, percent=50)
+    _warm_all(state, update, 2.5)
+    info = state.deployment_info("mlp")
+    assert info is not None and sorted(r.version for r in info.ready) == [1, 2]
+    stable = next(r for r in info.ready if r.version == 1)
+    other = "b" if stable.node_id == "a" else "a"
+    state.handle(AgentSaid(other, 1, m.Heartbeat(8.0), now=8.0))
+    again = state.handle(Tick(9.0))  # the stable replica's node is lost
+    launches = messages_sent(again, m.Launch)
+    assert [x.artifact_digest for x in launches] == [TEMPLATE.artifact_digest]
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.version for r in info.replicas if r.state == "warming"] == [1]
+
+
+def test_promote_rolls_over_to_the_canary_and_rollback_restores_the_stable_version() -> None:
+    state = _state("a", "b", "c", "d")
+    _warm_all(state, _canary(state, replicas=2, percent=50), 2.5)
+    promoted = state.handle(DeploymentRolledOut("mlp", "promote", now=3.0))
+    assert not messages_sent(promoted, m.LeaseRevoked)  # the stable serves until replaced
+    assert [x.artifact_digest for x in messages_sent(promoted, m.Launch)] == ["b" * 64]
+    assert len(messages_sent(_warm_all(state, promoted, 3.5), m.LeaseRevoked)) == 1
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.version for r in info.ready] == [2, 2]
+    assert info.canary_percent == 0 and info.stable_version == 1
+    back = state.handle(DeploymentRolledOut("mlp", "rollback", now=4.0))
+    assert [x.artifact_digest for x in messages_sent(back, m.Launch)] == [
+        TEMPLATE.artifact_digest
+    ] * 2
+    assert len(messages_sent(_warm_all(state, back, 4.5), m.LeaseRevoked)) == 2
+    info = state.deployment_info("mlp")
+    assert info is not None and info.version == 1 and [r.version for r in info.ready] == [1, 1]
+    assert any(isinstance(a, PersistDeployment) and a.version == 1 for a in back)
+
+
+def test_rolling_back_a_canary_drops_its_replicas_at_once() -> None:
+    state = _state("a", "b", "c")
+    _warm_all(state, _canary(state, replicas=2, percent=50), 2.5)
+    back = state.handle(DeploymentRolledOut("mlp", "rollback", now=3.0))
+    assert [x.artifact_digest for x in messages_sent(back, m.Launch)] == [TEMPLATE.artifact_digest]
+    revoked = messages_sent(back, m.LeaseRevoked)
+    info = state.deployment_info("mlp")
+    assert info is not None and info.version == 1 and info.canary_percent == 0
+    # The canary's one replica goes at once; the stable side grows back to 2.
+    assert len(revoked) == 1 and [r.version for r in info.ready] == [1]
+    assert "rolled back from version 2 to version 1" in " ".join(info.events)
+
+
+def test_what_cannot_be_rolled_out_says_why() -> None:
+    state = _state("a")
+    _warm_all(state, state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0)), 1.5)
+    record = state.deployments["mlp"]
+    assert "runs no canary" in rollout_refusal(record, "promote")
+    assert "no version before 1" in rollout_refusal(record, "rollback")
+    assert "use 'promote' or 'rollback'" in rollout_refusal(record, "undo")

@@ -100,3 +100,59 @@ def test_a_job_s_outcome_is_stored_flat_and_rows_from_before_codes_read_as_their
         assert outcome.error_type == (fields["error_type"] or "") or code is None
     assert again.load_job("j-ran").outcome.run_seconds == 0.5
     again.close()
+
+
+def test_a_deployment_s_versions_canary_and_caller_token_survive_a_restart(tmp_path):
+    from anypu.scheduler._deployments import DeploymentRecord, DeploymentVersion
+    from tests.builders import submit_request
+
+    v1 = submit_request(name="MLP", inputs=b"example")
+    v2 = submit_request(name="MLP", inputs=b"example", artifact_digest="b" * 64)
+    spec = (m.TensorSpec("x", "FP32", (2, 4)),)
+    record = DeploymentRecord(
+        "mlp",
+        v2,
+        3,
+        5.0,
+        spec,
+        spec,
+        version=4,
+        latest_version=4,
+        previous=DeploymentVersion(2, v1, spec, ()),
+        canary_percent=10,
+        caller_token_sha256="c" * 64,
+    )
+    store = StateStore(tmp_path)
+    store.commit([store.deployment_write(record)])
+    store.close()
+    (loaded,) = StateStore(tmp_path).load_deployments()
+    assert (loaded.request, loaded.version, loaded.latest_version) == (v2, 4, 4)
+    assert loaded.previous == DeploymentVersion(2, v1, spec, ())
+    assert (loaded.canary_percent, loaded.caller_token_sha256) == (10, "c" * 64)
+
+
+def test_deployments_stored_before_versions_were_kept_load_as_version_one(tmp_path):
+    from anypu.protos import convert
+    from tests.builders import submit_request
+
+    path = tmp_path / "anypu.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE deployments (name TEXT PRIMARY KEY, request BLOB NOT NULL, replicas"
+        " INTEGER NOT NULL, created_at REAL NOT NULL, inputs TEXT NOT NULL, outputs TEXT NOT"
+        " NULL, min_replicas INTEGER NOT NULL, max_replicas INTEGER NOT NULL)"
+    )
+    request = submit_request(name="MLP", inputs=b"example")
+    db.execute(
+        "INSERT INTO deployments VALUES (?, ?, 1, 1.0, '[]', '[]', 0, 0)",
+        ("old", convert.submit_request_bytes(request)),
+    )
+    db.commit()
+    db.close()
+    (loaded,) = StateStore(tmp_path).load_deployments()
+    assert (loaded.name, loaded.version, loaded.previous, loaded.caller_token_sha256) == (
+        "old",
+        1,
+        None,
+        "",
+    )
