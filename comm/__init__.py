@@ -10,8 +10,10 @@ messages themselves): this package imports neither ``anypu.agents`` nor
   between a client and a leased worker.
 - TLS: the cluster CA, node and scheduler certificates, the CA pinned by hash.
 - Enrolment: the messages a node exchanges to spend a join token on a certificate.
+- ``ReplicaBalancer``: which replica a caller's next call goes to (predicted answer time).
 """
 
+from anypu.comm._balance import DECAY_S, ReplicaBalancer
 from anypu.comm._channels import (
     BLOB_CHUNK_BYTES,
     INLINE_BYTES,
@@ -59,6 +61,7 @@ from anypu.comm._tls import (
 
 __all__ = [
     "BLOB_CHUNK_BYTES",
+    "DECAY_S",
     "ENROL_METHOD",
     "FRAME_VERSION",
     "INFO_METHOD",
@@ -75,6 +78,7 @@ __all__ = [
     "FrameError",
     "Identity",
     "MissingBlobError",
+    "ReplicaBalancer",
     "cert_hash",
     "channel_credentials",
     "client_ca",

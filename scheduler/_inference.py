@@ -21,7 +21,6 @@ what to change. The gRPC adapter (``_inference_grpc``) shares the core: ``deploy
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from anypu import __version__
-from anypu.comm import grpc_channel
+from anypu.comm import ReplicaBalancer, grpc_channel
 from anypu.errors import AuthenticationError, InputError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
@@ -82,7 +81,8 @@ class InferenceGateway:
         self.throttle = throttle or FailureThrottle()
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
-        self._turns = itertools.count()
+        #: Which replica each call goes to: predicted to answer first from here.
+        self.balancer = ReplicaBalancer()
         self._draws = random.Random()  # a canary's share of calls (``DeploymentInfo.serving``)
         #: Requests answered since start, by (protocol, model, HTTP status; gRPC's
         #: answers counted by the HTTP status they stand for) (``/metrics``).
@@ -235,21 +235,27 @@ class InferenceGateway:
                 f" try again once /v2/models/{info.name}/ready says so",
             )
         payload = b"".join(_codec.encode_parts(args, "inputs"))
-        start = next(self._turns) % len(replicas)
-        for replica in replicas[start:] + replicas[:start]:
+        keys = [r.lease.lease_id for r in replicas if r.lease]
+        for replica in self.balancer.order(replicas, keys, time.monotonic()):
             lease = replica.lease
             assert lease is not None
             request = convert.direct_run_request(lease.lease_id, payload)
+            started = time.monotonic()
+            self.balancer.started(lease.lease_id, started)
             try:
                 response = self._stub(lease.address, lease.node_id).Run(
                     request, timeout=_CALL_TIMEOUT_S
                 )
             except grpc.RpcError as error:
+                self.balancer.finished(lease.lease_id, None, time.monotonic())
                 log.info(
                     "replica %s of %s did not answer: %s", replica.replica_id, info.name, error
                 )
                 continue
             result, _ = convert.direct_run_result(response)
+            ended = time.monotonic()
+            answered = result is not None and (result.ok or result.outcome.user_error)
+            self.balancer.finished(lease.lease_id, ended - started if answered else None, ended)
             if result is None:
                 continue  # its lease went (scaled down, node rejoined): the next one
             if result.ok:

@@ -5,18 +5,19 @@ a deployment: the model, its constraints and example inputs, and a replica count
 scheduler places each replica like a job, warms it with the example inputs and leases
 its slice to the deployment (``scheduler._deployments``). ``Client.service(name)``
 returns a ``Service``: calling it sends the inputs straight to a ready replica, as a
-leased call goes, the least busy first, and moves on to another replica when one has
-gone (its node lost, the deployment scaled down).
+leased call goes: a free one predicted to answer first from here (``comm._balance``:
+the answer times this caller measured, network from its site included), and moves on
+to another replica when one has gone (its node lost, the deployment scaled down).
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from anypu.comm import ReplicaBalancer
 from anypu.errors import AnypuError, InputError
 from anypu.protos import messages as m
 
@@ -150,7 +151,7 @@ class Service:
         self._fetched_at = 0.0
         self._draws = random.Random()
         self._busy: dict[str, threading.Lock] = {}  # lease id -> held while a call uses it
-        self._turns = itertools.count()
+        self.balancer = ReplicaBalancer()
 
     def __repr__(self) -> str:
         known = len(self._info.ready) if self._info else 0
@@ -161,10 +162,16 @@ class Service:
         while True:
             replica, busy = self._take(tried)
             assert replica.lease is not None
+            key, started = replica.lease.lease_id, time.monotonic()
+            self.balancer.started(key, started)
+            result = None
             try:
                 result = self.client.transport.run_leased(replica.lease, inputs)
             finally:
                 busy.release()
+                ended = time.monotonic()
+                answered = result is not None and (result.ok or result.outcome.user_error)
+                self.balancer.finished(key, ended - started if answered else None, ended)
             if result is not None and (result.ok or result.outcome.user_error):
                 return self.client._direct_outcome(result)
             # The replica has gone (or its slice failed the call, not the model): the
@@ -177,9 +184,9 @@ class Service:
         return _find(self.client, self.name)
 
     def _take(self, tried: set[str]) -> tuple[m.Replica, threading.Lock]:
-        """A ready replica not yet tried by this call, locked for it: a free one if any,
-        else the next in turn once it is free. During a canary the call draws its side
-        first (``DeploymentInfo.serving``)."""
+        """A ready replica not yet tried by this call, locked for it: the free one
+        predicted to answer first, else the busy one predicted first, once it is free.
+        During a canary the call draws its side first (``DeploymentInfo.serving``)."""
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             with self._lock:
@@ -193,14 +200,14 @@ class Service:
             if not candidates:
                 self._refresh(tried, deadline)
                 continue
-            locks = [self._busy.setdefault(r.lease.lease_id, threading.Lock()) for r in candidates]  # type: ignore[union-attr]
-            start = next(self._turns) % len(candidates)
-            order = list(range(start, len(candidates))) + list(range(start))
-            for i in order:
-                if locks[i].acquire(blocking=False):
-                    return candidates[i], locks[i]
-            locks[start].acquire()
-            return candidates[start], locks[start]
+            keys = [r.lease.lease_id for r in candidates if r.lease]
+            ranked = self.balancer.order(candidates, keys, time.monotonic())
+            locks = [self._busy.setdefault(r.lease.lease_id, threading.Lock()) for r in ranked]  # type: ignore[union-attr]
+            for replica, lock in zip(ranked, locks, strict=True):
+                if lock.acquire(blocking=False):
+                    return replica, lock
+            locks[0].acquire()
+            return ranked[0], locks[0]
 
     def _refresh(self, tried: set[str], deadline: float) -> None:
         """Ask the scheduler for the ready replicas until there is one not yet tried."""
@@ -212,6 +219,7 @@ class Service:
             if fresh:
                 with self._lock:
                     self._info, self._fetched_at = info, time.monotonic()
+                self.balancer.forget([r.lease.lease_id for r in info.ready if r.lease])
                 return
             if info.replicas_wanted == 0:
                 if not info.max_replicas:
