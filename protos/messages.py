@@ -593,6 +593,10 @@ class DeploymentInfo:
     stable_version: int = 0
     #: A caller token may call it (by the inference protocol); never shown itself.
     caller_token: bool = False
+    #: Cold starts since the scheduler started (a call woke it from zero) and the last's
+    #: seconds from the call to a ready replica.
+    cold_starts: int = 0
+    last_cold_start_s: float = 0.0
 
     @property
     def ready(self) -> tuple[Replica, ...]:

@@ -149,6 +149,9 @@ class DeploymentRecord:
     caller_token_sha256: str = ""
     #: Warm-ups of a version other than ``version`` (a canary's stable side): job -> number.
     warming_versions: dict[str, int] = field(default_factory=dict)
+    #: Cold starts (a call woke it from zero) and the last one's seconds.
+    cold_starts: int = 0
+    last_cold_start_s: float = 0.0
 
     @property
     def autoscaled(self) -> bool:
@@ -289,6 +292,8 @@ class DeploymentReplicas:
             canary_percent=record.canary_percent,
             stable_version=record.previous.number if record.previous else 0,
             caller_token=bool(record.caller_token_sha256),
+            cold_starts=record.cold_starts,
+            last_cold_start_s=record.last_cold_start_s,
         )
 
     # -------------------------------------------------------------- events
@@ -589,6 +594,8 @@ class DeploymentReplicas:
         record.message = ""
         record.last_call = max(record.last_call, now)  # idle from when it can serve
         if record.woken_at is not None:
+            record.cold_starts += 1
+            record.last_cold_start_s = now - record.woken_at
             record.event(
                 now,
                 f"cold start: a replica ready {now - record.woken_at:.2f} s after a call woke it",

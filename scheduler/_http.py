@@ -207,8 +207,12 @@ def placement_view(job: JobInfo) -> dict:
     }
 
 
-def deployment_view(info: DeploymentInfo) -> dict:
-    """A deployment as the API shows it: never its replicas' lease ids (capabilities)."""
+def deployment_view(
+    info: DeploymentInfo, gateway: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> dict:
+    """A deployment as the API shows it: never its replicas' lease ids (capabilities).
+    ``gateway``: its inference-protocol calls at the scheduler over the last 10 s (a
+    second, median and p99 seconds end to end)."""
     events = []
     for line in info.events:
         at, _, text = line.partition(" ")
@@ -228,6 +232,11 @@ def deployment_view(info: DeploymentInfo) -> dict:
         "canary_percent": info.canary_percent,
         "stable_version": info.stable_version,
         "caller_token": info.caller_token,
+        "cold_starts": info.cold_starts,
+        "last_cold_start_s": info.last_cold_start_s,
+        "gateway_calls_per_s": gateway[0],
+        "gateway_p50_s": gateway[1],
+        "gateway_p99_s": gateway[2],
         "replicas": [
             {
                 "replica_id": r.replica_id,
@@ -338,9 +347,15 @@ class _Route:
 class Api:
     """The JSON endpoints as plain methods: ``(match groups, query) -> payload``."""
 
-    def __init__(self, service: SchedulerService, metrics: SchedulerMetrics) -> None:
+    def __init__(
+        self,
+        service: SchedulerService,
+        metrics: SchedulerMetrics,
+        inference: InferenceGateway | None = None,
+    ) -> None:
         self.service = service
         self.metrics = metrics
+        self.inference = inference
         self.routes = [
             _Route("GET", re.compile(r"/api/v1/overview"), self.overview),
             _Route("GET", re.compile(r"/api/v1/nodes"), self.nodes),
@@ -430,7 +445,11 @@ class Api:
         return [pending_view(j, view.now) for j in view.pending]
 
     def deployments(self, query: dict) -> list[dict]:
-        return [deployment_view(d) for d in self.service.deployments()]
+        gateway = self.inference
+        return [
+            deployment_view(d, gateway.latency(d.name) if gateway else (0.0, 0.0, 0.0))
+            for d in self.service.deployments()
+        ]
 
     def topology(self, query: dict) -> dict:
         limit = _int(query, "limit", 50, 1, 1000)
@@ -596,7 +615,7 @@ class _Server(ThreadingHTTPServer):
         self.service = service
         self.throttle = throttle
         self.metrics = SchedulerMetrics(service, throttle)
-        self.api = Api(service, self.metrics)
+        self.api = Api(service, self.metrics, inference)
         self.inference = inference
         self.metrics.watch_inference(self.inference)
         self.open_reads = open_reads

@@ -28,8 +28,8 @@ import random
 import re
 import threading
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,8 @@ _MODEL = re.compile(r"/v2/models/([^/]+)(/versions/([^/]+))?(/ready|/infer)?")
 _CALL_TIMEOUT_S = 600.0
 #: How long a request to a deployment at zero replicas waits for its cold start.
 WAKE_TIMEOUT_S = 120.0
+#: The window of end-to-end times the dashboard's gateway p50/p99 cover.
+LATENCY_WINDOW_S = 10.0
 
 
 class InferenceGateway:
@@ -87,6 +89,11 @@ class InferenceGateway:
         #: Requests answered since start, by (protocol, model, HTTP status; gRPC's
         #: answers counted by the HTTP status they stand for) (``/metrics``).
         self.answered: Counter[tuple[str, str, int]] = Counter()
+        #: Inferences answered, end to end at the gateway: (model, when, seconds) over
+        #: the last ``LATENCY_WINDOW_S`` (the dashboard's p50/p99).
+        self._latencies: deque[tuple[str, float, float]] = deque()
+        #: Called with (protocol, model, seconds) for each inference answered (metrics).
+        self.on_latency: Callable[[str, str, float], None] | None = None
 
     # -------------------------------------------------------------- the core
 
@@ -147,9 +154,31 @@ class InferenceGateway:
             )
         return named
 
-    def record(self, protocol: str, model: str, status: int) -> None:
+    def record(self, protocol: str, model: str, status: int, seconds: float | None = None) -> None:
+        """Count an answer; ``seconds``: an inference answered, end to end here."""
         with self._lock:
             self.answered[(protocol, model, int(status))] += 1
+            if seconds is None:
+                return
+            now = time.monotonic()
+            self._latencies.append((model, now, seconds))
+            while self._latencies and self._latencies[0][1] < now - LATENCY_WINDOW_S:
+                self._latencies.popleft()
+        if self.on_latency is not None:
+            self.on_latency(protocol, model, seconds)
+
+    def latency(self, model: str) -> tuple[float, float, float]:
+        """Inferences of ``model`` answered here over the last ``LATENCY_WINDOW_S``:
+        (a second, median seconds, 99th percentile seconds)."""
+        with self._lock:
+            now = time.monotonic()
+            times = sorted(
+                t for m_, at, t in self._latencies if m_ == model and at >= now - LATENCY_WINDOW_S
+            )
+        if not times:
+            return 0.0, 0.0, 0.0
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+        return len(times) / LATENCY_WINDOW_S, times[len(times) // 2], p99
 
     # -------------------------------------------------------------- over HTTP
 
@@ -164,6 +193,7 @@ class InferenceGateway:
     ) -> tuple[int, bytes, dict[str, str]]:
         """One HTTP request: ``(status, body, headers)``. ``open_reads``: GETs need no
         token (the dashboard on loopback)."""
+        started = time.monotonic()
         try:
             status, payload, extra = self._route(method, path, headers, body, peer, open_reads)
         except GatewayRefusal as refused:
@@ -173,7 +203,8 @@ class InferenceGateway:
         match = _MODEL.fullmatch(path)
         # Only a deployed model's name is a label: a client's typos must not grow them.
         model = match.group(1) if match and status != HTTPStatus.NOT_FOUND else ""
-        self.record("http", model, status)
+        inferred = status == HTTPStatus.OK and path.endswith("/infer")
+        self.record("http", model, status, time.monotonic() - started if inferred else None)
         return status, payload, {"Content-Type": "application/json", **extra}
 
     def _route(

@@ -20,6 +20,7 @@ back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -81,6 +82,7 @@ def _answered(
 
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        started = time.monotonic()
         try:
             response = method(request, context)
         except GatewayRefusal as refused:
@@ -93,7 +95,8 @@ def _answered(
             log.exception("%s of the inference protocol failed", name)
             status, message = 500, "internal error in the scheduler; see its log"
         else:
-            gateway.record("grpc", model, 200)
+            seconds = time.monotonic() - started if name == "ModelInfer" else None
+            gateway.record("grpc", model, 200, seconds)
             return response
         gateway.record("grpc", model if status != HTTPStatus.NOT_FOUND else "", status)
         context.abort(_oip_grpc.grpc_code(status), message)

@@ -324,7 +324,9 @@ class _StateCollector(Collector):
                 rtt.add_metric([n.node_id, n.tier, "0.95"], n.rtt_p95_s)
         yield rtt
         yield from _readings_families(view.nodes)
-        yield _replicas_family(self.service.deployments())
+        deployments = self.service.deployments()
+        yield _replicas_family(deployments)
+        yield from _cold_start_families(deployments)
         yield GaugeMetricFamily(
             "anypu_placement_rate",
             "Jobs placed per second over the last minute.",
@@ -345,6 +347,25 @@ def _replicas_family(deployments: Sequence[Any]) -> Metric:
         family.add_metric([info.name, "ready"], len(info.ready))
         family.add_metric([info.name, "warming"], warming)
     return family
+
+
+def _cold_start_families(deployments: Sequence[Any]) -> Iterator[Metric]:
+    count = CounterMetricFamily(
+        "anypu_deployment_cold_starts",
+        "Times a call woke a deployment from zero replicas, since the scheduler started.",
+        labels=["deployment"],
+    )
+    last = GaugeMetricFamily(
+        "anypu_deployment_last_cold_start_seconds",
+        "How long the last cold start took, from the call that woke it to a replica ready.",
+        labels=["deployment"],
+    )
+    for info in deployments:
+        count.add_metric([info.name], info.cold_starts)
+        if info.cold_starts:
+            last.add_metric([info.name], info.last_cold_start_s)
+    yield count
+    yield last
 
 
 class _InferenceCollector(Collector):
@@ -602,8 +623,19 @@ class SchedulerMetrics:
         service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
 
     def watch_inference(self, gateway: Any) -> None:
-        """Count ``gateway``'s requests (``_inference.InferenceGateway.answered``)."""
+        """Count ``gateway``'s requests (``_inference.InferenceGateway.answered``) and
+        time its inferences end to end."""
         self.registry.register(_InferenceCollector(gateway))
+        seconds = prom.Histogram(
+            "anypu_inference_duration_seconds",
+            "Open Inference Protocol inferences answered at the scheduler, end to end there"
+            " (request read to response written: decoding, the call to a replica and back,"
+            " encoding; a cold start's wait included), by protocol and model.",
+            ["protocol", "model"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        gateway.on_latency = lambda protocol, model, s: seconds.labels(protocol, model).observe(s)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -144,6 +144,7 @@ def test_an_idle_deployment_sleeps_at_zero_and_a_call_wakes_it(tmp_path):
             torch.testing.assert_close(service(x), model(x))
             woken = _until(client, "mlp", lambda d: any("cold start" in e for e in d.events))
             assert any("a call woke it from zero" in e for e in woken.events)
+            assert woken.cold_starts == 1 and 0 < woken.last_cold_start_s < 60
 
             # Asleep again, and woken by a client of the inference protocol this time.
             _until(client, "mlp", lambda d: d.replicas_wanted == 0)

@@ -203,10 +203,18 @@ def test_an_inference_needs_the_token_and_a_bounded_body(served):
         connection.close()
     # The server keeps serving afterwards, and counted what it answered.
     assert _request(served, "GET", "/v2/health/ready")[0] == 200
+    request = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X.tolist()}]}
+    infer = _request(served, "POST", "/v2/models/scale/infer", json.dumps(request).encode())
+    assert infer[0] == 200
     _, _, metrics = _request(served, "GET", "/metrics")
     text = metrics.decode()
     assert 'anypu_deployment_replicas{deployment="scale",state="ready"} 1.0' in text
     assert 'anypu_inference_requests_total{code="200",model="scale",protocol="http"}' in text
+    assert 'anypu_inference_duration_seconds_count{model="scale",protocol="http"}' in text
+    # The dashboard shows the protocol's calls end to end at the scheduler.
+    _, _, listed = _request(served, "GET", "/api/v1/deployments")
+    (scale,) = [d for d in json.loads(listed) if d["name"] == "scale"]
+    assert scale["gateway_calls_per_s"] > 0 and 0 < scale["gateway_p50_s"] <= scale["gateway_p99_s"]
 
 
 # ---------------------------------------------------------------------- over gRPC
