@@ -262,6 +262,30 @@ def _deployment_parsers(commands: Any) -> None:
     )
     d.add_argument("--max-replicas", type=int, default=None, help="autoscale up to this many")
     d.add_argument(
+        "--target-in-flight",
+        type=float,
+        default=0.0,
+        help="calls in flight a replica aimed at when autoscaled (default 0.7)",
+    )
+    d.add_argument(
+        "--target-latency-ms",
+        type=float,
+        default=0.0,
+        help="also scale up until replicas answer within this (queue and run); default: none",
+    )
+    d.add_argument(
+        "--scale-down-after",
+        type=float,
+        default=0.0,
+        help="seconds the load must ask for fewer before one goes (default: the scheduler's)",
+    )
+    d.add_argument(
+        "--scale-to-zero-after",
+        type=float,
+        default=0.0,
+        help="seconds without a call before zero, with --min-replicas 0 (default: the scheduler's)",
+    )
+    d.add_argument(
         "--canary",
         type=int,
         default=0,

@@ -748,7 +748,7 @@ class UsageResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., fragmentation: _Optional[float] = ..., reserved: _Optional[_Iterable[_Union[DeviceReservation, _Mapping]]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("name", "request", "replicas", "inputs", "outputs", "min_replicas", "max_replicas", "canary_percent", "caller_token_sha256")
+    __slots__ = ("name", "request", "replicas", "inputs", "outputs", "min_replicas", "max_replicas", "canary_percent", "caller_token_sha256", "autoscaling")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -758,6 +758,7 @@ class DeployRequest(_message.Message):
     MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
     CALLER_TOKEN_SHA256_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
     name: str
     request: SubmitRequest
     replicas: int
@@ -767,7 +768,20 @@ class DeployRequest(_message.Message):
     max_replicas: int
     canary_percent: int
     caller_token_sha256: str
-    def __init__(self, name: _Optional[str] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ..., replicas: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., canary_percent: _Optional[int] = ..., caller_token_sha256: _Optional[str] = ...) -> None: ...
+    autoscaling: Autoscaling
+    def __init__(self, name: _Optional[str] = ..., request: _Optional[_Union[SubmitRequest, _Mapping]] = ..., replicas: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., canary_percent: _Optional[int] = ..., caller_token_sha256: _Optional[str] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ...) -> None: ...
+
+class Autoscaling(_message.Message):
+    __slots__ = ("target_in_flight", "target_latency_s", "scale_down_after_s", "scale_to_zero_after_s")
+    TARGET_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    SCALE_DOWN_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    SCALE_TO_ZERO_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    target_in_flight: float
+    target_latency_s: float
+    scale_down_after_s: float
+    scale_to_zero_after_s: float
+    def __init__(self, target_in_flight: _Optional[float] = ..., target_latency_s: _Optional[float] = ..., scale_down_after_s: _Optional[float] = ..., scale_to_zero_after_s: _Optional[float] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "datatype", "shape")
@@ -826,7 +840,7 @@ class Replica(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., tier: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s")
+    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s", "autoscaling")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
@@ -848,6 +862,7 @@ class DeploymentInfo(_message.Message):
     CALLER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     COLD_STARTS_FIELD_NUMBER: _ClassVar[int]
     LAST_COLD_START_S_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
     name: str
     artifact_digest: str
     replicas_wanted: int
@@ -869,7 +884,8 @@ class DeploymentInfo(_message.Message):
     caller_token: bool
     cold_starts: int
     last_cold_start_s: float
-    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ...) -> None: ...
+    autoscaling: Autoscaling
+    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ...) -> None: ...
 
 class DeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

@@ -571,6 +571,7 @@ def deploy_request(
         max_replicas=options.bounds[1],
         canary_percent=options.canary_percent,
     )
+    _scalars_to_pb(options.autoscaling, out.autoscaling)
     if options.caller_token_sha256 is not None:
         out.caller_token_sha256 = options.caller_token_sha256
     for spec in inputs:
@@ -596,6 +597,7 @@ def deploy_request_from_pb(
         caller_token_sha256=(
             message.caller_token_sha256 if message.HasField("caller_token_sha256") else None
         ),
+        autoscaling=_scalars_from_pb(message.autoscaling, m.Autoscaling),
     )
     return (
         message.name,
@@ -632,6 +634,7 @@ def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
     for spec in info.outputs:
         _spec_to_pb(spec, out.outputs.add())
     out.events.extend(info.events)
+    _scalars_to_pb(info.autoscaling, out.autoscaling)
     for replica in info.replicas:
         entry = _scalars_to_pb(replica, out.replicas.add())
         if replica.lease is not None:
@@ -655,6 +658,7 @@ def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
         inputs=_specs_from_pb(message.inputs),
         outputs=_specs_from_pb(message.outputs),
         events=tuple(message.events),
+        autoscaling=_scalars_from_pb(message.autoscaling, m.Autoscaling),
     )
 
 

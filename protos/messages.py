@@ -21,6 +21,7 @@ __all__ = [
     "NO_FAILURE",
     "TIERS",
     "AgentMessage",
+    "Autoscaling",
     "Cancel",
     "ClusterUsage",
     "DeployOptions",
@@ -562,6 +563,20 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """An autoscaled deployment's targets and delays; 0: the scheduler's default."""
+
+    #: Calls in flight per replica aimed at (default 0.7).
+    target_in_flight: float = 0.0
+    #: The replicas' call time aimed at, queue at the replica and run (0: none).
+    target_latency_s: float = 0.0
+    #: How long the load must ask for fewer replicas before one is released.
+    scale_down_after_s: float = 0.0
+    #: How long without a call before it goes to zero (with ``min_replicas`` 0).
+    scale_to_zero_after_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class DeploymentInfo:
     """A model published under ``name`` and the replicas serving it; ``message`` says
     why replicas are missing, when they are."""
@@ -597,6 +612,8 @@ class DeploymentInfo:
     #: seconds from the call to a ready replica.
     cold_starts: int = 0
     last_cold_start_s: float = 0.0
+    #: Its autoscaling targets and delays as deployed (0: the scheduler's default).
+    autoscaling: Autoscaling = Autoscaling()
 
     @property
     def ready(self) -> tuple[Replica, ...]:
@@ -627,6 +644,7 @@ class DeployOptions:
     #: SHA-256 (hex) of the token that may call it by the inference protocol; "": none;
     #: None: keep the one it has.
     caller_token_sha256: str | None = None
+    autoscaling: Autoscaling = Autoscaling()
 
 
 DEFAULT_DEPLOY_OPTIONS = DeployOptions()

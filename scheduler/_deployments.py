@@ -28,28 +28,20 @@ wanted count are released, the one idle longest first. The deployment (name, tem
 persists; after a restart its replicas are placed afresh (agents forget leases with
 their stream).
 
-**Autoscaling** (``max_replicas`` > 0), as Ray Serve scales on ongoing requests and
-KServe's autoscaler on concurrency: the replicas' calls, as agents report them
-(``LeasedRuns``), give the average number in flight over the last ``WINDOW_S``
-seconds, :math:`c = \\sum \text{run seconds} / W`. The wanted count is
-:math:`\\lceil c / T \rceil` (``TARGET_IN_FLIGHT`` per replica), within
-``[max(min_replicas, 1), max_replicas]``: raised at once, lowered one at a time only
-after it has stayed lower for ``SchedulerConfig.scale_down_after_s`` (30 s). With
-``min_replicas`` 0 a deployment with no call for ``scale_to_zero_after_s`` (60 s) goes
-to zero replicas; a call then wakes it (the caller scales
-it to one and waits for the cold start, which the deployment's events record). Every
-change is an event with its reason.
+**Autoscaling** (``max_replicas`` > 0) is ``_autoscaling``'s: calls in flight per
+replica, and a latency target, move the wanted count; this module places and releases
+replicas to match it.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from anypu.protos import messages as m
+from anypu.scheduler._autoscaling import WINDOW_S, DeploymentAutoscaling
 from anypu.scheduler._events import (
     Action,
     CancelRequested,
@@ -73,10 +65,6 @@ __all__ = ["DeploymentRecord", "DeploymentReplicas", "DeploymentVersion", "rollo
 #: Replicas being placed and warmed at once per deployment, beyond those ready: a
 #: deployment whose warm-ups keep failing does not flood the queue.
 WARMING_AT_ONCE = 4
-#: Autoscaling (the module docstring): calls in flight per replica aimed at, and the
-#: window they are averaged over.
-TARGET_IN_FLIGHT = 0.7
-WINDOW_S = 10.0
 _EVENTS_KEPT = 20
 
 
@@ -152,6 +140,11 @@ class DeploymentRecord:
     #: Cold starts (a call woke it from zero) and the last one's seconds.
     cold_starts: int = 0
     last_cold_start_s: float = 0.0
+    #: Its autoscaling targets and delays (0: the defaults).
+    autoscaling: m.Autoscaling = m.Autoscaling()
+    #: When its count last changed or a replica last became ready (latency samples
+    #: before then were served by another count).
+    scaled_at: float = 0.0
 
     @property
     def autoscaled(self) -> bool:
@@ -196,6 +189,7 @@ class DeploymentRecord:
             previous=self.previous,
             canary_percent=self.canary_percent,
             caller_token_sha256=self.caller_token_sha256,
+            autoscaling=self.autoscaling,
         )
 
     @classmethod
@@ -216,10 +210,11 @@ class DeploymentRecord:
             previous=kept.previous,
             canary_percent=kept.canary_percent,
             caller_token_sha256=kept.caller_token_sha256,
+            autoscaling=kept.autoscaling,
         )
 
 
-class DeploymentReplicas:
+class DeploymentReplicas(DeploymentAutoscaling):
     """What ``SchedulerState`` keeps and does for deployments (the module docstring)."""
 
     config: SchedulerConfig
@@ -294,6 +289,7 @@ class DeploymentReplicas:
             caller_token=bool(record.caller_token_sha256),
             cold_starts=record.cold_starts,
             last_cold_start_s=record.last_cold_start_s,
+            autoscaling=record.autoscaling,
         )
 
     # -------------------------------------------------------------- events
@@ -315,6 +311,8 @@ class DeploymentReplicas:
                 max_replicas=high,
                 last_call=event.now,
                 caller_token_sha256=event.caller_token_sha256 or "",
+                autoscaling=event.autoscaling or m.Autoscaling(),
+                scaled_at=event.now,
             )
             self.deployments[event.name] = record
             bounds = f", autoscaling {low}–{high}" if high else ""
@@ -322,6 +320,8 @@ class DeploymentReplicas:
         else:
             if event.caller_token_sha256 is not None:
                 record.caller_token_sha256 = event.caller_token_sha256
+            if event.autoscaling is not None:
+                record.autoscaling = event.autoscaling
             if event.request is not None and event.request != record.request:
                 # A new model (or new constraints): a rolling update, or a canary. The
                 # old replicas serve until enough new ones are ready (``_reconcile``).
@@ -353,6 +353,8 @@ class DeploymentReplicas:
             if event.request is None:
                 why = event.reason or "scaled by an operator"
                 record.event(event.now, f"{record.replicas} → {event.replicas} replica(s): {why}")
+            if record.replicas != event.replicas:
+                record.scaled_at = event.now
             record.replicas = event.replicas
             record.last_call = max(record.last_call, event.now)
             record.lower_since = None
@@ -416,38 +418,6 @@ class DeploymentReplicas:
             record.last_call = max(record.last_call, finished_at)
             while record.runs[0][0] < finished_at - WINDOW_S:  # what the window holds only
                 record.runs.popleft()
-
-    def _autoscale(self, record: DeploymentRecord, now: float) -> list[Action]:
-        while record.runs and record.runs[0][0] < now - WINDOW_S:
-            record.runs.popleft()
-        in_flight = sum(seconds for _, seconds in record.runs) / WINDOW_S
-        floor = max(record.min_replicas, 1)
-        wanted = min(record.max_replicas, max(floor, math.ceil(in_flight / TARGET_IN_FLIGHT)))
-        current = record.replicas
-        if current == 0:
-            return []  # asleep: a call wakes it
-        down_after = self.config.scale_down_after_s
-        idle = now - record.last_call >= self.config.scale_to_zero_after_s
-        # A replica still warming is not idleness: it has not had the chance of a call.
-        if record.min_replicas == 0 and idle and not record.warming:
-            wanted = 0
-            why = f"no call for {now - record.last_call:.0f} s"
-        elif wanted > current:
-            why = f"{in_flight:.2f} calls in flight over {WINDOW_S:g} s (target {TARGET_IN_FLIGHT:g} a replica)"
-        elif wanted < current:
-            if record.lower_since is None:
-                record.lower_since = now
-            if now - record.lower_since < down_after:
-                return []
-            wanted = max(wanted, current - 1)  # one at a time, as load settles
-            why = f"{in_flight:.2f} calls in flight for {down_after:g} s"
-        else:
-            record.lower_since = None
-            return []
-        record.event(now, f"{current} → {wanted} replica(s): {why}")
-        record.replicas = wanted
-        record.lower_since = None
-        return [record.persisted()]
 
     # -------------------------------------------------------------- replicas
 
@@ -593,6 +563,7 @@ class DeploymentReplicas:
         job.lease_id = lease.lease_id
         record.message = ""
         record.last_call = max(record.last_call, now)  # idle from when it can serve
+        record.scaled_at = now  # latency from here is served by the new count
         if record.woken_at is not None:
             record.cold_starts += 1
             record.last_cold_start_s = now - record.woken_at

@@ -130,6 +130,8 @@ class DeploymentApplied:
     canary_percent: int = 0
     #: SHA-256 (hex) of the caller token; "": none; None: keep the one it has.
     caller_token_sha256: str | None = None
+    #: Its autoscaling targets and delays (a scale-only event: None, kept as they are).
+    autoscaling: m.Autoscaling | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ class PersistDeployment:
     previous: Any = None
     canary_percent: int = 0
     caller_token_sha256: str = ""
+    autoscaling: m.Autoscaling = m.Autoscaling()
 
 
 @dataclass(frozen=True)

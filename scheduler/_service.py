@@ -568,6 +568,7 @@ class SchedulerService:
             bounds=options.bounds,
             canary_percent=options.canary_percent,
             caller_token_sha256=options.caller_token_sha256,
+            autoscaling=options.autoscaling,
         )
         return self._deployment_event(event)
 

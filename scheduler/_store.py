@@ -26,7 +26,7 @@ from typing import Any
 
 from anypu.devices import Device
 from anypu.protos import convert
-from anypu.protos.messages import Outcome, PlacementInfo, SplitOption, SubmitRequest
+from anypu.protos.messages import Autoscaling, Outcome, PlacementInfo, SplitOption, SubmitRequest
 from anypu.scheduler._deployments import DeploymentRecord, DeploymentVersion
 from anypu.scheduler._events import PersistDeployment
 from anypu.scheduler._learned import Lesson
@@ -281,6 +281,7 @@ def _rollout(record: DeploymentRecord) -> dict[str, Any]:
         "latest_version": record.latest_version,
         "canary_percent": record.canary_percent,
         "caller_token_sha256": record.caller_token_sha256,
+        "autoscaling": dataclasses.asdict(record.autoscaling),
     }
     if record.previous is not None:
         kept["previous"] = {
@@ -406,6 +407,7 @@ class StateStore:
                         previous=None if previous is None else _version_from(previous),
                         canary_percent=kept.get("canary_percent", 0),
                         caller_token_sha256=kept.get("caller_token_sha256", ""),
+                        autoscaling=Autoscaling(**kept.get("autoscaling", {})),
                     )
                 )
             )

@@ -201,6 +201,16 @@ def validate_deployment(
             f" {options.canary_percent}; to send it every call, deploy without a canary"
             " (a rolling update) or promote it"
         )
+    for what, value, most in (
+        ("target_in_flight", options.autoscaling.target_in_flight, 1000.0),
+        ("target_latency_s", options.autoscaling.target_latency_s, 3600.0),
+        ("scale_down_after_s", options.autoscaling.scale_down_after_s, 86400.0),
+        ("scale_to_zero_after_s", options.autoscaling.scale_to_zero_after_s, 86400.0),
+    ):
+        if not (math.isfinite(value) and 0 <= value <= most):
+            raise ConfigError(
+                f"deployment {name}: {what} must be from 0 (the default) to {most:g}, got {value!r}"
+            )
     token_hash = options.caller_token_sha256
     if token_hash and not re.fullmatch(r"[0-9a-f]{64}", token_hash):
         raise ConfigError(

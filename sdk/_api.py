@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from anypu.errors import InputError
-from anypu.protos.messages import DeploymentInfo, JobInfo, NodeInfo
+from anypu.protos.messages import Autoscaling, DeploymentInfo, JobInfo, NodeInfo
 from anypu.sdk._client import Client, JobHandle, RunOptions
 
 if TYPE_CHECKING:
@@ -142,13 +142,20 @@ def deploy(
     max_replicas: int | None = None,
     canary_percent: int = 0,
     caller_token: str | None = None,
+    target_in_flight: float = 0.0,
+    target_latency_ms: float = 0.0,
+    scale_down_after_s: float = 0.0,
+    scale_to_zero_after_s: float = 0.0,
     **options: Any,
 ) -> DeploymentInfo:
     """Publish ``model`` under ``name``, served by ``replicas`` warm replicas that the
     scheduler places like jobs (same options as ``run``: ``tiers``, ``device_kinds``…) and
     keeps at that count; each warms up on ``example_inputs``. With ``max_replicas`` the
     count follows the calls in flight between ``min_replicas`` (default 0: scaled to zero
-    when idle, woken by the next call) and ``max_replicas``. Deploying anew under the
+    when idle, woken by the next call) and ``max_replicas``, aiming at
+    ``target_in_flight`` calls a replica (default 0.7) and, when given, replicas
+    answering within ``target_latency_ms`` (queue and run); ``scale_down_after_s`` and
+    ``scale_to_zero_after_s`` override the scheduler's delays. Deploying anew under the
     same name is a rolling update without loss, or with ``canary_percent`` a canary
     taking that percent of calls until ``promote`` or ``rollback``. ``caller_token``: a
     token (16+ characters) that may call this deployment by the inference protocol and
@@ -163,6 +170,9 @@ def deploy(
         max_replicas=max_replicas,
         canary_percent=canary_percent,
         caller_token=caller_token,
+        autoscaling=Autoscaling(
+            target_in_flight, target_latency_ms / 1000, scale_down_after_s, scale_to_zero_after_s
+        ),
         options=_options(options),
     )
 

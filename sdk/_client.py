@@ -475,6 +475,7 @@ class Client:
         max_replicas: int | None = None,
         canary_percent: int = 0,
         caller_token: str | None = None,
+        autoscaling: m.Autoscaling | None = None,
         options: RunOptions | None = None,
         wait_s: float | None = 120.0,
     ) -> m.DeploymentInfo:
@@ -484,14 +485,17 @@ class Client:
         serves: a rolling update, or with ``canary_percent`` a canary taking that percent
         of calls (``promote``/``rollback`` end it). ``caller_token``: a token that may
         call it by the inference protocol and nothing else ("": none; None: keep the
-        one set). Waits up to ``wait_s`` for its replicas to be ready (None: not at all)."""
+        one set). ``autoscaling``: its targets and delays (default: the scheduler's).
+        Waits up to ``wait_s`` for its replicas to be ready (None: not at all)."""
         from anypu.sdk._services import caller_token_hash, deploy
 
         bounds = (0, 0)
         if max_replicas is not None or min_replicas is not None:
             low = min_replicas or 0
             bounds = (low, max_replicas if max_replicas is not None else max(low, replicas))
-        rollout = m.DeployOptions(bounds, canary_percent, caller_token_hash(caller_token))
+        rollout = m.DeployOptions(
+            bounds, canary_percent, caller_token_hash(caller_token), autoscaling or m.Autoscaling()
+        )
         run = options or RunOptions()
         return deploy(self, model, name, example_inputs, replicas, run, wait_s, rollout)
 

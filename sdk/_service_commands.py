@@ -66,6 +66,12 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
             max_replicas=args.max_replicas,
             canary_percent=args.canary,
             caller_token=caller_token,
+            autoscaling=m.Autoscaling(
+                args.target_in_flight,
+                args.target_latency_ms / 1000,
+                args.scale_down_after,
+                args.scale_to_zero_after,
+            ),
             wait_s=args.wait,
         )
     finally:

@@ -318,3 +318,51 @@ def test_what_cannot_be_rolled_out_says_why() -> None:
     assert "runs no canary" in rollout_refusal(record, "promote")
     assert "no version before 1" in rollout_refusal(record, "rollback")
     assert "use 'promote' or 'rollback'" in rollout_refusal(record, "undo")
+
+
+def test_a_latency_target_adds_replicas_until_calls_answer_within_it() -> None:
+    state = _state("a", "b", "c", "d")
+    targets = m.Autoscaling(target_latency_s=0.1)
+    actions = state.handle(
+        DeploymentApplied("mlp", TEMPLATE, 1, now=1.0, bounds=(1, 3), autoscaling=targets)
+    )
+    (granted,) = messages_sent(_warm_all(state, actions, 1.5), m.LeaseGranted)
+    # 12 calls of 0.25 s (queue and run) in 10 s: 0.3 in flight, under the 0.7 target,
+    # but 2.5 × the latency aimed at: ceil(1 × 0.25 / 0.1) = 3.
+    _busy(state, granted.lease, 5.0, 0.25, 12)
+    _beat(state, 5.0, "a", "b", "c", "d")
+    up = state.handle(Tick(5.1))
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 3
+    assert "calls took 250 ms on average on 1 replica(s) (target 100 ms)" in info.events[-1]
+    # The slow calls from before are not counted again: no further step up.
+    _beat(state, 6.0, "a", "b", "c", "d")
+    state.handle(Tick(6.0))
+    assert state.deployments["mlp"].replicas == 3
+    _warm_all(state, up, 6.5)
+    # Still slow on all 3 (the model alone is slower than the target): capped, and said.
+    lease = state.leases.of_deployment("mlp")[0].lease
+    _busy(state, lease, 8.0, 0.25, 12)
+    _beat(state, 8.0, "a", "b", "c", "d")
+    state.handle(Tick(8.1))
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 3
+    assert "at max_replicas 3: calls took 250 ms" in info.events[-1]
+
+
+def test_a_deployment_s_own_delays_override_the_scheduler_s() -> None:
+    state = _state("a", "b")
+    quick = m.Autoscaling(scale_down_after_s=2.0, scale_to_zero_after_s=5.0)
+    actions = state.handle(
+        DeploymentApplied("mlp", TEMPLATE, 2, now=1.0, bounds=(0, 2), autoscaling=quick)
+    )
+    _warm_all(state, actions, 1.5)
+    for now in (2.0, 4.5):  # no load: lower for 2.5 s > 2 s (the scheduler's is 30 s)
+        _beat(state, now, "a", "b")
+        state.handle(Tick(now))
+    assert state.deployments["mlp"].replicas == 1
+    _beat(state, 7.0, "a", "b")
+    state.handle(Tick(7.0))  # 5.5 s after the last ready replica (60 s by default)
+    info = state.deployment_info("mlp")
+    assert info is not None and info.replicas_wanted == 0
+    assert info.autoscaling == quick
