@@ -127,6 +127,10 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 call = functools.partial(service, x)
                 rows = [(rate, _open_loop(call, rate, seconds)) for rate in rates]
                 _report("anypu", name, rows)
+                by_protocol = _protocol_call(cluster, deployment, x)
+                if by_protocol is not None:
+                    rows = [(rate, _open_loop(by_protocol, rate, seconds)) for rate in rates]
+                    _report("anypu, OIP gRPC via the scheduler", name, rows)
                 client.undeploy(deployment)
             model, x = next(iter(_models().values()))
             _rolling_update(client, model, x, seconds)
@@ -151,6 +155,27 @@ def _anypu(rates: list[float], seconds: float) -> None:
             client.close()
         finally:
             cluster.close()
+
+
+def _protocol_call(cluster: Cluster, deployment: str, x: torch.Tensor) -> Any:
+    """A call of ``deployment`` by Triton's gRPC client through the scheduler's
+    inference gateway (None: tritonclient is not installed)."""
+    try:
+        import tritonclient.grpc as triton
+    except ImportError:
+        print("tritonclient is not installed (pip install 'tritonclient[grpc]'): no OIP rows")
+        return None
+    client = triton.InferenceServerClient(cluster.address)
+    tensor = triton.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x.numpy())
+    headers = {"authorization": f"Bearer {cluster.token}"}
+
+    def call() -> object:
+        return client.infer(deployment, [tensor], headers=headers).as_numpy("output0")
+
+    for _ in range(50):
+        call()
+    return call
 
 
 def _rolling_update(
@@ -179,7 +204,7 @@ def _rolling_update(
     ).start()
     latencies = _open_loop(call, 100.0, max(seconds, 6.0))
     info = next(d for d in client.deployments() if d.name == "rolling")
-    rolled = [e for e in info.events if "older version released" in e]
+    rolled = [e for e in info.events if f"version {info.version} ready on" in e]
     print(
         f"anypu rolling update under 100/s: {len(failed)} request(s) failed of"
         f" {len(latencies)} timed; p99 {percentile(latencies, 0.99) * 1e3:.1f} ms;"

@@ -66,6 +66,9 @@ _CALL_TIMEOUT_S = 600.0
 WAKE_TIMEOUT_S = 120.0
 #: The window of end-to-end times the dashboard's gateway p50/p99 cover.
 LATENCY_WINDOW_S = 10.0
+#: How long a deployment's listing serves calls before it is asked for again (a call
+#: whose replicas have all gone asks at once).
+INFO_TTL_S = 0.5
 
 
 class InferenceGateway:
@@ -92,16 +95,29 @@ class InferenceGateway:
         #: Inferences answered, end to end at the gateway: (model, when, seconds) over
         #: the last ``LATENCY_WINDOW_S`` (the dashboard's p50/p99).
         self._latencies: deque[tuple[str, float, float]] = deque()
+        #: Deployments as last listed, by name: (listing, when), kept ``INFO_TTL_S``.
+        self._known: dict[str, tuple[m.DeploymentInfo, float]] = {}
         #: Called with (protocol, model, seconds) for each inference answered (metrics).
         self.on_latency: Callable[[str, str, float], None] | None = None
 
     # -------------------------------------------------------------- the core
 
-    def deployment(self, name: str, version: str = "") -> m.DeploymentInfo:
-        """The deployment ``name`` serves (a ``version`` must be its current one)."""
-        for info in self.service.deployments():
-            if info.name == name:
-                break
+    def deployment(self, name: str, version: str = "", fresh: bool = False) -> m.DeploymentInfo:
+        """The deployment ``name`` serves (a ``version`` must be its current one), as
+        the scheduler listed it at most ``INFO_TTL_S`` ago (``fresh``: now)."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._known.get(name)
+        if fresh or known is None or now - known[1] > INFO_TTL_S:
+            found = self.service.deployment(name)
+            with self._lock:
+                if found is None:
+                    self._known.pop(name, None)
+                else:
+                    self._known[name] = (found, now)
+            known = None if found is None else (found, now)
+        if known is not None:
+            info = known[0]
         else:
             raise GatewayRefusal(
                 HTTPStatus.NOT_FOUND,
@@ -125,11 +141,11 @@ class InferenceGateway:
                 "send 'Authorization: Bearer <token>' with the scheduler's token or the"
                 " model's caller token",
             )
-        if model and self.service.may_call(model, token):
-            return
         try:
             self.service.authenticate(token)
         except AuthenticationError as error:
+            if model and self.service.may_call(model, token):
+                return
             try:
                 self.throttle.failed(peer, token)
             except ThrottledError as throttled:
@@ -257,19 +273,47 @@ class InferenceGateway:
 
         if not info.ready and info.replicas_wanted == 0 and info.max_replicas:
             info = self._wake(info)
-        replicas = [r for r in info.serving(self._draws.random()) if r.lease and r.lease.address]
-        if not replicas:
-            why = f": {info.message}" if info.message else ""
-            raise GatewayRefusal(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                f"model {info.name} has no ready replica ({info.replicas_wanted} wanted){why};"
-                f" try again once /v2/models/{info.name}/ready says so",
-            )
         payload = b"".join(_codec.encode_parts(args, "inputs"))
+        tried: set[str] = set()
+        for fresh in (False, True):  # a listing whose replicas all went: ask again, once
+            listing = self.deployment(info.name, fresh=True) if fresh else info
+            if fresh and not listing.ready and not listing.replicas_wanted and listing.max_replicas:
+                listing = self._wake(listing)  # it went to zero since the listing kept
+            usable = [r for r in listing.ready if r.lease and r.lease.address]
+            serving = [r for r in listing.serving(self._draws.random()) if r in usable]
+            replicas = [r for r in serving or usable if r.lease.lease_id not in tried]  # type: ignore[union-attr]
+            if not replicas and not tried and fresh:
+                why = f": {listing.message}" if listing.message else ""
+                raise GatewayRefusal(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"model {info.name} has no ready replica ({listing.replicas_wanted}"
+                    f" wanted){why}; try again once /v2/models/{info.name}/ready says so",
+                )
+            answered, outputs = self._try_replicas(listing, replicas, payload, tried)
+            if answered:
+                return outputs
+        raise GatewayRefusal(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            f"no replica of {info.name} could take the call (the scheduler is placing"
+            " others): try again",
+        )
+
+    def _try_replicas(
+        self,
+        info: m.DeploymentInfo,
+        replicas: list[m.Replica],
+        payload: bytes,
+        tried: set[str],
+    ) -> tuple[bool, Any]:
+        """(True, outputs) from the first of ``replicas`` that answers, best predicted
+        first; (False, None) when none could (each added to ``tried``)."""
+        from anypu import _codec
+
         keys = [r.lease.lease_id for r in replicas if r.lease]
         for replica in self.balancer.order(replicas, keys, time.monotonic()):
             lease = replica.lease
             assert lease is not None
+            tried.add(lease.lease_id)
             request = convert.direct_run_request(lease.lease_id, payload)
             started = time.monotonic()
             self.balancer.started(lease.lease_id, started)
@@ -290,7 +334,7 @@ class InferenceGateway:
             if result is None:
                 continue  # its lease went (scaled down, node rejoined): the next one
             if result.ok:
-                return _codec.decode(result.outputs)
+                return True, _codec.decode(result.outputs)
             if result.outcome.user_error:
                 raise GatewayRefusal(
                     HTTPStatus.BAD_REQUEST,
@@ -303,22 +347,18 @@ class InferenceGateway:
                 info.name,
                 result.outcome.message,
             )
-        raise GatewayRefusal(
-            HTTPStatus.SERVICE_UNAVAILABLE,
-            f"no replica of {info.name} could take the call (the scheduler is placing"
-            " others): try again",
-        )
+        return False, None
 
     def _wake(self, info: m.DeploymentInfo) -> m.DeploymentInfo:
         """Scaled to zero while idle: this request wakes it and waits for the cold start."""
         self.service.scale(info.name, max(1, info.min_replicas), "a call woke it from zero")
         deadline = time.monotonic() + WAKE_TIMEOUT_S
         while time.monotonic() < deadline:
-            woken = self.deployment(info.name)
+            woken = self.deployment(info.name, fresh=True)
             if woken.ready:
                 return woken
             time.sleep(0.05)
-        return self.deployment(info.name)
+        return self.deployment(info.name, fresh=True)
 
     def _stub(self, address: str, node_id: str) -> Any:
         with self._lock:

@@ -613,6 +613,10 @@ class SchedulerService:
         self.flush()
         return info
 
+    def deployment(self, name: str) -> m.DeploymentInfo | None:
+        with self._lock:
+            return self.state.deployment_info(name, self.clock())
+
     def deployments(self) -> list[m.DeploymentInfo]:
         with self._lock:
             now = self.clock()

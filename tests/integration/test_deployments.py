@@ -115,6 +115,18 @@ def test_the_command_line_deploys_lists_scales_and_deletes(cluster):
     (document,) = json.loads(listed.stdout)
     assert document["name"] == "mlp" and document["inputs"][0]["shape"] == [4, 256]
     assert all("lease" not in r for r in document["replicas"])  # its id is a capability
+    refused = _anypu(cluster, "rollback", "mlp")
+    assert refused.returncode == 2 and "no version before 1" in refused.stderr
+    canary = _anypu(
+        cluster,
+        *("deploy", "mlp", "--model", "anypu.sdk.models:mlp", "--example", "4x256"),
+        *("--canary", "50", "--new-caller-token"),
+    )
+    assert canary.returncode == 0, canary.stderr
+    assert "canary: 50 % of calls to it, the rest to version 1" in canary.stdout
+    assert re.search(r"caller token \(shown once; it may call mlp only\): \S{20,}", canary.stdout)
+    promoted = _anypu(cluster, "promote", "mlp")
+    assert promoted.returncode == 0 and "version 2" in promoted.stdout, promoted.stderr
     scaled = _anypu(cluster, "scale", "mlp", "0")
     assert scaled.returncode == 0 and "0/0 replica(s) ready" in scaled.stdout
     gone = _anypu(cluster, "undeploy", "mlp")
