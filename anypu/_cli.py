@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -296,9 +297,11 @@ def _deployment_parsers(commands: Any) -> None:
     token = d.add_mutually_exclusive_group()
     token.add_argument(
         "--caller-token",
-        default=None,
+        default=os.environ.get("ANYPU_CALLER_TOKEN"),
         help="a token (16+ characters) that may call this deployment by the inference"
-        ' protocol and nothing else ("": remove it; default: keep the one set)',
+        ' protocol and nothing else ("": remove it; default: ANYPU_CALLER_TOKEN, else keep'
+        " the one set); on a command line it shows in the shell's history and to `ps`:"
+        " prefer ANYPU_CALLER_TOKEN or --new-caller-token",
     )
     token.add_argument(
         "--new-caller-token",

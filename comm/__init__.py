@@ -13,7 +13,7 @@ messages themselves): this package imports neither ``anypu.agents`` nor
 - ``ReplicaBalancer``: which replica a caller's next call goes to (predicted answer time).
 """
 
-from anypu.comm._balance import DECAY_S, ReplicaBalancer
+from anypu.comm._balance import DECAY_S, FAILURE_PENALTY_S, ReplicaBalancer
 from anypu.comm._channels import (
     BLOB_CHUNK_BYTES,
     INLINE_BYTES,
@@ -63,6 +63,7 @@ __all__ = [
     "BLOB_CHUNK_BYTES",
     "DECAY_S",
     "ENROL_METHOD",
+    "FAILURE_PENALTY_S",
     "FRAME_VERSION",
     "INFO_METHOD",
     "INLINE_BYTES",

@@ -14,9 +14,12 @@ a sample above the average replaces it at once, so a replica that slows is avoid
 once; below, the average decays toward it with time constant ``DECAY_S`` (10 s), so a
 replica that recovers is trusted again gradually. Between samples the average read
 decays toward zero with the same constant (as Finagle's ``get`` observes 0), so a
-replica avoided after one slow answer is tried again within seconds, not never. A
-replica never timed yet is predicted at the least known average (0 while none is
-known), so it is tried early and learnt.
+replica avoided after one slow answer is tried again within seconds, not never; but
+not while a call is in flight there, and a replica is never predicted sooner than its
+oldest call in flight has already waited, so a hung replica looks slower the longer it
+hangs. A failed call counts as an answer of ``FAILURE_PENALTY_S`` (a peak), so a
+replica that keeps failing is tried last. A replica never timed yet is predicted at
+the least known average (0 while none is known), so it is tried early and learnt.
 Ties go round-robin. It does no I/O; ``now`` is passed in where time matters.
 """
 
@@ -26,13 +29,15 @@ import itertools
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-__all__ = ["DECAY_S", "ReplicaBalancer"]
+__all__ = ["DECAY_S", "FAILURE_PENALTY_S", "ReplicaBalancer"]
 
 #: How fast an answer time learnt falls toward faster answers (seconds).
 DECAY_S = 10.0
+#: What a failed call counts as (seconds).
+FAILURE_PENALTY_S = 1.0
 
 T = TypeVar("T")
 
@@ -41,7 +46,8 @@ T = TypeVar("T")
 class _Learnt:
     average_s: float
     at: float
-    in_flight: int = 0
+    #: When each call in flight there started, oldest first.
+    starts: list[float] = field(default_factory=list)
 
 
 class ReplicaBalancer:
@@ -73,16 +79,16 @@ class ReplicaBalancer:
     def started(self, key: str, now: float) -> None:
         with self._lock:
             learnt = self._learnt.setdefault(key, _Learnt(math.nan, now))
-            learnt.in_flight += 1
+            learnt.starts.append(now)
 
     def finished(self, key: str, seconds: float | None, now: float) -> None:
-        """A call to ``key`` ended after ``seconds`` (None: it failed: nothing learnt)."""
+        """A call to ``key`` ended after ``seconds`` (None: it failed: counted as
+        ``FAILURE_PENALTY_S``)."""
         with self._lock:
             learnt = self._learnt.setdefault(key, _Learnt(math.nan, now))
-            learnt.in_flight = max(0, learnt.in_flight - 1)
-            if seconds is None:
-                return
-            seconds = max(0.0, seconds)
+            if learnt.starts:
+                learnt.starts.pop(0)  # calls end about in the order they began
+            seconds = FAILURE_PENALTY_S if seconds is None else max(0.0, seconds)
             if math.isnan(learnt.average_s) or seconds >= learnt.average_s:
                 learnt.average_s = seconds
             else:
@@ -94,10 +100,12 @@ class ReplicaBalancer:
         """Drop what was learnt of replicas not in ``keep`` (they have gone)."""
         with self._lock:
             for key in set(self._learnt) - set(keep):
-                if self._learnt[key].in_flight == 0:
+                if not self._learnt[key].starts:
                     del self._learnt[key]
 
     def _decayed(self, learnt: _Learnt, now: float) -> float:
+        if learnt.starts:  # no news is not good news while a call is out there
+            return learnt.average_s
         return learnt.average_s * math.exp(-max(0.0, now - learnt.at) / self.decay_s)
 
     def _floor(self, now: float) -> float:
@@ -111,4 +119,5 @@ class ReplicaBalancer:
         if learnt is None:
             return floor
         average = floor if math.isnan(learnt.average_s) else self._decayed(learnt, now)
-        return (learnt.in_flight + 1) * average
+        waited = now - learnt.starts[0] if learnt.starts else 0.0
+        return max((len(learnt.starts) + 1) * average, waited)

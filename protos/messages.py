@@ -627,7 +627,9 @@ class DeploymentInfo:
         if not self.canary_percent:
             return ready
         canary = tuple(r for r in ready if r.version == self.version)
-        stable = tuple(r for r in ready if r.version != self.version)
+        # Not "any other version": a canary replacing a canary keeps its stable side,
+        # and the replaced canary's replicas get none of its share while they last.
+        stable = tuple(r for r in ready if r.version == self.stable_version)
         if not canary or not stable:
             return canary or stable
         return canary if draw * 100 < self.canary_percent else stable

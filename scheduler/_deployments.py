@@ -60,12 +60,55 @@ if TYPE_CHECKING:
     from anypu.scheduler._records import NodeRecord
     from anypu.scheduler._state import SchedulerConfig
 
-__all__ = ["DeploymentRecord", "DeploymentReplicas", "DeploymentVersion", "rollout_refusal"]
+__all__ = [
+    "DeploymentRecord",
+    "DeploymentReplicas",
+    "DeploymentVersion",
+    "canary_refusal",
+    "rollout_refusal",
+]
 
 #: Replicas being placed and warmed at once per deployment, beyond those ready: a
 #: deployment whose warm-ups keep failing does not flood the queue.
 WARMING_AT_ONCE = 4
 _EVENTS_KEPT = 20
+
+
+def canary_refusal(
+    record: DeploymentRecord | None,
+    request: m.SubmitRequest,
+    inputs: tuple[m.TensorSpec, ...],
+    outputs: tuple[m.TensorSpec, ...],
+    leases: LeaseBook,
+    name: str,
+) -> str:
+    """Why ``request`` cannot start a canary of deployment ``name`` now ("": it can)."""
+    if record is None:
+        return (
+            f"deployment {name} is new: a canary splits calls with a version already"
+            " serving; deploy it without a canary percent first"
+        )
+    if request == record.request:
+        return (
+            f"deployment {name} already serves this model as version {record.version}: a"
+            " canary needs another model (to change a running canary's share, promote or"
+            " roll it back, then deploy again)"
+        )
+    stable = record.stable or record.current
+    if (inputs, outputs) != (stable.inputs, stable.outputs):
+        return (
+            f"deployment {name}: a canary must take and give what version {stable.number}"
+            " does (the same inputs and outputs, names, datatypes and shapes), since each"
+            " call may go to either; deploy a model with another signature without a canary"
+        )
+    versions = [h.version for h in leases.of_deployment(record.name)]
+    unfinished = any(v != record.version for v in versions) or record.version not in versions
+    if record.stable is None and unfinished:
+        return (
+            f"deployment {name} is still rolling over to version {record.version}: start the"
+            " canary once that version serves every replica"
+        )
+    return ""
 
 
 def rollout_refusal(record: DeploymentRecord, action: str) -> str:

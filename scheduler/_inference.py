@@ -115,6 +115,10 @@ class InferenceGateway:
                     self._known.pop(name, None)
                 else:
                     self._known[name] = (found, now)
+                serving = [
+                    r.lease.lease_id for i, _ in self._known.values() for r in i.ready if r.lease
+                ]
+            self.balancer.forget(serving)  # what it learnt of replicas gone
             known = None if found is None else (found, now)
         if known is not None:
             info = known[0]
@@ -124,11 +128,11 @@ class InferenceGateway:
                 f"no model {name!r} is deployed here (deployed: "
                 f"{', '.join(d.name for d in self.service.deployments()) or 'none'})",
             )
-        if version and version != str(info.version):
+        if version and version not in served_versions(info):
             raise GatewayRefusal(
                 HTTPStatus.NOT_FOUND,
-                f"model {name} has no version {version!r}: it serves version {info.version};"
-                " name that one or none",
+                f"model {name} has no version {version!r}: it serves version(s)"
+                f" {', '.join(served_versions(info))}; name one of those or none",
             )
         return info
 
@@ -155,12 +159,15 @@ class InferenceGateway:
                 ) from None
             raise GatewayRefusal(HTTPStatus.UNAUTHORIZED, str(error)) from None
 
-    def infer(self, info: m.DeploymentInfo, request: Any) -> dict[str, Any]:
-        """Run a parsed request (``anypu._oip.InferRequest``) on a replica: the model's
-        outputs by the protocol's names."""
+    def infer(
+        self, info: m.DeploymentInfo, request: Any, version: str = ""
+    ) -> tuple[dict[str, Any], int]:
+        """Run a parsed request (``anypu._oip.InferRequest``) on a replica (of
+        ``version``, when named): the model's outputs by the protocol's names, and the
+        version of the replica that answered."""
         from anypu import _oip
 
-        outputs = self._call_replica(info, _arguments(info, request))
+        outputs, answered_by = self._call_replica(info, _arguments(info, request), version)
         named = _oip.named_outputs(outputs)
         if named is None:
             raise GatewayRefusal(
@@ -168,7 +175,13 @@ class InferenceGateway:
                 f"model {info.name} gave a {type(outputs).__name__}, which the protocol cannot"
                 " carry: return a tensor, a tuple or a dict of tensors",
             )
-        return named
+        return named, answered_by
+
+    def label(self, model: str) -> str:
+        """``model`` as a metric label: only a deployed model's name (a client's typos,
+        or a stranger's guesses without a token, must not grow the labels)."""
+        with self._lock:
+            return model if model in self._known else ""
 
     def record(self, protocol: str, model: str, status: int, seconds: float | None = None) -> None:
         """Count an answer; ``seconds``: an inference answered, end to end here."""
@@ -217,8 +230,7 @@ class InferenceGateway:
         except InputError as error:  # the codec's InferenceProtocolError, with its status
             status, payload, extra = getattr(error, "status", 400), _error(str(error)), {}
         match = _MODEL.fullmatch(path)
-        # Only a deployed model's name is a label: a client's typos must not grow them.
-        model = match.group(1) if match and status != HTTPStatus.NOT_FOUND else ""
+        model = self.label(match.group(1) if match else "")
         inferred = status == HTTPStatus.OK and path.endswith("/infer")
         self.record("http", model, status, time.monotonic() - started if inferred else None)
         return status, payload, {"Content-Type": "application/json", **extra}
@@ -254,9 +266,9 @@ class InferenceGateway:
             from anypu import _oip
 
             request = _oip.parse_infer_request(body, _header_length(headers))
-            named = self.infer(info, request)
+            named, answered_by = self.infer(info, request, version)
             payload, extra = _oip.encode_infer_response(
-                info.name, request, named, model_version=str(info.version)
+                info.name, request, named, model_version=str(answered_by)
             )
             return 200, payload, extra
         _only(method, "GET", path)
@@ -268,7 +280,10 @@ class InferenceGateway:
 
     # -------------------------------------------------------------- replicas
 
-    def _call_replica(self, info: m.DeploymentInfo, args: tuple[Any, ...]) -> Any:
+    def _call_replica(
+        self, info: m.DeploymentInfo, args: tuple[Any, ...], version: str = ""
+    ) -> tuple[Any, int]:
+        """The outputs of a ready replica (of ``version``, when named), and its version."""
         from anypu import _codec
 
         if not info.ready and info.replicas_wanted == 0 and info.max_replicas:
@@ -279,7 +294,11 @@ class InferenceGateway:
             listing = self.deployment(info.name, fresh=True) if fresh else info
             if fresh and not listing.ready and not listing.replicas_wanted and listing.max_replicas:
                 listing = self._wake(listing)  # it went to zero since the listing kept
-            usable = [r for r in listing.ready if r.lease and r.lease.address]
+            usable = [
+                r
+                for r in listing.ready
+                if r.lease and r.lease.address and (not version or str(r.version) == version)
+            ]
             serving = [r for r in listing.serving(self._draws.random()) if r in usable]
             replicas = [r for r in serving or usable if r.lease.lease_id not in tried]  # type: ignore[union-attr]
             if not replicas and not tried and fresh:
@@ -289,9 +308,9 @@ class InferenceGateway:
                     f"model {info.name} has no ready replica ({listing.replicas_wanted}"
                     f" wanted){why}; try again once /v2/models/{info.name}/ready says so",
                 )
-            answered, outputs = self._try_replicas(listing, replicas, payload, tried)
-            if answered:
-                return outputs
+            answered = self._try_replicas(listing, replicas, payload, tried)
+            if answered is not None:
+                return answered
         raise GatewayRefusal(
             HTTPStatus.SERVICE_UNAVAILABLE,
             f"no replica of {info.name} could take the call (the scheduler is placing"
@@ -304,9 +323,9 @@ class InferenceGateway:
         replicas: list[m.Replica],
         payload: bytes,
         tried: set[str],
-    ) -> tuple[bool, Any]:
-        """(True, outputs) from the first of ``replicas`` that answers, best predicted
-        first; (False, None) when none could (each added to ``tried``)."""
+    ) -> tuple[Any, int] | None:
+        """(outputs, version) from the first of ``replicas`` that answers, best
+        predicted first; None when none could (each added to ``tried``)."""
         from anypu import _codec
 
         keys = [r.lease.lease_id for r in replicas if r.lease]
@@ -334,7 +353,7 @@ class InferenceGateway:
             if result is None:
                 continue  # its lease went (scaled down, node rejoined): the next one
             if result.ok:
-                return True, _codec.decode(result.outputs)
+                return _codec.decode(result.outputs), replica.version
             if result.outcome.user_error:
                 raise GatewayRefusal(
                     HTTPStatus.BAD_REQUEST,
@@ -347,7 +366,7 @@ class InferenceGateway:
                 info.name,
                 result.outcome.message,
             )
-        return False, None
+        return None
 
     def _wake(self, info: m.DeploymentInfo) -> m.DeploymentInfo:
         """Scaled to zero while idle: this request wakes it and waits for the cold start."""
@@ -377,6 +396,14 @@ class GatewayRefusal(Exception):
         self.status = int(status)
         self.message = message
         self.headers = headers or {}
+
+
+def served_versions(info: m.DeploymentInfo) -> list[str]:
+    """The versions a request may name: the current one, and a canary's stable one."""
+    versions = [str(info.version)]
+    if info.canary_percent and info.stable_version:
+        versions.append(str(info.stable_version))
+    return versions
 
 
 def not_ready(info: m.DeploymentInfo) -> str:
@@ -430,7 +457,7 @@ def _spec(spec: m.TensorSpec) -> dict[str, Any]:
 def model_metadata(info: m.DeploymentInfo) -> dict[str, Any]:
     return {
         "name": info.name,
-        "versions": [str(info.version)],
+        "versions": served_versions(info),
         "platform": "pytorch_torch_export",
         "inputs": [_spec(s) for s in info.inputs],
         "outputs": [_spec(s) for s in info.outputs],

@@ -96,9 +96,9 @@ def _answered(
             status, message = 500, "internal error in the scheduler; see its log"
         else:
             seconds = time.monotonic() - started if name == "ModelInfer" else None
-            gateway.record("grpc", model, 200, seconds)
+            gateway.record("grpc", gateway.label(model), 200, seconds)
             return response
-        gateway.record("grpc", model if status != HTTPStatus.NOT_FOUND else "", status)
+        gateway.record("grpc", gateway.label(model), status)
         context.abort(_oip_grpc.grpc_code(status), message)
 
     return handler
@@ -158,11 +158,11 @@ class _Servicer:
             )
         info = self.gateway.deployment(request.model_name, request.model_version)
         parsed = _oip_grpc.parse_model_infer(request)
-        named = self.gateway.infer(info, parsed)
+        named, version = self.gateway.infer(info, parsed, request.model_version)
         return _oip_grpc.encode_model_infer(
             info.name,
             parsed,
             named,
             raw=bool(request.raw_input_contents),
-            model_version=str(info.version),
+            model_version=str(version),
         )

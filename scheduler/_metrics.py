@@ -628,9 +628,9 @@ class SchedulerMetrics:
         self.registry.register(_InferenceCollector(gateway))
         seconds = prom.Histogram(
             "anypu_inference_duration_seconds",
-            "Open Inference Protocol inferences answered at the scheduler, end to end there"
-            " (request read to response written: decoding, the call to a replica and back,"
-            " encoding; a cold start's wait included), by protocol and model.",
+            "Open Inference Protocol inferences answered at the scheduler (HTTP: body read"
+            " to response built; gRPC: message decoded to response returned; the call to a"
+            " replica and back and a cold start's wait included), by protocol and model.",
             ["protocol", "model"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

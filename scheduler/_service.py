@@ -22,7 +22,7 @@ from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS, WORKLOAD_WINDOW
 from anypu.protos import messages as m
-from anypu.scheduler._deployments import DeploymentRecord, rollout_refusal
+from anypu.scheduler._deployments import DeploymentRecord, canary_refusal, rollout_refusal
 from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
@@ -551,13 +551,12 @@ class SchedulerService:
                 f"deployment {name}: its example inputs must travel inline (at most"
                 f" {format_bytes(MAX_EXAMPLE_BYTES)}): deploy with a smaller example"
             )
-        with self._lock:
-            serving = self.state.deployments.get(name)
-        if options.canary_percent and serving is None:
-            raise ConfigError(
-                f"deployment {name} is new: a canary splits calls with a version already"
-                " serving; deploy it without a canary percent first"
-            )
+        if options.canary_percent:
+            with self._lock:
+                serving = self.state.deployments.get(name)
+                refusal = canary_refusal(serving, request, inputs, outputs, self.state.leases, name)
+            if refusal:
+                raise ConfigError(refusal)
         event = DeploymentApplied(
             name,
             request,

@@ -203,7 +203,11 @@ def validate_deployment(
         )
     for what, value, most in (
         ("target_in_flight", options.autoscaling.target_in_flight, 1000.0),
-        ("target_latency_s", options.autoscaling.target_latency_s, 3600.0),
+        (
+            "target_latency_s (target_latency_ms / 1000)",
+            options.autoscaling.target_latency_s,
+            3600.0,
+        ),
         ("scale_down_after_s", options.autoscaling.scale_down_after_s, 86400.0),
         ("scale_to_zero_after_s", options.autoscaling.scale_to_zero_after_s, 86400.0),
     ):

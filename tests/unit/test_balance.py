@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from anypu.comm import ReplicaBalancer
+from anypu.comm import FAILURE_PENALTY_S, ReplicaBalancer
 from anypu.protos import messages as m
 from anypu.sdk import Client
 from anypu.sdk._services import Service
@@ -46,14 +46,27 @@ def test_a_slow_answer_counts_at_once_and_recovery_gradually():
     assert balancer.predicted_s("a", now=60.0) < 0.010
 
 
-def test_a_failed_call_teaches_nothing_and_gone_replicas_are_forgotten():
+def test_a_failed_call_counts_as_a_slow_one_and_gone_replicas_are_forgotten():
     balancer = ReplicaBalancer()
     _timed(balancer, "a", 0.010, now=0.0)
+    _timed(balancer, "b", 0.010, now=0.0)
     balancer.started("a", 0.0)
-    balancer.finished("a", None, 5.0)
-    assert balancer.predicted_s("a", now=0.0) == 0.010
+    balancer.finished("a", None, 0.0)
+    assert balancer.predicted_s("a", now=0.0) == FAILURE_PENALTY_S
+    assert balancer.order(["a", "b"], ["a", "b"], now=0.0) == ["b", "a"]
     balancer.forget(["b"])
-    assert balancer.predicted_s("a", now=0.0) == 0.0  # unknown again: no known floor
+    assert balancer.predicted_s("a", now=0.0) == 0.010  # unknown again: the best known
+
+
+def test_a_hung_replica_looks_slower_the_longer_it_hangs():
+    balancer = ReplicaBalancer()
+    _timed(balancer, "hung", 0.005, now=0.0)
+    _timed(balancer, "ok", 0.010, now=0.0)
+    balancer.started("hung", 1.0)  # never answers
+    for now in (1.0, 30.0, 60.0):
+        _timed(balancer, "ok", 0.010, now=now)
+    assert balancer.predicted_s("hung", now=60.0) >= 59.0
+    assert balancer.order(["hung", "ok"], ["hung", "ok"], now=60.0) == ["ok", "hung"]
 
 
 class _Replicas:

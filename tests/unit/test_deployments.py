@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from anypu.protos import messages as m
 from anypu.scheduler import AgentConnected, AgentSaid, SchedulerConfig, SchedulerState, Tick
-from anypu.scheduler._deployments import rollout_refusal
+from anypu.scheduler._deployments import canary_refusal, rollout_refusal
 from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
@@ -366,3 +366,31 @@ def test_a_deployment_s_own_delays_override_the_scheduler_s() -> None:
     info = state.deployment_info("mlp")
     assert info is not None and info.replicas_wanted == 0
     assert info.autoscaling == quick
+
+
+def test_a_canary_is_refused_where_it_could_not_split_calls_safely() -> None:
+    state = _state("a", "b")
+    spec = (m.TensorSpec("x", "FP32", (4, 64)),)
+    assert "is new" in canary_refusal(None, V2, spec, (), state.leases, "mlp")
+    first = state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0, inputs=spec))
+    record = state.deployments["mlp"]
+    # Its one replica still warming: the version does not serve yet.
+    assert "still rolling over" in canary_refusal(record, V2, spec, (), state.leases, "mlp")
+    _warm_all(state, first, 1.5)
+    assert canary_refusal(record, V2, spec, (), state.leases, "mlp") == ""
+    assert "already serves this model" in canary_refusal(
+        record, TEMPLATE, spec, (), state.leases, "mlp"
+    )
+    other = (m.TensorSpec("x", "FP32", (8, 64)),)
+    assert "the same inputs and outputs" in canary_refusal(
+        record, V2, other, (), state.leases, "mlp"
+    )
+
+
+def test_a_replaced_canary_gets_none_of_the_stable_share() -> None:
+    lease = m.Lease("l", "a", "cpu0", 0, "d")
+    replicas = tuple(m.Replica(f"r{v}", "ready", lease=lease, version=v) for v in (1, 2))
+    info = m.DeploymentInfo("mlp", "d", 2, replicas, version=3, canary_percent=10, stable_version=1)
+    # Version 3 has no ready replica yet: calls go to the stable version 1 only.
+    assert [r.version for r in info.serving(0.05)] == [1]
+    assert [r.version for r in info.serving(0.5)] == [1]
