@@ -6,7 +6,9 @@ machine, one run:
 
 - **anypu**: a scheduler and one agent (``--direct-address``) in their own processes on
   loopback, the agent declaring one CPU device of two slices; ``Client.deploy`` with two
-  replicas (one worker process per slice), called through ``Client.service``;
+  replicas (one worker process per slice), called through ``Client.service``, and
+  through the scheduler's Open Inference Protocol gateway by Triton's gRPC client
+  (when ``tritonclient`` is installed) and over REST with binary tensors;
 - **Ray Serve**: a local Ray cluster (2 CPUs), ``@serve.deployment(num_replicas=2,
   ray_actor_options={"num_cpus": 1})``, called through its ``DeploymentHandle``.
 
@@ -28,7 +30,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import functools
+import http.client
+import json
 import random
+import re
 import statistics
 import tempfile
 import threading
@@ -112,7 +117,7 @@ def _report(system: str, model: str, rows: list[tuple[float, list[float]]]) -> N
 
 def _anypu(rates: list[float], seconds: float) -> None:
     with tempfile.TemporaryDirectory() as work:
-        cluster = Cluster(Path(work), **{"scale-to-zero-after": 2.0})
+        cluster = Cluster(Path(work), **{"scale-to-zero-after": 2.0, "http-port": 0})
         try:
             cluster.add_agent("serving-1", "edge", TWO_SLICES, direct=True)
             client = Client(GrpcTransport(cluster.address, cluster.token))
@@ -131,6 +136,9 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 if by_protocol is not None:
                     rows = [(rate, _open_loop(by_protocol, rate, seconds)) for rate in rates]
                     _report("anypu, OIP gRPC via the scheduler", name, rows)
+                by_rest = _rest_call(_http_port(cluster), cluster.token, deployment, x)
+                rows = [(rate, _open_loop(by_rest, rate, seconds)) for rate in rates]
+                _report("anypu, OIP REST (binary tensors) via the scheduler", name, rows)
                 client.undeploy(deployment)
             model, x = next(iter(_models().values()))
             _rolling_update(client, model, x, seconds)
@@ -172,6 +180,50 @@ def _protocol_call(cluster: Cluster, deployment: str, x: torch.Tensor) -> Any:
 
     def call() -> object:
         return client.infer(deployment, [tensor], headers=headers).as_numpy("output0")
+
+    for _ in range(50):
+        call()
+    return call
+
+
+def _http_port(cluster: Cluster) -> int:
+    found = re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)", cluster.log("scheduler"))
+    return int(found[-1])
+
+
+def _rest_call(port: int, token: str, deployment: str, x: torch.Tensor) -> Any:
+    """A call of ``deployment`` over the protocol's REST, the input and outputs as binary
+    tensors (Triton's extension), one kept-open connection per calling thread."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.numel() * 4},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    body = header + x.contiguous().numpy().tobytes()
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    local = threading.local()
+
+    def call() -> object:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("POST", f"/v2/models/{deployment}/infer", body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+        assert response.status == 200, answer[:200]
+        return answer
 
     for _ in range(50):
         call()

@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     max_replicas INTEGER NOT NULL,
     rollout TEXT NOT NULL DEFAULT '{}'
 );
+-- When each model was last used by a job since forgotten: --keep-models counts from
+-- a model's last use, not from its newest job still kept (jobs are kept by count).
+CREATE TABLE IF NOT EXISTS model_uses (
+    artifact TEXT PRIMARY KEY,
+    last_used REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS learned (
     digest TEXT NOT NULL,
     what TEXT NOT NULL,
@@ -566,6 +572,13 @@ class StateStore:
             if ids:
                 rows = [(job_id,) for job_id in ids]
                 self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT INTO model_uses (artifact, last_used)"
+                    " SELECT artifact, finished_at FROM jobs WHERE job_id = ? AND artifact != ''"
+                    " ON CONFLICT(artifact) DO UPDATE SET"
+                    " last_used = max(last_used, excluded.last_used)",
+                    rows,
+                )
                 self._db.executemany("DELETE FROM transitions WHERE job_id = ?", rows)
                 self._db.executemany("DELETE FROM job_payloads WHERE job_id = ?", rows)
                 self._db.executemany("DELETE FROM jobs WHERE job_id = ?", rows)
@@ -581,9 +594,11 @@ class StateStore:
                 "SELECT artifact, inputs_blob FROM jobs"
                 " WHERE state IN ('pending', 'placed', 'running')"
                 " UNION SELECT outputs_blob, '' FROM jobs WHERE outputs_kept = 1"
-                " UNION SELECT DISTINCT artifact, '' FROM jobs WHERE finished_at > ?",
-                (models_used_since,),
+                " UNION SELECT DISTINCT artifact, '' FROM jobs WHERE finished_at > ?"
+                " UNION SELECT artifact, '' FROM model_uses WHERE last_used > ?",
+                (models_used_since, models_used_since),
             ).fetchall()
+            self._db.execute("DELETE FROM model_uses WHERE last_used <= ?", (models_used_since,))
         deployed = {d.request.artifact_digest for d in self.load_deployments()}
         return deployed | {digest for row in rows for digest in row if digest}
 

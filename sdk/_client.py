@@ -445,22 +445,27 @@ class Client:
         try:
             return self.transport.submit(request)
         except MissingBlobError:
-            # The scheduler collected the model (unused longer than its --keep-models)
-            # or the inputs since they were uploaded: upload them again, once.
-            with self._lock:
-                self._uploaded.discard(request.artifact_digest)
-                for split in request.splits:
-                    self._uploaded.discard(split.head.artifact_digest)
-                    self._uploaded.discard(split.tail.artifact_digest)
-            with self.models.holding(model):
-                artifact = self.models.get_or_export(model, args)
-                self._upload(artifact)
-            for cut in self._cuts.get(artifact.digest, ()):
-                self._upload(cut.head)
-                self._upload(cut.tail)
-            if request.inputs_digest:
-                request = self._with_inputs(replace(request, inputs_digest=""), args)
-            return self.transport.submit(request)
+            return self.transport.submit(self._upload_again(request, model, args))
+
+    def _upload_again(
+        self, request: m.SubmitRequest, model: Any, args: tuple[Any, ...]
+    ) -> m.SubmitRequest:
+        """The scheduler collected the model (unused longer than its --keep-models) or
+        the inputs since they were uploaded: upload them again (the caller retries once)."""
+        with self._lock:
+            self._uploaded.discard(request.artifact_digest)
+            for split in request.splits:
+                self._uploaded.discard(split.head.artifact_digest)
+                self._uploaded.discard(split.tail.artifact_digest)
+        with self.models.holding(model):
+            artifact = self.models.get_or_export(model, args)
+            self._upload(artifact)
+        for cut in self._cuts.get(artifact.digest, ()):
+            self._upload(cut.head)
+            self._upload(cut.tail)
+        if request.inputs_digest:
+            request = self._with_inputs(replace(request, inputs_digest=""), args)
+        return request
 
     # -------------------------------------------------------------- deployments
 

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from anypu.comm import ReplicaBalancer
+from anypu.comm import MissingBlobError, ReplicaBalancer
 from anypu.errors import AnypuError, InputError
 from anypu.protos import messages as m
 
@@ -62,7 +62,11 @@ def deploy(
             f"deployment {name}: example inputs over 4 MiB: give smaller ones (a replica"
             " runs them once to warm up; any shape the model takes will do)"
         )
-    info = client.transport.deploy(name, request, replicas, inputs, outputs, rollout)
+    try:
+        info = client.transport.deploy(name, request, replicas, inputs, outputs, rollout)
+    except MissingBlobError:  # collected since this client uploaded it: again, once
+        request = client._upload_again(request, model, args)
+        info = client.transport.deploy(name, request, replicas, inputs, outputs, rollout)
     if not wait_s:
         return info
     deadline = time.monotonic() + wait_s

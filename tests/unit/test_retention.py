@@ -308,3 +308,25 @@ def test_a_missing_blob_crosses_the_wire_as_missing_blob_error(tmp_path):
         transport.close()
         server.stop(0).wait()
         service.close()
+
+
+def test_a_model_is_kept_from_its_last_use_even_once_its_jobs_are_forgotten(tmp_path):
+    # Jobs are kept by count: many calls of one model must not get another model,
+    # used a minute ago, collected as if unused (--keep-models counts from its last use).
+    db = sqlite3.connect(tmp_path / "anypu.db")
+    db.close()
+    store = StateStore(tmp_path)
+    try:
+        with sqlite3.connect(tmp_path / "anypu.db") as raw:
+            for job_id, digest, finished in (("old", "a" * 64, 100.0), ("new", "b" * 64, 200.0)):
+                raw.execute(
+                    "INSERT INTO jobs (job_id, state, record, updated_at, artifact, finished_at)"
+                    " VALUES (?, 'succeeded', '{}', ?, ?, ?)",
+                    (job_id, finished, digest, finished),
+                )
+        assert store.forget_finished_jobs(1, 0.0, 100) == ["old"]  # keep the newest one
+        assert store.referenced_blobs(50.0) == {"a" * 64, "b" * 64}
+        assert store.referenced_blobs(150.0) == {"b" * 64}  # a's last use is past the window
+        assert store.referenced_blobs(50.0) == {"b" * 64}  # and it was forgotten
+    finally:
+        store.close()
