@@ -87,8 +87,10 @@ def _answered(
             response = method(request, context)
         except GatewayRefusal as refused:
             status, message = refused.status, refused.message
-            for key, value in refused.headers.items():
-                context.set_trailing_metadata(((key.lower(), value),))
+            if refused.headers:  # each call replaces the last: all of them at once
+                context.set_trailing_metadata(
+                    tuple((key.lower(), value) for key, value in refused.headers.items())
+                )
         except InferenceProtocolError as error:
             status, message = error.status, str(error)
         except Exception:
