@@ -11,6 +11,9 @@ messages themselves): this package imports neither ``anypu.agents`` nor
 - TLS: the cluster CA, node and scheduler certificates, the CA pinned by hash.
 - Enrolment: the messages a node exchanges to spend a join token on a certificate.
 - ``ReplicaBalancer``: which replica a caller's next call goes to (predicted answer time).
+- ``InferenceGateway`` / ``inference_handler``: the Open Inference Protocol over HTTP and
+  gRPC, at the scheduler or a gateway agent, from a ``DeploymentDirectory``;
+  ``FailureThrottle``: how both slow down token guessing.
 """
 
 from anypu.comm._balance import DECAY_S, FAILURE_PENALTY_S, ReplicaBalancer
@@ -43,6 +46,15 @@ from anypu.comm._frames import (
     result_to_frame,
     write_frame,
 )
+from anypu.comm._gateway import (
+    INFO_TTL_S,
+    MAX_INFER_BYTES,
+    DeploymentDirectory,
+    GatewayRefusal,
+    InferenceGateway,
+)
+from anypu.comm._gateway_grpc import inference_handler
+from anypu.comm._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.comm._tls import (
     SERVER_NAME,
     CertificateAuthority,
@@ -66,7 +78,9 @@ __all__ = [
     "FAILURE_PENALTY_S",
     "FRAME_VERSION",
     "INFO_METHOD",
+    "INFO_TTL_S",
     "INLINE_BYTES",
+    "MAX_INFER_BYTES",
     "MAX_JSON_BYTES",
     "MAX_MESSAGE_BYTES",
     "MISSING_BLOB_KEY",
@@ -74,12 +88,17 @@ __all__ = [
     "AgentPortInfo",
     "CertificateAuthority",
     "Channel",
+    "DeploymentDirectory",
     "EnrolAnswer",
     "EnrolRequest",
+    "FailureThrottle",
     "FrameError",
+    "GatewayRefusal",
     "Identity",
+    "InferenceGateway",
     "MissingBlobError",
     "ReplicaBalancer",
+    "ThrottledError",
     "cert_hash",
     "channel_credentials",
     "client_ca",
@@ -88,8 +107,11 @@ __all__ = [
     "encode_json",
     "fetch_ca",
     "grpc_channel",
+    "http_peer",
+    "inference_handler",
     "new_key_and_csr",
     "parse_ca_hash",
+    "peer_host",
     "raise_for_rpc",
     "read_frame",
     "result_from_frame",

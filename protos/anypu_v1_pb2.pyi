@@ -378,6 +378,32 @@ class ProbeReply(_message.Message):
     received_bytes: int
     def __init__(self, received_bytes: _Optional[int] = ...) -> None: ...
 
+class LookUpDeploymentRequest(_message.Message):
+    __slots__ = ("node_id", "name", "token", "wake_replicas", "calls")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WAKE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    token: str
+    wake_replicas: int
+    calls: _containers.RepeatedCompositeFieldContainer[DeploymentCalls]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., token: _Optional[str] = ..., wake_replicas: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ...) -> None: ...
+
+class LookUpDeploymentReply(_message.Message):
+    __slots__ = ("found", "deployment", "deployed", "refusal")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYED_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    deployment: DeploymentInfo
+    deployed: _containers.RepeatedScalarFieldContainer[str]
+    refusal: str
+    def __init__(self, found: _Optional[bool] = ..., deployment: _Optional[_Union[DeploymentInfo, _Mapping]] = ..., deployed: _Optional[_Iterable[str]] = ..., refusal: _Optional[str] = ...) -> None: ...
+
 class Profile(_message.Message):
     __slots__ = ("flops", "memory_bytes", "input_bytes", "output_bytes", "param_bytes", "operator_calls", "matmul_flops", "conv_flops", "attention_flops", "bytes_moved")
     FLOPS_FIELD_NUMBER: _ClassVar[int]
@@ -809,9 +835,23 @@ class DeleteDeploymentRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class DeploymentCalls(_message.Message):
+    __slots__ = ("deployment", "calls")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    calls: int
+    def __init__(self, deployment: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
+
 class ListDeploymentsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("calls", "origin", "round_trips")
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[DeploymentCalls]
+    origin: str
+    round_trips: _containers.RepeatedCompositeFieldContainer[RoundTrip]
+    def __init__(self, calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ..., origin: _Optional[str] = ..., round_trips: _Optional[_Iterable[_Union[RoundTrip, _Mapping]]] = ...) -> None: ...
 
 class RolloutDeploymentRequest(_message.Message):
     __slots__ = ("name", "action")
@@ -822,7 +862,7 @@ class RolloutDeploymentRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("replica_id", "state", "node_id", "device_id", "tier", "lease", "version")
+    __slots__ = ("replica_id", "state", "node_id", "device_id", "tier", "lease", "version", "placed_for")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -830,6 +870,7 @@ class Replica(_message.Message):
     TIER_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLACED_FOR_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     state: str
     node_id: str
@@ -837,10 +878,19 @@ class Replica(_message.Message):
     tier: str
     lease: Lease
     version: int
-    def __init__(self, replica_id: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., tier: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    placed_for: str
+    def __init__(self, replica_id: _Optional[str] = ..., state: _Optional[str] = ..., node_id: _Optional[str] = ..., device_id: _Optional[str] = ..., tier: _Optional[str] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., version: _Optional[int] = ..., placed_for: _Optional[str] = ...) -> None: ...
+
+class SiteCalls(_message.Message):
+    __slots__ = ("site", "calls")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    calls: int
+    def __init__(self, site: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s", "autoscaling")
+    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s", "autoscaling", "traffic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
@@ -863,6 +913,7 @@ class DeploymentInfo(_message.Message):
     COLD_STARTS_FIELD_NUMBER: _ClassVar[int]
     LAST_COLD_START_S_FIELD_NUMBER: _ClassVar[int]
     AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     artifact_digest: str
     replicas_wanted: int
@@ -885,7 +936,8 @@ class DeploymentInfo(_message.Message):
     cold_starts: int
     last_cold_start_s: float
     autoscaling: Autoscaling
-    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ...) -> None: ...
+    traffic: _containers.RepeatedCompositeFieldContainer[SiteCalls]
+    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., traffic: _Optional[_Iterable[_Union[SiteCalls, _Mapping]]] = ...) -> None: ...
 
 class DeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

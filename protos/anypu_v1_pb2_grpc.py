@@ -44,6 +44,11 @@ class AgentServiceStub:
                 request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
                 response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
                 _registered_method=True)
+        self.LookUpDeployment = channel.unary_unary(
+                '/anypu.v1.AgentService/LookUpDeployment',
+                request_serializer=anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentRequest.SerializeToString,
+                response_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentReply.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -62,6 +67,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookUpDeployment(self, request, context):
+        """A gateway agent's look-up of a deployment, to serve the inference protocol there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +86,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Probe,
                     request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.FromString,
                     response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.SerializeToString,
+            ),
+            'LookUpDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookUpDeployment,
+                    request_deserializer=anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentRequest.FromString,
+                    response_serializer=anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +147,33 @@ class AgentService:
             '/anypu.v1.AgentService/Probe',
             anypu_dot_protos_dot_anypu__v1__pb2.ProbeRequest.SerializeToString,
             anypu_dot_protos_dot_anypu__v1__pb2.ProbeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookUpDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/anypu.v1.AgentService/LookUpDeployment',
+            anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentRequest.SerializeToString,
+            anypu_dot_protos_dot_anypu__v1__pb2.LookUpDeploymentReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -623,8 +623,65 @@ def delete_deployment_request(name: str) -> pb.DeleteDeploymentRequest:
     return pb.DeleteDeploymentRequest(name=name)
 
 
-def list_deployments_request() -> pb.ListDeploymentsRequest:
-    return pb.ListDeploymentsRequest()
+def list_deployments_request(traffic: m.Traffic | None = None) -> pb.ListDeploymentsRequest:
+    out = pb.ListDeploymentsRequest()
+    if traffic is not None:
+        out.calls.extend(pb.DeploymentCalls(deployment=d, calls=n) for d, n in traffic.calls)
+        out.origin = traffic.origin
+        out.round_trips.extend(pb.RoundTrip(vertex=v, rtt_s=t) for v, t in traffic.round_trips)
+    return out
+
+
+def traffic_from_pb(
+    message: pb.ListDeploymentsRequest | pb.LookUpDeploymentRequest,
+) -> m.Traffic:
+    """The calls a listing or a gateway's look-up reports (no origin in a look-up: the
+    gateway's node is where its calls come from)."""
+    if isinstance(message, pb.LookUpDeploymentRequest):
+        return m.Traffic(calls=tuple((c.deployment, c.calls) for c in message.calls))
+    return m.Traffic(
+        calls=tuple((c.deployment, c.calls) for c in message.calls),
+        origin=message.origin,
+        round_trips=tuple((r.vertex, r.rtt_s) for r in message.round_trips),
+    )
+
+
+def deployment_lookup_to_pb(lookup: m.DeploymentLookup) -> pb.LookUpDeploymentRequest:
+    out = pb.LookUpDeploymentRequest(
+        node_id=lookup.node_id,
+        name=lookup.name,
+        token=lookup.token,
+        wake_replicas=lookup.wake_replicas,
+    )
+    out.calls.extend(pb.DeploymentCalls(deployment=d, calls=n) for d, n in lookup.calls)
+    return out
+
+
+def deployment_lookup_from_pb(message: pb.LookUpDeploymentRequest) -> m.DeploymentLookup:
+    return m.DeploymentLookup(
+        node_id=message.node_id,
+        name=message.name,
+        token=message.token,
+        wake_replicas=message.wake_replicas,
+        calls=traffic_from_pb(message).calls,
+    )
+
+
+def deployment_lookup_reply_to_pb(reply: m.DeploymentLookupReply) -> pb.LookUpDeploymentReply:
+    out = pb.LookUpDeploymentReply(
+        found=reply.deployment is not None, deployed=reply.deployed, refusal=reply.refusal
+    )
+    if reply.deployment is not None:
+        out.deployment.CopyFrom(deployment_info_to_pb(reply.deployment))
+    return out
+
+
+def deployment_lookup_reply_from_pb(message: pb.LookUpDeploymentReply) -> m.DeploymentLookupReply:
+    return m.DeploymentLookupReply(
+        deployment_info_from_pb(message.deployment) if message.found else None,
+        tuple(message.deployed),
+        message.refusal,
+    )
 
 
 def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
@@ -635,6 +692,7 @@ def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
         _spec_to_pb(spec, out.outputs.add())
     out.events.extend(info.events)
     _scalars_to_pb(info.autoscaling, out.autoscaling)
+    out.traffic.extend(pb.SiteCalls(site=s, calls=n) for s, n in info.traffic)
     for replica in info.replicas:
         entry = _scalars_to_pb(replica, out.replicas.add())
         if replica.lease is not None:
@@ -659,6 +717,7 @@ def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
         outputs=_specs_from_pb(message.outputs),
         events=tuple(message.events),
         autoscaling=_scalars_from_pb(message.autoscaling, m.Autoscaling),
+        traffic=tuple((t.site, t.calls) for t in message.traffic),
     )
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "ClusterUsage",
     "DeployOptions",
     "DeploymentInfo",
+    "DeploymentLookup",
+    "DeploymentLookupReply",
     "DeviceReservation",
     "DeviceUsage",
     "FailureCode",
@@ -56,6 +58,7 @@ __all__ = [
     "SplitOption",
     "SubmitRequest",
     "TensorSpec",
+    "Traffic",
     "UsageRow",
     "node_name_problem",
 ]
@@ -560,6 +563,9 @@ class Replica:
     lease: Lease | None = None
     #: The deployment's version it serves (older ones serve until the new are ready).
     version: int = 0
+    #: The site whose calls it was placed for: its warm-up's origin (the deployment's
+    #: declared one, or a site its calls were measured from).
+    placed_for: str = ""
 
 
 @dataclass(frozen=True)
@@ -614,6 +620,8 @@ class DeploymentInfo:
     last_cold_start_s: float = 0.0
     #: Its autoscaling targets and delays as deployed (0: the scheduler's default).
     autoscaling: Autoscaling = Autoscaling()
+    #: Its callers' reported calls over the last minute: (site, calls), most first.
+    traffic: tuple[tuple[str, int], ...] = ()
 
     @property
     def ready(self) -> tuple[Replica, ...]:
@@ -795,3 +803,37 @@ class ClusterUsage:
     rows: tuple[UsageRow, ...] = ()
     fragmentation: float = 0.0
     reserved: tuple[DeviceReservation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Calls a caller sent to deployments since it last said (deployment, calls), and
+    where it is: ``origin`` named, or the ``round_trips`` it timed (the scheduler infers
+    it, as for a job). Replicas are placed after where the calls come from."""
+
+    calls: tuple[tuple[str, int], ...] = ()
+    origin: str = ""
+    round_trips: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentLookup:
+    """A gateway agent asking for deployment ``name`` (the inference protocol there):
+    ``token`` to check for it, ``wake_replicas`` > 0 when a call woke it from zero,
+    ``calls`` answered at that gateway since its last look-up (its node's site's traffic)."""
+
+    node_id: str
+    name: str = ""
+    token: str = ""
+    wake_replicas: int = 0
+    calls: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentLookupReply:
+    """``deployment`` (None: not deployed), every name ``deployed``, and why the token
+    may not call it (``refusal``; "": it may)."""
+
+    deployment: DeploymentInfo | None
+    deployed: tuple[str, ...] = ()
+    refusal: str = ""

@@ -8,6 +8,7 @@ adapters around the service. ``scheduler_command`` and ``token_command`` are the
 ``anypu scheduler`` and ``anypu token`` commands.
 """
 
+from anypu.comm import FailureThrottle, ThrottledError
 from anypu.scheduler._commands import admin_token, scheduler_command, token_command
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import DashboardServer, serve_http
@@ -43,7 +44,6 @@ from anypu.scheduler._state import (
     Tick,
 )
 from anypu.scheduler._store import BlobStore, StateStore
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError
 from anypu.scheduler._tokens import (
     AccessDeniedError,
     Enrolment,

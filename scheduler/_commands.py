@@ -17,19 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anypu.comm import CertificateAuthority, channel_credentials
+from anypu.comm import CertificateAuthority, FailureThrottle, channel_credentials
 from anypu.devices import parse_size
 from anypu.errors import AnypuError
 from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
 from anypu.protos import convert
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import is_loopback, serve_http
-from anypu.scheduler._inference import InferenceGateway
+from anypu.scheduler._inference import scheduler_gateway
 from anypu.scheduler._retention import Retention, duration
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
-from anypu.scheduler._throttle import FailureThrottle
 from anypu.scheduler._tokens import TokenStore, parse_ttl
 
 __all__ = ["scheduler_command", "token_command"]
@@ -150,7 +149,7 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     # Replicas are called on agents' direct ports, which show the cluster CA's certs; one
     # gateway serves the inference protocol over gRPC and HTTP.
     direct = channel_credentials(security.ca.cert_pem) if security is not None else None
-    inference = InferenceGateway(service, direct, throttle)
+    inference = scheduler_gateway(service, direct, throttle)
     server, port = serve(
         service, args.host, args.port, security, agent_port, throttle=throttle, inference=inference
     )

@@ -31,6 +31,11 @@ their stream).
 **Autoscaling** (``max_replicas`` > 0) is ``_autoscaling``'s: calls in flight per
 replica, and a latency target, move the wanted count; this module places and releases
 replicas to match it.
+
+**Where** (``_traffic``): each replica is placed for a site, the warm-up's origin: in
+proportion to where its callers reported calls from over the last minute (the declared
+origin while none are measured); a replica is released from the site furthest over its
+share, and when the traffic has moved one replica at a time follows it.
 """
 
 from __future__ import annotations
@@ -48,12 +53,21 @@ from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
     DeploymentRolledOut,
+    DeploymentsCalled,
     ForgetDeployment,
     PersistDeployment,
     PersistJob,
     Send,
 )
 from anypu.scheduler._records import JobRecord
+from anypu.scheduler._traffic import (
+    MOVE_EVERY_S,
+    SiteTraffic,
+    move,
+    next_site,
+    quotas,
+    release_order,
+)
 
 if TYPE_CHECKING:
     from anypu.scheduler._leases import HeldLease, LeaseBook
@@ -188,6 +202,10 @@ class DeploymentRecord:
     #: When its count last changed or a replica last became ready (latency samples
     #: before then were served by another count).
     scaled_at: float = 0.0
+    #: Its callers' reported calls by site (``_traffic``), and when a replica last
+    #: moved after them.
+    traffic: SiteTraffic = field(default_factory=SiteTraffic)
+    moved_at: float = -MOVE_EVERY_S
 
     @property
     def autoscaled(self) -> bool:
@@ -271,6 +289,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
         def _set_state(self, job: JobRecord, state: str) -> None: ...
         def _revoke_leases(self, held: list[HeldLease], reason: str) -> list[Action]: ...
         def _cancel(self, event: CancelRequested) -> list[Action]: ...
+        def _caller_site(self, round_trips: dict[str, float], now: float) -> str: ...
 
     def restore_deployments(self, records: list[DeploymentRecord]) -> None:
         for record in records:
@@ -295,6 +314,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
                     tier=node.tier if node else "",
                     lease=held.lease,
                     version=held.version,
+                    placed_for=held.template.origin,
                 )
             )
         for job_id in record.warming:
@@ -308,6 +328,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
                     device_id=p.device_id if p else "",
                     tier=p.tier if p else "",
                     version=record.warming_versions.get(job_id, record.version),
+                    placed_for=job.request.origin if job else "",
                 )
             )
         return m.DeploymentInfo(
@@ -333,9 +354,26 @@ class DeploymentReplicas(DeploymentAutoscaling):
             cold_starts=record.cold_starts,
             last_cold_start_s=record.last_cold_start_s,
             autoscaling=record.autoscaling,
+            traffic=tuple(
+                sorted(record.traffic.by_site(now or last).items(), key=lambda t: (-t[1], t[0]))
+            ),
         )
 
     # -------------------------------------------------------------- events
+
+    def _deployments_called(self, event: DeploymentsCalled) -> list[Action]:
+        """Callers' calls, by where they come from (``_traffic``): gateway agents from
+        their node's site, SDK clients from their origin, named or inferred."""
+        traffic = event.traffic
+        node = self.nodes.get(event.node_id) if event.node_id else None
+        site = node.site if node is not None else traffic.origin
+        if not site and traffic.round_trips:
+            site = self._caller_site(dict(traffic.round_trips), event.now)
+        for name, calls in traffic.calls:
+            record = self.deployments.get(name)
+            if record is not None:
+                record.traffic.add(event.now, site, calls)
+        return []
 
     def _deployment_applied(self, event: DeploymentApplied) -> list[Action]:
         record = self.deployments.get(event.name)
@@ -499,7 +537,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             if len(serving[number]) > count and (
                 number == record.version or ready >= wanted[record.version]
             ):
-                actions += self._release(serving[number], count, record.name)
+                actions += self._release(record, number, serving[number], count, now)
         warming = Counter(
             record.warming_versions.get(job_id, record.version) for job_id in record.warming
         )
@@ -507,8 +545,10 @@ class DeploymentReplicas(DeploymentAutoscaling):
             number: count - len(serving[number]) - warming[number]
             for number, count in wanted.items()
         }
-        if all(n <= 0 for n in missing.values()) or record.stalled:
+        if record.stalled:
             return actions
+        if all(n <= 0 for n in missing.values()):
+            return actions + self._follow_traffic(record, serving[record.version], now)
         direct = sorted(
             n.node_id
             for n in self.nodes.values()
@@ -527,6 +567,57 @@ class DeploymentReplicas(DeploymentAutoscaling):
             room -= max(0, take)
         return actions
 
+    def _share(self, record: DeploymentRecord, number: int, now: float) -> dict[str, float]:
+        """Each site's quota of version ``number``'s replicas (``_traffic.quotas``)."""
+        count = record.wanted_by_version().get(number, 0)
+        calls = record.traffic.by_site(now)
+        return quotas(count, calls, record.version_of(number).request.origin)
+
+    def _placed_for(self, record: DeploymentRecord, number: int) -> Counter[str]:
+        """Version ``number``'s replicas, ready and warming, by the site placed for."""
+        placed = Counter(h.template.origin for h in self._replicas_of(record, number))
+        for job_id in record.warming:
+            job = self.jobs.get(job_id)
+            if job is not None and record.warming_versions.get(job_id, record.version) == number:
+                placed[job.request.origin] += 1
+        return placed
+
+    def _follow_traffic(
+        self, record: DeploymentRecord, ready: list[HeldLease], now: float
+    ) -> list[Action]:
+        """Move one replica towards where the calls come from, when that pays
+        (``_traffic.move``): a surge replica for the site short of its share; the
+        reconcile releases one for the site over it once the new one is ready."""
+        if (
+            record.warming
+            or record.stable is not None
+            or not ready
+            or now - record.moved_at < MOVE_EVERY_S
+        ):
+            return []
+        calls = record.traffic.by_site(now)
+        share = self._share(record, record.version, now)
+        step = move(share, self._placed_for(record, record.version), calls)
+        if step is None:
+            return []
+        to, source = step
+        direct = sorted(
+            n.node_id
+            for n in self.nodes.values()
+            if n.connected and n.state == "ready" and (n.direct_address or n.direct_runs)
+        )
+        if not direct:
+            return []
+        record.moved_at = now
+        total = sum(calls.values())
+        record.event(
+            now,
+            f"moving a replica from {source or 'no site'} to {to or 'no site'}:"
+            f" {100 * calls.get(to, 0) / total:.0f} % of {total} calls over the last"
+            f" minute came from {to or 'no site'}",
+        )
+        return self._warm(record, record.current, 1, direct, now, site=to)
+
     def _warm(
         self,
         record: DeploymentRecord,
@@ -534,12 +625,19 @@ class DeploymentReplicas(DeploymentAutoscaling):
         count: int,
         direct: list[str],
         now: float,
+        site: str | None = None,
     ) -> list[Action]:
-        """Place ``count`` replicas of ``version``: warm-up jobs on nodes taking direct calls."""
+        """Place ``count`` replicas of ``version``: warm-up jobs on nodes taking direct
+        calls, each for the site its traffic most lacks (``site``: for that one)."""
         template = version.request
         allowed = set(direct) & set(template.nodes) if template.nodes else set(direct)
+        share = self._share(record, version.number, now)
+        placed = self._placed_for(record, version.number)
+        calls = record.traffic.by_site(now)
         actions: list[Action] = []
         for _ in range(count):
+            origin = site if site is not None else next_site(share, placed, calls)
+            placed[origin] += 1
             job_id = f"{record.name}.replica-{next(record.numbers)}"
             while job_id in self.jobs:
                 job_id = f"{record.name}.replica-{next(record.numbers)}"
@@ -549,6 +647,8 @@ class DeploymentReplicas(DeploymentAutoscaling):
                 nodes=tuple(sorted(allowed)),
                 lease=True,
                 wait=False,
+                origin=origin,
+                round_trips=(),
             )
             job = JobRecord(
                 job_id=job_id, request=request, submitted_at=now, deployment=record.name
@@ -561,11 +661,24 @@ class DeploymentReplicas(DeploymentAutoscaling):
             actions.append(PersistJob(job, "pending", f"replica of deployment {record.name}"))
         return actions
 
-    def _release(self, replicas: list[HeldLease], keep: int, name: str) -> list[Action]:
-        """Revoke all but ``keep`` of ``replicas``, those idle longest first (the busy
-        keep serving)."""
-        held = sorted(replicas, key=lambda h: h.last_used)
-        return self._revoke_leases(held[: len(held) - keep], f"deployment {name} scaled down")
+    def _release(
+        self,
+        record: DeploymentRecord,
+        number: int,
+        replicas: list[HeldLease],
+        keep: int,
+        now: float,
+    ) -> list[Action]:
+        """Revoke all but ``keep`` of ``replicas`` (of version ``number``): those placed
+        for the sites furthest over their share of the traffic first, then those idle
+        longest (the busy keep serving)."""
+        by_id = {h.lease.lease_id: h for h in replicas}
+        order = release_order(
+            self._share(record, number, now),
+            [(h.lease.lease_id, h.template.origin, h.last_used) for h in replicas],
+        )
+        released = [by_id[i] for i in order[: len(replicas) - keep]]
+        return self._revoke_leases(released, f"deployment {record.name} scaled down")
 
     def _replicas_of(self, record: DeploymentRecord, number: int) -> list[HeldLease]:
         """Its ready replicas of version ``number``."""
@@ -595,7 +708,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             record.message = f"{node.node_id} takes no direct calls: a replica there cannot serve"
             return []
         lease = self.leases.grant(
-            version.request,
+            replace(version.request, origin=job.request.origin),  # the site placed for
             p,
             node.direct_address,
             now,

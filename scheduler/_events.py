@@ -23,6 +23,7 @@ __all__ = [
     "DeploymentApplied",
     "DeploymentDeleted",
     "DeploymentRolledOut",
+    "DeploymentsCalled",
     "Drop",
     "Event",
     "ForgetDeployment",
@@ -152,6 +153,17 @@ class DeploymentDeleted:
     stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
 
 
+@dataclass(frozen=True)
+class DeploymentsCalled:
+    """A caller's calls to deployments since it last said: from gateway node
+    ``node_id``'s site, else from where ``traffic`` says the caller is."""
+
+    traffic: m.Traffic
+    now: float
+    node_id: str = ""
+    stimulus_id: str = field(default="", compare=False)  # what caused it, for the log
+
+
 Event = (
     AgentConnected
     | AgentDisconnected
@@ -164,6 +176,7 @@ Event = (
     | DeploymentApplied
     | DeploymentDeleted
     | DeploymentRolledOut
+    | DeploymentsCalled
 )
 
 # ---------------------------------------------------------------- actions

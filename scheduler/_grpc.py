@@ -27,8 +27,12 @@ from anypu.comm import (
     INFO_METHOD,
     MISSING_BLOB_KEY,
     EnrolRequest,
+    FailureThrottle,
+    InferenceGateway,
     MissingBlobError,
+    ThrottledError,
     channel_credentials,
+    inference_handler,
     server_credentials,
     server_options,
 )
@@ -38,11 +42,9 @@ from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 from anypu.scheduler._guard import DecodeGuard
-from anypu.scheduler._inference import InferenceGateway
-from anypu.scheduler._inference_grpc import inference_handler
+from anypu.scheduler._inference import scheduler_gateway
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
 
 __all__ = ["serve"]
@@ -216,6 +218,20 @@ class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
             self.service.probe_bytes += size
         return convert.pb.ProbeReply(received_bytes=size)
 
+    def LookUpDeployment(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """A gateway agent serving the inference protocol (``agents`` ``--gateway-port``)."""
+        self._check(context, nodes_may=True)
+        lookup = convert.deployment_lookup_from_pb(request)
+        if self.security is not None:  # with TLS the certificate names the node
+            enrolment = self.security.node_enrolment(_peer_auth(context))
+            if enrolment is not None:
+                lookup = replace(lookup, node_id=enrolment.name)
+        try:
+            reply = self.service.look_up_deployment(lookup)
+        except Exception as error:
+            _fail(context, error)
+        return convert.deployment_lookup_reply_to_pb(reply)
+
 
 class JobServicer(_Authenticated, rpc.JobServiceServicer):
     def Submit(self, request, context):  # noqa: N802
@@ -307,6 +323,7 @@ class JobServicer(_Authenticated, rpc.JobServiceServicer):
 
     def ListDeployments(self, request, context):  # noqa: N802
         self._check(context)
+        self.service.calls_reported(convert.traffic_from_pb(request))
         return convert.list_deployments_response(self.service.deployments())
 
     def CreateJoinToken(self, request, context):  # noqa: N802
@@ -467,7 +484,7 @@ def serve(
     rpc.add_BlobServiceServicer_to_server(BlobServicer(service, throttle, security), server)
     if inference is None:
         direct = channel_credentials(security.ca.cert_pem) if security is not None else None
-        inference = InferenceGateway(service, direct, throttle)
+        inference = scheduler_gateway(service, direct, throttle)
     server.add_generic_rpc_handlers((inference_handler(inference),))
     if security is None:
         bound = server.add_insecure_port(f"{host}:{port}")

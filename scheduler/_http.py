@@ -36,11 +36,18 @@ import grpc
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from anypu import PROTOCOL_VERSION, __version__
+from anypu.comm import (
+    MAX_INFER_BYTES,
+    FailureThrottle,
+    InferenceGateway,
+    ThrottledError,
+    http_peer,
+)
 from anypu.devices import Device
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.protos.messages import DeploymentInfo, JobInfo, NodeInfo
-from anypu.scheduler._inference import MAX_INFER_BYTES, InferenceGateway
+from anypu.scheduler._inference import scheduler_gateway
 from anypu.scheduler._metrics import (
     NODE_STATES,
     ClusterView,
@@ -51,7 +58,6 @@ from anypu.scheduler._metrics import (
 )
 from anypu.scheduler._records import JOB_STATES
 from anypu.scheduler._service import NotFoundError, SchedulerService
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer
 from anypu.scheduler._topology import topology_layout, topology_view
 
 __all__ = ["ApiError", "DashboardServer", "is_loopback", "serve_http", "topology_layout"]
@@ -512,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, {"error": "internal error in the scheduler; see its log"})
 
     def _inference(self, method: str, path: str) -> None:
-        """The Open Inference Protocol (``_inference``): its errors in its own shape."""
+        """The Open Inference Protocol (``anypu.comm.InferenceGateway``): its errors in its own shape."""
         try:
             size = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -647,7 +653,7 @@ class DashboardServer:
             open_reads = is_loopback(host)
         throttle = throttle or FailureThrottle()
         if inference is None:
-            inference = InferenceGateway(service, direct_credentials, throttle)
+            inference = scheduler_gateway(service, direct_credentials, throttle)
         try:
             self._server = _Server((host, port), service, open_reads, throttle, inference)
         except OSError as error:

@@ -623,7 +623,7 @@ class SchedulerMetrics:
         service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
 
     def watch_inference(self, gateway: Any) -> None:
-        """Count ``gateway``'s requests (``_inference.InferenceGateway.answered``) and
+        """Count ``gateway``'s requests (``anypu.comm.InferenceGateway.answered``) and
         time its inferences end to end."""
         self.registry.register(_InferenceCollector(gateway))
         seconds = prom.Histogram(

@@ -23,6 +23,7 @@ from anypu.comm import (
     CertificateAuthority,
     EnrolAnswer,
     EnrolRequest,
+    FailureThrottle,
     Identity,
     cert_hash,
     common_name,
@@ -30,7 +31,6 @@ from anypu.comm import (
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.placement import TIERS
 from anypu.protos.messages import node_name_problem
-from anypu.scheduler._throttle import FailureThrottle
 from anypu.scheduler._tokens import UNLIMITED, Enrolment, NameTakenError, TokenStore
 
 __all__ = ["DEFAULT_NODE_CERT_S", "ServerSecurity"]

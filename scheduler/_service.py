@@ -27,6 +27,7 @@ from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
     DeploymentRolledOut,
+    DeploymentsCalled,
     ForgetDeployment,
     PersistDeployment,
 )
@@ -594,6 +595,41 @@ class SchedulerService:
             return False
         given = hashlib.sha256(token.encode()).hexdigest()
         return hmac.compare_digest(given, wanted)
+
+    def refusal(self, token: str, model: str = "") -> str:
+        """Why ``token`` may not make an inference request (to ``model``), or "": the
+        scheduler's token may, and for ``model`` its caller token."""
+        try:
+            self.authenticate(token)
+        except AuthenticationError as error:
+            if model and self.may_call(model, token):
+                return ""
+            return str(error)
+        return ""
+
+    def calls_reported(self, traffic: m.Traffic, node_id: str = "") -> None:
+        """Callers' calls to deployments since they last said (``_traffic``): from
+        gateway node ``node_id``'s site, else from where ``traffic`` says."""
+        if not traffic.calls:
+            return
+        with self._lock:
+            self._apply(self.state.handle(DeploymentsCalled(traffic, self.clock(), node_id)))
+
+    def look_up_deployment(self, lookup: m.DeploymentLookup) -> m.DeploymentLookupReply:
+        """A gateway agent's look-up (``agents`` ``--gateway-port``): the deployment, the
+        names deployed, and whether the caller's token may call it. Its calls since the
+        last look-up count as traffic from its node's site."""
+        self.calls_reported(m.Traffic(calls=lookup.calls), lookup.node_id)
+        info = self.deployment(lookup.name) if lookup.name else None
+        if info is not None and lookup.wake_replicas and info.max_replicas:
+            if info.replicas_wanted == 0:
+                replicas = min(lookup.wake_replicas, info.max_replicas)
+                info = self.scale(
+                    lookup.name, replicas, f"a call at gateway {lookup.node_id} woke it from zero"
+                )
+        refusal = self.refusal(lookup.token, lookup.name) if lookup.token else ""
+        deployed = tuple(d.name for d in self.deployments()) if info is None else ()
+        return m.DeploymentLookupReply(info, deployed, refusal)
 
     def scale(self, name: str, replicas: int, reason: str = "") -> m.DeploymentInfo:
         """Keep ``replicas`` (an autoscaled deployment: from now, within its bounds)."""

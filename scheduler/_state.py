@@ -39,6 +39,7 @@ from anypu.scheduler._events import (
     DeploymentApplied,
     DeploymentDeleted,
     DeploymentRolledOut,
+    DeploymentsCalled,
     Drop,
     Event,
     ForgetNode,
@@ -209,6 +210,8 @@ class SchedulerState(PlacementRounds, DeploymentReplicas):
             return self._deployment_deleted(event) + self._schedule(event.now)
         if isinstance(event, DeploymentRolledOut):
             return self._deployment_rolled_out(event) + self._schedule(event.now)
+        if isinstance(event, DeploymentsCalled):
+            return self._deployments_called(event)
         if isinstance(event, CancelRequested):
             return self._cancel(event)
         if isinstance(event, NodeRemoved):
@@ -445,6 +448,11 @@ class SchedulerState(PlacementRounds, DeploymentReplicas):
         if fit is not None:
             job.request = replace(job.request, origin=fit.vertex)
             job.origin_inferred = fit.describe()
+
+    def _caller_site(self, round_trips: dict[str, float], now: float) -> str:
+        """Where a caller is, from the round trips it timed ("" when they fit nowhere)."""
+        fit = infer_origin(self.measured.graph(self.nodes.values(), now), round_trips)
+        return fit.vertex if fit is not None else ""
 
     def _cancel(self, event: CancelRequested) -> list[Action]:
         job = self.jobs.get(event.job_id)

@@ -154,7 +154,9 @@ class InProcessTransport:
         except KeyError as error:
             raise AnypuError(error.args[0]) from None
 
-    def deployments(self) -> list[m.DeploymentInfo]:
+    def deployments(self, traffic: m.Traffic | None = None) -> list[m.DeploymentInfo]:
+        if traffic is not None:
+            self.service.calls_reported(traffic)
         return self.service.deployments()
 
     def round_trips(self) -> tuple[tuple[str, float], ...]:

@@ -134,8 +134,8 @@ def signature(
     return inputs, outputs
 
 
-def _find(client: Client, name: str) -> m.DeploymentInfo:
-    for info in client.transport.deployments():
+def _find(client: Client, name: str, traffic: m.Traffic | None = None) -> m.DeploymentInfo:
+    for info in client.transport.deployments(traffic):
         if info.name == name:
             return info
     raise AnypuError(f"no deployment {name!r}: deploy it first (sdk.deploy)")
@@ -156,6 +156,7 @@ class Service:
         self._draws = random.Random()
         self._busy: dict[str, threading.Lock] = {}  # lease id -> held while a call uses it
         self.balancer = ReplicaBalancer()
+        self._unreported = 0  # calls answered since the scheduler last heard (its traffic)
 
     def __repr__(self) -> str:
         known = len(self._info.ready) if self._info else 0
@@ -177,6 +178,8 @@ class Service:
                 answered = result is not None and (result.ok or result.outcome.user_error)
                 self.balancer.finished(key, ended - started if answered else None, ended)
             if result is not None and (result.ok or result.outcome.user_error):
+                with self._lock:
+                    self._unreported += 1
                 return self.client._direct_outcome(result)
             # The replica has gone (or its slice failed the call, not the model): the
             # scheduler places another; try the others meanwhile.
@@ -186,6 +189,23 @@ class Service:
 
     def info(self) -> m.DeploymentInfo:
         return _find(self.client, self.name)
+
+    def _listing(self) -> m.DeploymentInfo:
+        """The deployment now; the scheduler hears of this Service's calls since it
+        last asked and where this client is (replicas are placed after its traffic)."""
+        with self._lock:
+            calls, self._unreported = self._unreported, 0
+        traffic = None
+        if calls:
+            origin = self.client.origin
+            trips = () if origin else self.client._timed_round_trips()
+            traffic = m.Traffic(((self.name, calls),), origin, trips)
+        try:
+            return _find(self.client, self.name, traffic)
+        except Exception:
+            with self._lock:
+                self._unreported += calls  # said next time
+            raise
 
     def _take(self, tried: set[str]) -> tuple[m.Replica, threading.Lock]:
         """A ready replica not yet tried by this call, locked for it: the free one
@@ -216,7 +236,7 @@ class Service:
     def _refresh(self, tried: set[str], deadline: float) -> None:
         """Ask the scheduler for the ready replicas until there is one not yet tried."""
         while True:
-            info = _find(self.client, self.name)
+            info = self._listing()
             fresh = tuple(
                 r for r in info.ready if r.lease is not None and r.lease.lease_id not in tried
             )

@@ -18,6 +18,7 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.comm import (
     ENROL_METHOD,
     CertificateAuthority,
+    FailureThrottle,
     Identity,
     channel_credentials,
     client_ca,
@@ -36,7 +37,6 @@ from anypu.scheduler import ServerSecurity
 from anypu.scheduler._grpc import serve
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
-from anypu.scheduler._throttle import FailureThrottle
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
 from anypu.sdk.models import mlp

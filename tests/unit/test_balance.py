@@ -76,7 +76,7 @@ class _Replicas:
         self.seconds = seconds
         self.calls: Counter[str] = Counter()
 
-    def deployments(self) -> list[m.DeploymentInfo]:
+    def deployments(self, traffic: m.Traffic | None = None) -> list[m.DeploymentInfo]:
         replicas = tuple(
             m.Replica(key, "ready", key, "cpu0", "edge", m.Lease(key, key, "cpu0", 0, "d"), 1)
             for key in self.seconds

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from anypu import PROTOCOL_VERSION
+from anypu.comm import FailureThrottle
 from anypu.devices import Device
 from anypu.placement import build_network
 from anypu.protos import messages as m
 from anypu.scheduler._http import DashboardServer, topology_layout
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
-from anypu.scheduler._throttle import FailureThrottle
 from tests.builders import done
 
 TOKEN = "s3cret"

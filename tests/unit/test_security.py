@@ -10,16 +10,19 @@ from cryptography import x509
 
 from anypu.comm import (
     CertificateAuthority,
+    FailureThrottle,
     Identity,
+    ThrottledError,
     cert_hash,
     common_name,
+    http_peer,
     new_key_and_csr,
     parse_ca_hash,
+    peer_host,
     serves_tls,
 )
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.scheduler._quarantine import NodeQuarantine
-from anypu.scheduler._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.scheduler._tokens import (
     AccessDeniedError,
     Enrolment,

@@ -1,9 +1,10 @@
-"""The Open Inference Protocol (v2) over gRPC at the scheduler's client port.
+"""The Open Inference Protocol (v2) over gRPC, at any gateway.
 
 ``inference.GRPCInferenceService`` as KServe's and Triton's gRPC clients call it
 (``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata``,
-``ModelInfer``), on the same port and TLS as the SDK's ``JobService``. A thin adapter:
-the gateway (``_inference.InferenceGateway``) finds the deployment, checks the token and
+``ModelInfer``): at the scheduler on the same port and TLS as the SDK's ``JobService``,
+at a gateway agent on its direct port beside ``DirectService``. A thin adapter:
+the gateway (``_gateway.InferenceGateway``) finds the deployment, checks the token and
 calls a replica, as for HTTP; ``anypu._oip_grpc`` turns the messages into tensors and
 back.
 
@@ -30,7 +31,7 @@ import grpc
 from anypu import _oip_grpc
 from anypu._oip import InferenceProtocolError
 from anypu._oip_grpc import pb
-from anypu.scheduler._inference import (
+from anypu.comm._gateway import (
     MAX_INFER_BYTES,
     GatewayRefusal,
     InferenceGateway,
@@ -40,7 +41,7 @@ from anypu.scheduler._inference import (
 
 __all__ = ["inference_handler"]
 
-log = logging.getLogger("anypu.scheduler.inference")
+log = logging.getLogger("anypu.inference")
 
 
 def inference_handler(gateway: InferenceGateway) -> grpc.GenericRpcHandler:
@@ -95,7 +96,7 @@ def _answered(
             status, message = error.status, str(error)
         except Exception:
             log.exception("%s of the inference protocol failed", name)
-            status, message = 500, "internal error in the scheduler; see its log"
+            status, message = 500, "internal error in the gateway; see its log"
         else:
             seconds = time.monotonic() - started if name == "ModelInfer" else None
             gateway.record("grpc", gateway.label(model), 200, seconds)
