@@ -114,6 +114,9 @@ class AgentConfig:
     #: (certificate file, key file) of this node: serve those calls over TLS, as a node
     #: enrolled with a TLS scheduler must (clients check the certificate names this node).
     direct_tls: tuple[str, str] | None = None
+    #: Serve the Open Inference Protocol here (``_gateway``): REST at this HOST:PORT,
+    #: gRPC on the direct address. "": not a gateway.
+    gateway_http: str = ""
     #: Bandwidth probes to the scheduler (``_probes``): how often and within what budget.
     #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
     bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
@@ -190,6 +193,16 @@ class Agent:
         if config.isolation not in ("process", "thread"):
             raise ConfigError(f"isolation must be 'process' or 'thread', got {config.isolation!r}")
         self._direct_server = None
+        self.gateway = None
+        if config.gateway_http:
+            from anypu.agents._gateway import AgentGateway
+
+            if not config.direct_address:
+                raise ConfigError(
+                    "--gateway-http needs --direct-address: the gateway's gRPC is served"
+                    " there, and its callers' replicas are reached the same way"
+                )
+            self.gateway = AgentGateway(link, config.name, config.gateway_http, config.direct_tls)
         if config.direct_address:  # before the workers start: a taken port stops us cleanly
             from anypu.agents._direct import DirectServer
 
@@ -197,7 +210,16 @@ class Agent:
             if config.direct_tls is not None:
                 cert, key = (Path(p).read_bytes() for p in config.direct_tls)
                 tls = (cert, key)
-            self._direct_server = DirectServer(self._serve_direct, config.direct_address, tls=tls)
+            self._direct_server = DirectServer(
+                self._serve_direct,
+                config.direct_address,
+                # A gateway's calls wait on replicas: threads of their own for them.
+                workers=32 if self.gateway else 4,
+                tls=tls,
+                handlers=(self.gateway.grpc_handler,) if self.gateway else (),
+            )
+            if self.gateway is not None:
+                self.gateway.start()
         self.state = AgentState(
             AgentIdentity(
                 name=config.name,
@@ -315,6 +337,8 @@ class Agent:
             self._peer_prober.stop()
         if self._direct_server is not None:
             self._direct_server.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         self.link.close()
         for worker in self.workers.values():
             worker.close()

@@ -73,9 +73,11 @@ class DirectServer:
         address: str,
         workers: int = 4,
         tls: tuple[bytes, bytes] | None = None,
+        handlers: tuple[grpc.GenericRpcHandler, ...] = (),
     ) -> None:
         """``tls``: (certificate, key) PEM of this node; clients then check the certificate
-        names the node their lease is on. None: plaintext (``--insecure`` schedulers)."""
+        names the node their lease is on. None: plaintext (``--insecure`` schedulers).
+        ``handlers``: more services on the same port (a gateway's inference protocol)."""
         host, _, _ = address.rpartition(":")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="anypu-direct"),
@@ -83,6 +85,8 @@ class DirectServer:
             options=server_options(max(_MAX_MESSAGE, MAX_BYTES) + (1 << 20)),
         )
         rpc.add_DirectServiceServicer_to_server(_Servicer(run_leased), self._server)
+        if handlers:
+            self._server.add_generic_rpc_handlers(handlers)
         try:
             if tls is None:
                 port = self._server.add_insecure_port(address)

@@ -44,6 +44,8 @@ class SchedulerLink(Protocol):
     def send(self, message: m.AgentMessage) -> None: ...
     def fetch_blob(self, digest: str) -> bytes: ...
     def put_blob(self, digest: str, data: bytes) -> None: ...
+    def look_up_deployment(self, lookup: m.DeploymentLookup) -> m.DeploymentLookupReply: ...
+    def peer_credentials(self) -> grpc.ChannelCredentials | None: ...
     def close(self) -> None: ...
 
 
@@ -142,6 +144,24 @@ class GrpcLink:
         except grpc.RpcError as error:
             raise_for_rpc(error, self.address)
 
+    def look_up_deployment(self, lookup: m.DeploymentLookup) -> m.DeploymentLookupReply:
+        """A gateway's look-up of a deployment (``_gateway``)."""
+        if self._channel is None:
+            raise SchedulerUnavailableError(f"not connected to {self.address}")
+        stub = rpc.AgentServiceStub(self._channel)
+        try:
+            reply = stub.LookUpDeployment(
+                convert.deployment_lookup_to_pb(lookup), metadata=self._metadata(), timeout=10
+            )
+        except grpc.RpcError as error:
+            raise_for_rpc(error, self.address)
+        return convert.deployment_lookup_reply_from_pb(reply)
+
+    def peer_credentials(self) -> grpc.ChannelCredentials | None:
+        """How to dial other agents' direct ports: TLS trusting the cluster CA, or None
+        (plaintext) on an insecure link."""
+        return None if self.tls is None else channel_credentials(self.tls.ca_pem())
+
     def _peer(self, peer: m.Peer) -> Any:
         """A DirectService stub for another site's agent: over TLS (the scheduler's CA,
         the certificate naming that node) when this link speaks TLS."""
@@ -226,6 +246,12 @@ class InProcessLink:
 
     def put_blob(self, digest: str, data: bytes) -> None:
         self.service.blobs.put(data, digest)
+
+    def look_up_deployment(self, lookup: m.DeploymentLookup) -> m.DeploymentLookupReply:
+        return self.service.look_up_deployment(lookup)
+
+    def peer_credentials(self) -> grpc.ChannelCredentials | None:
+        return None
 
     def close(self) -> None:
         if self._session is not None:

@@ -198,6 +198,14 @@ def _agent_parser(commands: Any) -> None:
         " (a forwarded port or a NAT's public address); default: the --direct-address",
     )
     a.add_argument(
+        "--gateway-http",
+        default="",
+        metavar="HOST:PORT",
+        help="serve the Open Inference Protocol (v2) for every deployment here: REST at"
+        " HOST:PORT (HTTPS with this node's certificate under a TLS scheduler), gRPC on"
+        " the --direct-address; callers' calls count as traffic from --site; default: none",
+    )
+    a.add_argument(
         "--probe-interval",
         type=float,
         default=30.0,

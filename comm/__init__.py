@@ -54,6 +54,7 @@ from anypu.comm._gateway import (
     InferenceGateway,
 )
 from anypu.comm._gateway_grpc import inference_handler
+from anypu.comm._gateway_http import GatewayHTTPServer, answer_over_http
 from anypu.comm._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.comm._tls import (
     SERVER_NAME,
@@ -93,12 +94,14 @@ __all__ = [
     "EnrolRequest",
     "FailureThrottle",
     "FrameError",
+    "GatewayHTTPServer",
     "GatewayRefusal",
     "Identity",
     "InferenceGateway",
     "MissingBlobError",
     "ReplicaBalancer",
     "ThrottledError",
+    "answer_over_http",
     "cert_hash",
     "channel_credentials",
     "client_ca",

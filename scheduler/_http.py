@@ -37,10 +37,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from anypu import PROTOCOL_VERSION, __version__
 from anypu.comm import (
-    MAX_INFER_BYTES,
     FailureThrottle,
     InferenceGateway,
     ThrottledError,
+    answer_over_http,
     http_peer,
 )
 from anypu.devices import Device
@@ -518,27 +518,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, {"error": "internal error in the scheduler; see its log"})
 
     def _inference(self, method: str, path: str) -> None:
-        """The Open Inference Protocol (``anypu.comm.InferenceGateway``): its errors in its own shape."""
+        """The Open Inference Protocol (``anypu.comm.InferenceGateway``): its errors in
+        its own shape."""
         try:
-            size = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            size = -1
-        if not 0 <= size <= MAX_INFER_BYTES:
-            self.close_connection = True  # the body is not read: this connection is spent
-            raise ApiError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"an inference request is at most {MAX_INFER_BYTES} bytes, this one says"
-                f" {self.headers.get('Content-Length')!r}: send smaller inputs",
-            )
-        body = self.rfile.read(size) if size else b""
-        self._check_host()
-        status, payload, headers = self.server.inference.handle(
-            method,
-            path,
-            dict(self.headers.items()),
-            body,
-            peer=http_peer(*self.client_address[:2]),
-            open_reads=self.server.open_reads,
+            self._check_host()
+        except ApiError:
+            self.close_connection = True  # its body is left unread
+            raise
+        status, payload, headers = answer_over_http(
+            self, self.server.inference, method, path, open_reads=self.server.open_reads
         )
         content_type = headers.pop("Content-Type", "application/json")
         self._send(status, payload, content_type, headers)
