@@ -291,6 +291,8 @@ class DeploymentReplicas(DeploymentAutoscaling):
         def _cancel(self, event: CancelRequested) -> list[Action]: ...
         def _caller_site(self, round_trips: dict[str, float], now: float) -> str: ...
 
+        network: object | None
+
     def restore_deployments(self, records: list[DeploymentRecord]) -> None:
         for record in records:
             self.deployments[record.name] = record
@@ -363,12 +365,17 @@ class DeploymentReplicas(DeploymentAutoscaling):
 
     def _deployments_called(self, event: DeploymentsCalled) -> list[Action]:
         """Callers' calls, by where they come from (``_traffic``): gateway agents from
-        their node's site, SDK clients from their origin, named or inferred."""
+        their node's site, SDK clients from their origin, named or inferred. Calls from a
+        site the network does not name (or with no network) are not counted: there is no
+        cost to place a replica nearer them by."""
         traffic = event.traffic
         node = self.nodes.get(event.node_id) if event.node_id else None
         site = node.site if node is not None else traffic.origin
         if not site and traffic.round_trips:
             site = self._caller_site(dict(traffic.round_trips), event.now)
+        network = self.network
+        if not site or not (network is not None and network.has_node(site)):  # type: ignore[attr-defined]
+            return []  # from nowhere the network knows: no place to follow them to
         for name, calls in traffic.calls:
             record = self.deployments.get(name)
             if record is not None:

@@ -243,6 +243,7 @@ def deployment_view(
         "gateway_calls_per_s": gateway[0],
         "gateway_p50_s": gateway[1],
         "gateway_p99_s": gateway[2],
+        "traffic": [{"site": site, "calls": calls} for site, calls in info.traffic],
         "replicas": [
             {
                 "replica_id": r.replica_id,
@@ -251,6 +252,7 @@ def deployment_view(
                 "device_id": r.device_id,
                 "tier": r.tier,
                 "version": r.version,
+                "placed_for": r.placed_for,
             }
             for r in info.replicas
         ],

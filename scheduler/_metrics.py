@@ -327,6 +327,7 @@ class _StateCollector(Collector):
         deployments = self.service.deployments()
         yield _replicas_family(deployments)
         yield from _cold_start_families(deployments)
+        yield _traffic_family(deployments)
         yield GaugeMetricFamily(
             "anypu_placement_rate",
             "Jobs placed per second over the last minute.",
@@ -346,6 +347,19 @@ def _replicas_family(deployments: Sequence[Any]) -> Metric:
         family.add_metric([info.name, "wanted"], info.replicas_wanted)
         family.add_metric([info.name, "ready"], len(info.ready))
         family.add_metric([info.name, "warming"], warming)
+    return family
+
+
+def _traffic_family(deployments: Sequence[Any]) -> Metric:
+    family = GaugeMetricFamily(
+        "anypu_deployment_site_calls",
+        "Calls to each deployment over the last minute, by the site callers reported them"
+        " from (SDK clients' origins, gateway agents' sites): what its replicas follow.",
+        labels=["deployment", "site"],
+    )
+    for info in deployments:
+        for site, calls in info.traffic:
+            family.add_metric([info.name, site], calls)
     return family
 
 

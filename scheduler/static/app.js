@@ -414,9 +414,10 @@ function renderDeployments(deployments) {
       d.gateway_calls_per_s ? h("span", { class: "muted", "data-gateway": "" }, ` · protocol ${d.gateway_calls_per_s.toFixed(1)}/s end to end p50 ${ms(d.gateway_p50_s)}, p99 ${ms(d.gateway_p99_s)}`) : null,
       d.cold_starts ? h("span", { class: "muted" }, ` · ${d.cold_starts} cold start(s), last ${d.last_cold_start_s.toFixed(2)} s`) : null),
     d.message ? h("div", { class: "state-failed" }, d.message) : null,
-    table(["replica", "state", "node / device", "tier", "version"], d.replicas.map((r) => h("tr", { "data-replica": r.replica_id },
+    d.traffic.length ? h("div", { class: "muted", "data-traffic": "" }, "calls over the last minute from: " + d.traffic.map((t) => `${t.site} ${t.calls}`).join(", ")) : null,
+    table(["replica", "state", "node / device", "tier", "placed for", "version"], d.replicas.map((r) => h("tr", { "data-replica": r.replica_id },
       td(h("span", { class: "mono" }, r.replica_id)), td(r.state), td(r.node_id ? `${r.node_id} / ${r.device_id}` : h("span", { class: "muted" }, "not placed yet")),
-      td(r.tier ? tierBadge(r.tier) : ""), num(r.version))), "no replica"),
+      td(r.tier ? tierBadge(r.tier) : ""), td(r.placed_for || h("span", { class: "muted" }, "anywhere")), num(r.version))), "no replica"),
     h("ul", { class: "reasons" }, d.events.slice(-6).reverse().map((e) => h("li", {}, h("span", { class: "muted" }, new Date(e.at * 1000).toLocaleTimeString()), ` ${e.event}`)))))];
 }
 
