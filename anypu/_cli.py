@@ -317,6 +317,25 @@ def _deployment_parsers(commands: Any) -> None:
         help="make a caller token, print it once (only its hash is kept)",
     )
     d.add_argument(
+        "--origin",
+        default="",
+        help="the site its calls are expected from (a site of the network), until calls"
+        " are measured; default: none",
+    )
+    d.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=None,
+        help="replicas only where a call is predicted to be answered within this, once"
+        " warm (network from the origin, queue, compute); default: none",
+    )
+    d.add_argument(
+        "--tiers", default="", help="comma-separated tiers replicas may go to (default: any)"
+    )
+    d.add_argument(
+        "--sites", default="", help="comma-separated sites replicas may go to (default: any)"
+    )
+    d.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for them to be ready (120)"
     )
     _scheduler_options(d)

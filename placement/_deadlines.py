@@ -7,7 +7,8 @@ A job's deadline is :math:`D_j` seconds left as the round runs (its caller's
     C(j, d) = transfer(j, d) + warm(j, d) + compute(j, d) + min_{s ∈ d} busy(s)
 
 (the terms of the solver's docstring, inputs in and outputs back, the queue of the least
-busy slice; on a shared device a free seat has none). ``DeadlineFilter`` keeps the
+busy slice; on a shared device a free seat has none). A deployment's replica
+(``deadline_warm``) is judged as its calls will run, warm: without the warm term. ``DeadlineFilter`` keeps the
 devices with :math:`C(j, d) ≤ D_j`, so every strategy (the cost model, which minimises
 predicted completion, and the GPU-sharing policies) chooses among them only. Each round:
 
@@ -86,6 +87,8 @@ def completion_terms(
     terms = score_terms(job, ctx, idx, ctx.table.dev_idle)
     out = {k: np.asarray(terms[k], float) for k in PREDICTED_TERMS if k in terms}
     out["queue"] = _least_busy(ctx)[idx]
+    if job.deadline_warm:  # a replica: each call is judged once the model is loaded
+        out.pop("warm", None)
     return out
 
 
@@ -170,7 +173,10 @@ def _unreachable(job: JobRequest, deadline: float, ctx: PlanContext) -> Deadline
 
 def _late(p: Placement, job: JobRequest) -> bool:
     deadline = _firm(job)
-    return deadline is not None and p.predicted_seconds > deadline
+    if deadline is None:
+        return False
+    warm = p.terms.get("warm", 0.0) if job.deadline_warm else 0.0
+    return p.predicted_seconds - warm > deadline
 
 
 def with_placed(snapshot: ClusterSnapshot, placements: Sequence[Placement]) -> ClusterSnapshot:

@@ -114,6 +114,10 @@ class JobRequest:
     best_effort: bool = False
     """With a deadline: place it where it is predicted to finish first even when that
     misses the deadline, instead of failing it."""
+    deadline_warm: bool = False
+    """The deadline is each call's once the model is warm (a deployment's replica,
+    placed once and called many times): the warm-up term (fetching and loading the
+    model) is not counted against it (``_deadlines``)."""
     relay: str = ""
     """The vertex the job's inputs and outputs pass through between its origin and the
     device ("" or a vertex the network lacks: straight from the origin). The live

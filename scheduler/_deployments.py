@@ -85,6 +85,9 @@ __all__ = [
 #: Replicas being placed and warmed at once per deployment, beyond those ready: a
 #: deployment whose warm-ups keep failing does not flood the queue.
 WARMING_AT_ONCE = 4
+#: After no device could meet its deadline_ms, how long before its replicas are placed
+#: again (nodes join, load moves; every tick would only repeat the refusal).
+DEADLINE_RETRY_S = 10.0
 _EVENTS_KEPT = 20
 
 
@@ -206,6 +209,8 @@ class DeploymentRecord:
     #: moved after them.
     traffic: SiteTraffic = field(default_factory=SiteTraffic)
     moved_at: float = -MOVE_EVERY_S
+    #: No replica is placed before this (its deadline was unreachable on every device).
+    retry_at: float = 0.0
 
     @property
     def autoscaled(self) -> bool:
@@ -447,6 +452,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             record.last_call = max(record.last_call, event.now)
             record.lower_since = None
             record.stalled = False
+            record.retry_at = 0.0
         actions.append(record.persisted())
         return actions + self._reconcile(record, event.now)
 
@@ -478,6 +484,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             record.version = back.number
             record.canary_percent = 0
             record.stalled = False
+            record.retry_at = 0.0
             return [*actions, record.persisted(), *self._reconcile(record, event.now)]
         return [record.persisted(), *self._reconcile(record, event.now)]
 
@@ -515,7 +522,16 @@ class DeploymentReplicas(DeploymentAutoscaling):
             if job is None or job.terminal:
                 del record.warming[job_id]
                 record.warming_versions.pop(job_id, None)
-                if job is not None and job.state != "succeeded":
+                if job is not None and job.outcome.code == m.FailureCode.DEADLINE_UNREACHABLE:
+                    # Waiting cannot make a device faster, but nodes join and load
+                    # changes: asked again after a while, not every tick.
+                    record.retry_at = now + DEADLINE_RETRY_S
+                    record.message = (
+                        f"no device is predicted to answer its calls within deadline_ms"
+                        f" {job.request.deadline_ms:g} (placing again in"
+                        f" {DEADLINE_RETRY_S:g} s): {job.outcome.message}"
+                    )
+                elif job is not None and job.state != "succeeded":
                     record.message = f"replica {job_id} {job.state}: {job.outcome.message}"
                     if job.outcome.user_error:
                         record.stalled = True
@@ -552,7 +568,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             number: count - len(serving[number]) - warming[number]
             for number, count in wanted.items()
         }
-        if record.stalled:
+        if record.stalled or now < record.retry_at:
             return actions
         if all(n <= 0 for n in missing.values()):
             return actions + self._follow_traffic(record, serving[record.version], now)
@@ -656,6 +672,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
                 wait=False,
                 origin=origin,
                 round_trips=(),
+                splits=(),  # a replica holds the whole model
             )
             job = JobRecord(
                 job_id=job_id, request=request, submitted_at=now, deployment=record.name

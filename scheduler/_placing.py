@@ -121,10 +121,9 @@ class PlacementRounds:
             operators=frozenset(r.operators),
             unsupported_on=self.learned.lacking_for(digest),
             held_s=0.0 if job.held_since is None else max(0.0, now - job.held_since),
-            deadline_s=(
-                r.deadline_ms / 1000 - max(0.0, now - job.submitted_at) if r.deadline_ms else None
-            ),
+            deadline_s=_deadline_left(job, now),
             best_effort=r.best_effort,
+            deadline_warm=bool(job.deployment),
             # Inputs come up to the scheduler and the agent fetches them; outputs go
             # back the same way (a leased call's later runs go direct, unplaced).
             relay=SCHEDULER_VERTEX,
@@ -329,7 +328,7 @@ class PlacementRounds:
         self.deadlines[(miss.tier, "unreachable")] += 1
         waited = max(0.0, now - job.submitted_at)
         deadline = f"{job.request.deadline_ms:g} ms"
-        if waited >= 0.001:
+        if waited >= 0.001 and not job.deployment:  # a replica's is each call's
             deadline += f", {max(miss.deadline_s, 0.0) * 1000:.0f} ms left after waiting"
             deadline += f" {waited * 1000:.0f} ms"
         message = (
@@ -392,3 +391,14 @@ def _runner_up_fields(runner_up: RunnerUp | None) -> dict[str, Any]:
         "runner_up_seconds": runner_up.predicted_seconds,
         "runner_up_terms": dict(runner_up.terms),
     }
+
+
+def _deadline_left(job: JobRecord, now: float) -> float | None:
+    """Seconds left of the job's deadline (None: none). A deployment's replica's is
+    each call's, from the call's arrival: waiting to be placed does not spend it."""
+    deadline_ms = job.request.deadline_ms
+    if not deadline_ms:
+        return None
+    if job.deployment:
+        return deadline_ms / 1000
+    return deadline_ms / 1000 - max(0.0, now - job.submitted_at)

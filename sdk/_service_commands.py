@@ -45,7 +45,7 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
     """``anypu deploy NAME --model MODULE:FACTORY --example 4x256 [--replicas N]``."""
     import torch
 
-    from anypu.sdk._client import Client
+    from anypu.sdk._client import Client, RunOptions
 
     model = _model(args.model)
     examples = tuple(torch.randn(*_shape(s)) for s in args.example)
@@ -54,8 +54,11 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
         import secrets
 
         caller_token = secrets.token_urlsafe(24)
+    options = RunOptions(
+        tiers=_listed(args.tiers), sites=_listed(args.sites), deadline_ms=args.deadline_ms
+    )
     _, transport = _connect(args)
-    client = Client(transport)
+    client = Client(transport, origin=args.origin)
     try:
         info = client.deploy(
             model,
@@ -72,6 +75,7 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
                 args.scale_down_after,
                 args.scale_to_zero_after,
             ),
+            options=options,
             wait_s=args.wait,
         )
     finally:
@@ -80,6 +84,10 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.new_caller_token:
         print(f"caller token (shown once; it may call {info.name} only): {caller_token}")
     return 0
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def deployments_command(args: argparse.Namespace, stop: threading.Event) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from anypu.comm import MissingBlobError, ReplicaBalancer
@@ -55,7 +56,8 @@ def deploy(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InputError(f"{what} must be a whole number of 0 or more, got {value!r}")
-    request, args = client._prepare(model, example_inputs, options)
+    # A replica holds the whole model: it is never split across devices.
+    request, args = client._prepare(model, example_inputs, replace(options, split=False))
     inputs, outputs = signature(model, args)
     if request.inputs_digest:
         raise InputError(

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from anypu.errors import AnypuError, ConfigError, JobFailedError
+from anypu.sdk import RunOptions
 from anypu.sdk.models import mlp
 from tests.cluster import Cluster
 
@@ -93,6 +94,21 @@ def test_bad_deployments_say_what_to_change(cluster):
             client.deploy(model, "mlp", example_inputs=x, replicas=1000)
         with pytest.raises(AnypuError, match="no deployment 'nope'"):
             client.scale("nope", 2)
+        # No device answers a call in 1 µs: the deployment waits, saying so (no replica
+        # is placed over and over meanwhile).
+        late = RunOptions(deadline_ms=0.001)
+        info = client.deploy(model, "late", example_inputs=x, options=late, wait_s=5)
+        assert not info.ready
+        assert "no device is predicted to answer its calls within deadline_ms 0.001" in (
+            info.message
+        )
+        client.undeploy("late")
+        # 2 s once warm holds, though fetching and loading the model may take longer.
+        info = client.deploy(
+            model, "timely", example_inputs=x, options=RunOptions(deadline_ms=2000)
+        )
+        assert len(info.ready) == 1, info
+        client.undeploy("timely")
 
 
 def _anypu(cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -108,7 +124,11 @@ def _anypu(cluster, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_command_line_deploys_lists_scales_and_deletes(cluster):
     with cluster.connected_client(2):
         pass
-    made = _anypu(cluster, "deploy", "mlp", "--model", "anypu.sdk.models:mlp", "--example", "4x256")
+    made = _anypu(
+        cluster,
+        *("deploy", "mlp", "--model", "anypu.sdk.models:mlp", "--example", "4x256"),
+        *("--deadline-ms", "5000", "--tiers", "edge"),
+    )
     assert made.returncode == 0, made.stderr
     assert "mlp: MLP version 1, 1/1 replica(s) ready" in made.stdout
     listed = _anypu(cluster, "deployments", "--json")

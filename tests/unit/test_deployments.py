@@ -394,3 +394,30 @@ def test_a_replaced_canary_gets_none_of_the_stable_share() -> None:
     # Version 3 has no ready replica yet: calls go to the stable version 1 only.
     assert [r.version for r in info.serving(0.05)] == [1]
     assert [r.version for r in info.serving(0.5)] == [1]
+
+
+def test_a_deadline_judges_a_replica_s_calls_warm_and_an_unreachable_one_waits() -> None:
+    from dataclasses import replace
+
+    from anypu.scheduler._deployments import DEADLINE_RETRY_S
+
+    # 50 ms to fetch and load the model, 2 ms a call: 20 ms holds once it is warm.
+    state = _state("a")
+    actions = state.handle(DeploymentApplied("mlp", replace(TEMPLATE, deadline_ms=20), 1, 1.0))
+    assert len(messages_sent(actions, m.Launch)) == 1
+    # Nothing answers within 1 µs: the deployment says so and waits before trying again.
+    state = _state("a")
+    state.handle(DeploymentApplied("mlp", replace(TEMPLATE, deadline_ms=0.001), 1, 1.0))
+    state.handle(Tick(1.5))
+    info = state.deployment_info("mlp")
+    assert info is not None and not info.replicas
+    assert "no device is predicted to answer its calls within deadline_ms 0.001" in info.message
+    assert "best is a/cpu0" in info.message and "after waiting" not in info.message
+    tried = len(state.jobs)
+    for now in (2.0, 4.0, 6.0, 8.0, 10.0, 1.0 + DEADLINE_RETRY_S):
+        state.handle(AgentSaid("a", 1, m.Heartbeat(now), now=now))
+        state.handle(Tick(now))
+    assert len(state.jobs) == tried  # not every tick
+    state.handle(AgentSaid("a", 1, m.Heartbeat(12.0), now=12.0))
+    state.handle(Tick(2.0 + DEADLINE_RETRY_S))
+    assert len(state.jobs) == tried + 1
