@@ -24,12 +24,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter
 from http import HTTPStatus
 
 from anypu.agents._link import SchedulerLink
 from anypu.comm import (
     INFO_TTL_S,
+    CallLog,
     GatewayHTTPServer,
     GatewayRefusal,
     InferenceGateway,
@@ -50,21 +50,18 @@ class LinkDirectory:
         self.link = link
         self.node_id = node_id
         self._lock = threading.Lock()
-        self._unreported: Counter[str] = Counter()
+        self._calls = CallLog()  # answered here since the last look-up
         self._deployed: tuple[str, ...] = ()
         #: (token's SHA-256, model) -> (the scheduler's refusal, "" for none; when asked)
         self._answers: dict[tuple[str, str], tuple[str, float]] = {}
 
     def _look_up(self, name: str = "", token: str = "", wake: int = 0) -> m.DeploymentLookupReply:
-        with self._lock:
-            calls = tuple(sorted(self._unreported.items()))
-            self._unreported.clear()
-        lookup = m.DeploymentLookup(self.node_id, name, token, wake, calls)
+        calls, times = self._calls.drain()
+        lookup = m.DeploymentLookup(self.node_id, name, token, wake, calls, times)
         try:
             reply = self.link.look_up_deployment(lookup)
         except AnypuError as error:
-            with self._lock:
-                self._unreported.update(dict(calls))  # said with the next look-up
+            self._calls.restore(times)  # said with the next look-up
             raise GatewayRefusal(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 f"this gateway ({self.node_id}) cannot reach the scheduler: {error}; try"
@@ -98,9 +95,8 @@ class LinkDirectory:
     def wake(self, name: str, replicas: int, reason: str) -> None:
         self._look_up(name, wake=replicas)
 
-    def answered(self, name: str) -> None:
-        with self._lock:
-            self._unreported[name] += 1
+    def answered(self, name: str, seconds: float) -> None:
+        self._calls.add(name, seconds)
 
 
 class AgentGateway:

@@ -11,12 +11,14 @@ messages themselves): this package imports neither ``anypu.agents`` nor
 - TLS: the cluster CA, node and scheduler certificates, the CA pinned by hash.
 - Enrolment: the messages a node exchanges to spend a join token on a certificate.
 - ``ReplicaBalancer``: which replica a caller's next call goes to (predicted answer time).
+- ``CallLog``: a caller's calls and end-to-end times, in buckets, for the scheduler.
 - ``InferenceGateway`` / ``inference_handler``: the Open Inference Protocol over HTTP and
   gRPC, at the scheduler or a gateway agent, from a ``DeploymentDirectory``;
   ``FailureThrottle``: how both slow down token guessing.
 """
 
 from anypu.comm._balance import DECAY_S, FAILURE_PENALTY_S, ReplicaBalancer
+from anypu.comm._call_times import CALL_SECONDS_BUCKETS, CallLog, merged, quantile
 from anypu.comm._channels import (
     BLOB_CHUNK_BYTES,
     INLINE_BYTES,
@@ -74,6 +76,7 @@ from anypu.comm._tls import (
 
 __all__ = [
     "BLOB_CHUNK_BYTES",
+    "CALL_SECONDS_BUCKETS",
     "DECAY_S",
     "ENROL_METHOD",
     "FAILURE_PENALTY_S",
@@ -87,6 +90,7 @@ __all__ = [
     "MISSING_BLOB_KEY",
     "SERVER_NAME",
     "AgentPortInfo",
+    "CallLog",
     "CertificateAuthority",
     "Channel",
     "DeploymentDirectory",
@@ -112,9 +116,11 @@ __all__ = [
     "grpc_channel",
     "http_peer",
     "inference_handler",
+    "merged",
     "new_key_and_csr",
     "parse_ca_hash",
     "peer_host",
+    "quantile",
     "raise_for_rpc",
     "read_frame",
     "result_from_frame",

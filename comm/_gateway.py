@@ -93,8 +93,9 @@ class DeploymentDirectory(Protocol):
         """Scale ``name`` (at zero replicas) up to ``replicas``: a call woke it."""
         ...
 
-    def answered(self, name: str) -> None:
-        """A call to ``name`` was answered through this gateway (its traffic, by site)."""
+    def answered(self, name: str, seconds: float) -> None:
+        """A call to ``name`` was answered through this gateway in ``seconds`` (its
+        traffic, by site, and its callers' times)."""
         ...
 
 
@@ -193,8 +194,9 @@ class InferenceGateway:
         version of the replica that answered."""
         from anypu import _oip
 
+        started = time.monotonic()
         outputs, answered_by = self._call_replica(info, _arguments(info, request), version)
-        self.directory.answered(info.name)
+        self.directory.answered(info.name, time.monotonic() - started)
         named = _oip.named_outputs(outputs)
         if named is None:
             raise GatewayRefusal(

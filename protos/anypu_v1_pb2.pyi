@@ -379,18 +379,20 @@ class ProbeReply(_message.Message):
     def __init__(self, received_bytes: _Optional[int] = ...) -> None: ...
 
 class LookUpDeploymentRequest(_message.Message):
-    __slots__ = ("node_id", "name", "token", "wake_replicas", "calls")
+    __slots__ = ("node_id", "name", "token", "wake_replicas", "calls", "times")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     WAKE_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CALLS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     token: str
     wake_replicas: int
     calls: _containers.RepeatedCompositeFieldContainer[DeploymentCalls]
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., token: _Optional[str] = ..., wake_replicas: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ...) -> None: ...
+    times: _containers.RepeatedCompositeFieldContainer[CallTimes]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., token: _Optional[str] = ..., wake_replicas: _Optional[int] = ..., calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ..., times: _Optional[_Iterable[_Union[CallTimes, _Mapping]]] = ...) -> None: ...
 
 class LookUpDeploymentReply(_message.Message):
     __slots__ = ("found", "deployment", "deployed", "refusal")
@@ -844,14 +846,26 @@ class DeploymentCalls(_message.Message):
     def __init__(self, deployment: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class ListDeploymentsRequest(_message.Message):
-    __slots__ = ("calls", "origin", "round_trips")
+    __slots__ = ("calls", "origin", "round_trips", "times")
     CALLS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     ROUND_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
     calls: _containers.RepeatedCompositeFieldContainer[DeploymentCalls]
     origin: str
     round_trips: _containers.RepeatedCompositeFieldContainer[RoundTrip]
-    def __init__(self, calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ..., origin: _Optional[str] = ..., round_trips: _Optional[_Iterable[_Union[RoundTrip, _Mapping]]] = ...) -> None: ...
+    times: _containers.RepeatedCompositeFieldContainer[CallTimes]
+    def __init__(self, calls: _Optional[_Iterable[_Union[DeploymentCalls, _Mapping]]] = ..., origin: _Optional[str] = ..., round_trips: _Optional[_Iterable[_Union[RoundTrip, _Mapping]]] = ..., times: _Optional[_Iterable[_Union[CallTimes, _Mapping]]] = ...) -> None: ...
+
+class CallTimes(_message.Message):
+    __slots__ = ("deployment", "buckets", "seconds")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    seconds: float
+    def __init__(self, deployment: _Optional[str] = ..., buckets: _Optional[_Iterable[int]] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class RolloutDeploymentRequest(_message.Message):
     __slots__ = ("name", "action")
@@ -890,7 +904,7 @@ class SiteCalls(_message.Message):
     def __init__(self, site: _Optional[str] = ..., calls: _Optional[int] = ...) -> None: ...
 
 class DeploymentInfo(_message.Message):
-    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s", "autoscaling", "traffic")
+    __slots__ = ("name", "artifact_digest", "replicas_wanted", "replicas", "created_at", "message", "model_name", "inputs", "outputs", "min_replicas", "max_replicas", "events", "version", "calls_per_s", "run_p50_s", "run_p99_s", "canary_percent", "stable_version", "caller_token", "cold_starts", "last_cold_start_s", "autoscaling", "traffic", "caller_calls_per_s", "caller_p50_s", "caller_p99_s", "caller_buckets", "caller_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_WANTED_FIELD_NUMBER: _ClassVar[int]
@@ -914,6 +928,11 @@ class DeploymentInfo(_message.Message):
     LAST_COLD_START_S_FIELD_NUMBER: _ClassVar[int]
     AUTOSCALING_FIELD_NUMBER: _ClassVar[int]
     TRAFFIC_FIELD_NUMBER: _ClassVar[int]
+    CALLER_CALLS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    CALLER_P50_S_FIELD_NUMBER: _ClassVar[int]
+    CALLER_P99_S_FIELD_NUMBER: _ClassVar[int]
+    CALLER_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     artifact_digest: str
     replicas_wanted: int
@@ -937,7 +956,12 @@ class DeploymentInfo(_message.Message):
     last_cold_start_s: float
     autoscaling: Autoscaling
     traffic: _containers.RepeatedCompositeFieldContainer[SiteCalls]
-    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., traffic: _Optional[_Iterable[_Union[SiteCalls, _Mapping]]] = ...) -> None: ...
+    caller_calls_per_s: float
+    caller_p50_s: float
+    caller_p99_s: float
+    caller_buckets: _containers.RepeatedScalarFieldContainer[int]
+    caller_seconds: float
+    def __init__(self, name: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., replicas_wanted: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ..., created_at: _Optional[float] = ..., message: _Optional[str] = ..., model_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., events: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., calls_per_s: _Optional[float] = ..., run_p50_s: _Optional[float] = ..., run_p99_s: _Optional[float] = ..., canary_percent: _Optional[int] = ..., stable_version: _Optional[int] = ..., caller_token: _Optional[bool] = ..., cold_starts: _Optional[int] = ..., last_cold_start_s: _Optional[float] = ..., autoscaling: _Optional[_Union[Autoscaling, _Mapping]] = ..., traffic: _Optional[_Iterable[_Union[SiteCalls, _Mapping]]] = ..., caller_calls_per_s: _Optional[float] = ..., caller_p50_s: _Optional[float] = ..., caller_p99_s: _Optional[float] = ..., caller_buckets: _Optional[_Iterable[int]] = ..., caller_seconds: _Optional[float] = ...) -> None: ...
 
 class DeploymentResponse(_message.Message):
     __slots__ = ("deployment",)

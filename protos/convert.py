@@ -629,7 +629,16 @@ def list_deployments_request(traffic: m.Traffic | None = None) -> pb.ListDeploym
         out.calls.extend(pb.DeploymentCalls(deployment=d, calls=n) for d, n in traffic.calls)
         out.origin = traffic.origin
         out.round_trips.extend(pb.RoundTrip(vertex=v, rtt_s=t) for v, t in traffic.round_trips)
+        out.times.extend(_call_times_to_pb(t) for t in traffic.times)
     return out
+
+
+def _call_times_to_pb(times: m.CallTimes) -> pb.CallTimes:
+    return pb.CallTimes(deployment=times.deployment, buckets=times.buckets, seconds=times.seconds)
+
+
+def _call_times_from_pb(message: pb.CallTimes) -> m.CallTimes:
+    return m.CallTimes(message.deployment, tuple(message.buckets), message.seconds)
 
 
 def traffic_from_pb(
@@ -638,11 +647,15 @@ def traffic_from_pb(
     """The calls a listing or a gateway's look-up reports (no origin in a look-up: the
     gateway's node is where its calls come from)."""
     if isinstance(message, pb.LookUpDeploymentRequest):
-        return m.Traffic(calls=tuple((c.deployment, c.calls) for c in message.calls))
+        return m.Traffic(
+            calls=tuple((c.deployment, c.calls) for c in message.calls),
+            times=tuple(_call_times_from_pb(t) for t in message.times),
+        )
     return m.Traffic(
         calls=tuple((c.deployment, c.calls) for c in message.calls),
         origin=message.origin,
         round_trips=tuple((r.vertex, r.rtt_s) for r in message.round_trips),
+        times=tuple(_call_times_from_pb(t) for t in message.times),
     )
 
 
@@ -654,6 +667,7 @@ def deployment_lookup_to_pb(lookup: m.DeploymentLookup) -> pb.LookUpDeploymentRe
         wake_replicas=lookup.wake_replicas,
     )
     out.calls.extend(pb.DeploymentCalls(deployment=d, calls=n) for d, n in lookup.calls)
+    out.times.extend(_call_times_to_pb(t) for t in lookup.times)
     return out
 
 
@@ -664,6 +678,7 @@ def deployment_lookup_from_pb(message: pb.LookUpDeploymentRequest) -> m.Deployme
         token=message.token,
         wake_replicas=message.wake_replicas,
         calls=traffic_from_pb(message).calls,
+        times=traffic_from_pb(message).times,
     )
 
 
@@ -693,6 +708,7 @@ def deployment_info_to_pb(info: m.DeploymentInfo) -> pb.DeploymentInfo:
     out.events.extend(info.events)
     _scalars_to_pb(info.autoscaling, out.autoscaling)
     out.traffic.extend(pb.SiteCalls(site=s, calls=n) for s, n in info.traffic)
+    out.caller_buckets.extend(info.caller_buckets)
     for replica in info.replicas:
         entry = _scalars_to_pb(replica, out.replicas.add())
         if replica.lease is not None:
@@ -718,6 +734,7 @@ def deployment_info_from_pb(message: pb.DeploymentInfo) -> m.DeploymentInfo:
         events=tuple(message.events),
         autoscaling=_scalars_from_pb(message.autoscaling, m.Autoscaling),
         traffic=tuple((t.site, t.calls) for t in message.traffic),
+        caller_buckets=tuple(message.caller_buckets),
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "TIERS",
     "AgentMessage",
     "Autoscaling",
+    "CallTimes",
     "Cancel",
     "ClusterUsage",
     "DeployOptions",
@@ -622,6 +623,15 @@ class DeploymentInfo:
     autoscaling: Autoscaling = Autoscaling()
     #: Its callers' reported calls over the last minute: (site, calls), most first.
     traffic: tuple[tuple[str, int], ...] = ()
+    #: Its callers' calls end to end where they stand (SDK clients, gateways), as they
+    #: reported them over the last 10 s: calls a second, median and 99th percentile.
+    caller_calls_per_s: float = 0.0
+    caller_p50_s: float = 0.0
+    caller_p99_s: float = 0.0
+    #: All they reported since the scheduler started: counts per bucket of
+    #: ``anypu.comm.CALL_SECONDS_BUCKETS`` (one more above it), and seconds in all.
+    caller_buckets: tuple[int, ...] = ()
+    caller_seconds: float = 0.0
 
     @property
     def ready(self) -> tuple[Replica, ...]:
@@ -806,14 +816,27 @@ class ClusterUsage:
 
 
 @dataclass(frozen=True)
+class CallTimes:
+    """A caller's answered calls to one deployment, end to end where it stands: counts
+    per bucket of ``anypu.comm.CALL_SECONDS_BUCKETS`` (one more: above the last), and
+    their seconds in all."""
+
+    deployment: str
+    buckets: tuple[int, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Traffic:
-    """Calls a caller sent to deployments since it last said (deployment, calls), and
-    where it is: ``origin`` named, or the ``round_trips`` it timed (the scheduler infers
-    it, as for a job). Replicas are placed after where the calls come from."""
+    """Calls a caller sent to deployments since it last said (deployment, calls) and
+    their ``times``, and where it is: ``origin`` named, or the ``round_trips`` it timed
+    (the scheduler infers it, as for a job). Replicas are placed after where the calls
+    come from."""
 
     calls: tuple[tuple[str, int], ...] = ()
     origin: str = ""
     round_trips: tuple[tuple[str, float], ...] = ()
+    times: tuple[CallTimes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -827,6 +850,7 @@ class DeploymentLookup:
     token: str = ""
     wake_replicas: int = 0
     calls: tuple[tuple[str, int], ...] = ()
+    times: tuple[CallTimes, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from anypu.comm import merged, quantile
 from anypu.protos import messages as m
 from anypu.scheduler._autoscaling import WINDOW_S, DeploymentAutoscaling
 from anypu.scheduler._events import (
@@ -211,6 +212,26 @@ class DeploymentRecord:
     moved_at: float = -MOVE_EVERY_S
     #: No replica is placed before this (its deadline was unreachable on every device).
     retry_at: float = 0.0
+    #: Its callers' reported call times (``anypu.comm.CallLog``): (when, buckets) over
+    #: the last ``WINDOW_S``, and all since the scheduler started.
+    caller_window: deque[tuple[float, tuple[int, ...]]] = field(default_factory=deque)
+    caller_buckets: tuple[int, ...] = ()
+    caller_seconds: float = 0.0
+
+    def called(self, now: float, times: m.CallTimes) -> None:
+        self.caller_window.append((now, times.buckets))
+        self.caller_buckets = merged(self.caller_buckets, times.buckets)
+        self.caller_seconds += times.seconds
+        self.last_call = max(self.last_call, now)
+
+    def caller_times(self, now: float) -> tuple[int, ...]:
+        """Its callers' reported call times over the last ``WINDOW_S``, merged."""
+        while self.caller_window and self.caller_window[0][0] < now - WINDOW_S:
+            self.caller_window.popleft()
+        total: tuple[int, ...] = ()
+        for _, buckets in self.caller_window:
+            total = merged(total, buckets)
+        return total
 
     @property
     def autoscaled(self) -> bool:
@@ -309,6 +330,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             return None
         last = record.runs[-1][0] if record.runs else 0.0
         recent = sorted(s for at, s in record.runs if at >= (now or last) - WINDOW_S)
+        callers = record.caller_times(now or last)
         replicas: list[m.Replica] = []
         for held in self.leases.of_deployment(name):
             node = self.nodes.get(held.lease.node_id)
@@ -364,6 +386,11 @@ class DeploymentReplicas(DeploymentAutoscaling):
             traffic=tuple(
                 sorted(record.traffic.by_site(now or last).items(), key=lambda t: (-t[1], t[0]))
             ),
+            caller_calls_per_s=sum(callers) / WINDOW_S,
+            caller_p50_s=quantile(callers, 0.5),
+            caller_p99_s=quantile(callers, 0.99),
+            caller_buckets=record.caller_buckets,
+            caller_seconds=record.caller_seconds,
         )
 
     # -------------------------------------------------------------- events
@@ -374,6 +401,10 @@ class DeploymentReplicas(DeploymentAutoscaling):
         site the network does not name (or with no network) are not counted: there is no
         cost to place a replica nearer them by."""
         traffic = event.traffic
+        for times in traffic.times:  # end to end at the caller: wherever it is
+            record = self.deployments.get(times.deployment)
+            if record is not None:
+                record.called(event.now, times)
         node = self.nodes.get(event.node_id) if event.node_id else None
         site = node.site if node is not None else traffic.origin
         if not site and traffic.round_trips:

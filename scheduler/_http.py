@@ -244,6 +244,9 @@ def deployment_view(
         "gateway_p50_s": gateway[1],
         "gateway_p99_s": gateway[2],
         "traffic": [{"site": site, "calls": calls} for site, calls in info.traffic],
+        "caller_calls_per_s": info.caller_calls_per_s,
+        "caller_p50_s": info.caller_p50_s,
+        "caller_p99_s": info.caller_p99_s,
         "replicas": [
             {
                 "replica_id": r.replica_id,

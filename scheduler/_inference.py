@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from anypu.comm import FailureThrottle, InferenceGateway
+from anypu.comm import CallLog, FailureThrottle, InferenceGateway
 from anypu.protos import messages as m
 
 if TYPE_CHECKING:
@@ -18,12 +18,17 @@ __all__ = ["SchedulerDirectory", "scheduler_gateway"]
 
 class SchedulerDirectory:
     """``DeploymentDirectory`` over the scheduler's own state. Callers' sites are not
-    known here (an address is not a site), so calls are not counted as traffic."""
+    known here (an address is not a site), so calls are not counted as traffic; their
+    times are, as callers' (told with each listing, as a gateway agent tells them)."""
 
     def __init__(self, service: SchedulerService) -> None:
         self.service = service
+        self.calls = CallLog()
 
     def deployment(self, name: str) -> m.DeploymentInfo | None:
+        _, times = self.calls.drain()
+        if times:
+            self.service.calls_reported(m.Traffic(times=times))
         return self.service.deployment(name)
 
     def deployed(self) -> list[str]:
@@ -35,8 +40,8 @@ class SchedulerDirectory:
     def wake(self, name: str, replicas: int, reason: str) -> None:
         self.service.scale(name, replicas, reason)
 
-    def answered(self, name: str) -> None:
-        return None
+    def answered(self, name: str, seconds: float) -> None:
+        self.calls.add(name, seconds)
 
 
 def scheduler_gateway(

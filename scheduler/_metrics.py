@@ -22,9 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client as prom
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from anypu.comm import CALL_SECONDS_BUCKETS
 from anypu.devices import Device
 from anypu.placement import TIERS
 from anypu.protos.messages import (
@@ -328,6 +334,7 @@ class _StateCollector(Collector):
         yield _replicas_family(deployments)
         yield from _cold_start_families(deployments)
         yield _traffic_family(deployments)
+        yield _caller_times_family(deployments)
         yield GaugeMetricFamily(
             "anypu_placement_rate",
             "Jobs placed per second over the last minute.",
@@ -347,6 +354,27 @@ def _replicas_family(deployments: Sequence[Any]) -> Metric:
         family.add_metric([info.name, "wanted"], info.replicas_wanted)
         family.add_metric([info.name, "ready"], len(info.ready))
         family.add_metric([info.name, "warming"], warming)
+    return family
+
+
+def _caller_times_family(deployments: Sequence[Any]) -> Metric:
+    family = HistogramMetricFamily(
+        "anypu_deployment_call_seconds",
+        "Calls to each deployment end to end where its callers stand (SDK clients,"
+        " gateways at agents and the scheduler), as they reported them, since the"
+        " scheduler started.",
+        labels=["deployment"],
+    )
+    for info in deployments:
+        if not info.caller_buckets:
+            continue
+        cumulative, running = [], 0
+        bounds = [*(f"{b:g}" for b in CALL_SECONDS_BUCKETS), "+Inf"]
+        counts = info.caller_buckets
+        for i, bound in enumerate(bounds):
+            running += counts[i] if i < len(counts) else 0
+            cumulative.append((bound, running))
+        family.add_metric([info.name], cumulative, sum_value=info.caller_seconds)
     return family
 
 

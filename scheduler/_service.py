@@ -610,7 +610,7 @@ class SchedulerService:
     def calls_reported(self, traffic: m.Traffic, node_id: str = "") -> None:
         """Callers' calls to deployments since they last said (``_traffic``): from
         gateway node ``node_id``'s site, else from where ``traffic`` says."""
-        if not traffic.calls:
+        if not traffic.calls and not traffic.times:
             return
         with self._lock:
             self._apply(self.state.handle(DeploymentsCalled(traffic, self.clock(), node_id)))
@@ -619,7 +619,7 @@ class SchedulerService:
         """A gateway agent's look-up (``agents`` ``--gateway-port``): the deployment, the
         names deployed, and whether the caller's token may call it. Its calls since the
         last look-up count as traffic from its node's site."""
-        self.calls_reported(m.Traffic(calls=lookup.calls), lookup.node_id)
+        self.calls_reported(m.Traffic(calls=lookup.calls, times=lookup.times), lookup.node_id)
         info = self.deployment(lookup.name) if lookup.name else None
         if info is not None and lookup.wake_replicas and info.max_replicas:
             if info.replicas_wanted == 0:

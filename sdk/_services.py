@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from anypu.comm import MissingBlobError, ReplicaBalancer
+from anypu.comm import CallLog, MissingBlobError, ReplicaBalancer
 from anypu.errors import AnypuError, InputError
 from anypu.protos import messages as m
 
@@ -158,13 +158,14 @@ class Service:
         self._draws = random.Random()
         self._busy: dict[str, threading.Lock] = {}  # lease id -> held while a call uses it
         self.balancer = ReplicaBalancer()
-        self._unreported = 0  # calls answered since the scheduler last heard (its traffic)
+        self._calls = CallLog()  # answered since the scheduler last heard: traffic, times
 
     def __repr__(self) -> str:
         known = len(self._info.ready) if self._info else 0
         return f"Service({self.name!r}, {known} ready replica(s) known)"
 
     def __call__(self, *inputs: Any) -> Any:
+        called = time.monotonic()
         tried: set[str] = set()
         while True:
             replica, busy = self._take(tried)
@@ -180,8 +181,7 @@ class Service:
                 answered = result is not None and (result.ok or result.outcome.user_error)
                 self.balancer.finished(key, ended - started if answered else None, ended)
             if result is not None and (result.ok or result.outcome.user_error):
-                with self._lock:
-                    self._unreported += 1
+                self._calls.add(self.name, time.monotonic() - called)
                 return self.client._direct_outcome(result)
             # The replica has gone (or its slice failed the call, not the model): the
             # scheduler places another; try the others meanwhile.
@@ -195,18 +195,16 @@ class Service:
     def _listing(self) -> m.DeploymentInfo:
         """The deployment now; the scheduler hears of this Service's calls since it
         last asked and where this client is (replicas are placed after its traffic)."""
-        with self._lock:
-            calls, self._unreported = self._unreported, 0
+        calls, times = self._calls.drain()
         traffic = None
         if calls:
             origin = self.client.origin
             trips = () if origin else self.client._timed_round_trips()
-            traffic = m.Traffic(((self.name, calls),), origin, trips)
+            traffic = m.Traffic(calls, origin, trips, times)
         try:
             return _find(self.client, self.name, traffic)
         except Exception:
-            with self._lock:
-                self._unreported += calls  # said next time
+            self._calls.restore(times)  # said next time
             raise
 
     def _take(self, tried: set[str]) -> tuple[m.Replica, threading.Lock]:

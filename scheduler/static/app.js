@@ -411,6 +411,7 @@ function renderDeployments(deployments) {
       d.canary_percent ? h("span", { class: "badge", "data-canary": d.canary_percent }, `canary: ${d.canary_percent} % to v${d.version}, the rest to v${d.stable_version}`) : null,
       d.caller_token ? h("span", { class: "badge" }, "caller token") : null,
       h("span", { class: "muted" }, ` · ${d.calls_per_s.toFixed(1)} calls/s · run p50 ${ms(d.run_p50_s)}, p99 ${ms(d.run_p99_s)}`),
+      d.caller_calls_per_s ? h("span", { class: "muted", "data-callers": "" }, ` · callers ${d.caller_calls_per_s.toFixed(1)}/s end to end p50 ${ms(d.caller_p50_s)}, p99 ${ms(d.caller_p99_s)}`) : null,
       d.gateway_calls_per_s ? h("span", { class: "muted", "data-gateway": "" }, ` · protocol ${d.gateway_calls_per_s.toFixed(1)}/s end to end p50 ${ms(d.gateway_p50_s)}, p99 ${ms(d.gateway_p99_s)}`) : null,
       d.cold_starts ? h("span", { class: "muted" }, ` · ${d.cold_starts} cold start(s), last ${d.last_cold_start_s.toFixed(2)} s`) : null),
     d.message ? h("div", { class: "state-failed" }, d.message) : null,

@@ -20,6 +20,7 @@ import torch
 
 from anypu.errors import AnypuError, ConfigError, JobFailedError
 from anypu.sdk import RunOptions
+from anypu.sdk._services import REFRESH_S
 from anypu.sdk.models import mlp
 from tests.cluster import Cluster
 
@@ -62,6 +63,12 @@ def test_a_deployment_is_called_by_name_and_survives_a_node_and_a_restart(cluste
         while not [j for j in client.transport.list_jobs(30) if j.placement.solver == "lease"]:
             assert time.monotonic() < deadline, "no call recorded as leased"
             time.sleep(0.2)
+        # The Service tells the scheduler its calls' times end to end with its next
+        # listing (every REFRESH_S while it calls): the dashboard's callers' p50/p99.
+        time.sleep(REFRESH_S + 0.1)
+        torch.testing.assert_close(service(x), model(x))
+        (listed,) = [d for d in client.deployments() if d.name == "mlp"]
+        assert sum(listed.caller_buckets) >= 11 and 0 < listed.caller_p50_s <= listed.caller_p99_s
 
         # A node goes: its replica is placed again on what is left, and calls go on.
         gone = info.ready[0].node_id

@@ -152,6 +152,8 @@ def test_the_replica_moves_to_the_site_its_calls_come_from(shop):
     assert where == [("shop-7", "shop-gw")], info
     assert info is not None and dict(info.traffic).get("shop-7", 0) >= 20
     assert any("moving a replica from cloud to shop-7" in e for e in info.events), info.events
+    # The gateway told the scheduler its calls' times end to end there.
+    assert sum(info.caller_buckets) >= 30 and info.caller_seconds > 0
     # It still answers, now from the shop's own replica.
     status, body = _https(shop, "POST", "/v2/models/scale/infer", BODY, cluster.token)
     assert status == 200, body

@@ -10,10 +10,12 @@ import http.client
 import json
 import re
 import struct
+import time
 
 import pytest
 import torch
 
+from anypu.comm import INFO_TTL_S
 from anypu.errors import AnypuError
 from anypu.sdk import Client
 from anypu.sdk._transport import GrpcTransport
@@ -206,11 +208,15 @@ def test_an_inference_needs_the_token_and_a_bounded_body(served):
     request = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": X.tolist()}]}
     infer = _request(served, "POST", "/v2/models/scale/infer", json.dumps(request).encode())
     assert infer[0] == 200
+    time.sleep(INFO_TTL_S + 0.1)  # the next listing tells the scheduler the calls' times
+    infer = _request(served, "POST", "/v2/models/scale/infer", json.dumps(request).encode())
+    assert infer[0] == 200
     _, _, metrics = _request(served, "GET", "/metrics")
     text = metrics.decode()
     assert 'anypu_deployment_replicas{deployment="scale",state="ready"} 1.0' in text
     assert 'anypu_inference_requests_total{code="200",model="scale",protocol="http"}' in text
     assert 'anypu_inference_duration_seconds_count{model="scale",protocol="http"}' in text
+    assert re.search(r'anypu_deployment_call_seconds_count\{deployment="scale"\} [1-9]', text)
     # The dashboard shows the protocol's calls end to end at the scheduler.
     _, _, listed = _request(served, "GET", "/api/v1/deployments")
     (scale,) = [d for d in json.loads(listed) if d["name"] == "scale"]
