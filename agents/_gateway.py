@@ -42,6 +42,9 @@ __all__ = ["AgentGateway", "LinkDirectory"]
 
 log = logging.getLogger("anypu.agent")
 
+#: How long an authorizing look-up's listing stands in for the call's own look-up.
+BROUGHT_S = 0.1
+
 
 class LinkDirectory:
     """``DeploymentDirectory`` by look-ups over the agent's link to the scheduler."""
@@ -54,6 +57,9 @@ class LinkDirectory:
         self._deployed: tuple[str, ...] = ()
         #: (token's SHA-256, model) -> (the scheduler's refusal, "" for none; when asked)
         self._answers: dict[tuple[str, str], tuple[str, float]] = {}
+        #: The listing an authorizing look-up brought back: (name, listing, when), used
+        #: once by the ``deployment`` call that follows it instead of a second look-up.
+        self._brought: tuple[str, m.DeploymentInfo | None, float] | None = None
 
     def _look_up(self, name: str = "", token: str = "", wake: int = 0) -> m.DeploymentLookupReply:
         calls, times = self._calls.drain()
@@ -72,6 +78,14 @@ class LinkDirectory:
         return reply
 
     def deployment(self, name: str) -> m.DeploymentInfo | None:
+        with self._lock:
+            brought, self._brought = self._brought, None
+        if (
+            brought is not None
+            and brought[0] == name
+            and time.monotonic() - brought[2] <= BROUGHT_S
+        ):
+            return brought[1]
         return self._look_up(name).deployment
 
     def deployed(self) -> list[str]:
@@ -85,8 +99,10 @@ class LinkDirectory:
             known = self._answers.get(key)
         if known is not None and now - known[1] <= INFO_TTL_S:
             return known[0]
-        refusal = self._look_up(model, token).refusal
+        reply = self._look_up(model, token)
+        refusal = reply.refusal
         with self._lock:
+            self._brought = (model, reply.deployment, time.monotonic())
             if len(self._answers) > 4096:  # a guesser's tokens must not grow it
                 self._answers = {k: v for k, v in self._answers.items() if not v[0]}
             self._answers[key] = (refusal, now)

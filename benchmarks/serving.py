@@ -10,7 +10,12 @@ machine, one run:
   through the scheduler's Open Inference Protocol gateway by Triton's gRPC client
   (when ``tritonclient`` is installed) and over REST with binary tensors;
 - **Ray Serve**: a local Ray cluster (2 CPUs), ``@serve.deployment(num_replicas=2,
-  ray_actor_options={"num_cpus": 1})``, called through its ``DeploymentHandle``.
+  ray_actor_options={"num_cpus": 1})``, called through its ``DeploymentHandle`` and
+  through its HTTP proxy (the input's float32 bytes as the body, the output's as the
+  answer, one kept-open connection per calling thread).
+
+anypu's REST rows are called at the scheduler's gateway and at the agent's own
+(``--gateway-http``), which holds the replicas: the protocol's REST with binary tensors.
 
 Both replicas run ``torch.set_num_threads(1)`` and the model in inference mode. For each
 model — a small MLP (3×256, batch 32) and a transformer encoder layer (d 256, 4 heads,
@@ -119,7 +124,8 @@ def _anypu(rates: list[float], seconds: float) -> None:
     with tempfile.TemporaryDirectory() as work:
         cluster = Cluster(Path(work), **{"scale-to-zero-after": 2.0, "http-port": 0})
         try:
-            cluster.add_agent("serving-1", "edge", TWO_SLICES, direct=True)
+            gateway = ("--gateway-http", "127.0.0.1:0")
+            cluster.add_agent("serving-1", "edge", TWO_SLICES, direct=True, extra=gateway)
             client = Client(GrpcTransport(cluster.address, cluster.token))
             cluster.wait_nodes(client, 1)
             for i, (name, (model, x)) in enumerate(_models().items()):
@@ -139,6 +145,9 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 by_rest = _rest_call(_http_port(cluster), cluster.token, deployment, x)
                 rows = [(rate, _open_loop(by_rest, rate, seconds)) for rate in rates]
                 _report("anypu, OIP REST (binary tensors) via the scheduler", name, rows)
+                by_agent = _rest_call(_agent_gateway_port(cluster), cluster.token, deployment, x)
+                rows = [(rate, _open_loop(by_agent, rate, seconds)) for rate in rates]
+                _report("anypu, OIP REST (binary tensors) via the agent's gateway", name, rows)
                 client.undeploy(deployment)
             model, x = next(iter(_models().values()))
             _rolling_update(client, model, x, seconds)
@@ -191,6 +200,18 @@ def _http_port(cluster: Cluster) -> int:
     return int(found[-1])
 
 
+def _agent_gateway_port(cluster: Cluster) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.findall(
+            r"Inference Protocol at http://127\.0\.0\.1:(\d+)/v2", cluster.log("serving-1")
+        )
+        if found:
+            return int(found[-1])
+        time.sleep(0.1)
+    raise RuntimeError("the agent printed no gateway address:\n" + cluster.log("serving-1"))
+
+
 def _rest_call(port: int, token: str, deployment: str, x: torch.Tensor) -> Any:
     """A call of ``deployment`` over the protocol's REST, the input and outputs as binary
     tensors (Triton's extension), one kept-open connection per calling thread."""
@@ -213,21 +234,7 @@ def _rest_call(port: int, token: str, deployment: str, x: torch.Tensor) -> Any:
         "Content-Type": "application/octet-stream",
         "Inference-Header-Content-Length": str(len(header)),
     }
-    local = threading.local()
-
-    def call() -> object:
-        connection = getattr(local, "connection", None)
-        if connection is None:
-            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port)
-        connection.request("POST", f"/v2/models/{deployment}/infer", body, headers)
-        response = connection.getresponse()
-        answer = response.read()
-        assert response.status == 200, answer[:200]
-        return answer
-
-    for _ in range(50):
-        call()
-    return call
+    return _poster(port, f"/v2/models/{deployment}/infer", body, headers)
 
 
 def _rolling_update(
@@ -270,6 +277,62 @@ def _ray_call(handle: Any, x: torch.Tensor) -> object:
     return handle.remote(x).result()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ray_http_replica(model: torch.nn.Module, shape: tuple[int, ...]) -> Any:
+    """The model behind Ray Serve's HTTP proxy: the request's body is the input's
+    float32 bytes, the answer the output's (no JSON either way, like binary tensors)."""
+    from ray import serve
+    from starlette.responses import Response
+
+    @serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 1})
+    class HttpReplica:
+        def __init__(self, module: Any) -> None:
+            torch.set_num_threads(1)
+            self.module = module.eval()
+
+        async def __call__(self, request: Any) -> Response:
+            body = await request.body()
+            inputs = torch.frombuffer(bytearray(body), dtype=torch.float32).reshape(shape)
+            with torch.inference_mode():
+                output = self.module(inputs)
+            return Response(output.numpy().tobytes(), media_type="application/octet-stream")
+
+    return HttpReplica.bind(model)
+
+
+def _raw_http_call(port: int, route: str, x: torch.Tensor) -> Any:
+    """A POST of ``x``'s float32 bytes to ``route``, one kept-open connection per thread."""
+    body = x.contiguous().numpy().tobytes()
+    return _poster(port, route, body, {"Content-Type": "application/octet-stream"})
+
+
+def _poster(port: int, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    """A POST of ``body`` to ``path`` on loopback, one kept-open connection per calling
+    thread; warmed with 50 calls."""
+    local = threading.local()
+
+    def call() -> object:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port)
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        answer = response.read()
+        assert response.status == 200, answer[:200]
+        return answer
+
+    for _ in range(50):
+        call()
+    return call
+
+
 def _ray_serve(rates: list[float], seconds: float) -> None:
     try:
         import ray
@@ -278,6 +341,8 @@ def _ray_serve(rates: list[float], seconds: float) -> None:
         print("Ray Serve is not installed (pip install 'ray[serve]'): its rows are not run")
         return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         for i, (name, (model, x)) in enumerate(_models().items()):
 
@@ -298,6 +363,14 @@ def _ray_serve(rates: list[float], seconds: float) -> None:
             rows = [(rate, _open_loop(call, rate, seconds)) for rate in rates]
             _report("Ray Serve", name, rows)
             serve.delete(f"model-{i}")
+            route = f"/model-{i}"
+            serve.run(
+                _ray_http_replica(model, tuple(x.shape)), name=f"http-{i}", route_prefix=route
+            )
+            by_http = _raw_http_call(port, route, x)
+            rows = [(rate, _open_loop(by_http, rate, seconds)) for rate in rates]
+            _report("Ray Serve, HTTP proxy (raw float32 body)", name, rows)
+            serve.delete(f"http-{i}")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -65,6 +65,8 @@ _MODEL = re.compile(r"/v2/models/([^/]+)(/versions/([^/]+))?(/ready|/infer)?")
 _CALL_TIMEOUT_S = 600.0
 #: How long a request to a deployment at zero replicas waits for its cold start.
 WAKE_TIMEOUT_S = 120.0
+#: How often the requests waiting on a cold start ask whether a replica is ready.
+WAKE_POLL_S = 0.05
 #: The window of end-to-end times the dashboard's gateway p50/p99 cover.
 LATENCY_WINDOW_S = 10.0
 #: How long a deployment's listing serves calls before it is asked for again (a call
@@ -115,6 +117,7 @@ class InferenceGateway:
         self.throttle = throttle or FailureThrottle()
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._waking = threading.Lock()  # the requests waiting on a cold start poll in turn
         #: Which replica each call goes to: predicted to answer first from here.
         self.balancer = ReplicaBalancer()
         self._draws = random.Random()  # a canary's share of calls (``DeploymentInfo.serving``)
@@ -131,13 +134,15 @@ class InferenceGateway:
 
     # -------------------------------------------------------------- the core
 
-    def deployment(self, name: str, version: str = "", fresh: bool = False) -> m.DeploymentInfo:
+    def deployment(
+        self, name: str, version: str = "", max_age_s: float = INFO_TTL_S
+    ) -> m.DeploymentInfo:
         """The deployment ``name`` serves (a ``version`` must be its current one), as
-        the scheduler listed it at most ``INFO_TTL_S`` ago (``fresh``: now)."""
+        the scheduler listed it at most ``max_age_s`` ago (0: now)."""
         now = time.monotonic()
         with self._lock:
             known = self._known.get(name)
-        if fresh or known is None or now - known[1] > INFO_TTL_S:
+        if known is None or now - known[1] > max_age_s or max_age_s <= 0:
             found = self.directory.deployment(name)
             with self._lock:
                 if found is None:
@@ -320,7 +325,7 @@ class InferenceGateway:
         payload = b"".join(_codec.encode_parts(args, "inputs"))
         tried: set[str] = set()
         for fresh in (False, True):  # a listing whose replicas all went: ask again, once
-            listing = self.deployment(info.name, fresh=True) if fresh else info
+            listing = self.deployment(info.name, max_age_s=0) if fresh else info
             if fresh and not listing.ready and not listing.replicas_wanted and listing.max_replicas:
                 listing = self._wake(listing)  # it went to zero since the listing kept
             usable = [
@@ -402,11 +407,13 @@ class InferenceGateway:
         self.directory.wake(info.name, max(1, info.min_replicas), "a call woke it from zero")
         deadline = time.monotonic() + WAKE_TIMEOUT_S
         while time.monotonic() < deadline:
-            woken = self.deployment(info.name, fresh=True)
+            # However many requests wait, the gateway asks once per WAKE_POLL_S.
+            with self._waking:
+                woken = self.deployment(info.name, max_age_s=WAKE_POLL_S)
             if woken.ready:
                 return woken
-            time.sleep(0.05)
-        return self.deployment(info.name, fresh=True)
+            time.sleep(WAKE_POLL_S)
+        return self.deployment(info.name, max_age_s=0)
 
     def _stub(self, address: str, node_id: str) -> Any:
         with self._lock:

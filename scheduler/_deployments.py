@@ -603,11 +603,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
             return actions
         if all(n <= 0 for n in missing.values()):
             return actions + self._follow_traffic(record, serving[record.version], now)
-        direct = sorted(
-            n.node_id
-            for n in self.nodes.values()
-            if n.connected and n.state == "ready" and (n.direct_address or n.direct_runs)
-        )
+        direct = self._direct_nodes()
         if not direct:
             record.message = (
                 "no connected node takes direct calls: start agents with --direct-address"
@@ -636,6 +632,14 @@ class DeploymentReplicas(DeploymentAutoscaling):
                 placed[job.request.origin] += 1
         return placed
 
+    def _direct_nodes(self) -> list[str]:
+        """The connected, ready nodes that take direct calls (where replicas can serve)."""
+        return sorted(
+            n.node_id
+            for n in self.nodes.values()
+            if n.connected and n.state == "ready" and (n.direct_address or n.direct_runs)
+        )
+
     def _follow_traffic(
         self, record: DeploymentRecord, ready: list[HeldLease], now: float
     ) -> list[Action]:
@@ -655,11 +659,7 @@ class DeploymentReplicas(DeploymentAutoscaling):
         if step is None:
             return []
         to, source = step
-        direct = sorted(
-            n.node_id
-            for n in self.nodes.values()
-            if n.connected and n.state == "ready" and (n.direct_address or n.direct_runs)
-        )
+        direct = self._direct_nodes()
         if not direct:
             return []
         record.moved_at = now
