@@ -31,6 +31,7 @@ from anypu.agents._cgroups import HostCgroups, WorkerCgroup, host_cgroups
 from anypu.agents._link import SchedulerLink
 from anypu.agents._peers import PeerProber
 from anypu.agents._probes import BandwidthProber, ProbeConfig
+from anypu.agents._ray import RayCluster, RaySliceWorker
 from anypu.agents._state import (
     AgentIdentity,
     AgentState,
@@ -71,7 +72,7 @@ __all__ = ["Agent", "AgentConfig"]
 
 log = logging.getLogger("anypu.agent")
 
-Worker = SliceWorker | ThreadSliceWorker
+Worker = SliceWorker | ThreadSliceWorker | RaySliceWorker
 _TICK_S = 0.05
 _READ_EVERY_S = 1.0
 _WATCH_EVERY_S = 0.25
@@ -121,6 +122,9 @@ class AgentConfig:
     #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
     bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
     state: AgentStateConfig = field(default_factory=AgentStateConfig)
+    #: Run jobs as actors of this Ray cluster (``_ray.RayCluster``; ``--backend ray``)
+    #: instead of worker processes of this machine: ``devices`` are its nodes'.
+    ray: RayCluster | None = None
 
 
 @dataclass
@@ -238,24 +242,18 @@ class Agent:
             config.state,
         )
         self.workers: dict[tuple[str, int], Worker] = {}
-        cgroups = self._host_cgroups(config)
+        self._cgroups = self._host_cgroups(config)
         for device in config.devices:
             for index in range(device.slices):
-                if config.isolation == "thread":
-                    worker: Worker = ThreadSliceWorker(device, index, self._on_answer)
-                else:
-                    # With a direct address, each slice's process serves its leases too.
-                    host = config.direct_address.rpartition(":")[0]
-                    worker = SliceWorker(
-                        device,
-                        index,
-                        self._on_answer,
-                        direct_host=host,
-                        direct_tls=config.direct_tls,
-                        on_leased_run=self._on_leased_run,
-                        cgroup=_worker_cgroup(cgroups, device, index),
-                    )
-                self.workers[(device.device_id, index)] = worker
+                self.workers[(device.device_id, index)] = self._make_worker(device, index)
+        self._rejoining = ""  # why the stream was ended here to join anew ("": it was not)
+        if config.ray is not None:
+            threading.Thread(
+                target=config.ray.watch,
+                args=(self._stop, self.replace_devices),
+                name="anypu-agent-ray",
+                daemon=True,
+            ).start()
         if hasattr(link, "handler"):
             link.handler = self.handle
         if config.direct_runs:
@@ -294,6 +292,54 @@ class Agent:
                 self._peer_measured,
             )
             self._peer_prober.start()
+
+    def _make_worker(self, device: Device, index: int) -> Worker:
+        config = self.config
+        if config.ray is not None:
+            return RaySliceWorker(device, index, self._on_answer, config.ray)
+        if config.isolation == "thread":
+            return ThreadSliceWorker(device, index, self._on_answer)
+        # With a direct address, each slice's process serves its leases too.
+        return SliceWorker(
+            device,
+            index,
+            self._on_answer,
+            direct_host=config.direct_address.rpartition(":")[0],
+            direct_tls=config.direct_tls,
+            on_leased_run=self._on_leased_run,
+            cgroup=_worker_cgroup(self._cgroups, device, index),
+        )
+
+    def replace_devices(self, devices: list[Device], why: str) -> None:
+        """Offer ``devices`` from now on (a Ray cluster's nodes came or went): the workers
+        of devices gone or changed are closed (a job running there answers as its worker
+        does), new devices' start, and the agent joins the scheduler anew with them (a
+        job queued on a closed slice is placed again: the new Join does not hold it)."""
+        with self._lock:
+            old = {d.device_id: d for d in self.state.identity.devices}
+            new = {d.device_id: d for d in devices}
+            workers: dict[tuple[str, int], Worker] = {}
+            for key, worker in self.workers.items():
+                if old.get(key[0]) == new.get(key[0]) is not None:
+                    workers[key] = worker
+                else:
+                    worker.close()
+            for device in devices:
+                for index in range(device.slices):
+                    if (device.device_id, index) not in workers:
+                        workers[(device.device_id, index)] = self._make_worker(device, index)
+            # A new dict, not changed in place: the housekeeping threads iterate the old.
+            self.workers = workers
+            self.state.identity = dataclasses.replace(self.state.identity, devices=tuple(devices))
+            self._rejoining = why
+        log.info(
+            "offering %d device(s) now (%s): joining the scheduler anew with them",
+            len(devices),
+            why,
+        )
+        for device in devices:
+            log.info("  %s %s", device.device_id, device.describe())
+        self.link.close(drain_s=0.5)  # run() joins again, with the new inventory
 
     def _bandwidth_measured(self, bps: float) -> None:
         self._handle(BandwidthMeasured(bps, time.time()))
@@ -358,6 +404,8 @@ class Agent:
                 raise
             except Exception as error:  # scheduler gone or restarting: try again
                 reason = str(error)
+            if self._rejoining:
+                reason, self._rejoining = f"joining anew: {self._rejoining}", ""
             self.connected.clear()
             if self._stop.is_set():  # stopped on purpose: nothing to report or retry
                 break
@@ -608,7 +656,7 @@ class Agent:
     def _host_cgroups(config: AgentConfig) -> HostCgroups | None:
         if not config.cgroups or config.isolation != "process":
             return None
-        if not any(d.holds_host_memory for d in config.devices):
+        if config.ray is not None or not any(d.holds_host_memory for d in config.devices):
             return None
         cgroups, line = host_cgroups()
         log.info("%s", line)

@@ -17,10 +17,12 @@ from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
 from anypu.agents._link import GrpcLink
 from anypu.agents._probes import ProbeConfig
+from anypu.agents._ray import RayCluster
 from anypu.agents._selftest import with_self_tested_operators
 from anypu.comm import serves_tls
 from anypu.devices import (
     Device,
+    Probe,
     discover,
     make_probes,
     parse_size,
@@ -131,6 +133,28 @@ def apply_slicing(
     return shared
 
 
+def _ray_backend(args: argparse.Namespace) -> tuple[RayCluster, list[Probe], list[Device]]:
+    """The Ray cluster this agent stands for, and its nodes' devices as sliced here."""
+    from anypu.agents._ray import RayCluster
+
+    if args.devices:
+        raise AnypuError(
+            "--devices declares this machine's devices, and --backend ray offers the Ray"
+            " cluster's: declare accelerators to Ray instead (ray start --num-gpus,"
+            " --resources), or drop --backend ray"
+        )
+    address = args.ray_address or os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        raise AnypuError(
+            "--backend ray needs --ray-address HOST:6379 (the head's GCS address) or"
+            " RAY_ADDRESS; 'auto' finds the cluster this machine is a node of"
+        )
+    cluster = RayCluster(address)
+    devices = apply_slicing(cluster.devices(), args.slices, args.seats)
+    cluster.shape = lambda found: apply_slicing(found, args.slices, args.seats)
+    return cluster, [], devices
+
+
 def _cache_bytes(text: str) -> int:
     try:
         size = parse_size(text)
@@ -147,9 +171,15 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     token = args.token or os.environ.get("ANYPU_TOKEN", "")
     if args.start_mps:
         log.info("%s", start_mps())
-    probes = make_probes()
-    devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
-    devices = with_self_tested_operators(devices)
+    ray = None
+    if args.backend == "ray":
+        ray, probes, devices = _ray_backend(args)
+    else:
+        if args.ray_address:
+            raise AnypuError("--ray-address is for --backend ray: add it, or drop the address")
+        probes = make_probes()
+        devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
+        devices = with_self_tested_operators(devices)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")
     tls = None
@@ -189,6 +219,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             direct_advertise=args.direct_advertise,
             direct_tls=direct_tls,
             gateway_http=args.gateway_http,
+            ray=ray,
             bandwidth_probes=ProbeConfig(
                 interval_s=0.0 if args.no_bandwidth_probes else args.probe_interval,
                 budget_bytes_per_hour=int(args.probe_budget * (1 << 20)),
@@ -214,6 +245,8 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     while not stop.wait(0.5):
         pass
     agent.stop()
+    if ray is not None:
+        ray.close()
     if failure:
         raise failure[0]
     return 0

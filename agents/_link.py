@@ -46,7 +46,7 @@ class SchedulerLink(Protocol):
     def put_blob(self, digest: str, data: bytes) -> None: ...
     def look_up_deployment(self, lookup: m.DeploymentLookup) -> m.DeploymentLookupReply: ...
     def peer_credentials(self) -> grpc.ChannelCredentials | None: ...
-    def close(self) -> None: ...
+    def close(self, drain_s: float = 3.0) -> None: ...
 
 
 class GrpcLink:
@@ -253,7 +253,7 @@ class InProcessLink:
     def peer_credentials(self) -> grpc.ChannelCredentials | None:
         return None
 
-    def close(self) -> None:
+    def close(self, drain_s: float = 3.0) -> None:
         if self._session is not None:
             self._session.close()
             self._session = None

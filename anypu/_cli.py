@@ -153,6 +153,21 @@ def _agent_parser(commands: Any) -> None:
     a.add_argument("--devices", default=None, help="devices.yaml declaring simulated devices")
     a.add_argument("--site", default="", help="network site this node sits at")
     a.add_argument("--label", action="append", default=[], help="key=value (repeatable)")
+    a.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: run jobs in worker processes on this machine (default); ray: this"
+        " agent stands for a Ray cluster (--ray-address), offering its nodes' devices and"
+        " running jobs as Ray actors on them",
+    )
+    a.add_argument(
+        "--ray-address",
+        default="",
+        metavar="ADDR",
+        help="with --backend ray: the cluster's GCS address (HOST:6379), or 'auto' on one"
+        " of its nodes (default RAY_ADDRESS)",
+    )
     a.add_argument("--cache-dir", default="", help="where model artifacts are cached")
     a.add_argument(
         "--slices",

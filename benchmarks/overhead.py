@@ -3,7 +3,9 @@
 ``python -m benchmarks.overhead`` (``make bench`` installs Ray first). One run measures,
 on the same machine and model (MLP 3×256, batch 32, warm): a direct forward, sdk.run
 embedded, sdk.run over loopback gRPC to a scheduler and an agent in other processes,
-and ``ray.get(actor.forward.remote(x))`` on Ray's local cluster. Targets (issue 2):
+the same with the agent standing for a local Ray cluster (``--backend ray``: each call
+runs in a Ray actor, one hop more), and ``ray.get(actor.forward.remote(x))`` on Ray's
+local cluster. Targets (issue 2):
 embedded overhead ≤ 1/10 of Ray's actor-call overhead; remote ≤ 1/2 of Ray's call time.
 """
 
@@ -25,6 +27,8 @@ from anypu.sdk.models import mlp
 _LEASED = "sdk.run remote, leased (agent --direct-address)"
 _LEASED_TLS = "sdk.run remote, leased, TLS scheduler (as deployed)"
 _VIA_SCHEDULER = "sdk.run remote, every call via the scheduler"
+_RAY_BACKEND = "sdk.run remote, Ray backend (agent --backend ray)"
+_RAY_BACKEND_LEASED = "sdk.run remote, Ray backend, leased"
 
 
 def _measure(call: Callable[[], object], repeats: int, warmup: int) -> list[float]:
@@ -74,6 +78,7 @@ def _remote(
     warmup: int,
     direct: bool,
     tls: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> list[float]:
     """``direct``: the agent serves calls under leases (``--direct-address``), so calls
     after the first go client → agent; else every call goes through the scheduler.
@@ -87,7 +92,7 @@ def _remote(
         flags = {"heartbeat-interval": 1.0, "lost-after": 5.0}
         cluster = Cluster(Path(work), tls=tls, **flags)  # type: ignore[arg-type]
         try:
-            cluster.add_agent("bench-1", "edge", direct=direct)
+            cluster.add_agent("bench-1", "edge", direct=direct, extra=extra)
             ca = client_ca(cluster.address, cluster.ca_hash) if tls else None
             client = Client(GrpcTransport(cluster.address, cluster.token, ca))
             cluster.wait_nodes(client, 1)
@@ -96,6 +101,26 @@ def _remote(
             return times
         finally:
             cluster.close()
+
+
+def _ray_backend(
+    model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int, direct: bool
+) -> list[float] | None:
+    """``_remote`` with the agent standing for a local Ray cluster of one 2-CPU node:
+    each call runs in the slice's Ray actor (the agent's hop to it added)."""
+    try:
+        from ray.cluster_utils import Cluster as RayLocalCluster
+    except ImportError:
+        return None
+    nodes = RayLocalCluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+    )
+    try:
+        extra = ("--backend", "ray", "--ray-address", nodes.address)
+        return _remote(model, x, repeats, warmup, direct=direct, extra=extra)
+    finally:
+        nodes.shutdown()
 
 
 def main() -> None:
@@ -119,6 +144,12 @@ def main() -> None:
     rows[_LEASED_TLS] = _remote(model, x, args.repeats, args.warmup, direct=True, tls=True)
     rows[_VIA_SCHEDULER] = _remote(model, x, args.repeats, args.warmup, direct=False)
     if not args.no_ray:
+        # Ray would dial 127.0.0.1 at this machine's outward address: loopback only here.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        for name, direct in ((_RAY_BACKEND, False), (_RAY_BACKEND_LEASED, True)):
+            times = _ray_backend(model, x, args.repeats, args.warmup, direct)
+            if times is not None:
+                rows[name] = times
         ray_times = _ray_actor(model, x, args.repeats, args.warmup)
         if ray_times is None:
             print("ray is not installed: run `make bench` (installs it) for the reference row")
