@@ -351,6 +351,14 @@ def _deployment_parsers(commands: Any) -> None:
         "--sites", default="", help="comma-separated sites replicas may go to (default: any)"
     )
     d.add_argument(
+        "--label-selector",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="node labels replicas need, repeatable: zone=shop-7,shop-8 (in), zone!=shop-9"
+        " (not in), ssd (exists), !gpu (absent)",
+    )
+    d.add_argument(
         "--wait", type=float, default=120.0, help="seconds to wait for them to be ready (120)"
     )
     _scheduler_options(d)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from anypu._labels import device_labels, selector_text
 from anypu.devices import format_bytes
 from anypu.placement._deadlines import DeadlineFilter
 from anypu.placement._framework import FilterPlugin, PlanContext
@@ -23,6 +24,7 @@ __all__ = [
     "DeadlineFilter",
     "DeviceKindFilter",
     "HealthFilter",
+    "LabelFilter",
     "MemoryFilter",
     "NodeNameFilter",
     "OperatorFilter",
@@ -171,6 +173,50 @@ class DeviceKindFilter:
         return _per_name(t.kinds, job.device_kinds)[t.dev_kind]
 
 
+class LabelFilter:
+    """Every requirement of the job's ``label_selector`` holds of the device's labels:
+    its node's (``--label``, the site) and its own from its backend (a Ray node's;
+    ``anypu._labels.device_labels``). Device-level: one agent standing for a Ray
+    cluster has devices on nodes of different labels."""
+
+    name = "labels"
+    node_level = False
+    unresolvable = True
+
+    def check(
+        self, job: JobRequest, node: NodeView, device: DeviceView | None, ctx: PlanContext
+    ) -> str | None:
+        if device is None or not job.label_selector:
+            return None
+        labels = device_labels(node.labels, device.device.extra)
+        failed = [r for r in job.label_selector if not r.matches(labels)]
+        if not failed:
+            return None
+        shown = [f"{k}={v}" for k, v in sorted(labels.items())]
+        more = f", … {len(shown) - 6} more" if len(shown) > 6 else ""
+        return (
+            f"labels {{{', '.join(shown[:6])}{more}}} do not match {selector_text(failed)}"
+            if shown
+            else f"no labels, and the job wants {selector_text(failed)}"
+        )
+
+    def mask(self, job: JobRequest, ctx: PlanContext) -> np.ndarray:
+        t = ctx.table
+        if not job.label_selector:
+            return np.ones(t.n_devices, dtype=bool)
+        return np.fromiter(
+            (
+                all(
+                    r.matches(device_labels(t.nodes[t.dev_node[i]].labels, dv.device.extra))
+                    for r in job.label_selector
+                )
+                for i, dv in enumerate(t.devices)
+            ),
+            bool,
+            t.n_devices,
+        )
+
+
 class MemoryFilter:
     """A slice runs one job at a time, so the job must fit one slice's memory on its own;
     on a shared device, the whole device's (whether it fits beside the jobs already
@@ -290,6 +336,7 @@ DEFAULT_FILTERS: tuple[FilterPlugin, ...] = (
     SiteFilter(),
     ReachableFilter(),
     DeviceKindFilter(),
+    LabelFilter(),
     MemoryFilter(),
     ThroughputFilter(),
     OperatorFilter(),

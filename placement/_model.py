@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from anypu._labels import LabelRequirement
 from anypu.devices import Device
 from anypu.protos.messages import TIERS
 
@@ -118,6 +119,9 @@ class JobRequest:
     """The deadline is each call's once the model is warm (a deployment's replica,
     placed once and called many times): the warm-up term (fetching and loading the
     model) is not counted against it (``_deadlines``)."""
+    label_selector: tuple[LabelRequirement, ...] = ()
+    """Labels the device's node (or the device, from its backend) must have; every one
+    must hold (``LabelFilter``)."""
     relay: str = ""
     """The vertex the job's inputs and outputs pass through between its origin and the
     device ("" or a vertex the network lacks: straight from the origin). The live

@@ -431,16 +431,28 @@ class Profile(_message.Message):
     def __init__(self, flops: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., param_bytes: _Optional[int] = ..., operator_calls: _Optional[int] = ..., matmul_flops: _Optional[float] = ..., conv_flops: _Optional[float] = ..., attention_flops: _Optional[float] = ..., bytes_moved: _Optional[int] = ...) -> None: ...
 
 class Constraints(_message.Message):
-    __slots__ = ("device_kinds", "tiers", "sites", "nodes")
+    __slots__ = ("device_kinds", "tiers", "sites", "nodes", "labels")
     DEVICE_KINDS_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     device_kinds: _containers.RepeatedScalarFieldContainer[str]
     tiers: _containers.RepeatedScalarFieldContainer[str]
     sites: _containers.RepeatedScalarFieldContainer[str]
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[LabelRequirement]
+    def __init__(self, device_kinds: _Optional[_Iterable[str]] = ..., tiers: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[_Union[LabelRequirement, _Mapping]]] = ...) -> None: ...
+
+class LabelRequirement(_message.Message):
+    __slots__ = ("key", "operator", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    operator: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., operator: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
     __slots__ = ("artifact_digest", "inputs", "inputs_digest", "profile", "constraints", "origin", "priority", "slo_seconds", "name", "timeout_s", "max_retries", "wait", "wait_timeout_s", "lease", "compute_milli", "precision", "operators", "deadline_ms", "best_effort", "splits", "round_trips")

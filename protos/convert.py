@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from anypu._labels import LabelRequirement
 from anypu.devices import Device
 from anypu.protos import anypu_v1_pb2 as pb
 from anypu.protos import messages as m
@@ -236,6 +237,10 @@ def submit_request_to_pb(request: m.SubmitRequest) -> pb.SubmitRequest:
         setattr(out.profile, name, getattr(request, name))
     for name in ("device_kinds", "tiers", "sites", "nodes"):
         getattr(out.constraints, name).extend(getattr(request, name))
+    out.constraints.labels.extend(
+        pb.LabelRequirement(key=r.key, operator=r.operator, values=r.values)
+        for r in request.label_selector
+    )
     out.operators.extend(request.operators)
     out.round_trips.extend(pb.RoundTrip(vertex=v, rtt_s=rtt) for v, rtt in request.round_trips)
     for split in request.splits:
@@ -255,6 +260,9 @@ def submit_request_from_pb(message: pb.SubmitRequest) -> m.SubmitRequest:
         tiers=tuple(c.tiers),
         sites=tuple(c.sites),
         nodes=tuple(c.nodes),
+        label_selector=tuple(
+            LabelRequirement(r.key, r.operator, tuple(r.values)) for r in c.labels
+        ),
         operators=tuple(message.operators),
         splits=tuple(
             m.SplitOption(

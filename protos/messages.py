@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from anypu._labels import LabelRequirement
 from anypu.devices import Device
 
 __all__ = [
@@ -502,6 +503,8 @@ class SubmitRequest:
     #: (vertex, round-trip seconds) the client timed; with no origin, the scheduler
     #: infers it from them (``placement.infer_origin``).
     round_trips: tuple[tuple[str, float], ...] = ()
+    #: Labels the device's node must have (``anypu._labels``): every one must hold.
+    label_selector: tuple[LabelRequirement, ...] = ()
 
 
 @dataclass(frozen=True)

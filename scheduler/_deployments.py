@@ -366,7 +366,9 @@ class DeploymentReplicas(DeploymentAutoscaling):
             replicas_wanted=record.replicas,
             replicas=tuple(replicas),
             created_at=record.created_at,
-            message=record.message if len(replicas) < record.replicas else "",
+            message=record.message
+            if sum(r.state == "ready" for r in replicas) < record.replicas
+            else "",
             model_name=record.request.name,
             inputs=record.inputs,
             outputs=record.outputs,
@@ -562,6 +564,14 @@ class DeploymentReplicas(DeploymentAutoscaling):
                         f" {job.request.deadline_ms:g} (placing again in"
                         f" {DEADLINE_RETRY_S:g} s): {job.outcome.message}"
                     )
+                elif job is not None and job.outcome.code == m.FailureCode.UNSCHEDULABLE:
+                    # No device can hold it as asked (its labels, kinds, tiers): not
+                    # until a node joins or changes, so not every tick either.
+                    record.retry_at = now + DEADLINE_RETRY_S
+                    record.message = (
+                        f"no device can hold its replicas as asked (placing again in"
+                        f" {DEADLINE_RETRY_S:g} s): {job.outcome.message}"
+                    )
                 elif job is not None and job.state != "succeeded":
                     record.message = f"replica {job_id} {job.state}: {job.outcome.message}"
                     if job.outcome.user_error:
@@ -572,6 +582,9 @@ class DeploymentReplicas(DeploymentAutoscaling):
                         )
                 elif job is not None and not job.lease_id:
                     record.message = f"replica {job_id} ran but its node kept no lease"
+            elif job.state == "pending" and job.pending_reasons:
+                why = "; ".join(f"{n}: {r}" for n, r in sorted(job.pending_reasons.items()))
+                record.message = f"replica {job_id} is waiting to be placed: {why[:600]}"
         wanted = record.wanted_by_version()
         serving = {number: self._replicas_of(record, number) for number in wanted}
         stale = [h for h in self.leases.of_deployment(record.name) if h.version not in wanted]

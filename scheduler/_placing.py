@@ -114,6 +114,7 @@ class PlacementRounds:
             tiers=frozenset(r.tiers),
             sites=frozenset(r.sites),
             nodes=frozenset(r.nodes),
+            label_selector=r.label_selector,
             measured_seconds=measured,
             learned_seconds=learned,
             compute_milli=r.compute_milli,

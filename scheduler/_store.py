@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from anypu._labels import LabelRequirement
 from anypu.devices import Device
 from anypu.protos import convert
 from anypu.protos.messages import Autoscaling, Outcome, PlacementInfo, SplitOption, SubmitRequest
@@ -195,6 +196,9 @@ def _record(job: JobRecord) -> dict[str, Any]:
 
 def _request_document(request: SubmitRequest) -> dict[str, Any]:
     document = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    document["label_selector"] = [
+        [r.key, r.operator, list(r.values)] for r in request.label_selector
+    ]
     document["splits"] = [
         {
             "label": split.label,
@@ -211,6 +215,10 @@ def _request_from(document: dict[str, Any], inputs: bytes = b"") -> SubmitReques
     for key in ("device_kinds", "tiers", "sites", "nodes", "operators"):
         if key in document:
             document[key] = tuple(document[key])
+    document["label_selector"] = tuple(
+        LabelRequirement(str(key), str(operator), tuple(values))
+        for key, operator, values in document.get("label_selector", ())
+    )
     document["round_trips"] = tuple(
         (str(vertex), float(rtt)) for vertex, rtt in document.get("round_trips", ())
     )

@@ -8,6 +8,7 @@ import math
 import re
 
 from anypu import PROTOCOL_VERSION
+from anypu._labels import check_requirements
 from anypu.comm import INLINE_BYTES, MissingBlobError
 from anypu.devices import DEVICE_KINDS
 from anypu.errors import ConfigError
@@ -37,6 +38,11 @@ def validate_submit(r: m.SubmitRequest, blobs: BlobStore) -> None:
         bad = sorted(set(getattr(r, name)) - set(allowed))
         if bad:
             raise ConfigError(f"unknown {name} {bad}: choose from {list(allowed)}")
+    if len(r.label_selector) > 64:
+        raise ConfigError(
+            f"a label selector of {len(r.label_selector)} requirements: at most 64 are taken"
+        )
+    check_requirements(r.label_selector)
     numbers = {
         "flops": r.flops,
         "slo_seconds": r.slo_seconds,

@@ -19,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from anypu._labels import DoesNotExist, Exists, In, NotIn
     from anypu.sdk._api import (
         client,
         connect,
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from anypu.sdk._transport import GrpcTransport, Transport
 
 _HOMES = {
+    "DoesNotExist": "anypu._labels",
+    "Exists": "anypu._labels",
+    "In": "anypu._labels",
+    "NotIn": "anypu._labels",
     "Client": "anypu.sdk._client",
     "Embedded": "anypu.sdk._embedded",
     "GrpcTransport": "anypu.sdk._transport",
@@ -76,10 +81,14 @@ _HOMES = {
 
 __all__ = [
     "Client",
+    "DoesNotExist",
     "Embedded",
+    "Exists",
     "GrpcTransport",
+    "In",
     "InProcessTransport",
     "JobHandle",
+    "NotIn",
     "RunOptions",
     "Service",
     "Transport",

@@ -108,7 +108,8 @@ def run(model: Any, inputs: Any, **options: Any) -> Any:
     optional): ``device_kinds``, ``tiers``, ``sites``, ``nodes``, ``priority``,
     ``slo_seconds``, ``timeout_s``, ``max_retries``, ``name``, ``compute_share`` (0–1: the
     share of a shared device's compute to reserve; by default sized from the model's
-    predicted time and the SLO), ``deadline_ms`` and ``best_effort``. ``timeout_s`` bounds
+    predicted time and the SLO), ``deadline_ms``, ``best_effort`` and ``label_selector``
+    (``{"zone": In("shop-7")}``: node labels its device needs). ``timeout_s`` bounds
     preparing the call (exporting and estimating a model the first time it is called with
     these input shapes; 600 s when not given) and each attempt's run.
 

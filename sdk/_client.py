@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from anypu import _codec
+from anypu._labels import LabelRequirement, label_requirements
 from anypu.comm import MissingBlobError
 from anypu.errors import (
     AnypuError,
@@ -69,6 +70,13 @@ class RunOptions:
     #: Offer the scheduler cuts of the model to split the call across two devices
     #: (``sdk._split``): None offers them with a deadline, True always, False never.
     split: bool | None = None
+    #: Labels the device's node must have: ``{"zone": In("shop-7"), "ssd": Exists()}``
+    #: (``In``, ``NotIn``, ``Exists``, ``DoesNotExist`` from ``anypu.sdk``; a plain
+    #: string is ``In`` of it). Checked here, kept as ``LabelRequirement``s.
+    label_selector: Any = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label_selector", label_requirements(self.label_selector))
 
 
 class JobHandle(Future[Any]):
@@ -114,6 +122,7 @@ _LeaseKey = tuple[
     str,
     float,
     bool,
+    tuple[LabelRequirement, ...],
 ]
 
 
@@ -137,6 +146,7 @@ def _lease_key(r: m.SubmitRequest) -> _LeaseKey:
         r.precision,
         r.deadline_ms,
         r.best_effort,
+        r.label_selector,
     )
 
 
@@ -282,6 +292,7 @@ class Client:
             deadline_ms=deadline_ms,
             best_effort=best_effort,
             splits=splits,
+            label_selector=options.label_selector,
         )
         if len(self._requests) >= 256:
             self._requests.clear()

@@ -54,8 +54,13 @@ def deploy_command(args: argparse.Namespace, stop: threading.Event) -> int:
         import secrets
 
         caller_token = secrets.token_urlsafe(24)
+    from anypu._labels import parse_selector
+
     options = RunOptions(
-        tiers=_listed(args.tiers), sites=_listed(args.sites), deadline_ms=args.deadline_ms
+        tiers=_listed(args.tiers),
+        sites=_listed(args.sites),
+        deadline_ms=args.deadline_ms,
+        label_selector=parse_selector(args.label_selector),
     )
     _, transport = _connect(args)
     client = Client(transport, origin=args.origin)

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from anypu.sdk import RunOptions
+from anypu.sdk import In, RunOptions
 from tests.cluster import Cluster
 
 # Ray dials a cluster given as 127.0.0.1 at this machine's outward address instead
@@ -131,6 +131,12 @@ def test_a_job_runs_as_a_ray_actor_on_the_chosen_node_with_the_same_outputs(ray_
         ray.shutdown()
     assert where["node_id"] == gpu.node_id
     assert where["resources"].get("GPU") == 1.0
+    # The Ray node's labels are its devices': a selector picks that node's CPU.
+    selected = client.submit(
+        model, x, RunOptions(device_kinds=("cpu",), label_selector={"zone": In("shop-7")})
+    )
+    torch.testing.assert_close(selected.result(timeout=180), model(x))
+    assert selected.info().placement.device_id == f"{_short(gpu)}-cpu0"
 
 
 def test_a_ray_node_lost_under_a_job_leaves_the_inventory_and_the_job_is_retried(

@@ -421,3 +421,43 @@ def test_a_deadline_judges_a_replica_s_calls_warm_and_an_unreachable_one_waits()
     state.handle(AgentSaid("a", 1, m.Heartbeat(12.0), now=12.0))
     state.handle(Tick(2.0 + DEADLINE_RETRY_S))
     assert len(state.jobs) == tried + 1
+
+
+def test_replicas_no_node_s_labels_allow_say_so_and_wait_for_nodes_to_change() -> None:
+    from dataclasses import replace
+
+    from anypu._labels import label_requirements
+    from anypu.scheduler._deployments import DEADLINE_RETRY_S
+
+    state = _state("a")
+    selector = label_requirements({"zone": "shop-7"})
+    state.handle(DeploymentApplied("mlp", replace(TEMPLATE, label_selector=selector), 1, 1.0))
+    state.handle(Tick(1.5))
+    info = state.deployment_info("mlp")
+    assert info is not None and [r.state for r in info.replicas] == ["warming"]
+    assert "is waiting to be placed: a: cpu0: no labels, and the job wants zone in (shop-7)" in (
+        info.message
+    )
+    for now in (3.0, 5.0, 7.0, 8.0):  # unschedulable for longer than the scheduler waits
+        state.handle(AgentSaid("a", 1, m.Heartbeat(now), now=now))
+        state.handle(Tick(now))
+    info = state.deployment_info("mlp")
+    assert info is not None and not info.replicas
+    assert "no device can hold its replicas as asked (placing again in 10 s)" in info.message
+    tried = len(state.jobs)
+    for now in (9.0, 11.0, 13.0):
+        state.handle(AgentSaid("a", 1, m.Heartbeat(now), now=now))
+        state.handle(Tick(now))
+    assert len(state.jobs) == tried  # not every tick
+    # A node with the label joins: the next try places the replica there.
+    b = join(
+        "b", devices=(cpu_device(),), direct_address="127.0.0.1:7100", labels={"zone": "shop-7"}
+    )
+    state.handle(AgentConnected(b, 14.0))
+    now = 7.0 + DEADLINE_RETRY_S + 1.0
+    state.handle(AgentSaid("a", 1, m.Heartbeat(now), now=now))
+    state.handle(AgentSaid("b", 1, m.Heartbeat(now), now=now))
+    actions = state.handle(Tick(now))
+    (launch,) = messages_sent(actions, m.Launch)
+    assert launch.job_id.startswith("mlp.replica")
+    assert state.jobs[launch.job_id].placement.node_id == "b"
