@@ -133,10 +133,41 @@ def apply_slicing(
     return shared
 
 
+def _within_kubernetes(
+    args: argparse.Namespace, found: list[Device]
+) -> tuple[list[Device], dict[str, str]]:
+    """The devices found here that this node's Kubernetes hands out, and its labels."""
+    from anypu.agents._kubernetes import node_inventory, offered_devices, read_node
+
+    node, slices = read_node(args.kubernetes_node, args.kubeconfig)
+    inventory = node_inventory(node, slices)
+    offered, notes = offered_devices(inventory, found)
+    for note in notes:
+        log.warning("%s", note)
+    listed = ", ".join(
+        f"{a.count} {a.resource}{' (' + a.model + ')' if a.model else ''}"
+        for a in inventory.accelerators
+    )
+    log.info(
+        "Kubernetes node %s: %g CPU(s), %s allocatable; %s; %d label(s)",
+        inventory.node,
+        inventory.cpu_cores,
+        f"{inventory.memory_bytes / 2**30:.1f} GiB",
+        listed or "no accelerators",
+        len(inventory.labels),
+    )
+    return offered, inventory.labels
+
+
 def _ray_backend(args: argparse.Namespace) -> tuple[RayCluster, list[Probe], list[Device]]:
     """The Ray cluster this agent stands for, and its nodes' devices as sliced here."""
     from anypu.agents._ray import RayCluster
 
+    if args.kubernetes:
+        raise AnypuError(
+            "--kubernetes reads this pod's node, and --backend ray offers a Ray cluster's"
+            " nodes: give one of them (KubeRay's Ray nodes are offered through Ray)"
+        )
     if args.devices:
         raise AnypuError(
             "--devices declares this machine's devices, and --backend ray offers the Ray"
@@ -178,7 +209,13 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
         if args.ray_address:
             raise AnypuError("--ray-address is for --backend ray: add it, or drop the address")
         probes = make_probes()
-        devices = apply_slicing(discover(args.devices, probes=probes), args.slices, args.seats)
+        found = discover(args.devices, probes=probes)
+        if args.kubernetes:
+            found, node_labels = _within_kubernetes(args, found)
+            labels = {**node_labels, **labels}  # what --label says wins
+        elif args.kubeconfig or args.kubernetes_node:
+            raise AnypuError("--kubeconfig and --kubernetes-node are for --kubernetes: add it")
+        devices = apply_slicing(found, args.slices, args.seats)
         devices = with_self_tested_operators(devices)
     name = args.name or socket.gethostname().split(".")[0]
     ca_hash = args.ca_hash or os.environ.get("ANYPU_CA_HASH", "")

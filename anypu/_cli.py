@@ -162,6 +162,26 @@ def _agent_parser(commands: Any) -> None:
         " running jobs as Ray actors on them",
     )
     a.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="in a Kubernetes pod: offer only the devices this node's device plugins and"
+        " DRA drivers hand out (read from the API server), and take the node's labels",
+    )
+    a.add_argument(
+        "--kubeconfig",
+        default="",
+        metavar="FILE",
+        help="with --kubernetes: the API server from this kubeconfig (default: the pod's"
+        " service account, else KUBECONFIG or ~/.kube/config)",
+    )
+    a.add_argument(
+        "--kubernetes-node",
+        default="",
+        metavar="NAME",
+        help="with --kubernetes: this node's name (default NODE_NAME, set from the"
+        " Downward API's spec.nodeName, else the host name)",
+    )
+    a.add_argument(
         "--ray-address",
         default="",
         metavar="ADDR",
