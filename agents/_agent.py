@@ -122,6 +122,8 @@ class AgentConfig:
     #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
     bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
     state: AgentStateConfig = field(default_factory=AgentStateConfig)
+    #: Serve ``/healthz`` and ``/readyz`` here for a kubelet's probes (``_health``); "": none.
+    health_address: str = ""
     #: Run jobs as actors of this Ray cluster (``_ray.RayCluster``; ``--backend ray``)
     #: instead of worker processes of this machine: ``devices`` are its nodes'.
     ray: RayCluster | None = None
@@ -262,6 +264,15 @@ class Agent:
             link.direct = self.run_leased
         self._readings: dict[str, Reading] = {}
         self._job_memory: tuple[m.JobUsage, ...] = ()
+        self.ticked_at = time.monotonic()
+        self.broken_because = ""  # why the stream last broke ("": it has not)
+        self.health = None
+        if config.health_address:
+            from anypu.agents._health import HealthServer
+
+            self.health = HealthServer(
+                config.health_address, lambda: self.ticked_at, self.readiness
+            )
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )
@@ -292,6 +303,14 @@ class Agent:
                 self._peer_measured,
             )
             self._peer_prober.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the agent has joined and its stream holds, and a line saying so."""
+        if self.connected.is_set():
+            return True, f"joined as {self.node_id} (epoch {self.epoch})"
+        if self.broken_because:
+            return False, f"not joined: the stream broke ({self.broken_because[:300]})"
+        return False, "not joined yet"
 
     def _make_worker(self, device: Device, index: int) -> Worker:
         config = self.config
@@ -385,6 +404,8 @@ class Agent:
             self._direct_server.stop()
         if self.gateway is not None:
             self.gateway.stop()
+        if self.health is not None:
+            self.health.stop()
         self.link.close()
         for worker in self.workers.values():
             worker.close()
@@ -409,6 +430,7 @@ class Agent:
             self.connected.clear()
             if self._stop.is_set():  # stopped on purpose: nothing to report or retry
                 break
+            self.broken_because = reason
             self._handle(StreamBroke(reason, time.time(), "stream-broke"))
             delay = backoff * (0.5 + random.random())
             self._stop.wait(delay)
@@ -690,6 +712,7 @@ class Agent:
 
     def _housekeeping(self) -> None:
         while not self._stop.wait(_TICK_S):
+            self.ticked_at = time.monotonic()
             now = time.time()
             running: list[RunningJob] = []
             busy: set[tuple[str, int]] = set()

@@ -256,6 +256,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             direct_advertise=args.direct_advertise,
             direct_tls=direct_tls,
             gateway_http=args.gateway_http,
+            health_address=args.health_address,
             ray=ray,
             bandwidth_probes=ProbeConfig(
                 interval_s=0.0 if args.no_bandwidth_probes else args.probe_interval,
@@ -267,6 +268,8 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     )
     for device in devices:
         print(f"{name}: {device.device_id} {device.describe()}", flush=True)
+    if agent.health is not None:
+        print(f"{name}: /healthz and /readyz at http://{agent.health.address}", flush=True)
     if agent.gateway is not None and agent.gateway.http is not None:
         print(f"{name}: the Open Inference Protocol at {agent.gateway.http.url}/v2", flush=True)
     failure: list[BaseException] = []

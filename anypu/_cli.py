@@ -241,6 +241,13 @@ def _agent_parser(commands: Any) -> None:
         " the --direct-address; callers' calls count as traffic from --site; default: none",
     )
     a.add_argument(
+        "--health-address",
+        default="",
+        metavar="HOST:PORT",
+        help="serve /healthz (the agent's loops run) and /readyz (joined to the scheduler)"
+        " here, for a kubelet's probes; default: none",
+    )
+    a.add_argument(
         "--probe-interval",
         type=float,
         default=30.0,

@@ -12,7 +12,8 @@ Access rules (also in ``docs/operators.md`` and the OpenAPI document):
   loopback, because only local users can reach it; requests must then name a loopback
   ``Host``, which stops DNS-rebinding pages from reading the API. On any other address
   reads need the token too.
-- The dashboard's static files hold no data and are always served.
+- The dashboard's static files hold no data and are always served, and so are
+  ``/healthz`` and ``/readyz`` (for a kubelet's probes: "ok", "ready: N node(s) known").
 """
 
 from __future__ import annotations
@@ -504,6 +505,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if path == "/" or path.startswith("/static/"):
                 return self._static(method, "index.html" if path == "/" else path[8:])
+            if path in ("/healthz", "/readyz") and method == "GET":
+                return self._health(path)
             self._check_host()
             if path == "/metrics" and method == "GET":
                 self._authorize(mutating=False)
@@ -521,6 +524,20 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("%s %s failed", method, self.path)
             self._json(500, {"error": "internal error in the scheduler; see its log"})
+
+    def _health(self, path: str) -> None:
+        """``/healthz``: the process serves HTTP. ``/readyz``: it also reads its state
+        (the lock every call takes, the store behind it). Open, and saying nothing but
+        that: a kubelet's probes carry no token and name the pod's address."""
+        if path == "/healthz":
+            return self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        try:
+            view = read_view(self.server.api.service)
+        except Exception as error:  # not ready: say why, keep serving
+            body = f"not ready: {type(error).__name__}: {error}\n".encode()
+            return self._send(503, body, "text/plain; charset=utf-8")
+        body = f"ready: {len(view.nodes)} node(s) known\n".encode()
+        return self._send(200, body, "text/plain; charset=utf-8")
 
     def _inference(self, method: str, path: str) -> None:
         """The Open Inference Protocol (``anypu.comm.InferenceGateway``): its errors in

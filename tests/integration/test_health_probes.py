@@ -1,0 +1,56 @@
+"""What a kubelet's probes see: the scheduler's ``/healthz`` and ``/readyz`` on its HTTP
+port, and an agent's on ``--health-address``, as the scheduler goes away."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+
+from tests.cluster import SIMULATED_CPU, Cluster
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _address(cluster: Cluster, name: str, pattern: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.findall(pattern, cluster.log(name))
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"{name} printed no address:\n" + cluster.log(name))
+
+
+def test_probes_follow_the_agent_s_stream_and_the_scheduler_s_state(tmp_path):
+    cluster = Cluster(tmp_path, **{"http-port": 0})
+    try:
+        health = ("--health-address", "127.0.0.1:0")
+        cluster.add_agent("edge-1", "edge", SIMULATED_CPU, extra=health)
+        agent = "http://" + _address(cluster, "edge-1", r"/healthz and /readyz at http://(\S+)")
+        scheduler = "http://127.0.0.1:" + _address(
+            cluster, "scheduler", r"dashboard on http://127\.0\.0\.1:(\d+)"
+        )
+        with cluster.connected_client(1):
+            assert _get(scheduler + "/healthz") == (200, "ok\n")
+            assert _get(scheduler + "/readyz") == (200, "ready: 1 node(s) known\n")
+            status, text = _get(agent + "/readyz")
+            assert status == 200 and text.startswith("joined as edge-1")
+        assert _get(agent + "/healthz") == (200, "ok\n")
+        assert _get(agent + "/metrics")[0] == 404
+        cluster.kill("scheduler")
+        deadline = time.monotonic() + 30
+        while (answer := _get(agent + "/readyz"))[0] == 200:
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.1)
+        assert answer[0] == 503 and "not joined: the stream broke" in answer[1]
+        assert _get(agent + "/healthz") == (200, "ok\n")  # alive: only not ready
+    finally:
+        cluster.close()
