@@ -21,7 +21,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,6 +122,11 @@ class AgentConfig:
     #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
     bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
     state: AgentStateConfig = field(default_factory=AgentStateConfig)
+    #: Follows what the node offers (``watch(stop, changed)``: calls ``changed(devices,
+    #: why)`` when it changes; a Ray cluster's nodes, a Kubernetes node's devices).
+    inventory_watch: (
+        Callable[[threading.Event, Callable[[list[Device], str], None]], None] | None
+    ) = None
     #: Serve ``/healthz`` and ``/readyz`` here for a kubelet's probes (``_health``); "": none.
     health_address: str = ""
     #: Run jobs as actors of this Ray cluster (``_ray.RayCluster``; ``--backend ray``)
@@ -249,11 +254,12 @@ class Agent:
             for index in range(device.slices):
                 self.workers[(device.device_id, index)] = self._make_worker(device, index)
         self._rejoining = ""  # why the stream was ended here to join anew ("": it was not)
-        if config.ray is not None:
+        watch = config.inventory_watch or (config.ray.watch if config.ray else None)
+        if watch is not None:
             threading.Thread(
-                target=config.ray.watch,
+                target=watch,
                 args=(self._stop, self.replace_devices),
-                name="anypu-agent-ray",
+                name="anypu-agent-inventory",
                 daemon=True,
             ).start()
         if hasattr(link, "handler"):

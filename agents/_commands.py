@@ -15,6 +15,7 @@ import threading
 
 from anypu.agents._agent import Agent, AgentConfig
 from anypu.agents._enrolment import NodeTLS
+from anypu.agents._kubernetes import KubernetesWatch
 from anypu.agents._link import GrpcLink
 from anypu.agents._probes import ProbeConfig
 from anypu.agents._ray import RayCluster
@@ -135,11 +136,25 @@ def apply_slicing(
 
 def _within_kubernetes(
     args: argparse.Namespace, found: list[Device]
-) -> tuple[list[Device], dict[str, str]]:
-    """The devices found here that this node's Kubernetes hands out, and its labels."""
-    from anypu.agents._kubernetes import node_inventory, offered_devices, read_node
+) -> tuple[list[Device], dict[str, str], KubernetesWatch]:
+    """The devices found here that this node's Kubernetes hands out, its labels, and
+    what reads it again while the agent runs."""
+    from anypu.agents._kubernetes import (
+        KubernetesWatch,
+        node_inventory,
+        offered_devices,
+        read_node,
+    )
 
-    node, slices = read_node(args.kubernetes_node, args.kubeconfig)
+    if not args.kubernetes_reread > 0:
+        raise AnypuError(
+            f"--kubernetes-reread must be more than 0 seconds, got {args.kubernetes_reread:g}"
+        )
+
+    def read() -> tuple[dict, list]:
+        return read_node(args.kubernetes_node, args.kubeconfig)
+
+    node, slices = read()
     inventory = node_inventory(node, slices)
     offered, notes = offered_devices(inventory, found)
     for note in notes:
@@ -156,7 +171,12 @@ def _within_kubernetes(
         listed or "no accelerators",
         len(inventory.labels),
     )
-    return offered, inventory.labels
+
+    def shape(devices: list[Device]) -> list[Device]:
+        return with_self_tested_operators(apply_slicing(devices, args.slices, args.seats))
+
+    watch = KubernetesWatch(read, found, offered, shape, args.kubernetes_reread)
+    return offered, inventory.labels, watch
 
 
 def _ray_backend(args: argparse.Namespace) -> tuple[RayCluster, list[Probe], list[Device]]:
@@ -203,6 +223,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.start_mps:
         log.info("%s", start_mps())
     ray = None
+    watch = None
     if args.backend == "ray":
         ray, probes, devices = _ray_backend(args)
     else:
@@ -211,7 +232,8 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
         probes = make_probes()
         found = discover(args.devices, probes=probes)
         if args.kubernetes:
-            found, node_labels = _within_kubernetes(args, found)
+            found, node_labels, kubernetes = _within_kubernetes(args, found)
+            watch = kubernetes.watch
             labels = {**node_labels, **labels}  # what --label says wins
         elif args.kubeconfig or args.kubernetes_node:
             raise AnypuError("--kubeconfig and --kubernetes-node are for --kubernetes: add it")
@@ -257,6 +279,7 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
             direct_tls=direct_tls,
             gateway_http=args.gateway_http,
             health_address=args.health_address,
+            inventory_watch=watch,
             ray=ray,
             bandwidth_probes=ProbeConfig(
                 interval_s=0.0 if args.no_bandwidth_probes else args.probe_interval,

@@ -17,7 +17,9 @@ annotation: each physical GPU, where ``allocatable`` counts HAMi's virtual ones)
 - the CPU is offered at most to the node's allocatable cores, memory at most to its
   allocatable memory;
 - the node's labels become the agent's (``--label`` wins), so label selectors see
-  ``topology.kubernetes.io/zone``, ``nvidia.com/gpu.product``…
+  ``topology.kubernetes.io/zone``, ``nvidia.com/gpu.product``…;
+- the node is read again every ``REREAD_EVERY_S`` (``KubernetesWatch``), and the agent
+  joins the scheduler anew when what it may offer changed (labels: at its next start).
 
 ``node_inventory`` is pure over the API's JSON (as recorded in tests);
 ``read_node`` fetches it with the ``kubernetes`` client (in-cluster service account,
@@ -32,7 +34,8 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +45,9 @@ from anypu.errors import ConfigError
 __all__ = [
     "DRA_DRIVERS",
     "KUBERNETES_RESOURCES",
+    "REREAD_EVERY_S",
     "KubernetesAccelerator",
+    "KubernetesWatch",
     "NodeInventory",
     "node_inventory",
     "offered_devices",
@@ -50,6 +55,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("anypu.agent")
+
+#: How often ``--kubernetes`` reads its node again (``--kubernetes-reread``).
+REREAD_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -291,6 +299,53 @@ def offered_devices(
                 f" agent's pod sees {seen}: claim them ({claim}) to offer them"
             )
     return offered, notes
+
+
+class KubernetesWatch:
+    """Reads the node again every ``every_s``; when what it hands out changes (a device
+    plugin's count, a DRA device, the allocatable CPU), ``changed(shape(offered), why)``.
+    A read that fails keeps the last inventory and says so."""
+
+    def __init__(
+        self,
+        read: Callable[[], tuple[dict[str, Any], list[dict[str, Any]]]],
+        found: Sequence[Device],
+        offered: Sequence[Device],
+        shape: Callable[[list[Device]], list[Device]],
+        every_s: float = REREAD_EVERY_S,
+    ) -> None:
+        self.read = read
+        self.found = list(found)
+        self.offered = list(offered)
+        self.shape = shape
+        self.every_s = every_s
+
+    def once(self) -> tuple[list[Device], str] | None:
+        """Read the node now: the new offer and why, or None when it is the same."""
+        node, slices = self.read()
+        inventory = node_inventory(node, slices)
+        offered, notes = offered_devices(inventory, self.found)
+        if offered == self.offered:
+            return None
+        for note in notes:
+            log.warning("%s", note)
+        before = {d.device_id: d for d in self.offered}
+        after = {d.device_id: d for d in offered}
+        parts = [f"{d} now offered" for d in sorted(set(after) - set(before))]
+        parts += [f"{d} no longer offered" for d in sorted(set(before) - set(after))]
+        parts += [f"{d} changed" for d in sorted(set(after) & set(before)) if after[d] != before[d]]
+        self.offered = offered
+        return offered, f"Kubernetes node {inventory.node}: {', '.join(parts)}"
+
+    def watch(self, stop: threading.Event, changed: Callable[[list[Device], str], None]) -> None:
+        while not stop.wait(self.every_s):
+            try:
+                news = self.once()
+            except ConfigError as error:
+                log.warning("%s; keeping the last inventory", error)
+                continue
+            if news is not None:
+                changed(self.shape(news[0]), news[1])
 
 
 def _cpu_within(device: Device, inventory: NodeInventory, notes: list[str]) -> Device:

@@ -182,6 +182,14 @@ def _agent_parser(commands: Any) -> None:
         " Downward API's spec.nodeName, else the host name)",
     )
     a.add_argument(
+        "--kubernetes-reread",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="with --kubernetes: read the node again this often, joining anew when what it"
+        " hands out changed (60)",
+    )
+    a.add_argument(
         "--ray-address",
         default="",
         metavar="ADDR",

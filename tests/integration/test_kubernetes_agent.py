@@ -34,6 +34,7 @@ class RecordedApiServer(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.asked: list[str] = []
+        self.node_file = "node-gpu.json"  # what GET of the node answers
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -54,7 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                       "message": 'nodes "gpu-node-1" is forbidden', "code": 403})  # fmt: skip
         url = urlparse(self.path)
         if url.path == "/api/v1/nodes/gpu-node-1":
-            return self._answer(200, json.loads((DATA / "node-gpu.json").read_text()))
+            return self._answer(200, json.loads((DATA / self.server.node_file).read_text()))
         if url.path == "/apis/resource.k8s.io/v1/resourceslices":
             assert parse_qs(url.query)["fieldSelector"] == ["spec.nodeName=gpu-node-1"]
             return self._answer(200, {"kind": "ResourceSliceList", "apiVersion": "resource.k8s.io/v1",
@@ -87,13 +88,15 @@ def api_server():
     server = RecordedApiServer()
     yield server
     server.shutdown()
+    server.server_close()
 
 
 def test_the_agent_offers_what_its_node_hands_out_with_the_node_s_labels(api_server, tmp_path):
     cluster = Cluster(tmp_path)
     try:
         config = _kubeconfig(tmp_path / "kubeconfig", api_server.url, TOKEN)
-        flags = ("--kubernetes", "--kubeconfig", str(config), "--kubernetes-node", "gpu-node-1")
+        flags = ("--kubernetes", "--kubeconfig", str(config), "--kubernetes-node", "gpu-node-1",
+                 "--kubernetes-reread", "0.5")  # fmt: skip
         cluster.add_agent("gpu-node-1", "cloud", POD_DEVICES, extra=(*flags, "--label", "team=ml"))
         with cluster.connected_client(1) as client:
             (node,) = client.transport.list_nodes()
@@ -106,7 +109,17 @@ def test_the_agent_offers_what_its_node_hands_out_with_the_node_s_labels(api_ser
             assert node.labels["topology.kubernetes.io/zone"] == "eu-central-1a"
             assert node.labels["team"] == "ml"  # --label joins the node's
             assert devices
+            # The node's device plugin goes: read again, the agent joins without the GPU.
+            node_json = json.loads((DATA / "node-gpu.json").read_text())
+            node_json["status"]["allocatable"].pop("nvidia.com/gpu")
+            (tmp_path / "node-gpu-gone.json").write_text(json.dumps(node_json))
+            api_server.node_file = str(tmp_path / "node-gpu-gone.json")
+            deadline = time.monotonic() + 30
+            while any(d.kind == "gpu" for d in client.transport.list_nodes()[0].devices):
+                assert time.monotonic() < deadline, "the GPU is still offered"
+                time.sleep(0.2)
         log = cluster.log("gpu-node-1")
+        assert "Kubernetes node gpu-node-1: gpu0 no longer offered" in log
         assert "is not offered: node gpu-node-1 lists no such device to Kubernetes" in log
         assert "has 8 nvidia gpu(s)" in log and "resources.limits nvidia.com/gpu: 8" in log
         assert any(p.startswith("/api/v1/nodes/gpu-node-1") for p in api_server.asked)

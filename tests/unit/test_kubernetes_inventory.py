@@ -119,3 +119,36 @@ def test_the_cpu_is_offered_within_what_the_node_allocates():
     small = dataclasses.replace(CPU, slices=2, threads=1)
     (cpu,), _ = offered_devices(inventory, [small])
     assert (cpu.slices, cpu.threads) == (2, 1)
+
+
+def test_the_node_read_again_tells_what_changed_and_keeps_the_last_on_failure():
+    from anypu.agents._kubernetes import KubernetesWatch
+    from anypu.errors import ConfigError
+
+    node = _load("node-gpu.json")
+    answers = [(node, [])]
+    found = [CPU, _gpu(0)]
+    offered, _ = offered_devices(node_inventory(node), found)
+    watch = KubernetesWatch(lambda: answers[-1], found, offered, lambda d: d, every_s=0.01)
+    assert watch.once() is None  # nothing changed
+    gone = json.loads(json.dumps(node))
+    gone["status"]["allocatable"].pop("nvidia.com/gpu")  # its device plugin went away
+    answers.append((gone, []))
+    devices, why = watch.once()
+    assert [d.device_id for d in devices] == ["cpu0"]
+    assert why == "Kubernetes node gpu-node-1: gpu0 no longer offered"
+    assert watch.once() is None
+
+    import threading
+
+    def fail() -> tuple:
+        raise ConfigError("--kubernetes: the API server did not answer")
+
+    watch.read = fail
+    stop, seen = threading.Event(), []
+    thread = threading.Thread(target=watch.watch, args=(stop, lambda d, w: seen.append(w)))
+    thread.start()
+    threading.Event().wait(0.1)
+    stop.set()
+    thread.join(5)
+    assert seen == [] and [d.device_id for d in watch.offered] == ["cpu0"]
