@@ -201,9 +201,8 @@ def _ray_backend(args: argparse.Namespace) -> tuple[RayCluster, list[Probe], lis
             " RAY_ADDRESS; 'auto' finds the cluster this machine is a node of"
         )
     cluster = RayCluster(address)
-    devices = apply_slicing(cluster.devices(), args.slices, args.seats)
     cluster.shape = lambda found: apply_slicing(found, args.slices, args.seats)
-    return cluster, [], devices
+    return cluster, [], cluster.shape(cluster.devices())
 
 
 def _cache_bytes(text: str) -> int:

@@ -163,7 +163,11 @@ class RayCluster:
 
     def when_done(self, ref: Any, then: Callable[..., None], *args: Any) -> None:
         """Call ``then(*args, future)`` in the agent's own thread once ``ref`` resolves."""
-        ref.future().add_done_callback(lambda future: self._answers.put((then, (*args, future))))
+        ref.future().add_done_callback(lambda future: self.later(then, *args, future))
+
+    def later(self, then: Callable[..., None], *args: Any) -> None:
+        """Call ``then(*args)`` in the answers' thread (not the caller's, which holds locks)."""
+        self._answers.put((then, args))
 
     def _answer_loop(self) -> None:
         while True:
@@ -334,8 +338,8 @@ class RaySliceWorker(_Slice):
         return True
 
     def _answer_later(self, job: SliceJob, code: FailureCode, message: str) -> None:
-        answer = self._failure(job, code, message)
-        threading.Thread(target=self._finish, args=(answer, self.warm), daemon=True).start()
+        # Dispatched under the slice's lock: the answer goes out once it is released.
+        self.cluster.later(self._finish, self._failure(job, code, message), self.warm)
 
     def _done(self, job: SliceJob, generation: int, future: Any) -> None:
         error = future.exception()

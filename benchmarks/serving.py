@@ -145,7 +145,9 @@ def _anypu(rates: list[float], seconds: float) -> None:
                 by_rest = _rest_call(_http_port(cluster), cluster.token, deployment, x)
                 rows = [(rate, _open_loop(by_rest, rate, seconds)) for rate in rates]
                 _report("anypu, OIP REST (binary tensors) via the scheduler", name, rows)
-                by_agent = _rest_call(_agent_gateway_port(cluster), cluster.token, deployment, x)
+                listening = r"Inference Protocol at http://127\.0\.0\.1:(\d+)/v2"
+                agent_port = int(cluster.printed("serving-1", listening))
+                by_agent = _rest_call(agent_port, cluster.token, deployment, x)
                 rows = [(rate, _open_loop(by_agent, rate, seconds)) for rate in rates]
                 _report("anypu, OIP REST (binary tensors) via the agent's gateway", name, rows)
                 client.undeploy(deployment)
@@ -198,18 +200,6 @@ def _protocol_call(cluster: Cluster, deployment: str, x: torch.Tensor) -> Any:
 def _http_port(cluster: Cluster) -> int:
     found = re.findall(r"dashboard on http://127\.0\.0\.1:(\d+)", cluster.log("scheduler"))
     return int(found[-1])
-
-
-def _agent_gateway_port(cluster: Cluster) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.findall(
-            r"Inference Protocol at http://127\.0\.0\.1:(\d+)/v2", cluster.log("serving-1")
-        )
-        if found:
-            return int(found[-1])
-        time.sleep(0.1)
-    raise RuntimeError("the agent printed no gateway address:\n" + cluster.log("serving-1"))
 
 
 def _rest_call(port: int, token: str, deployment: str, x: torch.Tensor) -> Any:

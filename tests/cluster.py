@@ -73,6 +73,17 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
+    def printed(self, name: str, pattern: str, timeout: float = 30) -> str:
+        """The last match of ``pattern``'s first group in process ``name``'s log, once
+        it has printed one (an address it listens at)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.findall(pattern, self.log(name))
+            if found:
+                return str(found[-1])
+            time.sleep(0.1)
+        raise AssertionError(f"{name} printed no {pattern!r}:\n" + self.log(name))
+
     def start_scheduler(self, flags: dict[str, object]) -> None:
         args = ["scheduler", "--port", str(self.port), "--state-dir", str(self.state_dir)]
         args += ["--token", self.token]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import ssl
 import time
 
@@ -61,19 +60,9 @@ def shop(tmp_path_factory):
         cluster.close()
 
 
-def _gateway_address(cluster: Cluster, pattern: str) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.findall(pattern, cluster.log("shop-gw"))
-        if found:
-            return found[-1]
-        time.sleep(0.1)
-    raise AssertionError("the gateway agent printed no address:\n" + cluster.log("shop-gw"))
-
-
 def _https(shop, method: str, path: str, body: bytes = b"", token: str | None = None):
     cluster, _, ca_pem = shop
-    port = _gateway_address(cluster, r"Inference Protocol at https://127\.0\.0\.1:(\d+)/v2")
+    port = cluster.printed("shop-gw", r"Inference Protocol at https://127\.0\.0\.1:(\d+)/v2")
     context = ssl.create_default_context(cadata=ca_pem.decode())
     context.check_hostname = False  # dialled by address; the certificate is checked below
     connection = http.client.HTTPSConnection("127.0.0.1", int(port), timeout=60, context=context)

@@ -3,7 +3,6 @@ port, and an agent's on ``--health-address``, as the scheduler goes away."""
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.error
 import urllib.request
@@ -19,24 +18,14 @@ def _get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
-def _address(cluster: Cluster, name: str, pattern: str) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.findall(pattern, cluster.log(name))
-        if found:
-            return found[-1]
-        time.sleep(0.1)
-    raise AssertionError(f"{name} printed no address:\n" + cluster.log(name))
-
-
 def test_probes_follow_the_agent_s_stream_and_the_scheduler_s_state(tmp_path):
     cluster = Cluster(tmp_path, **{"http-port": 0})
     try:
         health = ("--health-address", "127.0.0.1:0")
         cluster.add_agent("edge-1", "edge", SIMULATED_CPU, extra=health)
-        agent = "http://" + _address(cluster, "edge-1", r"/healthz and /readyz at http://(\S+)")
-        scheduler = "http://127.0.0.1:" + _address(
-            cluster, "scheduler", r"dashboard on http://127\.0\.0\.1:(\d+)"
+        agent = "http://" + cluster.printed("edge-1", r"/healthz and /readyz at http://(\S+)")
+        scheduler = "http://127.0.0.1:" + cluster.printed(
+            "scheduler", r"dashboard on http://127\.0\.0\.1:(\d+)"
         )
         with cluster.connected_client(1):
             assert _get(scheduler + "/healthz") == (200, "ok\n")
