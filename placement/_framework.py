@@ -313,6 +313,15 @@ class ClusterTable:
                 start = int(first[d])
                 self.slice_busy[start : start + len(busy)] = busy
         np.maximum(self.slice_busy, 0.0, out=self.slice_busy)
+        #: Per slice: the deployment whose replica holds it (``DeviceView.replica_slices``)
+        #: as an index into ``holders``, or -1: only that deployment's jobs may go there.
+        self.holders: dict[str, int] = {}
+        self.slice_holder = np.full(n_slices, -1, dtype=np.int64)
+        for d, dv in enumerate(devices):
+            for i, name in dv.replica_slices.items():
+                if 0 <= i < self.dev_slices_list[d]:
+                    code = self.holders.setdefault(name, len(self.holders))
+                    self.slice_holder[int(layout.dev_first_slice[d]) + i] = code
         self.dev_idle = np.ones(len(devices), dtype=bool)
         if len(self.slice_dev):
             np.logical_and.at(self.dev_idle, self.slice_dev, self.slice_busy == 0.0)
@@ -325,6 +334,15 @@ class ClusterTable:
         )
         milli = np.fromiter((dv.reserved_milli for dv in devices), np.int64, len(devices))
         self.dev_free_milli = np.where(self.dev_shared, np.maximum(1000 - milli, 0), 1 << 40)
+
+    def held_from(self, job: JobRequest) -> NDArray[np.bool_] | None:
+        """Per slice: held by another deployment's replica than ``job``'s, so closed to
+        it; None when no slice is held from it."""
+        if not self.holders:
+            return None
+        own = self.holders.get(job.deployment, -1) if job.deployment else -1
+        held: NDArray[np.bool_] = (self.slice_holder >= 0) & (self.slice_holder != own)
+        return held if held.any() else None
 
     @property
     def n_devices(self) -> int:

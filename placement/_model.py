@@ -33,7 +33,12 @@ class DeviceView:
     """A device as placement sees it: its description plus the work already on it.
 
     ``slice_busy_seconds[i]`` is the predicted time until slice ``i`` is free (the sum
-    of predicted run times of the jobs already assigned to it).
+    of predicted run times of the jobs already assigned to it). ``replica_slices`` are
+    the slices deployments' replicas hold for as long as they are up (slice -> the
+    deployment's name): no job but that deployment's own starts or queues there (a
+    replica owns its share, as a Ray Serve replica owns its ``num_gpus``; its own
+    deployment's next version may warm up beside it, so a rolling update on a full
+    cluster does not stall).
     """
 
     node_id: str
@@ -45,6 +50,7 @@ class DeviceView:
     reserved_memory_bytes: int = 0
     reserved_milli: int = 0
     unexplained_memory_bytes: int = 0
+    replica_slices: Mapping[int, str] = field(default_factory=dict, hash=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -122,6 +128,9 @@ class JobRequest:
     label_selector: tuple[LabelRequirement, ...] = ()
     """Labels the device's node (or the device, from its backend) must have; every one
     must hold (``LabelFilter``)."""
+    deployment: str = ""
+    """The deployment whose replica this job warms up, if any: it may use slices that
+    deployment's replicas hold (``DeviceView.replica_slices``), and no others' held."""
     relay: str = ""
     """The vertex the job's inputs and outputs pass through between its origin and the
     device ("" or a vertex the network lacks: straight from the origin). The live

@@ -49,8 +49,10 @@ have it as a candidate::
     Σ_{j∈J_c} x_{jc} ≤ m_c,   Σ_{j∈J_c} ⌈mem_{jc}⌉_MiB · x_{jc} ≤ ⌊free_mem_c⌋_MiB,
     Σ_{j∈J_c} milli_{jc} · x_{jc} ≤ free_milli_c
 
-and no wait (its jobs run side by side, not in turn). A job that fits no device now is
-held back (``Plan.deferred``) until a reservation ends.
+and no wait (its jobs run side by side, not in turn). A slice a deployment's replica
+holds (``DeviceView.replica_slices``) is no candidate for other jobs than that
+deployment's own, in either plan: its class is left out. A job that fits no device now is held back (``Plan.deferred``) until a
+reservation ends or a replica is released.
 
 Linear throughout: the queue a job waits behind is the class's prefix load divided
 over its slices. For a single slice (:math:`m_c = 1`) that is exact; for
@@ -218,6 +220,7 @@ class _Classes:
     members: list[np.ndarray]
     rep_dev: np.ndarray
     busy: np.ndarray
+    holder: np.ndarray  # per class: ``DeviceTable.slice_holder`` of its slices
 
 
 def _classes(ctx: PlanContext, jobs: Sequence[JobRequest]) -> _Classes:
@@ -250,13 +253,15 @@ def _classes(ctx: PlanContext, jobs: Sequence[JobRequest]) -> _Classes:
         ]
     ).astype(float)
     _, dev_class = np.unique(dev_cols, axis=0, return_inverse=True)
-    slice_cols = np.column_stack([dev_class.ravel()[t.slice_dev], t.slice_busy])
+    slice_cols = np.column_stack([dev_class.ravel()[t.slice_dev], t.slice_busy, t.slice_holder])
     _, first, of_slice = np.unique(slice_cols, axis=0, return_index=True, return_inverse=True)
     of_slice = of_slice.ravel()
     order = np.argsort(of_slice, kind="stable")
     bounds = np.searchsorted(of_slice[order], np.arange(len(first) + 1))
     members = [order[bounds[c] : bounds[c + 1]] for c in range(len(first))]
-    return _Classes(of_slice, members, t.slice_dev[first], t.slice_busy[first])
+    return _Classes(
+        of_slice, members, t.slice_dev[first], t.slice_busy[first], t.slice_holder[first]
+    )
 
 
 @dataclass
@@ -293,6 +298,9 @@ def _greedy(
                 share_milli(job, ctx, slice(None), compute),
             )
             total[~state.room(*share)] = np.inf
+        closed = t.held_from(job)
+        if closed is not None:
+            total[closed] = np.inf
         s = int(np.argmin(total))
         if not np.isfinite(total[s]):
             held.append(job.job_id)
@@ -300,7 +308,7 @@ def _greedy(
         if classes is not None and len(candidates) < ctx.config.cpsat_max_jobs:
             candidates.append(
                 _candidates_for(
-                    ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s, share
+                    job, ctx, static, _compute(terms, ctx), weights[job.job_id], classes, s, share
                 )
             )
         state.commit(job, weights[job.job_id], s, terms, state.runner_up(total, s, terms))
@@ -308,6 +316,7 @@ def _greedy(
 
 
 def _candidates_for(
+    job: JobRequest,
     ctx: PlanContext,
     static: np.ndarray,
     compute: np.ndarray,
@@ -316,7 +325,8 @@ def _candidates_for(
     greedy_slice: int,
     share: tuple[np.ndarray, np.ndarray] | None,
 ) -> _Candidates:
-    """The job's ``top_k`` cheapest classes (by cost plus busy time) and the greedy's.
+    """The job's ``top_k`` cheapest classes (by cost plus busy time) and the greedy's;
+    never one of slices another deployment's replicas hold.
 
     Costs are read off the greedy pass's vectors, i.e. as the job saw the round when its
     turn came; only the packing tie-breaker can differ from the start of the round. A
@@ -326,6 +336,9 @@ def _candidates_for(
     t = ctx.table
     wq = ctx.config.weight("queue")
     class_cost = static[classes.rep_dev] + wq * classes.busy
+    if t.holders:
+        own = t.holders.get(job.deployment, -1) if job.deployment else -1
+        class_cost[(classes.holder >= 0) & (classes.holder != own)] = np.inf
     memory = milli = np.zeros(len(classes.rep_dev))
     if share is not None:
         memory, milli = share[0][classes.rep_dev], share[1][classes.rep_dev]
@@ -539,7 +552,7 @@ def plan_cost(
         unschedulable=unschedulable,
         unresolvable=frozenset(stuck),
         deferred=tuple(held),
-        solver=solver + (f"; {len(held)} held back until a share frees" if held else ""),
+        solver=solver + (f"; {len(held)} held back until a slice or share frees" if held else ""),
         solve_seconds=time.perf_counter() - started,
         objective=best.objective,
     )

@@ -84,7 +84,7 @@ class PlacementRounds:
             self.measured.graph(self.nodes.values(), now),
             tuple(self.workload),
             now,
-            held=[h.placement for h in self.leases.active.values() if h.deployment],
+            held=[(h.placement, h.deployment) for h in self.leases.active.values() if h.deployment],
         )
         earmarks = {job: key for job, key in self.earmarks.items() if job in self.pending}
         return replace(snapshot, earmarks=earmarks)
@@ -125,6 +125,7 @@ class PlacementRounds:
             deadline_s=_deadline_left(job, now),
             best_effort=r.best_effort,
             deadline_warm=bool(job.deployment),
+            deployment=job.deployment,
             # Inputs come up to the scheduler and the agent fetches them; outputs go
             # back the same way (a leased call's later runs go direct, unplaced).
             relay=SCHEDULER_VERTEX,
@@ -183,6 +184,7 @@ class PlacementRounds:
             for job_id, key in self.earmarks.items()
             if job_id not in waiting and job_id in self.pending
         } | dict(result.earmarks)
+        replicas = Counter(h.deployment for h in self.leases.active.values() if h.deployment)
         for job_id in result.deferred:
             job = self.jobs[job_id]
             if job.held_since is None:
@@ -193,6 +195,13 @@ class PlacementRounds:
                 f" device with {memory} and its compute share unreserved); it is placed when"
                 " a job ends"
             )
+            if replicas:
+                reason += (
+                    f"; {sum(replicas.values())} slice(s) are held by deployments' replicas"
+                    f" ({', '.join(f'{n} ×{k}' for n, k in sorted(replicas.items()))}),"
+                    " which no other job may use: lower their replicas (anypu scale) or add"
+                    " a node"
+                )
             if job_id in result.earmarks:
                 node_id, device_id = result.earmarks[job_id]
                 reason += (

@@ -34,18 +34,23 @@ def snapshot_of(
     network: object | None,
     workload: tuple[WorkloadShape, ...],
     now: float,
-    held: Iterable[m.PlacementInfo] = (),
+    held: Iterable[tuple[m.PlacementInfo, str]] = (),
 ) -> ClusterSnapshot:
     """Every node and device with the work on it: predicted busy seconds per slice (a
     seat of a shared device is taken while a job holds it), what the jobs reserve of
     shared devices, and the memory their vendor reads that no job accounts for.
-    ``held``: slices deployments' replicas hold (``_deployments``), counted as one call
-    of their model each, so other work and further replicas go to free slices first."""
+    ``held``: slices deployments' replicas hold (``_deployments``), with the
+    deployment's name: counted as one call of their model each, and
+    ``DeviceView.replica_slices``, which no other deployment's or plain job may take."""
     # Per device with work on it: predicted busy seconds per slice, and what its jobs
     # reserve of it. Devices without work share one tuple of zeros per slice count.
     busy: dict[tuple[str, str], dict[int, float]] = {}
     reserved: dict[tuple[str, str], tuple[int, int]] = {}
-    for p in itertools.chain((job.placement for job in live), held):
+    replicas = list(held)
+    holds: dict[tuple[str, str], dict[int, str]] = {}
+    for at, deployment in replicas:
+        holds.setdefault((at.node_id, at.device_id), {})[at.slice_index] = deployment
+    for p in itertools.chain((job.placement for job in live), (at for at, _ in replicas)):
         if p is not None:
             on = busy.setdefault((p.node_id, p.device_id), {})
             # At least a nanosecond: a job predicted to take no time still holds its seat.
@@ -79,6 +84,7 @@ def snapshot_of(
                     reserved_memory_bytes=memory,
                     reserved_milli=milli,
                     unexplained_memory_bytes=unexplained.get(d.device_id, 0) if d.shared else 0,
+                    replica_slices=holds.get(key, {}),
                 )
             )
         views.append(

@@ -35,8 +35,10 @@ def served(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("oip"), **{"http-port": 0})
     try:
         cluster.add_agent("direct-1", "edge", direct=True)
+        # A slice for a second deployment: a replica's slice is its deployment's alone.
+        cluster.add_agent("direct-2", "edge", direct=True)
         client = Client(GrpcTransport(cluster.address, cluster.token))
-        cluster.wait_nodes(client, 1)
+        cluster.wait_nodes(client, 2)
         info = client.deploy(Scale().eval(), "scale", example_inputs=X, replicas=1)
         assert len(info.ready) == 1, info
         yield cluster, _http_port(cluster)

@@ -12,6 +12,7 @@ from anypu.scheduler._events import (
     DeploymentDeleted,
     DeploymentRolledOut,
     ForgetDeployment,
+    JobSubmitted,
     PersistDeployment,
 )
 from tests.builders import cpu_device, done, join, messages_sent, submit_request
@@ -188,6 +189,23 @@ def test_a_replica_s_slice_counts_as_taken_so_the_next_one_goes_to_a_free_slice(
     assert info is not None and len(info.ready) == 2
     slices = {r.lease.slice_index for r in info.ready if r.lease}
     assert slices == {0, 1}
+
+
+def test_a_replica_s_slice_is_its_own_until_released_and_a_job_waits_saying_so() -> None:
+    state = _state("a")  # one node, one slice
+    _warm_all(state, state.handle(DeploymentApplied("mlp", TEMPLATE, 1, now=1.0)), 1.5)
+    queued = state.handle(JobSubmitted("job-1", submit_request(), now=2.0))
+    assert not messages_sent(queued, m.Launch)  # not queued behind the replica's calls
+    job = state.jobs["job-1"]
+    assert job.state == "pending"
+    assert "held by deployments' replicas (mlp ×1)" in job.pending_reasons["all nodes"]
+    assert "anypu scale" in job.pending_reasons["all nodes"]
+    other = state.handle(DeploymentApplied("other", TEMPLATE, 1, now=2.5))
+    assert not messages_sent(other, m.Launch)  # nor is another deployment's replica
+    released = state.handle(DeploymentApplied("mlp", None, 0, now=3.0))
+    assert len(messages_sent(released, m.LeaseRevoked)) == 1
+    launches = messages_sent(released + state.handle(Tick(3.1)), m.Launch)
+    assert "job-1" in {x.job_id for x in launches}
 
 
 def test_deploying_anew_rolls_over_old_replicas_only_once_new_ones_are_ready() -> None:
