@@ -274,11 +274,14 @@ class Agent:
         self.broken_because = ""  # why the stream last broke ("": it has not)
         self.health = None
         if config.health_address:
-            from anypu.agents._health import HealthServer
+            from anypu.agents._health import HealthServer, agent_registry
 
-            self.health = HealthServer(
-                config.health_address, lambda: self.ticked_at, self.readiness
-            )
+            def last_tick() -> float:
+                return self.ticked_at
+
+            gateway = self.gateway.gateway if self.gateway is not None else None
+            registry = agent_registry(config.name, last_tick, self.readiness, gateway)
+            self.health = HealthServer(config.health_address, last_tick, self.readiness, registry)
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="anypu-agent-heartbeat", daemon=True
         )

@@ -291,7 +291,10 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
     for device in devices:
         print(f"{name}: {device.device_id} {device.describe()}", flush=True)
     if agent.health is not None:
-        print(f"{name}: /healthz and /readyz at http://{agent.health.address}", flush=True)
+        print(
+            f"{name}: /healthz, /readyz and /metrics at http://{agent.health.address}",
+            flush=True,
+        )
     if agent.gateway is not None and agent.gateway.http is not None:
         print(f"{name}: the Open Inference Protocol at {agent.gateway.http.url}/v2", flush=True)
     failure: list[BaseException] = []

@@ -14,7 +14,8 @@ messages themselves): this package imports neither ``anypu.agents`` nor
 - ``CallLog``: a caller's calls and end-to-end times, in buckets, for the scheduler.
 - ``InferenceGateway`` / ``inference_handler``: the Open Inference Protocol over HTTP and
   gRPC, at the scheduler or a gateway agent, from a ``DeploymentDirectory``;
-  ``FailureThrottle``: how both slow down token guessing.
+  ``FailureThrottle``: how both slow down token guessing; ``watch_gateway``: a gateway's
+  requests and latency for Prometheus, at either.
 """
 
 from anypu.comm._balance import DECAY_S, FAILURE_PENALTY_S, ReplicaBalancer
@@ -57,6 +58,7 @@ from anypu.comm._gateway import (
 )
 from anypu.comm._gateway_grpc import inference_handler
 from anypu.comm._gateway_http import GatewayHTTPServer, answer_over_http
+from anypu.comm._gateway_metrics import ThrottleCollector, watch_gateway
 from anypu.comm._throttle import FailureThrottle, ThrottledError, http_peer, peer_host
 from anypu.comm._tls import (
     SERVER_NAME,
@@ -104,6 +106,7 @@ __all__ = [
     "InferenceGateway",
     "MissingBlobError",
     "ReplicaBalancer",
+    "ThrottleCollector",
     "ThrottledError",
     "answer_over_http",
     "cert_hash",
@@ -129,5 +132,6 @@ __all__ = [
     "server_options",
     "serves_tls",
     "speaks_tls",
+    "watch_gateway",
     "write_frame",
 ]

@@ -30,7 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from anypu.comm import CALL_SECONDS_BUCKETS
+from anypu.comm import CALL_SECONDS_BUCKETS, ThrottleCollector, watch_gateway
 from anypu.devices import Device
 from anypu.placement import TIERS
 from anypu.protos.messages import (
@@ -410,26 +410,6 @@ def _cold_start_families(deployments: Sequence[Any]) -> Iterator[Metric]:
     yield last
 
 
-class _InferenceCollector(Collector):
-    """The inference protocol's requests at this scheduler, by protocol, model and status."""
-
-    def __init__(self, gateway: Any) -> None:
-        self.gateway = gateway
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "anypu_inference_requests",
-            "Open Inference Protocol requests answered at the scheduler, by protocol (http,"
-            ' grpc), model ("" for health, server metadata and unknown models) and HTTP'
-            " status (a gRPC answer by the HTTP status its code stands for: 200 OK, 400"
-            " INVALID_ARGUMENT, 404 NOT_FOUND, 503 UNAVAILABLE...).",
-            labels=["protocol", "model", "code"],
-        )
-        for (protocol, model, code), count in sorted(self.gateway.answered.items()):
-            family.add_metric([protocol, model, str(code)], count)
-        yield family
-
-
 def _readings_families(nodes: Sequence[NodeInfo]) -> Iterator[Metric]:
     """What each ready node's agent measured on its last heartbeat: per device, and per
     running job (a job id label lives only while the job runs)."""
@@ -595,24 +575,6 @@ class _Transitions:
         self.prediction_error.labels(p.compute_from or "estimate", tier).observe(error)
 
 
-class _ThrottleCollector(Collector):
-    """Failed authentications the throttle held back or refused (see ``_throttle``)."""
-
-    def __init__(self, throttle: Any) -> None:
-        self.throttle = throttle
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "anypu_auth_failures_throttled",
-            "Failed authentications answered late (delayed) or refused at once (refused);"
-            " a correct credential is never throttled.",
-            labels=["action"],
-        )
-        family.add_metric(["delayed"], self.throttle.delayed)
-        family.add_metric(["refused"], self.throttle.refused)
-        yield family
-
-
 class _StateFolderCollector(Collector):
     """What the state folder holds and what retention collected (see ``_retention``)."""
 
@@ -660,24 +622,14 @@ class SchedulerMetrics:
         self.registry.register(_StateCollector(service, self.transitions))
         self.registry.register(_StateFolderCollector(service))
         if throttle is not None:
-            self.registry.register(_ThrottleCollector(throttle))
+            self.registry.register(ThrottleCollector(throttle))
         state = service.state
         service.observers.append(lambda actions, now: self.transitions.observe(state, actions, now))
 
     def watch_inference(self, gateway: Any) -> None:
         """Count ``gateway``'s requests (``anypu.comm.InferenceGateway.answered``) and
-        time its inferences end to end."""
-        self.registry.register(_InferenceCollector(gateway))
-        seconds = prom.Histogram(
-            "anypu_inference_duration_seconds",
-            "Open Inference Protocol inferences answered at the scheduler (HTTP: body read"
-            " to response built; gRPC: message decoded to response returned; the call to a"
-            " replica and back and a cold start's wait included), by protocol and model.",
-            ["protocol", "model"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
-        gateway.on_latency = lambda protocol, model, s: seconds.labels(protocol, model).observe(s)
+        time its inferences end to end (its throttle is the scheduler's, counted once)."""
+        watch_gateway(self.registry, gateway, "the scheduler")
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -82,7 +82,15 @@ def daemonset(agent: AgentClass) -> dict:
         "spec": {
             "selector": {"matchLabels": dict(pod_labels)},
             "template": {
-                "metadata": {"labels": dict(pod_labels)},
+                "metadata": {
+                    "labels": dict(pod_labels),
+                    # The convention Prometheus' kubernetes_sd relabelling examples read.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": "8081",
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "serviceAccountName": "anypu-agent",
                     "nodeSelector": agent.node_selector,

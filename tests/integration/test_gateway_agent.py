@@ -11,9 +11,11 @@ import http.client
 import json
 import ssl
 import time
+import urllib.request
 
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from anypu.comm import client_ca
 from anypu.sdk import Client
@@ -45,7 +47,7 @@ def shop(tmp_path_factory):
     cluster = Cluster(workdir, tls=True, network=workdir / "network.yaml")
     try:
         cluster.add_agent("cloud-1", "cloud", SIMULATED_CPU, site="cloud", direct=True)
-        gateway = ("--gateway-http", "127.0.0.1:0")
+        gateway = ("--gateway-http", "127.0.0.1:0", "--health-address", "127.0.0.1:0")
         cluster.add_agent(
             "shop-gw", "edge", SIMULATED_CPU, site="shop-7", direct=True, extra=gateway
         )
@@ -97,6 +99,23 @@ def test_the_gateway_agent_serves_the_protocol_over_https(shop):
     assert status == 401 and "refused the token" in json.loads(body)["error"]
     status, body = _https(shop, "GET", "/v2/models/nothing", token=cluster.token)
     assert status == 404 and "deployed: scale" in json.loads(body)["error"]
+    # The gateway agent's own /metrics counts what it answered, as the scheduler's does.
+    at = cluster.printed("shop-gw", r"/healthz, /readyz and /metrics at (http://\S+)")
+    with urllib.request.urlopen(at + "/metrics", timeout=30) as response:
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    assert [s.value for s in families["anypu_agent_ready"].samples] == [1.0]
+    answered = {
+        (s.labels["protocol"], s.labels["model"], s.labels["code"]): s.value
+        for s in families["anypu_inference_requests"].samples
+    }
+    assert answered[("http", "scale", "200")] >= 1 and answered[("http", "scale", "401")] >= 1
+    timed = [
+        s.value
+        for s in families["anypu_inference_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels == {"protocol": "http", "model": "scale"}
+    ]
+    assert timed and timed[0] >= 1
+    assert "anypu_auth_failures_throttled" in families
 
 
 def test_a_triton_grpc_client_infers_at_the_gateway_s_direct_port(shop):

@@ -23,7 +23,9 @@ def test_probes_follow_the_agent_s_stream_and_the_scheduler_s_state(tmp_path):
     try:
         health = ("--health-address", "127.0.0.1:0")
         cluster.add_agent("edge-1", "edge", SIMULATED_CPU, extra=health)
-        agent = "http://" + cluster.printed("edge-1", r"/healthz and /readyz at http://(\S+)")
+        agent = "http://" + cluster.printed(
+            "edge-1", r"/healthz, /readyz and /metrics at http://(\S+)"
+        )
         scheduler = "http://127.0.0.1:" + cluster.printed(
             "scheduler", r"dashboard on http://127\.0\.0\.1:(\d+)"
         )
@@ -33,7 +35,7 @@ def test_probes_follow_the_agent_s_stream_and_the_scheduler_s_state(tmp_path):
             status, text = _get(agent + "/readyz")
             assert status == 200 and text.startswith("joined as edge-1")
         assert _get(agent + "/healthz") == (200, "ok\n")
-        assert _get(agent + "/metrics")[0] == 404
+        assert _get(agent + "/other")[0] == 404
         cluster.kill("scheduler")
         deadline = time.monotonic() + 30
         while (answer := _get(agent + "/readyz"))[0] == 200:
@@ -41,5 +43,6 @@ def test_probes_follow_the_agent_s_stream_and_the_scheduler_s_state(tmp_path):
             time.sleep(0.1)
         assert answer[0] == 503 and "not joined: the stream broke" in answer[1]
         assert _get(agent + "/healthz") == (200, "ok\n")  # alive: only not ready
+        assert 'anypu_agent_ready{node="edge-1"} 0.0' in _get(agent + "/metrics")[1]
     finally:
         cluster.close()
