@@ -21,13 +21,14 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from anypu import _codec
 from anypu.agents._cache import DEFAULT_CACHE_BYTES, ArtifactCache
 from anypu.agents._cgroups import HostCgroups, WorkerCgroup, host_cgroups
+from anypu.agents._inventory import InventoryWatch
 from anypu.agents._link import SchedulerLink
 from anypu.agents._peers import PeerProber
 from anypu.agents._probes import BandwidthProber, ProbeConfig
@@ -122,11 +123,10 @@ class AgentConfig:
     #: Sent only over a link that can (gRPC); ``ProbeConfig(interval_s=0)`` sends none.
     bandwidth_probes: ProbeConfig = field(default_factory=ProbeConfig)
     state: AgentStateConfig = field(default_factory=AgentStateConfig)
-    #: Follows what the node offers (``watch(stop, changed)``: calls ``changed(devices,
-    #: why)`` when it changes; a Ray cluster's nodes, a Kubernetes node's devices).
-    inventory_watch: (
-        Callable[[threading.Event, Callable[[list[Device], str], None]], None] | None
-    ) = None
+    #: Follows what the node offers (``_inventory``: calls ``changed(devices, why,
+    #: labels)`` when it changes; a Ray cluster's nodes, a Kubernetes node's devices
+    #: and labels).
+    inventory_watch: InventoryWatch | None = None
     #: Serve ``/healthz`` and ``/readyz`` here for a kubelet's probes (``_health``); "": none.
     health_address: str = ""
     #: Run jobs as actors of this Ray cluster (``_ray.RayCluster``; ``--backend ray``)
@@ -338,11 +338,14 @@ class Agent:
             cgroup=_worker_cgroup(self._cgroups, device, index),
         )
 
-    def replace_devices(self, devices: list[Device], why: str) -> None:
-        """Offer ``devices`` from now on (a Ray cluster's nodes came or went): the workers
-        of devices gone or changed are closed (a job running there answers as its worker
-        does), new devices' start, and the agent joins the scheduler anew with them (a
-        job queued on a closed slice is placed again: the new Join does not hold it)."""
+    def replace_devices(
+        self, devices: list[Device], why: str, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """Offer ``devices`` from now on (a Ray cluster's nodes came or went), with
+        ``labels`` when given (a Kubernetes node relabelled): the workers of devices gone
+        or changed are closed (a job running there answers as its worker does), new
+        devices' start, and the agent joins the scheduler anew with them (a job queued on
+        a closed slice is placed again: the new Join does not hold it)."""
         with self._lock:
             old = {d.device_id: d for d in self.state.identity.devices}
             new = {d.device_id: d for d in devices}
@@ -358,7 +361,10 @@ class Agent:
                         workers[(device.device_id, index)] = self._make_worker(device, index)
             # A new dict, not changed in place: the housekeeping threads iterate the old.
             self.workers = workers
-            self.state.identity = dataclasses.replace(self.state.identity, devices=tuple(devices))
+            identity = dataclasses.replace(self.state.identity, devices=tuple(devices))
+            if labels is not None:
+                identity = dataclasses.replace(identity, labels=dict(labels))
+            self.state.identity = identity
             self._rejoining = why
         log.info(
             "offering %d device(s) now (%s): joining the scheduler anew with them",

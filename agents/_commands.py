@@ -135,7 +135,7 @@ def apply_slicing(
 
 
 def _within_kubernetes(
-    args: argparse.Namespace, found: list[Device]
+    args: argparse.Namespace, found: list[Device], own: dict[str, str]
 ) -> tuple[list[Device], dict[str, str], KubernetesWatch]:
     """The devices found here that this node's Kubernetes hands out, its labels, and
     what reads it again while the agent runs."""
@@ -175,8 +175,10 @@ def _within_kubernetes(
     def shape(devices: list[Device]) -> list[Device]:
         return with_self_tested_operators(apply_slicing(devices, args.slices, args.seats))
 
-    watch = KubernetesWatch(read, found, offered, shape, args.kubernetes_reread)
-    return offered, inventory.labels, watch
+    watch = KubernetesWatch(
+        read, found, offered, shape, args.kubernetes_reread, inventory.labels, own
+    )
+    return offered, {**inventory.labels, **own}, watch
 
 
 def _ray_backend(args: argparse.Namespace) -> tuple[RayCluster, list[Probe], list[Device]]:
@@ -231,9 +233,9 @@ def agent_command(args: argparse.Namespace, stop: threading.Event) -> int:
         probes = make_probes()
         found = discover(args.devices, probes=probes)
         if args.kubernetes:
-            found, node_labels, kubernetes = _within_kubernetes(args, found)
+            # What --label says wins over the node's labels.
+            found, labels, kubernetes = _within_kubernetes(args, found, labels)
             watch = kubernetes.watch
-            labels = {**node_labels, **labels}  # what --label says wins
         elif args.kubeconfig or args.kubernetes_node:
             raise AnypuError("--kubeconfig and --kubernetes-node are for --kubernetes: add it")
         devices = apply_slicing(found, args.slices, args.seats)

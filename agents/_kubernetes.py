@@ -19,7 +19,7 @@ annotation: each physical GPU, where ``allocatable`` counts HAMi's virtual ones)
 - the node's labels become the agent's (``--label`` wins), so label selectors see
   ``topology.kubernetes.io/zone``, ``nvidia.com/gpu.product``…;
 - the node is read again every ``REREAD_EVERY_S`` (``KubernetesWatch``), and the agent
-  joins the scheduler anew when what it may offer changed (labels: at its next start).
+  joins the scheduler anew when what it may offer or its labels changed.
 
 ``node_inventory`` is pure over the API's JSON (as recorded in tests);
 ``read_node`` fetches it with the ``kubernetes`` client (in-cluster service account,
@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anypu.agents._inventory import InventoryChanged
 from anypu.devices import Device, default_cpu_slicing
 from anypu.errors import ConfigError
 
@@ -303,8 +304,10 @@ def offered_devices(
 
 class KubernetesWatch:
     """Reads the node again every ``every_s``; when what it hands out changes (a device
-    plugin's count, a DRA device, the allocatable CPU), ``changed(shape(offered), why)``.
-    A read that fails keeps the last inventory and says so."""
+    plugin's count, a DRA device, the allocatable CPU) or its labels do,
+    ``changed(shape(offered), why, labels)``. ``labels`` are the node's as the agent
+    offers them (``own`` win: its ``--label`` flags). A read that fails keeps the last
+    inventory and says so."""
 
     def __init__(
         self,
@@ -313,19 +316,25 @@ class KubernetesWatch:
         offered: Sequence[Device],
         shape: Callable[[list[Device]], list[Device]],
         every_s: float = REREAD_EVERY_S,
+        labels: Mapping[str, str] | None = None,
+        own: Mapping[str, str] | None = None,
     ) -> None:
+        """``labels``: the node's as first read; ``own``: labels that win over them."""
         self.read = read
         self.found = list(found)
         self.offered = list(offered)
         self.shape = shape
         self.every_s = every_s
+        self.own = dict(own or {})
+        self.labels = {**(labels or {}), **self.own}
 
-    def once(self) -> tuple[list[Device], str] | None:
-        """Read the node now: the new offer and why, or None when it is the same."""
+    def once(self) -> tuple[list[Device], str, dict[str, str]] | None:
+        """Read the node now: the new offer, why, and the labels; None when the same."""
         node, slices = self.read()
         inventory = node_inventory(node, slices)
         offered, notes = offered_devices(inventory, self.found)
-        if offered == self.offered:
+        labels = {**inventory.labels, **self.own}
+        if offered == self.offered and labels == self.labels:
             return None
         for note in notes:
             log.warning("%s", note)
@@ -334,10 +343,11 @@ class KubernetesWatch:
         parts = [f"{d} now offered" for d in sorted(set(after) - set(before))]
         parts += [f"{d} no longer offered" for d in sorted(set(before) - set(after))]
         parts += [f"{d} changed" for d in sorted(set(after) & set(before)) if after[d] != before[d]]
-        self.offered = offered
-        return offered, f"Kubernetes node {inventory.node}: {', '.join(parts)}"
+        parts += _label_changes(self.labels, labels)
+        self.offered, self.labels = offered, labels
+        return offered, f"Kubernetes node {inventory.node}: {', '.join(parts)}", labels
 
-    def watch(self, stop: threading.Event, changed: Callable[[list[Device], str], None]) -> None:
+    def watch(self, stop: threading.Event, changed: InventoryChanged) -> None:
         while not stop.wait(self.every_s):
             try:
                 news = self.once()
@@ -345,7 +355,19 @@ class KubernetesWatch:
                 log.warning("%s; keeping the last inventory", error)
                 continue
             if news is not None:
-                changed(self.shape(news[0]), news[1])
+                changed(self.shape(news[0]), news[1], news[2])
+
+
+def _label_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """``label zone=a -> b``, ``label gpu=x added``, ``label old removed``."""
+    parts = [f"label {k}={after[k]} added" for k in sorted(set(after) - set(before))]
+    parts += [f"label {k} removed" for k in sorted(set(before) - set(after))]
+    parts += [
+        f"label {k}={before[k]} -> {after[k]}"
+        for k in sorted(set(after) & set(before))
+        if after[k] != before[k]
+    ]
+    return parts
 
 
 def _cpu_within(device: Device, inventory: NodeInventory, notes: list[str]) -> Device:

@@ -37,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from anypu.agents._inventory import InventoryChanged
 from anypu.agents._ray_inventory import alive_nodes, probe_node, ray_node_devices
 from anypu.agents._runner import ModelRunner
 from anypu.agents._workers import SliceJob, _Slice
@@ -227,7 +228,7 @@ class RayCluster:
                 self._artifacts.popitem(last=False)
         return ref
 
-    def watch(self, stop: threading.Event, changed: Callable[[list[Device], str], None]) -> None:
+    def watch(self, stop: threading.Event, changed: InventoryChanged) -> None:
         """Call ``changed(devices, why)`` whenever the cluster's alive nodes change."""
         known = set(self.node_ids())
         while not stop.is_set():

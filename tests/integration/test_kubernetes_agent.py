@@ -116,7 +116,19 @@ def test_the_agent_offers_what_its_node_hands_out_with_the_node_s_labels(api_ser
             while any(d.kind == "gpu" for d in client.transport.list_nodes()[0].devices):
                 assert time.monotonic() < deadline, "the GPU is still offered"
                 time.sleep(0.2)
+            # Relabelled (kubectl label node … --overwrite): the scheduler sees the new zone.
+            node_json["metadata"]["labels"]["topology.kubernetes.io/zone"] = "eu-central-1b"
+            (tmp_path / "node-relabelled.json").write_text(json.dumps(node_json))
+            api_server.node_file = str(tmp_path / "node-relabelled.json")
+            while (
+                client.transport.list_nodes()[0].labels["topology.kubernetes.io/zone"]
+                != "eu-central-1b"
+            ):
+                assert time.monotonic() < deadline, "the node's new label never arrived"
+                time.sleep(0.2)
+            assert client.transport.list_nodes()[0].labels["team"] == "ml"
         log = cluster.log("gpu-node-1")
+        assert "label topology.kubernetes.io/zone=eu-central-1a -> eu-central-1b" in log
         assert "Kubernetes node gpu-node-1: gpu0 no longer offered" in log
         assert "is not offered: node gpu-node-1 lists no such device to Kubernetes" in log
         assert "has 8 nvidia gpu(s)" in log and "resources.limits nvidia.com/gpu: 8" in log

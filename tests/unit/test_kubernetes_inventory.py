@@ -129,15 +129,32 @@ def test_the_node_read_again_tells_what_changed_and_keeps_the_last_on_failure():
     answers = [(node, [])]
     found = [CPU, _gpu(0)]
     offered, _ = offered_devices(node_inventory(node), found)
-    watch = KubernetesWatch(lambda: answers[-1], found, offered, lambda d: d, every_s=0.01)
+    labels = node_inventory(node).labels
+    watch = KubernetesWatch(
+        lambda: answers[-1], found, offered, lambda d: d, 0.01, labels, own={"site": "shop-7"}
+    )
     assert watch.once() is None  # nothing changed
     gone = json.loads(json.dumps(node))
     gone["status"]["allocatable"].pop("nvidia.com/gpu")  # its device plugin went away
     answers.append((gone, []))
-    devices, why = watch.once()
+    devices, why, now_labelled = watch.once()
     assert [d.device_id for d in devices] == ["cpu0"]
     assert why == "Kubernetes node gpu-node-1: gpu0 no longer offered"
+    assert now_labelled == {**labels, "site": "shop-7"}
     assert watch.once() is None
+    # Relabelled (kubectl label node …): the agent's labels follow; its own still win.
+    relabelled = json.loads(json.dumps(gone))
+    zone = "topology.kubernetes.io/zone"
+    relabelled["metadata"]["labels"] |= {zone: "zone-b", "site": "from-node", "pool": "a"}
+    answers.append((relabelled, []))
+    devices, why, now_labelled = watch.once()
+    assert [d.device_id for d in devices] == ["cpu0"]
+    assert now_labelled[zone] == "zone-b" and now_labelled["pool"] == "a"
+    assert now_labelled["site"] == "shop-7"
+    assert why == (
+        f"Kubernetes node gpu-node-1: label pool=a added, label {zone}="
+        f"{labels[zone]} -> zone-b"
+    )
 
     import threading
 
@@ -146,7 +163,7 @@ def test_the_node_read_again_tells_what_changed_and_keeps_the_last_on_failure():
 
     watch.read = fail
     stop, seen = threading.Event(), []
-    thread = threading.Thread(target=watch.watch, args=(stop, lambda d, w: seen.append(w)))
+    thread = threading.Thread(target=watch.watch, args=(stop, lambda d, w, _=None: seen.append(w)))
     thread.start()
     threading.Event().wait(0.1)
     stop.set()
