@@ -30,6 +30,7 @@ import logging
 import os
 import queue
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -88,7 +89,7 @@ class SliceActor:
             torch_device = worker_torch_device(device)
         where = f"{device.device_id} (Ray node {device.extra.get('ray_node_id', '')[:8]})"
         self.runner = ModelRunner(torch_device, where=where, device=device)
-        self.folder = tempfile.mkdtemp(prefix="anypu-ray-")
+        self.folder = _actor_folder()
 
     def ready(self) -> int:
         return os.getpid()
@@ -115,7 +116,34 @@ class SliceActor:
                 out.write(data)
             os.replace(path + ".part", path)
         outcome, outputs = self.runner.execute(digest, path, inputs, host_memory=host_memory)
+        if digest in self.runner.models and os.path.exists(path):
+            os.remove(path)  # loaded: fetched again from the object store if evicted
         return outcome, outputs, self.runner.warm
+
+
+def _actor_folder() -> str:
+    """A folder of this actor's own for artifacts while they load, named by its pid; the
+    folders of actors no longer alive on this node (``ray.kill`` runs no clean-up) are
+    removed first."""
+    base = os.path.join(tempfile.gettempdir(), "anypu-ray")
+    os.makedirs(base, exist_ok=True)
+    for name in os.listdir(base):
+        pid = name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    folder = os.path.join(base, f"actor-{os.getpid()}")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to clean
+    return True
 
 
 class RayCluster:

@@ -152,8 +152,7 @@ def test_the_node_read_again_tells_what_changed_and_keeps_the_last_on_failure():
     assert now_labelled[zone] == "zone-b" and now_labelled["pool"] == "a"
     assert now_labelled["site"] == "shop-7"
     assert why == (
-        f"Kubernetes node gpu-node-1: label pool=a added, label {zone}="
-        f"{labels[zone]} -> zone-b"
+        f"Kubernetes node gpu-node-1: label pool=a added, label {zone}={labels[zone]} -> zone-b"
     )
 
     import threading

@@ -122,3 +122,25 @@ def test_a_ray_address_nothing_answers_at_is_refused_at_once_with_what_to_do():
         RayCluster(f"127.0.0.1:{port}")
     with pytest.raises(ConfigError, match="must be the head's HOST:PORT"):
         RayCluster("head-without-port")
+
+
+def test_a_slice_actor_s_folder_is_its_own_and_dead_actors_folders_go(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from anypu.agents._ray import _actor_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    base = tmp_path / "anypu-ray"
+    (base / f"actor-{gone.stdout.strip()}").mkdir(parents=True)  # killed: no clean-up ran
+    (base / f"actor-{gone.stdout.strip()}" / "digest.part").write_bytes(b"half")
+    (base / f"actor-{os.getppid()}").mkdir()  # alive
+    folder = _actor_folder()
+    assert folder == str(base / f"actor-{os.getpid()}")
+    assert sorted(p.name for p in base.iterdir()) == sorted(
+        [f"actor-{os.getpid()}", f"actor-{os.getppid()}"]
+    )
