@@ -65,7 +65,12 @@ def _scheduler_parser(commands: Any) -> None:
         action="store_true",
         help="plaintext on loopback only, for local use (default: TLS, agents on mutual TLS)",
     )
-    s.add_argument("--agent-port", type=_port, default=None, help="mutual-TLS port (--port + 1)")
+    s.add_argument(
+        "--agent-port",
+        type=_port,
+        default=None,
+        help="the agents' port (--port + 1): mutual TLS, or plaintext with --insecure",
+    )
     s.add_argument("--ca-cert", default="", help="CA certificate PEM (default: generated)")
     s.add_argument("--ca-key", default="", help="CA private key PEM, with --ca-cert")
     s.add_argument("--node-cert-days", type=float, default=365.0, help="node certificate life")

@@ -116,6 +116,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="steady-state phase")
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--no-echo", action="store_true", help="heartbeats ask for no echo")
+    parser.add_argument(
+        "--client-port",
+        action="store_true",
+        help="agents join at the client port (a thread pair per stream), not the agents' port",
+    )
     args = parser.parse_args()
 
     from anypu.protos import messages as m
@@ -130,7 +135,13 @@ def main() -> None:
     procs = [
         multiprocessing.Process(
             target=_agent_process,
-            args=(cluster.address, cluster.token, s, stop, not args.no_echo),
+            args=(
+                cluster.address if args.client_port else cluster.agents_address,
+                cluster.token,
+                s,
+                stop,
+                not args.no_echo,
+            ),
         )
         for s in shares
     ]

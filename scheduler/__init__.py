@@ -10,12 +10,12 @@ adapters around the service. ``scheduler_command`` and ``token_command`` are the
 
 from anypu.comm import FailureThrottle, ThrottledError
 from anypu.scheduler._commands import admin_token, scheduler_command, token_command
-from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import DashboardServer, serve_http
 from anypu.scheduler._metrics import SchedulerMetrics, cluster_usage
 from anypu.scheduler._records import JOB_STATES, TERMINAL, JobRecord, NodeRecord
 from anypu.scheduler._retention import Retention, Sweep
 from anypu.scheduler._security import ServerSecurity
+from anypu.scheduler._servers import serve
 from anypu.scheduler._service import (
     AgentSession,
     NotFoundError,

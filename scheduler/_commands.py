@@ -22,11 +22,11 @@ from anypu.devices import parse_size
 from anypu.errors import AnypuError
 from anypu.placement import POLICY_NAMES, PlacementConfig, build_network
 from anypu.protos import convert
-from anypu.scheduler._grpc import serve
 from anypu.scheduler._http import is_loopback, serve_http
 from anypu.scheduler._inference import scheduler_gateway
 from anypu.scheduler._retention import Retention, duration
 from anypu.scheduler._security import ServerSecurity
+from anypu.scheduler._servers import serve
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
 from anypu.scheduler._tokens import TokenStore, parse_ttl
@@ -154,7 +154,9 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
         service, args.host, args.port, security, agent_port, throttle=throttle, inference=inference
     )
     mode = (
-        "plaintext" if security is None else f"TLS; agents on mutual-TLS port {security.agent_port}"
+        f"plaintext; agents' port {server.agent_port}"
+        if security is None
+        else f"TLS; agents on mutual-TLS port {security.agent_port}"
     )
     say = functools.partial(print, flush=True)
     say(f"anypu scheduler listening on {args.host}:{port} ({mode}; state in {args.state_dir})")
@@ -186,6 +188,11 @@ def scheduler_command(args: argparse.Namespace, stop: threading.Event) -> int:
     pin = "" if security is None else f" --ca-hash {security.ca.hash}"
     pin += " --token <token>" if token else ""
     say(f"join an agent:  anypu agent --scheduler {args.host}:{port}{pin} --tier edge")
+    if security is None:
+        say(
+            f"  (or --scheduler {args.host}:{server.agent_port}, the agents' port: its"
+            " event loop holds thousands of agents, where this port gives each two threads)"
+        )
     if security is not None:
         say(
             f"  (<token>: one from `anypu token create --state-dir {args.state_dir} --ttl 1h"

@@ -15,7 +15,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent import futures
 from dataclasses import replace
 from typing import Any, NoReturn, cast
 
@@ -28,54 +27,71 @@ from anypu.comm import (
     MISSING_BLOB_KEY,
     EnrolRequest,
     FailureThrottle,
-    InferenceGateway,
     MissingBlobError,
     ThrottledError,
-    channel_credentials,
-    inference_handler,
-    server_credentials,
-    server_options,
 )
 from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
-from anypu.protos import messages as m
-from anypu.scheduler._guard import DecodeGuard
-from anypu.scheduler._inference import scheduler_gateway
+from anypu.scheduler._agent_stream import CLOSED, AgentStream
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
 
-__all__ = ["serve"]
+__all__ = [
+    "AgentServicer",
+    "BlobServicer",
+    "EnrolmentServicer",
+    "JobServicer",
+    "status_of",
+    "throttled",
+]
 
 log = logging.getLogger("anypu.scheduler")
 
-MAX_HANDLER_THREADS = 4096
 #: The largest bandwidth probe taken (``agents._probes.MAX_BYTES``).
 PROBE_LIMIT_BYTES = 8 << 20
-_CLOSED = object()
-#: Heartbeat arrival times kept per stream for their echoes (one a second is asked for).
-_ARRIVALS_KEPT = 64
+
+
+def status_of(error: Exception) -> tuple[grpc.StatusCode, str] | None:
+    """The status a user's mistake is answered with (None: a bug, raised as it is)."""
+    if isinstance(error, ThrottledError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, AccessDeniedError):
+        return grpc.StatusCode.PERMISSION_DENIED, str(error)
+    if isinstance(error, NameTakenError):
+        return grpc.StatusCode.ALREADY_EXISTS, str(error)
+    if isinstance(error, AuthenticationError):
+        return grpc.StatusCode.UNAUTHENTICATED, str(error)
+    if isinstance(error, MissingBlobError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    if isinstance(error, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND, error.args[0]
+    if isinstance(error, (ConfigError, ValueError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    return None
 
 
 def _fail(context: grpc.ServicerContext, error: Exception) -> NoReturn:
-    if isinstance(error, ThrottledError):
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-    if isinstance(error, AccessDeniedError):
-        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
-    if isinstance(error, NameTakenError):
-        context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
-    if isinstance(error, AuthenticationError):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+    status = status_of(error)
+    if status is None:
+        raise error
     if isinstance(error, MissingBlobError):
         context.set_trailing_metadata(((MISSING_BLOB_KEY, error.digest),))
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(error))
-    if isinstance(error, NotFoundError):
-        context.abort(grpc.StatusCode.NOT_FOUND, error.args[0])
-    if isinstance(error, (ConfigError, ValueError)):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-    raise error
+    context.abort(*status)
+
+
+def throttled(
+    throttle: FailureThrottle, peer: str, credential: str, error: AuthenticationError
+) -> Exception:
+    """What a failed authentication is answered with, once the throttle's delay is over:
+    ``error``, or the throttle's refusal."""
+    try:
+        throttle.failed(peer, credential)
+    except ThrottledError as refusal:
+        return refusal
+    return error
 
 
 def _peer_auth(context: grpc.ServicerContext) -> Mapping[str, Sequence[bytes]]:
@@ -90,11 +106,7 @@ def _throttled_fail(
     error: AuthenticationError,
 ) -> NoReturn:
     """Answer a failed authentication, after the throttle's delay (or its refusal)."""
-    try:
-        throttle.failed(context.peer(), credential)
-    except ThrottledError as throttled:
-        _fail(context, throttled)
-    _fail(context, error)
+    _fail(context, throttled(throttle, context.peer(), credential, error))
 
 
 class _Authenticated:
@@ -134,76 +146,47 @@ class _Authenticated:
 class AgentServicer(_Authenticated, rpc.AgentServiceServicer):
     _probe_lock = threading.Lock()
 
+    def enrolment(self, context: Any) -> Any:
+        """With TLS on, the node's enrolment from its certificate (None: plaintext mode);
+        raises ``AuthenticationError`` when the stream shows none."""
+        if self.security is None:
+            return None
+        enrolment = self.security.node_enrolment(_peer_auth(context))
+        if enrolment is None:
+            raise AuthenticationError(
+                "agents connect to the scheduler's agent port with a node certificate:"
+                " start the agent with --ca-hash and a join token to enrol it"
+            )
+        return enrolment
+
     def _credential(self, context: grpc.ServicerContext) -> Any:
-        """With TLS on, the node's enrolment from its certificate (None: plaintext mode)."""
         try:
-            if self.security is None:
-                return None
-            enrolment = self.security.node_enrolment(_peer_auth(context))
-            if enrolment is None:
-                raise AuthenticationError(
-                    "agents connect to the scheduler's agent port with a node certificate:"
-                    " start the agent with --ca-hash and a join token to enrol it"
-                )
-            return enrolment
+            return self.enrolment(context)
         except AuthenticationError as error:
             _throttled_fail(context, self.throttle, "", error)
 
     def Connect(self, request_iterator: Iterator[Any], context: grpc.ServicerContext):  # noqa: N802
+        """An agent's stream, a thread for its reader and one for its writer (see
+        ``_agent_port`` for the event loop that holds thousands)."""
         credential = self._credential(context)
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        session = self.service.attach_agent(outbox.put, lambda: outbox.put(_CLOSED))
-        session.credential = credential
-        failure: list[Exception] = []
-        peer = context.peer()
-        # When each heartbeat that asks for an echo came off the stream, by its sent_at:
-        # the echo says how long the scheduler held it (NTP's and TWAMP's correction).
-        arrived: dict[float, float] = {}
-        arrived_lock = threading.Lock()
+        stream = AgentStream(self.service, outbox.put, credential, context.peer(), self.throttle)
 
         def read() -> None:
-            said: object = None
             try:
                 for message in request_iterator:
-                    said = convert.agent_message_from_pb(message)
-                    if isinstance(said, m.Heartbeat) and said.wants_echo:
-                        with arrived_lock:
-                            arrived[said.sent_at] = time.time()
-                            if len(arrived) > _ARRIVALS_KEPT:  # echoes the state did not send
-                                del arrived[next(iter(arrived))]
-                    session.receive(said)
-            except AuthenticationError as error:
-                failure.append(error)
-                if not isinstance(error, AccessDeniedError):
-                    token = said.token if isinstance(said, m.Join) else ""
-                    try:
-                        self.throttle.failed(peer, token)
-                    except ThrottledError as throttled:
-                        failure[-1] = throttled
-            except (NameTakenError, ConfigError, ValueError) as error:
-                failure.append(error)
-            except grpc.RpcError:
-                pass  # the agent went away; the deadline takes it from here
-            except Exception as error:  # keep serving other agents; report this one
-                log.exception("agent stream failed")
-                failure.append(error)
+                    stream.receive(message)
+            except BaseException as error:
+                stream.failed(error)
             finally:
-                session.close()
-                outbox.put(_CLOSED)
+                stream.close()
+                outbox.put(CLOSED)
 
         threading.Thread(target=read, name="anypu-agent-reader", daemon=True).start()
-        while True:
-            item = outbox.get()
-            if item is _CLOSED:
-                break
-            if isinstance(item, m.HeartbeatEcho):
-                with arrived_lock:
-                    at = arrived.pop(item.sent_at, None)
-                if at is not None:
-                    item = replace(item, held_s=max(0.0, time.time() - at))
-            yield convert.scheduler_message_to_pb(item)
-        if failure:
-            _fail(context, failure[0])
+        while (message := stream.outgoing(outbox.get())) is not None:
+            yield message
+        if stream.failure is not None:
+            _fail(context, stream.failure)
 
     def Probe(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """A bandwidth probe (``agents._probes``): counted, nothing kept."""
@@ -448,59 +431,3 @@ class EnrolmentServicer:
                 info: grpc.unary_unary_rpc_method_handler(self.Info),
             },
         )
-
-
-def serve(
-    service: SchedulerService,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    security: ServerSecurity | None = None,
-    agent_port: int = 0,
-    throttle: FailureThrottle | None = None,
-    inference: InferenceGateway | None = None,
-) -> tuple[grpc.Server, int]:
-    """Start the gRPC server; return it and the bound (client) port.
-
-    With ``security`` the client port speaks TLS and a second port, ``agent_port``
-    (0: a free one; recorded in ``security.agent_port``), mutual TLS; without it the
-    one port is plaintext (``--insecure``). ``throttle``: how failed authentications
-    are rate-limited (default ``security.throttle``, else 5 per minute per peer).
-    The Open Inference Protocol's gRPC service is served beside the SDK's, through
-    ``inference`` (default: a gateway of its own that calls replicas over the CA's TLS).
-    """
-    server = grpc.server(
-        # Every agent's stream holds one handler thread for its lifetime (sync gRPC), so
-        # the pool bounds how many agents one scheduler holds; threads start lazily.
-        futures.ThreadPoolExecutor(
-            max_workers=MAX_HANDLER_THREADS, thread_name_prefix="anypu-grpc"
-        ),
-        interceptors=[DecodeGuard()],
-        options=server_options(),
-    )
-    if throttle is None:
-        throttle = security.throttle if security is not None else FailureThrottle()
-    rpc.add_AgentServiceServicer_to_server(AgentServicer(service, throttle, security), server)
-    rpc.add_JobServiceServicer_to_server(JobServicer(service, throttle, security), server)
-    rpc.add_BlobServiceServicer_to_server(BlobServicer(service, throttle, security), server)
-    if inference is None:
-        direct = channel_credentials(security.ca.cert_pem) if security is not None else None
-        inference = scheduler_gateway(service, direct, throttle)
-    server.add_generic_rpc_handlers((inference_handler(inference),))
-    if security is None:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    else:
-        server.add_generic_rpc_handlers((EnrolmentServicer(security, throttle).handler(),))
-        ca, identity = security.ca.cert_pem, security.server
-        bound = server.add_secure_port(f"{host}:{port}", server_credentials(identity, ca, False))
-        if bound:
-            mtls = server_credentials(identity, ca, True)
-            security.agent_port = server.add_secure_port(f"{host}:{agent_port}", mtls)
-            if security.agent_port == 0:
-                raise ConfigError(
-                    f"cannot listen on {host}:{agent_port} (agent port): is another process"
-                    " using it? pick one with --agent-port"
-                )
-    if bound == 0:
-        raise ConfigError(f"cannot listen on {host}:{port}: is another process using the port?")
-    server.start()
-    return server, bound

@@ -18,7 +18,13 @@ import grpc
 
 from anypu.errors import ConfigError
 
-__all__ = ["DecodeGuard", "UndecodableMessageError"]
+__all__ = [
+    "AsyncDecodeGuard",
+    "DecodeGuard",
+    "UndecodableMessageError",
+    "check_decoded",
+    "guarded",
+]
 
 
 class UndecodableMessageError(ConfigError):
@@ -59,48 +65,62 @@ def _checked(requests: Iterator[Any], method: str) -> Iterator[Any]:
         yield request
 
 
+def guarded(handler: Any, method: str) -> Any:
+    """``handler`` with its deserializer and behaviour wrapped as the module docstring
+    says (an event loop's async handlers with async wrappers)."""
+    if handler is None or handler.request_deserializer is None:
+        return handler  # unknown method, or raw bytes (the JSON enrolment calls)
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    safe = _never_raises(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                context.abort(bad, _message(method, request.reason))
+            return inner(request, context)
+
+        return handler._replace(request_deserializer=safe, unary_unary=unary_unary)
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if isinstance(request, _Undecodable):
+                context.abort(bad, _message(method, request.reason))
+            yield from inner_stream(request, context)
+
+        return handler._replace(request_deserializer=safe, unary_stream=unary_stream)
+    if handler.stream_unary is not None:
+        inner_upload = handler.stream_unary
+
+        def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            try:
+                return inner_upload(_checked(requests, method), context)
+            except UndecodableMessageError as error:
+                context.abort(bad, str(error))
+
+        return handler._replace(request_deserializer=safe, stream_unary=stream_unary)
+    # A stream's handler checks each message itself (``check_decoded``): no generator
+    # wrapped around its requests, which an event loop pays for on every message.
+    return handler._replace(request_deserializer=safe)
+
+
+def check_decoded(request: Any, method: str) -> Any:
+    """``request`` as decoded, or ``UndecodableMessageError`` saying why it did not."""
+    if isinstance(request, _Undecodable):
+        raise UndecodableMessageError(_message(method, request.reason))
+    return request
+
+
 class DecodeGuard(grpc.ServerInterceptor):
     """Wrap every method's deserializer and behaviour as the module docstring says."""
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.request_deserializer is None:
-            return handler  # unknown method, or raw bytes (the JSON enrolment calls)
-        method = details.method
-        bad = grpc.StatusCode.INVALID_ARGUMENT
-        safe = _never_raises(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+        return guarded(continuation(details), details.method)
 
-            def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-                if isinstance(request, _Undecodable):
-                    context.abort(bad, _message(method, request.reason))
-                return inner(request, context)
 
-            return handler._replace(request_deserializer=safe, unary_unary=unary_unary)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+class AsyncDecodeGuard(grpc.aio.ServerInterceptor):
+    """``DecodeGuard`` for an event loop's server (``_agent_port``)."""
 
-            def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                if isinstance(request, _Undecodable):
-                    context.abort(bad, _message(method, request.reason))
-                yield from inner_stream(request, context)
-
-            return handler._replace(request_deserializer=safe, unary_stream=unary_stream)
-        if handler.stream_unary is not None:
-            inner_upload = handler.stream_unary
-
-            def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-                try:
-                    return inner_upload(_checked(requests, method), context)
-                except UndecodableMessageError as error:
-                    context.abort(bad, str(error))
-
-            return handler._replace(request_deserializer=safe, stream_unary=stream_unary)
-        inner_bidi = handler.stream_stream
-
-        def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            # The agent stream's reader maps ConfigError to INVALID_ARGUMENT itself.
-            return inner_bidi(_checked(requests, method), context)
-
-        return handler._replace(request_deserializer=safe, stream_stream=stream_stream)
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return guarded(await continuation(details), details.method)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,6 +72,10 @@ DropFn = Callable[[], None]
 DirectFn = Callable[[str, "bytes | tuple"], "m.JobResult | None"]
 _T = TypeVar("_T")
 log = logging.getLogger("anypu.scheduler")
+#: Agents' messages handed to the state under one lock at most (``_inbox_loop``): enough
+#: for a second of 10,000 agents' heartbeats in a few batches, few enough that a client's
+#: call waits behind one batch for milliseconds, not a second.
+INBOX_BATCH = 2048
 
 
 #: What the writer thread commits (the rest of its queue are barriers and its stop).
@@ -164,6 +169,11 @@ class SchedulerService:
         self._writes: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="anypu-writer", daemon=True)
         self._writer.start()
+        #: Agents' messages after their Join, and their leaving (``post``).
+        self._inbox: queue.SimpleQueue[AgentSaid | _Leave | Tick | None] = queue.SimpleQueue()
+        self._tick_waiting = threading.Event()
+        self._inboxer = threading.Thread(target=self._inbox_loop, name="anypu-inbox", daemon=True)
+        self._inboxer.start()
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="anypu-tick", daemon=True)
         self._ticker.start()
@@ -181,6 +191,8 @@ class SchedulerService:
 
     def close(self) -> None:
         self._stop.set()
+        self._inbox.put(None)
+        self._inboxer.join(timeout=2)
         self._ticker.join(timeout=2)
         self._sweeper.join(timeout=10)
         self._writes.put(("stop", None, None))
@@ -196,6 +208,42 @@ class SchedulerService:
     def _handle(self, event: object) -> None:
         with self._lock:
             self._apply(self.state.handle(event))  # type: ignore[arg-type]
+
+    def post(self, event: AgentSaid | _Leave | Tick) -> None:
+        """Hand an agent's message (or its leaving) to the inbox: it is handled in
+        order with the others, in batches under one lock (``_inbox_loop``)."""
+        self._inbox.put(event)
+
+    def _inbox_loop(self) -> None:
+        while True:
+            batch = [self._inbox.get()]
+            while len(batch) < INBOX_BATCH:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            events = [e for e in batch if e is not None]
+            if events:
+                try:
+                    self._handle_batch(events)
+                except Exception:  # keep the inbox going: the next batch may be fine
+                    log.exception("could not handle %d agent message(s)", len(events))
+            if len(events) < len(batch):
+                return
+
+    def _handle_batch(self, events: list[AgentSaid | _Leave | Tick]) -> None:
+        with self._lock:
+            actions: list = []
+            for event in events:
+                if isinstance(event, _Leave):
+                    self._apply(actions)
+                    actions = []
+                    self._leave(event.node_id, event.epoch)
+                else:
+                    if isinstance(event, Tick):
+                        self._tick_waiting.clear()
+                    actions += self.state.handle(event)
+            self._apply(actions)
 
     def _apply(self, actions: list) -> None:
         """Carry out actions; caller holds the lock.
@@ -297,9 +345,14 @@ class SchedulerService:
         done.wait(timeout)
 
     def _tick_loop(self) -> None:
+        """Time passing, through the inbox: a tick is handled after every message that
+        arrived before it, so a backlog there never makes a heartbeat look late (a node
+        falsely lost). One tick waits there at a time."""
         period = min(0.1, self.config.heartbeat_interval_s / 2)
         while not self._stop.wait(period):
-            self._handle(Tick(self.clock()))
+            if not self._tick_waiting.is_set():
+                self._tick_waiting.set()
+                self.post(Tick(self.clock()))
 
     def sweep(self) -> Sweep:
         """Collect what the retention rules allow now (the collector's thread does this
@@ -710,7 +763,9 @@ class AgentSession:
         self.credential: Enrolment | None = None
         self.direct: DirectFn | None = None
 
-    def receive(self, message: m.AgentMessage) -> None:
+    def receive(self, message: m.AgentMessage, post: bool = False) -> None:
+        """``post``: hand a message after the Join to the service's inbox, handled in a
+        batch by its thread, instead of handling it here under the lock."""
         if self.node_id is None:
             if not isinstance(message, m.Join):
                 raise ConfigError("the first message on an agent stream must be a Join")
@@ -720,11 +775,27 @@ class AgentSession:
             return
         if isinstance(message, m.Join):
             raise ConfigError("this stream has already joined; open a new stream to re-join")
-        self.service._handle(AgentSaid(self.node_id, self.epoch, message, self.service.clock()))
+        said = AgentSaid(self.node_id, self.epoch, message, self.service.clock())
+        if post:
+            self.service.post(said)
+        else:
+            self.service._handle(said)
 
-    def close(self) -> None:
+    def close(self, post: bool = False) -> None:
+        """``post``: the leaving goes through the inbox, behind the messages posted."""
         if self.node_id is not None:
-            self.service._leave(self.node_id, self.epoch)
+            if post:
+                self.service.post(_Leave(self.node_id, self.epoch))
+            else:
+                self.service._leave(self.node_id, self.epoch)
+
+
+@dataclass(frozen=True)
+class _Leave:
+    """In the inbox: an agent's stream ended."""
+
+    node_id: str
+    epoch: int
 
 
 def _node_order(node: NodeRecord) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["Cluster"]
 
 _LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
-_AGENT_PORT = re.compile(r"mutual-TLS port (\d+)")
+_AGENT_PORT = re.compile(r"(?:mutual-TLS port|agents' port) (\d+)")
 _CA_HASH = re.compile(r"CA hash: (sha256:[0-9a-f]{64})")
 
 
@@ -89,7 +89,7 @@ class Cluster:
         args += ["--token", self.token]
         if not self.tls:
             args.append("--insecure")
-        elif self.agent_port:
+        if self.agent_port:
             args += ["--agent-port", str(self.agent_port)]  # agents find it again on restart
         for key, value in flags.items():
             args += [f"--{key}", str(value)]
@@ -101,9 +101,9 @@ class Cluster:
             match = _LISTENING.search(text)
             if match and (not self.tls or "join an agent" in text):
                 self.port = int(match.group(1))
+                self.agent_port = int(_AGENT_PORT.search(text).group(1))  # type: ignore[union-attr]
                 if self.tls:
                     self.ca_hash = _CA_HASH.search(text).group(1)  # type: ignore[union-attr]
-                    self.agent_port = int(_AGENT_PORT.search(text).group(1))  # type: ignore[union-attr]
                 return
             if self.procs["scheduler"].poll() is not None:
                 raise RuntimeError("scheduler exited:\n" + self.log("scheduler"))
@@ -113,6 +113,11 @@ class Cluster:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def agents_address(self) -> str:
+        """The agents' port (an event loop's streams; with TLS, the mutual-TLS one)."""
+        return f"127.0.0.1:{self.agent_port}"
 
     def add_agent(
         self,

@@ -34,7 +34,7 @@ from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
 from anypu.protos import messages as m
 from anypu.scheduler import ServerSecurity
-from anypu.scheduler._grpc import serve
+from anypu.scheduler._servers import serve
 from anypu.scheduler._service import SchedulerService
 from anypu.scheduler._state import SchedulerConfig
 from anypu.sdk import Client
