@@ -67,7 +67,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     security: ServerSecurity | None = None,
-    agent_port: int = 0,
+    agent_port: int | None = 0,
     throttle: FailureThrottle | None = None,
     inference: InferenceGateway | None = None,
 ) -> tuple[Servers, int]:
@@ -75,7 +75,7 @@ def serve(
     bound client port.
 
     With ``security`` the client port speaks TLS and the agent port (``agent_port``, 0:
-    a free one; recorded in ``security.agent_port``) mutual TLS; without it both are
+    None or 0: a free one; recorded in ``security.agent_port``) mutual TLS; without it both are
     plaintext (``--insecure``; the agent port's number is ``Servers.agent_port``).
     ``throttle``: how failed authentications are rate-limited (default
     ``security.throttle``, else 5 per minute per peer). The Open Inference Protocol's
@@ -106,7 +106,7 @@ def serve(
         bound = server.add_secure_port(f"{host}:{port}", server_credentials(identity, ca, False))
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}: is another process using the port?")
-    agents = AgentPort(service, host, agent_port, security, throttle)
+    agents = AgentPort(service, host, agent_port or 0, security, throttle)
     if security is not None:
         security.agent_port = agents.port
     server.start()
