@@ -74,9 +74,9 @@ def serve(
     """Start the client port and the agent port (module docstring); return both and the
     bound client port.
 
-    With ``security`` the client port speaks TLS and the agent port (``agent_port``, 0:
-    None or 0: a free one; recorded in ``security.agent_port``) mutual TLS; without it both are
-    plaintext (``--insecure``; the agent port's number is ``Servers.agent_port``).
+    With ``security`` the client port speaks TLS and the agent port (``agent_port``;
+    None or 0: a free one; recorded in ``security.agent_port``) mutual TLS; without it
+    both are plaintext (``--insecure``; the agent port's number is ``Servers.agent_port``).
     ``throttle``: how failed authentications are rate-limited (default
     ``security.throttle``, else 5 per minute per peer). The Open Inference Protocol's
     gRPC service is served beside the SDK's, through ``inference`` (default: a gateway
