@@ -29,7 +29,7 @@ import grpc
 from anypu.comm import FailureThrottle, server_credentials, server_options
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
-from anypu.scheduler._agent_stream import CLOSED, AgentStream
+from anypu.scheduler._agent_stream import CLOSED, AgentStream, JoinAdmission, JoinsBusyError
 from anypu.scheduler._grpc import AgentServicer, BlobServicer, status_of, throttled
 from anypu.scheduler._guard import AsyncDecodeGuard
 from anypu.scheduler._security import ServerSecurity
@@ -45,6 +45,10 @@ BLOCKING_THREADS = 32
 #: Joins here: they take the state's lock one at a time anyway, and every thread more
 #: takes the interpreter from the loop that reads everyone's heartbeats.
 JOIN_THREADS = 2
+#: Joins waiting at once before more are refused (RESOURCE_EXHAUSTED; agents retry with
+#: jittered backoff): a rejoin storm is admitted at the pace the state takes Joins, and
+#: the loop keeps reading the joined agents' heartbeats meanwhile.
+MAX_JOINING = 64
 
 
 async def _abort(context: Any, error: Exception) -> None:
@@ -67,6 +71,7 @@ class LoopAgentServicer(AgentServicer):
         """``pool``: where Joins and throttle delays wait, off the loop."""
         super().__init__(service, throttle, security)
         self.pool = pool
+        self.admission = JoinAdmission(MAX_JOINING)  # used on the loop only
 
     async def Connect(  # type: ignore[override]  # noqa: N802
         self, request_iterator: AsyncIterator[Any], context: Any
@@ -94,9 +99,11 @@ class LoopAgentServicer(AgentServicer):
                     if stream.joined:
                         stream.receive(message)  # posted: nothing here waits
                     else:
-                        await loop.run_in_executor(self.pool, stream.receive, message)
+                        await self._join(loop, stream, message)
             except asyncio.CancelledError:
                 pass
+            except JoinsBusyError as busy:
+                stream.failure = busy
             except Exception as error:
                 await loop.run_in_executor(self.pool, stream.failed, error)
             finally:
@@ -111,6 +118,16 @@ class LoopAgentServicer(AgentServicer):
             reader.cancel()
         if stream.failure is not None:
             await _abort(context, stream.failure)
+
+    async def _join(
+        self, loop: asyncio.AbstractEventLoop, stream: AgentStream, message: Any
+    ) -> None:
+        """Hand the stream's first message to a join thread, once admitted."""
+        self.admission.enter()
+        try:
+            await loop.run_in_executor(self.pool, stream.receive, message)
+        finally:
+            self.admission.leave()
 
 
 class AgentPort:

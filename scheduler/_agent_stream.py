@@ -14,7 +14,9 @@ its leaving is posted behind its last messages.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +30,7 @@ from anypu.scheduler._guard import check_decoded
 from anypu.scheduler._service import AgentSession, SchedulerService
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
 
-__all__ = ["CLOSED", "AgentStream"]
+__all__ = ["CLOSED", "AgentStream", "JoinAdmission", "JoinsBusyError"]
 
 log = logging.getLogger("anypu.scheduler")
 
@@ -37,6 +39,48 @@ CONNECT_METHOD = "/anypu.v1.AgentService/Connect"
 CLOSED = object()
 #: Heartbeat arrival times kept per stream for their echoes (one a second is asked for).
 _ARRIVALS_KEPT = 64
+
+
+class JoinsBusyError(Exception):
+    """Too many Joins are waiting already (admission): the agent is to come back later;
+    answered RESOURCE_EXHAUSTED, which agents retry with jittered backoff."""
+
+
+class JoinAdmission:
+    """At most ``limit`` Joins waiting at once (``enter`` .. ``leave``); one more is
+    refused with ``JoinsBusyError``, and the refusals are logged at most once a second.
+    Not thread-safe: an event loop's."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self.waiting = 0
+        self.refused = 0  # since the last log line
+        self.refused_total = 0
+        self._logged_at = -math.inf
+
+    def enter(self) -> None:
+        if self.waiting < self.limit:
+            self.waiting += 1
+            return
+        self.refused += 1
+        self.refused_total += 1
+        now = self.clock()
+        if now - self._logged_at >= 1.0:
+            log.warning(
+                "admitting agents: %d join(s) refused since the last report, %d waiting"
+                " (they come back with jittered backoff)",
+                self.refused,
+                self.waiting,
+            )
+            self.refused, self._logged_at = 0, now
+        raise JoinsBusyError(
+            f"the scheduler is admitting {self.limit} joins at once already: try again in a"
+            " moment (anypu agents do, with jittered backoff)"
+        )
+
+    def leave(self) -> None:
+        self.waiting -= 1
 
 
 class AgentStream:

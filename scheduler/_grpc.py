@@ -34,7 +34,7 @@ from anypu.devices import format_bytes
 from anypu.errors import AuthenticationError, ConfigError
 from anypu.protos import anypu_v1_pb2_grpc as rpc
 from anypu.protos import convert
-from anypu.scheduler._agent_stream import CLOSED, AgentStream
+from anypu.scheduler._agent_stream import CLOSED, AgentStream, JoinsBusyError
 from anypu.scheduler._security import ServerSecurity
 from anypu.scheduler._service import NotFoundError, SchedulerService
 from anypu.scheduler._tokens import AccessDeniedError, NameTakenError
@@ -56,7 +56,7 @@ PROBE_LIMIT_BYTES = 8 << 20
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str] | None:
     """The status a user's mistake is answered with (None: a bug, raised as it is)."""
-    if isinstance(error, ThrottledError):
+    if isinstance(error, (ThrottledError, JoinsBusyError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, AccessDeniedError):
         return grpc.StatusCode.PERMISSION_DENIED, str(error)
