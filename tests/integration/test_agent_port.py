@@ -6,6 +6,7 @@ the same answers as on the client port."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def test_an_agent_joins_at_the_agents_port_and_runs_a_job(cluster):
 async def _hold(address: str, token: str, names: list[str], joined: asyncio.Event) -> list:
     """Open a stream per name, join, and keep them open until ``joined`` is set."""
     acks: list = []
+    refused: list = []
 
     async def one(name: str) -> None:
         channel = grpc.aio.insecure_channel(address)
@@ -69,11 +71,19 @@ async def _hold(address: str, token: str, names: list[str], joined: asyncio.Even
             yield convert.agent_message_to_pb(join)
             await sent.wait()
 
-        call = rpc.AgentServiceStub(channel).Connect(requests())
-        async for reply in call:
-            if isinstance(convert.scheduler_message_from_pb(reply), m.JoinAck):
-                acks.append(name)
+        for attempt in range(50):
+            call = rpc.AgentServiceStub(channel).Connect(requests())
+            try:
+                async for reply in call:
+                    if isinstance(convert.scheduler_message_from_pb(reply), m.JoinAck):
+                        acks.append(name)
+                        break
                 break
+            except grpc.aio.AioRpcError as error:
+                # Admission: too many Joins waiting; come back later, as agents do.
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                refused.append(name)
+                await asyncio.sleep(0.05 * (1 + attempt) * (0.5 + random.random()))
         await joined.wait()
         call.cancel()
         await channel.close()
