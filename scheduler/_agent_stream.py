@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -86,7 +87,8 @@ class JoinAdmission:
 class AgentStream:
     """The messages of one agent stream (see the module docstring). ``send(item)``
     queues ``item`` (a scheduler message, or ``CLOSED``) for the adapter to write; it
-    may be called from any thread. Not thread-safe itself: one reader at a time."""
+    may be called from any thread. One reader calls ``receive`` and one writer
+    ``outgoing``, on one thread (an event loop) or two (the client port's)."""
 
     def __init__(
         self,
@@ -102,8 +104,10 @@ class AgentStream:
         self.throttle = throttle
         self.failure: Exception | None = None
         self._said: object = None
-        # When each heartbeat that asks for an echo came off the stream, by its sent_at.
+        # When each heartbeat that asks for an echo came off the stream, by its sent_at:
+        # written by the reader, read by the writer.
         self._arrived: dict[float, float] = {}
+        self._arrived_lock = threading.Lock()
 
     @property
     def joined(self) -> bool:
@@ -115,9 +119,10 @@ class AgentStream:
         said = convert.agent_message_from_pb(check_decoded(message, CONNECT_METHOD))
         self._said = said
         if isinstance(said, m.Heartbeat) and said.wants_echo:
-            self._arrived[said.sent_at] = time.time()
-            if len(self._arrived) > _ARRIVALS_KEPT:  # echoes the state did not send
-                del self._arrived[next(iter(self._arrived))]
+            with self._arrived_lock:
+                self._arrived[said.sent_at] = time.time()
+                if len(self._arrived) > _ARRIVALS_KEPT:  # echoes the state did not send
+                    del self._arrived[next(iter(self._arrived))]
         self.session.receive(said, post=True)
 
     def outgoing(self, item: Any) -> Any:
@@ -125,7 +130,8 @@ class AgentStream:
         if item is CLOSED:
             return None
         if isinstance(item, m.HeartbeatEcho):
-            at = self._arrived.pop(item.sent_at, None)
+            with self._arrived_lock:
+                at = self._arrived.pop(item.sent_at, None)
             if at is not None:
                 item = replace(item, held_s=max(0.0, time.time() - at))
         return convert.scheduler_message_to_pb(item)

@@ -184,7 +184,9 @@ class PlacementRounds:
             for job_id, key in self.earmarks.items()
             if job_id not in waiting and job_id in self.pending
         } | dict(result.earmarks)
-        replicas = Counter(h.deployment for h in self.leases.active.values() if h.deployment)
+        replicas: Counter[str] = Counter()
+        if result.deferred:  # what holds the slices they wait for
+            replicas.update(h.deployment for h in self.leases.active.values() if h.deployment)
         for job_id in result.deferred:
             job = self.jobs[job_id]
             if job.held_since is None:

@@ -224,25 +224,28 @@ class SchedulerService:
                     break
             events = [e for e in batch if e is not None]
             if events:
-                try:
-                    self._handle_batch(events)
-                except Exception:  # keep the inbox going: the next batch may be fine
-                    log.exception("could not handle %d agent message(s)", len(events))
+                self._handle_batch(events)
             if len(events) < len(batch):
                 return
 
     def _handle_batch(self, events: list[AgentSaid | _Leave | Tick]) -> None:
+        """Hand ``events`` to the state in order and carry out what they cause, once.
+        One that fails is logged and skipped: the rest of the batch, and the inbox, go
+        on (as a failed stream once ended only its own agent's)."""
         with self._lock:
             actions: list = []
             for event in events:
-                if isinstance(event, _Leave):
-                    self._apply(actions)
-                    actions = []
-                    self._leave(event.node_id, event.epoch)
-                else:
-                    if isinstance(event, Tick):
-                        self._tick_waiting.clear()
-                    actions += self.state.handle(event)
+                try:
+                    if isinstance(event, _Leave):
+                        self._apply(actions)
+                        actions = []
+                        self._leave(event.node_id, event.epoch)
+                    else:
+                        if isinstance(event, Tick):
+                            self._tick_waiting.clear()
+                        actions += self.state.handle(event)
+                except Exception:
+                    log.exception("could not handle %s", type(event).__name__)
             self._apply(actions)
 
     def _apply(self, actions: list) -> None:
